@@ -1,0 +1,456 @@
+//! Command-line interface: clap definitions, and each subcommand's output.
+//!
+//! Output meant for terminals passes through the sanitizer: device names in `devices`, `events`
+//! and `check` come from whoever registered the device.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+use crate::model::{EventKind, Severity};
+use crate::monitor::{self, PassReport};
+use crate::notify::{render, DeliveryReport};
+use crate::sanitize;
+use crate::source::{sim, Source};
+use crate::store::Store;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tailscale-monitor",
+    version,
+    about = "Alerts when devices join, change or connect in your Tailscale or Headscale tailnet",
+    long_about = None
+)]
+pub struct Cli {
+    /// Config file [default: /etc/tailscale-monitor/config.toml]
+    #[arg(
+        long,
+        global = true,
+        env = "TAILSCALE_MONITOR_CONFIG",
+        value_name = "PATH"
+    )]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// One pass for cron or Nagios: read the tailnet, record and mail changes, print one status line.
+    /// Exit 0 nothing new, 1 warning-level changes (or undelivered alerts), 2 a new device or user,
+    /// 3 the tailnet could not be read or the config is bad.
+    Check,
+    /// The daemon: a pass every `interval`, deliveries retried with backoff, SIGHUP reloads the config.
+    Run,
+    /// Known devices: name, user, IPs, OS, first and last seen.
+    Devices {
+        /// Machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+        /// Include devices that have left the tailnet.
+        #[arg(long)]
+        all: bool,
+    },
+    /// The event log, newest first.
+    Events {
+        /// Only events since this time: RFC 3339 (2026-11-24T08:00:00Z) or an age (90m, 2d).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Machine-readable JSON (one array).
+        #[arg(long)]
+        json: bool,
+        /// At most this many events.
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Runs the whole pipeline against a built-in simulated tailnet and prints the alerts
+    /// (and mails them too when --config names a file with e-mail channels).
+    Demo,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validates the config and prints the effective configuration, secrets redacted.
+    Check,
+}
+
+/// Loads the config: an explicit path must exist; the default path may be missing when
+/// `optional` (then defaults apply).
+fn load(explicit: Option<&Path>, optional: bool) -> anyhow::Result<Config> {
+    match explicit {
+        Some(p) => Ok(Config::load(p)?),
+        None => {
+            let p = Path::new(config::DEFAULT_PATH);
+            if optional && !p.exists() {
+                Ok(Config::defaults())
+            } else {
+                Ok(Config::load(p)?)
+            }
+        }
+    }
+}
+
+pub async fn main(cli: Cli) -> ExitCode {
+    let explicit = cli.config.as_deref();
+    let result = match cli.command {
+        Command::Check => return check(explicit).await,
+        Command::Run => match load(explicit, false) {
+            Ok(cfg) => crate::daemon::run(explicit.map(Path::to_owned), cfg).await,
+            Err(e) => Err(e),
+        },
+        Command::Devices { json, all } => devices(explicit, json, all),
+        Command::Events { since, json, limit } => events(explicit, since.as_deref(), json, limit),
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => load(explicit, false).map(|c| {
+            print!("{}", c.render());
+            if c.channels.is_empty() {
+                eprintln!("warning: no [[notify]] channel: alerts are only logged");
+            }
+            eprintln!(
+                "config OK: {}",
+                c.path
+                    .as_deref()
+                    .unwrap_or(Path::new("(defaults)"))
+                    .display()
+            );
+        }),
+        Command::Demo => demo(explicit).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tailscale-monitor: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error chain as one line.
+fn one_line(e: &anyhow::Error) -> String {
+    let parts: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    let mut out: Vec<String> = Vec::new();
+    for p in parts {
+        if !out.iter().any(|o| o.contains(&p)) {
+            out.push(p);
+        }
+    }
+    sanitize::line(&out.join(": "), 1000)
+}
+
+/// Nagios-style status line and exit code for one `check`.
+pub fn status_line(report: &PassReport, delivery: &DeliveryReport, outbox: i64) -> (String, u8) {
+    let s = |v: &str| sanitize::line(v, 60);
+    let (devices, users) = match &report.seen {
+        Ok(snap) => (snap.devices.len(), snap.users.len()),
+        Err(_) => (0, 0),
+    };
+    let perf = format!(
+        "| devices={devices} users={users} events={} outbox={outbox}",
+        report.events.len()
+    );
+    if let Err(e) = &report.seen {
+        return (
+            format!("TAILSCALE UNKNOWN - {} {perf}", sanitize::line(&e.0, 300)),
+            3,
+        );
+    }
+    let mut code = match report.max_severity() {
+        _ if report
+            .events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::DeviceNew | EventKind::UserNew)) =>
+        {
+            2
+        }
+        Some(Severity::Critical) | Some(Severity::Warning) => 1,
+        _ => 0,
+    };
+    let mut text = if report.events.is_empty() {
+        format!("{devices} devices, {users} users, nothing new")
+    } else if report
+        .events
+        .iter()
+        .any(|e| e.kind == EventKind::MonitorBaseline)
+    {
+        format!("baseline recorded: {devices} devices, {users} users (sent for review)")
+    } else {
+        let items: Vec<String> = report
+            .events
+            .iter()
+            .take(5)
+            .map(|e| match &e.device {
+                Some(d) => format!("{} {}", e.kind, s(d.display_name())),
+                None => match &e.user {
+                    Some(u) => format!("{} {}", e.kind, s(&u.login)),
+                    None => e.kind.to_string(),
+                },
+            })
+            .collect();
+        let more = report.events.len().saturating_sub(5);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        format!("{}{more}", items.join(", "))
+    };
+    if outbox > 0 {
+        code = code.max(1);
+        let why = delivery
+            .failed
+            .first()
+            .map(|(c, e)| format!(" ({c}: {})", sanitize::line(e, 200)))
+            .unwrap_or_default();
+        text += &format!("; {outbox} alert(s) not delivered yet, will retry{why}");
+    }
+    let label = ["OK", "WARNING", "CRITICAL", "UNKNOWN"][code as usize];
+    (format!("TAILSCALE {label} - {text} {perf}"), code)
+}
+
+async fn check(explicit: Option<&Path>) -> ExitCode {
+    let unknown = |msg: String| {
+        println!("TAILSCALE UNKNOWN - {}", sanitize::line(&msg, 500));
+        ExitCode::from(3)
+    };
+    let cfg = match load(explicit, false) {
+        Ok(c) => c,
+        Err(e) => return unknown(one_line(&e)),
+    };
+    let mut store = match Store::open(&cfg.state_dir) {
+        Ok(s) => s,
+        Err(e) => return unknown(e.to_string()),
+    };
+    let source = Source::from_config(&cfg.source);
+    let report = match monitor::observe(&source, &mut store, &cfg.routes(), &cfg.policy).await {
+        Ok(r) => r,
+        Err(e) => return unknown(e.to_string()),
+    };
+    let delivery =
+        match monitor::deliver(&mut store, &cfg.channels, &monitor::local_hostname(), true).await {
+            Ok(d) => d,
+            Err(e) => return unknown(e.to_string()),
+        };
+    let outbox = store.outbox_depth().map(|(n, _)| n).unwrap_or(0);
+    let (line, code) = status_line(&report, &delivery, outbox);
+    println!("{line}");
+    ExitCode::from(code)
+}
+
+fn parse_since(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) => Ok(now - chrono::Duration::from_std(d)?),
+        Err(_) => bail!(
+            "--since `{s}`: expected an RFC 3339 time (2026-11-24T08:00:00Z) or an age (90m, 2d)"
+        ),
+    }
+}
+
+fn open_store(explicit: Option<&Path>) -> anyhow::Result<Store> {
+    let cfg = load(explicit, true)?;
+    if !cfg.state_dir.join("state.db").exists() {
+        bail!(
+            "no state in {} yet: run `tailscale-monitor check` or `run` first",
+            cfg.state_dir.display()
+        );
+    }
+    Ok(Store::open(&cfg.state_dir)?)
+}
+
+fn devices(explicit: Option<&Path>, json: bool, all: bool) -> anyhow::Result<()> {
+    let store = open_store(explicit)?;
+    let mut rows = store.devices()?;
+    rows.retain(|r| all || !r.known.removed);
+    let users = store.known()?.users;
+    rows.sort_by(|a, b| {
+        a.known
+            .device
+            .display_name()
+            .cmp(b.known.device.display_name())
+    });
+    let login = |d: &crate::model::Device| {
+        users
+            .get(&d.user_id)
+            .map_or_else(|| d.user_id.to_string(), |u| u.user.login.clone())
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "device": r.known.device,
+                    "user": login(&r.known.device),
+                    "removed": r.known.removed,
+                    "first_seen": r.first_seen,
+                    "last_seen": r.last_seen,
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    let s = |v: &str, n| sanitize::line(v, n);
+    writeln!(
+        out,
+        "{:<24} {:<28} {:<34} {:<10} {:<20} {:<20}",
+        "NAME", "USER", "ADDRESSES", "OS", "FIRST SEEN", "LAST SEEN"
+    )?;
+    for r in &rows {
+        let d = &r.known.device;
+        let mut name = s(d.display_name(), 22);
+        if d.is_self {
+            name += "*";
+        }
+        if r.known.removed {
+            name += " (gone)";
+        }
+        writeln!(
+            out,
+            "{:<24} {:<28} {:<34} {:<10} {:<20} {:<20}",
+            name,
+            s(&login(d), 28),
+            s(&d.addresses.join(","), 34),
+            s(&d.os, 10),
+            r.first_seen.format("%Y-%m-%d %H:%M"),
+            r.last_seen.format("%Y-%m-%d %H:%M"),
+        )?;
+    }
+    writeln!(out, "{} device(s); * = this server", rows.len())?;
+    Ok(())
+}
+
+fn events(
+    explicit: Option<&Path>,
+    since: Option<&str>,
+    json: bool,
+    limit: usize,
+) -> anyhow::Result<()> {
+    let store = open_store(explicit)?;
+    let since = since.map(|s| parse_since(s, Utc::now())).transpose()?;
+    let events = store.events(since, limit)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let v: Vec<serde_json::Value> = events
+            .iter()
+            .map(|l| {
+                let mut v = serde_json::to_value(&l.event).expect("event serializes");
+                v["id"] = l.id.into();
+                v["pass"] = l.pass.into();
+                v
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    for l in &events {
+        let e = &l.event;
+        writeln!(
+            out,
+            "{}  {:<8} {:<26} {}",
+            e.at.format("%Y-%m-%d %H:%M:%S"),
+            e.severity,
+            e.kind,
+            sanitize::line(&e.summary, 200)
+        )?;
+    }
+    if let Some(bad) = store.verify_log()? {
+        writeln!(
+            out,
+            "WARNING: the event log was altered at or after event #{bad} (hash chain broken)"
+        )?;
+    }
+    Ok(())
+}
+
+async fn demo(explicit: Option<&Path>) -> anyhow::Result<()> {
+    let cfg = match explicit {
+        Some(p) => Some(Config::load(p)?),
+        None => None,
+    };
+    let channels = cfg.as_ref().map(|c| c.channels.clone()).unwrap_or_default();
+    let routes: Vec<_> = channels.iter().map(|c| c.route.clone()).collect();
+    let policy = cfg.as_ref().map(|c| c.policy.clone()).unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("tailscale-monitor-demo-{}", std::process::id()));
+    let result = async {
+        let mut store = Store::open(&dir).context("demo state")?;
+        let steps = sim::demo_steps();
+        let sim = sim::Sim::new(steps[0].1.clone());
+        let source = Source::Sim(sim);
+        let host = "web-01 (demo)";
+        println!("tailscale-monitor demo: a simulated tailnet, the real pipeline.\n");
+        for (i, (title, snap)) in steps.into_iter().enumerate() {
+            if let Source::Sim(s) = &source {
+                s.set(snap);
+            }
+            let report = monitor::observe(&source, &mut store, &routes, &policy).await?;
+            println!("=== Step {}: {title}", i + 1);
+            let mut text = String::new();
+            for e in &report.events {
+                render::event_text(&mut text, e);
+            }
+            println!("{}", text.trim_start_matches('\n'));
+            if !channels.is_empty() {
+                let d = monitor::deliver(&mut store, &channels, host, true).await?;
+                for (c, e) in &d.failed {
+                    println!("  (channel {c} failed: {e})");
+                }
+                if d.delivered > 0 {
+                    println!("  (sent through {} channel(s))", channels.len() - d.failed.len());
+                }
+            }
+            println!();
+        }
+        if channels.is_empty() {
+            println!(
+                "To receive these by e-mail, write a config (see README) and run:\n  tailscale-monitor --config /etc/tailscale-monitor/config.toml demo"
+            );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_times_and_ages() {
+        let now = DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            parse_since("2d", now).unwrap().to_rfc3339(),
+            "2026-11-22T12:00:00+00:00"
+        );
+        assert_eq!(
+            parse_since("2026-11-24T08:00:00Z", now)
+                .unwrap()
+                .to_rfc3339(),
+            "2026-11-24T08:00:00+00:00"
+        );
+        assert!(parse_since("yesterday-ish", now).is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,811 @@
+//! The TOML configuration: schema, defaults, validation with `file:line` errors, secret loading.
+//!
+//! Parsing happens in two steps. serde reads the file into `Raw*` structs that mirror it
+//! (unknown keys are refused there, and toml reports where); [`Config::from_toml`] then checks
+//! every value and builds the typed [`Config`], naming file, line and key on any error. Secrets
+//! (SMTP passwords) are read from files or the environment, never from the main file, and are
+//! never printed: [`Secret`] redacts itself.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use lettre::message::Mailbox;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::diff::Policy;
+use crate::model::{EventKind, Severity};
+use crate::store::Route;
+
+pub const DEFAULT_PATH: &str = "/etc/tailscale-monitor/config.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/tailscale-monitor";
+/// Environment variable read for the SMTP password when no `password_file`/`password_env` is set.
+pub const PASSWORD_ENV: &str = "TAILSCALE_MONITOR_SMTP_PASSWORD";
+
+/// A config error, already rendered as one line: `path:line: what (key \`k\`)`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// A secret value that never shows up in Debug output or printed config.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// tailscaled's LocalAPI over its unix socket (default).
+    LocalApi,
+    /// `tailscale status --json`.
+    Cli,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    pub socket: PathBuf,
+    /// The `tailscale` binary for the CLI source.
+    pub cli: PathBuf,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub interval: Duration,
+    pub reconcile: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain SMTP; only allowed to a loopback relay.
+    None,
+    /// STARTTLS, required (the connection fails rather than send in clear).
+    StartTls,
+    /// Implicit TLS (smtps://).
+    Tls,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailTransport {
+    /// The local MTA's `sendmail` program.
+    Sendmail,
+    Smtp {
+        host: String,
+        port: u16,
+        tls: SmtpTls,
+        user: Option<String>,
+        password: Option<Secret>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    pub to: Vec<Mailbox>,
+    pub from: Mailbox,
+    pub transport: MailTransport,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum ChannelKind {
+    Email(EmailConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct Channel {
+    pub name: String,
+    pub route: Route,
+    pub kind: ChannelKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from (`None` when built from defaults).
+    pub path: Option<PathBuf>,
+    pub source: SourceConfig,
+    pub state_dir: PathBuf,
+    pub daemon: DaemonConfig,
+    pub policy: Policy,
+    pub channels: Vec<Channel>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    tailscale: RawTailscale,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    alerts: RawAlerts,
+    #[serde(default)]
+    notify: Vec<Spanned<RawNotify>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTailscale {
+    socket: Option<PathBuf>,
+    source: Option<Spanned<String>>,
+    cli: Option<PathBuf>,
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    interval: Option<Spanned<String>>,
+    reconcile: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    key_expiry_warning: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    kind: Spanned<String>,
+    name: Option<Spanned<String>>,
+    min_severity: Option<Spanned<String>>,
+    events: Option<Spanned<Vec<String>>>,
+    // email
+    to: Option<Spanned<OneOrMany>>,
+    from: Option<Spanned<String>>,
+    smtp: Option<Spanned<String>>,
+    password_file: Option<Spanned<PathBuf>>,
+    password_env: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+}
+
+/// Default LocalAPI socket for this OS, preferring one that exists (Synology, QNAP, Gokrazy).
+pub fn default_socket() -> PathBuf {
+    if cfg!(target_os = "macos") {
+        return PathBuf::from("/var/run/tailscaled.socket");
+    }
+    const CANDIDATES: [&str; 5] = [
+        "/var/run/tailscale/tailscaled.sock",
+        "/var/packages/Tailscale/var/tailscaled.sock",
+        "/var/packages/Tailscale/etc/tailscaled.sock",
+        "/tmp/tailscale/tailscaled.sock",
+        "/perm/tailscaled/tailscaled.sock",
+    ];
+    CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            if Path::new("/var/run").is_dir() {
+                PathBuf::from(CANDIDATES[0])
+            } else {
+                PathBuf::from("tailscaled.sock")
+            }
+        })
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn at<T>(&self, s: &Spanned<T>, key: &str, msg: impl fmt::Display) -> ConfigError {
+        ConfigError(format!(
+            "{}:{}: {msg} (key `{key}`)",
+            self.file,
+            self.line(s.span().start)
+        ))
+    }
+
+    fn duration(
+        &self,
+        s: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match s {
+            None => Ok(default),
+            Some(v) => match humantime::parse_duration(v.get_ref()) {
+                Ok(d) if !d.is_zero() => Ok(d),
+                Ok(_) => Err(self.at(v, key, "must be greater than zero")),
+                Err(e) => Err(self.at(
+                    v,
+                    key,
+                    format!(
+                        "`{}` is not a duration like \"30s\" or \"5m\": {e}",
+                        v.get_ref()
+                    ),
+                )),
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, as if the config file were empty.
+    pub fn defaults() -> Config {
+        Config::from_toml("", "(defaults)").expect("empty config is valid")
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " — create it (see README: Configure) or pass --config PATH"
+            } else {
+                ""
+            };
+            ConfigError(format!("{}: {e}{hint}", path.display()))
+        })?;
+        let mut c = Config::from_toml(&text, &path.display().to_string())?;
+        c.path = Some(path.to_owned());
+        Ok(c)
+    }
+
+    /// Parses config text; `file` names it in errors.
+    pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let cx = Ctx { file, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| cx.line(s.start)).unwrap_or(1);
+            ConfigError(format!("{file}:{line}: {}", e.message().trim()))
+        })?;
+
+        let kind = match raw
+            .tailscale
+            .source
+            .as_ref()
+            .map(|s| (s, s.get_ref().as_str()))
+        {
+            None | Some((_, "localapi")) => SourceKind::LocalApi,
+            Some((_, "cli")) => SourceKind::Cli,
+            Some((s, other)) => {
+                return Err(cx.at(
+                    s,
+                    "tailscale.source",
+                    format!("`{other}` is not one of \"localapi\", \"cli\""),
+                ))
+            }
+        };
+        let source = SourceConfig {
+            kind,
+            socket: raw.tailscale.socket.unwrap_or_else(default_socket),
+            cli: raw
+                .tailscale
+                .cli
+                .unwrap_or_else(|| PathBuf::from("tailscale")),
+            timeout: cx.duration(
+                &raw.tailscale.timeout,
+                "tailscale.timeout",
+                Duration::from_secs(10),
+            )?,
+        };
+        let daemon = DaemonConfig {
+            interval: cx.duration(
+                &raw.daemon.interval,
+                "daemon.interval",
+                Duration::from_secs(30),
+            )?,
+            reconcile: cx.duration(
+                &raw.daemon.reconcile,
+                "daemon.reconcile",
+                Duration::from_secs(300),
+            )?,
+        };
+        let warn = cx.duration(
+            &raw.alerts.key_expiry_warning,
+            "alerts.key_expiry_warning",
+            Duration::from_secs(14 * 86400),
+        )?;
+        let policy = Policy {
+            key_expiry_warn: chrono::Duration::from_std(warn)
+                .map_err(|e| ConfigError(format!("{file}: alerts.key_expiry_warning: {e}")))?,
+        };
+
+        let mut channels: Vec<Channel> = Vec::new();
+        for n in &raw.notify {
+            let ch = channel(&cx, n)?;
+            if channels.iter().any(|c| c.name == ch.name) {
+                return Err(cx.at(
+                    n,
+                    "name",
+                    format!(
+                        "two [[notify]] channels are named `{}`: give each a distinct `name`",
+                        ch.name
+                    ),
+                ));
+            }
+            channels.push(ch);
+        }
+        Ok(Config {
+            path: None,
+            source,
+            state_dir: raw
+                .state
+                .dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            daemon,
+            policy,
+            channels,
+        })
+    }
+
+    pub fn routes(&self) -> Vec<Route> {
+        self.channels.iter().map(|c| c.route.clone()).collect()
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn render(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        let d = |d: Duration| q(&humantime::format_duration(d).to_string());
+        let mut out = String::new();
+        out += &format!(
+            "[tailscale]\nsource = {}\nsocket = {}\ncli = {}\ntimeout = {}\n\n",
+            q(match self.source.kind {
+                SourceKind::LocalApi => "localapi",
+                SourceKind::Cli => "cli",
+            }),
+            q(&self.source.socket.display().to_string()),
+            q(&self.source.cli.display().to_string()),
+            d(self.source.timeout)
+        );
+        out += &format!(
+            "[state]\ndir = {}\n\n",
+            q(&self.state_dir.display().to_string())
+        );
+        out += &format!(
+            "[daemon]\ninterval = {}\nreconcile = {}\n\n",
+            d(self.daemon.interval),
+            d(self.daemon.reconcile)
+        );
+        out += &format!(
+            "[alerts]\nkey_expiry_warning = {}\n",
+            d(self.policy.key_expiry_warn.to_std().unwrap_or_default())
+        );
+        for c in &self.channels {
+            out += &format!(
+                "\n[[notify]]\nname = {}\nmin_severity = {}\n",
+                q(&c.name),
+                q(c.route.min_severity.as_str())
+            );
+            if let Some(k) = &c.route.kinds {
+                let v: Vec<String> = k.iter().map(|k| q(k.as_str())).collect();
+                out += &format!("events = [{}]\n", v.join(", "));
+            }
+            match &c.kind {
+                ChannelKind::Email(e) => {
+                    let to: Vec<String> = e.to.iter().map(|m| q(&m.to_string())).collect();
+                    out += &format!(
+                        "kind = \"email\"\nto = [{}]\nfrom = {}\nsmtp = {}\ntimeout = {}\n",
+                        to.join(", "),
+                        q(&e.from.to_string()),
+                        q(&e.transport.to_string()),
+                        d(e.timeout)
+                    );
+                    if let MailTransport::Smtp {
+                        password: Some(_), ..
+                    } = e.transport
+                    {
+                        out += "# password: set (redacted)\n";
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for MailTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MailTransport::Sendmail => f.write_str("sendmail"),
+            MailTransport::Smtp {
+                host,
+                port,
+                tls,
+                user,
+                ..
+            } => {
+                let scheme = if *tls == SmtpTls::Tls {
+                    "smtps"
+                } else {
+                    "smtp"
+                };
+                let user = user.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
+                write!(f, "{scheme}://{user}{host}:{port}")
+            }
+        }
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn channel(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<Channel, ConfigError> {
+    let r = n.get_ref();
+    let kind = r.kind.get_ref().as_str();
+    let name = r
+        .name
+        .as_ref()
+        .map_or_else(|| kind.to_owned(), |s| s.get_ref().clone());
+    if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(cx.at(
+            n,
+            "name",
+            "channel names must be non-empty and without spaces",
+        ));
+    }
+    let min_severity = match &r.min_severity {
+        None => Severity::Info,
+        Some(s) => Severity::parse(s.get_ref()).ok_or_else(|| {
+            cx.at(
+                s,
+                "min_severity",
+                format!(
+                    "`{}` is not one of \"info\", \"warning\", \"critical\"",
+                    s.get_ref()
+                ),
+            )
+        })?,
+    };
+    let kinds = match &r.events {
+        None => None,
+        Some(s) => Some(
+            s.get_ref()
+                .iter()
+                .map(|k| {
+                    EventKind::parse(k).ok_or_else(|| {
+                        cx.at(
+                            s,
+                            "events",
+                            format!("unknown event kind `{k}` (see README: Events)"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let route = Route {
+        channel: name.clone(),
+        min_severity,
+        kinds,
+    };
+    let kind = match kind {
+        "email" => ChannelKind::Email(email(cx, n)?),
+        other => {
+            return Err(cx.at(
+                &r.kind,
+                "kind",
+                format!("unknown notify kind `{other}` (supported: \"email\")"),
+            ))
+        }
+    };
+    Ok(Channel { name, route, kind })
+}
+
+fn email(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<EmailConfig, ConfigError> {
+    let r = n.get_ref();
+    let missing = |key: &str| cx.at(n, key, format!("[[notify]] kind = \"email\" needs `{key}`"));
+    let to_raw = r.to.as_ref().ok_or_else(|| missing("to"))?;
+    let list = match to_raw.get_ref() {
+        OneOrMany::One(s) => vec![s.clone()],
+        OneOrMany::Many(v) => v.clone(),
+    };
+    if list.is_empty() {
+        return Err(cx.at(to_raw, "to", "needs at least one address"));
+    }
+    let to = list
+        .iter()
+        .map(|a| {
+            Mailbox::from_str(a)
+                .map_err(|e| cx.at(to_raw, "to", format!("`{a}` is not a mail address: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let from_raw = r.from.as_ref().ok_or_else(|| missing("from"))?;
+    let from = Mailbox::from_str(from_raw.get_ref()).map_err(|e| {
+        cx.at(
+            from_raw,
+            "from",
+            format!("`{}` is not a mail address: {e}", from_raw.get_ref()),
+        )
+    })?;
+    let smtp_raw = r.smtp.as_ref().ok_or_else(|| missing("smtp"))?;
+    let transport = smtp_target(cx, smtp_raw, r)?;
+    Ok(EmailConfig {
+        to,
+        from,
+        transport,
+        timeout: cx.duration(&r.timeout, "timeout", Duration::from_secs(30))?,
+    })
+}
+
+fn smtp_target(cx: &Ctx, s: &Spanned<String>, r: &RawNotify) -> Result<MailTransport, ConfigError> {
+    let text = s.get_ref();
+    if text == "sendmail" {
+        return Ok(MailTransport::Sendmail);
+    }
+    let bad = |why: &str| {
+        cx.at(
+            s,
+            "smtp",
+            format!("`{text}` {why}; expected \"smtp://host:port\", \"smtp://user@host:587\", \"smtps://user@host:465\" or \"sendmail\""),
+        )
+    };
+    let url = url::Url::parse(text).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| bad("has no host"))?
+        .to_owned();
+    if url.password().is_some() {
+        return Err(cx.at(
+            s,
+            "smtp",
+            "do not put the password in the URL: use password_file or the environment",
+        ));
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() {
+        return Err(bad("has a path or query"));
+    }
+    let user = Some(url.username()).filter(|u| !u.is_empty()).map(|u| {
+        percent_encoding::percent_decode_str(u)
+            .decode_utf8_lossy()
+            .into_owned()
+    });
+    let (tls, default_port) = match url.scheme() {
+        "smtps" => (SmtpTls::Tls, 465),
+        "smtp" if is_loopback(&host) => (SmtpTls::None, 25),
+        "smtp" => (SmtpTls::StartTls, if user.is_some() { 587 } else { 25 }),
+        _ => return Err(bad("has an unsupported scheme")),
+    };
+    let password = match (&r.password_file, &r.password_env) {
+        (Some(_), Some(env)) => {
+            return Err(cx.at(
+                env,
+                "password_env",
+                "set either password_file or password_env, not both",
+            ))
+        }
+        (Some(f), None) => {
+            let p = f.get_ref();
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| cx.at(f, "password_file", format!("{}: {e}", p.display())))?;
+            let pw = text.trim_end_matches(['\r', '\n']).to_owned();
+            if pw.is_empty() {
+                return Err(cx.at(f, "password_file", format!("{} is empty", p.display())));
+            }
+            Some(Secret(pw))
+        }
+        (None, Some(env)) => Some(Secret(std::env::var(env.get_ref()).map_err(|_| {
+            cx.at(
+                env,
+                "password_env",
+                format!("environment variable {} is not set", env.get_ref()),
+            )
+        })?)),
+        (None, None) => std::env::var(PASSWORD_ENV)
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(Secret),
+    };
+    if user.is_some() && password.is_none() {
+        return Err(cx.at(
+            s,
+            "smtp",
+            format!(
+                "a user is set but no password: set password_file, password_env or {PASSWORD_ENV}"
+            ),
+        ));
+    }
+    Ok(MailTransport::Smtp {
+        host: host.trim_matches(['[', ']']).to_owned(),
+        port: url.port().unwrap_or(default_port),
+        tls,
+        user,
+        password,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::from_toml(text, "config.toml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    const MINIMAL: &str = r#"
+[tailscale]
+socket = "/var/run/tailscale/tailscaled.sock"
+
+[state]
+dir = "/var/lib/tailscale-monitor"
+
+[[notify]]
+kind = "email"
+to = ["admin@example.com"]
+from = "tailscale-monitor@web-01.example.com"
+smtp = "smtp://127.0.0.1:25"
+"#;
+
+    #[test]
+    fn minimal_contract_file_is_valid() {
+        let c = Config::from_toml(MINIMAL, "config.toml").unwrap();
+        assert_eq!(c.channels.len(), 1);
+        assert_eq!(c.daemon.interval, Duration::from_secs(30));
+        let ChannelKind::Email(e) = &c.channels[0].kind;
+        assert_eq!(
+            e.transport,
+            MailTransport::Smtp {
+                host: "127.0.0.1".into(),
+                port: 25,
+                tls: SmtpTls::None,
+                user: None,
+                password: None
+            }
+        );
+        assert!(c.render().contains("smtp = \"smtp://127.0.0.1:25\""));
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = err(&MINIMAL.replace("smtp = ", "smpt = "));
+        assert!(e.starts_with("config.toml:12:"), "{e}");
+        assert!(e.contains("smpt"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+        let e = err("[tailscale]\nsocket = \"/x\"\nsokcet = 1\n");
+        assert!(
+            e.starts_with("config.toml:3:") && e.contains("sokcet"),
+            "{e}"
+        );
+        let e = err("[stat]\ndir = \"/x\"\n");
+        assert!(e.starts_with("config.toml:1:") && e.contains("stat"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_line_and_key() {
+        let e = err("[daemon]\ninterval = \"soon\"\n");
+        assert!(
+            e.starts_with("config.toml:2:") && e.contains("daemon.interval"),
+            "{e}"
+        );
+        let e = err(&MINIMAL.replace("smtp://127.0.0.1:25", "ftp://x"));
+        assert!(
+            e.starts_with("config.toml:12:") && e.contains("`smtp`"),
+            "{e}"
+        );
+        let e = err(&MINIMAL.replace("admin@example.com", "not an address"));
+        assert!(
+            e.starts_with("config.toml:10:") && e.contains("`to`"),
+            "{e}"
+        );
+        let e = err(&MINIMAL.replace("kind = \"email\"", "kind = \"pager\""));
+        assert!(
+            e.starts_with("config.toml:9:") && e.contains("pager"),
+            "{e}"
+        );
+        let e = err(&MINIMAL.replace("to = [\"admin@example.com\"]\n", ""));
+        assert!(e.contains("needs `to`"), "{e}");
+        let e = err("[tailscale]\nsource = \"magic\"\n");
+        assert!(e.starts_with("config.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn smtp_forms() {
+        let t = |url: &str| {
+            let c = Config::from_toml(&MINIMAL.replace("smtp://127.0.0.1:25", url), "c").unwrap();
+            let ChannelKind::Email(e) = &c.channels[0].kind;
+            e.transport.clone()
+        };
+        assert_eq!(t("sendmail"), MailTransport::Sendmail);
+        std::env::set_var(PASSWORD_ENV, "hunter2");
+        let MailTransport::Smtp {
+            tls,
+            port,
+            user,
+            password,
+            ..
+        } = t("smtp://me%40x.org@mail.example.com:587")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (tls, port, user.as_deref()),
+            (SmtpTls::StartTls, 587, Some("me@x.org"))
+        );
+        assert_eq!(password.unwrap().expose(), "hunter2");
+        let MailTransport::Smtp { tls, port, .. } = t("smtps://me@mail.example.com") else {
+            panic!()
+        };
+        assert_eq!((tls, port), (SmtpTls::Tls, 465));
+        let MailTransport::Smtp { tls, .. } = t("smtp://mail.example.com") else {
+            panic!()
+        };
+        assert_eq!(
+            tls,
+            SmtpTls::StartTls,
+            "non-loopback plain smtp:// still requires STARTTLS"
+        );
+        assert!(err(&MINIMAL.replace("smtp://127.0.0.1:25", "smtp://u:pw@h")).contains("password"));
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let text = MINIMAL.replace(
+            "smtp = \"smtp://127.0.0.1:25\"",
+            &format!(
+                "smtp = \"smtps://u@h\"\npassword_file = \"{}\"",
+                pw.display()
+            ),
+        );
+        let c = Config::from_toml(&text, "c").unwrap();
+        assert!(!c.render().contains("s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let ChannelKind::Email(e) = &c.channels[0].kind;
+        let MailTransport::Smtp { password, .. } = &e.transport else {
+            panic!()
+        };
+        assert_eq!(password.as_ref().unwrap().expose(), "s3cret");
+    }
+
+    #[test]
+    fn filters_and_duplicate_names() {
+        let text = format!("{MINIMAL}min_severity = \"warning\"\nevents = [\"device.new\"]\n");
+        let c = Config::from_toml(&text, "c").unwrap();
+        assert_eq!(c.channels[0].route.min_severity, Severity::Warning);
+        let e = err(&format!("{MINIMAL}events = [\"device.nwe\"]\n"));
+        assert!(e.contains("device.nwe"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}{}",
+            &MINIMAL[MINIMAL.find("[[notify]]").unwrap()..]
+        ));
+        assert!(e.contains("distinct `name`"), "{e}");
+    }
+}

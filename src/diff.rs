@@ -1,0 +1,815 @@
+//! The pure core: what the monitor knows × what the tailnet looks like now → events.
+//!
+//! [`diff`] takes values and returns values; it never reads a clock, a socket or a file, so every
+//! event kind is tested here with a few snapshots and an assertion. The store persists the
+//! [`Outcome`] (state changes and events) in one transaction; notifiers render the events.
+//!
+//! Rules that make this better than diffing `IP hostname` lines:
+//! - identity is the stable node ID: a device re-added under an old hostname and IP is new;
+//! - the first snapshot of an empty store is a *baseline*: one review event, no per-device alerts;
+//! - a device that is known but was removed and comes back under the same ID is not "new";
+//! - nothing here ever sees a failed read: sources return errors, not empty snapshots.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Change, Device, Event, EventKind, Snapshot, StableNodeId, User, UserId};
+use crate::store::Health;
+
+/// Tunables of the core.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Alert `device.key_expiring` when a node key expires within this much time.
+    pub key_expiry_warn: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            key_expiry_warn: Duration::days(14),
+        }
+    }
+}
+
+/// A device the store knows, with the attributes last recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnownDevice {
+    pub device: Device,
+    pub removed: bool,
+    /// The key expiry for which `device.key_expiring` was already raised (so it is raised once).
+    #[serde(default)]
+    pub expiring_alerted: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnownUser {
+    pub user: User,
+    pub removed: bool,
+}
+
+/// Everything the monitor has ever recorded about the tailnet.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Known {
+    /// False only for an empty store: the next snapshot becomes the baseline.
+    pub baseline_done: bool,
+    pub devices: BTreeMap<StableNodeId, KnownDevice>,
+    pub users: BTreeMap<UserId, KnownUser>,
+}
+
+/// What a pass found: events to log and deliver, and the records that changed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    pub events: Vec<Event>,
+    pub devices: Vec<KnownDevice>,
+    pub users: Vec<KnownUser>,
+}
+
+/// Compares the current snapshot with what is known. `now` is the detection time.
+pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Outcome {
+    if !known.baseline_done {
+        return baseline(cur, policy, now);
+    }
+    let mut out = Outcome::default();
+
+    for user in cur.users.values() {
+        match known.users.get(&user.id) {
+            None => {
+                let mut e = Event::new(
+                    EventKind::UserNew,
+                    now,
+                    format!("New user {} ({})", user.login, user.display_name),
+                );
+                e.user = Some(user.clone());
+                out.events.push(e);
+                out.users.push(KnownUser {
+                    user: user.clone(),
+                    removed: false,
+                });
+            }
+            Some(k) if k.removed || k.user != *user => out.users.push(KnownUser {
+                user: user.clone(),
+                removed: false,
+            }),
+            Some(_) => {}
+        }
+    }
+
+    for dev in cur.devices.values() {
+        let owner = cur.users.get(&dev.user_id).cloned();
+        match known.devices.get(&dev.id) {
+            None => {
+                let mut e = Event::new(
+                    EventKind::DeviceNew,
+                    now,
+                    format!(
+                        "New device {} ({}) of {} joined the tailnet",
+                        dev.display_name(),
+                        dev.os,
+                        owner
+                            .as_ref()
+                            .map_or("an unknown user", |u| u.login.as_str())
+                    ),
+                );
+                e.detail = reregistration_hint(known, dev);
+                e.device = Some(dev.clone());
+                e.user = owner.clone();
+                out.events.push(e);
+                let mut k = KnownDevice {
+                    device: dev.clone(),
+                    removed: false,
+                    expiring_alerted: None,
+                };
+                if let Some(e) = key_expiring(&mut k, owner.as_ref(), policy, now) {
+                    out.events.push(e);
+                }
+                out.devices.push(k);
+            }
+            Some(prev) => {
+                let mut next = KnownDevice {
+                    device: dev.clone(),
+                    removed: false,
+                    expiring_alerted: prev.expiring_alerted.filter(|&t| Some(t) == dev.key_expiry),
+                };
+                out.events
+                    .extend(device_changes(&prev.device, dev, owner.as_ref(), cur, now));
+                if let Some(e) = key_expiring(&mut next, owner.as_ref(), policy, now) {
+                    out.events.push(e);
+                }
+                if next != *prev {
+                    out.devices.push(next);
+                }
+            }
+        }
+    }
+
+    for (id, k) in &known.devices {
+        if !k.removed && !cur.devices.contains_key(id) {
+            let owner = known.users.get(&k.device.user_id).map(|u| u.user.clone());
+            let mut e = Event::new(
+                EventKind::DeviceRemoved,
+                now,
+                format!(
+                    "Device {} left the tailnet (or is no longer visible to this node)",
+                    k.device.display_name()
+                ),
+            );
+            e.device = Some(k.device.clone());
+            e.user = owner;
+            out.events.push(e);
+            out.devices.push(KnownDevice {
+                removed: true,
+                ..k.clone()
+            });
+        }
+    }
+    for (id, k) in &known.users {
+        if !k.removed && !cur.users.contains_key(id) {
+            let mut e = Event::new(
+                EventKind::UserRemoved,
+                now,
+                format!("User {} is no longer in the tailnet", k.user.login),
+            );
+            e.user = Some(k.user.clone());
+            out.events.push(e);
+            out.users.push(KnownUser {
+                removed: true,
+                ..k.clone()
+            });
+        }
+    }
+    out
+}
+
+fn baseline(cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Outcome {
+    let mut e = Event::new(
+        EventKind::MonitorBaseline,
+        now,
+        format!(
+            "Monitoring started: baseline of {} devices and {} users recorded for review",
+            cur.devices.len(),
+            cur.users.len()
+        ),
+    );
+    e.devices = cur.devices.values().cloned().collect();
+    e.users = cur.users.values().cloned().collect();
+    let devices = cur
+        .devices
+        .values()
+        .map(|d| {
+            let mut k = KnownDevice {
+                device: d.clone(),
+                removed: false,
+                expiring_alerted: None,
+            };
+            // Listed in the baseline already; do not raise it again on the next pass.
+            if expires_within(d, policy, now) {
+                k.expiring_alerted = d.key_expiry;
+            }
+            k
+        })
+        .collect();
+    let users = cur
+        .users
+        .values()
+        .map(|u| KnownUser {
+            user: u.clone(),
+            removed: false,
+        })
+        .collect();
+    Outcome {
+        events: vec![e],
+        devices,
+        users,
+    }
+}
+
+fn expires_within(d: &Device, policy: &Policy, now: DateTime<Utc>) -> bool {
+    d.key_expiry
+        .is_some_and(|t| !d.expired && t > now && t - now <= policy.key_expiry_warn)
+}
+
+/// Raises `device.key_expiring` once per expiry time, recording that it did in `k`.
+fn key_expiring(
+    k: &mut KnownDevice,
+    owner: Option<&User>,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Option<Event> {
+    if !expires_within(&k.device, policy, now) || k.expiring_alerted == k.device.key_expiry {
+        return None;
+    }
+    k.expiring_alerted = k.device.key_expiry;
+    let at = k.device.key_expiry?;
+    let mut e = Event::new(
+        EventKind::DeviceKeyExpiring,
+        now,
+        format!(
+            "Node key of {} expires in {} days ({})",
+            k.device.display_name(),
+            (at - now).num_days(),
+            at.format("%Y-%m-%d %H:%M UTC")
+        ),
+    );
+    e.device = Some(k.device.clone());
+    e.user = owner.cloned();
+    Some(e)
+}
+
+/// Explains when a new device looks like an old one (the re-registration the old script missed).
+fn reregistration_hint(known: &Known, dev: &Device) -> String {
+    let similar: Vec<String> = known
+        .devices
+        .values()
+        .filter(|k| {
+            (!dev.hostname.is_empty() && k.device.hostname == dev.hostname)
+                || k.device.addresses.iter().any(|a| dev.addresses.contains(a))
+        })
+        .map(|k| {
+            format!(
+                "{} ({}{})",
+                k.device.display_name(),
+                k.device.id,
+                if k.removed { ", removed" } else { "" }
+            )
+        })
+        .collect();
+    if similar.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "Same hostname or address as previously known device {}: a re-registration with a new \
+             identity. Confirm it was re-added on purpose.",
+            similar.join(", ")
+        )
+    }
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "(none)".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn opt_time(t: Option<DateTime<Utc>>) -> String {
+    t.map_or("disabled".to_owned(), |t| t.to_rfc3339())
+}
+
+fn is_exit_route(r: &String) -> bool {
+    r == "0.0.0.0/0" || r == "::/0"
+}
+
+fn device_changes(
+    old: &Device,
+    new: &Device,
+    owner: Option<&User>,
+    cur: &Snapshot,
+    now: DateTime<Utc>,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut push = |kind: EventKind, summary: String, changes: Vec<Change>| {
+        let mut e = Event::new(kind, now, summary);
+        e.device = Some(new.clone());
+        e.user = owner.cloned();
+        e.changes = changes;
+        events.push(e);
+    };
+    let ch = |field: &str, old: String, new: String| Change {
+        field: field.to_owned(),
+        old,
+        new,
+    };
+    let name = new.display_name();
+
+    if old.node_key != new.node_key {
+        push(
+            EventKind::DeviceRekeyed,
+            format!("Device {name} re-authenticated with a new node key"),
+            vec![ch(
+                "node_key",
+                old.node_key.0.clone(),
+                new.node_key.0.clone(),
+            )],
+        );
+    }
+    if old.user_id != new.user_id {
+        let login = |id: UserId| {
+            cur.users
+                .get(&id)
+                .map_or_else(|| format!("user {id}"), |u| u.login.clone())
+        };
+        let mut e_changes = vec![ch("user", login(old.user_id), login(new.user_id))];
+        e_changes[0].old = format!("{} ({})", e_changes[0].old, old.user_id);
+        e_changes[0].new = format!("{} ({})", e_changes[0].new, new.user_id);
+        push(
+            EventKind::DeviceOwnerChanged,
+            format!("Device {name} now belongs to {}", login(new.user_id)),
+            e_changes,
+        );
+    }
+    if old.hostname != new.hostname || old.dns_name != new.dns_name {
+        let mut c = Vec::new();
+        if old.hostname != new.hostname {
+            c.push(ch("hostname", old.hostname.clone(), new.hostname.clone()));
+        }
+        if old.dns_name != new.dns_name {
+            c.push(ch("dns_name", old.dns_name.clone(), new.dns_name.clone()));
+        }
+        push(
+            EventKind::DeviceRenamed,
+            format!("Device {} was renamed to {name}", old.display_name()),
+            c,
+        );
+    }
+    if old.addresses != new.addresses {
+        push(
+            EventKind::DeviceAddressesChanged,
+            format!("Tailscale addresses of {name} changed"),
+            vec![ch("addresses", list(&old.addresses), list(&new.addresses))],
+        );
+    }
+    if old.tags != new.tags {
+        push(
+            EventKind::DeviceTagsChanged,
+            format!("ACL tags of {name} changed"),
+            vec![ch("tags", list(&old.tags), list(&new.tags))],
+        );
+    }
+    let subnets = |d: &Device| -> Vec<String> {
+        d.routes
+            .iter()
+            .filter(|r| !is_exit_route(r))
+            .cloned()
+            .collect()
+    };
+    let (old_sub, new_sub) = (subnets(old), subnets(new));
+    if old_sub != new_sub {
+        push(
+            EventKind::DeviceRoutesChanged,
+            format!("Routes served by {name} changed"),
+            vec![ch("routes", list(&old_sub), list(&new_sub))],
+        );
+    }
+    if !old.exit_node && new.exit_node {
+        push(
+            EventKind::DeviceExitNodeOffered,
+            format!("Device {name} now offers an exit node: it can carry other devices' traffic"),
+            vec![ch("exit_node", "no".into(), "yes".into())],
+        );
+    }
+    if old.key_expiry.is_some() && new.key_expiry.is_none() {
+        push(
+            EventKind::DeviceKeyExpiryDisabled,
+            format!("Key expiry was disabled for {name}: its key now never expires"),
+            vec![ch("key_expiry", opt_time(old.key_expiry), opt_time(None))],
+        );
+    }
+    if !old.expired && new.expired {
+        push(
+            EventKind::DeviceExpired,
+            format!("The node key of {name} has expired"),
+            vec![ch("expired", "no".into(), "yes".into())],
+        );
+    }
+    events
+}
+
+/// `monitor.source_down`: the tailnet could not be read. Raised once per outage.
+pub fn source_down(error: &str, now: DateTime<Utc>) -> Event {
+    let mut e = Event::new(
+        EventKind::MonitorSourceDown,
+        now,
+        "The tailnet cannot be read: the monitor is blind until this is fixed",
+    );
+    e.detail = error.to_owned();
+    e
+}
+
+/// `monitor.source_recovered`: the tailnet can be read again after an outage.
+pub fn source_recovered(down_since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Event {
+    let mut e = Event::new(
+        EventKind::MonitorSourceRecovered,
+        now,
+        "The tailnet can be read again; changes made meanwhile are reported now",
+    );
+    if let Some(t) = down_since {
+        e.detail = format!(
+            "unreadable since {} ({} s)",
+            t.to_rfc3339(),
+            (now - t).num_seconds()
+        );
+    }
+    e
+}
+
+/// The whole decision of one pass, given what the source returned: recovery/outage events around
+/// the diff, and the new source health. The bool says whether the tailnet was actually seen (so
+/// `last_seen` may advance). On a source error nothing known changes: no removals, no baseline.
+pub fn pass_outcome(
+    known: &Known,
+    health: &Health,
+    result: Result<&Snapshot, &str>,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> (Outcome, Health, bool) {
+    match result {
+        Ok(snap) => {
+            let mut out = diff(known, snap, policy, now);
+            if health.down_since.is_some() {
+                out.events
+                    .insert(0, source_recovered(health.down_since, now));
+            }
+            let h = Health {
+                down_since: None,
+                last_error: String::new(),
+                last_ok: Some(now),
+            };
+            (out, h, true)
+        }
+        Err(e) => {
+            let mut out = Outcome::default();
+            let down_since = match health.down_since {
+                Some(t) => Some(t),
+                None => {
+                    out.events.push(source_down(e, now));
+                    Some(now)
+                }
+            };
+            let h = Health {
+                down_since,
+                last_error: e.to_owned(),
+                last_ok: health.last_ok,
+            };
+            (out, h, false)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NodeKey, Severity};
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn now() -> DateTime<Utc> {
+        t("2026-11-24T12:00:00Z")
+    }
+
+    fn dev(id: &str, host: &str, user: i64, ip: &str) -> Device {
+        Device {
+            id: StableNodeId(id.into()),
+            node_id: None,
+            node_key: NodeKey(format!("nodekey:{id}")),
+            hostname: host.into(),
+            dns_name: format!("{host}.tail1.ts.net."),
+            os: "linux".into(),
+            user_id: UserId(user),
+            addresses: vec![ip.into()],
+            tags: vec![],
+            routes: vec![],
+            exit_node: false,
+            key_expiry: Some(t("2027-06-01T00:00:00Z")),
+            expired: false,
+            created: Some(t("2026-01-01T00:00:00Z")),
+            is_self: false,
+            shared: false,
+        }
+    }
+
+    fn user(id: i64, login: &str) -> User {
+        User {
+            id: UserId(id),
+            login: login.into(),
+            display_name: login.to_uppercase(),
+        }
+    }
+
+    fn snapshot(devices: &[Device], users: &[User]) -> Snapshot {
+        Snapshot {
+            taken_at: now(),
+            self_id: StableNodeId("nSELF".into()),
+            dns_suffix: "tail1.ts.net".into(),
+            devices: devices.iter().map(|d| (d.id.clone(), d.clone())).collect(),
+            users: users.iter().map(|u| (u.id, u.clone())).collect(),
+            ..Snapshot::default()
+        }
+    }
+
+    /// Applies an outcome the way the store does.
+    fn apply(known: &mut Known, out: &Outcome) {
+        known.baseline_done = true;
+        for d in &out.devices {
+            known.devices.insert(d.device.id.clone(), d.clone());
+        }
+        for u in &out.users {
+            known.users.insert(u.user.id, u.clone());
+        }
+    }
+
+    fn base() -> (Known, Vec<Device>, Vec<User>) {
+        let devices = vec![
+            dev("nSELF", "web-01", 1, "100.64.0.1"),
+            dev("nA", "alice-laptop", 2, "100.64.0.2"),
+            dev("nB", "bob-desktop", 3, "100.64.0.3"),
+        ];
+        let users = vec![
+            user(1, "tagged-devices"),
+            user(2, "alice@x"),
+            user(3, "bob@x"),
+        ];
+        let mut known = Known::default();
+        let out = diff(
+            &known,
+            &snapshot(&devices, &users),
+            &Policy::default(),
+            now(),
+        );
+        apply(&mut known, &out);
+        (known, devices, users)
+    }
+
+    fn kinds(out: &Outcome) -> Vec<EventKind> {
+        out.events.iter().map(|e| e.kind).collect()
+    }
+
+    fn run(known: &Known, devices: &[Device], users: &[User]) -> Outcome {
+        diff(known, &snapshot(devices, users), &Policy::default(), now())
+    }
+
+    #[test]
+    fn first_snapshot_is_one_baseline_event_listing_everything() {
+        let devices = vec![
+            dev("nSELF", "web-01", 1, "100.64.0.1"),
+            dev("nA", "a", 2, "100.64.0.2"),
+        ];
+        let users = vec![user(1, "t"), user(2, "alice@x")];
+        let out = diff(
+            &Known::default(),
+            &snapshot(&devices, &users),
+            &Policy::default(),
+            now(),
+        );
+        assert_eq!(kinds(&out), vec![EventKind::MonitorBaseline]);
+        assert_eq!(out.events[0].devices.len(), 2);
+        assert_eq!(out.events[0].users.len(), 2);
+        assert_eq!(out.events[0].severity, Severity::Info);
+        assert_eq!(out.devices.len(), 2);
+        assert_eq!(out.users.len(), 2);
+    }
+
+    #[test]
+    fn unchanged_tailnet_yields_nothing() {
+        let (known, devices, users) = base();
+        let out = run(&known, &devices, &users);
+        assert_eq!(out, Outcome::default());
+    }
+
+    /// One row per event kind the core produces: a change to the base tailnet and what it raises.
+    #[test]
+    fn every_kind() {
+        type Mutate = fn(&mut Vec<Device>, &mut Vec<User>);
+        let table: Vec<(&str, Mutate, Vec<EventKind>)> = vec![
+            (
+                "new device of an existing user",
+                |d, _| d.push(dev("nC", "alice-phone", 2, "100.64.0.4")),
+                vec![EventKind::DeviceNew],
+            ),
+            (
+                "new user with a device",
+                |d, u| {
+                    u.push(user(4, "mallory@evil"));
+                    d.push(dev("nM", "m", 4, "100.64.0.9"));
+                },
+                vec![EventKind::UserNew, EventKind::DeviceNew],
+            ),
+            (
+                "re-added under the same hostname and IP",
+                |d, _| {
+                    d.retain(|x| x.id.0 != "nB");
+                    d.push(dev("nB2", "bob-desktop", 3, "100.64.0.3"));
+                },
+                vec![EventKind::DeviceNew, EventKind::DeviceRemoved],
+            ),
+            (
+                "rekey",
+                |d, _| d[1].node_key = NodeKey("nodekey:new".into()),
+                vec![EventKind::DeviceRekeyed],
+            ),
+            (
+                "rename",
+                |d, _| d[1].hostname = "alice-work".into(),
+                vec![EventKind::DeviceRenamed],
+            ),
+            (
+                "owner change",
+                |d, _| d[1].user_id = UserId(3),
+                vec![EventKind::DeviceOwnerChanged],
+            ),
+            (
+                "addresses",
+                |d, _| d[1].addresses = vec!["100.64.0.77".into()],
+                vec![EventKind::DeviceAddressesChanged],
+            ),
+            (
+                "tags",
+                |d, _| d[1].tags = vec!["tag:prod".into()],
+                vec![EventKind::DeviceTagsChanged],
+            ),
+            (
+                "subnet routes",
+                |d, _| d[2].routes = vec!["10.0.0.0/8".into()],
+                vec![EventKind::DeviceRoutesChanged],
+            ),
+            (
+                "exit node",
+                |d, _| {
+                    d[2].routes = vec!["0.0.0.0/0".into(), "::/0".into()];
+                    d[2].exit_node = true;
+                },
+                vec![EventKind::DeviceExitNodeOffered],
+            ),
+            (
+                "key expiry disabled",
+                |d, _| d[1].key_expiry = None,
+                vec![EventKind::DeviceKeyExpiryDisabled],
+            ),
+            (
+                "key expiring within 14 days",
+                |d, _| d[1].key_expiry = Some(t("2026-11-30T00:00:00Z")),
+                vec![EventKind::DeviceKeyExpiring],
+            ),
+            (
+                "expired",
+                |d, _| d[1].expired = true,
+                vec![EventKind::DeviceExpired],
+            ),
+            (
+                "device removed",
+                |d, _| d.retain(|x| x.id.0 != "nA"),
+                vec![EventKind::DeviceRemoved],
+            ),
+            (
+                "user removed with its device",
+                |d, u| {
+                    d.retain(|x| x.id.0 != "nB");
+                    u.retain(|x| x.id != UserId(3));
+                },
+                vec![EventKind::DeviceRemoved, EventKind::UserRemoved],
+            ),
+            (
+                "volatile change only (OS string)",
+                |d, _| d[1].os = "linux-6.1".into(),
+                vec![],
+            ),
+        ];
+        for (name, mutate, want) in table {
+            let (known, mut devices, mut users) = base();
+            mutate(&mut devices, &mut users);
+            let out = run(&known, &devices, &users);
+            assert_eq!(kinds(&out), want, "{name}");
+            for e in &out.events {
+                assert_eq!(e.severity, e.kind.severity(), "{name}");
+                if e.kind.as_str().starts_with("device.") {
+                    assert!(e.device.is_some(), "{name}: event names its device");
+                }
+            }
+            // Applying the outcome makes the same snapshot quiet: alerts are raised once.
+            let mut known = known;
+            apply(&mut known, &out);
+            assert_eq!(
+                run(&known, &devices, &users).events,
+                vec![],
+                "{name}: repeated"
+            );
+        }
+    }
+
+    #[test]
+    fn reregistration_names_the_old_device() {
+        let (known, mut devices, users) = base();
+        devices.retain(|x| x.id.0 != "nB");
+        devices.push(dev("nB2", "bob-desktop", 3, "100.64.0.3"));
+        let out = run(&known, &devices, &users);
+        let new = out
+            .events
+            .iter()
+            .find(|e| e.kind == EventKind::DeviceNew)
+            .unwrap();
+        assert!(new.detail.contains("nB"), "{}", new.detail);
+        assert_eq!(new.severity, Severity::Critical);
+    }
+
+    #[test]
+    fn a_known_device_that_returns_is_not_new() {
+        let (mut known, devices, users) = base();
+        let gone: Vec<Device> = devices.iter().filter(|d| d.id.0 != "nA").cloned().collect();
+        let out = run(&known, &gone, &users);
+        apply(&mut known, &out);
+        let back = run(&known, &devices, &users);
+        assert_eq!(kinds(&back), vec![]);
+        assert_eq!(back.devices.len(), 1, "the record is marked present again");
+    }
+
+    #[test]
+    fn key_expiring_threshold_is_configurable() {
+        let (known, mut devices, users) = base();
+        devices[1].key_expiry = Some(t("2026-12-20T00:00:00Z")); // 26 days out
+        assert_eq!(kinds(&run(&known, &devices, &users)), vec![]);
+        let policy = Policy {
+            key_expiry_warn: Duration::days(30),
+        };
+        let out = diff(&known, &snapshot(&devices, &users), &policy, now());
+        assert_eq!(kinds(&out), vec![EventKind::DeviceKeyExpiring]);
+    }
+
+    #[test]
+    fn monitor_health_events() {
+        let down = source_down("LocalAPI /x: connection refused", now());
+        assert_eq!(down.kind, EventKind::MonitorSourceDown);
+        assert_eq!(down.severity, Severity::Critical);
+        assert!(down.detail.contains("refused"));
+        let up = source_recovered(Some(t("2026-11-24T11:59:00Z")), now());
+        assert_eq!(up.kind, EventKind::MonitorSourceRecovered);
+        assert!(up.detail.contains("60 s"));
+    }
+
+    #[test]
+    fn outage_is_reported_once_and_changes_nothing() {
+        let (known, devices, users) = base();
+        let policy = Policy::default();
+        let (out, h, seen) =
+            pass_outcome(&known, &Health::default(), Err("refused"), &policy, now());
+        assert_eq!(kinds(&out), vec![EventKind::MonitorSourceDown]);
+        assert!(
+            out.devices.is_empty() && out.users.is_empty(),
+            "no removals"
+        );
+        assert!(!seen);
+        let (again, h2, _) = pass_outcome(&known, &h, Err("refused"), &policy, now());
+        assert_eq!(kinds(&again), vec![], "raised once per outage");
+        assert_eq!(h2.down_since, h.down_since);
+        let mut joined = devices.clone();
+        joined.push(dev("nNEW", "joined-meanwhile", 2, "100.64.0.50"));
+        let snap = snapshot(&joined, &users);
+        let (back, h3, seen) = pass_outcome(&known, &h2, Ok(&snap), &policy, now());
+        assert_eq!(
+            kinds(&back),
+            vec![EventKind::MonitorSourceRecovered, EventKind::DeviceNew]
+        );
+        assert!(seen && h3.down_since.is_none());
+    }
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+    }
+}

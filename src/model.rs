@@ -1,0 +1,375 @@
+//! Plain data: what a tailnet looks like to the monitor, and what it reports.
+//!
+//! Sources convert their wire formats into these types once, at the edge; the core (`diff`), the
+//! store and the notifiers only ever see these. Nothing here does I/O.
+//!
+//! Identity is deliberately narrow: a device *is* its [`StableNodeId`], its credential is its
+//! [`NodeKey`], a user *is* its [`UserId`]. Hostnames and IPs are attributes chosen by whoever
+//! registers a device and are never used to decide whether something is new.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+macro_rules! string_id {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                Self(s.to_owned())
+            }
+        }
+    };
+}
+
+string_id!(
+    /// Tailscale's stable node ID (`ID` in status, e.g. `n00005A9ACNTRL`). A device re-added to the
+    /// tailnet gets a new one even if it keeps its hostname and IP.
+    StableNodeId
+);
+string_id!(
+    /// The node's WireGuard public key (`nodekey:…`). Changes when the device re-authenticates.
+    NodeKey
+);
+
+/// Tailscale's numeric user ID (`UserID`; the keys of the status `User` map).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(pub i64);
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One device as the monitor tracks it: only the attributes whose change matters for security.
+/// Volatile facts (online, endpoints, traffic) live in [`PeerConn`] and never cause alerts by
+/// themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: StableNodeId,
+    /// Numeric node ID (newer daemons only; headscale's `nodes delete -i` takes it).
+    #[serde(default)]
+    pub node_id: Option<i64>,
+    pub node_key: NodeKey,
+    pub hostname: String,
+    pub dns_name: String,
+    pub os: String,
+    pub user_id: UserId,
+    /// Tailscale addresses of the device itself, sorted.
+    pub addresses: Vec<String>,
+    /// ACL tags, sorted.
+    pub tags: Vec<String>,
+    /// Approved routes beyond the device's own addresses (subnets, `0.0.0.0/0` and `::/0` for an
+    /// exit node), sorted.
+    pub routes: Vec<String>,
+    /// The device may carry all traffic for others (it offers an approved exit node).
+    pub exit_node: bool,
+    /// `None` means key expiry is disabled for this device.
+    pub key_expiry: Option<DateTime<Utc>>,
+    pub expired: bool,
+    pub created: Option<DateTime<Utc>>,
+    /// This is the monitored node itself.
+    pub is_self: bool,
+    /// Shared into this tailnet from another one (or owned by a sharee).
+    pub shared: bool,
+}
+
+impl Device {
+    /// The best short name for messages: the hostname, else the first DNS label, else the ID.
+    pub fn display_name(&self) -> &str {
+        if !self.hostname.is_empty() {
+            &self.hostname
+        } else if let Some(label) = self.dns_name.split('.').next().filter(|l| !l.is_empty()) {
+            label
+        } else {
+            &self.id.0
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub login: String,
+    pub display_name: String,
+}
+
+/// Per-peer connection facts, where the source knows them. Used for `peer.connected`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerConn {
+    pub online: bool,
+    pub active: bool,
+    pub last_handshake: Option<DateTime<Utc>>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// The whole tailnet as one source saw it at one instant. A snapshot only exists for a daemon that
+/// is `Running`: sources return an error instead of an empty or partial snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub taken_at: DateTime<Utc>,
+    /// Daemon version string, e.g. `1.102.3-t…`.
+    pub version: String,
+    /// Tailnet name (`CurrentTailnet.Name`), if the daemon reports it.
+    pub tailnet: String,
+    /// MagicDNS suffix, used to tell a Tailscale tailnet (`*.ts.net`) from a Headscale one.
+    pub dns_suffix: String,
+    pub self_id: StableNodeId,
+    pub devices: BTreeMap<StableNodeId, Device>,
+    pub users: BTreeMap<UserId, User>,
+    pub conns: BTreeMap<StableNodeId, PeerConn>,
+}
+
+impl Snapshot {
+    pub fn self_device(&self) -> Option<&Device> {
+        self.devices.get(&self.self_id)
+    }
+
+    /// Name of the monitored host, for subjects and status lines.
+    pub fn self_name(&self) -> &str {
+        self.self_device()
+            .map(Device::display_name)
+            .unwrap_or("this node")
+    }
+
+    /// Whether the control server is Tailscale's (so the admin console applies) rather than
+    /// Headscale or another one.
+    pub fn is_tailscale_saas(&self) -> bool {
+        self.dns_suffix.ends_with(".ts.net") || self.dns_suffix == "ts.net"
+    }
+}
+
+/// How urgent an event is. Ordered: `Info < Warning < Critical`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    #[default]
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "info" => Some(Severity::Info),
+            "warning" => Some(Severity::Warning),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every kind of event the monitor can report. The string form (`device.new`, …) is stable: it is
+/// stored, printed, sent in webhooks and used in config filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    #[serde(rename = "user.new")]
+    UserNew,
+    #[serde(rename = "user.removed")]
+    UserRemoved,
+    #[serde(rename = "device.new")]
+    DeviceNew,
+    #[serde(rename = "device.rekeyed")]
+    DeviceRekeyed,
+    #[serde(rename = "device.renamed")]
+    DeviceRenamed,
+    #[serde(rename = "device.owner_changed")]
+    DeviceOwnerChanged,
+    #[serde(rename = "device.addresses_changed")]
+    DeviceAddressesChanged,
+    #[serde(rename = "device.tags_changed")]
+    DeviceTagsChanged,
+    #[serde(rename = "device.routes_changed")]
+    DeviceRoutesChanged,
+    #[serde(rename = "device.exit_node_offered")]
+    DeviceExitNodeOffered,
+    #[serde(rename = "device.key_expiry_disabled")]
+    DeviceKeyExpiryDisabled,
+    #[serde(rename = "device.key_expiring")]
+    DeviceKeyExpiring,
+    #[serde(rename = "device.expired")]
+    DeviceExpired,
+    #[serde(rename = "device.removed")]
+    DeviceRemoved,
+    #[serde(rename = "device.pending_approval")]
+    DevicePendingApproval,
+    #[serde(rename = "peer.connected")]
+    PeerConnected,
+    #[serde(rename = "monitor.baseline")]
+    MonitorBaseline,
+    #[serde(rename = "monitor.source_down")]
+    MonitorSourceDown,
+    #[serde(rename = "monitor.source_recovered")]
+    MonitorSourceRecovered,
+    #[serde(rename = "monitor.delivery_failed")]
+    MonitorDeliveryFailed,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 20] = [
+        EventKind::UserNew,
+        EventKind::UserRemoved,
+        EventKind::DeviceNew,
+        EventKind::DeviceRekeyed,
+        EventKind::DeviceRenamed,
+        EventKind::DeviceOwnerChanged,
+        EventKind::DeviceAddressesChanged,
+        EventKind::DeviceTagsChanged,
+        EventKind::DeviceRoutesChanged,
+        EventKind::DeviceExitNodeOffered,
+        EventKind::DeviceKeyExpiryDisabled,
+        EventKind::DeviceKeyExpiring,
+        EventKind::DeviceExpired,
+        EventKind::DeviceRemoved,
+        EventKind::DevicePendingApproval,
+        EventKind::PeerConnected,
+        EventKind::MonitorBaseline,
+        EventKind::MonitorSourceDown,
+        EventKind::MonitorSourceRecovered,
+        EventKind::MonitorDeliveryFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::UserNew => "user.new",
+            EventKind::UserRemoved => "user.removed",
+            EventKind::DeviceNew => "device.new",
+            EventKind::DeviceRekeyed => "device.rekeyed",
+            EventKind::DeviceRenamed => "device.renamed",
+            EventKind::DeviceOwnerChanged => "device.owner_changed",
+            EventKind::DeviceAddressesChanged => "device.addresses_changed",
+            EventKind::DeviceTagsChanged => "device.tags_changed",
+            EventKind::DeviceRoutesChanged => "device.routes_changed",
+            EventKind::DeviceExitNodeOffered => "device.exit_node_offered",
+            EventKind::DeviceKeyExpiryDisabled => "device.key_expiry_disabled",
+            EventKind::DeviceKeyExpiring => "device.key_expiring",
+            EventKind::DeviceExpired => "device.expired",
+            EventKind::DeviceRemoved => "device.removed",
+            EventKind::DevicePendingApproval => "device.pending_approval",
+            EventKind::PeerConnected => "peer.connected",
+            EventKind::MonitorBaseline => "monitor.baseline",
+            EventKind::MonitorSourceDown => "monitor.source_down",
+            EventKind::MonitorSourceRecovered => "monitor.source_recovered",
+            EventKind::MonitorDeliveryFailed => "monitor.delivery_failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The default severity of this kind.
+    pub fn severity(self) -> Severity {
+        use EventKind::*;
+        match self {
+            UserNew
+            | DeviceNew
+            | DevicePendingApproval
+            | MonitorSourceDown
+            | MonitorDeliveryFailed => Severity::Critical,
+            DeviceRekeyed
+            | DeviceOwnerChanged
+            | DeviceAddressesChanged
+            | DeviceTagsChanged
+            | DeviceRoutesChanged
+            | DeviceExitNodeOffered
+            | DeviceKeyExpiryDisabled
+            | DeviceKeyExpiring
+            | DeviceExpired
+            | DeviceRenamed => Severity::Warning,
+            UserRemoved
+            | DeviceRemoved
+            | PeerConnected
+            | MonitorBaseline
+            | MonitorSourceRecovered => Severity::Info,
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One attribute that changed, with its old and new value rendered as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub field: String,
+    pub old: String,
+    pub new: String,
+}
+
+/// Something the monitor detected. Carries copies of the device and user as they were at
+/// detection time, so that a message or webhook can be rendered long after, without the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    pub severity: Severity,
+    pub at: DateTime<Utc>,
+    /// One plain-text line saying what happened (built from untrusted values: sanitize on output).
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Device>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
+    /// For `monitor.baseline`: every device and user present at the baseline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<User>,
+    /// Free-form detail (error text for `monitor.*`, the peer address for `peer.connected`, …).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+impl Event {
+    pub fn new(kind: EventKind, at: DateTime<Utc>, summary: impl Into<String>) -> Self {
+        Event {
+            kind,
+            severity: kind.severity(),
+            at,
+            summary: summary.into(),
+            device: None,
+            user: None,
+            changes: Vec::new(),
+            devices: Vec::new(),
+            users: Vec::new(),
+            detail: String::new(),
+        }
+    }
+}

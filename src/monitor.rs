@@ -1,0 +1,91 @@
+//! One pass of the monitor: snapshot → core → store (one transaction) → deliver.
+//!
+//! Shared by `check`, `run` and `demo`, so that all three behave the same.
+
+use chrono::Utc;
+use tracing::{error, info};
+
+use crate::config::Channel;
+use crate::diff::{pass_outcome, Policy};
+use crate::model::{Event, Severity, Snapshot};
+use crate::notify::{self, render, DeliveryReport};
+use crate::source::{Source, SourceError};
+use crate::store::{Route, Store, StoreError};
+
+/// What one pass saw and did.
+#[derive(Debug)]
+pub struct PassReport {
+    /// The snapshot, or why there is none.
+    pub seen: Result<Snapshot, SourceError>,
+    /// Events recorded (and queued) by this pass.
+    pub events: Vec<Event>,
+}
+
+impl PassReport {
+    pub fn max_severity(&self) -> Option<Severity> {
+        self.events.iter().map(|e| e.severity).max()
+    }
+}
+
+/// Takes a snapshot (or the source's error) and records its outcome.
+pub async fn observe(
+    source: &Source,
+    store: &mut Store,
+    routes: &[Route],
+    policy: &Policy,
+) -> Result<PassReport, StoreError> {
+    let seen = source.snapshot().await;
+    record(store, routes, policy, seen)
+}
+
+/// Records the outcome of a snapshot attempt in one transaction.
+pub fn record(
+    store: &mut Store,
+    routes: &[Route],
+    policy: &Policy,
+    seen: Result<Snapshot, SourceError>,
+) -> Result<PassReport, StoreError> {
+    let now = Utc::now();
+    let committed = store.commit_pass(routes, now, |known, health| {
+        pass_outcome(
+            known,
+            health,
+            seen.as_ref().map_err(|e| e.0.as_str()),
+            policy,
+            now,
+        )
+    })?;
+    if let Err(e) = &seen {
+        error!(error = %e, "cannot read the tailnet");
+    }
+    for e in &committed.events {
+        info!(kind = %e.kind, severity = %e.severity, summary = %crate::sanitize::line(&e.summary, 200), "event");
+    }
+    Ok(PassReport {
+        seen,
+        events: committed.events,
+    })
+}
+
+/// Drains the outbox for every channel.
+pub async fn deliver(
+    store: &mut Store,
+    channels: &[Channel],
+    host: &str,
+    ignore_backoff: bool,
+) -> Result<DeliveryReport, StoreError> {
+    let cx = render::Context {
+        host: host.to_owned(),
+    };
+    notify::deliver(store, channels, &cx, Utc::now(), ignore_backoff).await
+}
+
+/// This machine's host name, for messages.
+pub fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "this server".to_owned())
+}

@@ -1,0 +1,91 @@
+//! Notifiers: drain the outbox, one message per channel per batch, retry with backoff.
+//!
+//! A delivery row leaves the outbox only when its channel accepted it. A failed send keeps the
+//! row, records the error and schedules the next try (exponential backoff with jitter for `run`;
+//! `check` tries everything pending, since cron is its own backoff). Nothing here can lose an
+//! event: the worst case is a duplicate when the process dies between a send and its commit.
+
+pub mod email;
+pub mod render;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use tracing::{info, warn};
+
+use crate::config::{Channel, ChannelKind};
+use crate::store::{Store, StoreError};
+
+/// How long a claimed batch is reserved for the claiming process.
+const LEASE: Duration = Duration::from_secs(120);
+
+/// Outcome of one drain.
+#[derive(Debug, Default, Clone)]
+pub struct DeliveryReport {
+    /// Events delivered, summed over channels.
+    pub delivered: usize,
+    /// Channel name and error, for each channel whose send failed.
+    pub failed: Vec<(String, String)>,
+}
+
+/// The delay before retry number `attempts` (1-based): 15 s doubling to at most 15 min, ±20 %.
+pub fn backoff(attempts: i64) -> chrono::Duration {
+    let base = 15_i64
+        .saturating_mul(1 << attempts.clamp(1, 7).saturating_sub(1))
+        .min(900);
+    let jitter = rand::thread_rng().gen_range(0.8..1.2);
+    chrono::Duration::milliseconds((base as f64 * 1000.0 * jitter) as i64)
+}
+
+/// Sends everything due, one message per channel.
+pub async fn deliver(
+    store: &mut Store,
+    channels: &[Channel],
+    cx: &render::Context,
+    now: DateTime<Utc>,
+    ignore_backoff: bool,
+) -> Result<DeliveryReport, StoreError> {
+    let mut report = DeliveryReport::default();
+    for ch in channels {
+        let pending = store.claim(Some(&ch.name), now, LEASE, ignore_backoff)?;
+        if pending.is_empty() {
+            continue;
+        }
+        let ids: Vec<i64> = pending.iter().map(|p| p.outbox_id).collect();
+        let events: Vec<_> = pending.iter().map(|p| &p.event.event).collect();
+        let rendered = render::render(cx, &events);
+        let result = match &ch.kind {
+            ChannelKind::Email(cfg) => email::send(cfg, &rendered).await,
+        };
+        match result {
+            Ok(()) => {
+                store.mark_delivered(&ids, Utc::now())?;
+                info!(channel = %ch.name, events = ids.len(), "delivered");
+                report.delivered += ids.len();
+            }
+            Err(e) => {
+                let attempts = pending.iter().map(|p| p.attempts).max().unwrap_or(0) + 1;
+                let next = Utc::now() + backoff(attempts);
+                store.mark_failed(&ids, &e, next)?;
+                warn!(channel = %ch.name, events = ids.len(), attempts, error = %e, next_try = %next.to_rfc3339(), "delivery failed, will retry");
+                report.failed.push((ch.name.clone(), e));
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let s = |a| backoff(a).num_milliseconds();
+        assert!((12_000..=18_000).contains(&s(1)));
+        assert!((24_000..=36_000).contains(&s(2)));
+        assert!(s(50) <= 1_080_000);
+        assert!(s(50) >= 720_000);
+    }
+}

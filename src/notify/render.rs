@@ -1,0 +1,420 @@
+//! Turns events into what a human reads: a subject, a plain-text body and an HTML body.
+//!
+//! Every value that comes from the tailnet passes through [`crate::sanitize`] here and nowhere
+//! else: `line` for the subject and text, `html` for the HTML part. A device named
+//! `evil\r\nBcc: x@y <script>` renders as one harmless line.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+
+use crate::model::{Device, Event, EventKind, Severity, User};
+use crate::sanitize::{self, NAME_MAX, SUBJECT_MAX};
+
+/// Facts about the monitor itself that go into every message.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Name of the monitored host (this server).
+    pub host: String,
+}
+
+/// A rendered notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+fn when(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+fn opt_when(t: Option<DateTime<Utc>>, none: &str) -> String {
+    t.map_or_else(|| none.to_owned(), when)
+}
+
+/// Label/value rows describing a device and its owner (values unsanitized).
+fn device_rows(d: &Device, u: Option<&User>) -> Vec<(&'static str, String)> {
+    let mut rows = vec![
+        ("Device", d.display_name().to_owned()),
+        ("DNS name", d.dns_name.clone()),
+        (
+            "User",
+            u.map_or_else(
+                || format!("user {}", d.user_id),
+                |u| format!("{} ({})", u.login, u.display_name),
+            ),
+        ),
+        ("Addresses", d.addresses.join(", ")),
+        ("OS", d.os.clone()),
+        ("Created", opt_when(d.created, "unknown")),
+        (
+            "Node ID",
+            match d.node_id {
+                Some(n) => format!("{} (numeric {n})", d.id),
+                None => d.id.to_string(),
+            },
+        ),
+        ("Node key", d.node_key.to_string()),
+        (
+            "Key expiry",
+            opt_when(d.key_expiry, "disabled (never expires)"),
+        ),
+    ];
+    if !d.tags.is_empty() {
+        rows.push(("Tags", d.tags.join(", ")));
+    }
+    if !d.routes.is_empty() {
+        rows.push(("Routes", d.routes.join(", ")));
+    }
+    if d.shared {
+        rows.push(("Shared", "shared in from another tailnet".to_owned()));
+    }
+    rows
+}
+
+/// What the administrator should do about an event.
+fn action(e: &Event) -> String {
+    let d = e.device.as_ref();
+    let console = d.and_then(|d| d.addresses.first()).map_or_else(
+        || "https://login.tailscale.com/admin/machines".to_owned(),
+        |ip| format!("https://login.tailscale.com/admin/machines/{ip}"),
+    );
+    let hs_id = d.and_then(|d| d.node_id).map_or_else(
+        || "<ID from `headscale nodes list`>".to_owned(),
+        |n| n.to_string(),
+    );
+    match e.kind {
+        EventKind::DeviceNew | EventKind::DeviceRekeyed | EventKind::DeviceOwnerChanged => format!(
+            "If you do not recognize this, remove the device now — Tailscale admin console: {console} \
+             (… menu → Remove); Headscale: `headscale nodes delete --identifier {hs_id}`. Then find out \
+             who could add it: review auth keys, consider device approval and Tailnet Lock."
+        ),
+        EventKind::UserNew => "If you did not invite this user, suspend or remove them in the admin console \
+             (https://login.tailscale.com/admin/users) or with `headscale users destroy`, and review their devices."
+            .to_owned(),
+        EventKind::DeviceRoutesChanged | EventKind::DeviceExitNodeOffered => format!(
+            "Routes let a device carry other devices' traffic. If this was not approved on purpose, \
+             disable them — admin console: {console} (Edit route settings); Headscale: \
+             `headscale nodes approve-routes --identifier {hs_id} --routes ''`."
+        ),
+        EventKind::DeviceKeyExpiryDisabled => format!(
+            "A key that never expires stays valid if the device is stolen. Re-enable key expiry unless \
+             this is a server — admin console: {console} (… menu → Enable key expiry)."
+        ),
+        EventKind::DeviceKeyExpiring | EventKind::DeviceExpired => {
+            "Re-authenticate the device (`tailscale up --force-reauth` on it) or remove it if it is no longer used."
+                .to_owned()
+        }
+        EventKind::DeviceTagsChanged | EventKind::DeviceAddressesChanged | EventKind::DeviceRenamed => format!(
+            "Tags and names decide which ACL rules apply. Confirm the change was intended: {console}"
+        ),
+        EventKind::DeviceRemoved | EventKind::UserRemoved => {
+            "For your records. If nobody in your team removed it, someone else has admin access.".to_owned()
+        }
+        EventKind::DevicePendingApproval => format!(
+            "Approve it only if you know it: admin console {console} (Approve), or `headscale nodes register`."
+        ),
+        EventKind::PeerConnected => "For your records: a peer opened a WireGuard session with this server.".to_owned(),
+        EventKind::MonitorBaseline => "Review the list: every device and user should be one you recognize. \
+             From now on you will be alerted about every change."
+            .to_owned(),
+        EventKind::MonitorSourceDown => "Until this is fixed the monitor cannot see changes. Check `systemctl status \
+             tailscaled` and `tailscale status` on this server."
+            .to_owned(),
+        EventKind::MonitorSourceRecovered => "Nothing to do; changes made during the outage are reported separately."
+            .to_owned(),
+        EventKind::MonitorDeliveryFailed => "Fix the failing channel (see the error); the alerts stay queued and are \
+             retried."
+            .to_owned(),
+    }
+}
+
+fn severity_label(s: Severity) -> &'static str {
+    match s {
+        Severity::Critical => "CRITICAL",
+        Severity::Warning => "WARNING",
+        Severity::Info => "INFO",
+    }
+}
+
+/// The subject line for a batch of events (at least one).
+pub fn subject(cx: &Context, events: &[&Event]) -> String {
+    let top = events
+        .iter()
+        .max_by_key(|e| e.severity)
+        .expect("subject of at least one event");
+    let more = if events.len() > 1 {
+        format!(" (+{} more)", events.len() - 1)
+    } else {
+        String::new()
+    };
+    let raw = format!(
+        "[tailscale-monitor] {} {}: {}{more}",
+        sanitize::line(&cx.host, 40),
+        severity_label(top.severity),
+        top.summary
+    );
+    sanitize::line(&raw, SUBJECT_MAX)
+}
+
+/// Renders a batch of events (one pass, or what accumulated while a channel was down).
+pub fn render(cx: &Context, events: &[&Event]) -> Rendered {
+    let subject = subject(cx, events);
+    let host = sanitize::line(&cx.host, NAME_MAX);
+    let mut text = format!(
+        "tailscale-monitor on {host} detected {} event(s).\n",
+        events.len()
+    );
+    let mut html = format!(
+        "<!DOCTYPE html><html><body style=\"font-family:sans-serif\">\
+         <p>tailscale-monitor on <b>{}</b> detected {} event(s).</p>",
+        sanitize::html(&cx.host, NAME_MAX),
+        events.len()
+    );
+    for e in events {
+        event_text(&mut text, e);
+        event_html(&mut html, e);
+    }
+    text.push_str("\n-- \ntailscale-monitor: review everything with `tailscale-monitor events`.\n");
+    html.push_str("<p style=\"color:#666\">tailscale-monitor: review everything with <code>tailscale-monitor events</code>.</p></body></html>");
+    Rendered {
+        subject,
+        text,
+        html,
+    }
+}
+
+/// One event as plain text, for mail bodies and the terminal.
+pub fn event_text(out: &mut String, e: &Event) {
+    let s = |v: &str| sanitize::line(v, NAME_MAX);
+    let _ = writeln!(
+        out,
+        "\n[{}] {} — {}\n  When:       {}",
+        severity_label(e.severity),
+        e.kind,
+        sanitize::line(&e.summary, 300),
+        when(e.at)
+    );
+    if let Some(d) = &e.device {
+        for (k, v) in device_rows(d, e.user.as_ref()) {
+            let _ = writeln!(out, "  {:<11} {}", format!("{k}:"), sanitize::line(&v, 300));
+        }
+    } else if let Some(u) = &e.user {
+        let _ = writeln!(
+            out,
+            "  User:       {} ({}), ID {}",
+            s(&u.login),
+            s(&u.display_name),
+            u.id
+        );
+    }
+    for c in &e.changes {
+        let _ = writeln!(
+            out,
+            "  Changed:    {}: {} → {}",
+            s(&c.field),
+            sanitize::line(&c.old, 200),
+            sanitize::line(&c.new, 200)
+        );
+    }
+    if !e.detail.is_empty() {
+        let _ = writeln!(out, "  Note:       {}", sanitize::line(&e.detail, 500));
+    }
+    if !e.users.is_empty() {
+        let _ = writeln!(out, "  Users ({}):", e.users.len());
+        for u in &e.users {
+            let _ = writeln!(
+                out,
+                "    - {} ({}), ID {}",
+                s(&u.login),
+                s(&u.display_name),
+                u.id
+            );
+        }
+    }
+    if !e.devices.is_empty() {
+        let _ = writeln!(out, "  Devices ({}):", e.devices.len());
+        for d in &e.devices {
+            let owner = e
+                .users
+                .iter()
+                .find(|u| u.id == d.user_id)
+                .map_or("?", |u| u.login.as_str());
+            let _ = writeln!(
+                out,
+                "    - {} — {} — {} — {} — {}{}",
+                s(d.display_name()),
+                s(owner),
+                s(&d.addresses.join(", ")),
+                s(&d.os),
+                d.id,
+                if d.is_self { " (this server)" } else { "" }
+            );
+        }
+    }
+    let _ = writeln!(out, "  What to do: {}", action(e));
+}
+
+fn event_html(out: &mut String, e: &Event) {
+    let h = |v: &str| sanitize::html(v, 300);
+    let color = match e.severity {
+        Severity::Critical => "#b00020",
+        Severity::Warning => "#b26a00",
+        Severity::Info => "#555",
+    };
+    let _ = write!(
+        out,
+        "<h3 style=\"color:{color}\">{} · {} — {}</h3><table cellpadding=\"2\">\
+         <tr><td><b>When</b></td><td>{}</td></tr>",
+        severity_label(e.severity),
+        e.kind,
+        h(&e.summary),
+        when(e.at)
+    );
+    if let Some(d) = &e.device {
+        for (k, v) in device_rows(d, e.user.as_ref()) {
+            let _ = write!(out, "<tr><td><b>{k}</b></td><td>{}</td></tr>", h(&v));
+        }
+    } else if let Some(u) = &e.user {
+        let _ = write!(
+            out,
+            "<tr><td><b>User</b></td><td>{} ({}), ID {}</td></tr>",
+            h(&u.login),
+            h(&u.display_name),
+            u.id
+        );
+    }
+    for c in &e.changes {
+        let _ = write!(
+            out,
+            "<tr><td><b>Changed</b></td><td>{}: {} → {}</td></tr>",
+            h(&c.field),
+            h(&c.old),
+            h(&c.new)
+        );
+    }
+    if !e.detail.is_empty() {
+        let _ = write!(
+            out,
+            "<tr><td><b>Note</b></td><td>{}</td></tr>",
+            h(&e.detail)
+        );
+    }
+    out.push_str("</table>");
+    if !e.users.is_empty() {
+        let _ = write!(out, "<p><b>Users ({})</b></p><ul>", e.users.len());
+        for u in &e.users {
+            let _ = write!(
+                out,
+                "<li>{} ({}), ID {}</li>",
+                h(&u.login),
+                h(&u.display_name),
+                u.id
+            );
+        }
+        out.push_str("</ul>");
+    }
+    if !e.devices.is_empty() {
+        let _ = write!(
+            out,
+            "<p><b>Devices ({})</b></p><table border=\"1\" cellpadding=\"3\" style=\"border-collapse:collapse\">\
+             <tr><th>Device</th><th>User</th><th>Addresses</th><th>OS</th><th>Node ID</th></tr>",
+            e.devices.len()
+        );
+        for d in &e.devices {
+            let owner = e
+                .users
+                .iter()
+                .find(|u| u.id == d.user_id)
+                .map_or("?", |u| u.login.as_str());
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                h(d.display_name()),
+                h(owner),
+                h(&d.addresses.join(", ")),
+                h(&d.os),
+                h(&d.id.0)
+            );
+        }
+        out.push_str("</table>");
+    }
+    let _ = write!(out, "<p><b>What to do:</b> {}</p>", h(&action(e)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NodeKey, StableNodeId, UserId};
+
+    fn hostile() -> Event {
+        let d = Device {
+            id: StableNodeId("nEVIL".into()),
+            node_id: Some(7),
+            node_key: NodeKey("nodekey:ee".into()),
+            hostname: "evil\r\nBcc: x@y <script>alert(1)</script>".into(),
+            dns_name: "evil.ts.net.".into(),
+            os: "linux\u{1b}[2J".into(),
+            user_id: UserId(9),
+            addresses: vec!["100.64.0.66".into()],
+            tags: vec![],
+            routes: vec![],
+            exit_node: false,
+            key_expiry: None,
+            expired: false,
+            created: None,
+            is_self: false,
+            shared: false,
+        };
+        let mut e = Event::new(
+            EventKind::DeviceNew,
+            Utc::now(),
+            format!("New device {} joined", d.hostname),
+        );
+        e.user = Some(User {
+            id: UserId(9),
+            login: "m@x".into(),
+            display_name: "Mallory <img src=x onerror=alert(1)>\u{202E}".into(),
+        });
+        e.device = Some(d);
+        e
+    }
+
+    #[test]
+    fn hostile_names_cannot_inject() {
+        let cx = Context {
+            host: "web-01".into(),
+        };
+        let e = hostile();
+        let r = render(&cx, &[&e]);
+        assert!(!r.subject.contains('\r') && !r.subject.contains('\n'));
+        assert!(r.subject.chars().count() <= SUBJECT_MAX + 1);
+        assert!(!r.html.contains("<script>"), "{}", r.html);
+        assert!(!r.html.contains("<img"), "{}", r.html);
+        assert!(r.html.contains("&lt;script&gt;"));
+        assert!(!r.text.contains('\u{1b}'));
+        assert!(!r.text.contains('\u{202E}'));
+        assert!(!r.text.contains("\r\nBcc"));
+        assert!(r.text.contains("headscale nodes delete --identifier 7"));
+        assert!(r
+            .text
+            .contains("https://login.tailscale.com/admin/machines/100.64.0.66"));
+    }
+
+    #[test]
+    fn subject_names_the_worst_event_and_counts_the_rest() {
+        let cx = Context {
+            host: "web-01".into(),
+        };
+        let a = Event::new(EventKind::DeviceRemoved, Utc::now(), "Device x left");
+        let b = hostile();
+        let s = subject(&cx, &[&a, &b]);
+        assert!(
+            s.starts_with("[tailscale-monitor] web-01 CRITICAL: New device evil"),
+            "{s}"
+        );
+        assert!(s.ends_with("(+1 more)"), "{s}");
+    }
+}

@@ -1,0 +1,103 @@
+//! The one sanitizer for untrusted text.
+//!
+//! Hostnames, user names, OS strings and tags are chosen by whoever registers a device. Before any
+//! of them reaches a mail header, an HTML part, a terminal or a shell argument it goes through
+//! [`line`] (and, for HTML, [`html`] on top). It must never let through a character that starts a
+//! new header line, a terminal escape, or a bidi override that makes text read differently.
+
+/// True for characters that must not appear in output built from untrusted text: C0/C1 controls
+/// (CR, LF, ESC, …), Unicode line/paragraph separators, bidi controls, and other invisible
+/// format characters that can disguise a name.
+fn is_forbidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{2028}' | '\u{2029}'                 // line / paragraph separator
+            | '\u{200B}'..='\u{200F}'               // zero-width, LRM, RLM
+            | '\u{202A}'..='\u{202E}'               // bidi embeddings and overrides
+            | '\u{2060}'..='\u{2064}'               // word joiner, invisible operators
+            | '\u{2066}'..='\u{2069}'               // bidi isolates
+            | '\u{FEFF}'                            // BOM / zero-width no-break space
+            | '\u{FFF9}'..='\u{FFFB}'               // interlinear annotations
+        )
+}
+
+/// One line of safe, printable text of at most `max` characters: forbidden characters become a
+/// space (runs collapse), the ends are trimmed, and a cut is marked with `…`.
+pub fn line(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max * 4));
+    let mut count = 0;
+    let mut pending_space = false;
+    for c in s.chars() {
+        let c = if is_forbidden(c) { ' ' } else { c };
+        if c == ' ' {
+            pending_space = !out.is_empty();
+            continue;
+        }
+        let need = usize::from(pending_space) + 1;
+        if count + need > max {
+            out.push('…');
+            return out;
+        }
+        if pending_space {
+            out.push(' ');
+            count += 1;
+            pending_space = false;
+        }
+        out.push(c);
+        count += 1;
+    }
+    out
+}
+
+/// [`line`], then HTML-escaped for element content and quoted attribute values.
+pub fn html(s: &str, max: usize) -> String {
+    html_escape::encode_quoted_attribute(&line(s, max)).into_owned()
+}
+
+/// Default cap for names (hostnames, logins, OS strings) in messages.
+pub const NAME_MAX: usize = 80;
+/// Cap for a mail subject.
+pub const SUBJECT_MAX: usize = 150;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_header_injection() {
+        let s = line("evil\r\nBcc: x@y <script>", 80);
+        assert!(!s.contains('\r') && !s.contains('\n'));
+        assert_eq!(s, "evil Bcc: x@y <script>");
+    }
+
+    #[test]
+    fn strips_terminal_escapes_and_bidi() {
+        assert_eq!(line("a\u{1b}[31mred", 80), "a [31mred");
+        assert_eq!(line("admin\u{202E}fdp.exe", 80), "admin fdp.exe");
+        assert_eq!(line("x\u{2028}y\u{85}z", 80), "x y z");
+        assert_eq!(line("zero\u{200B}width", 80), "zero width");
+    }
+
+    #[test]
+    fn caps_length_with_a_marker() {
+        let s = line(&"a".repeat(500), 10);
+        assert_eq!(s.chars().count(), 11);
+        assert!(s.ends_with('…'));
+        assert_eq!(line("short", 10), "short");
+        assert_eq!(line("exactly10!", 10), "exactly10!");
+    }
+
+    #[test]
+    fn html_escapes_markup() {
+        assert_eq!(
+            html("<script>alert('x')</script> & \"q\"", 200),
+            "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;q&quot;"
+        );
+    }
+
+    #[test]
+    fn collapses_and_trims_whitespace() {
+        assert_eq!(line("  a \t\t b  ", 80), "a b");
+        assert_eq!(line("", 80), "");
+    }
+}

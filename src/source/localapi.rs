@@ -1,0 +1,123 @@
+//! tailscaled's LocalAPI: HTTP/1.1 over its unix socket.
+//!
+//! Requests carry the host (`local-tailscaled.sock`) and the `Tailscale-Cap` header the official
+//! client sends. Every failure becomes a one-line [`SourceError`] that names the socket and, where
+//! it helps, what to do — never an empty snapshot.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+
+use super::status_json::Status;
+use super::SourceError;
+use crate::model::Snapshot;
+
+/// The host the official client uses; tailscaled accepts it without a password.
+pub const HOST: &str = "local-tailscaled.sock";
+/// Capability version we announce (tailscale 1.102's `tailcfg.CurrentCapabilityVersion`).
+pub const CAPABILITY_VERSION: u32 = 142;
+
+#[derive(Debug, Clone)]
+pub struct LocalApi {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl LocalApi {
+    pub fn new(socket: impl Into<PathBuf>, timeout: Duration) -> Self {
+        LocalApi {
+            socket: socket.into(),
+            timeout,
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    fn err(&self, what: impl Into<String>) -> SourceError {
+        SourceError(format!(
+            "LocalAPI {}: {}",
+            self.socket.display(),
+            what.into()
+        ))
+    }
+
+    /// Sends `GET path` and returns the response with its body still streaming. The timeout covers
+    /// connecting and receiving the response head.
+    pub async fn open(&self, path: &str) -> Result<Response<Incoming>, SourceError> {
+        let fut = async {
+            let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
+                self.err(match e.kind() {
+                    std::io::ErrorKind::NotFound => {
+                        "no such socket — is tailscaled running? (set [tailscale] socket if it lives elsewhere)".to_owned()
+                    }
+                    std::io::ErrorKind::ConnectionRefused => {
+                        "connection refused — is tailscaled running?".to_owned()
+                    }
+                    std::io::ErrorKind::PermissionDenied => {
+                        "permission denied — run as a user that may read the socket".to_owned()
+                    }
+                    _ => e.to_string(),
+                })
+            })?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| self.err(format!("HTTP handshake failed: {e}")))?;
+            tokio::spawn(async move {
+                // The connection ends when the response body is dropped or finished.
+                let _ = conn.await;
+            });
+            let req = Request::get(path)
+                .header(hyper::header::HOST, HOST)
+                .header("Tailscale-Cap", CAPABILITY_VERSION.to_string())
+                .body(Empty::<Bytes>::new())
+                .expect("static request is valid");
+            sender
+                .send_request(req)
+                .await
+                .map_err(|e| self.err(format!("GET {path}: {e}")))
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| self.err(format!("GET {path}: no answer within {:?}", self.timeout)))?
+    }
+
+    /// `GET path` and the whole body, failing on a non-2xx status.
+    pub async fn get(&self, path: &str) -> Result<Bytes, SourceError> {
+        let resp = self.open(path).await?;
+        let status = resp.status();
+        let body = tokio::time::timeout(self.timeout, resp.into_body().collect())
+            .await
+            .map_err(|_| {
+                self.err(format!(
+                    "GET {path}: body not complete within {:?}",
+                    self.timeout
+                ))
+            })?
+            .map_err(|e| self.err(format!("GET {path}: reading body: {e}")))?
+            .to_bytes();
+        if status != StatusCode::OK {
+            return Err(self.err(format!(
+                "GET {path}: HTTP {status}: {}",
+                crate::sanitize::line(&String::from_utf8_lossy(&body), 200)
+            )));
+        }
+        Ok(body)
+    }
+
+    /// One snapshot from `GET /localapi/v0/status`.
+    pub async fn status(&self) -> Result<Snapshot, SourceError> {
+        let body = self.get("/localapi/v0/status").await?;
+        Status::parse(&body)
+            .and_then(|s| s.into_snapshot(Utc::now()))
+            .map_err(|e| self.err(e.to_string()))
+    }
+}

@@ -1,0 +1,353 @@
+//! serde types for `ipnstate.Status` — the JSON of LocalAPI `GET /localapi/v0/status` and of
+//! `tailscale status --json` — and their one conversion into a [`Snapshot`].
+//!
+//! The types mirror tailscaled's field names and are lenient on purpose: unknown fields are
+//! ignored, absent fields default, `null` maps are empty. Fields come and go between releases
+//! (see `fixtures/status-old-1.36.json`). What they must never do is turn a daemon that is not
+//! `Running` into an empty tailnet: [`Status::into_snapshot`] refuses that.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer};
+
+use crate::model::{Device, NodeKey, PeerConn, Snapshot, StableNodeId, User, UserId};
+
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Status {
+    #[serde(deserialize_with = "null_default")]
+    pub version: String,
+    #[serde(deserialize_with = "null_default")]
+    pub backend_state: String,
+    #[serde(rename = "AuthURL", deserialize_with = "null_default")]
+    pub auth_url: String,
+    #[serde(rename = "TailscaleIPs", deserialize_with = "null_default")]
+    pub tailscale_ips: Vec<String>,
+    #[serde(rename = "Self")]
+    pub self_: Option<PeerStatus>,
+    #[serde(deserialize_with = "null_default")]
+    pub health: Vec<String>,
+    #[serde(rename = "MagicDNSSuffix", deserialize_with = "null_default")]
+    pub magic_dns_suffix: String,
+    pub current_tailnet: Option<TailnetStatus>,
+    /// Keyed by node public key; `null` when there are no peers.
+    #[serde(deserialize_with = "null_default")]
+    pub peer: BTreeMap<String, PeerStatus>,
+    /// Keyed by decimal user ID; may be `null`.
+    #[serde(deserialize_with = "null_default")]
+    pub user: BTreeMap<String, UserProfile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct TailnetStatus {
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+    #[serde(rename = "MagicDNSSuffix", deserialize_with = "null_default")]
+    pub magic_dns_suffix: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct PeerStatus {
+    #[serde(rename = "ID", deserialize_with = "null_default")]
+    pub id: String,
+    #[serde(rename = "NodeID")]
+    pub node_id: Option<i64>,
+    #[serde(deserialize_with = "null_default")]
+    pub public_key: String,
+    #[serde(deserialize_with = "null_default")]
+    pub host_name: String,
+    #[serde(rename = "DNSName", deserialize_with = "null_default")]
+    pub dns_name: String,
+    #[serde(rename = "OS", deserialize_with = "null_default")]
+    pub os: String,
+    #[serde(rename = "UserID", deserialize_with = "null_default")]
+    pub user_id: i64,
+    #[serde(rename = "AltSharerUserID", deserialize_with = "null_default")]
+    pub alt_sharer_user_id: i64,
+    #[serde(rename = "TailscaleIPs", deserialize_with = "null_default")]
+    pub tailscale_ips: Vec<String>,
+    #[serde(rename = "AllowedIPs", deserialize_with = "null_default")]
+    pub allowed_ips: Vec<String>,
+    #[serde(deserialize_with = "null_default")]
+    pub tags: Vec<String>,
+    #[serde(deserialize_with = "null_default")]
+    pub primary_routes: Vec<String>,
+    #[serde(deserialize_with = "null_default")]
+    pub rx_bytes: u64,
+    #[serde(deserialize_with = "null_default")]
+    pub tx_bytes: u64,
+    pub created: Option<String>,
+    pub last_handshake: Option<String>,
+    #[serde(deserialize_with = "null_default")]
+    pub online: bool,
+    #[serde(deserialize_with = "null_default")]
+    pub exit_node_option: bool,
+    #[serde(deserialize_with = "null_default")]
+    pub active: bool,
+    #[serde(deserialize_with = "null_default")]
+    pub sharee_node: bool,
+    #[serde(deserialize_with = "null_default")]
+    pub expired: bool,
+    /// Absent when key expiry is disabled for the node.
+    pub key_expiry: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct UserProfile {
+    #[serde(rename = "ID", deserialize_with = "null_default")]
+    pub id: i64,
+    #[serde(deserialize_with = "null_default")]
+    pub login_name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub display_name: String,
+}
+
+/// Why a status document cannot become a snapshot. Each message is one line.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StatusError {
+    #[error("malformed status JSON: {0}")]
+    Malformed(String),
+    #[error("tailscaled is {state}, not Running{hint}")]
+    NotRunning { state: String, hint: String },
+    #[error("status has no Self node ID although tailscaled is Running")]
+    NoSelf,
+}
+
+/// Parses Go's RFC 3339 times; the zero time (`0001-01-01T00:00:00Z`) and garbage mean "unknown".
+pub fn parse_time(s: Option<&str>) -> Option<DateTime<Utc>> {
+    let t = DateTime::parse_from_rfc3339(s?).ok()?.with_timezone(&Utc);
+    (t.timestamp() > 0).then_some(t)
+}
+
+impl Status {
+    pub fn parse(bytes: &[u8]) -> Result<Status, StatusError> {
+        serde_json::from_slice(bytes).map_err(|e| StatusError::Malformed(e.to_string()))
+    }
+
+    /// Converts to the model. Fails unless the daemon is `Running` with a node identity.
+    pub fn into_snapshot(self, taken_at: DateTime<Utc>) -> Result<Snapshot, StatusError> {
+        if self.backend_state != "Running" {
+            let state = if self.backend_state.is_empty() {
+                "in an unknown state".to_owned()
+            } else {
+                self.backend_state.clone()
+            };
+            let hint = match self.backend_state.as_str() {
+                "NeedsLogin" => " (logged out: run `tailscale up`)",
+                "NeedsMachineAuth" => " (this node waits for approval in the admin console)",
+                "Stopped" => " (run `tailscale up`)",
+                "Starting" => " (still starting)",
+                _ => "",
+            };
+            return Err(StatusError::NotRunning {
+                state,
+                hint: hint.to_owned(),
+            });
+        }
+        let self_ps = self.self_.ok_or(StatusError::NoSelf)?;
+        if self_ps.id.is_empty() {
+            return Err(StatusError::NoSelf);
+        }
+        let dns_suffix = match &self.current_tailnet {
+            Some(t) if !t.magic_dns_suffix.is_empty() => t.magic_dns_suffix.clone(),
+            _ => self.magic_dns_suffix.clone(),
+        };
+        let mut snap = Snapshot {
+            taken_at,
+            version: self.version,
+            tailnet: self.current_tailnet.map(|t| t.name).unwrap_or_default(),
+            dns_suffix,
+            self_id: StableNodeId(self_ps.id.clone()),
+            ..Snapshot::default()
+        };
+        for (is_self, ps) in
+            std::iter::once((true, self_ps)).chain(self.peer.into_values().map(|p| (false, p)))
+        {
+            if ps.id.is_empty() {
+                // A peer without a stable ID cannot be tracked; never happens on a sane daemon.
+                continue;
+            }
+            let (device, conn) = ps.into_device(is_self);
+            if !is_self {
+                snap.conns.insert(device.id.clone(), conn);
+            }
+            snap.devices.insert(device.id.clone(), device);
+        }
+        for (key, u) in self.user {
+            let id = if u.id != 0 {
+                u.id
+            } else {
+                key.parse().unwrap_or(0)
+            };
+            snap.users.insert(
+                UserId(id),
+                User {
+                    id: UserId(id),
+                    login: u.login_name,
+                    display_name: u.display_name,
+                },
+            );
+        }
+        Ok(snap)
+    }
+}
+
+impl PeerStatus {
+    fn into_device(self, is_self: bool) -> (Device, PeerConn) {
+        let mut addresses = self.tailscale_ips;
+        addresses.sort();
+        let own: Vec<String> = addresses
+            .iter()
+            .map(|a| {
+                if a.contains(':') {
+                    format!("{a}/128")
+                } else {
+                    format!("{a}/32")
+                }
+            })
+            .collect();
+        let mut routes: Vec<String> = self
+            .allowed_ips
+            .into_iter()
+            .chain(self.primary_routes)
+            .filter(|r| !own.contains(r))
+            .collect();
+        routes.sort();
+        routes.dedup();
+        let exit_node =
+            self.exit_node_option || routes.iter().any(|r| r == "0.0.0.0/0" || r == "::/0");
+        let mut tags = self.tags;
+        tags.sort();
+        let conn = PeerConn {
+            online: self.online,
+            active: self.active,
+            last_handshake: parse_time(self.last_handshake.as_deref()),
+            rx_bytes: self.rx_bytes,
+            tx_bytes: self.tx_bytes,
+        };
+        let device = Device {
+            id: StableNodeId(self.id),
+            node_id: self.node_id.filter(|&n| n != 0),
+            node_key: NodeKey(self.public_key),
+            hostname: self.host_name,
+            dns_name: self.dns_name,
+            os: self.os,
+            user_id: UserId(self.user_id),
+            addresses,
+            tags,
+            routes,
+            exit_node,
+            key_expiry: parse_time(self.key_expiry.as_deref()),
+            expired: self.expired,
+            created: parse_time(self.created.as_deref()),
+            is_self,
+            shared: self.alt_sharer_user_id != 0 || self.sharee_node,
+        };
+        (device, conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn snap(name: &str) -> Result<Snapshot, StatusError> {
+        Status::parse(&fixture(name))?.into_snapshot(Utc::now())
+    }
+
+    #[test]
+    fn every_fixture_parses() {
+        let dir = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let bytes = std::fs::read(&path).unwrap();
+                Status::parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 5, "expected the shared fixtures, found {n}");
+    }
+
+    #[test]
+    fn running_fixture_becomes_snapshot() {
+        let s = snap("status-running.json").unwrap();
+        assert_eq!(s.self_id.0, "n00005A17CNTRL");
+        assert_eq!(s.devices.len(), 5);
+        assert!(s.devices[&s.self_id].is_self);
+        assert_eq!(s.users.len(), 3);
+        assert!(s.is_tailscale_saas());
+        let nas = s.devices.values().find(|d| d.hostname == "nas").unwrap();
+        assert_eq!(nas.routes, vec!["192.168.10.0/24"]);
+        assert!(!nas.exit_node);
+        assert_eq!(nas.tags, vec!["tag:server", "tag:storage"]);
+        assert!(nas.key_expiry.is_none(), "tagged node without KeyExpiry");
+        let laptop = s
+            .devices
+            .values()
+            .find(|d| d.hostname == "alice-laptop")
+            .unwrap();
+        assert!(laptop.key_expiry.is_some());
+        assert!(laptop.created.is_some());
+        assert_eq!(laptop.node_id, Some(1001));
+        assert!(s.conns[&laptop.id].last_handshake.is_some());
+    }
+
+    #[test]
+    fn old_daemon_fixture_becomes_snapshot() {
+        let s = snap("status-old-1.36.json").unwrap();
+        assert_eq!(s.devices.len(), 5);
+        assert!(s.devices.values().all(|d| d.node_id.is_none()));
+    }
+
+    #[test]
+    fn shared_and_exit_nodes_are_marked() {
+        let s = snap("status-shared-and-exit.json").unwrap();
+        assert!(s.devices.values().any(|d| d.shared), "a shared-in node");
+        assert!(s.devices.values().any(|d| d.exit_node), "an exit node");
+    }
+
+    #[test]
+    fn null_peer_map_is_a_tailnet_of_one() {
+        let s = snap("status-no-peers.json").unwrap();
+        assert_eq!(s.devices.len(), 1);
+    }
+
+    #[test]
+    fn needs_login_is_an_error_not_an_empty_tailnet() {
+        let err = snap("status-needs-login.json").unwrap_err();
+        assert!(matches!(err, StatusError::NotRunning { .. }), "{err}");
+        assert!(err.to_string().contains("NeedsLogin"));
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        for doc in [&b"{"[..], b"not json", b"", b"{\"Peer\": 5}"] {
+            assert!(matches!(Status::parse(doc), Err(StatusError::Malformed(_))));
+        }
+        // An object without BackendState is not a Running daemon.
+        let err = Status::parse(b"{}")
+            .unwrap()
+            .into_snapshot(Utc::now())
+            .unwrap_err();
+        assert!(matches!(err, StatusError::NotRunning { .. }));
+    }
+}

@@ -1,0 +1,829 @@
+//! SQLite store: known devices and users, the append-only event log, the delivery outbox.
+//!
+//! The contract that makes "no detected event is ever lost" true: [`Store::commit_pass`] records
+//! the new state, appends the pass's events and queues one delivery per event and channel in one
+//! `BEGIN IMMEDIATE` transaction. The state never moves past an event whose alert is not queued;
+//! a crash before the commit re-detects, a crash after it re-delivers.
+//!
+//! Concurrency: `BEGIN IMMEDIATE` serializes passes across processes (two `check`s at once: the
+//! second sees what the first recorded and finds nothing new). Deliveries are claimed with a lease
+//! so two drainers never send the same row at the same time; a crashed drainer's lease expires and
+//! the row is retried (at-least-once).
+//!
+//! The event log is append-only (triggers refuse UPDATE and DELETE) and hash-chained: each row
+//! stores SHA-256 over the previous row's hash and its own JSON, so an edit is detectable by
+//! [`Store::verify_log`].
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use sha2::{Digest, Sha256};
+
+use crate::diff::{Known, KnownDevice, KnownUser, Outcome};
+use crate::model::{Event, EventKind, Severity, StableNodeId, UserId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state database {path}: schema version {found} is newer than this binary knows ({known}); upgrade tailscale-monitor")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("state database {path}: corrupt record {what}: {detail}")]
+    Corrupt {
+        path: PathBuf,
+        what: String,
+        detail: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// Versioned migrations; index + 1 is the schema version. Never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE devices (
+    id TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    removed INTEGER NOT NULL DEFAULT 0,
+    expiring_alerted TEXT,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL
+);
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    data TEXT NOT NULL,
+    removed INTEGER NOT NULL DEFAULT 0,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pass INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    device_id TEXT,
+    summary TEXT NOT NULL,
+    data TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX events_at ON events(at);
+CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY,
+    event_id INTEGER NOT NULL REFERENCES events(id),
+    channel TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try_ms INTEGER NOT NULL,
+    lease_until_ms INTEGER,
+    last_error TEXT,
+    delivered_ms INTEGER,
+    UNIQUE (event_id, channel)
+);
+CREATE INDEX outbox_pending ON outbox(channel, delivered_ms, next_try_ms);
+"#];
+
+/// The monitor's view of its own source: up, or down since when and why.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Health {
+    pub down_since: Option<DateTime<Utc>>,
+    pub last_error: String,
+    pub last_ok: Option<DateTime<Utc>>,
+}
+
+/// Where an event is delivered: a channel name and its filter.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub channel: String,
+    pub min_severity: Severity,
+    /// Only these kinds, if set.
+    pub kinds: Option<Vec<EventKind>>,
+}
+
+impl Route {
+    pub fn accepts(&self, e: &Event) -> bool {
+        e.severity >= self.min_severity && self.kinds.as_ref().is_none_or(|k| k.contains(&e.kind))
+    }
+}
+
+/// What [`Store::commit_pass`] recorded.
+#[derive(Debug, Clone, Default)]
+pub struct Committed {
+    pub events: Vec<Event>,
+    pub queued: usize,
+}
+
+/// A logged event with its row ID and pass number.
+#[derive(Debug, Clone)]
+pub struct LoggedEvent {
+    pub id: i64,
+    pub pass: i64,
+    pub event: Event,
+}
+
+/// A claimed delivery: one event for one channel.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub outbox_id: i64,
+    pub channel: String,
+    pub attempts: i64,
+    pub created: DateTime<Utc>,
+    pub event: LoggedEvent,
+}
+
+/// A device row for `devices`.
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    pub known: KnownDevice,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(v).unwrap_or_default()
+}
+
+fn parse_rfc3339(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating if needed) `<dir>/state.db`, mode 0600 in a 0700 directory, WAL, migrated.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let io = |source| StoreError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(io)?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
+        let path = dir.join("state.db");
+        // Create the file ourselves so it is 0600 from the first byte (SQLite gives its -wal and
+        // -shm files the database file's mode).
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let conn = Connection::open(&path).map_err(|source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        })?;
+        let mut store = Store { conn, path };
+        store.init()?;
+        Ok(store)
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn init(&mut self) -> Result<()> {
+        let e = |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        self.conn.busy_timeout(Duration::from_secs(30)).map_err(e)?;
+        self.conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(e)?;
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(e)?;
+        self.conn
+            .pragma_update(None, "foreign_keys", "ON")
+            .map_err(e)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(e)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql).map_err(e)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)
+                .map_err(e)?;
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Runs one pass atomically: loads what is known, lets `decide` compute the outcome and the
+    /// new source health, then records state, events and deliveries in the same transaction.
+    pub fn commit_pass<F>(
+        &mut self,
+        routes: &[Route],
+        now: DateTime<Utc>,
+        decide: F,
+    ) -> Result<Committed>
+    where
+        F: FnOnce(&Known, &Health) -> (Outcome, Health, bool),
+    {
+        let path = self.path.clone();
+        let e = move |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        let known = load_known(&tx, &self.path)?;
+        let health = load_health(&tx).map_err(&e)?;
+        let (outcome, new_health, seen_ok) = decide(&known, &health);
+
+        let now_s = now.to_rfc3339();
+        for k in &outcome.devices {
+            let data = serde_json::to_string(&k.device).expect("device serializes");
+            tx.execute(
+                "INSERT INTO devices (id, data, removed, expiring_alerted, first_seen, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                 ON CONFLICT(id) DO UPDATE SET data = ?2, removed = ?3, expiring_alerted = ?4",
+                params![
+                    k.device.id.0,
+                    data,
+                    k.removed,
+                    k.expiring_alerted.map(|t| t.to_rfc3339()),
+                    now_s
+                ],
+            )
+            .map_err(&e)?;
+        }
+        for k in &outcome.users {
+            let data = serde_json::to_string(&k.user).expect("user serializes");
+            tx.execute(
+                "INSERT INTO users (id, data, removed, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT(id) DO UPDATE SET data = ?2, removed = ?3",
+                params![k.user.id.0, data, k.removed, now_s],
+            )
+            .map_err(&e)?;
+        }
+        if seen_ok {
+            tx.execute(
+                "UPDATE devices SET last_seen = ?1 WHERE removed = 0",
+                [&now_s],
+            )
+            .map_err(&e)?;
+            tx.execute(
+                "UPDATE users SET last_seen = ?1 WHERE removed = 0",
+                [&now_s],
+            )
+            .map_err(&e)?;
+        }
+        if !known.baseline_done && seen_ok {
+            set_meta(&tx, "baseline_at", &now_s).map_err(&e)?;
+        }
+        save_health(&tx, &new_health).map_err(&e)?;
+
+        let mut queued = 0;
+        if !outcome.events.is_empty() {
+            let pass: i64 = tx
+                .query_row("SELECT COALESCE(MAX(pass), 0) + 1 FROM events", [], |r| {
+                    r.get(0)
+                })
+                .map_err(&e)?;
+            let mut prev: String = tx
+                .query_row(
+                    "SELECT hash FROM events ORDER BY id DESC LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(&e)?
+                .unwrap_or_default();
+            for ev in &outcome.events {
+                let data = serde_json::to_string(ev).expect("event serializes");
+                let hash = chain_hash(&prev, &data);
+                tx.execute(
+                    "INSERT INTO events (pass, at, kind, severity, device_id, summary, data, prev_hash, hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        pass,
+                        ev.at.to_rfc3339(),
+                        ev.kind.as_str(),
+                        ev.severity.as_str(),
+                        ev.device.as_ref().map(|d| d.id.0.clone()),
+                        ev.summary,
+                        data,
+                        prev,
+                        hash
+                    ],
+                )
+                .map_err(&e)?;
+                let event_id = tx.last_insert_rowid();
+                for r in routes.iter().filter(|r| r.accepts(ev)) {
+                    tx.execute(
+                        "INSERT INTO outbox (event_id, channel, created_ms, next_try_ms) VALUES (?1, ?2, ?3, ?3)",
+                        params![event_id, r.channel, ms(now)],
+                    )
+                    .map_err(&e)?;
+                    queued += 1;
+                }
+                prev = hash;
+            }
+        }
+        tx.commit().map_err(&e)?;
+        Ok(Committed {
+            events: outcome.events,
+            queued,
+        })
+    }
+
+    /// Claims due deliveries (all pending ones if `ignore_backoff`), leasing them for `lease`.
+    pub fn claim(
+        &mut self,
+        channel: Option<&str>,
+        now: DateTime<Utc>,
+        lease: Duration,
+        ignore_backoff: bool,
+    ) -> Result<Vec<Pending>> {
+        let path = self.path.clone();
+        let e = move |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        let rows: Vec<(i64, String, i64, i64, i64, i64, String)> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT o.id, o.channel, o.attempts, o.created_ms, e.id, e.pass, e.data
+                     FROM outbox o JOIN events e ON e.id = o.event_id
+                     WHERE o.delivered_ms IS NULL
+                       AND (o.lease_until_ms IS NULL OR o.lease_until_ms <= ?1)
+                       AND (?2 OR o.next_try_ms <= ?1)
+                       AND (?3 IS NULL OR o.channel = ?3)
+                     ORDER BY o.id",
+                )
+                .map_err(&e)?;
+            let rows = stmt
+                .query_map(params![ms(now), ignore_backoff, channel], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                })
+                .map_err(&e)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(&e)?;
+            rows
+        };
+        let until = ms(now) + lease.as_millis() as i64;
+        let mut out = Vec::with_capacity(rows.len());
+        for (outbox_id, channel, attempts, created, event_id, pass, data) in rows {
+            tx.execute(
+                "UPDATE outbox SET lease_until_ms = ?2 WHERE id = ?1",
+                params![outbox_id, until],
+            )
+            .map_err(&e)?;
+            let event = serde_json::from_str(&data).map_err(|err| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("event {event_id}"),
+                detail: err.to_string(),
+            })?;
+            out.push(Pending {
+                outbox_id,
+                channel,
+                attempts,
+                created: from_ms(created),
+                event: LoggedEvent {
+                    id: event_id,
+                    pass,
+                    event,
+                },
+            });
+        }
+        tx.commit().map_err(&e)?;
+        Ok(out)
+    }
+
+    pub fn mark_delivered(&mut self, ids: &[i64], now: DateTime<Utc>) -> Result<()> {
+        let path = self.path.clone();
+        let e = move |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(&e)?;
+        for id in ids {
+            tx.execute(
+                "UPDATE outbox SET delivered_ms = ?2, lease_until_ms = NULL, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+                params![id, ms(now)],
+            )
+            .map_err(&e)?;
+        }
+        tx.commit().map_err(&e)
+    }
+
+    pub fn mark_failed(&mut self, ids: &[i64], error: &str, next_try: DateTime<Utc>) -> Result<()> {
+        let path = self.path.clone();
+        let e = move |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(&e)?;
+        for id in ids {
+            tx.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_try_ms = ?3, lease_until_ms = NULL WHERE id = ?1",
+                params![id, error, ms(next_try)],
+            )
+            .map_err(&e)?;
+        }
+        tx.commit().map_err(&e)
+    }
+
+    /// Undelivered rows, and the last error among them.
+    pub fn outbox_depth(&self) -> Result<(i64, Option<String>)> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*), (SELECT last_error FROM outbox WHERE delivered_ms IS NULL AND last_error IS NOT NULL ORDER BY id DESC LIMIT 1)
+                 FROM outbox WHERE delivered_ms IS NULL",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(self.err())
+    }
+
+    /// The earliest time an undelivered row becomes due, if any.
+    pub fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        let v: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT MIN(MAX(next_try_ms, COALESCE(lease_until_ms, 0))) FROM outbox WHERE delivered_ms IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err())?;
+        Ok(v.map(from_ms))
+    }
+
+    pub fn known(&self) -> Result<Known> {
+        load_known(&self.conn, &self.path)
+    }
+
+    pub fn health(&self) -> Result<Health> {
+        load_health(&self.conn).map_err(self.err())
+    }
+
+    pub fn devices(&self) -> Result<Vec<DeviceRow>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT data, removed, expiring_alerted, first_seen, last_seen FROM devices")
+            .map_err(self.err())?;
+        let rows: Vec<(String, bool, Option<String>, String, String)> = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .map_err(self.err())?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(self.err())?;
+        rows.into_iter()
+            .map(|(data, removed, alerted, first, last)| {
+                Ok(DeviceRow {
+                    known: KnownDevice {
+                        device: self.decode(&data, "device")?,
+                        removed,
+                        expiring_alerted: alerted.as_deref().map(parse_rfc3339),
+                    },
+                    first_seen: parse_rfc3339(&first),
+                    last_seen: parse_rfc3339(&last),
+                })
+            })
+            .collect()
+    }
+
+    /// Logged events, newest first, optionally only those at or after `since`.
+    pub fn events(&self, since: Option<DateTime<Utc>>, limit: usize) -> Result<Vec<LoggedEvent>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, pass, data FROM events WHERE (?1 IS NULL OR at >= ?1) ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(self.err())?;
+        let rows: Vec<(i64, i64, String)> = stmt
+            .query_map(params![since.map(|t| t.to_rfc3339()), limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(self.err())?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(self.err())?;
+        rows.into_iter()
+            .map(|(id, pass, data)| {
+                Ok(LoggedEvent {
+                    id,
+                    pass,
+                    event: self.decode(&data, "event")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Recomputes the hash chain; returns the ID of the first row that does not match.
+    pub fn verify_log(&self) -> Result<Option<i64>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, data, prev_hash, hash FROM events ORDER BY id")
+            .map_err(self.err())?;
+        let mut rows = stmt.query([]).map_err(self.err())?;
+        let mut prev = String::new();
+        while let Some(r) = rows.next().map_err(self.err())? {
+            let (id, data, p, h): (i64, String, String, String) = (
+                r.get(0).map_err(self.err())?,
+                r.get(1).map_err(self.err())?,
+                r.get(2).map_err(self.err())?,
+                r.get(3).map_err(self.err())?,
+            );
+            if p != prev || chain_hash(&prev, &data) != h {
+                return Ok(Some(id));
+            }
+            prev = h;
+        }
+        Ok(None)
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, data: &str, what: &str) -> Result<T> {
+        serde_json::from_str(data).map_err(|err| StoreError::Corrupt {
+            path: self.path.clone(),
+            what: what.to_owned(),
+            detail: err.to_string(),
+        })
+    }
+}
+
+fn chain_hash(prev: &str, data: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(data.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+        params![key, value],
+    )
+    .map(|_| ())
+}
+
+fn get_meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
+fn load_health(conn: &Connection) -> rusqlite::Result<Health> {
+    Ok(Health {
+        down_since: get_meta(conn, "down_since")?
+            .filter(|s| !s.is_empty())
+            .map(|s| parse_rfc3339(&s)),
+        last_error: get_meta(conn, "last_error")?.unwrap_or_default(),
+        last_ok: get_meta(conn, "last_ok")?
+            .filter(|s| !s.is_empty())
+            .map(|s| parse_rfc3339(&s)),
+    })
+}
+
+fn save_health(conn: &Connection, h: &Health) -> rusqlite::Result<()> {
+    let t = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
+    set_meta(conn, "down_since", &t(h.down_since))?;
+    set_meta(conn, "last_error", &h.last_error)?;
+    set_meta(conn, "last_ok", &t(h.last_ok))
+}
+
+fn load_known(conn: &Connection, path: &Path) -> Result<Known> {
+    let e = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let corrupt = |what: String, err: serde_json::Error| StoreError::Corrupt {
+        path: path.to_owned(),
+        what,
+        detail: err.to_string(),
+    };
+    let baseline_done = get_meta(conn, "baseline_at").map_err(e)?.is_some();
+    let mut devices = BTreeMap::new();
+    let mut stmt = conn
+        .prepare("SELECT id, data, removed, expiring_alerted FROM devices")
+        .map_err(e)?;
+    let mut rows = stmt.query([]).map_err(e)?;
+    while let Some(r) = rows.next().map_err(e)? {
+        let id: String = r.get(0).map_err(e)?;
+        let data: String = r.get(1).map_err(e)?;
+        let alerted: Option<String> = r.get(3).map_err(e)?;
+        let device =
+            serde_json::from_str(&data).map_err(|err| corrupt(format!("device {id}"), err))?;
+        devices.insert(
+            StableNodeId(id),
+            KnownDevice {
+                device,
+                removed: r.get(2).map_err(e)?,
+                expiring_alerted: alerted.as_deref().map(parse_rfc3339),
+            },
+        );
+    }
+    let mut users = BTreeMap::new();
+    let mut stmt = conn
+        .prepare("SELECT id, data, removed FROM users")
+        .map_err(e)?;
+    let mut rows = stmt.query([]).map_err(e)?;
+    while let Some(r) = rows.next().map_err(e)? {
+        let id: i64 = r.get(0).map_err(e)?;
+        let data: String = r.get(1).map_err(e)?;
+        let user = serde_json::from_str(&data).map_err(|err| corrupt(format!("user {id}"), err))?;
+        users.insert(
+            UserId(id),
+            KnownUser {
+                user,
+                removed: r.get(2).map_err(e)?,
+            },
+        );
+    }
+    Ok(Known {
+        baseline_done,
+        devices,
+        users,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::EventKind;
+
+    fn route() -> Vec<Route> {
+        vec![Route {
+            channel: "mail".into(),
+            min_severity: Severity::Info,
+            kinds: None,
+        }]
+    }
+
+    fn outcome(n: usize) -> Outcome {
+        Outcome {
+            events: (0..n)
+                .map(|i| Event::new(EventKind::DeviceNew, Utc::now(), format!("e{i}")))
+                .collect(),
+            ..Outcome::default()
+        }
+    }
+
+    #[test]
+    fn file_is_private_and_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let s = Store::open(&state).unwrap();
+        let mode = fs::metadata(s.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        drop(s);
+        Store::open(&state).unwrap(); // re-open is a no-op migration
+    }
+
+    #[test]
+    fn pass_queues_deliveries_and_outbox_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let c = s
+            .commit_pass(&route(), now, |_, h| (outcome(2), h.clone(), true))
+            .unwrap();
+        assert_eq!(c.queued, 2);
+        let lease = Duration::from_secs(60);
+        let got = s.claim(None, now, lease, false).unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(
+            s.claim(None, now, lease, false).unwrap().is_empty(),
+            "leased"
+        );
+        s.mark_failed(
+            &[got[0].outbox_id],
+            "boom",
+            now + chrono::Duration::seconds(30),
+        )
+        .unwrap();
+        s.mark_delivered(&[got[1].outbox_id], now).unwrap();
+        assert!(
+            s.claim(None, now, lease, false).unwrap().is_empty(),
+            "backoff"
+        );
+        assert_eq!(
+            s.claim(None, now, lease, true).unwrap().len(),
+            1,
+            "check ignores backoff"
+        );
+        assert_eq!(s.outbox_depth().unwrap(), (1, Some("boom".into())));
+    }
+
+    #[test]
+    fn log_is_append_only_and_chained() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        for _ in 0..3 {
+            s.commit_pass(&route(), Utc::now(), |_, h| (outcome(2), h.clone(), true))
+                .unwrap();
+        }
+        assert_eq!(s.verify_log().unwrap(), None);
+        assert!(s.conn.execute("DELETE FROM events", []).is_err());
+        assert!(s
+            .conn
+            .execute("UPDATE events SET summary = 'x'", [])
+            .is_err());
+        // Tampering behind the triggers' back is detected by the chain.
+        s.conn.execute_batch("DROP TRIGGER events_append_only_update; UPDATE events SET data = replace(data, 'e1', 'zz') WHERE id = 2").unwrap();
+        assert_eq!(s.verify_log().unwrap(), Some(2));
+        let events = s.events(None, 100).unwrap();
+        assert_eq!(events.len(), 6);
+        assert_eq!(events[0].pass, 3, "newest first");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let c = Connection::open(dir.path().join("state.db")).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        let err = Store::open(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("schema version 99"), "{err}");
+    }
+
+    #[test]
+    fn garbage_file_is_a_clear_error_and_is_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        fs::write(
+            &db,
+            b"this is not a database, and it is long enough to have a header....",
+        )
+        .unwrap();
+        let err = Store::open(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("state.db"), "{err}");
+        assert!(fs::read(&db)
+            .unwrap()
+            .starts_with(b"this is not a database"));
+    }
+}

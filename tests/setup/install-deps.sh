@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Installs what the real-server test suites need, caching built daemons outside the repo so a warm
+# run rebuilds nothing. Idempotent. Prints where everything is; fails loudly with the reason.
+#
+#   aiosmtpd                  real SMTP server (PyPI), into a venv under $CACHE
+#   tailscaled + tailscale    at TS_NEW (>= 1.102) and TS_OLD (< 1.98), `go install` from the Go proxy
+#   headscale                 at HS_VERSION, `go install`
+#   prometheus-alertmanager   from Debian (only when TM_WITH_ALERTMANAGER=1)
+set -euo pipefail
+
+CACHE=${TM_CACHE:-$HOME/.cache/tailscale-monitor}
+TS_NEW=${TS_NEW:-v1.102.5}
+TS_OLD=${TS_OLD:-v1.96.5}
+HS_VERSION=${HS_VERSION:-v0.29.0}
+mkdir -p "$CACHE/bin"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then echo "install-deps: need root to apt-get install ${missing[*]}" >&2; exit 1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# --- Rust toolchain (a fresh Debian machine may have none) ---------------------------------------
+if ! need cargo; then
+  apt_install curl ca-certificates build-essential
+  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+
+# --- Python + aiosmtpd --------------------------------------------------------------------------
+if ! need python3; then apt_install python3 python3-venv; fi
+if [ ! -x "$CACHE/venv/bin/aiosmtpd" ]; then
+  python3 -m venv "$CACHE/venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$CACHE/venv"; }
+  "$CACHE/venv/bin/pip" install -q 'aiosmtpd>=1.4'
+fi
+
+# --- Go daemons ---------------------------------------------------------------------------------
+go_install() { # name module version
+  local name=$1 module=$2 version=$3 out="$CACHE/bin/$1-$3"
+  [ -x "$out" ] && return 0
+  if ! need go; then apt_install golang-go; fi
+  local gobin; gobin=$(mktemp -d)
+  echo "install-deps: building $module@$version (cached afterwards in $out)" >&2
+  if ! GOBIN=$gobin GOFLAGS=-mod=mod CGO_ENABLED=0 go install "$module@$version"; then
+    echo "install-deps: could not build $module@$version with go install" >&2; exit 1
+  fi
+  mv "$gobin/$name" "$out"; rmdir "$gobin"
+}
+if [ "${TM_SKIP_DAEMONS:-0}" != 1 ]; then
+  for v in "$TS_NEW" "$TS_OLD"; do
+    go_install tailscaled tailscale.com/cmd/tailscaled "$v"
+    go_install tailscale tailscale.com/cmd/tailscale "$v"
+  done
+  go_install headscale github.com/juanfont/headscale/cmd/headscale "$HS_VERSION"
+fi
+
+# --- Alertmanager -------------------------------------------------------------------------------
+if [ "${TM_WITH_ALERTMANAGER:-0}" = 1 ]; then apt_install prometheus-alertmanager; fi
+
+# --- Environment for the suites -----------------------------------------------------------------
+cat > "$CACHE/env" <<ENV
+export TM_AIOSMTPD=$CACHE/venv/bin/python
+export TM_TAILSCALED_NEW=$CACHE/bin/tailscaled-$TS_NEW
+export TM_TAILSCALE_NEW=$CACHE/bin/tailscale-$TS_NEW
+export TM_TAILSCALED_OLD=$CACHE/bin/tailscaled-$TS_OLD
+export TM_TAILSCALE_OLD=$CACHE/bin/tailscale-$TS_OLD
+export TM_HEADSCALE=$CACHE/bin/headscale-$HS_VERSION
+ENV
+echo "install-deps: ready ($CACHE/env)" >&2
