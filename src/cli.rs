@@ -17,7 +17,7 @@ use crate::monitor::{self, PassReport};
 use crate::notify::{render, DeliveryReport};
 use crate::sanitize;
 use crate::source::{sim, Source};
-use crate::store::Store;
+use crate::store::{OutboxDepth, Store};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -149,15 +149,20 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 /// Nagios-style status line and exit code for one `check`.
-pub fn status_line(report: &PassReport, delivery: &DeliveryReport, outbox: i64) -> (String, u8) {
+pub fn status_line(
+    report: &PassReport,
+    delivery: &DeliveryReport,
+    outbox: &OutboxDepth,
+) -> (String, u8) {
     let s = |v: &str| sanitize::line(v, 60);
     let (devices, users) = match &report.seen {
         Ok(snap) => (snap.devices.len(), snap.users.len()),
         Err(_) => (0, 0),
     };
     let perf = format!(
-        "| devices={devices} users={users} events={} outbox={outbox}",
-        report.events.len()
+        "| devices={devices} users={users} events={} outbox={}",
+        report.events.len(),
+        outbox.pending
     );
     if let Err(e) = &report.seen {
         return (
@@ -205,14 +210,19 @@ pub fn status_line(report: &PassReport, delivery: &DeliveryReport, outbox: i64) 
         };
         format!("{}{more}", items.join(", "))
     };
-    if outbox > 0 {
+    if outbox.failing > 0 {
         code = code.max(1);
         let why = delivery
             .failed
             .first()
-            .map(|(c, e)| format!(" ({c}: {})", sanitize::line(e, 200)))
+            .map(|(c, e)| format!("{c}: {e}"))
+            .or_else(|| outbox.last_error.clone())
+            .map(|e| format!(" ({})", sanitize::line(&e, 200)))
             .unwrap_or_default();
-        text += &format!("; {outbox} alert(s) not delivered yet, will retry{why}");
+        text += &format!(
+            "; {} alert(s) not delivered yet, will retry{why}",
+            outbox.failing
+        );
     }
     let label = ["OK", "WARNING", "CRITICAL", "UNKNOWN"][code as usize];
     (format!("TAILSCALE {label} - {text} {perf}"), code)
@@ -241,8 +251,11 @@ async fn check(explicit: Option<&Path>) -> ExitCode {
             Ok(d) => d,
             Err(e) => return unknown(e.to_string()),
         };
-    let outbox = store.outbox_depth().map(|(n, _)| n).unwrap_or(0);
-    let (line, code) = status_line(&report, &delivery, outbox);
+    let outbox = match store.outbox_depth() {
+        Ok(d) => d,
+        Err(e) => return unknown(e.to_string()),
+    };
+    let (line, code) = status_line(&report, &delivery, &outbox);
     println!("{line}");
     ExitCode::from(code)
 }

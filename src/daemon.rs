@@ -90,7 +90,6 @@ pub async fn run(config_path: Option<PathBuf>, mut cfg: Config) -> anyhow::Resul
         Ok(Err(e)) => error!(error = %e, "flushing the outbox"),
         Err(_) => warn!("outbox flush timed out; pending alerts are sent at the next start"),
     }
-    let (left, _) = store.outbox_depth()?;
-    info!(pending = left, "stopped");
+    info!(pending = store.outbox_depth()?.pending, "stopped");
     Ok(())
 }

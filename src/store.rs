@@ -155,6 +155,14 @@ pub struct Pending {
     pub event: LoggedEvent,
 }
 
+/// Undelivered outbox rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxDepth {
+    pub pending: i64,
+    pub failing: i64,
+    pub last_error: Option<String>,
+}
+
 /// A device row for `devices`.
 #[derive(Debug, Clone)]
 pub struct DeviceRow {
@@ -493,14 +501,22 @@ impl Store {
         tx.commit().map_err(&e)
     }
 
-    /// Undelivered rows, and the last error among them.
-    pub fn outbox_depth(&self) -> Result<(i64, Option<String>)> {
+    /// Undelivered rows: how many in all, how many have failed at least once (rows merely in
+    /// flight in another process are not failures), and the last error among them.
+    pub fn outbox_depth(&self) -> Result<OutboxDepth> {
         self.conn
             .query_row(
-                "SELECT COUNT(*), (SELECT last_error FROM outbox WHERE delivered_ms IS NULL AND last_error IS NOT NULL ORDER BY id DESC LIMIT 1)
+                "SELECT COUNT(*), COUNT(last_error),
+                        (SELECT last_error FROM outbox WHERE delivered_ms IS NULL AND last_error IS NOT NULL ORDER BY id DESC LIMIT 1)
                  FROM outbox WHERE delivered_ms IS NULL",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| {
+                    Ok(OutboxDepth {
+                        pending: r.get(0)?,
+                        failing: r.get(1)?,
+                        last_error: r.get(2)?,
+                    })
+                },
             )
             .map_err(self.err())
     }
@@ -775,7 +791,14 @@ mod tests {
             1,
             "check ignores backoff"
         );
-        assert_eq!(s.outbox_depth().unwrap(), (1, Some("boom".into())));
+        assert_eq!(
+            s.outbox_depth().unwrap(),
+            OutboxDepth {
+                pending: 1,
+                failing: 1,
+                last_error: Some("boom".into())
+            }
+        );
     }
 
     #[test]

@@ -57,7 +57,16 @@ if [ "${TM_SKIP_DAEMONS:-0}" != 1 ]; then
     go_install tailscaled tailscale.com/cmd/tailscaled "$v"
     go_install tailscale tailscale.com/cmd/tailscale "$v"
   done
-  go_install headscale github.com/juanfont/headscale/cmd/headscale "$HS_VERSION"
+  # `go install` of headscale asks the proxy for the module's version list (a deprecation check),
+  # which the proxy refuses; download the exact version and build it from its own module instead.
+  if [ ! -x "$CACHE/bin/headscale-$HS_VERSION" ]; then
+    echo "install-deps: building headscale@$HS_VERSION" >&2
+    hs_dir=$(go mod download -json "github.com/juanfont/headscale@$HS_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [ -d "$hs_dir" ] || { echo "install-deps: could not download headscale@$HS_VERSION" >&2; exit 1; }
+    (cd "$hs_dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -o "$CACHE/bin/headscale-$HS_VERSION.tmp" ./cmd/headscale) \
+      || { echo "install-deps: could not build headscale@$HS_VERSION" >&2; exit 1; }
+    mv "$CACHE/bin/headscale-$HS_VERSION.tmp" "$CACHE/bin/headscale-$HS_VERSION"
+  fi
 fi
 
 # --- Alertmanager -------------------------------------------------------------------------------

@@ -1,0 +1,268 @@
+//! The binary against the LocalAPI emulator, no mail: exit codes, status lines, the event log,
+//! and every way a daemon can fail to give a trustworthy snapshot.
+
+mod support;
+
+use support::emulator::{self, Emulator, Mode};
+use support::Monitor;
+
+fn setup() -> (tempfile::TempDir, Emulator, Monitor) {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let mon = Monitor::new(&emu.socket, "");
+    (dir, emu, mon)
+}
+
+#[test]
+fn baseline_then_nothing_new() {
+    let (_d, emu, mon) = setup();
+    let r = mon.check();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .starts_with("TAILSCALE OK - baseline recorded: 5 devices, 3 users"),
+        "{r:?}"
+    );
+    assert_eq!(r.stdout.lines().count(), 1, "one status line");
+    let r = mon.check();
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("nothing new"), "{r:?}");
+    assert_eq!(mon.event_kinds(), vec!["monitor.baseline"]);
+    // The official client's host header.
+    assert!(emu
+        .requests()
+        .iter()
+        .all(|r| r.contains("host=local-tailscaled.sock")));
+}
+
+#[test]
+fn new_device_is_critical_and_logged_once() {
+    let (_d, emu, mon) = setup();
+    mon.check();
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(&mut doc, "nNEW1CNTRL", "mystery-box", 6202, "100.101.1.77");
+    emu.set_status(doc);
+    let r = mon.check();
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stdout
+            .starts_with("TAILSCALE CRITICAL - device.new mystery-box"),
+        "{r:?}"
+    );
+    assert_eq!(mon.check().code, 0);
+    assert_eq!(mon.event_kinds(), vec!["device.new", "monitor.baseline"]);
+    let ev = &mon.events()[0];
+    assert_eq!(ev["device"]["hostname"], "mystery-box");
+    assert_eq!(ev["user"]["login"], "bob@example.com");
+}
+
+#[test]
+fn rekey_is_a_warning() {
+    let (_d, emu, mon) = setup();
+    mon.check();
+    let mut doc = emulator::tailnet();
+    emulator::rekey_peer(&mut doc, "bob-desktop", "beef");
+    emu.set_status(doc);
+    let r = mon.check();
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("device.rekeyed bob-desktop"), "{r:?}");
+}
+
+/// Every failure is exit 3 with a one-line cause, and never touches what is known.
+#[test]
+fn unreadable_daemon_is_unknown_and_changes_nothing() {
+    let (dir, mut emu, mon) = setup();
+    mon.check();
+    let cases: Vec<(Mode, &str)> = vec![
+        (
+            Mode::Status(emulator::fixture("status-needs-login.json")),
+            "NeedsLogin",
+        ),
+        (
+            Mode::Status({
+                let mut d = emulator::tailnet();
+                d["BackendState"] = "Stopped".into();
+                d["Peer"] = serde_json::Value::Null;
+                d
+            }),
+            "Stopped",
+        ),
+        (
+            Mode::Raw("{\"BackendState\": \"Running\", \"Peer\": {".into()),
+            "malformed status JSON",
+        ),
+        (
+            Mode::Error(500, "internal error\nsecond line".into()),
+            "HTTP 500",
+        ),
+        (Mode::Hang, "no answer within"),
+    ];
+    for (mode, want) in cases {
+        emu.set(mode);
+        let r = mon.check();
+        assert_eq!(r.code, 3, "{want}: {r:?}");
+        assert!(
+            r.stdout.starts_with("TAILSCALE UNKNOWN - LocalAPI"),
+            "{want}: {r:?}"
+        );
+        assert!(r.stdout.contains(want), "{want}: {r:?}");
+        assert_eq!(r.stdout.lines().count(), 1, "{want}: one line: {r:?}");
+    }
+    emu.stop();
+    let r = mon.check();
+    assert_eq!(r.code, 3);
+    assert!(
+        r.stdout.contains("no such socket — is tailscaled running?"),
+        "{r:?}"
+    );
+
+    // One outage, one alert; nothing removed.
+    assert_eq!(
+        mon.event_kinds(),
+        vec!["monitor.source_down", "monitor.baseline"]
+    );
+    let devices = mon.run(&["devices", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&devices.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 5, "devices survive the outage");
+
+    // Back, with the same tailnet: recovered, and nothing reported as new.
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let r = mon.check();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        mon.event_kinds(),
+        vec![
+            "monitor.source_recovered",
+            "monitor.source_down",
+            "monitor.baseline"
+        ]
+    );
+    drop(emu);
+}
+
+#[test]
+fn hostile_names_are_inert_on_the_terminal() {
+    let (_d, emu, mon) = setup();
+    mon.check();
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(
+        &mut doc,
+        "nEVILCNTRL",
+        "evil\u{1b}]0;pwned\u{7}\r\nx\u{202e}gpj.exe",
+        6202,
+        "100.101.1.66",
+    );
+    emu.set_status(doc);
+    let r = mon.check();
+    assert_eq!(r.code, 2);
+    for out in [
+        r.stdout.clone(),
+        mon.run(&["devices"]).stdout,
+        mon.run(&["events"]).stdout,
+    ] {
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{7}') && !out.contains('\u{202e}'),
+            "{out:?}"
+        );
+        assert!(!out.contains('\r'), "{out:?}");
+    }
+}
+
+#[test]
+fn devices_and_events_commands() {
+    let (_d, _emu, mon) = setup();
+    mon.check();
+    let r = mon.run(&["devices"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for name in [
+        "web-01*",
+        "alice-laptop",
+        "alice-phone",
+        "nas",
+        "bob-desktop",
+        "bob@example.com",
+        "100.101.1.2",
+    ] {
+        assert!(r.stdout.contains(name), "{name} in {}", r.stdout);
+    }
+    let r = mon.run(&["events", "--since", "1h"]);
+    assert!(r.stdout.contains("monitor.baseline"), "{r:?}");
+    let r = mon.run(&["events", "--since", "2099-01-01T00:00:00Z"]);
+    assert_eq!(r.stdout.trim(), "");
+    let r = mon.run(&["events", "--since", "whenever"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("--since `whenever`"), "{r:?}");
+}
+
+#[test]
+fn bad_config_is_one_line_with_file_and_line() {
+    let (_d, _emu, mon) = setup();
+    let text = std::fs::read_to_string(&mon.config).unwrap() + "[daemon]\nintervall = \"30s\"\n";
+    std::fs::write(&mon.config, text).unwrap();
+    let r = mon.check();
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("config.toml:9: unknown field `intervall`"),
+        "{r:?}"
+    );
+    let r = mon.run(&["config", "check"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("config.toml:9"), "{r:?}");
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{r:?}");
+    assert!(
+        !mon.dir.path().join("state/state.db").exists(),
+        "nothing written on a bad config"
+    );
+}
+
+#[test]
+fn config_check_prints_effective_config() {
+    let (_d, _emu, mon) = setup();
+    let r = mon.run(&["config", "check"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("interval = \"30s\""), "{r:?}");
+    assert!(r.stdout.contains("reconcile = \"5m\""), "{r:?}");
+    assert!(r.stderr.contains("config OK"), "{r:?}");
+}
+
+#[test]
+fn demo_runs_without_config() {
+    let r: support::Run = std::process::Command::new(support::bin())
+        .arg("demo")
+        .env("TAILSCALE_MONITOR_LOG", "warn")
+        .env_remove("TAILSCALE_MONITOR_CONFIG")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 0, "{r:?}");
+    for want in [
+        "monitor.baseline",
+        "device.new",
+        "device.rekeyed",
+        "device.exit_node_offered",
+    ] {
+        assert!(r.stdout.contains(want), "{want}: {}", r.stdout);
+    }
+}
+
+#[test]
+fn run_daemon_detects_and_stops_cleanly_on_sigterm() {
+    let (_d, emu, mon) = setup();
+    let text = std::fs::read_to_string(&mon.config).unwrap() + "[daemon]\ninterval = \"200ms\"\n";
+    std::fs::write(&mon.config, text).unwrap();
+    let daemon = mon.spawn_run();
+    assert!(
+        mon.wait_for_event("monitor.baseline", 10),
+        "baseline not logged by run"
+    );
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(&mut doc, "nRUN1CNTRL", "late-joiner", 6201, "100.101.1.90");
+    emu.set_status(doc);
+    assert!(
+        mon.wait_for_event("device.new", 10),
+        "device.new not logged by run"
+    );
+    let status = daemon.terminate();
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,376 @@
+//! The binary against the LocalAPI emulator and a real SMTP server (aiosmtpd): what the
+//! administrator actually receives. Needs aiosmtpd (tests/setup/install-deps.sh); run with
+//! `tests/run-all.sh` or `cargo test -- --include-ignored`.
+
+mod support;
+
+use support::emulator::{self, Emulator, Mode};
+use support::smtp::{free_port, Smtp};
+use support::{email_channel, Monitor};
+
+const REAL: &str = "needs the real SMTP server: run tests/run-all.sh";
+
+fn setup() -> (tempfile::TempDir, Emulator, Smtp, Monitor) {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let smtp = Smtp::start();
+    let mon = Monitor::new(&emu.socket, &email_channel(smtp.port));
+    (dir, emu, smtp, mon)
+}
+
+#[test]
+#[ignore = "needs the real SMTP server: run tests/run-all.sh"]
+fn baseline_is_one_review_mail_listing_everything() {
+    let _ = REAL;
+    let (_d, _emu, smtp, mon) = setup();
+    let r = mon.check();
+    assert_eq!(r.code, 0, "{r:?}");
+    let mails = smtp.wait_for(1, 10);
+    assert_eq!(mails.len(), 1, "exactly one baseline mail");
+    let m = &mails[0];
+    assert!(
+        m.subject.contains("baseline of 5 devices and 3 users"),
+        "{}",
+        m.subject
+    );
+    for want in [
+        "web-01",
+        "alice-laptop",
+        "alice-phone",
+        "nas",
+        "bob-desktop",
+        "alice@example.com",
+        "bob@example.com",
+        "n00005A9ACNTRL",
+        "100.101.1.3",
+    ] {
+        assert!(m.text.contains(want), "{want} in text");
+        assert!(m.html.contains(want), "{want} in html");
+    }
+    assert!(
+        !m.text.contains("device.new"),
+        "no per-device alerts at baseline"
+    );
+    assert_eq!(mon.check().code, 0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(smtp.mails().len(), 1, "nothing more when nothing changed");
+}
+
+#[test]
+#[ignore = "needs the real SMTP server: run tests/run-all.sh"]
+fn new_device_of_existing_user() {
+    let (_d, emu, smtp, mon) = setup();
+    mon.check();
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(
+        &mut doc,
+        "nNEWDEVCNTRL",
+        "alice-tablet",
+        6201,
+        "100.101.1.20",
+    );
+    emu.set_status(doc);
+    assert_eq!(mon.check().code, 2);
+    let mails = smtp.wait_for(2, 10);
+    assert_eq!(mails.len(), 2);
+    let m = &mails[1];
+    assert!(
+        m.subject
+            .contains("CRITICAL: New device alice-tablet (linux) of alice@example.com"),
+        "{}",
+        m.subject
+    );
+    for want in [
+        "alice-tablet.tail1a2b3c.ts.net.",
+        "alice@example.com (Alice Example)",
+        "100.101.1.20",
+        "linux",
+        "2026-11-24 10:00:00 UTC",
+        "nNEWDEVCNTRL",
+        "https://login.tailscale.com/admin/machines/100.101.1.20",
+        "headscale nodes delete --identifier",
+    ] {
+        assert!(m.text.contains(want), "{want} in {}", m.text);
+    }
+}
+
+#[test]
+#[ignore = "needs the real SMTP server: run tests/run-all.sh"]
+fn new_user_and_their_device_in_one_message() {
+    let (_d, emu, smtp, mon) = setup();
+    mon.check();
+    let mut doc = emulator::tailnet();
+    emulator::add_user(&mut doc, 7001, "mallory@evil.example", "Mallory");
+    emulator::add_peer(
+        &mut doc,
+        "nMALLORYCNTRL",
+        "mallory-pc",
+        7001,
+        "100.101.1.30",
+    );
+    emu.set_status(doc);
+    assert_eq!(mon.check().code, 2);
+    let mails = smtp.wait_for(2, 10);
+    assert_eq!(mails.len(), 2, "events of one pass go out as one message");
+    let m = &mails[1];
+    assert!(
+        m.text.contains("user.new") && m.text.contains("device.new"),
+        "{}",
+        m.text
+    );
+    assert!(m.text.contains("mallory@evil.example (Mallory)"));
+    assert!(m.subject.contains("(+1 more)"), "{}", m.subject);
+}
+
+#[test]
+#[ignore = "needs the real SMTP server: run tests/run-all.sh"]
+fn device_readded_under_same_hostname_and_ip_is_new() {
+    let (_d, emu, smtp, mon) = setup();
+    mon.check();
+    // bob-desktop is deleted and registered again: new stable ID and key, same name and IP.
+    let mut doc = emulator::tailnet();
+    let (_, old) = emulator::remove_peer(&mut doc, "bob-desktop");
+    let key = emulator::add_peer(
+        &mut doc,
+        "nBOBAGAINCNTRL",
+        "bob-desktop",
+        6202,
+        "100.101.1.5",
+    );
+    doc["Peer"][&key]["TailscaleIPs"] = old["TailscaleIPs"].clone();
+    emu.set_status(doc);
+    assert_eq!(mon.check().code, 2);
+    let m = &smtp.wait_for(2, 10)[1];
+    assert!(
+        m.subject.contains("New device bob-desktop"),
+        "{}",
+        m.subject
+    );
+    assert!(m.text.contains("re-registration"), "{}", m.text);
+    assert!(
+        m.text.contains("n00005C23CNTRL"),
+        "names the old device: {}",
+        m.text
+    );
+    assert!(m.text.contains("device.removed"), "{}", m.text);
+}
+
+#[test]
+#[ignore = "needs the real SMTP server: run tests/run-all.sh"]
+fn rekey_mail_shows_old_and_new_key() {
+    let (_d, emu, smtp, mon) = setup();
+    mon.check();
+    let mut doc = emulator::tailnet();
+    emulator::rekey_peer(&mut doc, "alice-laptop", "cafe");
+    emu.set_status(doc);
+    assert_eq!(mon.check().code, 1);
+    let m = &smtp.wait_for(2, 10)[1];
+    assert!(
+        m.subject
+            .contains("WARNING: Device alice-laptop re-authenticated"),
+        "{}",
+        m.subject
+    );
+    assert!(
+        m.text
+            .contains("nodekey:00000000000000000000000000000000000000000000000000009f3a00001eef →"),
+        "{}",
+        m.text
+    );
+    assert!(m.text.contains("000000cafe"), "{}", m.text);
+}
+
+#[test]
+#[ignore = "needs the real SMTP server: run tests/run-all.sh"]
+fn daemon_stopped_then_running_again_is_no_false_new() {
+    let (_d, emu, smtp, mon) = setup();
+    mon.check();
+    let mut stopped = emulator::tailnet();
+    stopped["BackendState"] = "Stopped".into();
+    stopped["Peer"] = serde_json::Value::Null;
+    emu.set_status(stopped);
+    assert_eq!(mon.check().code, 3);
+    assert_eq!(mon.check().code, 3);
+    let mails = smtp.wait_for(2, 10);
+    assert_eq!(mails.len(), 2, "source_down mailed once");
+    assert!(
+        mails[1].subject.contains("cannot be read"),
+        "{}",
+        mails[1].subject
+    );
+    assert!(mails[1].text.contains("Stopped"), "{}", mails[1].text);
+
+    emu.set_status(emulator::tailnet());
+    assert_eq!(mon.check().code, 0);
+    let mails = smtp.wait_for(3, 10);
+    assert_eq!(mails.len(), 3);
+    assert!(mails[2].text.contains("monitor.source_recovered"));
+    assert!(
+        !mails[2].text.contains("device.new") && !mails[2].text.contains("device.removed"),
+        "{}",
+        mails[2].text
+    );
+}
+
+#[test]
+#[ignore = "needs the real SMTP server: run tests/run-all.sh"]
+fn smtp_down_at_detection_is_delivered_once_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let port = free_port();
+    let mon = Monitor::new(&emu.socket, &email_channel(port));
+    let r = mon.check();
+    assert_eq!(r.code, 1, "baseline not delivered is a warning: {r:?}");
+    assert!(r.stdout.contains("not delivered yet, will retry"), "{r:?}");
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(
+        &mut doc,
+        "nWHILEDOWNCNTRL",
+        "while-smtp-down",
+        6201,
+        "100.101.1.40",
+    );
+    emu.set_status(doc);
+    let r = mon.check();
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stdout.contains("2 alert(s) not delivered yet"), "{r:?}");
+
+    let smtp = Smtp::start_on(port);
+    let r = mon.check();
+    assert_eq!(r.code, 0, "{r:?}");
+    let mails = smtp.wait_for(1, 10);
+    assert_eq!(mails.len(), 1, "the backlog goes out as one message");
+    assert!(
+        mails[0].text.contains("monitor.baseline") && mails[0].text.contains("while-smtp-down")
+    );
+    assert_eq!(mon.check().code, 0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(smtp.mails().len(), 1, "delivered once");
+    // The state advanced exactly once: one device.new in the log.
+    assert_eq!(
+        mon.event_kinds()
+            .iter()
+            .filter(|k| *k == "device.new")
+            .count(),
+        1
+    );
+}
+
+#[test]
+#[ignore = "needs the real SMTP server: run tests/run-all.sh"]
+fn hostile_hostname_and_display_name_inject_nothing() {
+    let (_d, emu, smtp, mon) = setup();
+    mon.check();
+    let mut doc = emulator::tailnet();
+    emulator::add_user(
+        &mut doc,
+        7002,
+        "eve@example.com",
+        "Eve\r\nBcc: victim@example.net <img src=x onerror=alert(1)>",
+    );
+    emulator::add_peer(
+        &mut doc,
+        "nEVILCNTRL",
+        "evil\r\nBcc: x@y <script>alert(1)</script>",
+        7002,
+        "100.101.1.66",
+    );
+    emu.set_status(doc);
+    assert_eq!(mon.check().code, 2);
+    let m = &smtp.wait_for(2, 10)[1];
+    assert!(
+        !m.header_names.iter().any(|h| h == "bcc"),
+        "no injected header: {:?}",
+        m.header_names
+    );
+    assert_eq!(m.header_names.iter().filter(|h| *h == "to").count(), 1);
+    assert!(
+        !m.rcpt_to.contains("x@y") && !m.rcpt_to.contains("victim"),
+        "envelope: {}",
+        m.rcpt_to
+    );
+    assert!(!m.subject.contains('\n') && !m.subject.contains('\r'));
+    assert!(
+        !m.html.contains("<script>") && !m.html.contains("<img"),
+        "{}",
+        m.html
+    );
+    assert!(m.html.contains("&lt;script&gt;"), "{}", m.html);
+    for line in m.raw.lines() {
+        assert!(
+            !line.to_lowercase().starts_with("bcc:"),
+            "raw header line: {line}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the real SMTP server: run tests/run-all.sh"]
+fn two_checks_at_once_alert_once() {
+    let (_d, emu, smtp, mon) = setup();
+    mon.check();
+    smtp.wait_for(1, 10);
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(&mut doc, "nRACECNTRL", "race-device", 6201, "100.101.1.50");
+    emu.set_status(doc);
+    let spawn = || {
+        mon.cmd(&["check"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let ra: support::Run = a.wait_with_output().unwrap().into();
+    let rb: support::Run = b.wait_with_output().unwrap().into();
+    let mut codes = [ra.code, rb.code];
+    codes.sort();
+    assert_eq!(
+        codes,
+        [0, 2],
+        "one finds the device, the other finds it known: {ra:?} {rb:?}"
+    );
+    let mails = smtp.wait_for(2, 10);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        smtp.mails().len(),
+        2,
+        "one alert mail: {:?}",
+        mails.iter().map(|m| &m.subject).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        mon.event_kinds()
+            .iter()
+            .filter(|k| *k == "device.new")
+            .count(),
+        1
+    );
+}
+
+#[test]
+#[ignore = "needs the real SMTP server: run tests/run-all.sh"]
+fn run_daemon_retries_until_smtp_comes_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let port = free_port();
+    let mon = Monitor::new(
+        &emu.socket,
+        &(email_channel(port) + "\n[daemon]\ninterval = \"300ms\"\n"),
+    );
+    let daemon = mon.spawn_run();
+    assert!(mon.wait_for_event("monitor.baseline", 10));
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(&mut doc, "nRUNMAILCNTRL", "run-mail", 6201, "100.101.1.60");
+    emu.set_status(doc);
+    assert!(mon.wait_for_event("device.new", 10));
+    // SMTP comes up only now; the first retry is due 15 s (±20 %) after the first failure.
+    let smtp = Smtp::start_on(port);
+    let mails = smtp.wait_for(1, 40);
+    assert!(
+        !mails.is_empty(),
+        "run delivered the backlog after SMTP came up"
+    );
+    assert!(mails.iter().any(|m| m.text.contains("run-mail")));
+    assert!(daemon.terminate().success());
+    let _ = Mode::Hang;
+}
