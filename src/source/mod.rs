@@ -6,6 +6,7 @@
 //! state).
 
 pub mod cli;
+pub mod ipnbus;
 pub mod localapi;
 pub mod sim;
 pub mod status_json;

@@ -40,11 +40,32 @@ if [ ! -x "$CACHE/venv/bin/aiosmtpd" ]; then
   "$CACHE/venv/bin/pip" install -q 'aiosmtpd>=1.4'
 fi
 
+# --- Go toolchain -------------------------------------------------------------------------------
+# tailscale 1.102 and headscale 0.29 need Go >= 1.26.6. Debian 12's golang-go is far older, so when
+# the machine's go is missing or too old, fetch the toolchain from the Go module proxy (the same
+# module `GOTOOLCHAIN=auto` uses) into the cache.
+GO_VERSION=${GO_VERSION:-1.26.8}
+go_ok() { command -v go >/dev/null 2>&1 && go version | awk '{v=$3; sub("go","",v); split(v,a,"."); exit !((a[1]>1)||(a[1]==1&&a[2]>26)||(a[1]==1&&a[2]==26&&a[3]>=6))}'; }
+ensure_go() {
+  go_ok && return 0
+  if [ ! -x "$CACHE/go/bin/go" ]; then
+    apt_install curl unzip ca-certificates
+    local zip="$CACHE/go-toolchain.zip"
+    curl -fsSL -o "$zip" "https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go$GO_VERSION.linux-amd64.zip"
+    rm -rf "$CACHE/go-unpack" && mkdir -p "$CACHE/go-unpack"
+    unzip -q "$zip" -d "$CACHE/go-unpack"
+    rm -rf "$CACHE/go" && mv "$CACHE/go-unpack/golang.org/toolchain@v0.0.1-go$GO_VERSION.linux-amd64" "$CACHE/go"
+    chmod +x "$CACHE/go/bin/"* "$CACHE/go/pkg/tool/"*/* 2>/dev/null || true
+    rm -rf "$CACHE/go-unpack" "$zip"
+  fi
+  export PATH="$CACHE/go/bin:$PATH" GOTOOLCHAIN=local
+}
+
 # --- Go daemons ---------------------------------------------------------------------------------
 go_install() { # name module version
   local name=$1 module=$2 version=$3 out="$CACHE/bin/$1-$3"
   [ -x "$out" ] && return 0
-  if ! need go; then apt_install golang-go; fi
+  ensure_go
   local gobin; gobin=$(mktemp -d)
   echo "install-deps: building $module@$version (cached afterwards in $out)" >&2
   if ! GOBIN=$gobin GOFLAGS=-mod=mod CGO_ENABLED=0 go install "$module@$version"; then
@@ -60,6 +81,7 @@ if [ "${TM_SKIP_DAEMONS:-0}" != 1 ]; then
   # `go install` of headscale asks the proxy for the module's version list (a deprecation check),
   # which the proxy refuses; download the exact version and build it from its own module instead.
   if [ ! -x "$CACHE/bin/headscale-$HS_VERSION" ]; then
+    ensure_go
     echo "install-deps: building headscale@$HS_VERSION" >&2
     hs_dir=$(go mod download -json "github.com/juanfont/headscale@$HS_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
     [ -d "$hs_dir" ] || { echo "install-deps: could not download headscale@$HS_VERSION" >&2; exit 1; }

@@ -1,0 +1,138 @@
+//! The IPN bus (`GET /localapi/v0/watch-ipn-bus?mask=N`): tailscaled's real-time stream, used
+//! only as a *trigger*. Any Notify that may mean "the tailnet changed" makes the daemon re-read
+//! `/status` (debounced), so the snapshot is always one consistent document whatever the daemon
+//! version streams.
+//!
+//! Version matrix (spec/tailscale.md): before 1.98 peer changes arrive only as a full `NetMap`;
+//! from 1.100 the `NetMap` is sent only initially and adds/removes reach only watchers that set
+//! bit 12 (PeerChanges); from 1.102 bit 18 adds per-peer WireGuard states. We subscribe with
+//! InitialState | PeerChanges, plus PeerWireGuardState on >= 1.102. Older daemons ignore unknown
+//! bits; a daemon that answers 400 to a mask is retried with the bits it refused dropped.
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+pub const INITIAL_STATE: u64 = 1 << 1;
+pub const PEER_CHANGES: u64 = 1 << 12;
+pub const PEER_WIREGUARD_STATE: u64 = 1 << 18;
+
+/// Parses the `major.minor` of a version string like `1.102.3-t…`.
+pub fn version(v: &str) -> Option<(u32, u32)> {
+    let mut it = v.split(['.', '-']);
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The mask to subscribe with, for a daemon of this version (unknown: assume the newest).
+pub fn mask_for(daemon_version: &str) -> u64 {
+    let base = INITIAL_STATE | PEER_CHANGES;
+    match version(daemon_version) {
+        Some(v) if v < (1, 102) => base,
+        _ => base | PEER_WIREGUARD_STATE,
+    }
+}
+
+/// The next mask to try after a 400: drop the newest optional bit still set.
+pub fn fallback_mask(mask: u64) -> Option<u64> {
+    [PEER_WIREGUARD_STATE, PEER_CHANGES]
+        .into_iter()
+        .find(|b| mask & b != 0)
+        .map(|b| mask & !b)
+}
+
+/// The fields of `ipn.Notify` that tell us something changed. Everything else is ignored; the
+/// content of the change is read from `/status`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Notify {
+    pub version: Option<String>,
+    pub err_message: Option<String>,
+    pub login_finished: Option<IgnoredAny>,
+    /// 0 NoState, 1 InUseOtherUser, 2 NeedsLogin, 3 NeedsMachineAuth, 4 Stopped, 5 Starting, 6 Running.
+    pub state: Option<i64>,
+    pub self_change: Option<IgnoredAny>,
+    pub net_map: Option<IgnoredAny>,
+    pub peers_changed: Option<IgnoredAny>,
+    pub peers_removed: Option<IgnoredAny>,
+    pub user_profiles: Option<IgnoredAny>,
+    pub peer_state: Option<std::collections::BTreeMap<String, PeerState>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PeerState {
+    #[serde(rename = "PeerWireGuardState")]
+    pub wireguard: String,
+}
+
+/// What a line of the bus means to the monitor.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Something about the tailnet or the daemon changed: re-read `/status`.
+    Changed,
+    /// A peer has an established WireGuard session with this node: re-read for `peer.connected`.
+    Connected,
+    /// Nothing the monitor cares about (engine stats, health, files …).
+    Quiet,
+    /// Not a Notify. The bus is not trusted blindly: re-read to be safe.
+    Garbage,
+}
+
+/// Classifies one line of the stream.
+pub fn classify(line: &[u8]) -> Signal {
+    let n: Notify = match serde_json::from_slice(line) {
+        Ok(n) => n,
+        Err(_) => return Signal::Garbage,
+    };
+    if n.state.is_some()
+        || n.login_finished.is_some()
+        || n.self_change.is_some()
+        || n.net_map.is_some()
+        || n.peers_changed.is_some()
+        || n.peers_removed.is_some()
+        || n.user_profiles.is_some()
+        || n.err_message.is_some()
+    {
+        return Signal::Changed;
+    }
+    if n
+        .peer_state
+        .as_ref()
+        .is_some_and(|m| m.values().any(|p| p.wireguard == "established"))
+    {
+        return Signal::Connected;
+    }
+    Signal::Quiet
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_follows_the_version_matrix() {
+        assert_eq!(mask_for("1.96.5-tabc"), (1 << 1) | (1 << 12));
+        assert_eq!(mask_for("1.100.0"), (1 << 1) | (1 << 12));
+        assert_eq!(mask_for("1.102.3-t1e2a"), (1 << 1) | (1 << 12) | (1 << 18));
+        assert_eq!(mask_for(""), (1 << 1) | (1 << 12) | (1 << 18));
+        assert_eq!(fallback_mask(mask_for("1.102.0")), Some((1 << 1) | (1 << 12)));
+        assert_eq!(fallback_mask((1 << 1) | (1 << 12)), Some(1 << 1));
+        assert_eq!(fallback_mask(1 << 1), None);
+    }
+
+    #[test]
+    fn classifies_notifies() {
+        assert_eq!(classify(br#"{"Version":"1.102.3","State":6}"#), Signal::Changed);
+        assert_eq!(classify(br#"{"NetMap":{"Peers":[]}}"#), Signal::Changed);
+        assert_eq!(classify(br#"{"PeersChanged":[{"ID":5}]}"#), Signal::Changed);
+        assert_eq!(classify(br#"{"PeersRemoved":[5]}"#), Signal::Changed);
+        assert_eq!(classify(br#"{"NetMap":null}"#), Signal::Quiet);
+        assert_eq!(
+            classify(br#"{"PeerState":{"nX":{"PeerWireGuardState":"established","PeerWireGuardStateAt":"2026-11-24T10:00:00Z"}}}"#),
+            Signal::Connected
+        );
+        assert_eq!(classify(br#"{"PeerState":{"nX":{"PeerWireGuardState":"handshake"}}}"#), Signal::Quiet);
+        assert_eq!(classify(br#"{"Engine":{"RBytes":10}}"#), Signal::Quiet);
+        assert_eq!(classify(b"{\"State\":"), Signal::Garbage);
+        assert_eq!(classify(b"<html>"), Signal::Garbage);
+    }
+}
