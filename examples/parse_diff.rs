@@ -19,8 +19,14 @@ fn main() {
     let new_bytes = std::fs::read(new).unwrap();
 
     let t = Instant::now();
-    let prev = Status::parse(&old_bytes).unwrap().into_snapshot(Utc::now()).unwrap();
-    let cur = Status::parse(&new_bytes).unwrap().into_snapshot(Utc::now()).unwrap();
+    let prev = Status::parse(&old_bytes)
+        .unwrap()
+        .into_snapshot(Utc::now())
+        .unwrap();
+    let cur = Status::parse(&new_bytes)
+        .unwrap()
+        .into_snapshot(Utc::now())
+        .unwrap();
     let parse = t.elapsed() / 2;
 
     let known = Known {
@@ -28,9 +34,30 @@ fn main() {
         devices: prev
             .devices
             .values()
-            .map(|d| (d.id.clone(), KnownDevice { device: d.clone(), removed: false, expiring_alerted: None }))
+            .map(|d| {
+                (
+                    d.id.clone(),
+                    KnownDevice {
+                        device: d.clone(),
+                        removed: false,
+                        expiring_alerted: None,
+                    },
+                )
+            })
             .collect(),
-        users: prev.users.values().map(|u| (u.id, KnownUser { user: u.clone(), removed: false })).collect(),
+        users: prev
+            .users
+            .values()
+            .map(|u| {
+                (
+                    u.id,
+                    KnownUser {
+                        user: u.clone(),
+                        removed: false,
+                    },
+                )
+            })
+            .collect(),
     };
     let t = Instant::now();
     let out = diff(&known, &cur, &Policy::default(), Utc::now());
@@ -49,14 +76,26 @@ fn main() {
         // Baseline of the old document, then the pass with the new one: the two real transactions.
         store
             .commit_pass(&[], Utc::now(), |k, h| {
-                tailscale_monitor::diff::pass_outcome(k, h, Ok(&prev), &Policy::default(), Utc::now())
+                tailscale_monitor::diff::pass_outcome(
+                    k,
+                    h,
+                    Ok(&prev),
+                    &Policy::default(),
+                    Utc::now(),
+                )
             })
             .unwrap();
         let baseline = t.elapsed();
         let t = Instant::now();
         store
             .commit_pass(&[], Utc::now(), |k, h| {
-                tailscale_monitor::diff::pass_outcome(k, h, Ok(&cur), &Policy::default(), Utc::now())
+                tailscale_monitor::diff::pass_outcome(
+                    k,
+                    h,
+                    Ok(&cur),
+                    &Policy::default(),
+                    Utc::now(),
+                )
             })
             .unwrap();
         print!(

@@ -64,8 +64,12 @@ pub struct SourceConfig {
 
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
+    /// Poll period while the IPN bus is not streaming (and for the CLI source).
     pub interval: Duration,
+    /// Full re-read period while the IPN bus is streaming (the safety net).
     pub reconcile: Duration,
+    /// How long tailscaled may stay unreachable before `run` raises `monitor.source_down`.
+    pub grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +161,7 @@ struct RawState {
 struct RawDaemon {
     interval: Option<Spanned<String>>,
     reconcile: Option<Spanned<String>>,
+    grace: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -328,6 +333,7 @@ impl Config {
                 "daemon.reconcile",
                 Duration::from_secs(300),
             )?,
+            grace: cx.duration(&raw.daemon.grace, "daemon.grace", Duration::from_secs(60))?,
         };
         let warn = cx.duration(
             &raw.alerts.key_expiry_warning,
@@ -391,9 +397,10 @@ impl Config {
             q(&self.state_dir.display().to_string())
         );
         out += &format!(
-            "[daemon]\ninterval = {}\nreconcile = {}\n\n",
+            "[daemon]\ninterval = {}\nreconcile = {}\ngrace = {}\n\n",
             d(self.daemon.interval),
-            d(self.daemon.reconcile)
+            d(self.daemon.reconcile),
+            d(self.daemon.grace)
         );
         out += &format!(
             "[alerts]\nkey_expiry_warning = {}\n",

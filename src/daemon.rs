@@ -1,38 +1,201 @@
 //! `run`: the long-lived monitor.
 //!
-//! One task, one loop, driven by `select!`: a pass every `interval`; the outbox drained when a
-//! delivery is due (with backoff); SIGHUP reloads the config (a bad file is logged and the old
-//! config kept); SIGTERM/SIGINT finish the pass in flight, try the outbox once more within a
-//! few seconds, and exit. Whatever is not delivered stays in the outbox for the next start.
+//! One loop, driven by `select!`, owns the store. Passes are triggered by:
+//! - the IPN bus (a task holding `watch-ipn-bus` open, see [`bus`]): any Notify that may mean a
+//!   change schedules a pass after a short debounce, so a burst of notifies is one `/status` read;
+//! - a timer: every `reconcile` while the bus streams (the safety net), every `interval` while it
+//!   does not (polling, and the CLI source);
+//! - the bus going down or coming back (to see at once whether tailscaled is still there).
+//!
+//! tailscaled restarts end the stream; the bus task reconnects with capped exponential backoff.
+//! A failed read is *not* recorded until tailscaled has been unreachable for `grace`, so a restart
+//! raises nothing; past it, `monitor.source_down` is raised once. What joined meanwhile is found by
+//! the first pass that succeeds, and nothing already known is reported again.
+//!
+//! systemd: `READY=1` after the first pass, `WATCHDOG=1` pings when `WatchdogSec=` is set,
+//! `RELOADING=1` on SIGHUP (the config is reloaded; a bad file is logged and the old one kept),
+//! `STOPPING=1` on SIGTERM/SIGINT, which finish the pass in flight and flush the outbox for up to
+//! a few seconds. Undelivered alerts stay queued for the next start.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::Utc;
+use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::time::{interval, sleep, Instant, MissedTickBehavior};
+use tokio::sync::mpsc;
+use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::monitor;
+use crate::source::ipnbus::{self, Signal};
+use crate::source::localapi::{LocalApi, WatchError};
 use crate::source::Source;
 use crate::store::Store;
 
+/// Wait after a bus notify before reading `/status`, to coalesce a burst.
+const DEBOUNCE: Duration = Duration::from_millis(25);
 /// How often the outbox is checked for due deliveries when nothing else happens.
 const DELIVERY_POLL: Duration = Duration::from_secs(2);
 /// How long shutdown may spend flushing the outbox.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
+/// Reconnect backoff of the bus: from 250 ms doubling to 30 s.
+const BUS_BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BUS_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-pub async fn run(config_path: Option<PathBuf>, mut cfg: Config) -> anyhow::Result<()> {
-    let mut store = Store::open(&cfg.state_dir)?;
-    let mut source = Source::from_config(&cfg.source);
-    let host = monitor::local_hostname();
+/// What the bus task reports.
+#[derive(Debug)]
+pub enum Bus {
+    /// Streaming with this mask.
+    Up {
+        mask: u64,
+        version: String,
+    },
+    Signal(Signal),
+    /// The stream ended or could not be opened; the task retries by itself.
+    Down(String),
+}
+
+/// Holds the IPN bus open for as long as the receiver lives, reconnecting with backoff.
+pub async fn bus(api: LocalApi, tx: mpsc::Sender<Bus>) {
+    let mut backoff = BUS_BACKOFF_MIN;
+    let mut forced_mask: Option<u64> = None;
+    loop {
+        let version = match api.status().await {
+            Ok(s) => s.version,
+            // A daemon that is not Running still streams; learn its version from the bus later.
+            Err(_) => String::new(),
+        };
+        let mask = forced_mask.unwrap_or_else(|| ipnbus::mask_for(&version));
+        match api.watch(mask).await {
+            Ok(mut w) => {
+                backoff = BUS_BACKOFF_MIN;
+                if tx.send(Bus::Up { mask, version }).await.is_err() {
+                    return;
+                }
+                let why = loop {
+                    match w.next_line().await {
+                        Ok(Some(line)) => {
+                            let s = ipnbus::classify(&line);
+                            if s == Signal::Garbage {
+                                warn!(line = %crate::sanitize::line(&String::from_utf8_lossy(&line), 120), "IPN bus: not a Notify; re-reading status");
+                            }
+                            if s != Signal::Quiet && tx.send(Bus::Signal(s)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break "stream ended".to_owned(),
+                        Err(e) => break e.0,
+                    }
+                };
+                forced_mask = None;
+                if tx.send(Bus::Down(why)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Err(WatchError::Rejected { status: 400, error }) => {
+                if let Some(m) = ipnbus::fallback_mask(mask) {
+                    warn!(mask, fallback = m, error = %error, "IPN bus refused the mask; retrying with fewer bits");
+                    forced_mask = Some(m);
+                    continue;
+                }
+                if tx.send(Bus::Down(error.0)).await.is_err() {
+                    return;
+                }
+            }
+            Err(WatchError::Rejected { error, .. }) | Err(WatchError::Source(error)) => {
+                if tx.send(Bus::Down(error.0)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        sleep(backoff).await;
+        backoff = (backoff * 2).min(BUS_BACKOFF_MAX);
+    }
+}
+
+struct Daemon {
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    store: Store,
+    source: Source,
+    host: String,
+    streaming: bool,
+    /// When reads started failing (reset by a successful read).
+    failing_since: Option<Instant>,
+    /// The next debounced pass, if one is scheduled.
+    pass_at: Option<Instant>,
+    /// The next timed full pass.
+    full_at: Instant,
+}
+
+impl Daemon {
+    fn period(&self) -> Duration {
+        if self.streaming {
+            self.cfg.daemon.reconcile
+        } else {
+            self.cfg.daemon.interval
+        }
+    }
+
+    fn schedule(&mut self, at: Instant) {
+        self.pass_at = Some(self.pass_at.map_or(at, |p| p.min(at)));
+    }
+
+    async fn pass(&mut self) -> anyhow::Result<()> {
+        self.pass_at = None;
+        self.full_at = Instant::now() + self.period();
+        let seen = self.source.snapshot().await;
+        match &seen {
+            Ok(_) => self.failing_since = None,
+            Err(e) => {
+                let since = *self.failing_since.get_or_insert_with(Instant::now);
+                let deadline = since + self.cfg.daemon.grace;
+                if Instant::now() < deadline {
+                    warn!(error = %e, grace_left = ?deadline - Instant::now(), "tailscaled unreachable; alerting if it stays so");
+                    self.schedule(deadline);
+                    return Ok(());
+                }
+            }
+        }
+        monitor::record(&mut self.store, &self.cfg.routes(), &self.cfg.policy, seen)?;
+        monitor::deliver(&mut self.store, &self.cfg.channels, &self.host, false).await?;
+        Ok(())
+    }
+
+    fn reload(&mut self) {
+        let Some(path) = self.config_path.clone() else {
+            warn!("SIGHUP: started without --config; nothing to reload");
+            return;
+        };
+        let _ = sd_notify::notify(false, &[NotifyState::Reloading]);
+        match Config::load(&path) {
+            Ok(new) => {
+                if new.state_dir != self.cfg.state_dir {
+                    warn!("SIGHUP: [state] dir changed; restart to use the new one");
+                }
+                self.source = Source::from_config(&new.source);
+                self.cfg = Config {
+                    state_dir: self.cfg.state_dir.clone(),
+                    ..new
+                };
+                self.full_at = Instant::now() + self.period();
+                info!(channels = self.cfg.channels.len(), "config reloaded");
+            }
+            Err(e) => error!(error = %e, "SIGHUP: config not reloaded, keeping the old one"),
+        }
+        let _ = sd_notify::notify(false, &[NotifyState::Ready]);
+    }
+}
+
+pub async fn run(config_path: Option<PathBuf>, cfg: Config) -> anyhow::Result<()> {
+    let store = Store::open(&cfg.state_dir)?;
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-    let mut tick = interval(cfg.daemon.interval);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     if cfg.channels.is_empty() {
         warn!("no [[notify]] channel configured: alerts are only logged and kept in `events`");
     }
@@ -40,49 +203,82 @@ pub async fn run(config_path: Option<PathBuf>, mut cfg: Config) -> anyhow::Resul
         socket = %cfg.source.socket.display(),
         state = %store.path().display(),
         interval = ?cfg.daemon.interval,
+        reconcile = ?cfg.daemon.reconcile,
         channels = cfg.channels.len(),
         "tailscale-monitor running"
     );
 
+    let (tx, mut rx) = mpsc::channel(256);
+    let bus_task = match &cfg.source.kind {
+        crate::config::SourceKind::LocalApi => Some(tokio::spawn(bus(
+            LocalApi::new(&cfg.source.socket, cfg.source.timeout),
+            tx,
+        ))),
+        crate::config::SourceKind::Cli => None,
+    };
+    let mut d = Daemon {
+        source: Source::from_config(&cfg.source),
+        host: monitor::local_hostname(),
+        cfg,
+        config_path,
+        store,
+        streaming: false,
+        failing_since: None,
+        pass_at: None,
+        full_at: Instant::now(),
+    };
+
+    d.pass().await?;
+    let _ = sd_notify::notify(false, &[NotifyState::Ready]);
+    let mut watchdog_usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
+        .then(|| Duration::from_micros(watchdog_usec / 2));
+    let far = Duration::from_secs(86400 * 365);
+
     loop {
+        let pass_at = d.pass_at.unwrap_or_else(|| Instant::now() + far);
         tokio::select! {
-            _ = tick.tick() => {
-                monitor::observe(&source, &mut store, &cfg.routes(), &cfg.policy).await?;
-                monitor::deliver(&mut store, &cfg.channels, &host, false).await?;
-            }
-            _ = sleep(DELIVERY_POLL) => {
-                if store.next_due()?.is_some_and(|t| t <= Utc::now()) {
-                    monitor::deliver(&mut store, &cfg.channels, &host, false).await?;
+            Some(ev) = rx.recv() => match ev {
+                Bus::Up { mask, version } => {
+                    info!(mask, version = %version, "IPN bus streaming");
+                    d.streaming = true;
+                    d.full_at = Instant::now() + d.period();
+                    d.schedule(Instant::now() + DEBOUNCE);
                 }
-            }
-            _ = hup.recv() => {
-                let Some(path) = &config_path else {
-                    warn!("SIGHUP: reloading the default config");
-                    continue;
-                };
-                match Config::load(path) {
-                    Ok(new) => {
-                        if new.state_dir != cfg.state_dir {
-                            warn!("SIGHUP: [state] dir changed; restart to use the new one");
-                        }
-                        source = Source::from_config(&new.source);
-                        tick = interval(new.daemon.interval);
-                        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                        cfg = Config { state_dir: cfg.state_dir.clone(), ..new };
-                        info!(channels = cfg.channels.len(), "config reloaded");
+                Bus::Signal(_) => d.schedule(Instant::now() + DEBOUNCE),
+                Bus::Down(why) => {
+                    if d.streaming {
+                        warn!(error = %why, "IPN bus lost; reconnecting");
                     }
-                    Err(e) => error!(error = %e, "SIGHUP: config not reloaded, keeping the old one"),
+                    d.streaming = false;
+                    d.full_at = d.full_at.min(Instant::now() + d.period());
+                    d.schedule(Instant::now() + DEBOUNCE);
+                }
+            },
+            _ = sleep_until(pass_at) => d.pass().await?,
+            _ = sleep_until(d.full_at) => d.pass().await?,
+            _ = sleep(DELIVERY_POLL) => {
+                if d.store.next_due()?.is_some_and(|t| t <= Utc::now()) {
+                    monitor::deliver(&mut d.store, &d.cfg.channels, &d.host, false).await?;
                 }
             }
+            _ = sleep(watchdog.unwrap_or(far)), if watchdog.is_some() => {
+                let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+            }
+            _ = hup.recv() => d.reload(),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
+    }
+    let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+    if let Some(t) = bus_task {
+        t.abort();
     }
     info!("shutting down: flushing the outbox");
     let deadline = Instant::now() + SHUTDOWN_FLUSH;
     match tokio::time::timeout_at(
         deadline,
-        monitor::deliver(&mut store, &cfg.channels, &host, true),
+        monitor::deliver(&mut d.store, &d.cfg.channels, &d.host, true),
     )
     .await
     {
@@ -90,6 +286,6 @@ pub async fn run(config_path: Option<PathBuf>, mut cfg: Config) -> anyhow::Resul
         Ok(Err(e)) => error!(error = %e, "flushing the outbox"),
         Err(_) => warn!("outbox flush timed out; pending alerts are sent at the next start"),
     }
-    info!(pending = store.outbox_depth()?.pending, "stopped");
+    info!(pending = d.store.outbox_depth()?.pending, "stopped");
     Ok(())
 }

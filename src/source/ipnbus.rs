@@ -94,8 +94,7 @@ pub fn classify(line: &[u8]) -> Signal {
     {
         return Signal::Changed;
     }
-    if n
-        .peer_state
+    if n.peer_state
         .as_ref()
         .is_some_and(|m| m.values().any(|p| p.wireguard == "established"))
     {
@@ -114,14 +113,20 @@ mod tests {
         assert_eq!(mask_for("1.100.0"), (1 << 1) | (1 << 12));
         assert_eq!(mask_for("1.102.3-t1e2a"), (1 << 1) | (1 << 12) | (1 << 18));
         assert_eq!(mask_for(""), (1 << 1) | (1 << 12) | (1 << 18));
-        assert_eq!(fallback_mask(mask_for("1.102.0")), Some((1 << 1) | (1 << 12)));
+        assert_eq!(
+            fallback_mask(mask_for("1.102.0")),
+            Some((1 << 1) | (1 << 12))
+        );
         assert_eq!(fallback_mask((1 << 1) | (1 << 12)), Some(1 << 1));
         assert_eq!(fallback_mask(1 << 1), None);
     }
 
     #[test]
     fn classifies_notifies() {
-        assert_eq!(classify(br#"{"Version":"1.102.3","State":6}"#), Signal::Changed);
+        assert_eq!(
+            classify(br#"{"Version":"1.102.3","State":6}"#),
+            Signal::Changed
+        );
         assert_eq!(classify(br#"{"NetMap":{"Peers":[]}}"#), Signal::Changed);
         assert_eq!(classify(br#"{"PeersChanged":[{"ID":5}]}"#), Signal::Changed);
         assert_eq!(classify(br#"{"PeersRemoved":[5]}"#), Signal::Changed);
@@ -130,7 +135,10 @@ mod tests {
             classify(br#"{"PeerState":{"nX":{"PeerWireGuardState":"established","PeerWireGuardStateAt":"2026-11-24T10:00:00Z"}}}"#),
             Signal::Connected
         );
-        assert_eq!(classify(br#"{"PeerState":{"nX":{"PeerWireGuardState":"handshake"}}}"#), Signal::Quiet);
+        assert_eq!(
+            classify(br#"{"PeerState":{"nX":{"PeerWireGuardState":"handshake"}}}"#),
+            Signal::Quiet
+        );
         assert_eq!(classify(br#"{"Engine":{"RBytes":10}}"#), Signal::Quiet);
         assert_eq!(classify(b"{\"State\":"), Signal::Garbage);
         assert_eq!(classify(b"<html>"), Signal::Garbage);

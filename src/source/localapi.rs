@@ -121,3 +121,79 @@ impl LocalApi {
             .map_err(|e| self.err(e.to_string()))
     }
 }
+
+/// Why a watch could not be opened.
+#[derive(Debug)]
+pub enum WatchError {
+    /// The daemon answered, but refused the request (e.g. 400 for a mask bit it rejects).
+    Rejected { status: u16, error: SourceError },
+    /// No usable answer (socket, timeout, …).
+    Source(SourceError),
+}
+
+/// An open IPN bus stream: one JSON `ipn.Notify` per line.
+pub struct Watch {
+    body: Incoming,
+    buf: Vec<u8>,
+}
+
+/// A line longer than this ends the stream (a reconnect resynchronizes).
+const MAX_LINE: usize = 64 << 20;
+
+impl LocalApi {
+    /// Opens `GET /localapi/v0/watch-ipn-bus?mask=N`.
+    pub async fn watch(&self, mask: u64) -> Result<Watch, WatchError> {
+        let path = format!("/localapi/v0/watch-ipn-bus?mask={mask}");
+        let resp = self.open(&path).await.map_err(WatchError::Source)?;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            let body = tokio::time::timeout(self.timeout, resp.into_body().collect())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(WatchError::Rejected {
+                status: status.as_u16(),
+                error: self.err(format!(
+                    "GET {path}: HTTP {status}: {}",
+                    crate::sanitize::line(&String::from_utf8_lossy(&body), 200)
+                )),
+            });
+        }
+        Ok(Watch {
+            body: resp.into_body(),
+            buf: Vec::new(),
+        })
+    }
+}
+
+impl Watch {
+    /// The next complete line; `Ok(None)` when the stream ended (a partial last line is dropped).
+    pub async fn next_line(&mut self) -> Result<Option<Vec<u8>>, SourceError> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.buf.drain(..=i).collect();
+                line.pop();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+            if self.buf.len() > MAX_LINE {
+                return Err(SourceError(format!(
+                    "IPN bus: a line longer than {MAX_LINE} bytes"
+                )));
+            }
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(SourceError(format!("IPN bus: {e}"))),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::channel::{Channel, Sender};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -31,9 +34,27 @@ pub enum Mode {
     Hang,
 }
 
+/// How `GET /localapi/v0/watch-ipn-bus` behaves.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Bus {
+    /// Streams: an initial Notify, then whatever the test pushes.
+    Stream,
+    /// 400 if the mask has any of these bits (like a daemon that rejects a bit).
+    Reject(u64),
+    /// Accepts the connection, never sends the response head.
+    Hang,
+    /// 404, like a daemon without the endpoint.
+    Absent,
+}
+
 struct State {
     mode: Mode,
+    bus: Bus,
     requests: Vec<String>,
+    watchers: Vec<Sender<Bytes, Infallible>>,
+    /// Watch streams opened so far (200 answers).
+    opened: usize,
+    masks: Vec<u64>,
 }
 
 pub struct Emulator {
@@ -48,7 +69,11 @@ impl Emulator {
         let socket = dir.join("tailscaled.sock");
         let state = Arc::new(Mutex::new(State {
             mode: Mode::Status(doc),
+            bus: Bus::Stream,
             requests: Vec::new(),
+            watchers: Vec::new(),
+            opened: 0,
+            masks: Vec::new(),
         }));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -88,6 +113,51 @@ impl Emulator {
         self.set(Mode::Status(doc));
     }
 
+    pub fn set_bus(&self, bus: Bus) {
+        self.state.lock().unwrap().bus = bus;
+    }
+
+    /// Masks of every watch request so far.
+    pub fn masks(&self) -> Vec<u64> {
+        self.state.lock().unwrap().masks.clone()
+    }
+
+    /// Watch streams opened so far.
+    pub fn opened(&self) -> usize {
+        self.state.lock().unwrap().opened
+    }
+
+    /// Waits until `n` watch streams have been opened in all.
+    pub fn wait_opened(&self, n: usize, secs: u64) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if self.opened() >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends raw bytes to every watcher (include the newline for a whole line).
+    pub fn push(&self, bytes: &str) {
+        let mut s = self.state.lock().unwrap();
+        for w in &mut s.watchers {
+            let _ = w.try_send(Frame::data(Bytes::from(bytes.to_owned())));
+        }
+    }
+
+    /// Sets the status document and notifies watchers the way tailscaled >= 1.100 does.
+    pub fn change(&self, doc: Value) {
+        self.set_status(doc);
+        self.push("{\"PeersChanged\":[{\"ID\":1}]}\n");
+    }
+
+    /// Ends every watch stream (like tailscaled exiting mid-stream).
+    pub fn cut(&self) {
+        self.state.lock().unwrap().watchers.clear();
+    }
+
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()
     }
@@ -107,19 +177,71 @@ impl Drop for Emulator {
     }
 }
 
-fn reply(code: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+type Body = BoxBody<Bytes, Infallible>;
+
+fn reply(code: u16, body: impl Into<Bytes>) -> Response<Body> {
     Response::builder()
         .status(StatusCode::from_u16(code).unwrap())
         .header("Content-Type", "application/json")
         .header("Tailscale-Version", "1.102.3-emulator")
-        .body(Full::new(body.into()))
+        .body(Full::new(body.into()).boxed())
         .unwrap()
+}
+
+async fn watch(state: Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Body> {
+    let mask: u64 = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("mask=")))
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    let (bus, version, running) = {
+        let mut s = state.lock().unwrap();
+        s.masks.push(mask);
+        let (v, r) = match &s.mode {
+            Mode::Status(d) => (
+                d["Version"].as_str().unwrap_or("").to_owned(),
+                d["BackendState"] == "Running",
+            ),
+            _ => (String::new(), false),
+        };
+        (s.bus.clone(), v, r)
+    };
+    match bus {
+        Bus::Absent => reply(404, "404 page not found\n"),
+        Bus::Reject(bits) if mask & bits != 0 => reply(
+            400,
+            format!("unsupported watch mask bits {}\n", mask & bits),
+        ),
+        Bus::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            reply(500, "")
+        }
+        _ => {
+            let (mut tx, body) = Channel::<Bytes, Infallible>::new(64);
+            if mask & 2 != 0 {
+                let first = format!(
+                    "{{\"Version\":\"{version}\",\"State\":{}}}\n",
+                    if running { 6 } else { 4 }
+                );
+                let _ = tx.try_send(Frame::data(Bytes::from(first)));
+            }
+            let mut s = state.lock().unwrap();
+            s.watchers.push(tx);
+            s.opened += 1;
+            Response::builder()
+                .status(200)
+                .header("Content-Type", "application/json")
+                .body(body.boxed())
+                .unwrap()
+        }
+    }
 }
 
 async fn handle(
     state: Arc<Mutex<State>>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Body>, Infallible> {
     let host = req
         .headers()
         .get("host")
@@ -136,6 +258,9 @@ async fn handle(
     // tailscaled refuses other hosts without a password (localapi.validHost).
     if !(host.is_empty() || host == "local-tailscaled.sock") {
         return Ok(reply(403, "invalid localapi host"));
+    }
+    if path == "/localapi/v0/watch-ipn-bus" {
+        return Ok(watch(state, &req).await);
     }
     if path != "/localapi/v0/status" {
         return Ok(reply(404, "404 page not found\n"));

@@ -1,0 +1,158 @@
+//! `run` on the IPN bus, against the LocalAPI emulator: real-time detection, the version matrix,
+//! and the stream failures a real daemon is hard to produce (cut mid-line, garbage, a 400 for a
+//! mask bit, a daemon that never answers). Timers are set to an hour so that only the bus can
+//! trigger a pass.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::emulator::{self, Bus, Emulator, Mode};
+use support::Monitor;
+
+const BUS_ONLY: &str = "[daemon]\ninterval = \"1h\"\nreconcile = \"1h\"\ngrace = \"3s\"\n";
+
+fn setup(doc: serde_json::Value) -> (tempfile::TempDir, Emulator, Monitor, support::Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), doc);
+    let mon = Monitor::new(&emu.socket, BUS_ONLY);
+    let daemon = mon.spawn_run();
+    assert!(mon.wait_for_event("monitor.baseline", 10), "baseline");
+    assert!(emu.wait_opened(1, 10), "run opened the IPN bus");
+    (dir, emu, mon, daemon)
+}
+
+fn joined(id: &str, host: &str) -> serde_json::Value {
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(&mut doc, id, host, 6201, "100.101.1.99");
+    doc
+}
+
+#[test]
+fn a_join_is_detected_through_the_bus_within_a_second() {
+    let (_d, emu, mon, daemon) = setup(emulator::tailnet());
+    let t = Instant::now();
+    emu.change(joined("nBUS1CNTRL", "bus-joiner"));
+    assert!(mon.wait_for_event("device.new", 5), "device.new");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(daemon.terminate().success());
+}
+
+#[test]
+fn mask_follows_the_daemon_version() {
+    let (_d, emu, _mon, daemon) = setup(emulator::tailnet());
+    assert_eq!(
+        emu.masks()[0],
+        (1 << 1) | (1 << 12) | (1 << 18),
+        "1.102: PeerChanges + WireGuard state"
+    );
+    drop(daemon);
+
+    let mut old = emulator::fixture("status-old-1.36.json");
+    old["Version"] = "1.96.5-tabc".into();
+    let (_d, emu, _mon, _daemon) = setup(old);
+    assert_eq!(
+        emu.masks()[0],
+        (1 << 1) | (1 << 12),
+        "before 1.102: no bit 18"
+    );
+}
+
+#[test]
+fn a_rejected_mask_bit_is_dropped_and_streaming_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    emu.set_bus(Bus::Reject(1 << 18));
+    let mon = Monitor::new(&emu.socket, BUS_ONLY);
+    let _daemon = mon.spawn_run();
+    assert!(emu.wait_opened(1, 10));
+    let masks = emu.masks();
+    assert_eq!(masks[0] & (1 << 18), 1 << 18);
+    assert_eq!(masks[1], (1 << 1) | (1 << 12), "{masks:?}");
+    assert!(mon.wait_for_event("monitor.baseline", 10));
+    emu.change(joined("nREJ1CNTRL", "after-400"));
+    assert!(mon.wait_for_event("device.new", 5));
+}
+
+#[test]
+fn stream_cut_mid_line_reconnects_without_duplicates() {
+    let (_d, emu, mon, _daemon) = setup(emulator::tailnet());
+    emu.push("{\"PeersChanged\":[{\"ID\":5,\"Name\":\"half");
+    emu.cut();
+    assert!(emu.wait_opened(2, 10), "reconnected");
+    emu.change(joined("nCUT1CNTRL", "after-cut"));
+    assert!(mon.wait_for_event("device.new", 5));
+    std::thread::sleep(Duration::from_millis(300));
+    let kinds = mon.event_kinds();
+    assert_eq!(
+        kinds,
+        vec!["device.new", "monitor.baseline"],
+        "nothing re-alerted, no false down"
+    );
+}
+
+#[test]
+fn garbage_lines_trigger_a_re_read() {
+    let (_d, emu, mon, _daemon) = setup(emulator::tailnet());
+    emu.set_status(joined("nGRB1CNTRL", "seen-after-garbage"));
+    emu.push("this is not json\n");
+    assert!(mon.wait_for_event("device.new", 5));
+    emu.push("{\"Engine\":{\"RBytes\":1}}\n{also garbage}\n");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(mon.event_kinds().len(), 2);
+}
+
+#[test]
+fn daemon_that_never_answers_is_down_after_grace_then_recovers() {
+    let (_d, emu, mon, _daemon) = setup(emulator::tailnet());
+    emu.set(Mode::Hang);
+    emu.set_bus(Bus::Hang);
+    emu.cut();
+    // timeout 2 s + grace 3 s, plus margin.
+    assert!(
+        mon.wait_for_event("monitor.source_down", 15),
+        "source_down after grace"
+    );
+    emu.set_bus(Bus::Stream);
+    emu.set_status(emulator::tailnet());
+    assert!(
+        mon.wait_for_event("monitor.source_recovered", 40),
+        "recovered"
+    );
+    let kinds = mon.event_kinds();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "monitor.source_down").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| k == "device.new" || k == "device.removed"),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn restart_within_grace_is_silent_and_reports_what_joined_meanwhile() {
+    let (d, mut emu, mon, _daemon) = setup(emulator::tailnet());
+    emu.stop();
+    std::thread::sleep(Duration::from_millis(1000));
+    let emu2 = Emulator::start(d.path(), joined("nMEANCNTRL", "joined-meanwhile"));
+    assert!(
+        mon.wait_for_event("device.new", 10),
+        "the join during the restart is reported"
+    );
+    std::thread::sleep(Duration::from_secs(4)); // past the grace period
+    let kinds = mon.event_kinds();
+    assert_eq!(
+        kinds,
+        vec!["device.new", "monitor.baseline"],
+        "no source_down for a restart"
+    );
+    drop(emu2);
+}
