@@ -15,7 +15,7 @@ use lettre::message::Mailbox;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::diff::Policy;
+use crate::diff::{ConnectAlert, Policy};
 use crate::model::{EventKind, Severity};
 use crate::store::Route;
 
@@ -168,6 +168,8 @@ struct RawDaemon {
 #[serde(deny_unknown_fields)]
 struct RawAlerts {
     key_expiry_warning: Option<Spanned<String>>,
+    peer_connected: Option<Spanned<String>>,
+    peer_connected_quiet: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -340,9 +342,35 @@ impl Config {
             "alerts.key_expiry_warning",
             Duration::from_secs(14 * 86400),
         )?;
+        let connect_alert = match raw
+            .alerts
+            .peer_connected
+            .as_ref()
+            .map(|s| (s, s.get_ref().as_str()))
+        {
+            None | Some((_, "new")) => ConnectAlert::New,
+            Some((_, "all")) => ConnectAlert::All,
+            Some((_, "none")) => ConnectAlert::None,
+            Some((s, other)) => {
+                return Err(cx.at(
+                    s,
+                    "alerts.peer_connected",
+                    format!("`{other}` is not one of \"new\", \"all\", \"none\""),
+                ))
+            }
+        };
+        let quiet = cx.duration(
+            &raw.alerts.peer_connected_quiet,
+            "alerts.peer_connected_quiet",
+            Duration::from_secs(3600),
+        )?;
+        let chrono_d = |d: Duration, key: &str| {
+            chrono::Duration::from_std(d).map_err(|e| ConfigError(format!("{file}: {key}: {e}")))
+        };
         let policy = Policy {
-            key_expiry_warn: chrono::Duration::from_std(warn)
-                .map_err(|e| ConfigError(format!("{file}: alerts.key_expiry_warning: {e}")))?,
+            key_expiry_warn: chrono_d(warn, "alerts.key_expiry_warning")?,
+            connect_quiet: chrono_d(quiet, "alerts.peer_connected_quiet")?,
+            connect_alert,
         };
 
         let mut channels: Vec<Channel> = Vec::new();
@@ -403,8 +431,14 @@ impl Config {
             d(self.daemon.grace)
         );
         out += &format!(
-            "[alerts]\nkey_expiry_warning = {}\n",
-            d(self.policy.key_expiry_warn.to_std().unwrap_or_default())
+            "[alerts]\nkey_expiry_warning = {}\npeer_connected = {}\npeer_connected_quiet = {}\n",
+            d(self.policy.key_expiry_warn.to_std().unwrap_or_default()),
+            q(match self.policy.connect_alert {
+                ConnectAlert::New => "new",
+                ConnectAlert::All => "all",
+                ConnectAlert::None => "none",
+            }),
+            d(self.policy.connect_quiet.to_std().unwrap_or_default())
         );
         for c in &self.channels {
             out += &format!(

@@ -18,17 +18,31 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Change, Device, Event, EventKind, Snapshot, StableNodeId, User, UserId};
 use crate::store::Health;
 
+/// Which `peer.connected` events are sent (all are logged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectAlert {
+    /// Devices first seen after the baseline; the rest are record-only.
+    New,
+    All,
+    None,
+}
+
 /// Tunables of the core.
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// Alert `device.key_expiring` when a node key expires within this much time.
     pub key_expiry_warn: Duration,
+    /// A handshake after this long without one is a new `peer.connected`.
+    pub connect_quiet: Duration,
+    pub connect_alert: ConnectAlert,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Policy {
             key_expiry_warn: Duration::days(14),
+            connect_quiet: Duration::hours(1),
+            connect_alert: ConnectAlert::New,
         }
     }
 }
@@ -41,6 +55,12 @@ pub struct KnownDevice {
     /// The key expiry for which `device.key_expiring` was already raised (so it is raised once).
     #[serde(default)]
     pub expiring_alerted: Option<DateTime<Utc>>,
+    /// The latest WireGuard handshake with this node the monitor has seen.
+    #[serde(default)]
+    pub last_handshake: Option<DateTime<Utc>>,
+    /// First seen after the baseline (not part of what the administrator reviewed).
+    #[serde(default)]
+    pub after_baseline: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,10 +140,14 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
                     device: dev.clone(),
                     removed: false,
                     expiring_alerted: None,
+                    last_handshake: None,
+                    after_baseline: true,
                 };
                 if let Some(e) = key_expiring(&mut k, owner.as_ref(), policy, now) {
                     out.events.push(e);
                 }
+                out.events
+                    .extend(connected(&mut k, cur, owner.as_ref(), policy, now));
                 out.devices.push(k);
             }
             Some(prev) => {
@@ -131,12 +155,16 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
                     device: dev.clone(),
                     removed: false,
                     expiring_alerted: prev.expiring_alerted.filter(|&t| Some(t) == dev.key_expiry),
+                    last_handshake: prev.last_handshake,
+                    after_baseline: prev.after_baseline,
                 };
                 out.events
                     .extend(device_changes(&prev.device, dev, owner.as_ref(), cur, now));
                 if let Some(e) = key_expiring(&mut next, owner.as_ref(), policy, now) {
                     out.events.push(e);
                 }
+                out.events
+                    .extend(connected(&mut next, cur, owner.as_ref(), policy, now));
                 if next != *prev {
                     out.devices.push(next);
                 }
@@ -202,6 +230,8 @@ fn baseline(cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Outcome {
                 device: d.clone(),
                 removed: false,
                 expiring_alerted: None,
+                last_handshake: cur.conns.get(&d.id).and_then(|c| c.last_handshake),
+                after_baseline: false,
             };
             // Listed in the baseline already; do not raise it again on the next pass.
             if expires_within(d, policy, now) {
@@ -252,6 +282,51 @@ fn key_expiring(
             at.format("%Y-%m-%d %H:%M UTC")
         ),
     );
+    e.device = Some(k.device.clone());
+    e.user = owner.cloned();
+    Some(e)
+}
+
+/// Raises `peer.connected` when a peer has a WireGuard handshake with this node for the first time,
+/// or again after `connect_quiet` without one, and records the handshake in `k`.
+fn connected(
+    k: &mut KnownDevice,
+    cur: &Snapshot,
+    owner: Option<&User>,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Option<Event> {
+    let h = cur.conns.get(&k.device.id)?.last_handshake?;
+    let prev = k.last_handshake;
+    if prev.is_some_and(|p| h <= p) {
+        return None;
+    }
+    k.last_handshake = Some(h);
+    if prev.is_some_and(|p| h - p < policy.connect_quiet) {
+        return None;
+    }
+    let mut e = Event::new(
+        EventKind::PeerConnected,
+        now,
+        format!(
+            "{} ({}) opened a WireGuard session with this server",
+            k.device.display_name(),
+            owner.map_or("unknown user", |u| u.login.as_str())
+        ),
+    );
+    e.detail = match prev {
+        Some(p) => format!(
+            "handshake at {}; the previous one was at {}",
+            h.to_rfc3339(),
+            p.to_rfc3339()
+        ),
+        None => format!("first handshake seen, at {}", h.to_rfc3339()),
+    };
+    e.record_only = match policy.connect_alert {
+        ConnectAlert::All => false,
+        ConnectAlert::None => true,
+        ConnectAlert::New => !k.after_baseline,
+    };
     e.device = Some(k.device.clone());
     e.user = owner.cloned();
     Some(e)
@@ -763,6 +838,7 @@ mod tests {
         assert_eq!(kinds(&run(&known, &devices, &users)), vec![]);
         let policy = Policy {
             key_expiry_warn: Duration::days(30),
+            ..Policy::default()
         };
         let out = diff(&known, &snapshot(&devices, &users), &policy, now());
         assert_eq!(kinds(&out), vec![EventKind::DeviceKeyExpiring]);
@@ -803,6 +879,76 @@ mod tests {
             vec![EventKind::MonitorSourceRecovered, EventKind::DeviceNew]
         );
         assert!(seen && h3.down_since.is_none());
+    }
+
+    fn with_handshake(devices: &[Device], users: &[User], id: &str, at: &str) -> Snapshot {
+        let mut s = snapshot(devices, users);
+        s.conns.insert(
+            StableNodeId(id.into()),
+            crate::model::PeerConn {
+                last_handshake: Some(t(at)),
+                ..Default::default()
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn peer_connected_alerts_new_devices_and_records_known_ones() {
+        let (mut known, mut devices, users) = base();
+        let policy = Policy::default();
+        // A device from the baseline connects: logged, not sent.
+        let out = diff(
+            &known,
+            &with_handshake(&devices, &users, "nA", "2026-11-24T11:59:00Z"),
+            &policy,
+            now(),
+        );
+        assert_eq!(kinds(&out), vec![EventKind::PeerConnected]);
+        assert!(out.events[0].record_only);
+        apply(&mut known, &out);
+        // Handshakes every 2 minutes of an ongoing session are not new connections.
+        let out = diff(
+            &known,
+            &with_handshake(&devices, &users, "nA", "2026-11-24T12:01:00Z"),
+            &policy,
+            now(),
+        );
+        assert_eq!(kinds(&out), vec![]);
+        assert_eq!(out.devices.len(), 1, "the newer handshake is recorded");
+        apply(&mut known, &out);
+        // After the quiet period, it is a new connection again.
+        let out = diff(
+            &known,
+            &with_handshake(&devices, &users, "nA", "2026-11-24T13:30:00Z"),
+            &policy,
+            now(),
+        );
+        assert_eq!(kinds(&out), vec![EventKind::PeerConnected]);
+        // A device that joined after the baseline connects: alerted.
+        devices.push(dev("nNEW", "newcomer", 2, "100.64.0.8"));
+        let out = run(&known, &devices, &users);
+        apply(&mut known, &out);
+        let out = diff(
+            &known,
+            &with_handshake(&devices, &users, "nNEW", "2026-11-24T11:59:30Z"),
+            &policy,
+            now(),
+        );
+        assert_eq!(kinds(&out), vec![EventKind::PeerConnected]);
+        assert!(!out.events[0].record_only);
+        let all = Policy {
+            connect_alert: ConnectAlert::None,
+            ..Policy::default()
+        };
+        let (known, devices, users) = base();
+        let out = diff(
+            &known,
+            &with_handshake(&devices, &users, "nB", "2026-11-24T11:59:00Z"),
+            &all,
+            now(),
+        );
+        assert!(out.events[0].record_only);
     }
 
     #[test]

@@ -352,9 +352,12 @@ pub struct Event {
     pub devices: Vec<Device>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<User>,
-    /// Free-form detail (error text for `monitor.*`, the peer address for `peer.connected`, …).
+    /// Free-form detail (error text for `monitor.*`, the handshake for `peer.connected`, …).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// Logged but not sent to any channel (policy, e.g. `peer.connected` of long-known devices).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record_only: bool,
 }
 
 impl Event {
@@ -370,6 +373,7 @@ impl Event {
             devices: Vec::new(),
             users: Vec::new(),
             detail: String::new(),
+            record_only: false,
         }
     }
 }

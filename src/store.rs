@@ -25,7 +25,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
 use crate::diff::{Known, KnownDevice, KnownUser, Outcome};
-use crate::model::{Event, EventKind, Severity, StableNodeId, UserId};
+use crate::model::{Event, EventKind, Severity, UserId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -58,7 +58,8 @@ pub enum StoreError {
 type Result<T> = std::result::Result<T, StoreError>;
 
 /// Versioned migrations; index + 1 is the schema version. Never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE devices (
     id TEXT PRIMARY KEY,
@@ -105,7 +106,11 @@ CREATE TABLE outbox (
     UNIQUE (event_id, channel)
 );
 CREATE INDEX outbox_pending ON outbox(channel, delivered_ms, next_try_ms);
-"#];
+"#,
+    r#"
+ALTER TABLE devices ADD COLUMN last_handshake TEXT;
+"#,
+];
 
 /// The monitor's view of its own source: up, or down since when and why.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -299,15 +304,16 @@ impl Store {
         for k in &outcome.devices {
             let data = serde_json::to_string(&k.device).expect("device serializes");
             tx.execute(
-                "INSERT INTO devices (id, data, removed, expiring_alerted, first_seen, last_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
-                 ON CONFLICT(id) DO UPDATE SET data = ?2, removed = ?3, expiring_alerted = ?4",
+                "INSERT INTO devices (id, data, removed, expiring_alerted, first_seen, last_seen, last_handshake)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET data = ?2, removed = ?3, expiring_alerted = ?4, last_handshake = ?6",
                 params![
                     k.device.id.0,
                     data,
                     k.removed,
                     k.expiring_alerted.map(|t| t.to_rfc3339()),
-                    now_s
+                    now_s,
+                    k.last_handshake.map(|t| t.to_rfc3339())
                 ],
             )
             .map_err(&e)?;
@@ -374,7 +380,7 @@ impl Store {
                 )
                 .map_err(&e)?;
                 let event_id = tx.last_insert_rowid();
-                for r in routes.iter().filter(|r| r.accepts(ev)) {
+                for r in routes.iter().filter(|r| !ev.record_only && r.accepts(ev)) {
                     tx.execute(
                         "INSERT INTO outbox (event_id, channel, created_ms, next_try_ms) VALUES (?1, ?2, ?3, ?3)",
                         params![event_id, r.channel, ms(now)],
@@ -543,30 +549,7 @@ impl Store {
     }
 
     pub fn devices(&self) -> Result<Vec<DeviceRow>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT data, removed, expiring_alerted, first_seen, last_seen FROM devices")
-            .map_err(self.err())?;
-        let rows: Vec<(String, bool, Option<String>, String, String)> = stmt
-            .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })
-            .map_err(self.err())?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(self.err())?;
-        rows.into_iter()
-            .map(|(data, removed, alerted, first, last)| {
-                Ok(DeviceRow {
-                    known: KnownDevice {
-                        device: self.decode(&data, "device")?,
-                        removed,
-                        expiring_alerted: alerted.as_deref().map(parse_rfc3339),
-                    },
-                    first_seen: parse_rfc3339(&first),
-                    last_seen: parse_rfc3339(&last),
-                })
-            })
-            .collect()
+        device_rows(&self.conn, &self.path)
     }
 
     /// Logged events, newest first, optionally only those at or after `since`.
@@ -667,6 +650,50 @@ fn save_health(conn: &Connection, h: &Health) -> rusqlite::Result<()> {
     set_meta(conn, "last_ok", &t(h.last_ok))
 }
 
+/// Every device row, as the core and `devices` see it.
+fn device_rows(conn: &Connection, path: &Path) -> Result<Vec<DeviceRow>> {
+    let e = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let baseline_at = get_meta(conn, "baseline_at")
+        .map_err(e)?
+        .map(|s| parse_rfc3339(&s));
+    let mut stmt = conn
+        .prepare("SELECT id, data, removed, expiring_alerted, first_seen, last_seen, last_handshake FROM devices")
+        .map_err(e)?;
+    let mut rows = stmt.query([]).map_err(e)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(e)? {
+        let id: String = r.get(0).map_err(e)?;
+        let data: String = r.get(1).map_err(e)?;
+        let time = |i: usize| -> Result<Option<DateTime<Utc>>> {
+            Ok(r.get::<_, Option<String>>(i)
+                .map_err(e)?
+                .as_deref()
+                .map(parse_rfc3339))
+        };
+        let first_seen = time(4)?.unwrap_or_default();
+        let device = serde_json::from_str(&data).map_err(|err| StoreError::Corrupt {
+            path: path.to_owned(),
+            what: format!("device {id}"),
+            detail: err.to_string(),
+        })?;
+        out.push(DeviceRow {
+            known: KnownDevice {
+                device,
+                removed: r.get(2).map_err(e)?,
+                expiring_alerted: time(3)?,
+                last_handshake: time(6)?,
+                after_baseline: baseline_at.is_some_and(|b| first_seen > b),
+            },
+            first_seen,
+            last_seen: time(5)?.unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
 fn load_known(conn: &Connection, path: &Path) -> Result<Known> {
     let e = |source| StoreError::Sqlite {
         path: path.to_owned(),
@@ -678,26 +705,10 @@ fn load_known(conn: &Connection, path: &Path) -> Result<Known> {
         detail: err.to_string(),
     };
     let baseline_done = get_meta(conn, "baseline_at").map_err(e)?.is_some();
-    let mut devices = BTreeMap::new();
-    let mut stmt = conn
-        .prepare("SELECT id, data, removed, expiring_alerted FROM devices")
-        .map_err(e)?;
-    let mut rows = stmt.query([]).map_err(e)?;
-    while let Some(r) = rows.next().map_err(e)? {
-        let id: String = r.get(0).map_err(e)?;
-        let data: String = r.get(1).map_err(e)?;
-        let alerted: Option<String> = r.get(3).map_err(e)?;
-        let device =
-            serde_json::from_str(&data).map_err(|err| corrupt(format!("device {id}"), err))?;
-        devices.insert(
-            StableNodeId(id),
-            KnownDevice {
-                device,
-                removed: r.get(2).map_err(e)?,
-                expiring_alerted: alerted.as_deref().map(parse_rfc3339),
-            },
-        );
-    }
+    let devices = device_rows(conn, path)?
+        .into_iter()
+        .map(|r| (r.known.device.id.clone(), r.known))
+        .collect();
     let mut users = BTreeMap::new();
     let mut stmt = conn
         .prepare("SELECT id, data, removed FROM users")
