@@ -41,6 +41,8 @@ fn main() {
                         device: d.clone(),
                         removed: false,
                         expiring_alerted: None,
+                        last_handshake: None,
+                        after_baseline: false,
                     },
                 )
             })
