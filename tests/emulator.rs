@@ -258,11 +258,26 @@ fn run_daemon_detects_and_stops_cleanly_on_sigterm() {
     );
     let mut doc = emulator::tailnet();
     emulator::add_peer(&mut doc, "nRUN1CNTRL", "late-joiner", 6201, "100.101.1.90");
-    emu.set_status(doc);
+    assert!(emu.wait_opened(1, 10), "run opened the IPN bus");
+    emu.change(doc);
     assert!(
         mon.wait_for_event("device.new", 10),
         "device.new not logged by run"
     );
     let status = daemon.terminate();
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn run_polls_every_interval_when_the_bus_is_unavailable() {
+    let (_d, emu, mon) = setup();
+    emu.set_bus(emulator::Bus::Absent);
+    let text = std::fs::read_to_string(&mon.config).unwrap() + "[daemon]\ninterval = \"200ms\"\n";
+    std::fs::write(&mon.config, text).unwrap();
+    let _daemon = mon.spawn_run();
+    assert!(mon.wait_for_event("monitor.baseline", 10));
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(&mut doc, "nPOLLCNTRL", "polled", 6201, "100.101.1.91");
+    emu.set_status(doc);
+    assert!(mon.wait_for_event("device.new", 10), "found by polling");
 }

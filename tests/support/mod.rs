@@ -58,7 +58,10 @@ impl Monitor {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg("--config").arg(&self.config).args(args);
-        c.env("TAILSCALE_MONITOR_LOG", "warn");
+        c.env(
+            "TAILSCALE_MONITOR_LOG",
+            std::env::var("TM_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
         c
     }
 
