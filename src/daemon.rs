@@ -124,6 +124,8 @@ struct Daemon {
     source: Source,
     host: String,
     streaming: bool,
+    /// The mask the bus streams with (0 when not streaming).
+    mask: u64,
     /// When reads started failing (reset by a successful read).
     failing_since: Option<Instant>,
     /// The next debounced pass, if one is scheduled.
@@ -133,8 +135,11 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// The full-pass period: `reconcile` while the bus streams everything we need; `interval`
+    /// otherwise — including daemons before 1.102, whose bus has no WireGuard state, so that
+    /// `peer.connected` still comes from `/status` within `interval`.
     fn period(&self) -> Duration {
-        if self.streaming {
+        if self.streaming && self.mask & ipnbus::PEER_WIREGUARD_STATE != 0 {
             self.cfg.daemon.reconcile
         } else {
             self.cfg.daemon.interval
@@ -223,6 +228,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config) -> anyhow::Result<()
         config_path,
         store,
         streaming: false,
+        mask: 0,
         failing_since: None,
         pass_at: None,
         full_at: Instant::now(),
@@ -242,6 +248,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config) -> anyhow::Result<()
                 Bus::Up { mask, version } => {
                     info!(mask, version = %version, "IPN bus streaming");
                     d.streaming = true;
+                    d.mask = mask;
                     d.full_at = Instant::now() + d.period();
                     d.schedule(Instant::now() + DEBOUNCE);
                 }

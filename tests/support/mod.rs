@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod emulator;
+pub mod real;
 pub mod smtp;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,352 @@
+//! Real daemons on loopback: headscale as the control server (with its embedded DERP relay) and
+//! tailscaled instances in userspace-networking mode, each with its own socket and state dir.
+//! Binaries come from `tests/setup/install-deps.sh` (cached under ~/.cache/tailscale-monitor).
+//! A missing binary fails the test with the reason; nothing is skipped.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::smtp::free_port;
+
+/// A tailscaled/tailscale pair at one release.
+#[derive(Clone, Debug)]
+pub struct Release {
+    pub label: &'static str,
+    pub tailscaled: PathBuf,
+    pub tailscale: PathBuf,
+}
+
+fn cached(env: &str, file: &str) -> PathBuf {
+    let p = std::env::var(env).map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default())
+            .join(".cache/tailscale-monitor/bin")
+            .join(file)
+    });
+    assert!(
+        p.exists(),
+        "{} is not installed ({env} unset and {} missing): run tests/setup/install-deps.sh",
+        file,
+        p.display()
+    );
+    p
+}
+
+/// tailscale >= 1.102 (PeersChanged only to bit-12 watchers, WireGuard state on bit 18).
+pub fn new_release() -> Release {
+    Release {
+        label: "1.102",
+        tailscaled: cached("TM_TAILSCALED_NEW", "tailscaled-v1.102.5"),
+        tailscale: cached("TM_TAILSCALE_NEW", "tailscale-v1.102.5"),
+    }
+}
+
+/// tailscale < 1.98 (a full NetMap on every change, no WireGuard state on the bus).
+pub fn old_release() -> Release {
+    Release {
+        label: "1.96",
+        tailscaled: cached("TM_TAILSCALED_OLD", "tailscaled-v1.96.5"),
+        tailscale: cached("TM_TAILSCALE_OLD", "tailscale-v1.96.5"),
+    }
+}
+
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub struct Headscale {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    config: PathBuf,
+    bin: PathBuf,
+    child: Option<Child>,
+}
+
+impl Headscale {
+    pub fn start() -> Headscale {
+        let bin = cached("TM_HEADSCALE", "headscale-v0.29.0");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let (http, stun, metrics, grpc) = (free_port(), free_port(), free_port(), free_port());
+        let url = format!("http://127.0.0.1:{http}");
+        // The embedded DERP relay, described with a static map so clients reach it over plain
+        // HTTP (tailscaled runs with TS_DEBUG_USE_DERP_HTTP=1).
+        std::fs::write(
+            dir.path().join("derp.yaml"),
+            format!(
+                "regions:\n  999:\n    regionid: 999\n    regioncode: hs\n    regionname: test\n    nodes:\n      - name: 999a\n        regionid: 999\n        hostname: 127.0.0.1\n        ipv4: 127.0.0.1\n        stunport: {stun}\n        derpport: {http}\n"
+            ),
+        )
+        .unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"server_url: {url}
+listen_addr: 127.0.0.1:{http}
+metrics_listen_addr: 127.0.0.1:{metrics}
+grpc_listen_addr: 127.0.0.1:{grpc}
+grpc_allow_insecure: false
+noise:
+  private_key_path: {d}/noise_private.key
+prefixes:
+  v4: 100.64.0.0/10
+  v6: fd7a:115c:a1e0::/48
+  allocation: sequential
+derp:
+  server:
+    enabled: true
+    region_id: 999
+    region_code: hs
+    region_name: test
+    verify_clients: false
+    stun_listen_addr: 127.0.0.1:{stun}
+    private_key_path: {d}/derp_server_private.key
+    automatically_add_embedded_derp_region: false
+    ipv4: 127.0.0.1
+  urls: []
+  paths: [{d}/derp.yaml]
+  auto_update_enabled: false
+  update_frequency: 24h
+disable_check_updates: true
+database:
+  type: sqlite
+  sqlite:
+    path: {d}/db.sqlite
+    write_ahead_log: true
+log:
+  level: warn
+policy:
+  mode: file
+  path: ""
+dns:
+  magic_dns: true
+  base_domain: tailnet.test
+  override_local_dns: false
+  nameservers:
+    global: []
+unix_socket: {d}/headscale.sock
+unix_socket_permission: "0770"
+"#
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("headscale.log")).unwrap();
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&config)
+            .arg("serve")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting headscale");
+        let hs = Headscale {
+            dir,
+            url,
+            config,
+            bin,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while hs.cmd(&["users", "list", "-o", "json"]).status.code() != Some(0) {
+            assert!(
+                Instant::now() < deadline,
+                "headscale did not come up: {}",
+                std::fs::read_to_string(hs.dir.path().join("headscale.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        hs
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&ok(self.cmd(&a), &format!("headscale {}", args.join(" ")))).unwrap()
+    }
+
+    /// Creates a user; returns its ID.
+    pub fn user(&self, name: &str) -> u64 {
+        self.json(&["users", "create", name])["id"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// A reusable pre-auth key for the user.
+    pub fn preauth_key(&self, user: u64) -> String {
+        let v = self.json(&[
+            "preauthkeys",
+            "create",
+            "--user",
+            &user.to_string(),
+            "--reusable",
+            "-e",
+            "1h",
+        ]);
+        v["key"].as_str().unwrap().to_owned()
+    }
+
+    pub fn nodes(&self) -> Vec<Value> {
+        self.json(&["nodes", "list"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Deletes the node with this name (headscale's `givenName`/`name`).
+    pub fn delete_node(&self, name: &str) {
+        let node = self
+            .nodes()
+            .into_iter()
+            .find(|n| n["given_name"] == name || n["name"] == name)
+            .unwrap_or_else(|| panic!("node {name} not in headscale"));
+        let id = node["id"].as_u64().unwrap().to_string();
+        ok(
+            self.cmd(&["nodes", "delete", "-i", &id, "--force"]),
+            "headscale nodes delete",
+        );
+    }
+}
+
+impl Drop for Headscale {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+pub struct Node {
+    pub name: String,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub release: Release,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Starts tailscaled and joins the tailnet with the pre-auth key.
+    pub fn join(release: &Release, hs: &Headscale, name: &str, key: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("tailscaled.sock");
+        let mut n = Node {
+            name: name.to_owned(),
+            dir,
+            socket,
+            release: release.clone(),
+            child: None,
+        };
+        n.start_daemon();
+        n.up(hs, key, &[]);
+        n
+    }
+
+    /// Starts (or restarts) tailscaled with the node's state dir and socket.
+    pub fn start_daemon(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tailscaled.log"))
+            .unwrap();
+        let child = Command::new(&self.release.tailscaled)
+            .arg("--tun=userspace-networking")
+            .arg(format!("--socket={}", self.socket.display()))
+            .arg(format!("--statedir={}", self.dir.path().display()))
+            .arg("--port=0")
+            .env("TS_DEBUG_USE_DERP_HTTP", "1")
+            .env("TS_NO_LOGS_NO_SUPPORT", "true")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting tailscaled");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.cli(&["status", "--json"]).status.code().is_none()
+            || !self.socket.exists()
+            || self.cli(&["version"]).status.code() != Some(0)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "tailscaled {} did not start",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills tailscaled (the state dir stays).
+    pub fn stop_daemon(&mut self) {
+        kill(&mut self.child);
+    }
+
+    pub fn up(&self, hs: &Headscale, key: &str, extra: &[&str]) {
+        let mut args = vec![
+            "up".to_owned(),
+            format!("--login-server={}", hs.url),
+            format!("--authkey={key}"),
+            format!("--hostname={}", self.name),
+            "--accept-dns=false".to_owned(),
+            "--timeout=60s".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(self.cli(&a), &format!("tailscale up ({})", self.name));
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&self.release.tailscale)
+            .arg(format!("--socket={}", self.socket.display()))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn ip(&self) -> String {
+        ok(self.cli(&["ip", "-4"]), "tailscale ip")
+            .trim()
+            .to_owned()
+    }
+
+    /// Opens a WireGuard session to `ip` (a TSMP ping travels inside WireGuard).
+    pub fn connect_to(&self, ip: &str) {
+        let _ = self.cli(&["ping", "--tsmp", "-c", "3", "--timeout=3s", ip]);
+    }
+
+    pub fn status_json(&self) -> String {
+        ok(self.cli(&["status", "--json"]), "tailscale status --json")
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
