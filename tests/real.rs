@@ -170,3 +170,106 @@ fn real_daemons_tailscale_1_102() {
 fn real_daemons_tailscale_1_96() {
     story(real::old_release());
 }
+
+/// Benchmark, not a test: run by bench/latency.sh. Detection latency from the moment headscale
+/// has registered a joining node to the moment the SMTP server accepted the alert, over
+/// TM_BENCH_JOINS joins (default 20); then the idle cost of `run` over TM_BENCH_IDLE_SECS.
+#[test]
+#[ignore = "benchmark: run bench/latency.sh"]
+fn bench_detection_latency() {
+    let joins: usize = std::env::var("TM_BENCH_JOINS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let idle: u64 = std::env::var("TM_BENCH_IDLE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(120);
+    let rel = real::new_release();
+    let hs = Headscale::start();
+    let user = hs.user("ops");
+    let key = hs.preauth_key(user);
+    let web = Node::join(&rel, &hs, "web-01", &key);
+    let smtp = Smtp::start();
+    // Production defaults for the timers: the bus does the work.
+    let mon = Monitor::new(web.socket(), &email_channel(smtp.port));
+    let daemon = mon.spawn_run();
+    wait_mail(&smtp, "the baseline", 30, |m| m.subject.contains("baseline"));
+
+    let mut latencies = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 0..joins {
+        let name = format!("joiner-{i}");
+        let before = hs.nodes().len();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (rel2, key2, name2) = (rel.clone(), key.clone(), name.clone());
+        // Join in a thread; watch headscale for the moment the node is registered.
+        let hs_ref: &Headscale = &hs;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let n = Node::join(&rel2, hs_ref, &name2, &key2);
+                tx.send(n).unwrap();
+            });
+            let registered = loop {
+                if hs.nodes().len() > before {
+                    break std::time::SystemTime::now();
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            let needle = format!("New device {name}");
+            let accepted = loop {
+                if let Some(t) = mail_time(&smtp, &needle) {
+                    break t;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            let ms = accepted.duration_since(registered).map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0);
+            latencies.push(ms);
+            nodes.push(rx.recv().unwrap());
+        });
+    }
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "BENCH joins={} p50_ms={:.0} p99_ms={:.0} min_ms={:.0} max_ms={:.0}",
+        latencies.len(),
+        pct(0.5),
+        pct(0.99),
+        latencies[0],
+        latencies[latencies.len() - 1]
+    );
+
+    // Idle cost: CPU time and RSS of `run` with nothing changing.
+    let pid = daemon.0.id();
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+    };
+    let rss = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap()
+            / 1024.0
+    };
+    let c0 = cpu();
+    std::thread::sleep(Duration::from_secs(idle));
+    let c1 = cpu();
+    println!(
+        "BENCH idle_secs={idle} cpu_s_per_hour={:.2} rss_mib={:.1} peers={}",
+        (c1 - c0) * 3600.0 / idle as f64,
+        rss(),
+        nodes.len() + 1
+    );
+}
+
+/// When the SMTP server accepted the first mail whose text contains `needle` (Maildir mtime).
+fn mail_time(smtp: &Smtp, needle: &str) -> Option<std::time::SystemTime> {
+    for sub in ["new", "cur"] {
+        for e in std::fs::read_dir(smtp.maildir.join(sub)).ok()?.flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            if text.contains(needle) {
+                return e.metadata().ok()?.modified().ok();
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Detection latency against real daemons (headscale + tailscaled 1.102.5 on loopback, aiosmtpd),
+# and the idle cost of `run`. Needs tests/setup/install-deps.sh.
+#
+#   bench/latency.sh            (TM_BENCH_JOINS=20, TM_BENCH_IDLE_SECS=120)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tests/setup/install-deps.sh
+. "${TM_CACHE:-$HOME/.cache/tailscale-monitor}/env"
+cargo test --release --test real -- --ignored --exact bench_detection_latency --nocapture 2>/dev/null | grep '^BENCH'
