@@ -78,15 +78,7 @@ fn unreadable_daemon_is_unknown_and_changes_nothing() {
             Mode::Status(emulator::fixture("status-needs-login.json")),
             "NeedsLogin",
         ),
-        (
-            Mode::Status({
-                let mut d = emulator::tailnet();
-                d["BackendState"] = "Stopped".into();
-                d["Peer"] = serde_json::Value::Null;
-                d
-            }),
-            "Stopped",
-        ),
+        (Mode::Status(emulator::stopped()), "Stopped"),
         (
             Mode::Raw("{\"BackendState\": \"Running\", \"Peer\": {".into()),
             "malformed status JSON",

@@ -4,11 +4,9 @@
 
 mod support;
 
-use support::emulator::{self, Emulator, Mode};
+use support::emulator::{self, Emulator};
 use support::smtp::{free_port, Smtp};
 use support::{email_channel, Monitor};
-
-const REAL: &str = "needs the real SMTP server: run tests/run-all.sh";
 
 fn setup() -> (tempfile::TempDir, Emulator, Smtp, Monitor) {
     let dir = tempfile::tempdir().unwrap();
@@ -18,10 +16,23 @@ fn setup() -> (tempfile::TempDir, Emulator, Smtp, Monitor) {
     (dir, emu, smtp, mon)
 }
 
+/// Records the baseline, applies `change` to the tailnet, runs `check`; returns its exit code and
+/// the alert mail it sent (the second mail).
+fn alert_after(change: impl FnOnce(&mut serde_json::Value)) -> (i32, support::smtp::Mail) {
+    let (_d, emu, smtp, mon) = setup();
+    assert_eq!(mon.check().code, 0);
+    let mut doc = emulator::tailnet();
+    change(&mut doc);
+    emu.set_status(doc);
+    let code = mon.check().code;
+    let mails = smtp.wait_for(2, 10);
+    assert_eq!(mails.len(), 2, "baseline and one alert mail");
+    (code, mails[1].clone())
+}
+
 #[test]
 #[ignore = "needs the real SMTP server: run tests/run-all.sh"]
 fn baseline_is_one_review_mail_listing_everything() {
-    let _ = REAL;
     let (_d, _emu, smtp, mon) = setup();
     let r = mon.check();
     assert_eq!(r.code, 0, "{r:?}");
@@ -59,21 +70,10 @@ fn baseline_is_one_review_mail_listing_everything() {
 #[test]
 #[ignore = "needs the real SMTP server: run tests/run-all.sh"]
 fn new_device_of_existing_user() {
-    let (_d, emu, smtp, mon) = setup();
-    mon.check();
-    let mut doc = emulator::tailnet();
-    emulator::add_peer(
-        &mut doc,
-        "nNEWDEVCNTRL",
-        "alice-tablet",
-        6201,
-        "100.101.1.20",
-    );
-    emu.set_status(doc);
-    assert_eq!(mon.check().code, 2);
-    let mails = smtp.wait_for(2, 10);
-    assert_eq!(mails.len(), 2);
-    let m = &mails[1];
+    let (code, m) = alert_after(|doc| {
+        emulator::add_peer(doc, "nNEWDEVCNTRL", "alice-tablet", 6201, "100.101.1.20");
+    });
+    assert_eq!(code, 2);
     assert!(
         m.subject
             .contains("CRITICAL: New device alice-tablet (linux) of alice@example.com"),
@@ -97,25 +97,14 @@ fn new_device_of_existing_user() {
 #[test]
 #[ignore = "needs the real SMTP server: run tests/run-all.sh"]
 fn new_user_and_their_device_in_one_message() {
-    let (_d, emu, smtp, mon) = setup();
-    mon.check();
-    let mut doc = emulator::tailnet();
-    emulator::add_user(&mut doc, 7001, "mallory@evil.example", "Mallory");
-    emulator::add_peer(
-        &mut doc,
-        "nMALLORYCNTRL",
-        "mallory-pc",
-        7001,
-        "100.101.1.30",
-    );
-    emu.set_status(doc);
-    assert_eq!(mon.check().code, 2);
-    let mails = smtp.wait_for(2, 10);
-    assert_eq!(mails.len(), 2, "events of one pass go out as one message");
-    let m = &mails[1];
+    let (code, m) = alert_after(|doc| {
+        emulator::add_user(doc, 7001, "mallory@evil.example", "Mallory");
+        emulator::add_peer(doc, "nMALLORYCNTRL", "mallory-pc", 7001, "100.101.1.30");
+    });
+    assert_eq!(code, 2);
     assert!(
         m.text.contains("user.new") && m.text.contains("device.new"),
-        "{}",
+        "one message: {}",
         m.text
     );
     assert!(m.text.contains("mallory@evil.example (Mallory)"));
@@ -125,22 +114,13 @@ fn new_user_and_their_device_in_one_message() {
 #[test]
 #[ignore = "needs the real SMTP server: run tests/run-all.sh"]
 fn device_readded_under_same_hostname_and_ip_is_new() {
-    let (_d, emu, smtp, mon) = setup();
-    mon.check();
     // bob-desktop is deleted and registered again: new stable ID and key, same name and IP.
-    let mut doc = emulator::tailnet();
-    let (_, old) = emulator::remove_peer(&mut doc, "bob-desktop");
-    let key = emulator::add_peer(
-        &mut doc,
-        "nBOBAGAINCNTRL",
-        "bob-desktop",
-        6202,
-        "100.101.1.5",
-    );
-    doc["Peer"][&key]["TailscaleIPs"] = old["TailscaleIPs"].clone();
-    emu.set_status(doc);
-    assert_eq!(mon.check().code, 2);
-    let m = &smtp.wait_for(2, 10)[1];
+    let (code, m) = alert_after(|doc| {
+        let (_, old) = emulator::remove_peer(doc, "bob-desktop");
+        let key = emulator::add_peer(doc, "nBOBAGAINCNTRL", "bob-desktop", 6202, "100.101.1.5");
+        doc["Peer"][&key]["TailscaleIPs"] = old["TailscaleIPs"].clone();
+    });
+    assert_eq!(code, 2);
     assert!(
         m.subject.contains("New device bob-desktop"),
         "{}",
@@ -158,25 +138,16 @@ fn device_readded_under_same_hostname_and_ip_is_new() {
 #[test]
 #[ignore = "needs the real SMTP server: run tests/run-all.sh"]
 fn rekey_mail_shows_old_and_new_key() {
-    let (_d, emu, smtp, mon) = setup();
-    mon.check();
-    let mut doc = emulator::tailnet();
-    emulator::rekey_peer(&mut doc, "alice-laptop", "cafe");
-    emu.set_status(doc);
-    assert_eq!(mon.check().code, 1);
-    let m = &smtp.wait_for(2, 10)[1];
+    let (code, m) = alert_after(|doc| emulator::rekey_peer(doc, "alice-laptop", "cafe"));
+    assert_eq!(code, 1);
     assert!(
         m.subject
             .contains("WARNING: Device alice-laptop re-authenticated"),
         "{}",
         m.subject
     );
-    assert!(
-        m.text
-            .contains("nodekey:00000000000000000000000000000000000000000000000000009f3a00001eef →"),
-        "{}",
-        m.text
-    );
+    let old_key = "nodekey:00000000000000000000000000000000000000000000000000009f3a00001eef →";
+    assert!(m.text.contains(old_key), "{}", m.text);
     assert!(m.text.contains("000000cafe"), "{}", m.text);
 }
 
@@ -185,10 +156,7 @@ fn rekey_mail_shows_old_and_new_key() {
 fn daemon_stopped_then_running_again_is_no_false_new() {
     let (_d, emu, smtp, mon) = setup();
     mon.check();
-    let mut stopped = emulator::tailnet();
-    stopped["BackendState"] = "Stopped".into();
-    stopped["Peer"] = serde_json::Value::Null;
-    emu.set_status(stopped);
+    emu.set_status(emulator::stopped());
     assert_eq!(mon.check().code, 3);
     assert_eq!(mon.check().code, 3);
     let mails = smtp.wait_for(2, 10);
@@ -259,25 +227,18 @@ fn smtp_down_at_detection_is_delivered_once_later() {
 #[test]
 #[ignore = "needs the real SMTP server: run tests/run-all.sh"]
 fn hostile_hostname_and_display_name_inject_nothing() {
-    let (_d, emu, smtp, mon) = setup();
-    mon.check();
-    let mut doc = emulator::tailnet();
-    emulator::add_user(
-        &mut doc,
-        7002,
-        "eve@example.com",
-        "Eve\r\nBcc: victim@example.net <img src=x onerror=alert(1)>",
-    );
-    emulator::add_peer(
-        &mut doc,
-        "nEVILCNTRL",
-        "evil\r\nBcc: x@y <script>alert(1)</script>",
-        7002,
-        "100.101.1.66",
-    );
-    emu.set_status(doc);
-    assert_eq!(mon.check().code, 2);
-    let m = &smtp.wait_for(2, 10)[1];
+    let (code, m) = alert_after(|doc| {
+        let display = "Eve\r\nBcc: victim@example.net <img src=x onerror=alert(1)>";
+        emulator::add_user(doc, 7002, "eve@example.com", display);
+        emulator::add_peer(
+            doc,
+            "nEVILCNTRL",
+            "evil\r\nBcc: x@y <script>alert(1)</script>",
+            7002,
+            "100.101.1.66",
+        );
+    });
+    assert_eq!(code, 2);
     assert!(
         !m.header_names.iter().any(|h| h == "bcc"),
         "no injected header: {:?}",
@@ -361,7 +322,8 @@ fn run_daemon_retries_until_smtp_comes_up() {
     assert!(mon.wait_for_event("monitor.baseline", 10));
     let mut doc = emulator::tailnet();
     emulator::add_peer(&mut doc, "nRUNMAILCNTRL", "run-mail", 6201, "100.101.1.60");
-    emu.set_status(doc);
+    assert!(emu.wait_opened(1, 10));
+    emu.change(doc);
     assert!(mon.wait_for_event("device.new", 10));
     // SMTP comes up only now; the first retry is due 15 s (±20 %) after the first failure.
     let smtp = Smtp::start_on(port);
@@ -372,5 +334,4 @@ fn run_daemon_retries_until_smtp_comes_up() {
     );
     assert!(mails.iter().any(|m| m.text.contains("run-mail")));
     assert!(daemon.terminate().success());
-    let _ = Mode::Hang;
 }

@@ -177,8 +177,14 @@ fn real_daemons_tailscale_1_96() {
 #[test]
 #[ignore = "benchmark: run bench/latency.sh"]
 fn bench_detection_latency() {
-    let joins: usize = std::env::var("TM_BENCH_JOINS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let idle: u64 = std::env::var("TM_BENCH_IDLE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(120);
+    let joins: usize = std::env::var("TM_BENCH_JOINS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let idle: u64 = std::env::var("TM_BENCH_IDLE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
     let rel = real::new_release();
     let hs = Headscale::start();
     let user = hs.user("ops");
@@ -188,7 +194,9 @@ fn bench_detection_latency() {
     // Production defaults for the timers: the bus does the work.
     let mon = Monitor::new(web.socket(), &email_channel(smtp.port));
     let daemon = mon.spawn_run();
-    wait_mail(&smtp, "the baseline", 30, |m| m.subject.contains("baseline"));
+    wait_mail(&smtp, "the baseline", 30, |m| {
+        m.subject.contains("baseline")
+    });
 
     let mut latencies = Vec::new();
     let mut nodes = Vec::new();
@@ -217,7 +225,10 @@ fn bench_detection_latency() {
                 }
                 std::thread::sleep(Duration::from_millis(5));
             };
-            let ms = accepted.duration_since(registered).map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0);
+            let ms = accepted
+                .duration_since(registered)
+                .map(|d| d.as_secs_f64() * 1e3)
+                .unwrap_or(0.0);
             latencies.push(ms);
             nodes.push(rx.recv().unwrap());
         });
@@ -237,7 +248,12 @@ fn bench_detection_latency() {
     let pid = daemon.0.id();
     let cpu = || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let f: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        let f: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
         (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
     };
     let rss = || {

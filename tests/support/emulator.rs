@@ -344,3 +344,11 @@ fn hash(s: &str) -> u64 {
         (h ^ b as u64).wrapping_mul(1099511628211)
     })
 }
+
+/// The standard tailnet as a stopped daemon reports it.
+pub fn stopped() -> Value {
+    let mut d = tailnet();
+    d["BackendState"] = "Stopped".into();
+    d["Peer"] = Value::Null;
+    d
+}
