@@ -37,6 +37,11 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    #[doc(hidden)]
+    pub fn for_tests(s: &str) -> Secret {
+        Secret(s.to_owned())
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -100,12 +105,43 @@ pub struct EmailConfig {
     pub to: Vec<Mailbox>,
     pub from: Mailbox,
     pub transport: MailTransport,
-    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub enum ChannelKind {
     Email(EmailConfig),
+    /// POST of the documented JSON schema, optionally HMAC-SHA256 signed.
+    Webhook { url: url::Url, secret: Option<Secret> },
+    /// ntfy: POST of the text to the topic URL.
+    Ntfy { url: url::Url, token: Option<Secret> },
+    /// Slack incoming webhook.
+    Slack { url: url::Url },
+    /// Discord webhook.
+    Discord { url: url::Url },
+    /// Telegram Bot API `sendMessage`.
+    Telegram { api_url: url::Url, token: Secret, chat_id: String },
+    /// Gotify `POST /message`.
+    Gotify { url: url::Url, token: Secret },
+    /// Prometheus Alertmanager API v2, one alert per event.
+    Alertmanager { url: url::Url },
+    /// A program run without a shell, the JSON payload on stdin.
+    Exec { command: Vec<String> },
+}
+
+impl ChannelKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ChannelKind::Email(_) => "email",
+            ChannelKind::Webhook { .. } => "webhook",
+            ChannelKind::Ntfy { .. } => "ntfy",
+            ChannelKind::Slack { .. } => "slack",
+            ChannelKind::Discord { .. } => "discord",
+            ChannelKind::Telegram { .. } => "telegram",
+            ChannelKind::Gotify { .. } => "gotify",
+            ChannelKind::Alertmanager { .. } => "alertmanager",
+            ChannelKind::Exec { .. } => "exec",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +149,8 @@ pub struct Channel {
     pub name: String,
     pub route: Route,
     pub kind: ChannelKind,
+    /// Per send.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +231,14 @@ struct RawNotify {
     password_file: Option<Spanned<PathBuf>>,
     password_env: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    // HTTP channels
+    url: Option<Spanned<String>>,
+    secret_file: Option<Spanned<PathBuf>>,
+    token_file: Option<Spanned<PathBuf>>,
+    chat_id: Option<Spanned<String>>,
+    api_url: Option<Spanned<String>>,
+    // exec
+    command: Option<Spanned<Vec<String>>>,
 }
 
 /// Default LocalAPI socket for this OS, preferring one that exists (Synology, QNAP, Gokrazy).
@@ -450,22 +496,37 @@ impl Config {
                 let v: Vec<String> = k.iter().map(|k| q(k.as_str())).collect();
                 out += &format!("events = [{}]\n", v.join(", "));
             }
+            out += &format!("kind = {}\ntimeout = {}\n", q(c.kind.as_str()), d(c.timeout));
             match &c.kind {
                 ChannelKind::Email(e) => {
                     let to: Vec<String> = e.to.iter().map(|m| q(&m.to_string())).collect();
                     out += &format!(
-                        "kind = \"email\"\nto = [{}]\nfrom = {}\nsmtp = {}\ntimeout = {}\n",
+                        "to = [{}]\nfrom = {}\nsmtp = {}\n",
                         to.join(", "),
                         q(&e.from.to_string()),
                         q(&e.transport.to_string()),
-                        d(e.timeout)
                     );
-                    if let MailTransport::Smtp {
-                        password: Some(_), ..
-                    } = e.transport
-                    {
+                    if let MailTransport::Smtp { password: Some(_), .. } = e.transport {
                         out += "# password: set (redacted)\n";
                     }
+                }
+                ChannelKind::Webhook { url, secret } => {
+                    out += &format!("url = {}\n", q(url.as_str()));
+                    if secret.is_some() {
+                        out += "# secret: set (redacted)\n";
+                    }
+                }
+                ChannelKind::Ntfy { url, .. }
+                | ChannelKind::Slack { url }
+                | ChannelKind::Discord { url }
+                | ChannelKind::Gotify { url, .. }
+                | ChannelKind::Alertmanager { url } => out += &format!("url = {}\n", q(url.as_str())),
+                ChannelKind::Telegram { api_url, chat_id, .. } => {
+                    out += &format!("api_url = {}\nchat_id = {}\n# token: set (redacted)\n", q(api_url.as_str()), q(chat_id))
+                }
+                ChannelKind::Exec { command } => {
+                    let v: Vec<String> = command.iter().map(|a| q(a)).collect();
+                    out += &format!("command = [{}]\n", v.join(", "));
                 }
             }
         }
@@ -553,17 +614,79 @@ fn channel(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<Channel, ConfigError> {
         min_severity,
         kinds,
     };
-    let kind = match kind {
+    let url = |key: &str| -> Result<url::Url, ConfigError> {
+        let raw = r.url.as_ref().ok_or_else(|| {
+            cx.at(n, key, format!("[[notify]] kind = \"{kind}\" needs `url`"))
+        })?;
+        http_url(cx, raw, "url")
+    };
+    let secret = |f: &Option<Spanned<PathBuf>>, key: &str| -> Result<Option<Secret>, ConfigError> {
+        f.as_ref().map(|f| read_secret(cx, f, key)).transpose()
+    };
+    let required = |f: &Option<Spanned<PathBuf>>, key: &str| -> Result<Secret, ConfigError> {
+        secret(f, key)?.ok_or_else(|| cx.at(n, key, format!("[[notify]] kind = \"{kind}\" needs `{key}`")))
+    };
+    let channel_kind = match kind {
         "email" => ChannelKind::Email(email(cx, n)?),
+        "webhook" => ChannelKind::Webhook { url: url("url")?, secret: secret(&r.secret_file, "secret_file")? },
+        "ntfy" => ChannelKind::Ntfy { url: url("url")?, token: secret(&r.token_file, "token_file")? },
+        "slack" => ChannelKind::Slack { url: url("url")? },
+        "discord" => ChannelKind::Discord { url: url("url")? },
+        "telegram" => ChannelKind::Telegram {
+            api_url: match &r.api_url {
+                Some(a) => http_url(cx, a, "api_url")?,
+                None => url::Url::parse("https://api.telegram.org").expect("static URL"),
+            },
+            token: required(&r.token_file, "token_file")?,
+            chat_id: r
+                .chat_id
+                .as_ref()
+                .map(|c| c.get_ref().clone())
+                .ok_or_else(|| cx.at(n, "chat_id", "[[notify]] kind = \"telegram\" needs `chat_id`"))?,
+        },
+        "gotify" => ChannelKind::Gotify { url: url("url")?, token: required(&r.token_file, "token_file")? },
+        "alertmanager" => ChannelKind::Alertmanager { url: url("url")? },
+        "exec" => {
+            let c = r
+                .command
+                .as_ref()
+                .ok_or_else(|| cx.at(n, "command", "[[notify]] kind = \"exec\" needs `command`"))?;
+            if c.get_ref().is_empty() || !Path::new(&c.get_ref()[0]).is_absolute() {
+                return Err(cx.at(c, "command", "must be a list starting with an absolute program path"));
+            }
+            ChannelKind::Exec { command: c.get_ref().clone() }
+        }
         other => {
             return Err(cx.at(
                 &r.kind,
                 "kind",
-                format!("unknown notify kind `{other}` (supported: \"email\")"),
+                format!(
+                    "unknown notify kind `{other}` (supported: email, webhook, ntfy, slack, discord, telegram, gotify, alertmanager, exec)"
+                ),
             ))
         }
     };
-    Ok(Channel { name, route, kind })
+    let timeout = cx.duration(&r.timeout, "timeout", Duration::from_secs(30))?;
+    Ok(Channel { name, route, kind: channel_kind, timeout })
+}
+
+fn http_url(cx: &Ctx, raw: &Spanned<String>, key: &str) -> Result<url::Url, ConfigError> {
+    let u = url::Url::parse(raw.get_ref())
+        .map_err(|e| cx.at(raw, key, format!("`{}` is not a URL: {e}", raw.get_ref())))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(cx.at(raw, key, format!("`{}` must be http:// or https://", raw.get_ref())));
+    }
+    Ok(u)
+}
+
+fn read_secret(cx: &Ctx, f: &Spanned<PathBuf>, key: &str) -> Result<Secret, ConfigError> {
+    let p = f.get_ref();
+    let text = std::fs::read_to_string(p).map_err(|e| cx.at(f, key, format!("{}: {e}", p.display())))?;
+    let v = text.trim_end_matches(['\r', '\n']).to_owned();
+    if v.is_empty() {
+        return Err(cx.at(f, key, format!("{} is empty", p.display())));
+    }
+    Ok(Secret(v))
 }
 
 fn email(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<EmailConfig, ConfigError> {
@@ -594,12 +717,7 @@ fn email(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<EmailConfig, ConfigError> {
     })?;
     let smtp_raw = r.smtp.as_ref().ok_or_else(|| missing("smtp"))?;
     let transport = smtp_target(cx, smtp_raw, r)?;
-    Ok(EmailConfig {
-        to,
-        from,
-        transport,
-        timeout: cx.duration(&r.timeout, "timeout", Duration::from_secs(30))?,
-    })
+    Ok(EmailConfig { to, from, transport })
 }
 
 fn smtp_target(cx: &Ctx, s: &Spanned<String>, r: &RawNotify) -> Result<MailTransport, ConfigError> {
@@ -649,16 +767,7 @@ fn smtp_target(cx: &Ctx, s: &Spanned<String>, r: &RawNotify) -> Result<MailTrans
                 "set either password_file or password_env, not both",
             ))
         }
-        (Some(f), None) => {
-            let p = f.get_ref();
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| cx.at(f, "password_file", format!("{}: {e}", p.display())))?;
-            let pw = text.trim_end_matches(['\r', '\n']).to_owned();
-            if pw.is_empty() {
-                return Err(cx.at(f, "password_file", format!("{} is empty", p.display())));
-            }
-            Some(Secret(pw))
-        }
+        (Some(f), None) => Some(read_secret(cx, f, "password_file")?),
         (None, Some(env)) => Some(Secret(std::env::var(env.get_ref()).map_err(|_| {
             cx.at(
                 env,
@@ -718,7 +827,9 @@ smtp = "smtp://127.0.0.1:25"
         let c = Config::from_toml(MINIMAL, "config.toml").unwrap();
         assert_eq!(c.channels.len(), 1);
         assert_eq!(c.daemon.interval, Duration::from_secs(30));
-        let ChannelKind::Email(e) = &c.channels[0].kind;
+        let ChannelKind::Email(e) = &c.channels[0].kind else {
+            panic!("email channel")
+        };
         assert_eq!(
             e.transport,
             MailTransport::Smtp {
@@ -779,7 +890,9 @@ smtp = "smtp://127.0.0.1:25"
     fn smtp_forms() {
         let t = |url: &str| {
             let c = Config::from_toml(&MINIMAL.replace("smtp://127.0.0.1:25", url), "c").unwrap();
-            let ChannelKind::Email(e) = &c.channels[0].kind;
+            let ChannelKind::Email(e) = &c.channels[0].kind else {
+            panic!("email channel")
+        };
             e.transport.clone()
         };
         assert_eq!(t("sendmail"), MailTransport::Sendmail);
@@ -829,7 +942,9 @@ smtp = "smtp://127.0.0.1:25"
         let c = Config::from_toml(&text, "c").unwrap();
         assert!(!c.render().contains("s3cret"));
         assert!(!format!("{c:?}").contains("s3cret"));
-        let ChannelKind::Email(e) = &c.channels[0].kind;
+        let ChannelKind::Email(e) = &c.channels[0].kind else {
+            panic!("email channel")
+        };
         let MailTransport::Smtp { password, .. } = &e.transport else {
             panic!()
         };

@@ -153,7 +153,7 @@ impl Daemon {
     async fn pass(&mut self) -> anyhow::Result<()> {
         self.pass_at = None;
         self.full_at = Instant::now() + self.period();
-        let seen = self.source.snapshot().await;
+        let mut seen = self.source.snapshot().await;
         match &seen {
             Ok(_) => self.failing_since = None,
             Err(e) => {
@@ -166,6 +166,7 @@ impl Daemon {
                 }
             }
         }
+        monitor::enrich(&self.source, &self.store, &mut seen, &self.cfg.policy).await?;
         monitor::record(&mut self.store, &self.cfg.routes(), &self.cfg.policy, seen)?;
         monitor::deliver(&mut self.store, &self.cfg.channels, &self.host, false).await?;
         Ok(())

@@ -287,6 +287,28 @@ fn key_expiring(
     Some(e)
 }
 
+/// A handshake at `h` is a new connection if none was seen before, or the last one is older than
+/// the quiet period.
+fn is_new_connection(prev: Option<DateTime<Utc>>, h: DateTime<Utc>, policy: &Policy) -> bool {
+    prev.is_none_or(|p| h - p >= policy.connect_quiet)
+}
+
+/// Peers whose current handshake will be reported as `peer.connected` by [`diff`]: the edge asks
+/// `whois` about these (and only these) before the pass.
+pub fn connection_candidates(known: &Known, cur: &Snapshot, policy: &Policy) -> Vec<StableNodeId> {
+    if !known.baseline_done {
+        return Vec::new();
+    }
+    cur.conns
+        .iter()
+        .filter_map(|(id, c)| {
+            let h = c.last_handshake?;
+            let prev = known.devices.get(id).and_then(|k| k.last_handshake);
+            (prev.is_none_or(|p| h > p) && is_new_connection(prev, h, policy)).then(|| id.clone())
+        })
+        .collect()
+}
+
 /// Raises `peer.connected` when a peer has a WireGuard handshake with this node for the first time,
 /// or again after `connect_quiet` without one, and records the handshake in `k`.
 fn connected(
@@ -302,7 +324,7 @@ fn connected(
         return None;
     }
     k.last_handshake = Some(h);
-    if prev.is_some_and(|p| h - p < policy.connect_quiet) {
+    if !is_new_connection(prev, h, policy) {
         return None;
     }
     let mut e = Event::new(
@@ -322,6 +344,9 @@ fn connected(
         ),
         None => format!("first handshake seen, at {}", h.to_rfc3339()),
     };
+    if let Some(w) = cur.whois.get(&k.device.id) {
+        e.detail = format!("{}; {w}", e.detail);
+    }
     e.record_only = match policy.connect_alert {
         ConnectAlert::All => false,
         ConnectAlert::None => true,

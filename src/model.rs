@@ -133,6 +133,9 @@ pub struct Snapshot {
     pub devices: BTreeMap<StableNodeId, Device>,
     pub users: BTreeMap<UserId, User>,
     pub conns: BTreeMap<StableNodeId, PeerConn>,
+    /// What LocalAPI `whois` said about peers that just connected (filled at the edge).
+    #[serde(default)]
+    pub whois: BTreeMap<StableNodeId, String>,
 }
 
 impl Snapshot {
@@ -355,6 +358,9 @@ pub struct Event {
     /// Free-form detail (error text for `monitor.*`, the handshake for `peer.connected`, …).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// The tailnet's name, where known (Alertmanager's `tailnet` label).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tailnet: String,
     /// Logged but not sent to any channel (policy, e.g. `peer.connected` of long-known devices).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub record_only: bool,
@@ -373,6 +379,7 @@ impl Event {
             devices: Vec::new(),
             users: Vec::new(),
             detail: String::new(),
+            tailnet: String::new(),
             record_only: false,
         }
     }

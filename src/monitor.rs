@@ -3,12 +3,13 @@
 //! Shared by `check`, `run` and `demo`, so that all three behave the same.
 
 use chrono::Utc;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::Channel;
-use crate::diff::{pass_outcome, Policy};
+use crate::diff::{connection_candidates, pass_outcome, Policy};
 use crate::model::{Event, Severity, Snapshot};
 use crate::notify::{self, render, DeliveryReport};
+use crate::source::localapi::LocalApi;
 use crate::source::{Source, SourceError};
 use crate::store::{Route, Store, StoreError};
 
@@ -34,8 +35,55 @@ pub async fn observe(
     routes: &[Route],
     policy: &Policy,
 ) -> Result<PassReport, StoreError> {
-    let seen = source.snapshot().await;
+    let mut seen = source.snapshot().await;
+    enrich(source, store, &mut seen, policy).await?;
     record(store, routes, policy, seen)
+}
+
+/// Adds what the core cannot fetch itself to a fresh snapshot: `whois` answers for peers that are
+/// about to count as newly connected.
+pub async fn enrich(
+    source: &Source,
+    store: &Store,
+    seen: &mut Result<Snapshot, SourceError>,
+    policy: &Policy,
+) -> Result<(), StoreError> {
+    match (source, seen) {
+        (Source::LocalApi(api), Ok(snap)) => whois(api, store, snap, policy).await,
+        _ => Ok(()),
+    }
+}
+
+/// Asks tailscaled who is behind each peer that is about to count as newly connected (at most a
+/// few per pass). A failed lookup is logged and leaves the event without it.
+async fn whois(
+    api: &LocalApi,
+    store: &Store,
+    snap: &mut Snapshot,
+    policy: &Policy,
+) -> Result<(), StoreError> {
+    const MAX_LOOKUPS: usize = 16;
+    let known = store.known()?;
+    for id in connection_candidates(&known, snap, policy)
+        .into_iter()
+        .take(MAX_LOOKUPS)
+    {
+        let Some(ip) = snap
+            .devices
+            .get(&id)
+            .and_then(|d| d.addresses.iter().find(|a| !a.contains(':')))
+            .cloned()
+        else {
+            continue;
+        };
+        match api.whois(&ip).await {
+            Ok(w) => {
+                snap.whois.insert(id, w);
+            }
+            Err(e) => warn!(error = %e, "whois failed"),
+        }
+    }
+    Ok(())
 }
 
 /// Records the outcome of a snapshot attempt in one transaction.

@@ -107,6 +107,16 @@ fn story(rel: Release) {
         });
     }
 
+    let m = wait_mail(&smtp, "peer.connected", 1, |m| {
+        m.text.contains("peer.connected")
+    });
+    assert!(
+        m.text
+            .contains(&format!("whois {}: node laptop.", laptop.ip())),
+        "{}",
+        m.text
+    );
+
     // 4. A node re-registers with a new key.
     laptop.up(&hs, &key, &["--force-reauth"]);
     let m = wait_mail(&smtp, "laptop re-registered", 20, |m| {

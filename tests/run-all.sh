@@ -13,4 +13,4 @@ tests/setup/install-deps.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked -- --include-ignored
+cargo test --locked -- --include-ignored --skip bench_

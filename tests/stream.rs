@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::emulator::{self, Bus, Emulator, Mode};
 use support::Monitor;
@@ -29,16 +29,11 @@ fn joined(id: &str, host: &str) -> serde_json::Value {
 }
 
 #[test]
-fn a_join_is_detected_through_the_bus_within_a_second() {
+fn a_join_is_detected_through_the_bus() {
+    // Both timers are an hour: only the bus can trigger this pass.
     let (_d, emu, mon, daemon) = setup(emulator::tailnet());
-    let t = Instant::now();
     emu.change(joined("nBUS1CNTRL", "bus-joiner"));
-    assert!(mon.wait_for_event("device.new", 5), "device.new");
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        t.elapsed()
-    );
+    assert!(mon.wait_for_event("device.new", 10), "device.new");
     assert!(daemon.terminate().success());
 }
 
@@ -155,4 +150,40 @@ fn restart_within_grace_is_silent_and_reports_what_joined_meanwhile() {
         "no source_down for a restart"
     );
     drop(emu2);
+}
+
+#[test]
+fn peer_connected_is_logged_with_whois() {
+    let (_d, emu, mon, _daemon) = setup(emulator::tailnet());
+    let mut doc = joined("nCONNCNTRL", "connector");
+    emu.change(doc.clone());
+    assert!(mon.wait_for_event("device.new", 5));
+    let key = doc["Peer"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, p)| p["HostName"] == "connector")
+        .unwrap()
+        .0
+        .clone();
+    doc["Peer"][&key]["LastHandshake"] = chrono::Utc::now().to_rfc3339().into();
+    doc["Peer"][&key]["Active"] = true.into();
+    emu.set_status(doc);
+    emu.push("{\"PeerState\":{\"nCONNCNTRL\":{\"PeerWireGuardState\":\"established\"}}}\n");
+    assert!(mon.wait_for_event("peer.connected", 5));
+    let ev = mon
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "peer.connected")
+        .unwrap();
+    let detail = ev["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("whois 100.101.1.99: node connector.tail1a2b3c.ts.net."),
+        "{detail}"
+    );
+    assert!(detail.contains("alice@example.com"), "{detail}");
+    assert!(
+        ev.get("record_only").is_none(),
+        "a device joined after the baseline is alerted: {ev}"
+    );
 }

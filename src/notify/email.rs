@@ -30,15 +30,15 @@ pub fn build(cfg: &EmailConfig, r: &Rendered) -> Result<Message, String> {
 }
 
 /// Sends one message; the error is one line naming the transport.
-pub async fn send(cfg: &EmailConfig, r: &Rendered) -> Result<(), String> {
+pub async fn send(cfg: &EmailConfig, timeout: std::time::Duration, r: &Rendered) -> Result<(), String> {
     let msg = build(cfg, r)?;
     let target = cfg.transport.to_string();
     let res = match &cfg.transport {
         MailTransport::Sendmail => {
             let t = AsyncSendmailTransport::<Tokio1Executor>::new();
-            tokio::time::timeout(cfg.timeout, t.send(msg))
+            tokio::time::timeout(timeout, t.send(msg))
                 .await
-                .map_err(|_| format!("{target}: no answer within {:?}", cfg.timeout))?
+                .map_err(|_| format!("{target}: no answer within {:?}", timeout))?
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }
@@ -58,13 +58,13 @@ pub async fn send(cfg: &EmailConfig, r: &Rendered) -> Result<(), String> {
                 SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)
                     .map_err(|e| format!("{target}: {e}"))?,
             };
-            let mut builder = builder.port(*port).timeout(Some(cfg.timeout));
+            let mut builder = builder.port(*port).timeout(Some(timeout));
             if let (Some(u), Some(p)) = (user, password) {
                 builder = builder.credentials(Credentials::new(u.clone(), p.expose().to_owned()));
             }
-            tokio::time::timeout(cfg.timeout, builder.build().send(msg))
+            tokio::time::timeout(timeout, builder.build().send(msg))
                 .await
-                .map_err(|_| format!("no answer within {:?}", cfg.timeout))
+                .map_err(|_| format!("no answer within {:?}", timeout))
                 .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string()))
         }
     };

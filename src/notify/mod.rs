@@ -6,6 +6,7 @@
 //! event: the worst case is a duplicate when the process dies between a send and its commit.
 
 pub mod email;
+pub mod http;
 pub mod render;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use rand::Rng;
 use tracing::{info, warn};
 
 use crate::config::{Channel, ChannelKind};
+use crate::model::Event;
 use crate::store::{Store, StoreError};
 
 /// How long a claimed batch is reserved for the claiming process.
@@ -38,6 +40,15 @@ pub fn backoff(attempts: i64) -> chrono::Duration {
     chrono::Duration::milliseconds((base as f64 * 1000.0 * jitter) as i64)
 }
 
+/// Sends a batch of events through one channel, as one message. `test` marks a `test-notify`.
+pub async fn send(ch: &Channel, cx: &render::Context, events: &[&Event], test: bool) -> Result<(), String> {
+    let rendered = render::render(cx, events);
+    match &ch.kind {
+        ChannelKind::Email(cfg) => email::send(cfg, ch.timeout, &rendered).await,
+        other => http::send(other, ch.timeout, cx, events, &rendered, test).await,
+    }
+}
+
 /// Sends everything due, one message per channel.
 pub async fn deliver(
     store: &mut Store,
@@ -54,10 +65,7 @@ pub async fn deliver(
         }
         let ids: Vec<i64> = pending.iter().map(|p| p.outbox_id).collect();
         let events: Vec<_> = pending.iter().map(|p| &p.event.event).collect();
-        let rendered = render::render(cx, &events);
-        let result = match &ch.kind {
-            ChannelKind::Email(cfg) => email::send(cfg, &rendered).await,
-        };
+        let result = send(ch, cx, &events, false).await;
         match result {
             Ok(()) => {
                 store.mark_delivered(&ids, Utc::now())?;

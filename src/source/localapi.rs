@@ -113,6 +113,50 @@ impl LocalApi {
         Ok(body)
     }
 
+    /// `GET /localapi/v0/whois?addr=IP`: who is behind a tailnet address, as one line
+    /// (unsanitized: it comes from the tailnet).
+    pub async fn whois(&self, ip: &str) -> Result<String, SourceError> {
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default, rename_all = "PascalCase")]
+        struct Node {
+            name: String,
+            #[serde(rename = "StableID")]
+            stable_id: String,
+            hostinfo: Hostinfo,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default, rename_all = "PascalCase")]
+        struct Hostinfo {
+            hostname: String,
+            #[serde(rename = "OS")]
+            os: String,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default, rename_all = "PascalCase")]
+        struct Profile {
+            login_name: String,
+            display_name: String,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default, rename_all = "PascalCase")]
+        struct WhoIs {
+            node: Node,
+            user_profile: Profile,
+        }
+        let body = self.get(&format!("/localapi/v0/whois?addr={ip}")).await?;
+        let w: WhoIs = serde_json::from_slice(&body)
+            .map_err(|e| self.err(format!("whois {ip}: malformed JSON: {e}")))?;
+        Ok(format!(
+            "whois {ip}: node {} ({}, {}, {}) of {} ({})",
+            w.node.name,
+            w.node.hostinfo.hostname,
+            w.node.hostinfo.os,
+            w.node.stable_id,
+            w.user_profile.login_name,
+            w.user_profile.display_name
+        ))
+    }
+
     /// One snapshot from `GET /localapi/v0/status`.
     pub async fn status(&self) -> Result<Snapshot, SourceError> {
         let body = self.get("/localapi/v0/status").await?;

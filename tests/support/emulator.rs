@@ -238,6 +238,44 @@ async fn watch(state: Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Bo
     }
 }
 
+/// `whois?addr=IP[:port]`: the node and user profile behind a tailnet address, from the status
+/// document (apitype.WhoIsResponse: a tailcfg.Node and a tailcfg.UserProfile).
+fn whois(mode: &Mode, query: &str) -> Response<Body> {
+    let addr = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("addr="))
+        .unwrap_or("");
+    let ip = addr
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.contains(':'))
+        .map_or(addr, |(h, _)| h);
+    let Mode::Status(doc) = mode else {
+        return reply(500, "no status");
+    };
+    let peers = doc["Peer"].as_object().cloned().unwrap_or_default();
+    let Some(p) = peers.values().find(|p| {
+        p["TailscaleIPs"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == ip))
+    }) else {
+        return reply(404, "no match for IP:port\n");
+    };
+    let user = &doc["User"][p["UserID"].to_string()];
+    reply(
+        200,
+        serde_json::to_vec(&json!({
+            "Node": {
+                "ID": p["NodeID"], "StableID": p["ID"], "Name": p["DNSName"], "User": p["UserID"],
+                "Key": p["PublicKey"], "Addresses": p["AllowedIPs"],
+                "Hostinfo": {"Hostname": p["HostName"], "OS": p["OS"]},
+            },
+            "UserProfile": {"ID": user["ID"], "LoginName": user["LoginName"], "DisplayName": user["DisplayName"]},
+            "CapMap": {}
+        }))
+        .unwrap(),
+    )
+}
+
 async fn handle(
     state: Arc<Mutex<State>>,
     req: Request<Incoming>,
@@ -261,6 +299,9 @@ async fn handle(
     }
     if path == "/localapi/v0/watch-ipn-bus" {
         return Ok(watch(state, &req).await);
+    }
+    if path == "/localapi/v0/whois" {
+        return Ok(whois(&mode, req.uri().query().unwrap_or("")));
     }
     if path != "/localapi/v0/status" {
         return Ok(reply(404, "404 page not found\n"));
