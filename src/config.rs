@@ -111,21 +111,42 @@ pub struct EmailConfig {
 pub enum ChannelKind {
     Email(EmailConfig),
     /// POST of the documented JSON schema, optionally HMAC-SHA256 signed.
-    Webhook { url: url::Url, secret: Option<Secret> },
+    Webhook {
+        url: url::Url,
+        secret: Option<Secret>,
+    },
     /// ntfy: POST of the text to the topic URL.
-    Ntfy { url: url::Url, token: Option<Secret> },
+    Ntfy {
+        url: url::Url,
+        token: Option<Secret>,
+    },
     /// Slack incoming webhook.
-    Slack { url: url::Url },
+    Slack {
+        url: url::Url,
+    },
     /// Discord webhook.
-    Discord { url: url::Url },
+    Discord {
+        url: url::Url,
+    },
     /// Telegram Bot API `sendMessage`.
-    Telegram { api_url: url::Url, token: Secret, chat_id: String },
+    Telegram {
+        api_url: url::Url,
+        token: Secret,
+        chat_id: String,
+    },
     /// Gotify `POST /message`.
-    Gotify { url: url::Url, token: Secret },
+    Gotify {
+        url: url::Url,
+        token: Secret,
+    },
     /// Prometheus Alertmanager API v2, one alert per event.
-    Alertmanager { url: url::Url },
+    Alertmanager {
+        url: url::Url,
+    },
     /// A program run without a shell, the JSON payload on stdin.
-    Exec { command: Vec<String> },
+    Exec {
+        command: Vec<String>,
+    },
 }
 
 impl ChannelKind {
@@ -496,7 +517,11 @@ impl Config {
                 let v: Vec<String> = k.iter().map(|k| q(k.as_str())).collect();
                 out += &format!("events = [{}]\n", v.join(", "));
             }
-            out += &format!("kind = {}\ntimeout = {}\n", q(c.kind.as_str()), d(c.timeout));
+            out += &format!(
+                "kind = {}\ntimeout = {}\n",
+                q(c.kind.as_str()),
+                d(c.timeout)
+            );
             match &c.kind {
                 ChannelKind::Email(e) => {
                     let to: Vec<String> = e.to.iter().map(|m| q(&m.to_string())).collect();
@@ -506,7 +531,10 @@ impl Config {
                         q(&e.from.to_string()),
                         q(&e.transport.to_string()),
                     );
-                    if let MailTransport::Smtp { password: Some(_), .. } = e.transport {
+                    if let MailTransport::Smtp {
+                        password: Some(_), ..
+                    } = e.transport
+                    {
                         out += "# password: set (redacted)\n";
                     }
                 }
@@ -520,9 +548,17 @@ impl Config {
                 | ChannelKind::Slack { url }
                 | ChannelKind::Discord { url }
                 | ChannelKind::Gotify { url, .. }
-                | ChannelKind::Alertmanager { url } => out += &format!("url = {}\n", q(url.as_str())),
-                ChannelKind::Telegram { api_url, chat_id, .. } => {
-                    out += &format!("api_url = {}\nchat_id = {}\n# token: set (redacted)\n", q(api_url.as_str()), q(chat_id))
+                | ChannelKind::Alertmanager { url } => {
+                    out += &format!("url = {}\n", q(url.as_str()))
+                }
+                ChannelKind::Telegram {
+                    api_url, chat_id, ..
+                } => {
+                    out += &format!(
+                        "api_url = {}\nchat_id = {}\n# token: set (redacted)\n",
+                        q(api_url.as_str()),
+                        q(chat_id)
+                    )
                 }
                 ChannelKind::Exec { command } => {
                     let v: Vec<String> = command.iter().map(|a| q(a)).collect();
@@ -615,16 +651,23 @@ fn channel(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<Channel, ConfigError> {
         kinds,
     };
     let url = |key: &str| -> Result<url::Url, ConfigError> {
-        let raw = r.url.as_ref().ok_or_else(|| {
-            cx.at(n, key, format!("[[notify]] kind = \"{kind}\" needs `url`"))
-        })?;
+        let raw = r
+            .url
+            .as_ref()
+            .ok_or_else(|| cx.at(n, key, format!("[[notify]] kind = \"{kind}\" needs `url`")))?;
         http_url(cx, raw, "url")
     };
     let secret = |f: &Option<Spanned<PathBuf>>, key: &str| -> Result<Option<Secret>, ConfigError> {
         f.as_ref().map(|f| read_secret(cx, f, key)).transpose()
     };
     let required = |f: &Option<Spanned<PathBuf>>, key: &str| -> Result<Secret, ConfigError> {
-        secret(f, key)?.ok_or_else(|| cx.at(n, key, format!("[[notify]] kind = \"{kind}\" needs `{key}`")))
+        secret(f, key)?.ok_or_else(|| {
+            cx.at(
+                n,
+                key,
+                format!("[[notify]] kind = \"{kind}\" needs `{key}`"),
+            )
+        })
     };
     let channel_kind = match kind {
         "email" => ChannelKind::Email(email(cx, n)?),
@@ -667,21 +710,31 @@ fn channel(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<Channel, ConfigError> {
         }
     };
     let timeout = cx.duration(&r.timeout, "timeout", Duration::from_secs(30))?;
-    Ok(Channel { name, route, kind: channel_kind, timeout })
+    Ok(Channel {
+        name,
+        route,
+        kind: channel_kind,
+        timeout,
+    })
 }
 
 fn http_url(cx: &Ctx, raw: &Spanned<String>, key: &str) -> Result<url::Url, ConfigError> {
     let u = url::Url::parse(raw.get_ref())
         .map_err(|e| cx.at(raw, key, format!("`{}` is not a URL: {e}", raw.get_ref())))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(cx.at(raw, key, format!("`{}` must be http:// or https://", raw.get_ref())));
+        return Err(cx.at(
+            raw,
+            key,
+            format!("`{}` must be http:// or https://", raw.get_ref()),
+        ));
     }
     Ok(u)
 }
 
 fn read_secret(cx: &Ctx, f: &Spanned<PathBuf>, key: &str) -> Result<Secret, ConfigError> {
     let p = f.get_ref();
-    let text = std::fs::read_to_string(p).map_err(|e| cx.at(f, key, format!("{}: {e}", p.display())))?;
+    let text =
+        std::fs::read_to_string(p).map_err(|e| cx.at(f, key, format!("{}: {e}", p.display())))?;
     let v = text.trim_end_matches(['\r', '\n']).to_owned();
     if v.is_empty() {
         return Err(cx.at(f, key, format!("{} is empty", p.display())));
@@ -717,7 +770,11 @@ fn email(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<EmailConfig, ConfigError> {
     })?;
     let smtp_raw = r.smtp.as_ref().ok_or_else(|| missing("smtp"))?;
     let transport = smtp_target(cx, smtp_raw, r)?;
-    Ok(EmailConfig { to, from, transport })
+    Ok(EmailConfig {
+        to,
+        from,
+        transport,
+    })
 }
 
 fn smtp_target(cx: &Ctx, s: &Spanned<String>, r: &RawNotify) -> Result<MailTransport, ConfigError> {
@@ -891,8 +948,8 @@ smtp = "smtp://127.0.0.1:25"
         let t = |url: &str| {
             let c = Config::from_toml(&MINIMAL.replace("smtp://127.0.0.1:25", url), "c").unwrap();
             let ChannelKind::Email(e) = &c.channels[0].kind else {
-            panic!("email channel")
-        };
+                panic!("email channel")
+            };
             e.transport.clone()
         };
         assert_eq!(t("sendmail"), MailTransport::Sendmail);

@@ -245,15 +245,15 @@ fn run_daemon_detects_and_stops_cleanly_on_sigterm() {
     std::fs::write(&mon.config, text).unwrap();
     let daemon = mon.spawn_run();
     assert!(
-        mon.wait_for_event("monitor.baseline", 10),
+        mon.wait_for_event("monitor.baseline", 30),
         "baseline not logged by run"
     );
     let mut doc = emulator::tailnet();
     emulator::add_peer(&mut doc, "nRUN1CNTRL", "late-joiner", 6201, "100.101.1.90");
-    assert!(emu.wait_opened(1, 10), "run opened the IPN bus");
+    assert!(emu.wait_opened(1, 30), "run opened the IPN bus");
     emu.change(doc);
     assert!(
-        mon.wait_for_event("device.new", 10),
+        mon.wait_for_event("device.new", 30),
         "device.new not logged by run"
     );
     let status = daemon.terminate();
@@ -267,9 +267,9 @@ fn run_polls_every_interval_when_the_bus_is_unavailable() {
     let text = std::fs::read_to_string(&mon.config).unwrap() + "[daemon]\ninterval = \"200ms\"\n";
     std::fs::write(&mon.config, text).unwrap();
     let _daemon = mon.spawn_run();
-    assert!(mon.wait_for_event("monitor.baseline", 10));
+    assert!(mon.wait_for_event("monitor.baseline", 30));
     let mut doc = emulator::tailnet();
     emulator::add_peer(&mut doc, "nPOLLCNTRL", "polled", 6201, "100.101.1.91");
     emu.set_status(doc);
-    assert!(mon.wait_for_event("device.new", 10), "found by polling");
+    assert!(mon.wait_for_event("device.new", 30), "found by polling");
 }

@@ -319,12 +319,12 @@ fn run_daemon_retries_until_smtp_comes_up() {
         &(email_channel(port) + "\n[daemon]\ninterval = \"300ms\"\n"),
     );
     let daemon = mon.spawn_run();
-    assert!(mon.wait_for_event("monitor.baseline", 10));
+    assert!(mon.wait_for_event("monitor.baseline", 30));
     let mut doc = emulator::tailnet();
     emulator::add_peer(&mut doc, "nRUNMAILCNTRL", "run-mail", 6201, "100.101.1.60");
-    assert!(emu.wait_opened(1, 10));
+    assert!(emu.wait_opened(1, 30));
     emu.change(doc);
-    assert!(mon.wait_for_event("device.new", 10));
+    assert!(mon.wait_for_event("device.new", 30));
     // SMTP comes up only now; the first retry is due 15 s (±20 %) after the first failure.
     let smtp = Smtp::start_on(port);
     let mails = smtp.wait_for(1, 40);

@@ -30,7 +30,11 @@ pub fn build(cfg: &EmailConfig, r: &Rendered) -> Result<Message, String> {
 }
 
 /// Sends one message; the error is one line naming the transport.
-pub async fn send(cfg: &EmailConfig, timeout: std::time::Duration, r: &Rendered) -> Result<(), String> {
+pub async fn send(
+    cfg: &EmailConfig,
+    timeout: std::time::Duration,
+    r: &Rendered,
+) -> Result<(), String> {
     let msg = build(cfg, r)?;
     let target = cfg.transport.to_string();
     let res = match &cfg.transport {

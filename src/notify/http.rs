@@ -47,10 +47,16 @@ pub fn payload(cx: &Context, events: &[&Event], r: &Rendered, test: bool) -> Val
 
 /// `t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 pub fn signature(secret: &Secret, t: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("any key length");
     mac.update(format!("{t}.").as_bytes());
     mac.update(body);
-    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("t={t},v1={hex}")
 }
 
@@ -80,7 +86,10 @@ pub fn alertmanager_alerts(cx: &Context, events: &[&Event]) -> Value {
             }
             if let Some(d) = &e.device {
                 labels.insert("device_id".into(), sanitize::line(&d.id.0, 100).into());
-                labels.insert("device".into(), sanitize::line(d.display_name(), 100).into());
+                labels.insert(
+                    "device".into(),
+                    sanitize::line(d.display_name(), 100).into(),
+                );
             }
             if let Some(u) = &e.user {
                 labels.insert("user".into(), sanitize::line(&u.login, 100).into());
@@ -125,12 +134,20 @@ pub async fn send(
     let c = client();
     let req = match kind {
         ChannelKind::Email(_) => unreachable!("email is sent by notify::email"),
-        ChannelKind::Exec { command } => return exec(command, timeout, &payload(cx, events, r, test)).await,
+        ChannelKind::Exec { command } => {
+            return exec(command, timeout, &payload(cx, events, r, test)).await
+        }
         ChannelKind::Webhook { url, secret } => {
-            let body = serde_json::to_vec(&payload(cx, events, r, test)).expect("payload serializes");
-            let mut req = c.post(url.clone()).header("Content-Type", "application/json");
+            let body =
+                serde_json::to_vec(&payload(cx, events, r, test)).expect("payload serializes");
+            let mut req = c
+                .post(url.clone())
+                .header("Content-Type", "application/json");
             if let Some(s) = secret {
-                req = req.header(SIGNATURE_HEADER, signature(s, chrono::Utc::now().timestamp(), &body));
+                req = req.header(
+                    SIGNATURE_HEADER,
+                    signature(s, chrono::Utc::now().timestamp(), &body),
+                );
             }
             req.body(body)
         }
@@ -147,8 +164,14 @@ pub async fn send(
             req
         }
         ChannelKind::Slack { url } => c.post(url.clone()).json(&json!({ "text": chat(35_000) })),
-        ChannelKind::Discord { url } => c.post(url.clone()).json(&json!({ "content": chat(1_900) })),
-        ChannelKind::Telegram { api_url, token, chat_id } => {
+        ChannelKind::Discord { url } => {
+            c.post(url.clone()).json(&json!({ "content": chat(1_900) }))
+        }
+        ChannelKind::Telegram {
+            api_url,
+            token,
+            chat_id,
+        } => {
             let url = api_url
                 .join(&format!("bot{}/sendMessage", token.expose()))
                 .map_err(|e| format!("telegram: {e}"))?;
@@ -166,7 +189,9 @@ pub async fn send(
                 .json(&json!({ "title": r.subject, "message": cap(r.text.trim(), 8_000), "priority": priority }))
         }
         ChannelKind::Alertmanager { url } => {
-            let url = url.join("api/v2/alerts").map_err(|e| format!("alertmanager: {e}"))?;
+            let url = url
+                .join("api/v2/alerts")
+                .map_err(|e| format!("alertmanager: {e}"))?;
             c.post(url).json(&alertmanager_alerts(cx, events))
         }
     };
@@ -179,7 +204,10 @@ pub async fn send(
         return Ok(());
     }
     let body = resp.text().await.unwrap_or_default();
-    Err(sanitize::line(&format!("{}: HTTP {status}: {body}", kind.as_str()), 300))
+    Err(sanitize::line(
+        &format!("{}: HTTP {status}: {body}", kind.as_str()),
+        300,
+    ))
 }
 
 /// Runs the program (no shell) with the payload on stdin; success is exit status 0.
@@ -209,7 +237,12 @@ async fn exec(command: &[String], timeout: Duration, payload: &Value) -> Result<
     } else {
         let stderr = String::from_utf8_lossy(&out.stderr);
         Err(sanitize::line(
-            &format!("exec {}: {}: {}", command[0], out.status, stderr.lines().next().unwrap_or("")),
+            &format!(
+                "exec {}: {}: {}",
+                command[0],
+                out.status,
+                stderr.lines().next().unwrap_or("")
+            ),
             300,
         ))
     }
@@ -223,6 +256,9 @@ mod tests {
     fn signature_matches_the_documented_scheme() {
         // HMAC-SHA256("secret", "1700000000.{}") computed independently (Python hmac).
         let s = signature(&Secret::for_tests("secret"), 1_700_000_000, b"{}");
-        assert_eq!(s, "t=1700000000,v1=b8569b78799ff9e3cbff0fc2d63a33a2b57f3282abd07c37ae5e8e7d79a5f163");
+        assert_eq!(
+            s,
+            "t=1700000000,v1=b8569b78799ff9e3cbff0fc2d63a33a2b57f3282abd07c37ae5e8e7d79a5f163"
+        );
     }
 }

@@ -41,7 +41,12 @@ pub fn backoff(attempts: i64) -> chrono::Duration {
 }
 
 /// Sends a batch of events through one channel, as one message. `test` marks a `test-notify`.
-pub async fn send(ch: &Channel, cx: &render::Context, events: &[&Event], test: bool) -> Result<(), String> {
+pub async fn send(
+    ch: &Channel,
+    cx: &render::Context,
+    events: &[&Event],
+    test: bool,
+) -> Result<(), String> {
     let rendered = render::render(cx, events);
     match &ch.kind {
         ChannelKind::Email(cfg) => email::send(cfg, ch.timeout, &rendered).await,
