@@ -68,6 +68,13 @@ pub enum Command {
         #[arg(long, default_value_t = 200)]
         limit: usize,
     },
+    /// Sends a clearly marked test message through every configured channel (or one) and reports,
+    /// per channel, success or the exact error. Exit 1 if any channel failed.
+    TestNotify {
+        /// Only this channel (its `name`, or its kind when unnamed).
+        #[arg(long, value_name = "NAME")]
+        channel: Option<String>,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -126,6 +133,7 @@ pub async fn main(cli: Cli) -> ExitCode {
             );
         }),
         Command::Demo => demo(explicit).await,
+        Command::TestNotify { channel } => test_notify(explicit, channel.as_deref()).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -247,7 +255,7 @@ async fn check(explicit: Option<&Path>) -> ExitCode {
         Err(e) => return unknown(e.to_string()),
     };
     let delivery =
-        match monitor::deliver(&mut store, &cfg.channels, &monitor::local_hostname(), true).await {
+        match monitor::deliver(&mut store, &cfg, &monitor::local_hostname(), true).await {
             Ok(d) => d,
             Err(e) => return unknown(e.to_string()),
         };
@@ -389,14 +397,51 @@ fn events(
     Ok(())
 }
 
+async fn test_notify(explicit: Option<&Path>, only: Option<&str>) -> anyhow::Result<()> {
+    let cfg = load(explicit, false)?;
+    let names: Vec<&str> = cfg.channels.iter().map(|c| c.name.as_str()).collect();
+    let chosen: Vec<_> = cfg
+        .channels
+        .iter()
+        .filter(|c| only.is_none_or(|n| n == c.name))
+        .collect();
+    if chosen.is_empty() {
+        match only {
+            Some(n) => bail!("no channel named `{n}` (configured: {})", names.join(", ")),
+            None => bail!("no [[notify]] channel configured"),
+        }
+    }
+    let host = monitor::local_hostname();
+    let cx = render::Context { host: host.clone() };
+    let mut failed = 0;
+    for ch in chosen {
+        let e = crate::model::Event::new(
+            EventKind::MonitorTest,
+            Utc::now(),
+            format!("TEST notification from tailscale-monitor on {host} through channel {}", ch.name),
+        );
+        match crate::notify::send(ch, &cx, &[&e], true).await {
+            Ok(()) => println!("{} ({}): ok", ch.name, ch.kind.as_str()),
+            Err(err) => {
+                failed += 1;
+                println!("{} ({}): FAILED — {}", ch.name, ch.kind.as_str(), sanitize::line(&err, 500));
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} channel(s) failed");
+    }
+    Ok(())
+}
+
 async fn demo(explicit: Option<&Path>) -> anyhow::Result<()> {
     let cfg = match explicit {
-        Some(p) => Some(Config::load(p)?),
-        None => None,
+        Some(p) => Config::load(p)?,
+        None => Config::defaults(),
     };
-    let channels = cfg.as_ref().map(|c| c.channels.clone()).unwrap_or_default();
-    let routes: Vec<_> = channels.iter().map(|c| c.route.clone()).collect();
-    let policy = cfg.as_ref().map(|c| c.policy.clone()).unwrap_or_default();
+    let channels = &cfg.channels;
+    let routes = cfg.routes();
+    let policy = &cfg.policy;
     let dir = std::env::temp_dir().join(format!("tailscale-monitor-demo-{}", std::process::id()));
     let result = async {
         let mut store = Store::open(&dir).context("demo state")?;
@@ -409,7 +454,7 @@ async fn demo(explicit: Option<&Path>) -> anyhow::Result<()> {
             if let Source::Sim(s) = &source {
                 s.set(snap);
             }
-            let report = monitor::observe(&source, &mut store, &routes, &policy).await?;
+            let report = monitor::observe(&source, &mut store, &routes, policy).await?;
             println!("=== Step {}: {title}", i + 1);
             let mut text = String::new();
             for e in &report.events {
@@ -417,7 +462,7 @@ async fn demo(explicit: Option<&Path>) -> anyhow::Result<()> {
             }
             println!("{}", text.trim_start_matches('\n'));
             if !channels.is_empty() {
-                let d = monitor::deliver(&mut store, &channels, host, true).await?;
+                let d = monitor::deliver(&mut store, &cfg, host, true).await?;
                 for (c, e) in &d.failed {
                     println!("  (channel {c} failed: {e})");
                 }

@@ -183,6 +183,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub policy: Policy,
     pub channels: Vec<Channel>,
+    /// After a channel has failed for this long, the failure is alerted on the other channels.
+    pub delivery_max_age: Duration,
 }
 
 #[derive(Deserialize, Default)]
@@ -229,6 +231,7 @@ struct RawAlerts {
     key_expiry_warning: Option<Spanned<String>>,
     peer_connected: Option<Spanned<String>>,
     peer_connected_quiet: Option<Spanned<String>>,
+    delivery_max_age: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -465,6 +468,11 @@ impl Config {
             daemon,
             policy,
             channels,
+            delivery_max_age: cx.duration(
+                &raw.alerts.delivery_max_age,
+                "alerts.delivery_max_age",
+                Duration::from_secs(3600),
+            )?,
         })
     }
 
@@ -498,14 +506,15 @@ impl Config {
             d(self.daemon.grace)
         );
         out += &format!(
-            "[alerts]\nkey_expiry_warning = {}\npeer_connected = {}\npeer_connected_quiet = {}\n",
+            "[alerts]\nkey_expiry_warning = {}\npeer_connected = {}\npeer_connected_quiet = {}\ndelivery_max_age = {}\n",
             d(self.policy.key_expiry_warn.to_std().unwrap_or_default()),
             q(match self.policy.connect_alert {
                 ConnectAlert::New => "new",
                 ConnectAlert::All => "all",
                 ConnectAlert::None => "none",
             }),
-            d(self.policy.connect_quiet.to_std().unwrap_or_default())
+            d(self.policy.connect_quiet.to_std().unwrap_or_default()),
+            d(self.delivery_max_age)
         );
         for c in &self.channels {
             out += &format!(

@@ -168,7 +168,7 @@ impl Daemon {
         }
         monitor::enrich(&self.source, &self.store, &mut seen, &self.cfg.policy).await?;
         monitor::record(&mut self.store, &self.cfg.routes(), &self.cfg.policy, seen)?;
-        monitor::deliver(&mut self.store, &self.cfg.channels, &self.host, false).await?;
+        monitor::deliver(&mut self.store, &self.cfg, &self.host, false).await?;
         Ok(())
     }
 
@@ -267,7 +267,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config) -> anyhow::Result<()
             _ = sleep_until(d.full_at) => d.pass().await?,
             _ = sleep(DELIVERY_POLL) => {
                 if d.store.next_due()?.is_some_and(|t| t <= Utc::now()) {
-                    monitor::deliver(&mut d.store, &d.cfg.channels, &d.host, false).await?;
+                    monitor::deliver(&mut d.store, &d.cfg, &d.host, false).await?;
                 }
             }
             _ = sleep(watchdog.unwrap_or(far)), if watchdog.is_some() => {
@@ -286,7 +286,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config) -> anyhow::Result<()
     let deadline = Instant::now() + SHUTDOWN_FLUSH;
     match tokio::time::timeout_at(
         deadline,
-        monitor::deliver(&mut d.store, &d.cfg.channels, &d.host, true),
+        monitor::deliver(&mut d.store, &d.cfg, &d.host, true),
     )
     .await
     {

@@ -238,10 +238,13 @@ pub enum EventKind {
     MonitorSourceRecovered,
     #[serde(rename = "monitor.delivery_failed")]
     MonitorDeliveryFailed,
+    /// A `test-notify` message; never logged.
+    #[serde(rename = "monitor.test")]
+    MonitorTest,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::UserNew,
         EventKind::UserRemoved,
         EventKind::DeviceNew,
@@ -262,6 +265,7 @@ impl EventKind {
         EventKind::MonitorSourceDown,
         EventKind::MonitorSourceRecovered,
         EventKind::MonitorDeliveryFailed,
+        EventKind::MonitorTest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -286,6 +290,7 @@ impl EventKind {
             EventKind::MonitorSourceDown => "monitor.source_down",
             EventKind::MonitorSourceRecovered => "monitor.source_recovered",
             EventKind::MonitorDeliveryFailed => "monitor.delivery_failed",
+            EventKind::MonitorTest => "monitor.test",
         }
     }
 
@@ -316,7 +321,7 @@ impl EventKind {
             | DeviceRemoved
             | PeerConnected
             | MonitorBaseline
-            | MonitorSourceRecovered => Severity::Info,
+            | MonitorSourceRecovered | MonitorTest => Severity::Info,
         }
     }
 }

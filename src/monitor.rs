@@ -5,7 +5,7 @@
 use chrono::Utc;
 use tracing::{error, info, warn};
 
-use crate::config::Channel;
+use crate::config::Config;
 use crate::diff::{connection_candidates, pass_outcome, Policy};
 use crate::model::{Event, Severity, Snapshot};
 use crate::notify::{self, render, DeliveryReport};
@@ -118,14 +118,14 @@ pub fn record(
 /// Drains the outbox for every channel.
 pub async fn deliver(
     store: &mut Store,
-    channels: &[Channel],
+    cfg: &Config,
     host: &str,
     ignore_backoff: bool,
 ) -> Result<DeliveryReport, StoreError> {
     let cx = render::Context {
         host: host.to_owned(),
     };
-    notify::deliver(store, channels, &cx, Utc::now(), ignore_backoff).await
+    notify::deliver(store, &cfg.channels, &cx, Utc::now(), ignore_backoff, cfg.delivery_max_age).await
 }
 
 /// This machine's host name, for messages.

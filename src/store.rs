@@ -507,6 +507,36 @@ impl Store {
         tx.commit().map_err(&e)
     }
 
+    /// Undelivered rows of `channel` that have failed and were queued before `before`, not yet
+    /// reported as a delivery failure. Marks them reported.
+    pub fn take_stale(&mut self, channel: &str, before: DateTime<Utc>) -> Result<Vec<i64>> {
+        let path = self.path.clone();
+        let e = move |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+        let ids: Vec<i64> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL AND last_error IS NOT NULL
+                     AND escalated = 0 AND created_ms < ?2",
+                )
+                .map_err(&e)?;
+            let rows = stmt
+                .query_map(params![channel, ms(before)], |r| r.get(0))
+                .map_err(&e)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(&e)?;
+            rows
+        };
+        for id in &ids {
+            tx.execute("UPDATE outbox SET escalated = 1 WHERE id = ?1", [id]).map_err(&e)?;
+        }
+        tx.commit().map_err(&e)?;
+        Ok(ids)
+    }
+
     /// Undelivered rows: how many in all, how many have failed at least once (rows merely in
     /// flight in another process are not failures), and the last error among them.
     pub fn outbox_depth(&self) -> Result<OutboxDepth> {

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{Channel, ChannelKind};
-use crate::model::Event;
+use crate::model::{Event, EventKind};
 use crate::store::{Store, StoreError};
 
 /// How long a claimed batch is reserved for the claiming process.
@@ -54,39 +54,93 @@ pub async fn send(
     }
 }
 
-/// Sends everything due, one message per channel.
+/// Sends everything due, one message per channel. A channel that has failed for longer than
+/// `max_age` is reported once, as `monitor.delivery_failed`, on the other channels (and in the
+/// log); its alerts stay queued and keep being retried.
 pub async fn deliver(
     store: &mut Store,
     channels: &[Channel],
     cx: &render::Context,
     now: DateTime<Utc>,
     ignore_backoff: bool,
+    max_age: Duration,
 ) -> Result<DeliveryReport, StoreError> {
     let mut report = DeliveryReport::default();
-    for ch in channels {
-        let pending = store.claim(Some(&ch.name), now, LEASE, ignore_backoff)?;
-        if pending.is_empty() {
-            continue;
+    // A second round sends the failure reports queued by the first.
+    for _round in 0..2 {
+        let mut escalated = false;
+        for ch in channels {
+            let pending = store.claim(Some(&ch.name), now, LEASE, ignore_backoff)?;
+            if pending.is_empty() {
+                continue;
+            }
+            let ids: Vec<i64> = pending.iter().map(|p| p.outbox_id).collect();
+            let events: Vec<_> = pending.iter().map(|p| &p.event.event).collect();
+            match send(ch, cx, &events, false).await {
+                Ok(()) => {
+                    store.mark_delivered(&ids, Utc::now())?;
+                    info!(channel = %ch.name, events = ids.len(), "delivered");
+                    report.delivered += ids.len();
+                }
+                Err(e) => {
+                    let attempts = pending.iter().map(|p| p.attempts).max().unwrap_or(0) + 1;
+                    let next = Utc::now() + backoff(attempts);
+                    store.mark_failed(&ids, &e, next)?;
+                    warn!(channel = %ch.name, events = ids.len(), attempts, error = %e, next_try = %next.to_rfc3339(), "delivery failed, will retry");
+                    let limit = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+                    let stale = store.take_stale(&ch.name, now - limit)?;
+                    if !stale.is_empty() {
+                        escalate(store, channels, ch, &e, stale.len(), max_age)?;
+                        escalated = true;
+                    }
+                    report.failed.push((ch.name.clone(), e));
+                }
+            }
         }
-        let ids: Vec<i64> = pending.iter().map(|p| p.outbox_id).collect();
-        let events: Vec<_> = pending.iter().map(|p| &p.event.event).collect();
-        let result = send(ch, cx, &events, false).await;
-        match result {
-            Ok(()) => {
-                store.mark_delivered(&ids, Utc::now())?;
-                info!(channel = %ch.name, events = ids.len(), "delivered");
-                report.delivered += ids.len();
-            }
-            Err(e) => {
-                let attempts = pending.iter().map(|p| p.attempts).max().unwrap_or(0) + 1;
-                let next = Utc::now() + backoff(attempts);
-                store.mark_failed(&ids, &e, next)?;
-                warn!(channel = %ch.name, events = ids.len(), attempts, error = %e, next_try = %next.to_rfc3339(), "delivery failed, will retry");
-                report.failed.push((ch.name.clone(), e));
-            }
+        if !escalated {
+            break;
         }
     }
     Ok(report)
+}
+
+/// Logs `monitor.delivery_failed` and queues it on every channel but the failing one.
+fn escalate(
+    store: &mut Store,
+    channels: &[Channel],
+    failing: &Channel,
+    error: &str,
+    stuck: usize,
+    max_age: Duration,
+) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let mut e = Event::new(
+        EventKind::MonitorDeliveryFailed,
+        now,
+        format!(
+            "Alerts through channel {} have failed for over {}: {stuck} undelivered",
+            failing.name,
+            humantime::format_duration(max_age)
+        ),
+    );
+    e.detail = error.to_owned();
+    let routes: Vec<_> = channels
+        .iter()
+        .filter(|c| c.name != failing.name)
+        .map(|c| c.route.clone())
+        .collect();
+    error!(channel = %failing.name, stuck, error, "delivery failing past the age limit; reporting on the other channels");
+    store.commit_pass(&routes, now, |_, h| {
+        (
+            crate::diff::Outcome {
+                events: vec![e],
+                ..Default::default()
+            },
+            h.clone(),
+            false,
+        )
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]

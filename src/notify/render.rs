@@ -128,6 +128,7 @@ fn action(e: &Event) -> String {
         EventKind::MonitorDeliveryFailed => "Fix the failing channel (see the error); the alerts stay queued and are \
              retried."
             .to_owned(),
+        EventKind::MonitorTest => "Nothing: this is a test. If you can read it, this channel works.".to_owned(),
     }
 }
 
@@ -159,6 +160,30 @@ pub fn subject(cx: &Context, events: &[&Event]) -> String {
     sanitize::line(&raw, SUBJECT_MAX)
 }
 
+/// Above this many events a message lists every event on one line each and details only the
+/// first ones, so a storm (1,000 devices joining at once) is still one readable message.
+pub const STORM: usize = 25;
+
+fn storm_summary(text: &mut String, html: &mut String, events: &[&Event]) {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for e in events {
+        *counts.entry(e.kind.as_str()).or_default() += 1;
+    }
+    let by_kind: Vec<String> = counts.iter().map(|(k, n)| format!("{n} × {k}")).collect();
+    let _ = writeln!(text, "\nSummary: {}.\nEvery event, one per line:", by_kind.join(", "));
+    let _ = write!(html, "<p><b>Summary:</b> {}.</p><ol>", html_escape::encode_text(&by_kind.join(", ")));
+    for e in events {
+        let who = e.device.as_ref().map_or(String::new(), |d| {
+            format!(" — {} {} {}", d.display_name(), d.addresses.join(","), d.id)
+        });
+        let _ = writeln!(text, "  - [{}] {}{}", e.kind, sanitize::line(&e.summary, 200), sanitize::line(&who, 200));
+        let _ = write!(html, "<li>[{}] {}{}</li>", e.kind, sanitize::html(&e.summary, 200), sanitize::html(&who, 200));
+    }
+    html.push_str("</ol>");
+    let _ = writeln!(text, "\nDetails of the first {STORM}:");
+    let _ = write!(html, "<p>Details of the first {STORM}:</p>");
+}
+
 /// Renders a batch of events (one pass, or what accumulated while a channel was down).
 pub fn render(cx: &Context, events: &[&Event]) -> Rendered {
     let subject = subject(cx, events);
@@ -173,7 +198,13 @@ pub fn render(cx: &Context, events: &[&Event]) -> Rendered {
         sanitize::html(&cx.host, NAME_MAX),
         events.len()
     );
-    for e in events {
+    let detailed = if events.len() > STORM {
+        storm_summary(&mut text, &mut html, events);
+        &events[..STORM]
+    } else {
+        events
+    };
+    for e in detailed {
         event_text(&mut text, e);
         event_html(&mut html, e);
     }
