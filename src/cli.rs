@@ -254,11 +254,11 @@ async fn check(explicit: Option<&Path>) -> ExitCode {
         Ok(r) => r,
         Err(e) => return unknown(e.to_string()),
     };
-    let delivery =
-        match monitor::deliver(&mut store, &cfg, &monitor::local_hostname(), true).await {
-            Ok(d) => d,
-            Err(e) => return unknown(e.to_string()),
-        };
+    let delivery = match monitor::deliver(&mut store, &cfg, &monitor::local_hostname(), true).await
+    {
+        Ok(d) => d,
+        Err(e) => return unknown(e.to_string()),
+    };
     let outbox = match store.outbox_depth() {
         Ok(d) => d,
         Err(e) => return unknown(e.to_string()),
@@ -418,13 +418,21 @@ async fn test_notify(explicit: Option<&Path>, only: Option<&str>) -> anyhow::Res
         let e = crate::model::Event::new(
             EventKind::MonitorTest,
             Utc::now(),
-            format!("TEST notification from tailscale-monitor on {host} through channel {}", ch.name),
+            format!(
+                "TEST notification from tailscale-monitor on {host} through channel {}",
+                ch.name
+            ),
         );
         match crate::notify::send(ch, &cx, &[&e], true).await {
             Ok(()) => println!("{} ({}): ok", ch.name, ch.kind.as_str()),
             Err(err) => {
                 failed += 1;
-                println!("{} ({}): FAILED — {}", ch.name, ch.kind.as_str(), sanitize::line(&err, 500));
+                println!(
+                    "{} ({}): FAILED — {}",
+                    ch.name,
+                    ch.kind.as_str(),
+                    sanitize::line(&err, 500)
+                );
             }
         }
     }

@@ -321,7 +321,8 @@ impl EventKind {
             | DeviceRemoved
             | PeerConnected
             | MonitorBaseline
-            | MonitorSourceRecovered | MonitorTest => Severity::Info,
+            | MonitorSourceRecovered
+            | MonitorTest => Severity::Info,
         }
     }
 }

@@ -125,7 +125,15 @@ pub async fn deliver(
     let cx = render::Context {
         host: host.to_owned(),
     };
-    notify::deliver(store, &cfg.channels, &cx, Utc::now(), ignore_backoff, cfg.delivery_max_age).await
+    notify::deliver(
+        store,
+        &cfg.channels,
+        &cx,
+        Utc::now(),
+        ignore_backoff,
+        cfg.delivery_max_age,
+    )
+    .await
 }
 
 /// This machine's host name, for messages.

@@ -110,6 +110,9 @@ CREATE INDEX outbox_pending ON outbox(channel, delivered_ms, next_try_ms);
     r#"
 ALTER TABLE devices ADD COLUMN last_handshake TEXT;
 "#,
+    r#"
+ALTER TABLE outbox ADD COLUMN escalated INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The monitor's view of its own source: up, or down since when and why.
@@ -515,7 +518,10 @@ impl Store {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
         let ids: Vec<i64> = {
             let mut stmt = tx
                 .prepare(
@@ -531,7 +537,8 @@ impl Store {
             rows
         };
         for id in &ids {
-            tx.execute("UPDATE outbox SET escalated = 1 WHERE id = ?1", [id]).map_err(&e)?;
+            tx.execute("UPDATE outbox SET escalated = 1 WHERE id = ?1", [id])
+                .map_err(&e)?;
         }
         tx.commit().map_err(&e)?;
         Ok(ids)

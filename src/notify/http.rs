@@ -172,13 +172,15 @@ pub async fn send(
             token,
             chat_id,
         } => {
-            let url = api_url
-                .join(&format!("bot{}/sendMessage", token.expose()))
-                .map_err(|e| format!("telegram: {e}"))?;
+            let url = format!(
+                "{}/bot{}/sendMessage",
+                api_url.as_str().trim_end_matches('/'),
+                token.expose()
+            );
             c.post(url).json(&json!({ "chat_id": chat_id, "text": chat(4_000), "disable_web_page_preview": true }))
         }
         ChannelKind::Gotify { url, token } => {
-            let url = url.join("message").map_err(|e| format!("gotify: {e}"))?;
+            let url = format!("{}/message", url.as_str().trim_end_matches('/'));
             let priority = match worst {
                 Severity::Critical => 8,
                 Severity::Warning => 5,

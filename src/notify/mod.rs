@@ -87,7 +87,8 @@ pub async fn deliver(
                     let next = Utc::now() + backoff(attempts);
                     store.mark_failed(&ids, &e, next)?;
                     warn!(channel = %ch.name, events = ids.len(), attempts, error = %e, next_try = %next.to_rfc3339(), "delivery failed, will retry");
-                    let limit = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+                    let limit =
+                        chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
                     let stale = store.take_stale(&ch.name, now - limit)?;
                     if !stale.is_empty() {
                         escalate(store, channels, ch, &e, stale.len(), max_age)?;

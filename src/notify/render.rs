@@ -170,14 +170,34 @@ fn storm_summary(text: &mut String, html: &mut String, events: &[&Event]) {
         *counts.entry(e.kind.as_str()).or_default() += 1;
     }
     let by_kind: Vec<String> = counts.iter().map(|(k, n)| format!("{n} × {k}")).collect();
-    let _ = writeln!(text, "\nSummary: {}.\nEvery event, one per line:", by_kind.join(", "));
-    let _ = write!(html, "<p><b>Summary:</b> {}.</p><ol>", html_escape::encode_text(&by_kind.join(", ")));
+    let _ = writeln!(
+        text,
+        "\nSummary: {}.\nEvery event, one per line:",
+        by_kind.join(", ")
+    );
+    let _ = write!(
+        html,
+        "<p><b>Summary:</b> {}.</p><ol>",
+        html_escape::encode_text(&by_kind.join(", "))
+    );
     for e in events {
         let who = e.device.as_ref().map_or(String::new(), |d| {
             format!(" — {} {} {}", d.display_name(), d.addresses.join(","), d.id)
         });
-        let _ = writeln!(text, "  - [{}] {}{}", e.kind, sanitize::line(&e.summary, 200), sanitize::line(&who, 200));
-        let _ = write!(html, "<li>[{}] {}{}</li>", e.kind, sanitize::html(&e.summary, 200), sanitize::html(&who, 200));
+        let _ = writeln!(
+            text,
+            "  - [{}] {}{}",
+            e.kind,
+            sanitize::line(&e.summary, 200),
+            sanitize::line(&who, 200)
+        );
+        let _ = write!(
+            html,
+            "<li>[{}] {}{}</li>",
+            e.kind,
+            sanitize::html(&e.summary, 200),
+            sanitize::html(&who, 200)
+        );
     }
     html.push_str("</ol>");
     let _ = writeln!(text, "\nDetails of the first {STORM}:");

@@ -4,6 +4,7 @@
 
 pub mod emulator;
 pub mod real;
+pub mod receiver;
 pub mod smtp;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,257 @@
+//! Every HTTP channel and `exec` against a loopback HTTP receiver: payloads, headers, the webhook
+//! signature, retries after a 500, a permanently broken channel reported on the others, a storm
+//! of 1,000 joins, and `test-notify`.
+
+mod support;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use support::emulator::{self, Emulator};
+use support::receiver::Receiver;
+use support::Monitor;
+
+fn webhook(name: &str, url: &str) -> String {
+    format!(
+        "[[notify]]\nkind = \"webhook\"\nname = \"{name}\"\nurl = \"{url}\"\ntimeout = \"3s\"\n"
+    )
+}
+
+fn join(emu: &Emulator, n: usize) {
+    let mut doc = emulator::tailnet();
+    for i in 0..n {
+        emulator::add_peer(
+            &mut doc,
+            &format!("nJOIN{i}CNTRL"),
+            &format!("joiner-{i}"),
+            6201,
+            &format!("100.102.{}.{}", i / 250, i % 250 + 1),
+        );
+    }
+    emu.set_status(doc);
+}
+
+#[test]
+fn every_http_channel_and_exec_get_their_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "123:ABC\n").unwrap();
+    let exec_out = dir.path().join("exec.json");
+    let u = &rx.url;
+    let config = format!(
+        "{}secret_file = \"{}\"\n\
+         [[notify]]\nkind = \"ntfy\"\nurl = \"{u}/alerts\"\n\
+         [[notify]]\nkind = \"slack\"\nurl = \"{u}/slack\"\n\
+         [[notify]]\nkind = \"discord\"\nurl = \"{u}/discord\"\n\
+         [[notify]]\nkind = \"telegram\"\napi_url = \"{u}/\"\ntoken_file = \"{tok}\"\nchat_id = \"-10042\"\n\
+         [[notify]]\nkind = \"gotify\"\nurl = \"{u}/gotify/\"\ntoken_file = \"{tok}\"\n\
+         [[notify]]\nkind = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"cat > {out}\"]\n",
+        webhook("hook", &format!("{u}/hook")),
+        secret.display(),
+        tok = token.display(),
+        out = exec_out.display()
+    );
+    let mon = Monitor::new(&emu.socket, &config);
+    assert_eq!(mon.check().code, 0);
+    join(&emu, 1);
+    let r = mon.check();
+    assert_eq!(r.code, 2, "{r:?}");
+
+    // Webhook: documented schema, valid signature over the raw body.
+    let hook = rx.at("/hook");
+    assert_eq!(hook.len(), 2, "baseline and the alert");
+    let h = &hook[1];
+    let v = h.json();
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["test"], false);
+    assert_eq!(v["events"][0]["kind"], "device.new");
+    assert_eq!(v["events"][0]["device"]["hostname"], "joiner-0");
+    let sig = &h.headers["x-tailscale-monitor-signature"];
+    let (t, v1) = sig.split_once(',').unwrap();
+    let t = t.strip_prefix("t=").unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(&h.body);
+    let want: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        v1.strip_prefix("v1=").unwrap(),
+        want,
+        "HMAC-SHA256 over t.body"
+    );
+
+    let ntfy = &rx.at("/alerts")[1];
+    assert_eq!(ntfy.headers["priority"], "urgent");
+    assert!(
+        ntfy.headers["title"].contains("New device joiner-0"),
+        "{:?}",
+        ntfy.headers
+    );
+    assert!(ntfy.text().contains("joiner-0"));
+    assert!(rx.at("/slack")[1].json()["text"]
+        .as_str()
+        .unwrap()
+        .contains("New device joiner-0"));
+    let discord = rx.at("/discord")[1].json();
+    let content = discord["content"].as_str().unwrap();
+    assert!(content.contains("joiner-0") && content.chars().count() <= 2000);
+    let tg = &rx.at("/bot123:ABC/sendMessage")[1];
+    assert_eq!(tg.json()["chat_id"], "-10042");
+    assert!(tg.json()["text"].as_str().unwrap().contains("joiner-0"));
+    let gotify = &rx.at("/gotify/message")[1];
+    assert_eq!(gotify.headers["x-gotify-key"], "123:ABC");
+    assert_eq!(gotify.json()["priority"], 8);
+    let exec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&exec_out).unwrap()).unwrap();
+    assert_eq!(exec["events"][0]["kind"], "device.new");
+}
+
+#[test]
+fn webhook_answering_500_then_200_is_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let mon = Monitor::new(&emu.socket, &webhook("hook", &format!("{}/hook", rx.url)));
+    let r = mon.check();
+    assert_eq!(r.code, 0, "{r:?}");
+    rx.queue(&[500]);
+    join(&emu, 1);
+    let r = mon.check();
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stdout.contains("not delivered yet") && r.stdout.contains("HTTP 500"),
+        "{r:?}"
+    );
+    let r = mon.check();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(mon.check().code, 0);
+    let with_device: Vec<_> = rx
+        .at("/hook")
+        .into_iter()
+        .filter(|r| r.text().contains("joiner-0"))
+        .collect();
+    assert_eq!(with_device.len(), 2, "one 500, one 200, nothing after");
+}
+
+#[test]
+fn a_permanently_broken_channel_is_reported_on_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let closed = support::smtp::free_port();
+    let config = format!(
+        "{}{}\n[alerts]\ndelivery_max_age = \"1s\"\n",
+        webhook("broken", &format!("http://127.0.0.1:{closed}/x")),
+        webhook("ok", &format!("{}/ok", rx.url))
+    );
+    let mon = Monitor::new(&emu.socket, &config);
+    assert_eq!(mon.check().code, 1, "baseline not delivered on one channel");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    mon.check();
+    let reports: Vec<_> = rx
+        .at("/ok")
+        .into_iter()
+        .filter(|r| r.text().contains("monitor.delivery_failed"))
+        .collect();
+    assert_eq!(
+        reports.len(),
+        1,
+        "the failure is reported on the working channel"
+    );
+    let v = reports[0].json();
+    assert!(
+        v["events"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("channel broken"),
+        "{v}"
+    );
+    assert!(mon
+        .event_kinds()
+        .contains(&"monitor.delivery_failed".to_owned()));
+    mon.check();
+    let again = rx
+        .at("/ok")
+        .into_iter()
+        .filter(|r| r.text().contains("monitor.delivery_failed"))
+        .count();
+    assert_eq!(again, 1, "reported once, not at every retry");
+}
+
+#[test]
+fn test_notify_reports_each_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let closed = support::smtp::free_port();
+    let config = format!(
+        "{}{}",
+        webhook("ok", &format!("{}/ok", rx.url)),
+        webhook("broken", &format!("http://127.0.0.1:{closed}/x"))
+    );
+    let mon = Monitor::new(&emu.socket, &config);
+    let r = mon.run(&["test-notify"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("ok (webhook): ok"), "{r:?}");
+    assert!(
+        r.stdout.contains("broken (webhook): FAILED — webhook:"),
+        "{r:?}"
+    );
+    let v = rx.at("/ok")[0].json();
+    assert_eq!(v["test"], true);
+    assert_eq!(v["events"][0]["kind"], "monitor.test");
+    assert!(
+        v["subject"].as_str().unwrap().contains("TEST notification"),
+        "{v}"
+    );
+    let r = mon.run(&["test-notify", "--channel", "ok"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = mon.run(&["test-notify", "--channel", "nope"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("no channel named `nope` (configured: ok, broken)"),
+        "{r:?}"
+    );
+    assert!(
+        !mon.dir.path().join("state/state.db").exists() || mon.event_kinds().is_empty(),
+        "tests are not logged"
+    );
+}
+
+#[test]
+fn a_storm_of_1000_joins_is_one_message_per_channel_naming_every_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let config = format!(
+        "{}[[notify]]\nkind = \"slack\"\nurl = \"{}/slack\"\n",
+        webhook("hook", &format!("{}/hook", rx.url)),
+        rx.url
+    );
+    let mon = Monitor::new(&emu.socket, &config);
+    assert_eq!(mon.check().code, 0);
+    join(&emu, 1000);
+    assert_eq!(mon.check().code, 2);
+    assert_eq!(rx.at("/hook").len(), 2, "baseline + one message");
+    assert_eq!(rx.at("/slack").len(), 2, "baseline + one message");
+    let v = rx.at("/hook")[1].json();
+    assert_eq!(
+        v["events"].as_array().unwrap().len(),
+        1000,
+        "every device in the payload"
+    );
+    let kinds = mon.run(&["events", "--json", "--limit", "5000"]);
+    let all: Vec<serde_json::Value> = serde_json::from_str(&kinds.stdout).unwrap();
+    assert_eq!(
+        all.iter().filter(|e| e["kind"] == "device.new").count(),
+        1000
+    );
+}
