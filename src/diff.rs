@@ -562,6 +562,9 @@ pub fn pass_outcome(
                 out.events
                     .insert(0, source_recovered(health.down_since, now));
             }
+            for e in &mut out.events {
+                e.tailnet.clone_from(&snap.tailnet);
+            }
             let h = Health {
                 down_since: None,
                 last_error: String::new(),

@@ -455,6 +455,36 @@ mod tests {
     }
 
     #[test]
+    fn a_storm_lists_every_device_and_details_only_the_first() {
+        let cx = Context {
+            host: "web-01".into(),
+        };
+        let events: Vec<Event> = (0..1000)
+            .map(|i| {
+                let mut e = hostile();
+                e.summary = format!("New device dev-{i} joined");
+                e
+            })
+            .collect();
+        let refs: Vec<&Event> = events.iter().collect();
+        let r = render(&cx, &refs);
+        assert!(
+            r.text.contains("Summary: 1000 × device.new"),
+            "{}",
+            &r.text[..300]
+        );
+        for i in [0, 500, 999] {
+            assert!(r.text.contains(&format!("New device dev-{i} joined")));
+            assert!(r.html.contains(&format!("New device dev-{i} joined")));
+        }
+        assert_eq!(
+            r.text.matches("What to do:").count(),
+            STORM,
+            "details for the first {STORM} only"
+        );
+    }
+
+    #[test]
     fn subject_names_the_worst_event_and_counts_the_rest() {
         let cx = Context {
             host: "web-01".into(),

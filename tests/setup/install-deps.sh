@@ -5,7 +5,7 @@
 #   aiosmtpd                  real SMTP server (PyPI), into a venv under $CACHE
 #   tailscaled + tailscale    at TS_NEW (>= 1.102) and TS_OLD (< 1.98), `go install` from the Go proxy
 #   headscale                 at HS_VERSION, `go install`
-#   prometheus-alertmanager   from Debian (only when TM_WITH_ALERTMANAGER=1)
+#   prometheus-alertmanager   from Debian (skip with TM_WITH_ALERTMANAGER=0)
 set -euo pipefail
 
 CACHE=${TM_CACHE:-$HOME/.cache/tailscale-monitor}
@@ -92,7 +92,7 @@ if [ "${TM_SKIP_DAEMONS:-0}" != 1 ]; then
 fi
 
 # --- Alertmanager -------------------------------------------------------------------------------
-if [ "${TM_WITH_ALERTMANAGER:-0}" = 1 ]; then apt_install prometheus-alertmanager; fi
+if [ "${TM_WITH_ALERTMANAGER:-1}" = 1 ]; then apt_install prometheus-alertmanager; fi
 
 # --- Environment for the suites -----------------------------------------------------------------
 cat > "$CACHE/env" <<ENV

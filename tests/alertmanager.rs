@@ -1,0 +1,139 @@
+//! The `alertmanager` channel against Prometheus Alertmanager from Debian, on loopback: the alert
+//! and its labels as Alertmanager's API shows them, and two monitors reporting the same device
+//! deduplicated into one alert — how a fleet shares one alert stream.
+//! Needs `prometheus-alertmanager` (tests/setup/install-deps.sh); run with tests/run-all.sh.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::emulator::{self, Emulator};
+use support::smtp::free_port;
+use support::Monitor;
+
+struct Alertmanager {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+impl Alertmanager {
+    fn start() -> Alertmanager {
+        let bin = std::env::var("TM_ALERTMANAGER")
+            .unwrap_or_else(|_| "/usr/bin/prometheus-alertmanager".into());
+        assert!(
+            std::path::Path::new(&bin).exists(),
+            "Alertmanager is not installed ({bin}): run tests/setup/install-deps.sh (apt package prometheus-alertmanager)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: blackhole\n  group_by: [alertname, tailnet, event, device_id]\nreceivers:\n  - name: blackhole\n",
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.path().display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting alertmanager");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while get(port, "/-/ready").map(|(c, _)| c) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "alertmanager did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Alertmanager {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    fn json(&self, path: &str) -> Value {
+        let (code, body) = get(self.port, path).expect("alertmanager answers");
+        assert_eq!(code, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+#[test]
+#[ignore = "needs Prometheus Alertmanager: run tests/run-all.sh"]
+fn two_monitors_reporting_one_device_make_one_alert() {
+    let am = Alertmanager::start();
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let channel = format!("[[notify]]\nkind = \"alertmanager\"\nurl = \"http://127.0.0.1:{}\"\nmin_severity = \"warning\"\n", am.port);
+    let web01 = Monitor::new(&emu.socket, &channel);
+    let web02 = Monitor::new(&emu.socket, &channel);
+    assert_eq!(web01.check().code, 0);
+    assert_eq!(web02.check().code, 0);
+
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(
+        &mut doc,
+        "nFLEETCNTRL",
+        "fleet-intruder",
+        6202,
+        "100.101.1.123",
+    );
+    emu.set_status(doc);
+    let (a, b) = (web01.check(), web02.check());
+    assert_eq!((a.code, b.code), (2, 2), "{a:?} {b:?}");
+
+    let alerts = am.json("/api/v2/alerts?filter=event%3D%22device.new%22");
+    let alerts = alerts.as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "deduplicated across monitors: {alerts:#?}");
+    let labels = &alerts[0]["labels"];
+    assert_eq!(labels["alertname"], "TailscaleMonitor");
+    assert_eq!(labels["event"], "device.new");
+    assert_eq!(labels["severity"], "critical");
+    assert_eq!(labels["device_id"], "nFLEETCNTRL");
+    assert_eq!(labels["tailnet"], "alice@example.com");
+    assert!(alerts[0]["annotations"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("fleet-intruder"));
+
+    let groups = am.json("/api/v2/alerts/groups");
+    let device_groups: Vec<&Value> = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["labels"]["event"] == "device.new")
+        .collect();
+    assert_eq!(device_groups.len(), 1, "{groups:#?}");
+    assert_eq!(device_groups[0]["alerts"].as_array().unwrap().len(), 1);
+}
