@@ -236,6 +236,9 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config) -> anyhow::Result<()
     };
 
     d.pass().await?;
+    // Whatever a previous run left queued (a crash, kill -9, a long SMTP outage) is retried now,
+    // not at its backoff time.
+    monitor::deliver(&mut d.store, &d.cfg, &d.host, true).await?;
     let _ = sd_notify::notify(false, &[NotifyState::Ready]);
     let mut watchdog_usec = 0;
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)

@@ -335,3 +335,51 @@ fn run_daemon_retries_until_smtp_comes_up() {
     assert!(mails.iter().any(|m| m.text.contains("run-mail")));
     assert!(daemon.terminate().success());
 }
+
+#[test]
+#[ignore = "needs the real SMTP server: run tests/run-all.sh"]
+fn kill_9_between_detection_and_delivery_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let port = free_port(); // SMTP is down while the device is detected
+    let mon = Monitor::new(&emu.socket, &email_channel(port));
+    let daemon = mon.spawn_run();
+    assert!(mon.wait_for_event("monitor.baseline", 30));
+    assert!(emu.wait_opened(1, 30));
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(
+        &mut doc,
+        "nKILLCNTRL",
+        "killed-before-mail",
+        6201,
+        "100.101.1.70",
+    );
+    emu.change(doc);
+    assert!(mon.wait_for_event("device.new", 30));
+    daemon.signal(libc::SIGKILL);
+    drop(daemon);
+
+    let smtp = Smtp::start_on(port);
+    let daemon = mon.spawn_run();
+    let mails = smtp.wait_for(1, 30);
+    assert!(
+        mails.iter().any(|m| m.text.contains("killed-before-mail")),
+        "delivered after the restart"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let n = smtp
+        .mails()
+        .iter()
+        .filter(|m| m.text.contains("killed-before-mail"))
+        .count();
+    assert_eq!(n, 1, "delivered once");
+    assert_eq!(
+        mon.event_kinds()
+            .iter()
+            .filter(|k| *k == "device.new")
+            .count(),
+        1,
+        "not re-detected"
+    );
+    assert!(daemon.terminate().success());
+}
