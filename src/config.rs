@@ -185,6 +185,8 @@ pub struct Config {
     pub channels: Vec<Channel>,
     /// After a channel has failed for this long, the failure is alerted on the other channels.
     pub delivery_max_age: Duration,
+    /// `[metrics] listen`: where `run` serves `/metrics` and `/healthz`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Deserialize, Default)]
@@ -200,6 +202,14 @@ struct RawConfig {
     alerts: RawAlerts,
     #[serde(default)]
     notify: Vec<Spanned<RawNotify>>,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -468,6 +478,19 @@ impl Config {
             daemon,
             policy,
             channels,
+            metrics_listen: match &raw.metrics.listen {
+                None => None,
+                Some(l) => Some(l.get_ref().parse().map_err(|e| {
+                    cx.at(
+                        l,
+                        "metrics.listen",
+                        format!(
+                            "`{}` is not an address like \"127.0.0.1:9273\": {e}",
+                            l.get_ref()
+                        ),
+                    )
+                })?),
+            },
             delivery_max_age: cx.duration(
                 &raw.alerts.delivery_max_age,
                 "alerts.delivery_max_age",
@@ -499,6 +522,9 @@ impl Config {
             "[state]\ndir = {}\n\n",
             q(&self.state_dir.display().to_string())
         );
+        if let Some(l) = self.metrics_listen {
+            out += &format!("[metrics]\nlisten = {}\n\n", q(&l.to_string()));
+        }
         out += &format!(
             "[daemon]\ninterval = {}\nreconcile = {}\ngrace = {}\n\n",
             d(self.daemon.interval),

@@ -214,6 +214,13 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config) -> anyhow::Result<()
         "tailscale-monitor running"
     );
 
+    let metrics_task = match cfg.metrics_listen {
+        Some(addr) => {
+            let (listener, store) = crate::metrics::bind(addr, &cfg.state_dir).await?;
+            Some(tokio::spawn(crate::metrics::serve(listener, store)))
+        }
+        None => None,
+    };
     let (tx, mut rx) = mpsc::channel(256);
     let bus_task = match &cfg.source.kind {
         crate::config::SourceKind::LocalApi => Some(tokio::spawn(bus(
@@ -283,6 +290,9 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config) -> anyhow::Result<()
     }
     let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
     if let Some(t) = bus_task {
+        t.abort();
+    }
+    if let Some(t) = metrics_task {
         t.abort();
     }
     info!("shutting down: flushing the outbox");

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod diff;
+pub mod metrics;
 pub mod model;
 pub mod monitor;
 pub mod notify;

@@ -163,6 +163,18 @@ pub struct Pending {
     pub event: LoggedEvent,
 }
 
+/// What `/metrics` reports.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub devices: i64,
+    pub users: i64,
+    pub events_by_kind: Vec<(String, i64)>,
+    pub delivered: Vec<(String, i64)>,
+    pub failed_attempts: Vec<(String, i64)>,
+    pub pending: Vec<(String, i64)>,
+    pub health: Health,
+}
+
 /// Undelivered outbox rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboxDepth {
@@ -211,16 +223,26 @@ impl Store {
         }
         let path = dir.join("state.db");
         // Create the file ourselves so it is 0600 from the first byte (SQLite gives its -wal and
-        // -shm files the database file's mode).
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| StoreError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        // -shm files the database file's mode). Never open an existing database file outside
+        // SQLite: closing any descriptor of a file drops all of this process's POSIX locks on it,
+        // which would let another process checkpoint away the WAL of a live connection.
+        if !path.exists() {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => {
+                    return Err(StoreError::Io {
+                        path: path.clone(),
+                        source,
+                    })
+                }
+            }
+        }
         let conn = Connection::open(&path).map_err(|source| StoreError::Sqlite {
             path: path.clone(),
             source,
@@ -542,6 +564,33 @@ impl Store {
         }
         tx.commit().map_err(&e)?;
         Ok(ids)
+    }
+
+    /// Figures for `/metrics`, read in one go.
+    pub fn metrics(&self) -> Result<Metrics> {
+        let e = self.err();
+        let count =
+            |sql: &str| -> Result<i64> { self.conn.query_row(sql, [], |r| r.get(0)).map_err(&e) };
+        let pairs = |sql: &str| -> Result<Vec<(String, i64)>> {
+            let mut stmt = self.conn.prepare(sql).map_err(&e)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(&e)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(&e)?;
+            Ok(rows)
+        };
+        Ok(Metrics {
+            devices: count("SELECT COUNT(*) FROM devices WHERE removed = 0")?,
+            users: count("SELECT COUNT(*) FROM users WHERE removed = 0")?,
+            events_by_kind: pairs("SELECT kind, COUNT(*) FROM events GROUP BY kind ORDER BY kind")?,
+            delivered: pairs("SELECT channel, COUNT(*) FROM outbox WHERE delivered_ms IS NOT NULL GROUP BY channel ORDER BY channel")?,
+            failed_attempts: pairs(
+                "SELECT channel, SUM(attempts - (delivered_ms IS NOT NULL)) FROM outbox GROUP BY channel ORDER BY channel",
+            )?,
+            pending: pairs("SELECT channel, COUNT(*) FROM outbox WHERE delivered_ms IS NULL GROUP BY channel ORDER BY channel")?,
+            health: load_health(&self.conn).map_err(&e)?,
+        })
     }
 
     /// Undelivered rows: how many in all, how many have failed at least once (rows merely in

@@ -137,3 +137,68 @@ fn two_monitors_reporting_one_device_make_one_alert() {
     assert_eq!(device_groups.len(), 1, "{groups:#?}");
     assert_eq!(device_groups[0]["alerts"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+#[ignore = "needs promtool (Debian package prometheus): run tests/run-all.sh"]
+fn metrics_pass_promtool_and_healthz_reports_the_source() {
+    let promtool = std::env::var("TM_PROMTOOL").unwrap_or_else(|_| "/usr/bin/promtool".into());
+    assert!(
+        std::path::Path::new(&promtool).exists(),
+        "promtool is not installed ({promtool}): run tests/setup/install-deps.sh"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut emu = Emulator::start(dir.path(), emulator::tailnet());
+    let port = free_port();
+    let mon = Monitor::new(
+        &emu.socket,
+        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[daemon]\ngrace = \"1s\"\ninterval = \"300ms\"\n"),
+    );
+    let _daemon = mon.spawn_run();
+    assert!(mon.wait_for_event("monitor.baseline", 30));
+    let (code, body) = get(port, "/metrics").expect("metrics answer");
+    assert_eq!(code, 200);
+    for want in [
+        "tailscale_monitor_devices 5",
+        "tailscale_monitor_users 3",
+        "tailscale_monitor_events_total{kind=\"monitor.baseline\"} 1",
+        "tailscale_monitor_source_up 1",
+        "# TYPE tailscale_monitor_outbox_depth gauge",
+    ] {
+        assert!(body.contains(want), "{want} in:\n{body}");
+    }
+    let mut check = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(get(port, "/healthz").unwrap().0, 200);
+
+    emu.stop();
+    assert!(
+        mon.wait_for_event("monitor.source_down", 30),
+        "{:?}",
+        mon.run(&["events"])
+    );
+    let (code, body) = get(port, "/healthz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no such socket"), "{body}");
+    assert!(get(port, "/metrics")
+        .unwrap()
+        .1
+        .contains("tailscale_monitor_source_up 0"));
+}

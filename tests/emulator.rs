@@ -273,3 +273,31 @@ fn run_polls_every_interval_when_the_bus_is_unavailable() {
     emu.set_status(doc);
     assert!(mon.wait_for_event("device.new", 30), "found by polling");
 }
+
+/// `run` holds two handles on state.db (the passes and `[metrics]`). Other processes opening and
+/// closing the database (`events`, `check`) must never make its later writes invisible.
+#[test]
+fn writes_of_run_stay_visible_to_other_processes() {
+    let (_d, emu, mon) = setup();
+    let port = support::smtp::free_port();
+    let text = std::fs::read_to_string(&mon.config).unwrap()
+        + &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    std::fs::write(&mon.config, text).unwrap();
+    let _daemon = mon.spawn_run();
+    assert!(mon.wait_for_event("monitor.baseline", 30));
+    assert!(emu.wait_opened(1, 30));
+    for _ in 0..3 {
+        assert_eq!(mon.run(&["events"]).code, 0); // open and close from another process
+    }
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(&mut doc, "nVISCNTRL", "visible", 6201, "100.101.1.95");
+    emu.change(doc);
+    assert!(
+        mon.wait_for_event("device.new", 30),
+        "the daemon's write is visible"
+    );
+    assert!(
+        mon.dir.path().join("state/state.db-wal").exists(),
+        "the live WAL was not deleted"
+    );
+}

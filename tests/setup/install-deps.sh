@@ -92,7 +92,8 @@ if [ "${TM_SKIP_DAEMONS:-0}" != 1 ]; then
 fi
 
 # --- Alertmanager -------------------------------------------------------------------------------
-if [ "${TM_WITH_ALERTMANAGER:-1}" = 1 ]; then apt_install prometheus-alertmanager; fi
+# promtool (package prometheus) checks the /metrics exposition.
+if [ "${TM_WITH_ALERTMANAGER:-1}" = 1 ]; then apt_install prometheus-alertmanager prometheus; fi
 
 # --- Environment for the suites -----------------------------------------------------------------
 cat > "$CACHE/env" <<ENV

@@ -1,0 +1,156 @@
+//! `[metrics] listen`: Prometheus text on `/metrics` and a health check on `/healthz`, served by
+//! `run` from its own read handle on the store (so a scrape never waits on a pass).
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tracing::{error, info};
+
+use crate::store::{Metrics, Store};
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Renders the Prometheus text exposition format.
+pub fn render(m: &Metrics) -> String {
+    let mut o = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, i64)>| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(o, "{name}{labels} {v}");
+        }
+    };
+    let labelled = |key: &str, rows: &[(String, i64)]| -> Vec<(String, i64)> {
+        rows.iter()
+            .map(|(k, v)| (format!("{{{key}=\"{}\"}}", esc(k)), *v))
+            .collect()
+    };
+    family(
+        "tailscale_monitor_devices",
+        "gauge",
+        "Devices in the tailnet as last seen.",
+        vec![(String::new(), m.devices)],
+    );
+    family(
+        "tailscale_monitor_users",
+        "gauge",
+        "Users in the tailnet as last seen.",
+        vec![(String::new(), m.users)],
+    );
+    family(
+        "tailscale_monitor_events_total",
+        "counter",
+        "Events logged, by kind.",
+        labelled("kind", &m.events_by_kind),
+    );
+    let mut deliveries = Vec::new();
+    for (outcome, rows) in [("delivered", &m.delivered), ("failed", &m.failed_attempts)] {
+        for (ch, v) in rows.iter() {
+            deliveries.push((
+                format!("{{channel=\"{}\",outcome=\"{outcome}\"}}", esc(ch)),
+                *v,
+            ));
+        }
+    }
+    family(
+        "tailscale_monitor_deliveries_total",
+        "counter",
+        "Delivery attempts by channel and outcome (per event).",
+        deliveries,
+    );
+    family(
+        "tailscale_monitor_outbox_depth",
+        "gauge",
+        "Undelivered alerts, by channel.",
+        labelled("channel", &m.pending),
+    );
+    family(
+        "tailscale_monitor_last_snapshot_timestamp_seconds",
+        "gauge",
+        "Unix time of the last successful read of the tailnet.",
+        vec![(String::new(), m.health.last_ok.map_or(0, |t| t.timestamp()))],
+    );
+    family(
+        "tailscale_monitor_source_up",
+        "gauge",
+        "1 if the tailnet could be read at the last attempt.",
+        vec![(String::new(), i64::from(m.health.down_since.is_none()))],
+    );
+    o
+}
+
+/// Binds the metrics listener (a taken port is a startup error) and opens its store handle.
+pub async fn bind(
+    addr: SocketAddr,
+    state_dir: &Path,
+) -> anyhow::Result<(tokio::net::TcpListener, Store)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("[metrics] listen {addr}: {e}"))?;
+    info!(%addr, "metrics listening");
+    Ok((listener, Store::open(state_dir)?))
+}
+
+/// Serves `/metrics` and `/healthz` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, store: Store) {
+    let store = Arc::new(Mutex::new(store));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let store = store.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| answer(store.clone(), req));
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                error!(error = %e, "metrics connection");
+            }
+        });
+    }
+}
+
+async fn answer(
+    store: Arc<Mutex<Store>>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = |code: u16, ctype: &str, body: String| {
+        Response::builder()
+            .status(code)
+            .header("Content-Type", ctype)
+            .body(Full::new(Bytes::from(body)))
+            .expect("static response")
+    };
+    let m = store
+        .lock()
+        .map_err(|_| ())
+        .and_then(|s| s.metrics().map_err(|_| ()));
+    Ok(match (req.uri().path(), m) {
+        (_, Err(())) => reply(500, "text/plain", "state database unreadable\n".into()),
+        ("/metrics", Ok(m)) => reply(200, "text/plain; version=0.0.4", render(&m)),
+        ("/healthz", Ok(m)) => match m.health.down_since {
+            None => reply(200, "text/plain", "ok\n".into()),
+            Some(t) => reply(
+                503,
+                "text/plain",
+                format!(
+                    "tailnet unreadable since {}: {}\n",
+                    t.to_rfc3339(),
+                    crate::sanitize::line(&m.health.last_error, 300)
+                ),
+            ),
+        },
+        _ => reply(404, "text/plain", "not found\n".into()),
+    })
+}
