@@ -75,6 +75,8 @@ pub struct DaemonConfig {
     pub reconcile: Duration,
     /// How long tailscaled may stay unreachable before `run` raises `monitor.source_down`.
     pub grace: Duration,
+    /// After a message goes out, `run` holds further events this long so a burst is one message.
+    pub batch_window: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,6 +235,7 @@ struct RawDaemon {
     interval: Option<Spanned<String>>,
     reconcile: Option<Spanned<String>>,
     grace: Option<Spanned<String>>,
+    batch_window: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -416,6 +419,11 @@ impl Config {
                 Duration::from_secs(300),
             )?,
             grace: cx.duration(&raw.daemon.grace, "daemon.grace", Duration::from_secs(60))?,
+            batch_window: cx.duration(
+                &raw.daemon.batch_window,
+                "daemon.batch_window",
+                Duration::from_secs(3),
+            )?,
         };
         let warn = cx.duration(
             &raw.alerts.key_expiry_warning,
@@ -526,10 +534,11 @@ impl Config {
             out += &format!("[metrics]\nlisten = {}\n\n", q(&l.to_string()));
         }
         out += &format!(
-            "[daemon]\ninterval = {}\nreconcile = {}\ngrace = {}\n\n",
+            "[daemon]\ninterval = {}\nreconcile = {}\ngrace = {}\nbatch_window = {}\n\n",
             d(self.daemon.interval),
             d(self.daemon.reconcile),
-            d(self.daemon.grace)
+            d(self.daemon.grace),
+            d(self.daemon.batch_window)
         );
         out += &format!(
             "[alerts]\nkey_expiry_warning = {}\npeer_connected = {}\npeer_connected_quiet = {}\ndelivery_max_age = {}\n",

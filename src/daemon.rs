@@ -132,6 +132,9 @@ struct Daemon {
     pass_at: Option<Instant>,
     /// The next timed full pass.
     full_at: Instant,
+    /// When the last batch of new events was sent, and when the held ones go out.
+    last_sent: Option<Instant>,
+    deliver_at: Option<Instant>,
 }
 
 impl Daemon {
@@ -167,7 +170,25 @@ impl Daemon {
             }
         }
         monitor::enrich(&self.source, &self.store, &mut seen, &self.cfg.policy).await?;
-        monitor::record(&mut self.store, &self.cfg.routes(), &self.cfg.policy, seen)?;
+        let report = monitor::record(&mut self.store, &self.cfg.routes(), &self.cfg.policy, seen)?;
+        if report.events.iter().any(|e| !e.record_only) {
+            // Leading edge: after a quiet period, send at once; within the window after a send,
+            // hold the events so that a burst becomes one more message, not many.
+            let now = Instant::now();
+            match self.last_sent {
+                Some(t) if now < t + self.cfg.daemon.batch_window => {
+                    let at = t + self.cfg.daemon.batch_window;
+                    self.deliver_at = Some(self.deliver_at.map_or(at, |d| d.min(at)));
+                }
+                _ => self.send_now().await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_now(&mut self) -> anyhow::Result<()> {
+        self.deliver_at = None;
+        self.last_sent = Some(Instant::now());
         monitor::deliver(&mut self.store, &self.cfg, &self.host, false).await?;
         Ok(())
     }
@@ -240,6 +261,8 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config) -> anyhow::Result<()
         failing_since: None,
         pass_at: None,
         full_at: Instant::now(),
+        last_sent: None,
+        deliver_at: None,
     };
 
     d.pass().await?;
@@ -275,6 +298,9 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config) -> anyhow::Result<()
             },
             _ = sleep_until(pass_at) => d.pass().await?,
             _ = sleep_until(d.full_at) => d.pass().await?,
+            _ = sleep_until(d.deliver_at.unwrap_or_else(|| Instant::now() + far)), if d.deliver_at.is_some() => {
+                d.send_now().await?;
+            }
             _ = sleep(DELIVERY_POLL) => {
                 if d.store.next_due()?.is_some_and(|t| t <= Utc::now()) {
                     monitor::deliver(&mut d.store, &d.cfg, &d.host, false).await?;

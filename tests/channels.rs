@@ -255,3 +255,53 @@ fn a_storm_of_1000_joins_is_one_message_per_channel_naming_every_device() {
         1000
     );
 }
+
+#[test]
+fn run_sends_the_first_alert_at_once_and_batches_a_burst_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let config = webhook("hook", &format!("{}/hook", rx.url))
+        + "\n[daemon]\ninterval = \"1h\"\nreconcile = \"1h\"\nbatch_window = \"2s\"\n";
+    let mon = Monitor::new(&emu.socket, &config);
+    let _daemon = mon.spawn_run();
+    assert_eq!(rx.wait("/hook", 1, 30).len(), 1, "baseline");
+    assert!(emu.wait_opened(1, 30));
+    std::thread::sleep(std::time::Duration::from_millis(2500)); // a quiet period
+    let mut doc = emulator::tailnet();
+    let add = |doc: &mut serde_json::Value, i: usize| {
+        emulator::add_peer(
+            doc,
+            &format!("nBURST{i}CNTRL"),
+            &format!("burst-{i}"),
+            6201,
+            &format!("100.103.0.{}", i + 1),
+        );
+    };
+    add(&mut doc, 0);
+    emu.change(doc.clone());
+    let first = rx.wait("/hook", 2, 30);
+    assert!(
+        first[1].text().contains("burst-0"),
+        "the first alert goes out at once"
+    );
+    for i in 1..4 {
+        add(&mut doc, i);
+        emu.change(doc.clone());
+        std::thread::sleep(std::time::Duration::from_millis(150));
+    }
+    let all = rx.wait("/hook", 3, 30);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let all = if rx.at("/hook").len() > all.len() {
+        rx.at("/hook")
+    } else {
+        all
+    };
+    assert_eq!(all.len(), 3, "the burst after it is one message");
+    for i in 1..4 {
+        assert!(
+            all[2].text().contains(&format!("burst-{i}")),
+            "burst-{i} in the batch"
+        );
+    }
+}
