@@ -252,11 +252,8 @@ impl Store {
         Ok(store)
     }
 
-    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError {
+        sqlite_err(&self.path)
     }
 
     pub fn path(&self) -> &Path {
@@ -264,27 +261,24 @@ impl Store {
     }
 
     fn init(&mut self) -> Result<()> {
-        let e = |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        };
-        self.conn.busy_timeout(Duration::from_secs(30)).map_err(e)?;
+        let e = sqlite_err(&self.path);
+        self.conn.busy_timeout(Duration::from_secs(30)).map_err(&e)?;
         self.conn
             .pragma_update(None, "journal_mode", "WAL")
-            .map_err(e)?;
+            .map_err(&e)?;
         self.conn
             .pragma_update(None, "synchronous", "FULL")
-            .map_err(e)?;
+            .map_err(&e)?;
         self.conn
             .pragma_update(None, "foreign_keys", "ON")
-            .map_err(e)?;
+            .map_err(&e)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
+            .map_err(&e)?;
         let version: i64 = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(e)?;
+            .map_err(&e)?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
             return Err(StoreError::TooNew {
@@ -294,11 +288,11 @@ impl Store {
             });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            tx.execute_batch(sql).map_err(e)?;
+            tx.execute_batch(sql).map_err(&e)?;
             tx.pragma_update(None, "user_version", i as i64 + 1)
-                .map_err(e)?;
+                .map_err(&e)?;
         }
-        tx.commit().map_err(e)
+        tx.commit().map_err(&e)
     }
 
     /// Runs one pass atomically: loads what is known, lets `decide` compute the outcome and the
@@ -312,11 +306,7 @@ impl Store {
     where
         F: FnOnce(&Known, &Health) -> (Outcome, Health, bool),
     {
-        let path = self.path.clone();
-        let e = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let e = sqlite_err(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -431,11 +421,7 @@ impl Store {
         lease: Duration,
         ignore_backoff: bool,
     ) -> Result<Vec<Pending>> {
-        let path = self.path.clone();
-        let e = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let e = sqlite_err(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -499,11 +485,7 @@ impl Store {
     }
 
     pub fn mark_delivered(&mut self, ids: &[i64], now: DateTime<Utc>) -> Result<()> {
-        let path = self.path.clone();
-        let e = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let e = sqlite_err(&self.path);
         let tx = self.conn.transaction().map_err(&e)?;
         for id in ids {
             tx.execute(
@@ -516,11 +498,7 @@ impl Store {
     }
 
     pub fn mark_failed(&mut self, ids: &[i64], error: &str, next_try: DateTime<Utc>) -> Result<()> {
-        let path = self.path.clone();
-        let e = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let e = sqlite_err(&self.path);
         let tx = self.conn.transaction().map_err(&e)?;
         for id in ids {
             tx.execute(
@@ -535,11 +513,7 @@ impl Store {
     /// Undelivered rows of `channel` that have failed and were queued before `before`, not yet
     /// reported as a delivery failure. Marks them reported.
     pub fn take_stale(&mut self, channel: &str, before: DateTime<Utc>) -> Result<Vec<i64>> {
-        let path = self.path.clone();
-        let e = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let e = sqlite_err(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -696,6 +670,15 @@ impl Store {
     }
 }
 
+/// Maps a SQLite error to one naming the database file.
+fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError {
+    let path = path.to_owned();
+    move |source| StoreError::Sqlite {
+        path: path.clone(),
+        source,
+    }
+}
+
 fn chain_hash(prev: &str, data: &str) -> String {
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
@@ -738,24 +721,21 @@ fn save_health(conn: &Connection, h: &Health) -> rusqlite::Result<()> {
 
 /// Every device row, as the core and `devices` see it.
 fn device_rows(conn: &Connection, path: &Path) -> Result<Vec<DeviceRow>> {
-    let e = |source| StoreError::Sqlite {
-        path: path.to_owned(),
-        source,
-    };
+    let e = sqlite_err(path);
     let baseline_at = get_meta(conn, "baseline_at")
-        .map_err(e)?
+        .map_err(&e)?
         .map(|s| parse_rfc3339(&s));
     let mut stmt = conn
         .prepare("SELECT id, data, removed, expiring_alerted, first_seen, last_seen, last_handshake FROM devices")
-        .map_err(e)?;
-    let mut rows = stmt.query([]).map_err(e)?;
+        .map_err(&e)?;
+    let mut rows = stmt.query([]).map_err(&e)?;
     let mut out = Vec::new();
-    while let Some(r) = rows.next().map_err(e)? {
-        let id: String = r.get(0).map_err(e)?;
-        let data: String = r.get(1).map_err(e)?;
+    while let Some(r) = rows.next().map_err(&e)? {
+        let id: String = r.get(0).map_err(&e)?;
+        let data: String = r.get(1).map_err(&e)?;
         let time = |i: usize| -> Result<Option<DateTime<Utc>>> {
             Ok(r.get::<_, Option<String>>(i)
-                .map_err(e)?
+                .map_err(&e)?
                 .as_deref()
                 .map(parse_rfc3339))
         };
@@ -768,7 +748,7 @@ fn device_rows(conn: &Connection, path: &Path) -> Result<Vec<DeviceRow>> {
         out.push(DeviceRow {
             known: KnownDevice {
                 device,
-                removed: r.get(2).map_err(e)?,
+                removed: r.get(2).map_err(&e)?,
                 expiring_alerted: time(3)?,
                 last_handshake: time(6)?,
                 after_baseline: baseline_at.is_some_and(|b| first_seen > b),
@@ -781,16 +761,13 @@ fn device_rows(conn: &Connection, path: &Path) -> Result<Vec<DeviceRow>> {
 }
 
 fn load_known(conn: &Connection, path: &Path) -> Result<Known> {
-    let e = |source| StoreError::Sqlite {
-        path: path.to_owned(),
-        source,
-    };
+    let e = sqlite_err(path);
     let corrupt = |what: String, err: serde_json::Error| StoreError::Corrupt {
         path: path.to_owned(),
         what,
         detail: err.to_string(),
     };
-    let baseline_done = get_meta(conn, "baseline_at").map_err(e)?.is_some();
+    let baseline_done = get_meta(conn, "baseline_at").map_err(&e)?.is_some();
     let devices = device_rows(conn, path)?
         .into_iter()
         .map(|r| (r.known.device.id.clone(), r.known))
@@ -798,17 +775,17 @@ fn load_known(conn: &Connection, path: &Path) -> Result<Known> {
     let mut users = BTreeMap::new();
     let mut stmt = conn
         .prepare("SELECT id, data, removed FROM users")
-        .map_err(e)?;
-    let mut rows = stmt.query([]).map_err(e)?;
-    while let Some(r) = rows.next().map_err(e)? {
-        let id: i64 = r.get(0).map_err(e)?;
-        let data: String = r.get(1).map_err(e)?;
+        .map_err(&e)?;
+    let mut rows = stmt.query([]).map_err(&e)?;
+    while let Some(r) = rows.next().map_err(&e)? {
+        let id: i64 = r.get(0).map_err(&e)?;
+        let data: String = r.get(1).map_err(&e)?;
         let user = serde_json::from_str(&data).map_err(|err| corrupt(format!("user {id}"), err))?;
         users.insert(
             UserId(id),
             KnownUser {
                 user,
-                removed: r.get(2).map_err(e)?,
+                removed: r.get(2).map_err(&e)?,
             },
         );
     }
