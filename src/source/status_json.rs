@@ -326,6 +326,21 @@ mod tests {
     }
 
     #[test]
+    fn documents_captured_from_real_daemons_become_snapshots() {
+        for (name, version) in [
+            ("captured-1.102.5-headscale.json", (1, 102)),
+            ("captured-1.96.5-headscale.json", (1, 96)),
+        ] {
+            let s = snap(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(s.devices.len(), 2, "{name}");
+            assert_eq!(s.users.len(), 1, "{name}");
+            assert!(!s.is_tailscale_saas(), "{name}: a headscale tailnet");
+            assert_eq!(crate::source::ipnbus::version(&s.version), Some(version), "{name}");
+            assert!(s.devices.values().all(|d| !d.node_key.0.is_empty() && !d.addresses.is_empty()));
+        }
+    }
+
+    #[test]
     fn null_peer_map_is_a_tailnet_of_one() {
         let s = snap("status-no-peers.json").unwrap();
         assert_eq!(s.devices.len(), 1);
