@@ -262,7 +262,9 @@ impl Store {
 
     fn init(&mut self) -> Result<()> {
         let e = sqlite_err(&self.path);
-        self.conn.busy_timeout(Duration::from_secs(30)).map_err(&e)?;
+        self.conn
+            .busy_timeout(Duration::from_secs(30))
+            .map_err(&e)?;
         self.conn
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(&e)?;

@@ -347,11 +347,9 @@ fn bench_storm() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
     let sent = rx.requests().len() - before;
-    let logged = mon
-        .event_kinds()
-        .iter()
-        .filter(|k| *k == "device.new")
-        .count();
+    let all = mon.run(&["events", "--json", "--limit", "100000"]);
+    let all: Vec<serde_json::Value> = serde_json::from_str(&all.stdout).unwrap();
+    let logged = all.iter().filter(|e| e["kind"] == "device.new").count();
     println!(
         "BENCH storm_devices={n} channels=3 messages_sent={sent} events_logged={logged} check_seconds={:.2} peak_rss_mib={:.1}",
         elapsed.as_secs_f64(),

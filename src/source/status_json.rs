@@ -335,8 +335,15 @@ mod tests {
             assert_eq!(s.devices.len(), 2, "{name}");
             assert_eq!(s.users.len(), 1, "{name}");
             assert!(!s.is_tailscale_saas(), "{name}: a headscale tailnet");
-            assert_eq!(crate::source::ipnbus::version(&s.version), Some(version), "{name}");
-            assert!(s.devices.values().all(|d| !d.node_key.0.is_empty() && !d.addresses.is_empty()));
+            assert_eq!(
+                crate::source::ipnbus::version(&s.version),
+                Some(version),
+                "{name}"
+            );
+            assert!(s
+                .devices
+                .values()
+                .all(|d| !d.node_key.0.is_empty() && !d.addresses.is_empty()));
         }
     }
 
