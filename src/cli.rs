@@ -45,7 +45,8 @@ pub enum Command {
     /// Exit 0 nothing new, 1 warning-level changes (or undelivered alerts), 2 a new device or user,
     /// 3 the tailnet could not be read or the config is bad.
     Check,
-    /// The daemon: a pass every `interval`, deliveries retried with backoff, SIGHUP reloads the config.
+    /// The daemon: follows tailscaled's IPN bus in real time (full re-reads every `reconcile`, or
+    /// every `interval` without the bus), retries deliveries with backoff, SIGHUP reloads the config.
     Run,
     /// Known devices: name, user, IPs, OS, first and last seen.
     Devices {
