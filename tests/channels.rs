@@ -356,3 +356,48 @@ fn bench_storm() {
         rss_kib / 1024.0
     );
 }
+
+#[test]
+fn sighup_reloads_the_config_and_keeps_the_old_one_when_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let mon = Monitor::new(&emu.socket, "[daemon]\nbatch_window = \"1ms\"\n");
+    let daemon = mon.spawn_run();
+    assert!(mon.wait_for_event("monitor.baseline", 30));
+    assert!(emu.wait_opened(1, 30));
+
+    // A channel added to the file takes effect on SIGHUP.
+    let good = std::fs::read_to_string(&mon.config).unwrap()
+        + &webhook("hook", &format!("{}/hook", rx.url));
+    std::fs::write(&mon.config, &good).unwrap();
+    daemon.signal(libc::SIGHUP);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(&mut doc, "nHUP1CNTRL", "after-reload", 6201, "100.104.0.1");
+    emu.change(doc.clone());
+    let got = rx.wait("/hook", 1, 30);
+    assert!(
+        got.iter().any(|r| r.text().contains("after-reload")),
+        "the reloaded channel delivers"
+    );
+
+    // A broken file is refused; the running config (with the channel) stays.
+    std::fs::write(&mon.config, good.clone() + "bogus_key = 1\n").unwrap();
+    daemon.signal(libc::SIGHUP);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    emulator::add_peer(
+        &mut doc,
+        "nHUP2CNTRL",
+        "after-bad-reload",
+        6201,
+        "100.104.0.2",
+    );
+    emu.change(doc);
+    let got = rx.wait("/hook", 2, 30);
+    assert!(
+        got.iter().any(|r| r.text().contains("after-bad-reload")),
+        "still delivering after a bad reload"
+    );
+    assert!(daemon.terminate().success(), "still running, stops cleanly");
+}
