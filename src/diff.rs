@@ -295,15 +295,21 @@ fn is_new_connection(prev: Option<DateTime<Utc>>, h: DateTime<Utc>, policy: &Pol
 
 /// Peers whose current handshake will be reported as `peer.connected` by [`diff`]: the edge asks
 /// `whois` about these (and only these) before the pass.
-pub fn connection_candidates(known: &Known, cur: &Snapshot, policy: &Policy) -> Vec<StableNodeId> {
-    if !known.baseline_done {
+///
+/// `last` holds the last handshake recorded per device; `None` means there is no baseline yet.
+pub fn connection_candidates(
+    last: Option<&BTreeMap<StableNodeId, DateTime<Utc>>>,
+    cur: &Snapshot,
+    policy: &Policy,
+) -> Vec<StableNodeId> {
+    let Some(last) = last else {
         return Vec::new();
-    }
+    };
     cur.conns
         .iter()
         .filter_map(|(id, c)| {
             let h = c.last_handshake?;
-            let prev = known.devices.get(id).and_then(|k| k.last_handshake);
+            let prev = last.get(id).copied();
             (prev.is_none_or(|p| h > p) && is_new_connection(prev, h, policy)).then(|| id.clone())
         })
         .collect()

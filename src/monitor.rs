@@ -63,8 +63,11 @@ async fn whois(
     policy: &Policy,
 ) -> Result<(), StoreError> {
     const MAX_LOOKUPS: usize = 16;
-    let known = store.known()?;
-    for id in connection_candidates(&known, snap, policy)
+    if snap.conns.values().all(|c| c.last_handshake.is_none()) {
+        return Ok(());
+    }
+    let last = store.last_handshakes()?;
+    for id in connection_candidates(last.as_ref(), snap, policy)
         .into_iter()
         .take(MAX_LOOKUPS)
     {

@@ -25,7 +25,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
 use crate::diff::{Known, KnownDevice, KnownUser, Outcome};
-use crate::model::{Event, EventKind, Severity, UserId};
+use crate::model::{Event, EventKind, Severity, StableNodeId, UserId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -600,6 +600,26 @@ impl Store {
             )
             .map_err(self.err())?;
         Ok(v.map(from_ms))
+    }
+
+    /// The last handshake recorded per device, or `None` before the baseline: what the edge
+    /// needs to decide whom to `whois`, without loading every device record.
+    pub fn last_handshakes(&self) -> Result<Option<BTreeMap<StableNodeId, DateTime<Utc>>>> {
+        let e = self.err();
+        if get_meta(&self.conn, "baseline_at").map_err(&e)?.is_none() {
+            return Ok(None);
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, last_handshake FROM devices WHERE last_handshake IS NOT NULL")
+            .map_err(&e)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(&e)?
+            .map(|r| r.map(|(id, t)| (StableNodeId(id), parse_rfc3339(&t))))
+            .collect::<rusqlite::Result<_>>()
+            .map_err(&e)?;
+        Ok(Some(rows))
     }
 
     pub fn known(&self) -> Result<Known> {
