@@ -123,9 +123,8 @@ struct Daemon {
     store: Store,
     source: Source,
     host: String,
-    streaming: bool,
-    /// The mask the bus streams with (0 when not streaming).
-    mask: u64,
+    /// The mask the IPN bus streams with; `None` while it is not streaming.
+    bus_mask: Option<u64>,
     /// When reads started failing (reset by a successful read).
     failing_since: Option<Instant>,
     /// The next debounced pass, if one is scheduled.
@@ -142,7 +141,10 @@ impl Daemon {
     /// otherwise — including daemons before 1.102, whose bus has no WireGuard state, so that
     /// `peer.connected` still comes from `/status` within `interval`.
     fn period(&self) -> Duration {
-        if self.streaming && self.mask & ipnbus::PEER_WIREGUARD_STATE != 0 {
+        if self
+            .bus_mask
+            .is_some_and(|m| m & ipnbus::PEER_WIREGUARD_STATE != 0)
+        {
             self.cfg.daemon.reconcile
         } else {
             self.cfg.daemon.interval
@@ -256,8 +258,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config) -> anyhow::Result<()
         cfg,
         config_path,
         store,
-        streaming: false,
-        mask: 0,
+        bus_mask: None,
         failing_since: None,
         pass_at: None,
         full_at: Instant::now(),
@@ -281,17 +282,15 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config) -> anyhow::Result<()
             Some(ev) = rx.recv() => match ev {
                 Bus::Up { mask, version } => {
                     info!(mask, version = %version, "IPN bus streaming");
-                    d.streaming = true;
-                    d.mask = mask;
+                    d.bus_mask = Some(mask);
                     d.full_at = Instant::now() + d.period();
                     d.schedule(Instant::now() + DEBOUNCE);
                 }
                 Bus::Signal(_) => d.schedule(Instant::now() + DEBOUNCE),
                 Bus::Down(why) => {
-                    if d.streaming {
+                    if d.bus_mask.take().is_some() {
                         warn!(error = %why, "IPN bus lost; reconnecting");
                     }
-                    d.streaming = false;
                     d.full_at = d.full_at.min(Instant::now() + d.period());
                     d.schedule(Instant::now() + DEBOUNCE);
                 }
