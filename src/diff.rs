@@ -986,6 +986,38 @@ mod tests {
     }
 
     #[test]
+    fn severities_are_the_documented_ones() {
+        use EventKind::*;
+        for k in [
+            UserNew,
+            DeviceNew,
+            DeviceOwnerChanged,
+            MonitorSourceDown,
+            MonitorDeliveryFailed,
+        ] {
+            assert_eq!(k.severity(), Severity::Critical, "{k}");
+        }
+        for k in [
+            DeviceRekeyed,
+            DeviceRenamed,
+            DeviceRoutesChanged,
+            DeviceExitNodeOffered,
+            DeviceKeyExpiryDisabled,
+        ] {
+            assert_eq!(k.severity(), Severity::Warning, "{k}");
+        }
+        for k in [
+            DeviceRemoved,
+            UserRemoved,
+            PeerConnected,
+            MonitorBaseline,
+            MonitorSourceRecovered,
+        ] {
+            assert_eq!(k.severity(), Severity::Info, "{k}");
+        }
+    }
+
+    #[test]
     fn kinds_round_trip_through_their_names() {
         for k in EventKind::ALL {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));

@@ -226,8 +226,6 @@ pub enum EventKind {
     DeviceExpired,
     #[serde(rename = "device.removed")]
     DeviceRemoved,
-    #[serde(rename = "device.pending_approval")]
-    DevicePendingApproval,
     #[serde(rename = "peer.connected")]
     PeerConnected,
     #[serde(rename = "monitor.baseline")]
@@ -244,7 +242,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::UserNew,
         EventKind::UserRemoved,
         EventKind::DeviceNew,
@@ -259,7 +257,6 @@ impl EventKind {
         EventKind::DeviceKeyExpiring,
         EventKind::DeviceExpired,
         EventKind::DeviceRemoved,
-        EventKind::DevicePendingApproval,
         EventKind::PeerConnected,
         EventKind::MonitorBaseline,
         EventKind::MonitorSourceDown,
@@ -284,7 +281,6 @@ impl EventKind {
             EventKind::DeviceKeyExpiring => "device.key_expiring",
             EventKind::DeviceExpired => "device.expired",
             EventKind::DeviceRemoved => "device.removed",
-            EventKind::DevicePendingApproval => "device.pending_approval",
             EventKind::PeerConnected => "peer.connected",
             EventKind::MonitorBaseline => "monitor.baseline",
             EventKind::MonitorSourceDown => "monitor.source_down",
@@ -304,11 +300,10 @@ impl EventKind {
         match self {
             UserNew
             | DeviceNew
-            | DevicePendingApproval
+            | DeviceOwnerChanged
             | MonitorSourceDown
             | MonitorDeliveryFailed => Severity::Critical,
             DeviceRekeyed
-            | DeviceOwnerChanged
             | DeviceAddressesChanged
             | DeviceTagsChanged
             | DeviceRoutesChanged

@@ -113,9 +113,6 @@ fn action(e: &Event) -> String {
         EventKind::DeviceRemoved | EventKind::UserRemoved => {
             "For your records. If nobody in your team removed it, someone else has admin access.".to_owned()
         }
-        EventKind::DevicePendingApproval => format!(
-            "Approve it only if you know it: admin console {console} (Approve), or `headscale nodes register`."
-        ),
         EventKind::PeerConnected => "For your records: a peer opened a WireGuard session with this server.".to_owned(),
         EventKind::MonitorBaseline => "Review the list: every device and user should be one you recognize. \
              From now on you will be alerted about every change."
