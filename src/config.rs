@@ -876,10 +876,12 @@ fn smtp_target(cx: &Ctx, s: &Spanned<String>, r: &RawNotify) -> Result<MailTrans
                 format!("environment variable {} is not set", env.get_ref()),
             )
         })?)),
-        (None, None) => std::env::var(PASSWORD_ENV)
+        // The default variable only matters when there is a user to authenticate as.
+        (None, None) if user.is_some() => std::env::var(PASSWORD_ENV)
             .ok()
             .filter(|p| !p.is_empty())
             .map(Secret),
+        (None, None) => None,
     };
     if user.is_some() && password.is_none() {
         return Err(cx.at(
