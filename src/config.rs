@@ -325,6 +325,29 @@ impl Ctx<'_> {
         ))
     }
 
+    /// One of a fixed set of words, or `default` when the key is absent.
+    fn choice<T: Copy>(
+        &self,
+        s: &Option<Spanned<String>>,
+        key: &str,
+        options: &[(&str, T)],
+        default: T,
+    ) -> Result<T, ConfigError> {
+        let Some(v) = s else { return Ok(default) };
+        options
+            .iter()
+            .find(|(w, _)| w == v.get_ref())
+            .map(|(_, t)| *t)
+            .ok_or_else(|| {
+                let words: Vec<String> = options.iter().map(|(w, _)| format!("\"{w}\"")).collect();
+                self.at(
+                    v,
+                    key,
+                    format!("`{}` is not one of {}", v.get_ref(), words.join(", ")),
+                )
+            })
+    }
+
     fn duration(
         &self,
         s: &Option<Spanned<String>>,
@@ -378,22 +401,12 @@ impl Config {
             ConfigError(format!("{file}:{line}: {}", e.message().trim()))
         })?;
 
-        let kind = match raw
-            .tailscale
-            .source
-            .as_ref()
-            .map(|s| (s, s.get_ref().as_str()))
-        {
-            None | Some((_, "localapi")) => SourceKind::LocalApi,
-            Some((_, "cli")) => SourceKind::Cli,
-            Some((s, other)) => {
-                return Err(cx.at(
-                    s,
-                    "tailscale.source",
-                    format!("`{other}` is not one of \"localapi\", \"cli\""),
-                ))
-            }
-        };
+        let kind = cx.choice(
+            &raw.tailscale.source,
+            "tailscale.source",
+            &[("localapi", SourceKind::LocalApi), ("cli", SourceKind::Cli)],
+            SourceKind::LocalApi,
+        )?;
         let source = SourceConfig {
             kind,
             socket: raw.tailscale.socket.unwrap_or_else(default_socket),
@@ -430,23 +443,16 @@ impl Config {
             "alerts.key_expiry_warning",
             Duration::from_secs(14 * 86400),
         )?;
-        let connect_alert = match raw
-            .alerts
-            .peer_connected
-            .as_ref()
-            .map(|s| (s, s.get_ref().as_str()))
-        {
-            None | Some((_, "new")) => ConnectAlert::New,
-            Some((_, "all")) => ConnectAlert::All,
-            Some((_, "none")) => ConnectAlert::None,
-            Some((s, other)) => {
-                return Err(cx.at(
-                    s,
-                    "alerts.peer_connected",
-                    format!("`{other}` is not one of \"new\", \"all\", \"none\""),
-                ))
-            }
-        };
+        let connect_alert = cx.choice(
+            &raw.alerts.peer_connected,
+            "alerts.peer_connected",
+            &[
+                ("new", ConnectAlert::New),
+                ("all", ConnectAlert::All),
+                ("none", ConnectAlert::None),
+            ],
+            ConnectAlert::New,
+        )?;
         let quiet = cx.duration(
             &raw.alerts.peer_connected_quiet,
             "alerts.peer_connected_quiet",
@@ -659,19 +665,16 @@ fn channel(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<Channel, ConfigError> {
             "channel names must be non-empty and without spaces",
         ));
     }
-    let min_severity = match &r.min_severity {
-        None => Severity::Info,
-        Some(s) => Severity::parse(s.get_ref()).ok_or_else(|| {
-            cx.at(
-                s,
-                "min_severity",
-                format!(
-                    "`{}` is not one of \"info\", \"warning\", \"critical\"",
-                    s.get_ref()
-                ),
-            )
-        })?,
-    };
+    let min_severity = cx.choice(
+        &r.min_severity,
+        "min_severity",
+        &[
+            ("info", Severity::Info),
+            ("warning", Severity::Warning),
+            ("critical", Severity::Critical),
+        ],
+        Severity::Info,
+    )?;
     let kinds = match &r.events {
         None => None,
         Some(s) => Some(

@@ -177,15 +177,6 @@ impl Severity {
             Severity::Critical => "critical",
         }
     }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "info" => Some(Severity::Info),
-            "warning" => Some(Severity::Warning),
-            "critical" => Some(Severity::Critical),
-            _ => None,
-        }
-    }
 }
 
 impl fmt::Display for Severity {
