@@ -179,16 +179,16 @@ pub fn status_line(
             3,
         );
     }
-    let mut code = match report.max_severity() {
-        _ if report
-            .events
-            .iter()
-            .any(|e| matches!(e.kind, EventKind::DeviceNew | EventKind::UserNew)) =>
-        {
-            2
-        }
-        Some(Severity::Critical) | Some(Severity::Warning) => 1,
-        _ => 0,
+    let new_member = report
+        .events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::DeviceNew | EventKind::UserNew));
+    let mut code = if new_member {
+        2
+    } else if report.max_severity() >= Some(Severity::Warning) {
+        1
+    } else {
+        0
     };
     let mut text = if report.events.is_empty() {
         format!("{devices} devices, {users} users, nothing new")
