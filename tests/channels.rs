@@ -248,12 +248,7 @@ fn a_storm_of_1000_joins_is_one_message_per_channel_naming_every_device() {
         1000,
         "every device in the payload"
     );
-    let kinds = mon.run(&["events", "--json", "--limit", "5000"]);
-    let all: Vec<serde_json::Value> = serde_json::from_str(&kinds.stdout).unwrap();
-    assert_eq!(
-        all.iter().filter(|e| e["kind"] == "device.new").count(),
-        1000
-    );
+    assert_eq!(mon.count_events("device.new"), 1000);
 }
 
 #[test]
@@ -347,9 +342,7 @@ fn bench_storm() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
     let sent = rx.requests().len() - before;
-    let all = mon.run(&["events", "--json", "--limit", "100000"]);
-    let all: Vec<serde_json::Value> = serde_json::from_str(&all.stdout).unwrap();
-    let logged = all.iter().filter(|e| e["kind"] == "device.new").count();
+    let logged = mon.count_events("device.new");
     println!(
         "BENCH storm_devices={n} channels=3 messages_sent={sent} events_logged={logged} check_seconds={:.2} peak_rss_mib={:.1}",
         elapsed.as_secs_f64(),

@@ -77,7 +77,7 @@ impl Monitor {
 
     /// `events --json` as values, newest first.
     pub fn events(&self) -> Vec<serde_json::Value> {
-        let r = self.run(&["events", "--json"]);
+        let r = self.run(&["events", "--json", "--limit", "1000000"]);
         assert_eq!(r.code, 0, "events failed: {r:?}");
         serde_json::from_str(&r.stdout).unwrap()
     }
@@ -101,6 +101,11 @@ impl Monitor {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         false
+    }
+
+    /// How many events of this kind are in the whole log.
+    pub fn count_events(&self, kind: &str) -> usize {
+        self.events().iter().filter(|e| e["kind"] == kind).count()
     }
 
     pub fn event_kinds(&self) -> Vec<String> {
