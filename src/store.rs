@@ -47,6 +47,8 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error("state database {path}: cannot switch to WAL journaling (journal mode stays {mode}); is it on a file system without shared memory, such as NFS?")]
+    NoWal { path: PathBuf, mode: String },
     #[error("state database {path}: corrupt record {what}: {detail}")]
     Corrupt {
         path: PathBuf,
@@ -265,9 +267,7 @@ impl Store {
         self.conn
             .busy_timeout(Duration::from_secs(30))
             .map_err(&e)?;
-        self.conn
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(&e)?;
+        self.enter_wal()?;
         self.conn
             .pragma_update(None, "synchronous", "FULL")
             .map_err(&e)?;
@@ -295,6 +295,39 @@ impl Store {
                 .map_err(&e)?;
         }
         tx.commit().map_err(&e)
+    }
+
+    /// Switches the database to WAL. When several processes open a fresh database at once, the
+    /// switch of all but one fails at once with SQLITE_BUSY: it upgrades a read lock to a write
+    /// lock, where SQLite skips the busy handler. Wait it out with the same 30 s budget.
+    fn enter_wal(&self) -> Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let r: rusqlite::Result<String> =
+                self.conn
+                    .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0));
+            match r {
+                Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+                Ok(mode) => {
+                    return Err(StoreError::NoWal {
+                        path: self.path.clone(),
+                        mode,
+                    })
+                }
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(source) => {
+                    return Err(StoreError::Sqlite {
+                        path: self.path.clone(),
+                        source,
+                    })
+                }
+            }
+        }
     }
 
     /// Runs one pass atomically: loads what is known, lets `decide` compute the outcome and the
@@ -488,7 +521,10 @@ impl Store {
 
     pub fn mark_delivered(&mut self, ids: &[i64], now: DateTime<Utc>) -> Result<()> {
         let e = sqlite_err(&self.path);
-        let tx = self.conn.transaction().map_err(&e)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
         for id in ids {
             tx.execute(
                 "UPDATE outbox SET delivered_ms = ?2, lease_until_ms = NULL, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
@@ -501,7 +537,10 @@ impl Store {
 
     pub fn mark_failed(&mut self, ids: &[i64], error: &str, next_try: DateTime<Utc>) -> Result<()> {
         let e = sqlite_err(&self.path);
-        let tx = self.conn.transaction().map_err(&e)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
         for id in ids {
             tx.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_try_ms = ?3, lease_until_ms = NULL WHERE id = ?1",
@@ -837,6 +876,30 @@ mod tests {
                 .map(|i| Event::new(EventKind::DeviceNew, Utc::now(), format!("e{i}")))
                 .collect(),
             ..Outcome::default()
+        }
+    }
+
+    #[test]
+    fn concurrent_first_opens_all_succeed() {
+        // Several processes (here: connections) opening a fresh store at once all switch it to
+        // WAL; SQLite answers the losers with an immediate SQLITE_BUSY that skips the busy
+        // handler, which must be waited out, not reported.
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let state = dir.path().join("state");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let handles: Vec<_> = (0..6)
+                .map(|_| {
+                    let (state, barrier) = (state.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Store::open(&state).map(|_| ()).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap().unwrap();
+            }
         }
     }
 
