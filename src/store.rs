@@ -177,6 +177,17 @@ pub struct Metrics {
     pub health: Health,
 }
 
+/// What [`Store::reroute_orphans`] did with the rows of one channel that is no longer configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rerouted {
+    pub from: String,
+    pub to: Vec<String>,
+    /// Rows moved to at least one configured channel.
+    pub moved: usize,
+    /// Rows whose event no configured channel's filter takes.
+    pub dropped: usize,
+}
+
 /// Undelivered outbox rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboxDepth {
@@ -514,6 +525,87 @@ impl Store {
                     event,
                 },
             });
+        }
+        tx.commit().map_err(&e)?;
+        Ok(out)
+    }
+
+    /// Moves undelivered rows of channels that are no longer configured to the configured
+    /// channels whose filter takes their event, so that renaming or removing a channel never
+    /// strands an alert. Rows no configured channel takes are dropped from the outbox (the event
+    /// stays in the log). Does nothing when no channel is configured.
+    pub fn reroute_orphans(
+        &mut self,
+        routes: &[Route],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Rerouted>> {
+        if routes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let e = sqlite_err(&self.path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        let rows: Vec<(i64, String, i64, String)> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT o.id, o.channel, o.event_id, e.data
+                     FROM outbox o JOIN events e ON e.id = o.event_id
+                     WHERE o.delivered_ms IS NULL
+                       AND (o.lease_until_ms IS NULL OR o.lease_until_ms <= ?1)
+                     ORDER BY o.id",
+                )
+                .map_err(&e)?;
+            let rows = stmt
+                .query_map(params![ms(now)], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .map_err(&e)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(&e)?;
+            rows
+        };
+        let mut out: Vec<Rerouted> = Vec::new();
+        for (outbox_id, channel, event_id, data) in rows {
+            if routes.iter().any(|r| r.channel == channel) {
+                continue;
+            }
+            let event: Event = serde_json::from_str(&data).map_err(|err| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("event {event_id}"),
+                detail: err.to_string(),
+            })?;
+            let i = match out.iter().position(|r| r.from == channel) {
+                Some(i) => i,
+                None => {
+                    out.push(Rerouted {
+                        from: channel.clone(),
+                        ..Rerouted::default()
+                    });
+                    out.len() - 1
+                }
+            };
+            let mut taken = false;
+            for r in routes.iter().filter(|r| r.accepts(&event)) {
+                tx.execute(
+                    "INSERT OR IGNORE INTO outbox (event_id, channel, created_ms, next_try_ms)
+                     VALUES (?1, ?2, ?3, ?3)",
+                    params![event_id, r.channel, ms(now)],
+                )
+                .map_err(&e)?;
+                taken = true;
+                if !out[i].to.contains(&r.channel) {
+                    out[i].to.push(r.channel.clone());
+                }
+            }
+            tx.execute("DELETE FROM outbox WHERE id = ?1", params![outbox_id])
+                .map_err(&e)?;
+            if taken {
+                out[i].moved += 1;
+            } else {
+                out[i].dropped += 1;
+            }
         }
         tx.commit().map_err(&e)?;
         Ok(out)
@@ -958,6 +1050,54 @@ mod tests {
                 last_error: Some("boom".into())
             }
         );
+    }
+
+    #[test]
+    fn rows_of_a_removed_channel_move_to_the_configured_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let now = Utc::now();
+        // Two alerts queued for "mail" under the old config.
+        s.commit_pass(&route(), now, |_, h| (outcome(2), h.clone(), true))
+            .unwrap();
+        let new_routes = vec![
+            Route {
+                channel: "email".into(),
+                min_severity: Severity::Info,
+                kinds: None,
+            },
+            Route {
+                channel: "pager".into(),
+                min_severity: Severity::Info,
+                kinds: Some(vec![EventKind::DeviceRekeyed]),
+            },
+        ];
+        let r = s.reroute_orphans(&new_routes, now).unwrap();
+        assert_eq!(
+            r,
+            vec![Rerouted {
+                from: "mail".into(),
+                to: vec!["email".into()],
+                moved: 2,
+                dropped: 0
+            }]
+        );
+        let got = s.claim(None, now, Duration::from_secs(60), true).unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|p| p.channel == "email"));
+        assert!(s.reroute_orphans(&new_routes, now).unwrap().is_empty());
+
+        // No configured channel takes it: dropped from the outbox, still in the log.
+        s.commit_pass(&route(), now, |_, h| (outcome(1), h.clone(), true))
+            .unwrap();
+        let r = s.reroute_orphans(&new_routes[1..], now).unwrap();
+        assert_eq!((r[0].moved, r[0].dropped), (0, 1));
+        assert_eq!(s.outbox_depth().unwrap().pending, 2, "the two leased");
+        assert_eq!(s.events(None, 100).unwrap().len(), 3);
+        // No channel at all: nothing moves.
+        s.commit_pass(&route(), now, |_, h| (outcome(1), h.clone(), true))
+            .unwrap();
+        assert!(s.reroute_orphans(&[], now).unwrap().is_empty());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Every HTTP channel and `exec` against a loopback HTTP receiver: payloads, headers, the webhook
-//! signature, retries after a 500, a permanently broken channel reported on the others, a storm
+//! signature, retries after a 500, a permanently broken channel reported on the others, alerts of
+//! a channel removed from the config moved to the configured ones, a storm
 //! of 1,000 joins, and `test-notify`.
 
 mod support;
@@ -183,6 +184,34 @@ fn a_permanently_broken_channel_is_reported_on_the_others() {
         .filter(|r| r.text().contains("monitor.delivery_failed"))
         .count();
     assert_eq!(again, 1, "reported once, not at every retry");
+}
+
+#[test]
+fn alerts_stuck_on_a_channel_removed_from_the_config_go_to_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let closed = support::smtp::free_port();
+    let mon = Monitor::new(
+        &emu.socket,
+        &webhook("old", &format!("http://127.0.0.1:{closed}/x")),
+    );
+    assert_eq!(mon.check().code, 1, "baseline stuck on the broken channel");
+    // The administrator replaces the channel; the stuck baseline must not be stranded.
+    let text = std::fs::read_to_string(&mon.config).unwrap();
+    let text = text.replace(
+        &webhook("old", &format!("http://127.0.0.1:{closed}/x")),
+        &webhook("new", &format!("{}/new", rx.url)),
+    );
+    std::fs::write(&mon.config, text).unwrap();
+    let r = mon.check();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("no longer configured"), "{r:?}");
+    let got = rx.at("/new");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json()["events"][0]["kind"], "monitor.baseline");
+    assert_eq!(mon.check().code, 0);
+    assert_eq!(rx.at("/new").len(), 1, "delivered once");
 }
 
 #[test]

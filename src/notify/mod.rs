@@ -66,6 +66,15 @@ pub async fn deliver(
     max_age: Duration,
 ) -> Result<DeliveryReport, StoreError> {
     let mut report = DeliveryReport::default();
+    let routes: Vec<_> = channels.iter().map(|c| c.route.clone()).collect();
+    for r in store.reroute_orphans(&routes, now)? {
+        if r.moved > 0 {
+            warn!(from = %r.from, to = %r.to.join(", "), alerts = r.moved, "channel no longer configured: its undelivered alerts move to the configured channels");
+        }
+        if r.dropped > 0 {
+            warn!(from = %r.from, alerts = r.dropped, "channel no longer configured: no configured channel's filter takes these undelivered alerts; they stay in the event log only");
+        }
+    }
     // A second round sends the failure reports queued by the first.
     for _round in 0..2 {
         let mut escalated = false;
