@@ -4,8 +4,9 @@
 #   sudo ./install.sh                               # install; check this server's tailnet, or demo
 #   sudo ALERT_EMAIL=you@example.com ./install.sh   # …and mail alerts through the local sendmail
 #
-# Installs /usr/local/bin/tailscale-monitor, /etc/tailscale-monitor/config.toml (never overwritten)
-# and the systemd unit (not started). If this machine runs tailscaled, it then runs one `check`,
+# Installs /usr/local/bin/tailscale-monitor, the system user tailscale-monitor,
+# /etc/tailscale-monitor/config.toml (root:tailscale-monitor 0640, never overwritten) and the
+# systemd unit (not started). If this machine runs tailscaled, it then runs one `check`,
 # which records the baseline; otherwise it runs `demo` against a simulated tailnet.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -24,32 +25,50 @@ cargo build --release --locked
 PREFIX=${PREFIX:-/usr/local}
 install -D -m 0755 target/release/tailscale-monitor "$PREFIX/bin/tailscale-monitor"
 conf=/etc/tailscale-monitor/config.toml
+state=/var/lib/tailscale-monitor
+# The service's own unprivileged user; the config is root:tailscale-monitor 0640.
+user=tailscale-monitor
+if ! getent passwd "$user" >/dev/null; then
+  useradd --system --user-group --no-create-home --home-dir "$state" --shell /usr/sbin/nologin "$user"
+  echo "install: created system user $user"
+fi
 install -d -m 0755 /etc/tailscale-monitor
 if [ ! -f "$conf" ]; then
-  install -m 0640 examples/config.toml "$conf"
+  install -m 0640 -o root -g "$user" examples/config.toml "$conf"
   if [ -n "${ALERT_EMAIL:-}" ]; then
+    # The local MTA over loopback SMTP when it listens (works under the hardened unit, where a
+    # set-ID sendmail cannot hand mail over), else its sendmail program.
+    smtp=sendmail
+    if (exec 3<>/dev/tcp/127.0.0.1/25) 2>/dev/null; then smtp=smtp://127.0.0.1:25; fi
     cat >> "$conf" <<CONF
 
 [[notify]]
 kind = "email"
 to = ["$ALERT_EMAIL"]
 from = "tailscale-monitor@$(hostname -f 2>/dev/null || hostname)"
-smtp = "sendmail"
+smtp = "$smtp"
 CONF
   fi
   echo "install: wrote $conf"
+elif ! runuser -u "$user" -- test -r "$conf"; then
+  echo "install: warning: $user cannot read $conf; run: chgrp $user $conf && chmod 0640 $conf" >&2
 fi
+# State belongs to the service user (a root-owned state.db from an earlier install included).
+install -d -m 0700 -o "$user" -g "$user" "$state"
+chown -R "$user:$user" "$state"
 if [ -d /etc/systemd/system ] && [ -f contrib/tailscale-monitor.service ]; then
   install -m 0644 contrib/tailscale-monitor.service /etc/systemd/system/tailscale-monitor.service
   command -v systemctl >/dev/null 2>&1 && systemctl daemon-reload 2>/dev/null || true
   echo "install: systemd unit installed; start it with: systemctl enable --now tailscale-monitor"
 fi
-"$PREFIX/bin/tailscale-monitor" --config "$conf" config check >/dev/null
+as_service() { runuser -u "$user" -- "$@"; }
+as_service "$PREFIX/bin/tailscale-monitor" --config "$conf" config check >/dev/null
 
-sock=$("$PREFIX/bin/tailscale-monitor" --config "$conf" config check 2>/dev/null | sed -n 's/^socket = "\(.*\)"$/\1/p')
+sock=$(as_service "$PREFIX/bin/tailscale-monitor" --config "$conf" config check 2>/dev/null | sed -n 's/^socket = "\(.*\)"$/\1/p')
 if [ -S "$sock" ]; then
   echo "install: tailscaled found at $sock — running one check (records the baseline):"
-  exec "$PREFIX/bin/tailscale-monitor" --config "$conf" check
+  # As the service user, so that the state it records is the service's.
+  exec runuser -u "$user" -- "$PREFIX/bin/tailscale-monitor" --config "$conf" check
 else
   echo "install: no tailscaled on this machine — here is the demo:"
   exec "$PREFIX/bin/tailscale-monitor" demo

@@ -7,6 +7,7 @@
 //! never printed: [`Secret`] redacts itself.
 
 use std::fmt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -306,6 +307,8 @@ pub fn default_socket() -> PathBuf {
 struct Ctx<'a> {
     file: &'a str,
     text: &'a str,
+    /// Every local user can read the file: it must not hold a secret.
+    public: bool,
 }
 
 impl Ctx<'_> {
@@ -388,14 +391,20 @@ impl Config {
             };
             ConfigError(format!("{}: {e}{hint}", path.display()))
         })?;
-        let mut c = Config::from_toml(&text, &path.display().to_string())?;
+        // Mode bits alone: a file others can read is public whatever its ACLs add.
+        let public = std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0);
+        let mut c = Config::parse(&text, &path.display().to_string(), public)?;
         c.path = Some(path.to_owned());
         Ok(c)
     }
 
     /// Parses config text; `file` names it in errors.
     pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let cx = Ctx { file, text };
+        Config::parse(text, file, false)
+    }
+
+    fn parse(text: &str, file: &str, public: bool) -> Result<Config, ConfigError> {
+        let cx = Ctx { file, text, public };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| cx.line(s.start)).unwrap_or(1);
             ConfigError(format!("{file}:{line}: {}", e.message().trim()))
@@ -702,7 +711,24 @@ fn channel(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<Channel, ConfigError> {
             .url
             .as_ref()
             .ok_or_else(|| cx.at(n, key, format!("[[notify]] kind = \"{kind}\" needs `url`")))?;
-        http_url(cx, raw, "url")
+        let u = http_url(cx, raw, "url")?;
+        // Whoever has a Slack or Discord webhook URL can post to the channel.
+        let secret = match kind {
+            "slack" | "discord" => Some(format!("a {kind} webhook URL is a secret")),
+            _ if u.password().is_some() => Some("this URL holds a password".to_owned()),
+            _ => None,
+        };
+        if let (Some(what), true) = (secret, cx.public) {
+            return Err(cx.at(
+                raw,
+                key,
+                format!(
+                    "{what}, and every local user can read {f}: chmod o-rwx {f}",
+                    f = cx.file
+                ),
+            ));
+        }
+        Ok(u)
     };
     let secret = |f: &Option<Spanned<PathBuf>>, key: &str| -> Result<Option<Secret>, ConfigError> {
         f.as_ref().map(|f| read_secret(cx, f, key)).transpose()
@@ -782,6 +808,16 @@ fn read_secret(cx: &Ctx, f: &Spanned<PathBuf>, key: &str) -> Result<Secret, Conf
     let p = f.get_ref();
     let text =
         std::fs::read_to_string(p).map_err(|e| cx.at(f, key, format!("{}: {e}", p.display())))?;
+    if std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o004 != 0) {
+        return Err(cx.at(
+            f,
+            key,
+            format!(
+                "every local user can read {p}: chmod o-rwx {p}",
+                p = p.display()
+            ),
+        ));
+    }
     let v = text.trim_end_matches(['\r', '\n']).to_owned();
     if v.is_empty() {
         return Err(cx.at(f, key, format!("{} is empty", p.display())));
@@ -1038,6 +1074,7 @@ smtp = "smtp://127.0.0.1:25"
         let dir = tempfile::tempdir().unwrap();
         let pw = dir.path().join("pw");
         std::fs::write(&pw, "s3cret\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o640)).unwrap();
         let text = MINIMAL.replace(
             "smtp = \"smtp://127.0.0.1:25\"",
             &format!(
@@ -1055,6 +1092,46 @@ smtp = "smtp://127.0.0.1:25"
             panic!()
         };
         assert_eq!(password.as_ref().unwrap().expose(), "s3cret");
+    }
+
+    #[test]
+    fn secrets_readable_by_every_user_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str, mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let slack =
+            "[[notify]]\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T0/B0/X\"\n";
+        let open = write("open.toml", slack, 0o644);
+        let e = Config::load(&open).unwrap_err().to_string();
+        assert!(
+            e.contains("open.toml:3:")
+                && e.contains("slack webhook URL is a secret")
+                && e.contains("chmod o-rwx"),
+            "{e}"
+        );
+        assert!(Config::load(&write("private.toml", slack, 0o640)).is_ok());
+        // A password in a URL is a secret too; a plain URL is not.
+        let hook = |u: &str| format!("[[notify]]\nkind = \"webhook\"\nurl = \"{u}\"\n");
+        let e = Config::load(&write("pw.toml", &hook("https://u:pw@h/x"), 0o644)).unwrap_err();
+        assert!(e.to_string().contains("holds a password"), "{e}");
+        assert!(Config::load(&write("plain.toml", &hook("https://h/x"), 0o644)).is_ok());
+        // Secret files must be private as well.
+        let tok = write("token", "123:ABC\n", 0o644);
+        let text = format!(
+            "[[notify]]\nkind = \"gotify\"\nurl = \"https://g/\"\ntoken_file = \"{}\"\n",
+            tok.display()
+        );
+        let e = Config::from_toml(&text, "c").unwrap_err().to_string();
+        assert!(
+            e.contains("c:4:") && e.contains("every local user can read"),
+            "{e}"
+        );
+        std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Config::from_toml(&text, "c").is_ok());
     }
 
     #[test]

@@ -38,8 +38,10 @@ fn every_http_channel_and_exec_get_their_payload() {
     let rx = Receiver::start();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "s3cret\n").unwrap();
+    support::private(&secret);
     let token = dir.path().join("token");
     std::fs::write(&token, "123:ABC\n").unwrap();
+    support::private(&token);
     let exec_out = dir.path().join("exec.json");
     let u = &rx.url;
     let config = format!(
