@@ -209,6 +209,32 @@ fn bad_config_is_one_line_with_file_and_line() {
 }
 
 #[test]
+fn corrupt_database_is_one_line_and_left_untouched() {
+    let (_d, _emu, mon) = setup();
+    let db = mon.dir.path().join("state/state.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let garbage = b"this is not a SQLite database, and it must not be overwritten\n".repeat(100);
+    std::fs::write(&db, &garbage).unwrap();
+    let r = mon.check();
+    assert_eq!(r.code, 3, "{r:?}");
+    let first = r.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("TAILSCALE UNKNOWN")
+            && first.contains("state.db")
+            && first.contains("not a database"),
+        "{r:?}"
+    );
+    assert_eq!(r.stdout.lines().count(), 1, "{r:?}");
+    assert_eq!(std::fs::read(&db).unwrap(), garbage, "left as it was");
+    let r = mon.run(&["events"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("state.db") && r.stderr.lines().count() == 1,
+        "{r:?}"
+    );
+}
+
+#[test]
 fn config_check_prints_effective_config() {
     let (_d, _emu, mon) = setup();
     let r = mon.run(&["config", "check"]);
