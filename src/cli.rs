@@ -145,8 +145,8 @@ pub async fn main(cli: Cli) -> ExitCode {
     }
 }
 
-/// An error chain as one line.
-fn one_line(e: &anyhow::Error) -> String {
+/// An error chain as one line, each cause once.
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
     let parts: Vec<String> = e.chain().map(|c| c.to_string()).collect();
     let mut out: Vec<String> = Vec::new();
     for p in parts {

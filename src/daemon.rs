@@ -16,6 +16,11 @@
 //! `RELOADING=1` on SIGHUP (the config is reloaded; a bad file is logged and the old one kept),
 //! `STOPPING=1` on SIGTERM/SIGINT, which finish the pass in flight and flush the outbox for up to
 //! a few seconds. Undelivered alerts stay queued for the next start.
+//!
+//! A state database that cannot be written (disk full, I/O error) does not stop `run`: the
+//! failure is sent at once as `monitor.store_failed` on every channel, straight rather than through
+//! the outbox it cannot write, and the pass is retried every few seconds. The first pass that
+//! commits again logs `monitor.store_recovered`; what changed meanwhile is found by that pass.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,7 +34,9 @@ use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::model::{Event, EventKind};
 use crate::monitor;
+use crate::notify::{self, render};
 use crate::source::ipnbus::{self, Signal};
 use crate::source::localapi::{LocalApi, WatchError};
 use crate::source::Source;
@@ -39,6 +46,8 @@ use crate::store::Store;
 const DEBOUNCE: Duration = Duration::from_millis(25);
 /// How often the outbox is checked for due deliveries when nothing else happens.
 const DELIVERY_POLL: Duration = Duration::from_secs(2);
+/// Retry period of passes while the state database cannot be written (at most `interval`).
+const STORE_RETRY: Duration = Duration::from_secs(10);
 /// How long shutdown may spend flushing the outbox.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
 /// Reconnect backoff of the bus: from 250 ms doubling to 30 s.
@@ -134,6 +143,15 @@ struct Daemon {
     /// When the last batch of new events was sent, and when the held ones go out.
     last_sent: Option<Instant>,
     deliver_at: Option<Instant>,
+    /// Set while the state database cannot be written.
+    store_outage: Option<StoreOutage>,
+}
+
+struct StoreOutage {
+    since: chrono::DateTime<Utc>,
+    error: String,
+    /// Channels that have received `monitor.store_failed`.
+    told: Vec<String>,
 }
 
 impl Daemon {
@@ -173,7 +191,8 @@ impl Daemon {
         }
         monitor::enrich(&self.source, &self.store, &mut seen, &self.cfg.policy).await?;
         let report = monitor::record(&mut self.store, &self.cfg.routes(), &self.cfg.policy, seen)?;
-        if report.events.iter().any(|e| !e.record_only) {
+        let recovered = self.store_recovered()?;
+        if recovered || report.events.iter().any(|e| !e.record_only) {
             // Leading edge: after a quiet period, send at once; within the window after a send,
             // hold the events so that a burst becomes one more message, not many.
             let now = Instant::now();
@@ -186,6 +205,82 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// After a pass committed: if the store was failing, logs `monitor.store_recovered`.
+    fn store_recovered(&mut self) -> anyhow::Result<bool> {
+        let Some(o) = self.store_outage.take() else {
+            return Ok(false);
+        };
+        let now = Utc::now();
+        let took = (now - o.since).to_std().unwrap_or_default();
+        let mut ev = Event::new(
+            EventKind::MonitorStoreRecovered,
+            now,
+            format!(
+                "The state database {} can be written again, after {}",
+                self.store.path().display(),
+                humantime::format_duration(Duration::from_secs(took.as_secs()))
+            ),
+        );
+        ev.detail = format!("It failed from {}: {}", o.since.to_rfc3339(), o.error);
+        if let Err(e) = self.store.record_event(&self.cfg.routes(), ev) {
+            self.store_outage = Some(o);
+            return Err(e.into());
+        }
+        info!(after = ?took, "state database writable again");
+        Ok(true)
+    }
+
+    /// The state database could not be written: tell every channel not yet told, straight (the
+    /// outbox is in that database), and retry the pass soon.
+    async fn store_failed(&mut self, e: anyhow::Error) {
+        let error = crate::cli::one_line(&e);
+        let retry = self.cfg.daemon.interval.min(STORE_RETRY);
+        self.schedule(Instant::now() + retry);
+        let first = self.store_outage.is_none();
+        let o = self.store_outage.get_or_insert_with(|| StoreOutage {
+            since: Utc::now(),
+            error: String::new(),
+            told: Vec::new(),
+        });
+        o.error = error.clone();
+        if first {
+            error!(error = %error, retry_every = ?retry, "cannot write the state database; alerting directly and retrying");
+        } else {
+            warn!(error = %error, retry_in = ?retry, "state database still not writable");
+        }
+        let mut ev = Event::new(
+            EventKind::MonitorStoreFailed,
+            o.since,
+            format!(
+                "tailscale-monitor on {} cannot write its state database {}",
+                self.host,
+                self.store.path().display()
+            ),
+        );
+        ev.detail = error;
+        let cx = render::Context {
+            host: self.host.clone(),
+        };
+        for ch in &self.cfg.channels {
+            if o.told.contains(&ch.name) || !ch.route.accepts(&ev) {
+                continue;
+            }
+            match notify::send(ch, &cx, &[&ev], false).await {
+                Ok(()) => o.told.push(ch.name.clone()),
+                Err(err) => {
+                    warn!(channel = %ch.name, error = %err, "could not send monitor.store_failed; will retry")
+                }
+            }
+        }
+    }
+
+    /// Runs a pass; a failure (only the store can fail one) becomes [`Daemon::store_failed`].
+    async fn guarded_pass(&mut self) {
+        if let Err(e) = self.pass().await {
+            self.store_failed(e).await;
+        }
     }
 
     async fn send_now(&mut self) -> anyhow::Result<()> {
@@ -264,12 +359,15 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config) -> anyhow::Result<()
         full_at: Instant::now(),
         last_sent: None,
         deliver_at: None,
+        store_outage: None,
     };
 
-    d.pass().await?;
+    d.guarded_pass().await;
     // Whatever a previous run left queued (a crash, kill -9, a long SMTP outage) is retried now,
     // not at its backoff time.
-    monitor::deliver(&mut d.store, &d.cfg, &d.host, true).await?;
+    if let Err(e) = monitor::deliver(&mut d.store, &d.cfg, &d.host, true).await {
+        d.store_failed(e.into()).await;
+    }
     let _ = sd_notify::notify(false, &[NotifyState::Ready]);
     let mut watchdog_usec = 0;
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
@@ -295,14 +393,22 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config) -> anyhow::Result<()
                     d.schedule(Instant::now() + DEBOUNCE);
                 }
             },
-            _ = sleep_until(pass_at) => d.pass().await?,
-            _ = sleep_until(d.full_at) => d.pass().await?,
+            _ = sleep_until(pass_at) => d.guarded_pass().await,
+            _ = sleep_until(d.full_at) => d.guarded_pass().await,
             _ = sleep_until(d.deliver_at.unwrap_or_else(|| Instant::now() + far)), if d.deliver_at.is_some() => {
-                d.send_now().await?;
+                if let Err(e) = d.send_now().await {
+                    d.store_failed(e).await;
+                }
             }
             _ = sleep(DELIVERY_POLL) => {
-                if d.store.next_due()?.is_some_and(|t| t <= Utc::now()) {
-                    monitor::deliver(&mut d.store, &d.cfg, &d.host, false).await?;
+                let due = d.store.next_due().map(|t| t.is_some_and(|t| t <= Utc::now()));
+                let r = match due {
+                    Ok(true) => monitor::deliver(&mut d.store, &d.cfg, &d.host, false).await.map(|_| ()),
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = r {
+                    d.store_failed(e.into()).await;
                 }
             }
             _ = sleep(watchdog.unwrap_or(far)), if watchdog.is_some() => {

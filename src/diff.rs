@@ -994,6 +994,7 @@ mod tests {
             DeviceOwnerChanged,
             MonitorSourceDown,
             MonitorDeliveryFailed,
+            MonitorStoreFailed,
         ] {
             assert_eq!(k.severity(), Severity::Critical, "{k}");
         }

@@ -227,13 +227,18 @@ pub enum EventKind {
     MonitorSourceRecovered,
     #[serde(rename = "monitor.delivery_failed")]
     MonitorDeliveryFailed,
+    /// `run` cannot write its state database (disk full, I/O error); sent directly, not queued.
+    #[serde(rename = "monitor.store_failed")]
+    MonitorStoreFailed,
+    #[serde(rename = "monitor.store_recovered")]
+    MonitorStoreRecovered,
     /// A `test-notify` message; never logged.
     #[serde(rename = "monitor.test")]
     MonitorTest,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::UserNew,
         EventKind::UserRemoved,
         EventKind::DeviceNew,
@@ -253,6 +258,8 @@ impl EventKind {
         EventKind::MonitorSourceDown,
         EventKind::MonitorSourceRecovered,
         EventKind::MonitorDeliveryFailed,
+        EventKind::MonitorStoreFailed,
+        EventKind::MonitorStoreRecovered,
         EventKind::MonitorTest,
     ];
 
@@ -277,6 +284,8 @@ impl EventKind {
             EventKind::MonitorSourceDown => "monitor.source_down",
             EventKind::MonitorSourceRecovered => "monitor.source_recovered",
             EventKind::MonitorDeliveryFailed => "monitor.delivery_failed",
+            EventKind::MonitorStoreFailed => "monitor.store_failed",
+            EventKind::MonitorStoreRecovered => "monitor.store_recovered",
             EventKind::MonitorTest => "monitor.test",
         }
     }
@@ -293,7 +302,8 @@ impl EventKind {
             | DeviceNew
             | DeviceOwnerChanged
             | MonitorSourceDown
-            | MonitorDeliveryFailed => Severity::Critical,
+            | MonitorDeliveryFailed
+            | MonitorStoreFailed => Severity::Critical,
             DeviceRekeyed
             | DeviceAddressesChanged
             | DeviceTagsChanged
@@ -308,6 +318,7 @@ impl EventKind {
             | PeerConnected
             | MonitorBaseline
             | MonitorSourceRecovered
+            | MonitorStoreRecovered
             | MonitorTest => Severity::Info,
         }
     }

@@ -530,6 +530,22 @@ impl Store {
         Ok(out)
     }
 
+    /// Logs one event of the monitor's own (not from a snapshot) and queues it on `routes`.
+    pub fn record_event(&mut self, routes: &[Route], event: Event) -> Result<()> {
+        let now = event.at;
+        self.commit_pass(routes, now, |_, h| {
+            (
+                Outcome {
+                    events: vec![event],
+                    ..Outcome::default()
+                },
+                h.clone(),
+                false,
+            )
+        })?;
+        Ok(())
+    }
+
     /// Moves undelivered rows of channels that are no longer configured to the configured
     /// channels whose filter takes their event, so that renaming or removing a channel never
     /// strands an alert. Rows no configured channel takes are dropped from the outbox (the event

@@ -11,6 +11,10 @@ use support::emulator::{self, Emulator};
 use support::receiver::Receiver;
 use support::Monitor;
 
+/// Bytes a file may grow to while the disk is "full" in the disk-full test: the baseline of the
+/// small tailnet leaves a WAL of about 120 KiB, recording 300 joins needs about 730 KiB.
+const FULL: u64 = 320 * 1024;
+
 fn webhook(name: &str, url: &str) -> String {
     format!(
         "[[notify]]\nkind = \"webhook\"\nname = \"{name}\"\nurl = \"{url}\"\ntimeout = \"3s\"\n"
@@ -214,6 +218,84 @@ fn alerts_stuck_on_a_channel_removed_from_the_config_go_to_the_new_one() {
     assert_eq!(got[0].json()["events"][0]["kind"], "monitor.baseline");
     assert_eq!(mon.check().code, 0);
     assert_eq!(rx.at("/new").len(), 1, "delivered once");
+}
+
+#[test]
+fn a_full_disk_is_alerted_directly_and_run_recovers_when_space_returns() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let config = format!(
+        "{}[daemon]\ninterval = \"1s\"\nbatch_window = \"1ms\"\n",
+        webhook("hook", &format!("{}/hook", rx.url))
+    );
+    let mon = Monitor::new(&emu.socket, &config);
+    // The disk is "full" past FULL bytes per file: RLIMIT_FSIZE, raised again below.
+    let limit = |soft: u64| libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    let mut cmd = mon.cmd(&["run"]);
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit(FULL)) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let daemon = support::Daemon(cmd.spawn().unwrap());
+    let kinds = |rx: &Receiver| -> Vec<String> {
+        rx.at("/hook")
+            .iter()
+            .flat_map(|r| {
+                r.json()["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["kind"].as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    assert!(!rx.wait("/hook", 1, 30).is_empty(), "baseline delivered");
+    join(&emu, 300);
+    emu.push("{\"PeersChanged\":[{\"ID\":1}]}\n");
+    let got = rx.wait("/hook", 2, 30);
+    assert_eq!(
+        kinds(&rx),
+        vec!["monitor.baseline", "monitor.store_failed"],
+        "{:?}",
+        got.iter().map(|r| r.text()).collect::<Vec<_>>()
+    );
+    assert!(got[1].text().contains("state.db"), "{}", got[1].text());
+    // Several retries fail meanwhile; the alert is not repeated.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(rx.at("/hook").len(), 2, "told once");
+
+    // Space returns: the next retry records the joins and the recovery.
+    let pid = daemon.0.id() as libc::pid_t;
+    let r = unsafe {
+        libc::prlimit(
+            pid,
+            libc::RLIMIT_FSIZE,
+            &limit(libc::RLIM_INFINITY),
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    assert!(mon.wait_for_event("monitor.store_recovered", 30));
+    rx.wait("/hook", 3, 30);
+    let k = kinds(&rx);
+    assert_eq!(
+        k.iter().filter(|k| *k == "device.new").count(),
+        300,
+        "{k:?}"
+    );
+    assert!(k.contains(&"monitor.store_recovered".to_owned()), "{k:?}");
+    assert_eq!(mon.count_events("device.new"), 300);
+    assert!(daemon.terminate().success());
 }
 
 #[test]

@@ -140,17 +140,7 @@ fn escalate(
         .map(|c| c.route.clone())
         .collect();
     error!(channel = %failing.name, stuck, error, "delivery failing past the age limit; reporting on the other channels");
-    store.commit_pass(&routes, now, |_, h| {
-        (
-            crate::diff::Outcome {
-                events: vec![e],
-                ..Default::default()
-            },
-            h.clone(),
-            false,
-        )
-    })?;
-    Ok(())
+    store.record_event(&routes, e)
 }
 
 #[cfg(test)]

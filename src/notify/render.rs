@@ -125,6 +125,10 @@ fn action(e: &Event) -> String {
         EventKind::MonitorDeliveryFailed => "Fix the failing channel (see the error); the alerts stay queued and are \
              retried."
             .to_owned(),
+        EventKind::MonitorStoreFailed => "Until the state database can be written the monitor records nothing: free \
+             disk space or fix the error above. It retries on its own; changes made meanwhile are reported then."
+            .to_owned(),
+        EventKind::MonitorStoreRecovered => "Nothing to do; changes made meanwhile are reported separately.".to_owned(),
         EventKind::MonitorTest => "Nothing: this is a test. If you can read it, this channel works.".to_owned(),
     }
 }

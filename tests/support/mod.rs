@@ -117,13 +117,13 @@ impl Monitor {
     }
 }
 
-/// The `[[notify]]` table for an e-mail channel to a local SMTP port.
 /// Mode 0600, as the monitor requires of files that hold secrets.
 pub fn private(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// The `[[notify]]` table for an e-mail channel to a local SMTP port.
 pub fn email_channel(port: u16) -> String {
     format!(
         "[[notify]]\nkind = \"email\"\nto = [\"admin@example.com\"]\nfrom = \"tailscale-monitor@web-01.example.com\"\nsmtp = \"smtp://127.0.0.1:{port}\"\ntimeout = \"5s\"\n"
