@@ -260,9 +260,7 @@ impl Daemon {
             ),
         );
         ev.detail = error;
-        let cx = render::Context {
-            host: self.host.clone(),
-        };
+        let cx = render::Context::new(&self.host);
         for ch in &self.cfg.channels {
             if o.told.contains(&ch.name) || !ch.route.accepts(&ev) {
                 continue;

@@ -125,9 +125,7 @@ pub async fn deliver(
     host: &str,
     ignore_backoff: bool,
 ) -> Result<DeliveryReport, StoreError> {
-    let cx = render::Context {
-        host: host.to_owned(),
-    };
+    let cx = render::Context::new(host);
     notify::deliver(
         store,
         &cfg.channels,

@@ -163,6 +163,8 @@ pub struct Pending {
     pub attempts: i64,
     pub created: DateTime<Utc>,
     pub event: LoggedEvent,
+    /// The event's hash in the log's chain.
+    pub hash: String,
 }
 
 /// What `/metrics` reports.
@@ -472,10 +474,11 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
-        let rows: Vec<(i64, String, i64, i64, i64, i64, String)> = {
+        type Row = (i64, String, i64, i64, i64, i64, String, String);
+        let rows: Vec<Row> = {
             let mut stmt = tx
                 .prepare(
-                    "SELECT o.id, o.channel, o.attempts, o.created_ms, e.id, e.pass, e.data
+                    "SELECT o.id, o.channel, o.attempts, o.created_ms, e.id, e.pass, e.data, e.hash
                      FROM outbox o JOIN events e ON e.id = o.event_id
                      WHERE o.delivered_ms IS NULL
                        AND (o.lease_until_ms IS NULL OR o.lease_until_ms <= ?1)
@@ -494,6 +497,7 @@ impl Store {
                         r.get(4)?,
                         r.get(5)?,
                         r.get(6)?,
+                        r.get(7)?,
                     ))
                 })
                 .map_err(&e)?
@@ -503,7 +507,7 @@ impl Store {
         };
         let until = ms(now) + lease.as_millis() as i64;
         let mut out = Vec::with_capacity(rows.len());
-        for (outbox_id, channel, attempts, created, event_id, pass, data) in rows {
+        for (outbox_id, channel, attempts, created, event_id, pass, data, hash) in rows {
             tx.execute(
                 "UPDATE outbox SET lease_until_ms = ?2 WHERE id = ?1",
                 params![outbox_id, until],
@@ -524,6 +528,7 @@ impl Store {
                     pass,
                     event,
                 },
+                hash,
             });
         }
         tx.commit().map_err(&e)?;
@@ -805,6 +810,32 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The newest event's ID and chain hash, and how many events the log holds.
+    pub fn log_head(&self) -> Result<(i64, Option<(i64, String)>)> {
+        let count: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .map_err(self.err())?;
+        let head = self
+            .conn
+            .query_row(
+                "SELECT id, hash FROM events ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.err())?;
+        Ok((count, head))
+    }
+
+    /// The chain hash of one event, if it is in the log.
+    pub fn event_hash(&self, id: i64) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT hash FROM events WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(self.err())
     }
 
     /// Recomputes the hash chain; returns the ID of the first row that does not match.

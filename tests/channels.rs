@@ -299,6 +299,68 @@ fn a_full_disk_is_alerted_directly_and_run_recovers_when_space_returns() {
 }
 
 #[test]
+fn alerts_carry_a_log_anchor_that_audit_checks_against_a_rewritten_log() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let mon = Monitor::new(&emu.socket, &webhook("hook", &format!("{}/hook", rx.url)));
+    assert_eq!(mon.check().code, 0);
+    join(&emu, 1);
+    assert_eq!(mon.check().code, 2);
+    let sent = rx.at("/hook");
+    assert_eq!(sent.len(), 2);
+    let a = &sent[1].json()["log_anchor"];
+    let anchor = format!("{}:{}", a["event_id"], a["hash"].as_str().unwrap());
+    let r = mon.run(&["audit", "--anchor", &anchor]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("chain intact: 2 events") && r.stdout.contains("matches"),
+        "{r:?}"
+    );
+
+    // Someone with root on the server hides the join: drops the guards, rewrites the event and
+    // recomputes the whole chain so that it verifies on its own.
+    let db = rusqlite::Connection::open(mon.dir.path().join("state/state.db")).unwrap();
+    db.execute_batch(
+        "DROP TRIGGER events_append_only_update;
+         UPDATE events SET summary = 'nothing', data = replace(data, 'joiner-0', 'printer') WHERE kind = 'device.new';",
+    )
+    .unwrap();
+    let rows: Vec<(i64, String)> = db
+        .prepare("SELECT id, data FROM events ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut prev = String::new();
+    for (id, data) in rows {
+        let mut h = sha2::Sha256::new();
+        h.update(format!("{prev}\n{data}"));
+        let hash: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        db.execute(
+            "UPDATE events SET prev_hash = ?1, hash = ?2 WHERE id = ?3",
+            rusqlite::params![prev, hash, id],
+        )
+        .unwrap();
+        prev = hash;
+    }
+    drop(db);
+    let r = mon.run(&["audit"]);
+    assert_eq!(
+        r.code, 0,
+        "a consistent rewrite passes the chain alone: {r:?}"
+    );
+    let r = mon.run(&["audit", "--anchor", &anchor]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stdout.contains("ALTERED: event #2"), "{r:?}");
+    let r = mon.run(&["audit", "--anchor", "2:xyz"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("expected ID:HASH"), "{r:?}");
+}
+
+#[test]
 fn test_notify_reports_each_channel() {
     let dir = tempfile::tempdir().unwrap();
     let emu = Emulator::start(dir.path(), emulator::tailnet());

@@ -42,6 +42,7 @@ pub fn payload(cx: &Context, events: &[&Event], r: &Rendered, test: bool) -> Val
         "test": test,
         "subject": r.subject,
         "events": events,
+        "log_anchor": cx.anchor.as_ref().map(|a| json!({"event_id": a.event_id, "hash": a.hash})),
     })
 }
 

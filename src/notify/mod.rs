@@ -85,7 +85,18 @@ pub async fn deliver(
             }
             let ids: Vec<i64> = pending.iter().map(|p| p.outbox_id).collect();
             let events: Vec<_> = pending.iter().map(|p| &p.event.event).collect();
-            match send(ch, cx, &events, false).await {
+            let newest = pending
+                .iter()
+                .max_by_key(|p| p.event.id)
+                .expect("not empty");
+            let cx = render::Context {
+                anchor: Some(render::Anchor {
+                    event_id: newest.event.id,
+                    hash: newest.hash.clone(),
+                }),
+                ..cx.clone()
+            };
+            match send(ch, &cx, &events, false).await {
                 Ok(()) => {
                     store.mark_delivered(&ids, Utc::now())?;
                     info!(channel = %ch.name, events = ids.len(), "delivered");

@@ -16,6 +16,31 @@ use crate::sanitize::{self, NAME_MAX, SUBJECT_MAX};
 pub struct Context {
     /// Name of the monitored host (this server).
     pub host: String,
+    /// The newest logged event of the message and its chain hash: kept in the recipient's
+    /// mailbox, it lets `audit --anchor` prove later that the log was not rewritten.
+    pub anchor: Option<Anchor>,
+}
+
+/// A point of the event log's hash chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub event_id: i64,
+    pub hash: String,
+}
+
+impl std::fmt::Display for Anchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.event_id, self.hash)
+    }
+}
+
+impl Context {
+    pub fn new(host: &str) -> Context {
+        Context {
+            host: host.to_owned(),
+            anchor: None,
+        }
+    }
 }
 
 /// A rendered notification.
@@ -230,7 +255,19 @@ pub fn render(cx: &Context, events: &[&Event]) -> Rendered {
         event_html(&mut html, e);
     }
     text.push_str("\n-- \ntailscale-monitor: review everything with `tailscale-monitor events`.\n");
-    html.push_str("<p style=\"color:#666\">tailscale-monitor: review everything with <code>tailscale-monitor events</code>.</p></body></html>");
+    html.push_str("<p style=\"color:#666\">tailscale-monitor: review everything with <code>tailscale-monitor events</code>.");
+    if let Some(a) = &cx.anchor {
+        // Only digits and hex: nothing here comes from the tailnet.
+        let _ = writeln!(
+            text,
+            "Log anchor: {a} (keep this message; `tailscale-monitor audit --anchor {a}` proves the log up to here is unaltered)"
+        );
+        let _ = write!(
+            html,
+            "<br>Log anchor: <code>{a}</code> (keep this message; <code>tailscale-monitor audit --anchor {a}</code> proves the log up to here is unaltered)"
+        );
+    }
+    html.push_str("</p></body></html>");
     Rendered {
         subject,
         text,
@@ -436,9 +473,7 @@ mod tests {
 
     #[test]
     fn hostile_names_cannot_inject() {
-        let cx = Context {
-            host: "web-01".into(),
-        };
+        let cx = Context::new("web-01");
         let e = hostile();
         let r = render(&cx, &[&e]);
         assert!(!r.subject.contains('\r') && !r.subject.contains('\n'));
@@ -457,9 +492,7 @@ mod tests {
 
     #[test]
     fn a_storm_lists_every_device_and_details_only_the_first() {
-        let cx = Context {
-            host: "web-01".into(),
-        };
+        let cx = Context::new("web-01");
         let events: Vec<Event> = (0..1000)
             .map(|i| {
                 let mut e = hostile();
@@ -486,10 +519,26 @@ mod tests {
     }
 
     #[test]
+    fn the_log_anchor_ends_every_message_that_has_one() {
+        let e = Event::new(EventKind::DeviceRemoved, Utc::now(), "Device x left");
+        let mut cx = Context::new("web-01");
+        assert!(!render(&cx, &[&e]).text.contains("Log anchor"));
+        cx.anchor = Some(Anchor {
+            event_id: 7,
+            hash: "ab".repeat(32),
+        });
+        let r = render(&cx, &[&e]);
+        let want = format!("Log anchor: 7:{}", "ab".repeat(32));
+        assert!(
+            r.text.contains(&want) && r.html.contains("Log anchor: <code>7:"),
+            "{}",
+            r.text
+        );
+    }
+
+    #[test]
     fn subject_names_the_worst_event_and_counts_the_rest() {
-        let cx = Context {
-            host: "web-01".into(),
-        };
+        let cx = Context::new("web-01");
         let a = Event::new(EventKind::DeviceRemoved, Utc::now(), "Device x left");
         let b = hostile();
         let s = subject(&cx, &[&a, &b]);
