@@ -62,6 +62,16 @@ fn baseline_is_one_review_mail_listing_everything() {
         !m.text.contains("device.new"),
         "no per-device alerts at baseline"
     );
+    // The mail ends with the log anchor, and `audit` accepts it.
+    let anchor = m
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("Log anchor: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("a log anchor in {}", m.text));
+    assert!(anchor.starts_with("1:"), "{anchor}");
+    let r = mon.run(&["audit", "--anchor", anchor]);
+    assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(mon.check().code, 0);
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(smtp.mails().len(), 1, "nothing more when nothing changed");
