@@ -41,7 +41,8 @@ fn main() {
                         device: d.clone(),
                         removed: false,
                         expiring_alerted: None,
-                        last_handshake: None,
+                        // As the store keeps it from the baseline.
+                        last_handshake: prev.conns.get(&d.id).and_then(|c| c.last_handshake),
                         after_baseline: false,
                     },
                 )

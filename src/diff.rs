@@ -10,7 +10,7 @@
 //! - a device that is known but was removed and comes back under the same ID is not "new";
 //! - nothing here ever sees a failed read: sources return errors, not empty snapshots.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -116,6 +116,8 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
         }
     }
 
+    // Built on the first new device: one pass over what is known, not one per new device.
+    let mut lookalikes: Option<Lookalikes> = None;
     for dev in cur.devices.values() {
         let owner = cur.users.get(&dev.user_id).cloned();
         match known.devices.get(&dev.id) {
@@ -132,7 +134,9 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
                             .map_or("an unknown user", |u| u.login.as_str())
                     ),
                 );
-                e.detail = reregistration_hint(known, dev);
+                e.detail = lookalikes
+                    .get_or_insert_with(|| Lookalikes::new(known))
+                    .hint(dev);
                 e.device = Some(dev.clone());
                 e.user = owner.clone();
                 out.events.push(e);
@@ -363,15 +367,53 @@ fn connected(
     Some(e)
 }
 
-/// Explains when a new device looks like an old one (the re-registration the old script missed).
-fn reregistration_hint(known: &Known, dev: &Device) -> String {
-    let similar: Vec<String> = known
-        .devices
-        .values()
-        .filter(|k| {
-            (!dev.hostname.is_empty() && k.device.hostname == dev.hostname)
-                || k.device.addresses.iter().any(|a| dev.addresses.contains(a))
-        })
+/// Known devices by hostname and by address, to explain when a new device looks like an old one
+/// (the re-registration the old script missed).
+struct Lookalikes<'a> {
+    known: &'a Known,
+    by_host: HashMap<&'a str, Vec<&'a StableNodeId>>,
+    by_addr: HashMap<&'a str, Vec<&'a StableNodeId>>,
+}
+
+impl<'a> Lookalikes<'a> {
+    fn new(known: &'a Known) -> Self {
+        let mut by_host: HashMap<&str, Vec<&StableNodeId>> = HashMap::new();
+        let mut by_addr: HashMap<&str, Vec<&StableNodeId>> = HashMap::new();
+        for (id, k) in &known.devices {
+            if !k.device.hostname.is_empty() {
+                by_host.entry(&k.device.hostname).or_default().push(id);
+            }
+            for a in &k.device.addresses {
+                by_addr.entry(a).or_default().push(id);
+            }
+        }
+        Lookalikes {
+            known,
+            by_host,
+            by_addr,
+        }
+    }
+
+    fn hint(&self, dev: &Device) -> String {
+        let mut ids: BTreeSet<&StableNodeId> = BTreeSet::new();
+        if !dev.hostname.is_empty() {
+            ids.extend(
+                self.by_host
+                    .get(dev.hostname.as_str())
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+        for a in &dev.addresses {
+            ids.extend(self.by_addr.get(a.as_str()).into_iter().flatten());
+        }
+        reregistration_hint(ids.into_iter().map(|id| &self.known.devices[id]))
+    }
+}
+
+/// The hint for a new device, given the known devices that share its hostname or an address.
+fn reregistration_hint<'a>(similar: impl Iterator<Item = &'a KnownDevice>) -> String {
+    let similar: Vec<String> = similar
         .map(|k| {
             format!(
                 "{} ({}{})",
