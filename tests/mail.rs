@@ -374,3 +374,28 @@ fn kill_9_between_detection_and_delivery_loses_nothing() {
     assert_eq!(mon.count_events("device.new"), 1, "not re-detected");
     assert!(daemon.terminate().success());
 }
+
+#[test]
+#[ignore = "needs the real SMTP server: run tests/run-all.sh"]
+fn demo_with_an_email_config_mails_each_step() {
+    let (_d, _emu, smtp, mon) = setup();
+    let r = mon.run(&["demo"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("sent through 1 channel"), "{r:?}");
+    let mails = smtp.wait_for(4, 10);
+    let subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(mails.len(), 4, "{subjects:?}");
+    for (m, want) in mails
+        .iter()
+        .zip(["baseline", "CRITICAL: New device", "WARNING", "exit node"])
+    {
+        assert!(
+            m.subject.contains("(demo)") && m.subject.contains(want),
+            "{want} in {subjects:?}"
+        );
+    }
+    assert!(
+        !mon.dir.path().join("state/state.db").exists(),
+        "the demo keeps nothing in the real state"
+    );
+}
