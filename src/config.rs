@@ -22,6 +22,9 @@ use crate::store::Route;
 
 pub const DEFAULT_PATH: &str = "/etc/tailscale-monitor/config.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/tailscale-monitor";
+/// The local MTA's program for `smtp = "sendmail"` unless `sendmail` names another.
+pub const DEFAULT_SENDMAIL: &str = "/usr/sbin/sendmail";
+
 /// Environment variable read for the SMTP password when no `password_file`/`password_env` is set.
 pub const PASSWORD_ENV: &str = "TAILSCALE_MONITOR_SMTP_PASSWORD";
 
@@ -92,8 +95,8 @@ pub enum SmtpTls {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MailTransport {
-    /// The local MTA's `sendmail` program.
-    Sendmail,
+    /// The local MTA's `sendmail` program (`-i -f FROM -- TO…`, message on stdin).
+    Sendmail { program: PathBuf },
     Smtp {
         host: String,
         port: u16,
@@ -266,6 +269,7 @@ struct RawNotify {
     to: Option<Spanned<OneOrMany>>,
     from: Option<Spanned<String>>,
     smtp: Option<Spanned<String>>,
+    sendmail: Option<Spanned<PathBuf>>,
     password_file: Option<Spanned<PathBuf>>,
     password_env: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
@@ -584,11 +588,17 @@ impl Config {
             match &c.kind {
                 ChannelKind::Email(e) => {
                     let to: Vec<String> = e.to.iter().map(|m| q(&m.to_string())).collect();
+                    let smtp = match &e.transport {
+                        MailTransport::Sendmail { program } => format!(
+                            "\"sendmail\"\nsendmail = {}",
+                            q(&program.display().to_string())
+                        ),
+                        t => q(&t.to_string()),
+                    };
                     out += &format!(
-                        "to = [{}]\nfrom = {}\nsmtp = {}\n",
+                        "to = [{}]\nfrom = {}\nsmtp = {smtp}\n",
                         to.join(", "),
                         q(&e.from.to_string()),
-                        q(&e.transport.to_string()),
                     );
                     if let MailTransport::Smtp {
                         password: Some(_), ..
@@ -632,7 +642,7 @@ impl Config {
 impl fmt::Display for MailTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MailTransport::Sendmail => f.write_str("sendmail"),
+            MailTransport::Sendmail { program } => write!(f, "sendmail ({})", program.display()),
             MailTransport::Smtp {
                 host,
                 port,
@@ -863,7 +873,21 @@ fn email(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<EmailConfig, ConfigError> {
 fn smtp_target(cx: &Ctx, s: &Spanned<String>, r: &RawNotify) -> Result<MailTransport, ConfigError> {
     let text = s.get_ref();
     if text == "sendmail" {
-        return Ok(MailTransport::Sendmail);
+        let program = match &r.sendmail {
+            None => PathBuf::from(DEFAULT_SENDMAIL),
+            Some(p) if p.get_ref().is_absolute() => p.get_ref().clone(),
+            Some(p) => {
+                return Err(cx.at(
+                    p,
+                    "sendmail",
+                    format!("`{}` must be an absolute path", p.get_ref().display()),
+                ))
+            }
+        };
+        return Ok(MailTransport::Sendmail { program });
+    }
+    if let Some(p) = &r.sendmail {
+        return Err(cx.at(p, "sendmail", "only applies with smtp = \"sendmail\""));
     }
     let bad = |why: &str| {
         cx.at(
@@ -1037,7 +1061,12 @@ smtp = "smtp://127.0.0.1:25"
             };
             e.transport.clone()
         };
-        assert_eq!(t("sendmail"), MailTransport::Sendmail);
+        assert_eq!(
+            t("sendmail"),
+            MailTransport::Sendmail {
+                program: DEFAULT_SENDMAIL.into()
+            }
+        );
         std::env::set_var(PASSWORD_ENV, "hunter2");
         let MailTransport::Smtp {
             tls,

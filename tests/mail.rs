@@ -399,3 +399,71 @@ fn demo_with_an_email_config_mails_each_step() {
         "the demo keeps nothing in the real state"
     );
 }
+
+/// The `sendmail` transport through a real MTA client: Debian's msmtp, relaying to aiosmtpd.
+#[test]
+#[ignore = "needs the real SMTP server and msmtp: run tests/run-all.sh"]
+fn sendmail_transport_through_msmtp_retries_until_the_relay_is_up() {
+    let msmtp = ["/usr/bin/msmtp", "/usr/local/bin/msmtp"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("msmtp is not installed: tests/setup/install-deps.sh installs it (apt msmtp)");
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let port = free_port();
+    let mon = Monitor::new(
+        &emu.socket,
+        &format!(
+            "[[notify]]\nkind = \"email\"\nto = [\"admin@example.com\"]\n\
+             from = \"tailscale-monitor@web-01.example.com\"\nsmtp = \"sendmail\"\n\
+             sendmail = \"{msmtp}\"\ntimeout = \"10s\"\n"
+        ),
+    );
+    // msmtp reads ~/.msmtprc (which it wants private).
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let rc = home.join(".msmtprc");
+    std::fs::write(
+        &rc,
+        format!("defaults\nauth off\ntls off\naccount default\nhost 127.0.0.1\nport {port}\n"),
+    )
+    .unwrap();
+    support::private(&rc);
+    let check = || -> support::Run {
+        mon.cmd(&["check"])
+            .env("HOME", &home)
+            .output()
+            .unwrap()
+            .into()
+    };
+
+    // The relay is down: msmtp fails, the alert stays queued.
+    let r = check();
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("not delivered yet"), "{r:?}");
+
+    let smtp = Smtp::start_on(port);
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(
+        &mut doc,
+        "nSENDMAILCNTRL",
+        "via-sendmail",
+        6201,
+        "100.101.1.41",
+    );
+    emu.set_status(doc);
+    let r = check();
+    assert_eq!(r.code, 2, "{r:?}");
+    let mails = smtp.wait_for(1, 10);
+    assert_eq!(mails.len(), 1, "baseline and join in one message");
+    let m = &mails[0];
+    assert!(
+        m.text.contains("monitor.baseline") && m.text.contains("via-sendmail"),
+        "{}",
+        m.text
+    );
+    assert!(m.rcpt_to.contains("admin@example.com"), "{}", m.rcpt_to);
+    assert_eq!(check().code, 0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(smtp.mails().len(), 1, "delivered once");
+}

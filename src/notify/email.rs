@@ -38,8 +38,13 @@ pub async fn send(
     let msg = build(cfg, r)?;
     let target = cfg.transport.to_string();
     let res = match &cfg.transport {
-        MailTransport::Sendmail => {
-            let t = AsyncSendmailTransport::<Tokio1Executor>::new();
+        MailTransport::Sendmail { program } => {
+            if !program.exists() {
+                return Err(format!(
+                    "{target}: no such program — install a local MTA (e.g. `apt install postfix` or msmtp-mta), set `sendmail` to its program, or use smtp://"
+                ));
+            }
+            let t = AsyncSendmailTransport::<Tokio1Executor>::new_with_command(program.as_os_str());
             tokio::time::timeout(timeout, t.send(msg))
                 .await
                 .map_err(|_| format!("{target}: no answer within {:?}", timeout))?

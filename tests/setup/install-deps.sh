@@ -5,6 +5,7 @@
 #   aiosmtpd                  real SMTP server (PyPI), into a venv under $CACHE
 #   tailscaled + tailscale    at TS_NEW (>= 1.102) and TS_OLD (< 1.98), `go install` from the Go proxy
 #   headscale                 at HS_VERSION, `go install`
+#   msmtp                     from Debian: a real sendmail-compatible MTA client for `smtp = "sendmail"`
 #   prometheus-alertmanager   from Debian (skip with TM_WITH_ALERTMANAGER=0)
 set -euo pipefail
 
@@ -90,6 +91,10 @@ if [ "${TM_SKIP_DAEMONS:-0}" != 1 ]; then
     mv "$CACHE/bin/headscale-$HS_VERSION.tmp" "$CACHE/bin/headscale-$HS_VERSION"
   fi
 fi
+
+# --- msmtp ---------------------------------------------------------------------------------------
+# msmtp (not msmtp-mta: it must not take over /usr/sbin/sendmail) for the sendmail transport.
+apt_install msmtp
 
 # --- Alertmanager -------------------------------------------------------------------------------
 # promtool (package prometheus) checks the /metrics exposition.
