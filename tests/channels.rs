@@ -11,10 +11,6 @@ use support::emulator::{self, Emulator};
 use support::receiver::Receiver;
 use support::Monitor;
 
-/// Bytes a file may grow to while the disk is "full" in the disk-full test: the baseline of the
-/// small tailnet leaves a WAL of about 120 KiB, recording 300 joins needs about 730 KiB.
-const FULL: u64 = 320 * 1024;
-
 fn webhook(name: &str, url: &str) -> String {
     format!(
         "[[notify]]\nkind = \"webhook\"\nname = \"{name}\"\nurl = \"{url}\"\ntimeout = \"3s\"\n"
@@ -222,7 +218,6 @@ fn alerts_stuck_on_a_channel_removed_from_the_config_go_to_the_new_one() {
 
 #[test]
 fn a_full_disk_is_alerted_directly_and_run_recovers_when_space_returns() {
-    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let emu = Emulator::start(dir.path(), emulator::tailnet());
     let rx = Receiver::start();
@@ -231,21 +226,17 @@ fn a_full_disk_is_alerted_directly_and_run_recovers_when_space_returns() {
         webhook("hook", &format!("{}/hook", rx.url))
     );
     let mon = Monitor::new(&emu.socket, &config);
-    // The disk is "full" past FULL bytes per file: RLIMIT_FSIZE, raised again below.
-    let limit = |soft: u64| libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: libc::RLIM_INFINITY,
+    // The disk fills up: RLIMIT_FSIZE of the running `run`, lowered and raised with prlimit(2).
+    let daemon = mon.spawn_run();
+    let pid = daemon.0.id() as libc::pid_t;
+    let set_limit = |soft: u64| {
+        let l = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        let r = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &l, std::ptr::null_mut()) };
+        assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
     };
-    let mut cmd = mon.cmd(&["run"]);
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit(FULL)) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let daemon = support::Daemon(cmd.spawn().unwrap());
     let kinds = |rx: &Receiver| -> Vec<String> {
         rx.at("/hook")
             .iter()
@@ -260,6 +251,11 @@ fn a_full_disk_is_alerted_directly_and_run_recovers_when_space_returns() {
             .collect()
     };
     assert!(!rx.wait("/hook", 1, 30).is_empty(), "baseline delivered");
+    // Room for a few quiet passes, not for recording 300 joins (about 600 KiB of WAL).
+    let wal = std::fs::metadata(mon.dir.path().join("state/state.db-wal"))
+        .unwrap()
+        .len();
+    set_limit(wal + 192 * 1024);
     join(&emu, 300);
     emu.push("{\"PeersChanged\":[{\"ID\":1}]}\n");
     let got = rx.wait("/hook", 2, 30);
@@ -275,16 +271,7 @@ fn a_full_disk_is_alerted_directly_and_run_recovers_when_space_returns() {
     assert_eq!(rx.at("/hook").len(), 2, "told once");
 
     // Space returns: the next retry records the joins and the recovery.
-    let pid = daemon.0.id() as libc::pid_t;
-    let r = unsafe {
-        libc::prlimit(
-            pid,
-            libc::RLIMIT_FSIZE,
-            &limit(libc::RLIM_INFINITY),
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    set_limit(libc::RLIM_INFINITY);
     assert!(mon.wait_for_event("monitor.store_recovered", 30));
     rx.wait("/hook", 3, 30);
     let k = kinds(&rx);
