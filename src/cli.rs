@@ -296,11 +296,18 @@ fn parse_since(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
 
 fn open_store(explicit: Option<&Path>) -> anyhow::Result<Store> {
     let cfg = load(explicit, true)?;
-    if !cfg.state_dir.join("state.db").exists() {
-        bail!(
+    let db = cfg.state_dir.join("state.db");
+    match db.try_exists() {
+        Ok(true) => {}
+        Ok(false) => bail!(
             "no state in {} yet: run `tailscale-monitor check` or `run` first",
             cfg.state_dir.display()
-        );
+        ),
+        // Typically a state directory of the service user, read by someone else.
+        Err(e) => bail!(
+            "{}: {e} (run this as the user that runs the monitor, e.g. `runuser -u tailscale-monitor -- tailscale-monitor …`)",
+            db.display()
+        ),
     }
     Ok(Store::open(&cfg.state_dir)?)
 }

@@ -35,7 +35,7 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("state directory {path}: {source}")]
+    #[error("state {path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
