@@ -250,36 +250,94 @@ pub fn status_line(
     (format!("TAILSCALE {label} - {text} {perf}"), code)
 }
 
+/// Marks, in the state directory, that `check` has alerted a store failure: at most one such
+/// alert per [`STORE_ALERT_EVERY`] from cron, and a `monitor.store_recovered` once it works again.
+const STORE_FAILED_MARK: &str = "store-failed";
+const STORE_ALERT_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 async fn check(explicit: Option<&Path>) -> ExitCode {
+    // Also on stderr: cron discards stdout (`>/dev/null`) but mails stderr.
     let unknown = |msg: String| {
-        println!("TAILSCALE UNKNOWN - {}", sanitize::line(&msg, 500));
+        let msg = sanitize::line(&msg, 500);
+        println!("TAILSCALE UNKNOWN - {msg}");
+        eprintln!("tailscale-monitor: {msg}");
         ExitCode::from(3)
     };
     let cfg = match load(explicit, false) {
         Ok(c) => c,
         Err(e) => return unknown(one_line(&e)),
     };
+    let host = monitor::local_hostname();
+    let store_failed = |e: crate::store::StoreError| {
+        let cfg = &cfg;
+        let host = &host;
+        async move {
+            let error = e.to_string();
+            let mark = cfg.state_dir.join(STORE_FAILED_MARK);
+            let recent = std::fs::metadata(&mark)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < STORE_ALERT_EVERY));
+            if !recent {
+                let mut told = Vec::new();
+                let db = cfg.state_dir.join("state.db");
+                monitor::alert_store_failed(cfg, host, &db, Utc::now(), &error, &mut told).await;
+                if !told.is_empty() {
+                    // An empty file: creating it needs no free blocks. If even that fails, the
+                    // next run alerts again, which is the safe side.
+                    let _ = std::fs::File::create(&mark);
+                }
+            }
+            unknown(error)
+        }
+    };
     let mut store = match Store::open(&cfg.state_dir) {
         Ok(s) => s,
-        Err(e) => return unknown(e.to_string()),
+        Err(e) => return store_failed(e).await,
     };
     let source = Source::from_config(&cfg.source);
     let report = match monitor::observe(&source, &mut store, &cfg.routes(), &cfg.policy).await {
         Ok(r) => r,
-        Err(e) => return unknown(e.to_string()),
+        Err(e) => return store_failed(e).await,
     };
-    let delivery = match monitor::deliver(&mut store, &cfg, &monitor::local_hostname(), true).await
-    {
+    if let Err(e) = store_recovered(&cfg, &mut store) {
+        return store_failed(e).await;
+    }
+    let delivery = match monitor::deliver(&mut store, &cfg, &host, true).await {
         Ok(d) => d,
-        Err(e) => return unknown(e.to_string()),
+        Err(e) => return store_failed(e).await,
     };
     let outbox = match store.outbox_depth() {
         Ok(d) => d,
-        Err(e) => return unknown(e.to_string()),
+        Err(e) => return store_failed(e).await,
     };
     let (line, code) = status_line(&report, &delivery, &outbox);
     println!("{line}");
     ExitCode::from(code)
+}
+
+/// After a pass that committed: if an earlier `check` alerted a store failure, log
+/// `monitor.store_recovered` (delivered with the rest) and clear the mark.
+fn store_recovered(cfg: &Config, store: &mut Store) -> Result<(), crate::store::StoreError> {
+    let mark = cfg.state_dir.join(STORE_FAILED_MARK);
+    let Ok(meta) = std::fs::metadata(&mark) else {
+        return Ok(());
+    };
+    let since = meta
+        .modified()
+        .map(DateTime::<Utc>::from)
+        .unwrap_or_else(|_| Utc::now());
+    let ev = crate::model::Event::new(
+        crate::model::EventKind::MonitorStoreRecovered,
+        Utc::now(),
+        format!(
+            "The state database {} can be written again (it failed at {})",
+            store.path().display(),
+            since.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+    );
+    store.record_event(&cfg.routes(), ev)?;
+    let _ = std::fs::remove_file(&mark);
+    Ok(())
 }
 
 fn parse_since(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {

@@ -36,7 +36,6 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::model::{Event, EventKind};
 use crate::monitor;
-use crate::notify::{self, render};
 use crate::source::ipnbus::{self, Signal};
 use crate::source::localapi::{LocalApi, WatchError};
 use crate::source::Source;
@@ -250,28 +249,9 @@ impl Daemon {
         } else {
             warn!(error = %error, retry_in = ?retry, "state database still not writable");
         }
-        let mut ev = Event::new(
-            EventKind::MonitorStoreFailed,
-            o.since,
-            format!(
-                "tailscale-monitor on {} cannot write its state database {}",
-                self.host,
-                self.store.path().display()
-            ),
-        );
-        ev.detail = error;
-        let cx = render::Context::new(&self.host);
-        for ch in &self.cfg.channels {
-            if o.told.contains(&ch.name) || !ch.route.accepts(&ev) {
-                continue;
-            }
-            match notify::send(ch, &cx, &[&ev], false).await {
-                Ok(()) => o.told.push(ch.name.clone()),
-                Err(err) => {
-                    warn!(channel = %ch.name, error = %err, "could not send monitor.store_failed; will retry")
-                }
-            }
-        }
+        let path = self.store.path().to_owned();
+        monitor::alert_store_failed(&self.cfg, &self.host, &path, o.since, &error, &mut o.told)
+            .await;
     }
 
     /// Runs a pass; a failure (only the store can fail one) becomes [`Daemon::store_failed`].

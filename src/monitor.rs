@@ -7,7 +7,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::diff::{connection_candidates, pass_outcome, Policy};
-use crate::model::{Event, Severity, Snapshot};
+use crate::model::{Event, EventKind, Severity, Snapshot};
 use crate::notify::{self, render, DeliveryReport};
 use crate::source::localapi::LocalApi;
 use crate::source::{Source, SourceError};
@@ -135,6 +135,40 @@ pub async fn deliver(
         cfg.delivery_max_age,
     )
     .await
+}
+
+/// Sends `monitor.store_failed` straight to every channel whose filter takes it and whose name is
+/// not in `told` (the outbox lives in the database that failed); adds the channels that accepted it
+/// to `told`.
+pub async fn alert_store_failed(
+    cfg: &Config,
+    host: &str,
+    path: &std::path::Path,
+    since: chrono::DateTime<Utc>,
+    error: &str,
+    told: &mut Vec<String>,
+) {
+    let mut ev = Event::new(
+        EventKind::MonitorStoreFailed,
+        since,
+        format!(
+            "tailscale-monitor on {host} cannot use its state database {}",
+            path.display()
+        ),
+    );
+    ev.detail = error.to_owned();
+    let cx = render::Context::new(host);
+    for ch in &cfg.channels {
+        if told.contains(&ch.name) || !ch.route.accepts(&ev) {
+            continue;
+        }
+        match notify::send(ch, &cx, &[&ev], false).await {
+            Ok(()) => told.push(ch.name.clone()),
+            Err(err) => {
+                warn!(channel = %ch.name, error = %err, "could not send monitor.store_failed")
+            }
+        }
+    }
 }
 
 /// This machine's host name, for messages.

@@ -286,6 +286,62 @@ fn a_full_disk_is_alerted_directly_and_run_recovers_when_space_returns() {
 }
 
 #[test]
+fn check_on_a_full_disk_alerts_once_on_stderr_and_the_channels_then_recovers() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let mon = Monitor::new(&emu.socket, &webhook("hook", &format!("{}/hook", rx.url)));
+    assert_eq!(mon.check().code, 0, "baseline");
+    join(&emu, 300);
+    // The disk is full for `check`: room for the database as it is, not for 300 joins' WAL.
+    let db = std::fs::metadata(mon.dir.path().join("state/state.db"))
+        .unwrap()
+        .len();
+    let full_check = || -> support::Run {
+        let mut cmd = mon.cmd(&["check"]);
+        let soft = db + 64 * 1024;
+        unsafe {
+            cmd.pre_exec(move || {
+                let l = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &l) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.output().unwrap().into()
+    };
+    let r = full_check();
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stdout.starts_with("TAILSCALE UNKNOWN"), "{r:?}");
+    assert!(
+        r.stderr.contains("state.db"),
+        "on stderr too, for cron's mail: {r:?}"
+    );
+    let sent = rx.at("/hook");
+    assert_eq!(sent.len(), 2, "baseline, then the failure");
+    assert_eq!(sent[1].json()["events"][0]["kind"], "monitor.store_failed");
+    // Cron runs it again a minute later: still failing, not alerted again.
+    assert_eq!(full_check().code, 3);
+    assert_eq!(rx.at("/hook").len(), 2, "one alert per hour at most");
+
+    // Space returns: the joins and the recovery go out.
+    let r = mon.check();
+    assert_eq!(r.code, 2, "{r:?}");
+    let sent = rx.at("/hook");
+    assert_eq!(sent.len(), 3);
+    let text = sent[2].text();
+    assert!(text.contains("monitor.store_recovered"), "{text}");
+    assert_eq!(mon.count_events("device.new"), 300);
+    assert_eq!(mon.check().code, 0);
+    assert_eq!(rx.at("/hook").len(), 3, "recovered once");
+}
+
+#[test]
 fn alerts_carry_a_log_anchor_that_audit_checks_against_a_rewritten_log() {
     use sha2::Digest;
     let dir = tempfile::tempdir().unwrap();
