@@ -13,12 +13,19 @@ async fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    let filter =
-        EnvFilter::try_from_env("TAILSCALE_MONITOR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let cli = tailscale_monitor::cli::Cli::parse();
+    // `check` runs from cron, which mails whatever reaches stderr: only errors by default (each
+    // said once per outage), the rest is in the status line and the log.
+    let default = match cli.command {
+        tailscale_monitor::cli::Command::Check => "error",
+        _ => "info",
+    };
+    let filter = EnvFilter::try_from_env("TAILSCALE_MONITOR_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    tailscale_monitor::cli::main(tailscale_monitor::cli::Cli::parse()).await
+    tailscale_monitor::cli::main(cli).await
 }

@@ -107,7 +107,16 @@ pub fn record(
         )
     })?;
     if let Err(e) = &seen {
-        error!(error = %e, "cannot read the tailnet");
+        // An error once, when the outage is raised; a warning while it lasts.
+        if committed
+            .events
+            .iter()
+            .any(|ev| ev.kind == EventKind::MonitorSourceDown)
+        {
+            error!(error = %e, "cannot read the tailnet");
+        } else {
+            warn!(error = %e, "tailnet still unreadable");
+        }
     }
     for e in &committed.events {
         info!(kind = %e.kind, severity = %e.severity, summary = %crate::sanitize::line(&e.summary, 200), "event");

@@ -133,6 +133,55 @@ fn unreadable_daemon_is_unknown_and_changes_nothing() {
 }
 
 #[test]
+fn from_cron_stderr_speaks_once_per_outage() {
+    // As cron runs it: no log level set, stdout discarded, stderr mailed.
+    let (_d, emu, mon) = setup();
+    let cron = || -> support::Run {
+        mon.cmd(&["check"])
+            .env_remove("TAILSCALE_MONITOR_LOG")
+            .output()
+            .unwrap()
+            .into()
+    };
+    let r = cron();
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""), "baseline: {r:?}");
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(
+        &mut doc,
+        "nCRONNEWCNTRL",
+        "cron-joiner",
+        6201,
+        "100.101.1.60",
+    );
+    emu.set_status(doc.clone());
+    let r = cron();
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (2, ""),
+        "a change is alerted, not mailed by cron: {r:?}"
+    );
+
+    emu.set(Mode::Status(emulator::stopped()));
+    let r = cron();
+    assert_eq!(r.code, 3);
+    assert!(
+        r.stderr.contains("cannot read the tailnet"),
+        "the outage, once: {r:?}"
+    );
+    for _ in 0..2 {
+        let r = cron();
+        assert_eq!(
+            (r.code, r.stderr.as_str()),
+            (3, ""),
+            "not every minute: {r:?}"
+        );
+    }
+    emu.set_status(doc);
+    let r = cron();
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""), "recovered: {r:?}");
+}
+
+#[test]
 fn hostile_names_are_inert_on_the_terminal() {
     let (_d, emu, mon) = setup();
     mon.check();
