@@ -277,6 +277,11 @@ async fn check(explicit: Option<&Path>) -> ExitCode {
             let recent = std::fs::metadata(&mark)
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < STORE_ALERT_EVERY));
+            if e.is_access_denied() {
+                return unknown(format!(
+                    "{error} (run `check` as the user that owns the state, e.g. `runuser -u tailscale-monitor -- tailscale-monitor check`)"
+                ));
+            }
             if !recent {
                 let mut told = Vec::new();
                 let db = cfg.state_dir.join("state.db");

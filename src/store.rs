@@ -57,6 +57,21 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The invoking user may not open the state (typically `check` run by hand as someone other
+    /// than the service user): a usage error to report on the terminal, not an outage to alert.
+    pub fn is_access_denied(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => source.kind() == std::io::ErrorKind::PermissionDenied,
+            StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(f, _),
+                ..
+            } => f.code == rusqlite::ErrorCode::CannotOpen,
+            _ => false,
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, StoreError>;
 
 /// Versioned migrations; index + 1 is the schema version. Never edit one that has shipped.
