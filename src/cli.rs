@@ -121,7 +121,17 @@ pub async fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Check => return check(explicit).await,
         Command::Run => match load(explicit, false) {
-            Ok(cfg) => crate::daemon::run(explicit.map(Path::to_owned), cfg).await,
+            // A store that cannot even be opened ends `run` (systemd restarts it): alert it first,
+            // at most hourly, so that a restart loop is not silent.
+            Ok(cfg) => {
+                match Store::open(&cfg.state_dir).and_then(|mut s| store_recovered(&cfg, &mut s)) {
+                    Err(e) => Err(anyhow::anyhow!(
+                        store_unusable(&cfg, &monitor::local_hostname(), &e, "run").await
+                    )),
+                    // The recovery, if any, is queued: `run` delivers it at startup.
+                    Ok(()) => crate::daemon::run(explicit.map(Path::to_owned), cfg).await,
+                }
+            }
             Err(e) => Err(e),
         },
         Command::Devices { json, all } => devices(explicit, json, all),
@@ -269,31 +279,8 @@ async fn check(explicit: Option<&Path>) -> ExitCode {
     };
     let host = monitor::local_hostname();
     let store_failed = |e: crate::store::StoreError| {
-        let cfg = &cfg;
-        let host = &host;
-        async move {
-            let error = e.to_string();
-            let mark = cfg.state_dir.join(STORE_FAILED_MARK);
-            let recent = std::fs::metadata(&mark)
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < STORE_ALERT_EVERY));
-            if e.is_access_denied() {
-                return unknown(format!(
-                    "{error} (run `check` as the user that owns the state, e.g. `runuser -u tailscale-monitor -- tailscale-monitor check`)"
-                ));
-            }
-            if !recent {
-                let mut told = Vec::new();
-                let db = cfg.state_dir.join("state.db");
-                monitor::alert_store_failed(cfg, host, &db, Utc::now(), &error, &mut told).await;
-                if !told.is_empty() {
-                    // An empty file: creating it needs no free blocks. If even that fails, the
-                    // next run alerts again, which is the safe side.
-                    let _ = std::fs::File::create(&mark);
-                }
-            }
-            unknown(error)
-        }
+        let (cfg, host) = (&cfg, &host);
+        async move { unknown(store_unusable(cfg, host, &e, "check").await) }
     };
     let mut store = match Store::open(&cfg.state_dir) {
         Ok(s) => s,
@@ -318,6 +305,39 @@ async fn check(explicit: Option<&Path>) -> ExitCode {
     let (line, code) = status_line(&report, &delivery, &outbox);
     println!("{line}");
     ExitCode::from(code)
+}
+
+/// A state database that `cmd` (`check`, or `run` at startup) cannot use: alerts it straight to
+/// the channels at most once per [`STORE_ALERT_EVERY`] (remembered by an empty file in the state
+/// directory, since the database cannot), unless the invoking user merely may not open it. Returns
+/// the one-line message for the terminal.
+async fn store_unusable(
+    cfg: &Config,
+    host: &str,
+    e: &crate::store::StoreError,
+    cmd: &str,
+) -> String {
+    let error = e.to_string();
+    if e.is_access_denied() {
+        return format!(
+            "{error} (run `{cmd}` as the user that owns the state, e.g. `runuser -u tailscale-monitor -- tailscale-monitor {cmd}`)"
+        );
+    }
+    let mark = cfg.state_dir.join(STORE_FAILED_MARK);
+    let recent = std::fs::metadata(&mark)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < STORE_ALERT_EVERY));
+    if !recent {
+        let mut told = Vec::new();
+        let db = cfg.state_dir.join("state.db");
+        monitor::alert_store_failed(cfg, host, &db, Utc::now(), &error, &mut told).await;
+        if !told.is_empty() {
+            // An empty file: creating it needs no free blocks. If even that fails, the next
+            // attempt alerts again, which is the safe side.
+            let _ = std::fs::File::create(&mark);
+        }
+    }
+    error
 }
 
 /// After a pass that committed: if an earlier `check` alerted a store failure, log

@@ -342,6 +342,50 @@ fn check_on_a_full_disk_alerts_once_on_stderr_and_the_channels_then_recovers() {
 }
 
 #[test]
+fn run_that_cannot_open_its_store_alerts_once_before_exiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let mon = Monitor::new(&emu.socket, &webhook("hook", &format!("{}/hook", rx.url)));
+    let state = mon.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("state.db"), b"not a database ".repeat(300)).unwrap();
+    // systemd would restart it every few seconds: one alert, not one per restart.
+    for _ in 0..3 {
+        let r = mon.run(&["run"]);
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(r.stderr.contains("not a database"), "{r:?}");
+    }
+    let sent = rx.at("/hook");
+    assert_eq!(sent.len(), 1, "alerted once");
+    assert_eq!(sent[0].json()["events"][0]["kind"], "monitor.store_failed");
+
+    // The administrator moves the broken file away: `run` starts, records a new baseline and
+    // reports the recovery.
+    std::fs::rename(state.join("state.db"), dir.path().join("broken.db")).unwrap();
+    let daemon = mon.spawn_run();
+    rx.wait("/hook", 2, 30);
+    let kinds: Vec<String> = rx
+        .at("/hook")
+        .iter()
+        .flat_map(|r| {
+            r.json()["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["kind"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        kinds.contains(&"monitor.store_recovered".to_owned())
+            && kinds.contains(&"monitor.baseline".to_owned()),
+        "{kinds:?}"
+    );
+    assert!(daemon.terminate().success());
+}
+
+#[test]
 fn alerts_carry_a_log_anchor_that_audit_checks_against_a_rewritten_log() {
     use sha2::Digest;
     let dir = tempfile::tempdir().unwrap();
