@@ -17,6 +17,31 @@ fn webhook(name: &str, url: &str) -> String {
     )
 }
 
+/// The emulator's standard tailnet and a monitor whose one channel is the webhook `hook` of a
+/// loopback receiver.
+fn with_hook() -> (tempfile::TempDir, Emulator, Receiver, Monitor) {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let mon = Monitor::new(&emu.socket, &webhook("hook", &format!("{}/hook", rx.url)));
+    (dir, emu, rx, mon)
+}
+
+/// The kinds of every event the receiver got at `/hook`, in order.
+fn hook_kinds(rx: &Receiver) -> Vec<String> {
+    rx.at("/hook")
+        .iter()
+        .flat_map(|r| {
+            r.json()["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["kind"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 fn join(emu: &Emulator, n: usize) {
     let mut doc = emulator::tailnet();
     for i in 0..n {
@@ -118,10 +143,7 @@ fn every_http_channel_and_exec_get_their_payload() {
 
 #[test]
 fn webhook_answering_500_then_200_is_delivered_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(dir.path(), emulator::tailnet());
-    let rx = Receiver::start();
-    let mon = Monitor::new(&emu.socket, &webhook("hook", &format!("{}/hook", rx.url)));
+    let (_dir, emu, rx, mon) = with_hook();
     let r = mon.check();
     assert_eq!(r.code, 0, "{r:?}");
     rx.queue(&[500]);
@@ -237,19 +259,6 @@ fn a_full_disk_is_alerted_directly_and_run_recovers_when_space_returns() {
         let r = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &l, std::ptr::null_mut()) };
         assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
     };
-    let kinds = |rx: &Receiver| -> Vec<String> {
-        rx.at("/hook")
-            .iter()
-            .flat_map(|r| {
-                r.json()["events"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|e| e["kind"].as_str().unwrap().to_owned())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
     assert!(!rx.wait("/hook", 1, 30).is_empty(), "baseline delivered");
     // Room for a few quiet passes, not for recording 300 joins (about 600 KiB of WAL).
     let wal = std::fs::metadata(mon.dir.path().join("state/state.db-wal"))
@@ -260,7 +269,7 @@ fn a_full_disk_is_alerted_directly_and_run_recovers_when_space_returns() {
     emu.push("{\"PeersChanged\":[{\"ID\":1}]}\n");
     let got = rx.wait("/hook", 2, 30);
     assert_eq!(
-        kinds(&rx),
+        hook_kinds(&rx),
         vec!["monitor.baseline", "monitor.store_failed"],
         "{:?}",
         got.iter().map(|r| r.text()).collect::<Vec<_>>()
@@ -274,7 +283,7 @@ fn a_full_disk_is_alerted_directly_and_run_recovers_when_space_returns() {
     set_limit(libc::RLIM_INFINITY);
     assert!(mon.wait_for_event("monitor.store_recovered", 30));
     rx.wait("/hook", 3, 30);
-    let k = kinds(&rx);
+    let k = hook_kinds(&rx);
     assert_eq!(
         k.iter().filter(|k| *k == "device.new").count(),
         300,
@@ -288,10 +297,7 @@ fn a_full_disk_is_alerted_directly_and_run_recovers_when_space_returns() {
 #[test]
 fn check_on_a_full_disk_alerts_once_on_stderr_and_the_channels_then_recovers() {
     use std::os::unix::process::CommandExt;
-    let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(dir.path(), emulator::tailnet());
-    let rx = Receiver::start();
-    let mon = Monitor::new(&emu.socket, &webhook("hook", &format!("{}/hook", rx.url)));
+    let (_dir, emu, rx, mon) = with_hook();
     assert_eq!(mon.check().code, 0, "baseline");
     join(&emu, 300);
     // The disk is full for `check`: room for the database as it is, not for 300 joins' WAL.
@@ -343,10 +349,7 @@ fn check_on_a_full_disk_alerts_once_on_stderr_and_the_channels_then_recovers() {
 
 #[test]
 fn run_that_cannot_open_its_store_alerts_once_before_exiting() {
-    let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(dir.path(), emulator::tailnet());
-    let rx = Receiver::start();
-    let mon = Monitor::new(&emu.socket, &webhook("hook", &format!("{}/hook", rx.url)));
+    let (dir, _emu, rx, mon) = with_hook();
     let state = mon.dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(state.join("state.db"), b"not a database ".repeat(300)).unwrap();
@@ -365,18 +368,7 @@ fn run_that_cannot_open_its_store_alerts_once_before_exiting() {
     std::fs::rename(state.join("state.db"), dir.path().join("broken.db")).unwrap();
     let daemon = mon.spawn_run();
     rx.wait("/hook", 2, 30);
-    let kinds: Vec<String> = rx
-        .at("/hook")
-        .iter()
-        .flat_map(|r| {
-            r.json()["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["kind"].as_str().unwrap().to_owned())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let kinds = hook_kinds(&rx);
     assert!(
         kinds.contains(&"monitor.store_recovered".to_owned())
             && kinds.contains(&"monitor.baseline".to_owned()),
@@ -388,10 +380,7 @@ fn run_that_cannot_open_its_store_alerts_once_before_exiting() {
 #[test]
 fn alerts_carry_a_log_anchor_that_audit_checks_against_a_rewritten_log() {
     use sha2::Digest;
-    let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(dir.path(), emulator::tailnet());
-    let rx = Receiver::start();
-    let mon = Monitor::new(&emu.socket, &webhook("hook", &format!("{}/hook", rx.url)));
+    let (_dir, emu, rx, mon) = with_hook();
     assert_eq!(mon.check().code, 0);
     join(&emu, 1);
     assert_eq!(mon.check().code, 2);
