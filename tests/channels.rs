@@ -17,13 +17,16 @@ fn webhook(name: &str, url: &str) -> String {
     )
 }
 
-/// The emulator's standard tailnet and a monitor whose one channel is the webhook `hook` of a
-/// loopback receiver.
-fn with_hook() -> (tempfile::TempDir, Emulator, Receiver, Monitor) {
+/// The emulator's standard tailnet and a monitor whose first channel is the webhook `hook` of a
+/// loopback receiver; `extra` (given the receiver's URL) is appended to the config.
+fn with_hook(
+    extra: impl FnOnce(&str) -> String,
+) -> (tempfile::TempDir, Emulator, Receiver, Monitor) {
     let dir = tempfile::tempdir().unwrap();
     let emu = Emulator::start(dir.path(), emulator::tailnet());
     let rx = Receiver::start();
-    let mon = Monitor::new(&emu.socket, &webhook("hook", &format!("{}/hook", rx.url)));
+    let config = webhook("hook", &format!("{}/hook", rx.url)) + &extra(&rx.url);
+    let mon = Monitor::new(&emu.socket, &config);
     (dir, emu, rx, mon)
 }
 
@@ -143,7 +146,7 @@ fn every_http_channel_and_exec_get_their_payload() {
 
 #[test]
 fn webhook_answering_500_then_200_is_delivered_once() {
-    let (_dir, emu, rx, mon) = with_hook();
+    let (_dir, emu, rx, mon) = with_hook(|_| String::new());
     let r = mon.check();
     assert_eq!(r.code, 0, "{r:?}");
     rx.queue(&[500]);
@@ -240,14 +243,8 @@ fn alerts_stuck_on_a_channel_removed_from_the_config_go_to_the_new_one() {
 
 #[test]
 fn a_full_disk_is_alerted_directly_and_run_recovers_when_space_returns() {
-    let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(dir.path(), emulator::tailnet());
-    let rx = Receiver::start();
-    let config = format!(
-        "{}[daemon]\ninterval = \"1s\"\nbatch_window = \"1ms\"\n",
-        webhook("hook", &format!("{}/hook", rx.url))
-    );
-    let mon = Monitor::new(&emu.socket, &config);
+    let (_dir, emu, rx, mon) =
+        with_hook(|_| "[daemon]\ninterval = \"1s\"\nbatch_window = \"1ms\"\n".to_owned());
     // The disk fills up: RLIMIT_FSIZE of the running `run`, lowered and raised with prlimit(2).
     let daemon = mon.spawn_run();
     let pid = daemon.0.id() as libc::pid_t;
@@ -297,7 +294,7 @@ fn a_full_disk_is_alerted_directly_and_run_recovers_when_space_returns() {
 #[test]
 fn check_on_a_full_disk_alerts_once_on_stderr_and_the_channels_then_recovers() {
     use std::os::unix::process::CommandExt;
-    let (_dir, emu, rx, mon) = with_hook();
+    let (_dir, emu, rx, mon) = with_hook(|_| String::new());
     assert_eq!(mon.check().code, 0, "baseline");
     join(&emu, 300);
     // The disk is full for `check`: room for the database as it is, not for 300 joins' WAL.
@@ -349,7 +346,7 @@ fn check_on_a_full_disk_alerts_once_on_stderr_and_the_channels_then_recovers() {
 
 #[test]
 fn run_that_cannot_open_its_store_alerts_once_before_exiting() {
-    let (dir, _emu, rx, mon) = with_hook();
+    let (dir, _emu, rx, mon) = with_hook(|_| String::new());
     let state = mon.dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(state.join("state.db"), b"not a database ".repeat(300)).unwrap();
@@ -380,7 +377,7 @@ fn run_that_cannot_open_its_store_alerts_once_before_exiting() {
 #[test]
 fn alerts_carry_a_log_anchor_that_audit_checks_against_a_rewritten_log() {
     use sha2::Digest;
-    let (_dir, emu, rx, mon) = with_hook();
+    let (_dir, emu, rx, mon) = with_hook(|_| String::new());
     assert_eq!(mon.check().code, 0);
     join(&emu, 1);
     assert_eq!(mon.check().code, 2);
@@ -479,15 +476,8 @@ fn test_notify_reports_each_channel() {
 
 #[test]
 fn a_storm_of_1000_joins_is_one_message_per_channel_naming_every_device() {
-    let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(dir.path(), emulator::tailnet());
-    let rx = Receiver::start();
-    let config = format!(
-        "{}[[notify]]\nkind = \"slack\"\nurl = \"{}/slack\"\n",
-        webhook("hook", &format!("{}/hook", rx.url)),
-        rx.url
-    );
-    let mon = Monitor::new(&emu.socket, &config);
+    let (_dir, emu, rx, mon) =
+        with_hook(|url| format!("[[notify]]\nkind = \"slack\"\nurl = \"{url}/slack\"\n"));
     assert_eq!(mon.check().code, 0);
     join(&emu, 1000);
     assert_eq!(mon.check().code, 2);
