@@ -260,8 +260,9 @@ pub fn status_line(
     (format!("TAILSCALE {label} - {text} {perf}"), code)
 }
 
-/// Marks, in the state directory, that `check` has alerted a store failure: at most one such
-/// alert per [`STORE_ALERT_EVERY`] from cron, and a `monitor.store_recovered` once it works again.
+/// Marks, in the state directory, that `check` (or `run` at startup) has alerted a store failure:
+/// at most one such alert per [`STORE_ALERT_EVERY`] however often cron or systemd retries, and a
+/// `monitor.store_recovered` once it works again.
 const STORE_FAILED_MARK: &str = "store-failed";
 const STORE_ALERT_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -340,7 +341,7 @@ async fn store_unusable(
     error
 }
 
-/// After a pass that committed: if an earlier `check` alerted a store failure, log
+/// Once the store works: if an earlier `check` or `run` start alerted a store failure, log
 /// `monitor.store_recovered` (delivered with the rest) and clear the mark.
 fn store_recovered(cfg: &Config, store: &mut Store) -> Result<(), crate::store::StoreError> {
     let mark = cfg.state_dir.join(STORE_FAILED_MARK);
