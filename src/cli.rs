@@ -124,12 +124,16 @@ pub async fn main(cli: Cli) -> ExitCode {
             // A store that cannot even be opened ends `run` (systemd restarts it): alert it first,
             // at most hourly, so that a restart loop is not silent.
             Ok(cfg) => {
-                match Store::open(&cfg.state_dir).and_then(|mut s| store_recovered(&cfg, &mut s)) {
+                let opened = Store::open(&cfg.state_dir).and_then(|mut s| {
+                    store_recovered(&cfg, &mut s)?;
+                    Ok(s)
+                });
+                match opened {
                     Err(e) => Err(anyhow::anyhow!(
                         store_unusable(&cfg, &monitor::local_hostname(), &e, "run").await
                     )),
                     // The recovery, if any, is queued: `run` delivers it at startup.
-                    Ok(()) => crate::daemon::run(explicit.map(Path::to_owned), cfg).await,
+                    Ok(store) => crate::daemon::run(explicit.map(Path::to_owned), cfg, store).await,
                 }
             }
             Err(e) => Err(e),
@@ -352,16 +356,7 @@ fn store_recovered(cfg: &Config, store: &mut Store) -> Result<(), crate::store::
         .modified()
         .map(DateTime::<Utc>::from)
         .unwrap_or_else(|_| Utc::now());
-    let ev = crate::model::Event::new(
-        crate::model::EventKind::MonitorStoreRecovered,
-        Utc::now(),
-        format!(
-            "The state database {} can be written again (it failed at {})",
-            store.path().display(),
-            since.format("%Y-%m-%d %H:%M:%S UTC")
-        ),
-    );
-    store.record_event(&cfg.routes(), ev)?;
+    monitor::record_store_recovered(store, &cfg.routes(), since, None)?;
     let _ = std::fs::remove_file(&mark);
     Ok(())
 }

@@ -34,7 +34,6 @@ use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::model::{Event, EventKind};
 use crate::monitor;
 use crate::source::ipnbus::{self, Signal};
 use crate::source::localapi::{LocalApi, WatchError};
@@ -211,23 +210,16 @@ impl Daemon {
         let Some(o) = self.store_outage.take() else {
             return Ok(false);
         };
-        let now = Utc::now();
-        let took = (now - o.since).to_std().unwrap_or_default();
-        let mut ev = Event::new(
-            EventKind::MonitorStoreRecovered,
-            now,
-            format!(
-                "The state database {} can be written again, after {}",
-                self.store.path().display(),
-                humantime::format_duration(Duration::from_secs(took.as_secs()))
-            ),
+        let r = monitor::record_store_recovered(
+            &mut self.store,
+            &self.cfg.routes(),
+            o.since,
+            Some(&o.error),
         );
-        ev.detail = format!("It failed from {}: {}", o.since.to_rfc3339(), o.error);
-        if let Err(e) = self.store.record_event(&self.cfg.routes(), ev) {
+        if let Err(e) = r {
             self.store_outage = Some(o);
             return Err(e.into());
         }
-        info!(after = ?took, "state database writable again");
         Ok(true)
     }
 
@@ -293,8 +285,8 @@ impl Daemon {
     }
 }
 
-pub async fn run(config_path: Option<PathBuf>, cfg: Config) -> anyhow::Result<()> {
-    let store = Store::open(&cfg.state_dir)?;
+/// Runs the daemon on `store`, opened by the caller from `cfg.state_dir`.
+pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;

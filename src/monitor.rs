@@ -180,6 +180,34 @@ pub async fn alert_store_failed(
     }
 }
 
+/// Logs `monitor.store_recovered`, queued on `routes`: the state database, failing since `since`
+/// (with `error`, when known), could be written again.
+pub fn record_store_recovered(
+    store: &mut Store,
+    routes: &[Route],
+    since: chrono::DateTime<Utc>,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let took = (now - since).to_std().unwrap_or_default();
+    let mut ev = Event::new(
+        EventKind::MonitorStoreRecovered,
+        now,
+        format!(
+            "The state database {} can be written again, after {}",
+            store.path().display(),
+            humantime::format_duration(std::time::Duration::from_secs(took.as_secs()))
+        ),
+    );
+    ev.detail = match error {
+        Some(e) => format!("It failed from {}: {e}", since.to_rfc3339()),
+        None => format!("It failed from {}.", since.to_rfc3339()),
+    };
+    store.record_event(routes, ev)?;
+    info!(after = ?took, "state database writable again");
+    Ok(())
+}
+
 /// This machine's host name, for messages.
 pub fn local_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

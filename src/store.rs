@@ -583,6 +583,9 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
+        // Runs before every delivery round: only rows of unknown channels are read.
+        let configured: Vec<&str> = routes.iter().map(|r| r.channel.as_str()).collect();
+        let configured = serde_json::to_string(&configured).expect("names serialize");
         let rows: Vec<(i64, String, i64, String)> = {
             let mut stmt = tx
                 .prepare(
@@ -590,11 +593,12 @@ impl Store {
                      FROM outbox o JOIN events e ON e.id = o.event_id
                      WHERE o.delivered_ms IS NULL
                        AND (o.lease_until_ms IS NULL OR o.lease_until_ms <= ?1)
+                       AND o.channel NOT IN (SELECT value FROM json_each(?2))
                      ORDER BY o.id",
                 )
                 .map_err(&e)?;
             let rows = stmt
-                .query_map(params![ms(now)], |r| {
+                .query_map(params![ms(now), configured], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .map_err(&e)?
@@ -604,9 +608,6 @@ impl Store {
         };
         let mut out: Vec<Rerouted> = Vec::new();
         for (outbox_id, channel, event_id, data) in rows {
-            if routes.iter().any(|r| r.channel == channel) {
-                continue;
-            }
             let event: Event = serde_json::from_str(&data).map_err(|err| StoreError::Corrupt {
                 path: self.path.clone(),
                 what: format!("event {event_id}"),
