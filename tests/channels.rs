@@ -375,6 +375,59 @@ fn run_that_cannot_open_its_store_alerts_once_before_exiting() {
 }
 
 #[test]
+fn a_state_the_user_may_not_open_is_a_terminal_hint_not_a_team_alert() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let (_dir, _emu, rx, mon) = with_hook(|_| String::new());
+    assert_eq!(mon.check().code, 0, "baseline, as the service user");
+    assert_eq!(rx.at("/hook").len(), 1);
+    let state = mon.dir.path().join("state");
+    // Someone else runs it by hand: as root, `nobody` runs a copy of the binary that it may
+    // execute; otherwise the state directory is made unreadable.
+    let root = unsafe { libc::geteuid() } == 0;
+    let bin = mon.dir.path().join("tailscale-monitor");
+    if root {
+        std::fs::copy(support::bin(), &bin).unwrap();
+        for p in [mon.dir.path(), &mon.config] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    } else {
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let other = |args: &[&str]| -> support::Run {
+        let mut c = std::process::Command::new(if root { bin.clone() } else { support::bin() });
+        c.arg("--config").arg(&mon.config).args(args);
+        if root {
+            unsafe {
+                c.pre_exec(|| {
+                    if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        c.output().unwrap().into()
+    };
+    let r = other(&["check"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stdout.contains("Permission denied") && r.stdout.contains("run `check` as the user"),
+        "{r:?}"
+    );
+    let r = other(&["events"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        !r.stderr.contains("no state") && r.stderr.contains("Permission denied"),
+        "{r:?}"
+    );
+    assert_eq!(rx.at("/hook").len(), 1, "nothing sent to the team");
+    if !root {
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+}
+
+#[test]
 fn alerts_carry_a_log_anchor_that_audit_checks_against_a_rewritten_log() {
     use sha2::Digest;
     let (_dir, emu, rx, mon) = with_hook(|_| String::new());
