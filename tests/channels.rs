@@ -17,17 +17,24 @@ fn webhook(name: &str, url: &str) -> String {
     )
 }
 
-/// The emulator's standard tailnet and a monitor whose first channel is the webhook `hook` of a
-/// loopback receiver; `extra` (given the receiver's URL) is appended to the config.
-fn with_hook(
-    extra: impl FnOnce(&str) -> String,
+/// The emulator's standard tailnet, a loopback receiver, and a monitor whose config is
+/// `config(receiver URL)`.
+fn with_receiver(
+    config: impl FnOnce(&str) -> String,
 ) -> (tempfile::TempDir, Emulator, Receiver, Monitor) {
     let dir = tempfile::tempdir().unwrap();
     let emu = Emulator::start(dir.path(), emulator::tailnet());
     let rx = Receiver::start();
-    let config = webhook("hook", &format!("{}/hook", rx.url)) + &extra(&rx.url);
-    let mon = Monitor::new(&emu.socket, &config);
+    let mon = Monitor::new(&emu.socket, &config(&rx.url));
     (dir, emu, rx, mon)
+}
+
+/// [`with_receiver`] whose first channel is the webhook `hook` at `/hook`; `extra` (given the
+/// receiver's URL) is appended to the config.
+fn with_hook(
+    extra: impl FnOnce(&str) -> String,
+) -> (tempfile::TempDir, Emulator, Receiver, Monitor) {
+    with_receiver(|url| webhook("hook", &format!("{url}/hook")) + &extra(url))
 }
 
 /// The kinds of every event the receiver got at `/hook`, in order.
@@ -170,16 +177,14 @@ fn webhook_answering_500_then_200_is_delivered_once() {
 
 #[test]
 fn a_permanently_broken_channel_is_reported_on_the_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(dir.path(), emulator::tailnet());
-    let rx = Receiver::start();
     let closed = support::smtp::free_port();
-    let config = format!(
-        "{}{}\n[alerts]\ndelivery_max_age = \"1s\"\n",
-        webhook("broken", &format!("http://127.0.0.1:{closed}/x")),
-        webhook("ok", &format!("{}/ok", rx.url))
-    );
-    let mon = Monitor::new(&emu.socket, &config);
+    let (_dir, _emu, rx, mon) = with_receiver(|url| {
+        format!(
+            "{}{}\n[alerts]\ndelivery_max_age = \"1s\"\n",
+            webhook("broken", &format!("http://127.0.0.1:{closed}/x")),
+            webhook("ok", &format!("{url}/ok"))
+        )
+    });
     assert_eq!(mon.check().code, 1, "baseline not delivered on one channel");
     std::thread::sleep(std::time::Duration::from_millis(1200));
     mon.check();
@@ -215,14 +220,9 @@ fn a_permanently_broken_channel_is_reported_on_the_others() {
 
 #[test]
 fn alerts_stuck_on_a_channel_removed_from_the_config_go_to_the_new_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(dir.path(), emulator::tailnet());
-    let rx = Receiver::start();
     let closed = support::smtp::free_port();
-    let mon = Monitor::new(
-        &emu.socket,
-        &webhook("old", &format!("http://127.0.0.1:{closed}/x")),
-    );
+    let (_dir, _emu, rx, mon) =
+        with_receiver(|_| webhook("old", &format!("http://127.0.0.1:{closed}/x")));
     assert_eq!(mon.check().code, 1, "baseline stuck on the broken channel");
     // The administrator replaces the channel; the stuck baseline must not be stranded.
     let text = std::fs::read_to_string(&mon.config).unwrap();
