@@ -11,14 +11,23 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# The build needs cargo (Rust >= 1.82) and a C compiler. Nothing is downloaded from a website:
+# a missing toolchain is a plain error that says how to get one.
+# shellcheck disable=SC1091
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
 if ! command -v cargo >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && ! { command -v curl && command -v cc; } >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl ca-certificates build-essential >/dev/null
-  fi
-  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
-  . "$HOME/.cargo/env"
+  cat >&2 <<'MSG'
+install: cargo (Rust >= 1.82) is needed to build tailscale-monitor and is not installed.
+  Debian 13:  apt install cargo          (or: apt install rustup && rustup default stable)
+  Debian 12:  its cargo is too old; install rustup as your site allows (https://rustup.rs),
+              or build on another machine and copy target/release/tailscale-monitor here.
+Then run ./install.sh again.
+MSG
+  exit 1
+fi
+if ! command -v cc >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends build-essential >/dev/null
 fi
 
 cargo build --release --locked

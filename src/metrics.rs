@@ -97,6 +97,8 @@ pub async fn bind(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("[metrics] listen {addr}: {e}"))?;
+    // The address actually bound: with port 0 the kernel picks one, and this line reports it.
+    let addr = listener.local_addr().unwrap_or(addr);
     info!(%addr, "metrics listening");
     Ok((listener, Store::open(state_dir)?))
 }

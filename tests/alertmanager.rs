@@ -5,15 +5,13 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::emulator::{self, Emulator};
-use support::smtp::free_port;
-use support::Monitor;
+use support::{http_get as get, Monitor};
 
 struct Alertmanager {
     port: u16,
@@ -28,21 +26,9 @@ impl Drop for Alertmanager {
     }
 }
 
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let code = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((code, body))
-}
-
 impl Alertmanager {
+    /// Starts Alertmanager on a loopback port it picks itself (`127.0.0.1:0`); the port is read
+    /// from its "Listening on" log line.
     fn start() -> Alertmanager {
         let bin = std::env::var("TM_ALERTMANAGER")
             .unwrap_or_else(|_| "/usr/bin/prometheus-alertmanager".into());
@@ -57,21 +43,45 @@ impl Alertmanager {
             "route:\n  receiver: blackhole\n  group_by: [alertname, tailnet, event, device_id]\nreceivers:\n  - name: blackhole\n",
         )
         .unwrap();
-        let port = free_port();
-        let child = Command::new(bin)
+        let log_path = dir.path().join("alertmanager.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = Command::new(bin)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.path={}", dir.path().display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.listen-address=127.0.0.1:0")
             .arg("--cluster.listen-address=")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("starting alertmanager");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let port = loop {
+            let text = read_log();
+            let port = text
+                .lines()
+                .find(|l| l.contains("Listening on"))
+                .and_then(|l| l.split("address=127.0.0.1:").nth(1))
+                .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|p| p.parse::<u16>().ok());
+            if let Some(p) = port {
+                break p;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "alertmanager exited: {text}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "alertmanager did not listen within 60 s: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
         while get(port, "/-/ready").map(|(c, _)| c) != Some(200) {
             assert!(
                 Instant::now() < deadline,
-                "alertmanager did not become ready"
+                "alertmanager did not become ready: {}",
+                read_log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -148,13 +158,12 @@ fn metrics_pass_promtool_and_healthz_reports_the_source() {
     );
     let dir = tempfile::tempdir().unwrap();
     let mut emu = Emulator::start(dir.path(), emulator::tailnet());
-    let port = free_port();
     let mon = Monitor::new(
         &emu.socket,
-        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[daemon]\ngrace = \"1s\"\ninterval = \"300ms\"\n"),
+        "[daemon]\ngrace = \"1s\"\ninterval = \"300ms\"\n",
     );
-    let _daemon = mon.spawn_run();
-    assert!(mon.wait_for_event("monitor.baseline", 30));
+    let (_daemon, port) = mon.spawn_run_with_metrics();
+    assert!(mon.wait_for_event("monitor.baseline", 60));
     let (code, body) = get(port, "/metrics").expect("metrics answer");
     assert_eq!(code, 200);
     for want in [
@@ -190,7 +199,7 @@ fn metrics_pass_promtool_and_healthz_reports_the_source() {
 
     emu.stop();
     assert!(
-        mon.wait_for_event("monitor.source_down", 30),
+        mon.wait_for_event("monitor.source_down", 60),
         "{:?}",
         mon.run(&["events"])
     );

@@ -320,15 +320,15 @@ fn run_daemon_detects_and_stops_cleanly_on_sigterm() {
     std::fs::write(&mon.config, text).unwrap();
     let daemon = mon.spawn_run();
     assert!(
-        mon.wait_for_event("monitor.baseline", 30),
+        mon.wait_for_event("monitor.baseline", 60),
         "baseline not logged by run"
     );
     let mut doc = emulator::tailnet();
     emulator::add_peer(&mut doc, "nRUN1CNTRL", "late-joiner", 6201, "100.101.1.90");
-    assert!(emu.wait_opened(1, 30), "run opened the IPN bus");
+    assert!(emu.wait_opened(1, 60), "run opened the IPN bus");
     emu.change(doc);
     assert!(
-        mon.wait_for_event("device.new", 30),
+        mon.wait_for_event("device.new", 60),
         "device.new not logged by run"
     );
     let status = daemon.terminate();
@@ -342,11 +342,11 @@ fn run_polls_every_interval_when_the_bus_is_unavailable() {
     let text = std::fs::read_to_string(&mon.config).unwrap() + "[daemon]\ninterval = \"200ms\"\n";
     std::fs::write(&mon.config, text).unwrap();
     let _daemon = mon.spawn_run();
-    assert!(mon.wait_for_event("monitor.baseline", 30));
+    assert!(mon.wait_for_event("monitor.baseline", 60));
     let mut doc = emulator::tailnet();
     emulator::add_peer(&mut doc, "nPOLLCNTRL", "polled", 6201, "100.101.1.91");
     emu.set_status(doc);
-    assert!(mon.wait_for_event("device.new", 30), "found by polling");
+    assert!(mon.wait_for_event("device.new", 60), "found by polling");
 }
 
 /// `run` holds two handles on state.db (the passes and `[metrics]`). Other processes opening and
@@ -354,13 +354,9 @@ fn run_polls_every_interval_when_the_bus_is_unavailable() {
 #[test]
 fn writes_of_run_stay_visible_to_other_processes() {
     let (_d, emu, mon) = setup();
-    let port = support::smtp::free_port();
-    let text = std::fs::read_to_string(&mon.config).unwrap()
-        + &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
-    std::fs::write(&mon.config, text).unwrap();
-    let _daemon = mon.spawn_run();
-    assert!(mon.wait_for_event("monitor.baseline", 30));
-    assert!(emu.wait_opened(1, 30));
+    let (_daemon, _port) = mon.spawn_run_with_metrics();
+    assert!(mon.wait_for_event("monitor.baseline", 60));
+    assert!(emu.wait_opened(1, 60));
     for _ in 0..3 {
         assert_eq!(mon.run(&["events"]).code, 0); // open and close from another process
     }
@@ -368,7 +364,7 @@ fn writes_of_run_stay_visible_to_other_processes() {
     emulator::add_peer(&mut doc, "nVISCNTRL", "visible", 6201, "100.101.1.95");
     emu.change(doc);
     assert!(
-        mon.wait_for_event("device.new", 30),
+        mon.wait_for_event("device.new", 60),
         "the daemon's write is visible"
     );
     assert!(

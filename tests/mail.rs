@@ -5,7 +5,7 @@
 mod support;
 
 use support::emulator::{self, Emulator};
-use support::smtp::{free_port, Smtp};
+use support::smtp::{closed_port, Smtp};
 use support::{email_channel, Monitor};
 
 fn setup() -> (tempfile::TempDir, Emulator, Smtp, Monitor) {
@@ -25,7 +25,7 @@ fn alert_after(change: impl FnOnce(&mut serde_json::Value)) -> (i32, support::sm
     change(&mut doc);
     emu.set_status(doc);
     let code = mon.check().code;
-    let mails = smtp.wait_for(2, 10);
+    let mails = smtp.wait_for(2, 60);
     assert_eq!(mails.len(), 2, "baseline and one alert mail");
     (code, mails[1].clone())
 }
@@ -36,7 +36,7 @@ fn baseline_is_one_review_mail_listing_everything() {
     let (_d, _emu, smtp, mon) = setup();
     let r = mon.check();
     assert_eq!(r.code, 0, "{r:?}");
-    let mails = smtp.wait_for(1, 10);
+    let mails = smtp.wait_for(1, 60);
     assert_eq!(mails.len(), 1, "exactly one baseline mail");
     let m = &mails[0];
     assert!(
@@ -169,7 +169,7 @@ fn daemon_stopped_then_running_again_is_no_false_new() {
     emu.set_status(emulator::stopped());
     assert_eq!(mon.check().code, 3);
     assert_eq!(mon.check().code, 3);
-    let mails = smtp.wait_for(2, 10);
+    let mails = smtp.wait_for(2, 60);
     assert_eq!(mails.len(), 2, "source_down mailed once");
     assert!(
         mails[1].subject.contains("cannot be read"),
@@ -180,7 +180,7 @@ fn daemon_stopped_then_running_again_is_no_false_new() {
 
     emu.set_status(emulator::tailnet());
     assert_eq!(mon.check().code, 0);
-    let mails = smtp.wait_for(3, 10);
+    let mails = smtp.wait_for(3, 60);
     assert_eq!(mails.len(), 3);
     assert!(mails[2].text.contains("monitor.source_recovered"));
     assert!(
@@ -195,7 +195,8 @@ fn daemon_stopped_then_running_again_is_no_false_new() {
 fn smtp_down_at_detection_is_delivered_once_later() {
     let dir = tempfile::tempdir().unwrap();
     let emu = Emulator::start(dir.path(), emulator::tailnet());
-    let port = free_port();
+    let hold = closed_port();
+    let port = hold.port;
     let mon = Monitor::new(&emu.socket, &email_channel(port));
     let r = mon.check();
     assert_eq!(r.code, 1, "baseline not delivered is a warning: {r:?}");
@@ -213,10 +214,10 @@ fn smtp_down_at_detection_is_delivered_once_later() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stdout.contains("2 alert(s) not delivered yet"), "{r:?}");
 
-    let smtp = Smtp::start_on(port);
+    let smtp = Smtp::start_on(&hold);
     let r = mon.check();
     assert_eq!(r.code, 0, "{r:?}");
-    let mails = smtp.wait_for(1, 10);
+    let mails = smtp.wait_for(1, 60);
     assert_eq!(mails.len(), 1, "the backlog goes out as one message");
     assert!(
         mails[0].text.contains("monitor.baseline") && mails[0].text.contains("while-smtp-down")
@@ -274,7 +275,7 @@ fn hostile_hostname_and_display_name_inject_nothing() {
 fn two_checks_at_once_alert_once() {
     let (_d, emu, smtp, mon) = setup();
     mon.check();
-    smtp.wait_for(1, 10);
+    smtp.wait_for(1, 60);
     let mut doc = emulator::tailnet();
     emulator::add_peer(&mut doc, "nRACECNTRL", "race-device", 6201, "100.101.1.50");
     emu.set_status(doc);
@@ -295,7 +296,7 @@ fn two_checks_at_once_alert_once() {
         [0, 2],
         "one finds the device, the other finds it known: {ra:?} {rb:?}"
     );
-    let mails = smtp.wait_for(2, 10);
+    let mails = smtp.wait_for(2, 60);
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(
         smtp.mails().len(),
@@ -311,21 +312,22 @@ fn two_checks_at_once_alert_once() {
 fn run_daemon_retries_until_smtp_comes_up() {
     let dir = tempfile::tempdir().unwrap();
     let emu = Emulator::start(dir.path(), emulator::tailnet());
-    let port = free_port();
+    let hold = closed_port();
+    let port = hold.port;
     let mon = Monitor::new(
         &emu.socket,
         &(email_channel(port) + "\n[daemon]\ninterval = \"300ms\"\n"),
     );
     let daemon = mon.spawn_run();
-    assert!(mon.wait_for_event("monitor.baseline", 30));
+    assert!(mon.wait_for_event("monitor.baseline", 60));
     let mut doc = emulator::tailnet();
     emulator::add_peer(&mut doc, "nRUNMAILCNTRL", "run-mail", 6201, "100.101.1.60");
-    assert!(emu.wait_opened(1, 30));
+    assert!(emu.wait_opened(1, 60));
     emu.change(doc);
-    assert!(mon.wait_for_event("device.new", 30));
+    assert!(mon.wait_for_event("device.new", 60));
     // SMTP comes up only now; the first retry is due 15 s (±20 %) after the first failure.
-    let smtp = Smtp::start_on(port);
-    let mails = smtp.wait_for(1, 40);
+    let smtp = Smtp::start_on(&hold);
+    let mails = smtp.wait_for(1, 90);
     assert!(
         !mails.is_empty(),
         "run delivered the backlog after SMTP came up"
@@ -339,11 +341,12 @@ fn run_daemon_retries_until_smtp_comes_up() {
 fn kill_9_between_detection_and_delivery_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let emu = Emulator::start(dir.path(), emulator::tailnet());
-    let port = free_port(); // SMTP is down while the device is detected
+    let hold = closed_port(); // SMTP is down while the device is detected
+    let port = hold.port;
     let mon = Monitor::new(&emu.socket, &email_channel(port));
     let daemon = mon.spawn_run();
-    assert!(mon.wait_for_event("monitor.baseline", 30));
-    assert!(emu.wait_opened(1, 30));
+    assert!(mon.wait_for_event("monitor.baseline", 60));
+    assert!(emu.wait_opened(1, 60));
     let mut doc = emulator::tailnet();
     emulator::add_peer(
         &mut doc,
@@ -353,13 +356,13 @@ fn kill_9_between_detection_and_delivery_loses_nothing() {
         "100.101.1.70",
     );
     emu.change(doc);
-    assert!(mon.wait_for_event("device.new", 30));
+    assert!(mon.wait_for_event("device.new", 60));
     daemon.signal(libc::SIGKILL);
     drop(daemon);
 
-    let smtp = Smtp::start_on(port);
+    let smtp = Smtp::start_on(&hold);
     let daemon = mon.spawn_run();
-    let mails = smtp.wait_for(1, 30);
+    let mails = smtp.wait_for(1, 90);
     assert!(
         mails.iter().any(|m| m.text.contains("killed-before-mail")),
         "delivered after the restart"
@@ -382,7 +385,7 @@ fn demo_with_an_email_config_mails_each_step() {
     let r = mon.run(&["demo"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("sent through 1 channel"), "{r:?}");
-    let mails = smtp.wait_for(4, 10);
+    let mails = smtp.wait_for(4, 60);
     let subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
     assert_eq!(mails.len(), 4, "{subjects:?}");
     for (m, want) in mails
@@ -410,7 +413,8 @@ fn sendmail_transport_through_msmtp_retries_until_the_relay_is_up() {
         .expect("msmtp is not installed: tests/setup/install-deps.sh installs it (apt msmtp)");
     let dir = tempfile::tempdir().unwrap();
     let emu = Emulator::start(dir.path(), emulator::tailnet());
-    let port = free_port();
+    let hold = closed_port();
+    let port = hold.port;
     let mon = Monitor::new(
         &emu.socket,
         &format!(
@@ -442,7 +446,7 @@ fn sendmail_transport_through_msmtp_retries_until_the_relay_is_up() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stdout.contains("not delivered yet"), "{r:?}");
 
-    let smtp = Smtp::start_on(port);
+    let smtp = Smtp::start_on(&hold);
     let mut doc = emulator::tailnet();
     emulator::add_peer(
         &mut doc,
@@ -454,7 +458,7 @@ fn sendmail_transport_through_msmtp_retries_until_the_relay_is_up() {
     emu.set_status(doc);
     let r = check();
     assert_eq!(r.code, 2, "{r:?}");
-    let mails = smtp.wait_for(1, 10);
+    let mails = smtp.wait_for(1, 60);
     assert_eq!(mails.len(), 1, "baseline and join in one message");
     let m = &mails[0];
     assert!(

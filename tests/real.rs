@@ -62,14 +62,14 @@ fn story(rel: Release) {
             + "\n[daemon]\ninterval = \"1h\"\nreconcile = \"1h\"\ngrace = \"30s\"\n"),
     );
     let daemon = mon.spawn_run();
-    let baseline = wait_mail(&smtp, "the baseline", 20, |m| {
+    let baseline = wait_mail(&smtp, "the baseline", 90, |m| {
         m.subject.contains("baseline")
     });
     assert!(baseline.text.contains("web-01"), "{}", baseline.text);
 
     // 1. A new node of an existing user joins with a pre-auth key.
     let laptop = Node::join(&rel, &hs, "laptop", &key);
-    let m = wait_mail(&smtp, "device.new laptop", 20, |m| {
+    let m = wait_mail(&smtp, "device.new laptop", 90, |m| {
         m.subject.contains("New device laptop")
     });
     assert!(m.text.contains("ops"), "{}", m.text);
@@ -84,10 +84,10 @@ fn story(rel: Release) {
     let mallory = hs.user("mallory");
     let mkey = hs.preauth_key(mallory);
     let mpc = Node::join(&rel, &hs, "mallory-pc", &mkey);
-    wait_mail(&smtp, "device.new mallory-pc", 20, |m| {
+    wait_mail(&smtp, "device.new mallory-pc", 90, |m| {
         m.text.contains("New device mallory-pc")
     });
-    wait_mail(&smtp, "user.new mallory", 20, |m| {
+    wait_mail(&smtp, "user.new mallory", 90, |m| {
         m.text.contains("user.new") && m.text.contains("mallory")
     });
 
@@ -95,14 +95,14 @@ fn story(rel: Release) {
     laptop.connect_to(&web_ip);
     if rel.label == "1.102" {
         // >= 1.102: the bus reports the WireGuard state; `run` reacts on its own.
-        wait_mail(&smtp, "peer.connected laptop", 30, |m| {
+        wait_mail(&smtp, "peer.connected laptop", 90, |m| {
             m.text.contains("peer.connected") && m.text.contains("laptop")
         });
     } else {
         // Older daemons: the fallback reads LastHandshake from /status, here by a `check`.
         let r = mon.check();
         assert!(r.code == 0 || r.code == 1, "{r:?}");
-        wait_mail(&smtp, "peer.connected laptop", 20, |m| {
+        wait_mail(&smtp, "peer.connected laptop", 90, |m| {
             m.text.contains("peer.connected") && m.text.contains("laptop")
         });
     }
@@ -119,7 +119,7 @@ fn story(rel: Release) {
 
     // 4. A node re-registers with a new key.
     laptop.up(&hs, &key, &["--force-reauth"]);
-    let m = wait_mail(&smtp, "laptop re-registered", 20, |m| {
+    let m = wait_mail(&smtp, "laptop re-registered", 90, |m| {
         m.text.contains("device.rekeyed")
             || (m.text.contains("device.new") && m.text.contains("Same hostname"))
     });
@@ -128,7 +128,7 @@ fn story(rel: Release) {
     // 5. A node is deleted in headscale.
     drop(mpc);
     hs.delete_node("mallory-pc");
-    wait_mail(&smtp, "device.removed mallory-pc", 20, |m| {
+    wait_mail(&smtp, "device.removed mallory-pc", 90, |m| {
         m.text.contains("device.removed") && m.text.contains("mallory-pc")
     });
 
@@ -136,7 +136,7 @@ fn story(rel: Release) {
     web.stop_daemon();
     let during = Node::join(&rel, &hs, "during-outage", &key);
     web.start_daemon();
-    wait_mail(&smtp, "device.new during-outage", 40, |m| {
+    wait_mail(&smtp, "device.new during-outage", 90, |m| {
         m.text.contains("New device during-outage")
     });
     std::thread::sleep(Duration::from_secs(2));
@@ -204,7 +204,7 @@ fn bench_detection_latency() {
     // Production defaults for the timers: the bus does the work.
     let mon = Monitor::new(web.socket(), &email_channel(smtp.port));
     let daemon = mon.spawn_run();
-    wait_mail(&smtp, "the baseline", 30, |m| {
+    wait_mail(&smtp, "the baseline", 90, |m| {
         m.subject.contains("baseline")
     });
 

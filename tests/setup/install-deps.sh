@@ -26,13 +26,21 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# --- Rust toolchain (a fresh Debian machine may have none) ---------------------------------------
+# --- Rust toolchain ------------------------------------------------------------------------------
+# Never fetched from a website: the machine's cargo (rustup's, or Debian's `cargo` where it is new
+# enough) is required, and its absence is a plain error saying how to get one.
+# shellcheck disable=SC1091
+if ! need cargo && [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
 if ! need cargo; then
-  apt_install curl ca-certificates build-essential
-  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
-  # shellcheck disable=SC1091
-  . "$HOME/.cargo/env"
+  cat >&2 <<'MSG'
+install-deps: cargo (Rust >= 1.82) is required and is not installed.
+  Debian 13:  apt install cargo rustfmt rust-clippy    (or: apt install rustup && rustup default stable)
+  Debian 12:  its cargo is too old; install rustup as your site allows (https://rustup.rs), then
+              rustup component add rustfmt clippy
+MSG
+  exit 1
 fi
+need cc || apt_install build-essential
 
 # --- Python + aiosmtpd --------------------------------------------------------------------------
 if ! need python3; then apt_install python3 python3-venv; fi
@@ -42,23 +50,30 @@ if [ ! -x "$CACHE/venv/bin/aiosmtpd" ]; then
 fi
 
 # --- Go toolchain -------------------------------------------------------------------------------
-# tailscale 1.102 and headscale 0.29 need Go >= 1.26.6. Debian 12's golang-go is far older, so when
-# the machine's go is missing or too old, fetch the toolchain from the Go module proxy (the same
-# module `GOTOOLCHAIN=auto` uses) into the cache.
+# tailscale 1.102 and headscale 0.29 need Go >= 1.26.6. When the machine's go is older, Go's own
+# toolchain mechanism gets the newer one through the Go module proxy (GOTOOLCHAIN, Go >= 1.21), or,
+# for an older go such as Debian 12's golang-go, `go mod download` of the same toolchain module.
+# Nothing is fetched by URL.
 GO_VERSION=${GO_VERSION:-1.26.8}
 go_ok() { command -v go >/dev/null 2>&1 && go version | awk '{v=$3; sub("go","",v); split(v,a,"."); exit !((a[1]>1)||(a[1]==1&&a[2]>26)||(a[1]==1&&a[2]==26&&a[3]>=6))}'; }
+go_minor() { go env GOVERSION 2>/dev/null | awk '{v=$1; sub("go","",v); split(v,a,"."); print a[2]+0}'; }
 ensure_go() {
   go_ok && return 0
-  if [ ! -x "$CACHE/go/bin/go" ]; then
-    apt_install curl unzip ca-certificates
-    local zip="$CACHE/go-toolchain.zip"
-    curl -fsSL -o "$zip" "https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go$GO_VERSION.linux-amd64.zip"
-    rm -rf "$CACHE/go-unpack" && mkdir -p "$CACHE/go-unpack"
-    unzip -q "$zip" -d "$CACHE/go-unpack"
-    rm -rf "$CACHE/go" && mv "$CACHE/go-unpack/golang.org/toolchain@v0.0.1-go$GO_VERSION.linux-amd64" "$CACHE/go"
-    chmod +x "$CACHE/go/bin/"* "$CACHE/go/pkg/tool/"*/* 2>/dev/null || true
-    rm -rf "$CACHE/go-unpack" "$zip"
+  if [ -x "$CACHE/go/bin/go" ]; then export PATH="$CACHE/go/bin:$PATH" GOTOOLCHAIN=local; return 0; fi
+  need go || apt_install golang-go ca-certificates
+  if [ "$(go_minor)" -ge 21 ]; then
+    echo "install-deps: go $(go env GOVERSION) is too old; switching to go$GO_VERSION through the module proxy" >&2
+    export GOTOOLCHAIN="go$GO_VERSION"
+    go version >/dev/null || { echo "install-deps: GOTOOLCHAIN=go$GO_VERSION failed" >&2; exit 1; }
+    return 0
   fi
+  echo "install-deps: go $(go env GOVERSION) is too old; downloading the go$GO_VERSION toolchain module" >&2
+  local mod dir
+  mod="golang.org/toolchain@v0.0.1-go$GO_VERSION.$(go env GOHOSTOS)-$(go env GOHOSTARCH)"
+  dir=$(cd "$(mktemp -d)" && GO111MODULE=on go mod download -json "$mod" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -d "$dir" ] || { echo "install-deps: go mod download $mod failed" >&2; exit 1; }
+  rm -rf "$CACHE/go" && cp -r "$dir" "$CACHE/go" && chmod -R u+w "$CACHE/go"
+  chmod +x "$CACHE/go/bin/"* "$CACHE/go/pkg/tool/"*/* 2>/dev/null || true
   export PATH="$CACHE/go/bin:$PATH" GOTOOLCHAIN=local
 }
 

@@ -49,7 +49,7 @@ impl Monitor {
     pub fn in_dir(dir: tempfile::TempDir, socket: &Path, extra: &str) -> Monitor {
         let config = dir.path().join("config.toml");
         let text = format!(
-            "[tailscale]\nsocket = \"{}\"\ntimeout = \"2s\"\n\n[state]\ndir = \"{}\"\n\n{extra}",
+            "[tailscale]\nsocket = \"{}\"\ntimeout = \"10s\"\n\n[state]\ndir = \"{}\"\n\n{extra}",
             socket.display(),
             dir.path().join("state").display()
         );
@@ -85,7 +85,53 @@ impl Monitor {
 
     /// Starts `run` in the background; it is killed when the guard drops.
     pub fn spawn_run(&self) -> Daemon {
-        Daemon(self.cmd(&["run"]).spawn().unwrap())
+        Daemon(self.cmd(&["run"]).spawn().unwrap(), None)
+    }
+
+    /// Starts `run` with its log (level info) captured, for tests that wait on what it says.
+    pub fn spawn_run_logged(&self) -> Daemon {
+        use std::io::BufRead;
+        let mut child = self
+            .cmd(&["run"])
+            .env("TAILSCALE_MONITOR_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        // Keeps draining the log so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Daemon(child, Some(log))
+    }
+
+    /// Starts `run` with `[metrics] listen` on port 0 (appended to the config) and returns the
+    /// port the daemon reports having bound, read from its log.
+    pub fn spawn_run_with_metrics(&self) -> (Daemon, u16) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        if !text.contains("[metrics]") {
+            std::fs::write(
+                &self.config,
+                text + "\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+            )
+            .unwrap();
+        }
+        let daemon = self.spawn_run_logged();
+        let line = daemon.wait_log("metrics listening", 1, 120);
+        let port = line
+            .rsplit("127.0.0.1:")
+            .next()
+            .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        (daemon, port)
     }
 
     /// Polls the event log until `kind` appears (or `secs` pass).
@@ -117,6 +163,32 @@ impl Monitor {
     }
 }
 
+/// A port the kernel had free a moment ago. For servers that must be told their port before they
+/// bind it (headscale's URL, Alertmanager): only a guess, so their launchers retry with a new one
+/// when the server then fails to bind. Servers that can bind port 0 and report it do that instead.
+pub fn port_guess() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on a loopback port (HTTP/1.0: no chunked bodies); the status code and body, or None
+/// when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((code, body))
+}
+
 /// Mode 0600, as the monitor requires of files that hold secrets.
 pub fn private(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -126,14 +198,36 @@ pub fn private(path: &Path) {
 /// The `[[notify]]` table for an e-mail channel to a local SMTP port.
 pub fn email_channel(port: u16) -> String {
     format!(
-        "[[notify]]\nkind = \"email\"\nto = [\"admin@example.com\"]\nfrom = \"tailscale-monitor@web-01.example.com\"\nsmtp = \"smtp://127.0.0.1:{port}\"\ntimeout = \"5s\"\n"
+        "[[notify]]\nkind = \"email\"\nto = [\"admin@example.com\"]\nfrom = \"tailscale-monitor@web-01.example.com\"\nsmtp = \"smtp://127.0.0.1:{port}\"\ntimeout = \"30s\"\n"
     )
 }
 
-/// A background `tailscale-monitor run`, killed on drop so a failed test leaves nothing behind.
-pub struct Daemon(pub std::process::Child);
+/// A background `tailscale-monitor run`, killed on drop so a failed test leaves nothing behind;
+/// with its log when started by `spawn_run_logged`.
+pub struct Daemon(
+    pub std::process::Child,
+    Option<std::sync::Arc<std::sync::Mutex<String>>>,
+);
 
 impl Daemon {
+    /// Waits until the log has `n` lines containing `needle` (up to `secs`); returns the last.
+    pub fn wait_log(&self, needle: &str, n: usize, secs: u64) -> String {
+        let log = self.1.as_ref().expect("started with spawn_run_logged");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let text = log.lock().unwrap().clone();
+            let hits: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
+            if hits.len() >= n {
+                return hits[n - 1].to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "run did not log {needle:?} ({n}x) within {secs} s:\n{text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub fn signal(&self, sig: i32) {
         unsafe { libc::kill(self.0.id() as i32, sig) };
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::smtp::free_port;
+use super::{http_get, port_guess};
 
 /// A tailscaled/tailscale pair at one release.
 #[derive(Clone, Debug)]
@@ -79,11 +79,25 @@ pub struct Headscale {
 }
 
 impl Headscale {
+    /// Starts headscale on loopback ports; a port taken meanwhile by another test is retried
+    /// with new ones.
     pub fn start() -> Headscale {
+        let mut last = String::new();
+        for _ in 0..10 {
+            match Headscale::try_start() {
+                Ok(hs) => return hs,
+                Err(log) if log.contains("address already in use") => last = log,
+                Err(log) => panic!("headscale did not come up: {log}"),
+            }
+        }
+        panic!("headscale found no free ports in 10 tries: {last}")
+    }
+
+    fn try_start() -> Result<Headscale, String> {
         let bin = cached("TM_HEADSCALE", "headscale-v0.29.0");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
-        let (http, stun, metrics, grpc) = (free_port(), free_port(), free_port(), free_port());
+        let (http, stun, metrics, grpc) = (port_guess(), port_guess(), port_guess(), port_guess());
         let url = format!("http://127.0.0.1:{http}");
         // The embedded DERP relay, described with a static map so clients reach it over plain
         // HTTP (tailscaled runs with TS_DEBUG_USE_DERP_HTTP=1).
@@ -156,23 +170,35 @@ unix_socket_permission: "0770"
             .stderr(log)
             .spawn()
             .expect("starting headscale");
-        let hs = Headscale {
+        let mut hs = Headscale {
             dir,
             url,
             config,
             bin,
             child: Some(child),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while hs.cmd(&["users", "list", "-o", "json"]).status.code() != Some(0) {
-            assert!(
-                Instant::now() < deadline,
-                "headscale did not come up: {}",
-                std::fs::read_to_string(hs.dir.path().join("headscale.log")).unwrap_or_default()
-            );
+        let log = |hs: &Headscale| {
+            std::fs::read_to_string(hs.dir.path().join("headscale.log")).unwrap_or_default()
+        };
+        // Up means: still running (a port taken by someone else makes it exit), its own HTTP
+        // health answer on our port, and the CLI served over its socket.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(Ok(Some(_))) = hs.child.as_mut().map(|c| c.try_wait()) {
+                return Err(log(&hs));
+            }
+            let healthy =
+                http_get(http, "/health").is_some_and(|(c, b)| c == 200 && b.contains("pass"));
+            if healthy && hs.cmd(&["users", "list", "-o", "json"]).status.code() == Some(0) {
+                if let Some(Ok(None)) = hs.child.as_mut().map(|c| c.try_wait()) {
+                    return Ok(hs);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not up within 60 s: {}", log(&hs)));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
-        hs
     }
 
     pub fn cmd(&self, args: &[&str]) -> Output {
@@ -284,7 +310,7 @@ impl Node {
             .spawn()
             .expect("starting tailscaled");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while self.cli(&["status", "--json"]).status.code().is_none()
             || !self.socket.exists()
             || self.cli(&["version"]).status.code() != Some(0)

@@ -3,7 +3,7 @@
 //! the reason instead of skipping.
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,40 +43,78 @@ pub fn python() -> PathBuf {
     p
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A loopback TCP port held by a bound socket that does not listen: connections to it are
+/// refused (a server that is down), and no other test can bind it, since only sockets that also
+/// set SO_REUSEPORT may share it. Servers the test starts on it later (`Smtp::start_on`) set
+/// SO_REUSEPORT and take its connections while they run. Held until dropped.
+pub struct PortHold {
+    pub port: u16,
+    _socket: socket2::Socket,
+}
+
+impl PortHold {
+    pub fn new() -> PortHold {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        s.set_reuse_port(true).expect("SO_REUSEPORT");
+        s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind 127.0.0.1:0");
+        let port = s.local_addr().unwrap().as_socket().unwrap().port();
+        PortHold { port, _socket: s }
+    }
+}
+
+/// A loopback port on which nothing listens, for as long as the hold lives.
+pub fn closed_port() -> PortHold {
+    PortHold::new()
+}
+
+/// Reads the port a child server printed on its first stdout line (up to `secs`).
+pub fn reported_port(child: &mut Child, what: &str, secs: u64) -> u16 {
+    use std::io::BufRead;
+    let out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("{what} did not report its port within {secs} s"));
+    line.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{what} did not start (printed {line:?})"))
 }
 
 impl Smtp {
+    /// Starts aiosmtpd on a port of its own choosing.
     pub fn start() -> Smtp {
-        Smtp::start_on(free_port())
+        Smtp::spawn(None)
     }
 
-    /// Starts aiosmtpd on `port` and waits until it accepts connections.
-    pub fn start_on(port: u16) -> Smtp {
+    /// Starts aiosmtpd on the held port (a server that was down comes up).
+    pub fn start_on(hold: &PortHold) -> Smtp {
+        Smtp::spawn(Some(hold.port))
+    }
+
+    fn spawn(port: Option<u16>) -> Smtp {
         let dir = tempfile::tempdir().unwrap();
         let maildir = dir.path().join("Maildir");
-        let child = Command::new(python())
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&maildir)
-            .stdout(Stdio::null())
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_server.py");
+        let mut cmd = Command::new(python());
+        cmd.arg(script).arg(&maildir);
+        if let Some(p) = port {
+            cmd.arg(p.to_string());
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting aiosmtpd");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "aiosmtpd did not listen on {port} within 15 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // A cold first import of aiosmtpd on a loaded machine takes seconds: be generous.
+        let port = reported_port(&mut child, "aiosmtpd", 120);
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
         Smtp {
             port,
             maildir,
