@@ -61,6 +61,7 @@ fn main() {
                 )
             })
             .collect(),
+        access: None,
     };
     let t = Instant::now();
     let out = diff(&known, &cur, &Policy::default(), Utc::now());

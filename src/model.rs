@@ -7,6 +7,8 @@
 //! [`NodeKey`], a user *is* its [`UserId`]. Hostnames and IPs are attributes chosen by whoever
 //! registers a device and are never used to decide whether something is new.
 
+pub mod access;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -136,6 +138,15 @@ pub struct Snapshot {
     /// What LocalAPI `whois` said about peers that just connected (filled at the edge).
     #[serde(default)]
     pub whois: BTreeMap<StableNodeId, String>,
+    /// Who may reach this node, as tailscaled was told (`None`: this source cannot tell).
+    #[serde(default)]
+    pub node: Option<access::NodeView>,
+    /// From `/status` `ClientVersion`: the newer version available, when this one is not latest.
+    #[serde(default)]
+    pub update_available: Option<String>,
+    /// `whois` labels of filter sources that are no device in this snapshot (filled at the edge).
+    #[serde(default)]
+    pub ip_whois: BTreeMap<String, String>,
 }
 
 impl Snapshot {
@@ -219,6 +230,24 @@ pub enum EventKind {
     DeviceRemoved,
     #[serde(rename = "peer.connected")]
     PeerConnected,
+    #[serde(rename = "access.widened")]
+    AccessWidened,
+    #[serde(rename = "access.ssh_widened")]
+    AccessSshWidened,
+    #[serde(rename = "access.narrowed")]
+    AccessNarrowed,
+    #[serde(rename = "access.capability_granted")]
+    AccessCapabilityGranted,
+    #[serde(rename = "node.tailnet_lock_disabled")]
+    NodeTailnetLockDisabled,
+    #[serde(rename = "node.tailnet_lock_changed")]
+    NodeTailnetLockChanged,
+    #[serde(rename = "node.ssh_changed")]
+    NodeSshChanged,
+    #[serde(rename = "node.routes_changed")]
+    NodeRoutesChanged,
+    #[serde(rename = "node.update_available")]
+    NodeUpdateAvailable,
     #[serde(rename = "monitor.baseline")]
     MonitorBaseline,
     #[serde(rename = "monitor.source_down")]
@@ -238,7 +267,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 31] = [
         EventKind::UserNew,
         EventKind::UserRemoved,
         EventKind::DeviceNew,
@@ -254,6 +283,15 @@ impl EventKind {
         EventKind::DeviceExpired,
         EventKind::DeviceRemoved,
         EventKind::PeerConnected,
+        EventKind::AccessWidened,
+        EventKind::AccessSshWidened,
+        EventKind::AccessNarrowed,
+        EventKind::AccessCapabilityGranted,
+        EventKind::NodeTailnetLockDisabled,
+        EventKind::NodeTailnetLockChanged,
+        EventKind::NodeSshChanged,
+        EventKind::NodeRoutesChanged,
+        EventKind::NodeUpdateAvailable,
         EventKind::MonitorBaseline,
         EventKind::MonitorSourceDown,
         EventKind::MonitorSourceRecovered,
@@ -280,6 +318,15 @@ impl EventKind {
             EventKind::DeviceExpired => "device.expired",
             EventKind::DeviceRemoved => "device.removed",
             EventKind::PeerConnected => "peer.connected",
+            EventKind::AccessWidened => "access.widened",
+            EventKind::AccessSshWidened => "access.ssh_widened",
+            EventKind::AccessNarrowed => "access.narrowed",
+            EventKind::AccessCapabilityGranted => "access.capability_granted",
+            EventKind::NodeTailnetLockDisabled => "node.tailnet_lock_disabled",
+            EventKind::NodeTailnetLockChanged => "node.tailnet_lock_changed",
+            EventKind::NodeSshChanged => "node.ssh_changed",
+            EventKind::NodeRoutesChanged => "node.routes_changed",
+            EventKind::NodeUpdateAvailable => "node.update_available",
             EventKind::MonitorBaseline => "monitor.baseline",
             EventKind::MonitorSourceDown => "monitor.source_down",
             EventKind::MonitorSourceRecovered => "monitor.source_recovered",
@@ -303,7 +350,10 @@ impl EventKind {
             | DeviceOwnerChanged
             | MonitorSourceDown
             | MonitorDeliveryFailed
-            | MonitorStoreFailed => Severity::Critical,
+            | MonitorStoreFailed
+            | AccessWidened
+            | AccessSshWidened
+            | NodeTailnetLockDisabled => Severity::Critical,
             DeviceRekeyed
             | DeviceAddressesChanged
             | DeviceTagsChanged
@@ -312,10 +362,16 @@ impl EventKind {
             | DeviceKeyExpiryDisabled
             | DeviceKeyExpiring
             | DeviceExpired
-            | DeviceRenamed => Severity::Warning,
+            | DeviceRenamed
+            | AccessCapabilityGranted
+            | NodeTailnetLockChanged
+            | NodeSshChanged
+            | NodeRoutesChanged
+            | NodeUpdateAvailable => Severity::Warning,
             UserRemoved
             | DeviceRemoved
             | PeerConnected
+            | AccessNarrowed
             | MonitorBaseline
             | MonitorSourceRecovered
             | MonitorStoreRecovered
@@ -358,6 +414,9 @@ pub struct Event {
     pub devices: Vec<Device>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<User>,
+    /// For `monitor.baseline`: who can reach this server (`None`: not known to this source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Vec<access::AccessRow>>,
     /// Free-form detail (error text for `monitor.*`, the handshake for `peer.connected`, …).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
@@ -381,6 +440,7 @@ impl Event {
             changes: Vec::new(),
             devices: Vec::new(),
             users: Vec::new(),
+            access: None,
             detail: String::new(),
             tailnet: String::new(),
             record_only: false,

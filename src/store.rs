@@ -25,6 +25,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
 use crate::diff::{Known, KnownDevice, KnownUser, Outcome};
+use crate::model::access::Access;
 use crate::model::{Event, EventKind, Severity, StableNodeId, UserId};
 
 #[derive(Debug, thiserror::Error)]
@@ -420,6 +421,10 @@ impl Store {
         if !known.baseline_done && seen_ok {
             set_meta(&tx, "baseline_at", &now_s).map_err(&e)?;
         }
+        if let Some(a) = &outcome.access {
+            let data = serde_json::to_string(a).expect("access model serializes");
+            set_meta(&tx, "access", &data).map_err(&e)?;
+        }
         save_health(&tx, &new_health).map_err(&e)?;
 
         let mut queued = 0;
@@ -794,6 +799,11 @@ impl Store {
         load_known(&self.conn, &self.path)
     }
 
+    /// The access model recorded by the last pass that could read one.
+    pub fn access(&self) -> Result<Option<Access>> {
+        load_access(&self.conn, &self.path)
+    }
+
     pub fn health(&self) -> Result<Health> {
         load_health(&self.conn).map_err(self.err())
     }
@@ -976,6 +986,19 @@ fn device_rows(conn: &Connection, path: &Path) -> Result<Vec<DeviceRow>> {
     Ok(out)
 }
 
+fn load_access(conn: &Connection, path: &Path) -> Result<Option<Access>> {
+    let Some(text) = get_meta(conn, "access").map_err(sqlite_err(path))? else {
+        return Ok(None);
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|err| StoreError::Corrupt {
+            path: path.to_owned(),
+            what: "access model".into(),
+            detail: err.to_string(),
+        })
+}
+
 fn load_known(conn: &Connection, path: &Path) -> Result<Known> {
     let e = sqlite_err(path);
     let corrupt = |what: String, err: serde_json::Error| StoreError::Corrupt {
@@ -1005,10 +1028,12 @@ fn load_known(conn: &Connection, path: &Path) -> Result<Known> {
             },
         );
     }
+    let access = load_access(conn, path)?;
     Ok(Known {
         baseline_done,
         devices,
         users,
+        access,
     })
 }
 

@@ -139,6 +139,33 @@ fn action(e: &Event) -> String {
             "For your records. If nobody in your team removed it, someone else has admin access.".to_owned()
         }
         EventKind::PeerConnected => "For your records: a peer opened a WireGuard session with this server.".to_owned(),
+        EventKind::AccessWidened | EventKind::AccessSshWidened | EventKind::AccessCapabilityGranted => {
+            "The tailnet policy now lets these sources reach this server. If nobody on your team changed the \
+             policy on purpose, someone with admin access did: restore the ACL (Tailscale: Access controls \
+             in the admin console, https://login.tailscale.com/admin/acls; Headscale: `headscale policy get` / \
+             `headscale policy set --file`), then review who holds admin rights. \
+             `tailscale-monitor access` shows the whole current model."
+                .to_owned()
+        }
+        EventKind::AccessNarrowed => "For your records: fewer sources can reach this server. If this breaks \
+             something, review the recent policy change."
+            .to_owned(),
+        EventKind::NodeTailnetLockDisabled => "Tailnet Lock protects you against a compromised control plane adding \
+             nodes. Find out who disabled it (`tailscale lock status`, the admin console's configuration log) \
+             and re-enable it with `tailscale lock init` if it was not on purpose."
+            .to_owned(),
+        EventKind::NodeTailnetLockChanged => "Check the trusted keys with `tailscale lock status`: every key should \
+             belong to a device you control."
+            .to_owned(),
+        EventKind::NodeSshChanged => "Tailscale SSH on this server was turned on or off (`tailscale set --ssh`). \
+             Whoever can write to tailscaled's socket did this; confirm it was you."
+            .to_owned(),
+        EventKind::NodeRoutesChanged => "This server now advertises different routes (or an exit node), so more \
+             traffic can flow through it. Confirm with `tailscale debug prefs`; undo with \
+             `tailscale set --advertise-routes= --advertise-exit-node=false`."
+            .to_owned(),
+        EventKind::NodeUpdateAvailable => "Update tailscaled on this server (your package manager, or `tailscale update`)."
+            .to_owned(),
         EventKind::MonitorBaseline => "Review the list: every device and user should be one you recognize. \
              From now on you will be alerted about every change."
             .to_owned(),

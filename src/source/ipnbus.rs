@@ -13,6 +13,8 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 pub const INITIAL_STATE: u64 = 1 << 1;
+/// The first message carries the whole netmap (packet filter, SSH policy): read once, then closed.
+pub const INITIAL_NETMAP: u64 = 1 << 3;
 pub const PEER_CHANGES: u64 = 1 << 12;
 pub const PEER_WIREGUARD_STATE: u64 = 1 << 18;
 

@@ -15,8 +15,11 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
+use tracing::{debug, warn};
+
 use super::status_json::Status;
-use super::SourceError;
+use super::{ipnbus, netmap, SourceError};
+use crate::model::access::{NodeTrust, NodeView};
 use crate::model::Snapshot;
 
 /// The host the official client uses; tailscaled accepts it without a password.
@@ -157,12 +160,79 @@ impl LocalApi {
         ))
     }
 
-    /// One snapshot from `GET /localapi/v0/status`.
+    /// One snapshot from `GET /localapi/v0/status` (devices and users only).
     pub async fn status(&self) -> Result<Snapshot, SourceError> {
         let body = self.get("/localapi/v0/status").await?;
         Status::parse(&body)
             .and_then(|s| s.into_snapshot(Utc::now()))
             .map_err(|e| self.err(e.to_string()))
+    }
+
+    /// The whole node view: `/status`, then who may reach this node ([`LocalApi::node_view`]).
+    /// A daemon that refuses the netmap read is an error, never "nobody can reach us".
+    pub async fn snapshot(&self) -> Result<Snapshot, SourceError> {
+        let mut snap = self.status().await?;
+        let mut view = self.node_view().await?;
+        view.trust.update_available = snap.update_available.take();
+        snap.node = Some(view);
+        Ok(snap)
+    }
+
+    /// The packet filter and SSH policy of this node (first line of `watch-ipn-bus?mask=8`), its
+    /// Tailnet Lock state and its prefs. Tailnet Lock and prefs are optional (an old daemon, a
+    /// build without the feature, a 403): left unknown, never reported as off.
+    pub async fn node_view(&self) -> Result<NodeView, SourceError> {
+        let access = match self.netmap_access().await {
+            Ok(a) => a,
+            // A daemon without the IPN bus (404) cannot tell: the model stays unknown. A daemon
+            // that refuses the read (403) or fails is an error.
+            Err(WatchError::Rejected { status: 404, error }) => {
+                warn!(error = %error, "this tailscaled has no IPN bus: who may reach this node is unknown");
+                netmap::NetmapAccess {
+                    rules: None,
+                    ssh: None,
+                }
+            }
+            Err(WatchError::Rejected { error, .. } | WatchError::Source(error)) => {
+                return Err(error)
+            }
+        };
+        let mut trust = NodeTrust::default();
+        match self.get("/localapi/v0/tka/status").await {
+            Ok(body) => match netmap::parse_tka(&body) {
+                Ok(t) => trust.tailnet_lock = Some(t),
+                Err(e) => warn!(error = %e, "Tailnet Lock state unknown"),
+            },
+            Err(e) => debug!(error = %e, "Tailnet Lock state unknown"),
+        }
+        match self.get("/localapi/v0/prefs").await {
+            Ok(body) => {
+                if let Err(e) = netmap::parse_prefs(&body, &mut trust) {
+                    warn!(error = %e, "prefs unknown");
+                }
+            }
+            Err(e) => debug!(error = %e, "prefs unknown"),
+        }
+        Ok(NodeView {
+            rules: access.rules,
+            ssh: access.ssh,
+            trust,
+        })
+    }
+
+    /// Reads the initial NetMap of a short-lived `watch-ipn-bus?mask=8` and closes it.
+    pub async fn netmap_access(&self) -> Result<netmap::NetmapAccess, WatchError> {
+        let path = format!("/localapi/v0/watch-ipn-bus?mask={}", ipnbus::INITIAL_NETMAP);
+        let mut w = self.watch(ipnbus::INITIAL_NETMAP).await?;
+        let line = tokio::time::timeout(self.timeout, w.next_line())
+            .await
+            .map_err(|_| self.err(format!("GET {path}: no netmap within {:?}", self.timeout)))
+            .and_then(|r| r)
+            .and_then(|l| {
+                l.ok_or_else(|| self.err(format!("GET {path}: stream ended before the netmap")))
+            })
+            .map_err(WatchError::Source)?;
+        netmap::parse_initial_notify(&line).map_err(|e| WatchError::Source(self.err(e)))
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod ipnbus;
 pub mod localapi;
+pub mod netmap;
 pub mod sim;
 pub mod status_json;
 
@@ -35,7 +36,7 @@ impl Source {
 
     pub async fn snapshot(&self) -> Result<Snapshot, SourceError> {
         match self {
-            Source::LocalApi(s) => s.status().await,
+            Source::LocalApi(s) => s.snapshot().await,
             Source::Cli(s) => s.status().await,
             Source::Sim(s) => s.status(),
         }

@@ -45,6 +45,17 @@ pub struct Status {
     /// Keyed by decimal user ID; may be `null`.
     #[serde(deserialize_with = "null_default")]
     pub user: BTreeMap<String, UserProfile>,
+    /// `tailcfg.ClientVersion`: whether a newer tailscaled exists (null when unknown).
+    pub client_version: Option<ClientVersion>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct ClientVersion {
+    #[serde(deserialize_with = "null_default")]
+    pub running_latest: bool,
+    #[serde(deserialize_with = "null_default")]
+    pub latest_version: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +181,10 @@ impl Status {
             tailnet: self.current_tailnet.map(|t| t.name).unwrap_or_default(),
             dns_suffix,
             self_id: StableNodeId(self_ps.id.clone()),
+            update_available: self
+                .client_version
+                .filter(|c| !c.running_latest && !c.latest_version.is_empty())
+                .map(|c| c.latest_version),
             ..Snapshot::default()
         };
         for (is_self, ps) in

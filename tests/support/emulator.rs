@@ -52,9 +52,17 @@ struct State {
     bus: Bus,
     requests: Vec<String>,
     watchers: Vec<Sender<Bytes, Infallible>>,
-    /// Watch streams opened so far (200 answers).
+    /// Watch streams opened so far (200 answers), not counting the one-line netmap reads.
     opened: usize,
     masks: Vec<u64>,
+    /// The `NetMap` of the first line of `watch-ipn-bus?mask=8` (`None`: the default for the
+    /// status document, see [`netmap_for`]).
+    netmap: Option<Value>,
+    /// Bodies of `tka/status` and `prefs` (`None`: 404, like a daemon without them).
+    tka: Option<Value>,
+    prefs: Option<Value>,
+    /// netmap reads served so far.
+    netmap_reads: usize,
 }
 
 pub struct Emulator {
@@ -74,6 +82,10 @@ impl Emulator {
             watchers: Vec::new(),
             opened: 0,
             masks: Vec::new(),
+            netmap: None,
+            tka: Some(json!({"Enabled": false, "TrustedKeys": null})),
+            prefs: Some(json!({"RunSSH": false, "AdvertiseRoutes": null})),
+            netmap_reads: 0,
         }));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -115,6 +127,25 @@ impl Emulator {
 
     pub fn set_bus(&self, bus: Bus) {
         self.state.lock().unwrap().bus = bus;
+    }
+
+    /// Sets the `NetMap` sent on `watch-ipn-bus?mask=8` (no notify: like a filter-only update
+    /// on tailscaled >= 1.100). `Value::Null` for the default of the status document.
+    pub fn set_netmap(&self, netmap: Value) {
+        self.state.lock().unwrap().netmap = (!netmap.is_null()).then_some(netmap);
+    }
+
+    pub fn set_tka(&self, tka: Option<Value>) {
+        self.state.lock().unwrap().tka = tka;
+    }
+
+    pub fn set_prefs(&self, prefs: Option<Value>) {
+        self.state.lock().unwrap().prefs = prefs;
+    }
+
+    /// How many one-line netmap reads (`mask=8`) were served.
+    pub fn netmap_reads(&self) -> usize {
+        self.state.lock().unwrap().netmap_reads
     }
 
     /// Masks of every watch request so far.
@@ -195,6 +226,20 @@ async fn watch(state: Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Bo
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("mask=")))
         .and_then(|m| m.parse().ok())
         .unwrap_or(0);
+    if mask == 8 {
+        // A one-shot read of the initial netmap: answered with one line, not counted as a stream.
+        let mut s = state.lock().unwrap();
+        if s.bus == Bus::Absent {
+            return reply(404, "404 page not found\n");
+        }
+        s.netmap_reads += 1;
+        let nm = match (&s.netmap, &s.mode) {
+            (Some(nm), _) => nm.clone(),
+            (None, Mode::Status(doc)) => netmap_for(doc),
+            _ => Value::Null,
+        };
+        return reply(200, format!("{}\n", json!({ "NetMap": nm })));
+    }
     let (bus, version, running) = {
         let mut s = state.lock().unwrap();
         s.masks.push(mask);
@@ -300,6 +345,18 @@ async fn handle(
     if path == "/localapi/v0/watch-ipn-bus" {
         return Ok(watch(state, &req).await);
     }
+    if path == "/localapi/v0/tka/status" || path == "/localapi/v0/prefs" {
+        let s = state.lock().unwrap();
+        let body = if path.ends_with("prefs") {
+            &s.prefs
+        } else {
+            &s.tka
+        };
+        return Ok(match body {
+            Some(v) => reply(200, serde_json::to_vec(v).unwrap()),
+            None => reply(404, "404 page not found\n"),
+        });
+    }
     if path == "/localapi/v0/whois" {
         return Ok(whois(&mode, req.uri().query().unwrap_or("")));
     }
@@ -315,6 +372,40 @@ async fn handle(
             reply(500, "")
         }
     })
+}
+
+/// The default netmap of a status document: its self node, and a packet filter that lets the
+/// first peer (by stable ID) reach TCP 22 on the self node, in both address families.
+pub fn netmap_for(doc: &Value) -> Value {
+    let self_ips = doc["Self"]["TailscaleIPs"].clone();
+    let mut peers: Vec<&Value> = doc["Peer"]
+        .as_object()
+        .map(|m| m.values().collect())
+        .unwrap_or_default();
+    peers.sort_by_key(|p| p["ID"].as_str().unwrap_or("").to_owned());
+    let rules = match peers.first() {
+        Some(p) => json!([{
+            "SrcIPs": p["TailscaleIPs"],
+            "DstPorts": self_ips.as_array().cloned().unwrap_or_default().iter()
+                .map(|ip| json!({"IP": ip, "Ports": {"First": 22, "Last": 22}}))
+                .collect::<Vec<_>>(),
+        }]),
+        None => json!([]),
+    };
+    json!({
+        "SelfNode": {"StableID": doc["Self"]["ID"], "Addresses": self_ips},
+        "Peers": [],
+        "PacketFilterRules": rules,
+        "SSHPolicy": null,
+    })
+}
+
+/// A netmap with these packet filter rules and SSH policy (the self node of `doc`).
+pub fn netmap(doc: &Value, rules: Value, ssh: Value) -> Value {
+    let mut nm = netmap_for(doc);
+    nm["PacketFilterRules"] = rules;
+    nm["SSHPolicy"] = ssh;
+    nm
 }
 
 /// Reads a fixture from tests/fixtures.

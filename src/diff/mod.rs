@@ -10,11 +10,14 @@
 //! - a device that is known but was removed and comes back under the same ID is not "new";
 //! - nothing here ever sees a failed read: sources return errors, not empty snapshots.
 
+pub mod access;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::model::access::Access;
 use crate::model::{Change, Device, Event, EventKind, Snapshot, StableNodeId, User, UserId};
 use crate::store::Health;
 
@@ -76,6 +79,8 @@ pub struct Known {
     pub baseline_done: bool,
     pub devices: BTreeMap<StableNodeId, KnownDevice>,
     pub users: BTreeMap<UserId, KnownUser>,
+    /// Who could reach this server at the last pass that could tell (`None`: never known).
+    pub access: Option<Access>,
 }
 
 /// What a pass found: events to log and deliver, and the records that changed.
@@ -84,6 +89,8 @@ pub struct Outcome {
     pub events: Vec<Event>,
     pub devices: Vec<KnownDevice>,
     pub users: Vec<KnownUser>,
+    /// The access model to record, when it changed.
+    pub access: Option<Access>,
 }
 
 /// Compares the current snapshot with what is known. `now` is the detection time.
@@ -211,7 +218,27 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
             });
         }
     }
+    if let Some(new) = cur_access(cur) {
+        match &known.access {
+            Some(old) if old.known => {
+                if *old != new {
+                    out.events.extend(access::events(old, &new, cur, now));
+                    out.access = Some(new);
+                }
+            }
+            _ => out.access = Some(new),
+        }
+    }
     out
+}
+
+/// The access model of this snapshot, when its source could read one. A netmap without a packet
+/// filter we know gives none: an unknown model is never compared (no false "narrowed").
+fn cur_access(cur: &Snapshot) -> Option<Access> {
+    cur.node
+        .as_ref()
+        .map(|v| access::canonical(v, cur))
+        .filter(|a| a.known)
 }
 
 fn baseline(cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Outcome {
@@ -226,6 +253,8 @@ fn baseline(cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Outcome {
     );
     e.devices = cur.devices.values().cloned().collect();
     e.users = cur.users.values().cloned().collect();
+    let access = cur_access(cur);
+    e.access = access.as_ref().map(Access::rows);
     let devices = cur
         .devices
         .values()
@@ -256,6 +285,7 @@ fn baseline(cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Outcome {
         events: vec![e],
         devices,
         users,
+        access,
     }
 }
 

@@ -1,0 +1,386 @@
+//! This node's netmap, as far as access goes: the packet filter and SSH policy the control plane
+//! pushed to it, read as an unprivileged user from the first line of
+//! `watch-ipn-bus?mask=8` (NotifyInitialNetMap), plus `tka/status` and `prefs`. See
+//! spec/access.md for why these and not the `debug-packet-filter-*` endpoints (write permission,
+//! and stale on >= 1.100 after an incremental filter update).
+//!
+//! `netmap.NetworkMap` has no JSON tags, so its keys are Go field names, and it is internal to
+//! tailscale ("may change without notice"): everything but the fields below is skipped, and a
+//! missing field is told apart from an empty one. A rule that does not parse is an error naming
+//! the field — never an empty filter, which would read as "nobody can reach us any more".
+
+use std::collections::BTreeMap;
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer};
+
+use crate::model::access::{
+    CapGrant, DstPorts, FilterRule, NodeTrust, SshAction, SshPrincipal, SshRule, TailnetLock,
+};
+
+/// `Some(None)` for an explicit `null`, `None` (with `#[serde(default)]`) for an absent key.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct Notify {
+    #[serde(rename = "NetMap", default)]
+    net_map: Option<NetMap>,
+}
+
+#[derive(Deserialize)]
+struct NetMap {
+    #[serde(rename = "PacketFilterRules", default, deserialize_with = "present")]
+    rules: Option<Option<Vec<RuleWire>>>,
+    #[serde(rename = "PacketFilter", default, deserialize_with = "present")]
+    matches: Option<Option<Vec<MatchWire>>>,
+    #[serde(rename = "SSHPolicy", default)]
+    ssh: Option<SshPolicyWire>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RuleWire {
+    #[serde(rename = "SrcIPs", default, deserialize_with = "null_default")]
+    src_ips: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    dst_ports: Vec<DstWire>,
+    #[serde(rename = "IPProto", default, deserialize_with = "null_default")]
+    ip_proto: Vec<u8>,
+    #[serde(default, deserialize_with = "null_default")]
+    cap_grant: Vec<CapGrantWire>,
+}
+
+#[derive(Deserialize)]
+struct DstWire {
+    #[serde(rename = "IP")]
+    ip: String,
+    #[serde(rename = "Ports", default)]
+    ports: Option<PortRange>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PortRange {
+    first: u16,
+    last: u16,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CapGrantWire {
+    #[serde(default, deserialize_with = "null_default")]
+    dsts: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    caps: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    cap_map: BTreeMap<String, IgnoredAny>,
+}
+
+/// `filtertype.Match` (`NetMap.PacketFilter`), for daemons whose netmap has no rules.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct MatchWire {
+    #[serde(rename = "IPProto", default, deserialize_with = "null_default")]
+    ip_proto: Vec<u8>,
+    #[serde(default, deserialize_with = "null_default")]
+    srcs: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    dsts: Vec<NetPorts>,
+    #[serde(default, deserialize_with = "null_default")]
+    caps: Vec<MatchCap>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NetPorts {
+    net: String,
+    ports: PortRange,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct MatchCap {
+    dst: String,
+    cap: String,
+}
+
+#[derive(Deserialize)]
+struct SshPolicyWire {
+    #[serde(default, deserialize_with = "null_default")]
+    rules: Vec<SshRuleWire>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SshRuleWire {
+    #[serde(default, deserialize_with = "null_default")]
+    principals: Vec<PrincipalWire>,
+    #[serde(default, deserialize_with = "null_default")]
+    ssh_users: BTreeMap<String, String>,
+    #[serde(default)]
+    action: Option<ActionWire>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PrincipalWire {
+    #[serde(default)]
+    node: String,
+    #[serde(rename = "nodeIP", default)]
+    node_ip: String,
+    #[serde(default)]
+    user_login: String,
+    #[serde(default)]
+    any: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ActionWire {
+    #[serde(default)]
+    reject: bool,
+    #[serde(default)]
+    accept: bool,
+    #[serde(default)]
+    hold_and_delegate: String,
+    #[serde(default, deserialize_with = "null_default")]
+    recorders: Vec<String>,
+}
+
+/// The access part of one netmap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetmapAccess {
+    /// `None` when the netmap has neither `PacketFilterRules` nor `PacketFilter`.
+    pub rules: Option<Vec<FilterRule>>,
+    pub ssh: Option<Vec<SshRule>>,
+}
+
+/// Parses the first line of `watch-ipn-bus?mask=8`. The error says what is wrong, in one line.
+pub fn parse_initial_notify(line: &[u8]) -> Result<NetmapAccess, String> {
+    let n: Notify = serde_json::from_slice(line)
+        .map_err(|e| format!("malformed packet filter or SSH policy in the netmap: {e}"))?;
+    let nm = n
+        .net_map
+        .ok_or("the first IPN bus message carries no NetMap (is the daemon logged in?)")?;
+    let rules = match (nm.rules, nm.matches) {
+        (Some(rules), _) => Some(
+            rules
+                .unwrap_or_default()
+                .into_iter()
+                .map(rule)
+                .collect::<Result<_, _>>()?,
+        ),
+        (None, Some(matches)) => Some(
+            matches
+                .unwrap_or_default()
+                .into_iter()
+                .map(from_match)
+                .collect(),
+        ),
+        (None, None) => None,
+    };
+    let ssh = nm.ssh.map(|p| p.rules.into_iter().map(ssh_rule).collect());
+    Ok(NetmapAccess { rules, ssh })
+}
+
+fn rule(r: RuleWire) -> Result<FilterRule, String> {
+    if r.src_ips.iter().any(|s| s.trim().is_empty()) {
+        return Err("malformed packet filter in the netmap: an empty SrcIPs entry".into());
+    }
+    let mut dsts = Vec::with_capacity(r.dst_ports.len());
+    for d in r.dst_ports {
+        if d.ip.trim().is_empty() {
+            return Err(
+                "malformed packet filter in the netmap: a DstPorts entry without IP".into(),
+            );
+        }
+        let (first, last) = d.ports.map_or((0, 65535), |p| (p.first, p.last));
+        if first > last {
+            return Err(format!(
+                "malformed packet filter in the netmap: port range {first}-{last} for {}",
+                crate::sanitize::line(&d.ip, 60)
+            ));
+        }
+        dsts.push(DstPorts {
+            ip: d.ip,
+            first,
+            last,
+        });
+    }
+    let caps = r
+        .cap_grant
+        .into_iter()
+        .map(|g| {
+            let mut caps = g.caps;
+            caps.extend(g.cap_map.into_keys());
+            caps.sort();
+            caps.dedup();
+            CapGrant { dsts: g.dsts, caps }
+        })
+        .collect();
+    Ok(FilterRule {
+        srcs: r.src_ips,
+        dsts,
+        protos: r.ip_proto,
+        caps,
+    })
+}
+
+fn from_match(m: MatchWire) -> FilterRule {
+    FilterRule {
+        srcs: m.srcs,
+        dsts: m
+            .dsts
+            .into_iter()
+            .map(|d| DstPorts {
+                ip: d.net,
+                first: d.ports.first.min(d.ports.last),
+                last: d.ports.last.max(d.ports.first),
+            })
+            .collect(),
+        protos: m.ip_proto,
+        caps: m
+            .caps
+            .into_iter()
+            .map(|c| CapGrant {
+                dsts: vec![c.dst],
+                caps: vec![c.cap],
+            })
+            .collect(),
+    }
+}
+
+fn ssh_rule(r: SshRuleWire) -> SshRule {
+    let a = r.action.unwrap_or_default();
+    let action = if a.reject {
+        SshAction::Reject
+    } else if !a.hold_and_delegate.is_empty() {
+        SshAction::Check
+    } else if a.accept {
+        SshAction::Accept
+    } else {
+        SshAction::Reject
+    };
+    SshRule {
+        principals: r
+            .principals
+            .into_iter()
+            .filter_map(|p| {
+                if p.any {
+                    Some(SshPrincipal::Any)
+                } else if !p.node.is_empty() {
+                    Some(SshPrincipal::Node(p.node))
+                } else if !p.node_ip.is_empty() {
+                    Some(SshPrincipal::NodeIp(p.node_ip))
+                } else if !p.user_login.is_empty() {
+                    Some(SshPrincipal::UserLogin(p.user_login))
+                } else {
+                    None
+                }
+            })
+            .collect(),
+        users: r.ssh_users,
+        action,
+        recorded: !a.recorders.is_empty(),
+    }
+}
+
+/// `GET /localapi/v0/tka/status` (`ipnstate.NetworkLockStatus`).
+pub fn parse_tka(body: &[u8]) -> Result<TailnetLock, String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Key {
+        #[serde(default)]
+        key: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Status {
+        #[serde(default)]
+        enabled: bool,
+        #[serde(default, deserialize_with = "null_default")]
+        trusted_keys: Vec<Key>,
+    }
+    let s: Status =
+        serde_json::from_slice(body).map_err(|e| format!("malformed tka/status: {e}"))?;
+    let mut trusted_keys: Vec<String> = s.trusted_keys.into_iter().map(|k| k.key).collect();
+    trusted_keys.sort();
+    Ok(TailnetLock {
+        enabled: s.enabled,
+        trusted_keys,
+    })
+}
+
+/// `GET /localapi/v0/prefs`: the Tailscale SSH server and the advertised routes.
+pub fn parse_prefs(body: &[u8], trust: &mut NodeTrust) -> Result<(), String> {
+    #[derive(Deserialize)]
+    struct Prefs {
+        #[serde(rename = "RunSSH", default)]
+        run_ssh: bool,
+        #[serde(rename = "AdvertiseRoutes", default, deserialize_with = "null_default")]
+        advertise_routes: Vec<String>,
+    }
+    let p: Prefs = serde_json::from_slice(body).map_err(|e| format!("malformed prefs: {e}"))?;
+    let mut routes = p.advertise_routes;
+    routes.sort();
+    trust.ssh_server = Some(p.run_ssh);
+    trust.advertised_routes = Some(routes);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_ssh_and_their_absence() {
+        let line = br#"{"NetMap":{"Peers":[{"x":1}],"PacketFilterRules":[{"SrcIPs":["100.64.0.2","fd7a:115c:a1e0::2"],"DstPorts":[{"IP":"100.64.0.1","Ports":{"First":22,"Last":22}}]}],
+            "SSHPolicy":{"rules":[{"principals":[{"nodeIP":"100.64.0.2"}],"sshUsers":{"root":"root"},"action":{"accept":true,"recorders":["1.2.3.4:80"]}}]}}}"#;
+        let a = parse_initial_notify(line).unwrap();
+        let rules = a.rules.unwrap();
+        assert_eq!(rules[0].srcs.len(), 2);
+        assert_eq!((rules[0].dsts[0].first, rules[0].dsts[0].last), (22, 22));
+        let ssh = a.ssh.unwrap();
+        assert_eq!(ssh[0].action, SshAction::Accept);
+        assert!(ssh[0].recorded);
+
+        let empty =
+            parse_initial_notify(br#"{"NetMap":{"PacketFilterRules":null,"SSHPolicy":null}}"#)
+                .unwrap();
+        assert_eq!(empty.rules, Some(vec![]));
+        assert_eq!(empty.ssh, None);
+        let old = parse_initial_notify(br#"{"NetMap":{"PacketFilter":[{"IPProto":[6],"Srcs":["100.64.0.2/32"],"Dsts":[{"Net":"100.64.0.1/32","Ports":{"First":80,"Last":80}}]}]}}"#).unwrap();
+        assert_eq!(old.rules.unwrap()[0].dsts[0].ip, "100.64.0.1/32");
+        let none = parse_initial_notify(br#"{"NetMap":{"Peers":[]}}"#).unwrap();
+        assert_eq!(none.rules, None, "unknown, not empty");
+    }
+
+    #[test]
+    fn malformed_rules_are_errors_not_empty() {
+        for bad in [
+            &br#"{"NetMap":{"PacketFilterRules":[{"SrcIPs":["*"],"DstPorts":[{"IP":"*","Ports":{"First":"x","Last":1}}]}]}}"#[..],
+            br#"{"NetMap":{"PacketFilterRules":[{"SrcIPs":["*"],"DstPorts":[{"IP":"*","Ports":{"First":90,"Last":80}}]}]}}"#,
+            br#"{"NetMap":{"PacketFilterRules":{"not":"a list"}}}"#,
+            br#"{"NetMap":{"PacketFilterRules":[{"SrcIPs":[""],"DstPorts":[]}]}}"#,
+            br#"{"NetMap":null}"#,
+            b"not json",
+        ] {
+            let e = parse_initial_notify(bad).unwrap_err();
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+}
