@@ -13,22 +13,22 @@ const TAILNET: &str = include_str!("../../tests/fixtures/status-running.json");
 
 /// A source that returns whatever snapshot it was last given.
 pub struct Sim {
-    current: Mutex<Snapshot>,
+    current: Mutex<Box<Snapshot>>,
 }
 
 impl Sim {
     pub fn new(snapshot: Snapshot) -> Sim {
         Sim {
-            current: Mutex::new(snapshot),
+            current: Mutex::new(Box::new(snapshot)),
         }
     }
 
     pub fn set(&self, snapshot: Snapshot) {
-        *self.current.lock().expect("sim lock") = snapshot;
+        *self.current.lock().expect("sim lock") = Box::new(snapshot);
     }
 
     pub fn status(&self) -> Result<Snapshot, SourceError> {
-        let mut s = self.current.lock().expect("sim lock").clone();
+        let mut s = *self.current.lock().expect("sim lock").clone();
         s.taken_at = Utc::now();
         Ok(s)
     }
