@@ -24,7 +24,7 @@ impl Sim {
     }
 
     pub fn set(&self, snapshot: Snapshot) {
-        *self.current.lock().expect("sim lock") = Box::new(snapshot);
+        **self.current.lock().expect("sim lock") = snapshot;
     }
 
     pub fn status(&self) -> Result<Snapshot, SourceError> {
