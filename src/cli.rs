@@ -43,7 +43,8 @@ pub struct Cli {
 pub enum Command {
     /// One pass for cron or Nagios: read the tailnet, record and mail changes, print one status line.
     /// Exit 0 nothing new, 1 warning-level changes (or undelivered alerts), 2 a new device or user,
-    /// 3 the tailnet could not be read or the config is bad.
+    /// wider access to this server or Tailnet Lock disabled, 3 the tailnet could not be read or the
+    /// config is bad.
     Check,
     /// The daemon: follows tailscaled's IPN bus in real time (full re-reads every `reconcile`, or
     /// every `interval` without the bus), retries deliveries with backoff, SIGHUP reloads the config.
@@ -56,6 +57,15 @@ pub enum Command {
         /// Include devices that have left the tailnet.
         #[arg(long)]
         all: bool,
+    },
+    /// Who may reach this server now, as tailscaled was told (its packet filter and SSH policy):
+    /// one row per source with who it is, the ports and protocols, and the SSH users; then this
+    /// node's Tailnet Lock, Tailscale SSH, routes and update state. Only rules that target this
+    /// node are visible here, nothing about other servers.
+    Access {
+        /// Machine-readable JSON (the canonical model).
+        #[arg(long)]
+        json: bool,
     },
     /// The event log, newest first.
     Events {
@@ -139,6 +149,7 @@ pub async fn main(cli: Cli) -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Devices { json, all } => devices(explicit, json, all),
+        Command::Access { json } => access(explicit, json).await,
         Command::Events { since, json, limit } => events(explicit, since.as_deref(), json, limit),
         Command::Config {
             command: ConfigCommand::Check,
@@ -206,10 +217,16 @@ pub fn status_line(
             3,
         );
     }
-    let new_member = report
-        .events
-        .iter()
-        .any(|e| matches!(e.kind, EventKind::DeviceNew | EventKind::UserNew));
+    let new_member = report.events.iter().any(|e| {
+        matches!(
+            e.kind,
+            EventKind::DeviceNew
+                | EventKind::UserNew
+                | EventKind::AccessWidened
+                | EventKind::AccessSshWidened
+                | EventKind::NodeTailnetLockDisabled
+        )
+    });
     let mut code = if new_member {
         2
     } else if report.max_severity() >= Some(Severity::Warning) {
@@ -451,6 +468,76 @@ fn devices(explicit: Option<&Path>, json: bool, all: bool) -> anyhow::Result<()>
         )?;
     }
     writeln!(out, "{} device(s); * = this server", rows.len())?;
+    Ok(())
+}
+
+async fn access(explicit: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let cfg = load(explicit, true)?;
+    let source = crate::source::Source::from_config(&cfg.source);
+    let mut snap = source.snapshot().await?;
+    let Some(view) = snap.node.as_ref() else {
+        anyhow::bail!(
+            "who may reach this node is not available from [tailscale] source = \"cli\"; use the LocalAPI source"
+        );
+    };
+    if view.rules.is_none() {
+        anyhow::bail!("this tailscaled's netmap carries no packet filter the monitor can read");
+    }
+    if let crate::source::Source::LocalApi(api) = &source {
+        monitor::whois_sources(api, &mut snap).await;
+    }
+    let view = snap.node.clone().expect("checked above");
+    let model = crate::diff::access::canonical(&view, &snap);
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&model)?)?;
+        return Ok(());
+    }
+    let s = |v: &str, n| sanitize::line(v, n);
+    let rows = model.rows();
+    writeln!(out, "{:<26} {:<46} {:<30} SSH AS", "SOURCE", "WHO", "PORTS")?;
+    for r in &rows {
+        writeln!(
+            out,
+            "{:<26} {:<46} {:<30} {}",
+            s(&r.source, 26),
+            s(&r.who, 46),
+            s(&r.ports, 60),
+            s(&r.ssh, 60)
+        )?;
+    }
+    writeln!(
+        out,
+        "{} source(s) may reach {} (only rules that target this node are visible here)",
+        rows.len(),
+        s(snap.self_name(), 40)
+    )?;
+    let t = &model.trust;
+    let unknown = || "unknown".to_owned();
+    writeln!(
+        out,
+        "Tailnet Lock: {}; Tailscale SSH server: {}; advertised routes: {}; update: {}",
+        t.tailnet_lock
+            .as_ref()
+            .map_or_else(unknown, |l| if l.enabled {
+                format!("enabled ({} trusted keys)", l.trusted_keys.len())
+            } else {
+                "disabled".into()
+            }),
+        t.ssh_server
+            .map_or_else(unknown, |b| if b { "on" } else { "off" }.into()),
+        t.advertised_routes
+            .as_ref()
+            .map_or_else(unknown, |r| if r.is_empty() {
+                "none".into()
+            } else {
+                s(&r.join(", "), 200)
+            }),
+        t.update_available.as_ref().map_or_else(
+            || "up to date".into(),
+            |v| format!("{} available", s(v, 40))
+        ),
+    )?;
     Ok(())
 }
 

@@ -81,6 +81,9 @@ pub struct DaemonConfig {
     pub grace: Duration,
     /// After a message goes out, `run` holds further events this long so a burst is one message.
     pub batch_window: Duration,
+    /// How often `run` re-reads who may reach this node (the netmap's packet filter and SSH
+    /// policy): tailscaled >= 1.100 applies a filter-only update without any bus message.
+    pub access_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +243,7 @@ struct RawDaemon {
     reconcile: Option<Spanned<String>>,
     grace: Option<Spanned<String>>,
     batch_window: Option<Spanned<String>>,
+    access_interval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -450,6 +454,11 @@ impl Config {
                 "daemon.batch_window",
                 Duration::from_secs(3),
             )?,
+            access_interval: cx.duration(
+                &raw.daemon.access_interval,
+                "daemon.access_interval",
+                Duration::from_secs(30),
+            )?,
         };
         let warn = cx.duration(
             &raw.alerts.key_expiry_warning,
@@ -553,11 +562,12 @@ impl Config {
             out += &format!("[metrics]\nlisten = {}\n\n", q(&l.to_string()));
         }
         out += &format!(
-            "[daemon]\ninterval = {}\nreconcile = {}\ngrace = {}\nbatch_window = {}\n\n",
+            "[daemon]\ninterval = {}\nreconcile = {}\ngrace = {}\nbatch_window = {}\naccess_interval = {}\n\n",
             d(self.daemon.interval),
             d(self.daemon.reconcile),
             d(self.daemon.grace),
-            d(self.daemon.batch_window)
+            d(self.daemon.batch_window),
+            d(self.daemon.access_interval)
         );
         out += &format!(
             "[alerts]\nkey_expiry_warning = {}\npeer_connected = {}\npeer_connected_quiet = {}\ndelivery_max_age = {}\n",

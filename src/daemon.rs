@@ -5,7 +5,10 @@
 //!   change schedules a pass after a short debounce, so a burst of notifies is one `/status` read;
 //! - a timer: every `reconcile` while the bus streams (the safety net), every `interval` while it
 //!   does not (polling, and the CLI source);
-//! - the bus going down or coming back (to see at once whether tailscaled is still there).
+//! - the bus going down or coming back (to see at once whether tailscaled is still there);
+//! - every `access_interval`, a cheap re-read of who may reach this node (one netmap line,
+//!   `tka/status`, `prefs`), because tailscaled >= 1.100 applies a packet-filter-only update with
+//!   no bus message at all; only a difference from the last pass costs a full pass.
 //!
 //! tailscaled restarts end the stream; the bus task reconnects with capped exponential backoff.
 //! A failed read is *not* recorded until tailscaled has been unreachable for `grace`, so a restart
@@ -31,9 +34,10 @@ use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until, Instant};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
+use crate::model::access::NodeView;
 use crate::monitor;
 use crate::source::ipnbus::{self, Signal};
 use crate::source::localapi::{LocalApi, WatchError};
@@ -143,6 +147,10 @@ struct Daemon {
     deliver_at: Option<Instant>,
     /// Set while the state database cannot be written.
     store_outage: Option<StoreOutage>,
+    /// What the last pass read of who may reach this node (`update_available` left out: it comes
+    /// from `/status`), and when it is read again on its own.
+    last_view: Option<NodeView>,
+    access_at: Instant,
 }
 
 struct StoreOutage {
@@ -174,9 +182,16 @@ impl Daemon {
     async fn pass(&mut self) -> anyhow::Result<()> {
         self.pass_at = None;
         self.full_at = Instant::now() + self.period();
+        self.access_at = Instant::now() + self.cfg.daemon.access_interval;
         let mut seen = self.source.snapshot().await;
         match &seen {
-            Ok(_) => self.failing_since = None,
+            Ok(snap) => {
+                self.failing_since = None;
+                self.last_view = snap.node.clone().map(|mut v| {
+                    v.trust.update_available = None;
+                    v
+                });
+            }
             Err(e) => {
                 let since = *self.failing_since.get_or_insert_with(Instant::now);
                 let deadline = since + self.cfg.daemon.grace;
@@ -203,6 +218,28 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// The cheap re-read of who may reach this node, between full passes: tailscaled >= 1.100
+    /// applies a packet-filter-only update from the control plane without any bus message, so
+    /// this is how such a change is caught within `access_interval`. Only a difference (or an
+    /// error) costs a full pass.
+    async fn access_check(&mut self) {
+        self.access_at = Instant::now() + self.cfg.daemon.access_interval;
+        let Source::LocalApi(api) = &self.source else {
+            return;
+        };
+        match api.node_view().await {
+            Ok(v) if self.last_view.as_ref() == Some(&v) => {}
+            Ok(_) => {
+                info!("who may reach this node changed; re-reading the tailnet");
+                self.schedule(Instant::now());
+            }
+            Err(e) => {
+                debug!(error = %e, "access re-read failed; a full pass will tell");
+                self.schedule(Instant::now());
+            }
+        }
     }
 
     /// After a pass committed: if the store was failing, logs `monitor.store_recovered`.
@@ -330,6 +367,8 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
         last_sent: None,
         deliver_at: None,
         store_outage: None,
+        last_view: None,
+        access_at: Instant::now(),
     };
 
     d.guarded_pass().await;
@@ -365,6 +404,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
             },
             _ = sleep_until(pass_at) => d.guarded_pass().await,
             _ = sleep_until(d.full_at) => d.guarded_pass().await,
+            _ = sleep_until(d.access_at), if d.failing_since.is_none() => d.access_check().await,
             _ = sleep_until(d.deliver_at.unwrap_or_else(|| Instant::now() + far)), if d.deliver_at.is_some() => {
                 if let Err(e) = d.send_now().await {
                     d.store_failed(e).await;

@@ -3,7 +3,7 @@
 //! Shared by `check`, `run` and `demo`, so that all three behave the same.
 
 use chrono::Utc;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::diff::{connection_candidates, pass_outcome, Policy};
@@ -49,8 +49,60 @@ pub async fn enrich(
     policy: &Policy,
 ) -> Result<(), StoreError> {
     match (source, seen) {
-        (Source::LocalApi(api), Ok(snap)) => whois(api, store, snap, policy).await,
+        (Source::LocalApi(api), Ok(snap)) => {
+            whois_sources(api, snap).await;
+            whois(api, store, snap, policy).await
+        }
         _ => Ok(()),
+    }
+}
+
+/// Asks tailscaled who is behind filter and SSH sources that are no device of the snapshot (a
+/// peer this node cannot list), so that messages name them. At most a few per pass.
+pub async fn whois_sources(api: &LocalApi, snap: &mut Snapshot) {
+    const MAX_LOOKUPS: usize = 16;
+    let Some(view) = &snap.node else { return };
+    let known: std::collections::HashSet<&str> = snap
+        .devices
+        .values()
+        .flat_map(|d| d.addresses.iter().map(String::as_str))
+        .collect();
+    let single_ip = |s: &str| -> Option<String> {
+        let host = s
+            .strip_suffix("/32")
+            .or_else(|| s.strip_suffix("/128"))
+            .unwrap_or(s);
+        host.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| ip.to_string())
+    };
+    let mut wanted: Vec<String> = view
+        .rules
+        .iter()
+        .flatten()
+        .flat_map(|r| r.srcs.iter())
+        .chain(view.ssh.iter().flatten().flat_map(|r| {
+            r.principals.iter().filter_map(|p| match p {
+                crate::model::access::SshPrincipal::NodeIp(ip) => Some(ip),
+                _ => None,
+            })
+        }))
+        .filter_map(|s| single_ip(s))
+        .filter(|ip| !known.contains(ip.as_str()))
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    for ip in wanted.into_iter().take(MAX_LOOKUPS) {
+        match api.whois(&ip).await {
+            Ok(w) => {
+                let label = w
+                    .strip_prefix(&format!("whois {ip}: "))
+                    .unwrap_or(&w)
+                    .to_owned();
+                snap.ip_whois.insert(ip, label);
+            }
+            Err(e) => debug!(error = %e, "whois of a filter source failed"),
+        }
     }
 }
 

@@ -370,6 +370,21 @@ pub fn event_text(out: &mut String, e: &Event) {
             );
         }
     }
+    if let Some(rows) = &e.access {
+        let _ = writeln!(out, "  Who can reach this server ({}):", rows.len());
+        if rows.is_empty() {
+            let _ = writeln!(out, "    - nobody: the policy lets no other device in");
+        }
+        for r in rows {
+            let _ = writeln!(
+                out,
+                "    - {} — ports: {} — SSH as: {}",
+                sanitize::line(&r.who, 200),
+                sanitize::line(&r.ports, 300),
+                sanitize::line(&r.ssh, 300)
+            );
+        }
+    }
     let _ = writeln!(out, "  What to do: {}", action(e));
 }
 
@@ -456,6 +471,31 @@ fn event_html(out: &mut String, e: &Event) {
             );
         }
         out.push_str("</table>");
+    }
+    if let Some(rows) = &e.access {
+        let _ = write!(
+            out,
+            "<p><b>Who can reach this server ({})</b></p>",
+            rows.len()
+        );
+        if rows.is_empty() {
+            out.push_str("<p>Nobody: the policy lets no other device in.</p>");
+        } else {
+            out.push_str(
+                "<table border=\"1\" cellpadding=\"3\" style=\"border-collapse:collapse\">\
+                 <tr><th>Who</th><th>Ports</th><th>SSH as</th></tr>",
+            );
+            for r in rows {
+                let _ = write!(
+                    out,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    h(&r.who),
+                    h(&r.ports),
+                    h(&r.ssh)
+                );
+            }
+            out.push_str("</table>");
+        }
     }
     let _ = write!(out, "<p><b>What to do:</b> {}</p>", h(&action(e)));
 }

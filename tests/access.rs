@@ -1,0 +1,298 @@
+//! Who may reach this server, against the LocalAPI emulator: the states a real daemon is hard to
+//! put in — a filter-only change that arrives with no bus message at all (tailscaled >= 1.100
+//! against a control plane that sends deltas), a netmap without `PacketFilterRules` (old daemons),
+//! a 10,000-rule filter, malformed rules. The real-daemon story is in `tests/real.rs`.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::emulator::{self, Emulator};
+use support::smtp::Smtp;
+use support::{email_channel, Monitor};
+
+const WEB01: [&str; 2] = ["100.101.1.1", "fd7a:115c:a1e0::1"];
+
+/// A rule letting these sources reach TCP `ports` on web-01 (both address families).
+fn rule(srcs: &[&str], first: u16, last: u16) -> Value {
+    json!({
+        "SrcIPs": srcs,
+        "DstPorts": WEB01.iter().map(|ip| json!({"IP": ip, "Ports": {"First": first, "Last": last}})).collect::<Vec<_>>(),
+        "IPProto": [6],
+    })
+}
+
+/// alice-laptop (100.101.1.2) may reach 22; bob-desktop (100.101.1.5) is not in the filter.
+fn closed() -> Value {
+    json!([rule(&["100.101.1.2", "fd7a:115c:a1e0::2"], 22, 22)])
+}
+
+fn opened_to_bob() -> Value {
+    json!([
+        rule(&["100.101.1.2", "fd7a:115c:a1e0::2"], 22, 22),
+        rule(&["100.101.1.5", "fd7a:115c:a1e0::5"], 22, 22),
+    ])
+}
+
+fn setup(extra: &str) -> (tempfile::TempDir, Emulator, Monitor) {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    emu.set_netmap(emulator::netmap(
+        &emulator::tailnet(),
+        closed(),
+        Value::Null,
+    ));
+    let mon = Monitor::new(&emu.socket, extra);
+    (dir, emu, mon)
+}
+
+#[test]
+fn a_widened_filter_is_critical_and_a_repeated_push_is_silent() {
+    let (_d, emu, mon) = setup("");
+    assert_eq!(mon.check().code, 0);
+    // The same rules again, reordered and duplicated: nothing for this node.
+    let mut same = opened_to_bob();
+    same.as_array_mut().unwrap().truncate(1);
+    same.as_array_mut().unwrap().push(closed()[0].clone());
+    emu.set_netmap(emulator::netmap(&emulator::tailnet(), same, Value::Null));
+    let r = mon.check();
+    assert_eq!(r.code, 0, "{r:?}");
+
+    emu.set_netmap(emulator::netmap(
+        &emulator::tailnet(),
+        opened_to_bob(),
+        Value::Null,
+    ));
+    let r = mon.check();
+    assert_eq!(r.code, 2, "{r:?}");
+    let ev = mon
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "access.widened")
+        .expect("access.widened");
+    assert_eq!(ev["severity"], "critical");
+    let summary = ev["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with(
+            "bob@example.com (bob-desktop, 100.101.1.5) may now reach this server on tcp 22"
+        ),
+        "{summary}"
+    );
+    assert!(summary.contains("SSH port 22"), "{summary}");
+    assert_eq!(ev["device"]["hostname"], "bob-desktop");
+    assert_eq!(
+        mon.count_events("access.widened"),
+        1,
+        "v4 and v6: one grant"
+    );
+
+    // `access` shows the model.
+    let r = mon.run(&["access"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("bob@example.com (bob-desktop, 100.101.1.5)"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("tcp 22"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("2 source(s) may reach web-01"),
+        "{}",
+        r.stdout
+    );
+    let r = mon.run(&["access", "--json"]);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["reach"].as_array().unwrap().len(), 2, "{v}");
+
+    // Closed again: narrowed (info), and the check is OK-level.
+    emu.set_netmap(emulator::netmap(
+        &emulator::tailnet(),
+        closed(),
+        Value::Null,
+    ));
+    assert_eq!(mon.check().code, 0);
+    assert_eq!(mon.count_events("access.narrowed"), 1);
+}
+
+#[test]
+fn ssh_as_root_and_this_nodes_trust_signals() {
+    let (_d, emu, mon) = setup("");
+    emu.set_tka(Some(
+        json!({"Enabled": true, "TrustedKeys": [{"Key": "tlpub:aaaa", "Votes": 1}]}),
+    ));
+    assert_eq!(mon.check().code, 0);
+    let ssh = json!({"rules": [{
+        "principals": [{"nodeIP": "100.101.1.5"}, {"nodeIP": "fd7a:115c:a1e0::5"}],
+        "sshUsers": {"root": "root"},
+        "action": {"accept": true, "allowAgentForwarding": true}
+    }]});
+    emu.set_netmap(emulator::netmap(&emulator::tailnet(), closed(), ssh));
+    emu.set_tka(Some(json!({"Enabled": false, "TrustedKeys": null})));
+    emu.set_prefs(Some(
+        json!({"RunSSH": true, "AdvertiseRoutes": ["0.0.0.0/0", "::/0"]}),
+    ));
+    let mut doc = emulator::tailnet();
+    doc["ClientVersion"] = json!({"RunningLatest": false, "LatestVersion": "1.104.1"});
+    emu.set_status(doc);
+    let r = mon.check();
+    assert_eq!(r.code, 2, "{r:?}");
+    let kinds = mon.event_kinds();
+    for k in [
+        "access.ssh_widened",
+        "node.tailnet_lock_disabled",
+        "node.ssh_changed",
+        "node.routes_changed",
+        "node.update_available",
+    ] {
+        assert!(kinds.contains(&k.to_owned()), "{k} in {kinds:?}");
+    }
+    let ev = mon
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "access.ssh_widened")
+        .unwrap();
+    let s = ev["summary"].as_str().unwrap();
+    assert!(
+        s.contains("bob-desktop") && s.contains("including ROOT"),
+        "{s}"
+    );
+}
+
+#[test]
+fn an_old_daemon_without_packet_filter_rules_uses_the_match_list() {
+    let (_d, emu, mon) = setup("");
+    let mut nm = emulator::netmap(&emulator::tailnet(), Value::Null, Value::Null);
+    let obj = nm.as_object_mut().unwrap();
+    obj.remove("PacketFilterRules");
+    obj.insert(
+        "PacketFilter".into(),
+        json!([{"IPProto": [6], "Srcs": ["100.101.1.2/32"], "Dsts": [{"Net": "100.101.1.1/32", "Ports": {"First": 22, "Last": 22}}], "Caps": []}]),
+    );
+    emu.set_netmap(nm.clone());
+    assert_eq!(mon.check().code, 0);
+    let base = &mon.events()[0];
+    let rows = base["access"].as_array().expect("access in the baseline");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0]["who"].as_str().unwrap().contains("alice-laptop"));
+
+    // A netmap with no filter at all: unknown, reported by `access`, never "narrowed".
+    nm.as_object_mut().unwrap().remove("PacketFilter");
+    emu.set_netmap(nm);
+    assert_eq!(mon.check().code, 0);
+    assert_eq!(mon.count_events("access.narrowed"), 0);
+    let r = mon.run(&["access"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("no packet filter"), "{r:?}");
+}
+
+#[test]
+fn malformed_rules_are_a_clear_error_and_no_false_narrowed() {
+    let (_d, emu, mon) = setup("");
+    assert_eq!(mon.check().code, 0);
+    emu.set_netmap(json!({"PacketFilterRules": [{"SrcIPs": ["*"], "DstPorts": [{"IP": "*", "Ports": {"First": "twenty-two", "Last": 22}}]}]}));
+    let r = mon.check();
+    assert_eq!(r.code, 3, "{r:?}");
+    assert_eq!(r.stdout.lines().count(), 1, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("malformed packet filter or SSH policy in the netmap"),
+        "{r:?}"
+    );
+    emu.set_netmap(emulator::netmap(
+        &emulator::tailnet(),
+        closed(),
+        Value::Null,
+    ));
+    assert_eq!(mon.check().code, 0);
+    let kinds = mon.event_kinds();
+    assert!(!kinds.iter().any(|k| k.starts_with("access.")), "{kinds:?}");
+    assert!(
+        kinds.contains(&"monitor.source_down".to_owned()),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn a_ten_thousand_rule_filter() {
+    let (_d, emu, mon) = setup("");
+    let many = |extra: Option<u16>| {
+        let mut rules: Vec<Value> = (0..10_000u32)
+            .map(|i| {
+                let ip = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256);
+                rule(&[&ip], 8000, 8000)
+            })
+            .collect();
+        if let Some(p) = extra {
+            rules.push(rule(&["10.0.0.7"], p, p));
+        }
+        emulator::netmap(&emulator::tailnet(), Value::Array(rules), Value::Null)
+    };
+    emu.set_netmap(many(None));
+    let t = std::time::Instant::now();
+    assert_eq!(mon.check().code, 0);
+    let first = t.elapsed();
+    assert_eq!(mon.check().code, 0, "the same 10,000 rules: nothing");
+    emu.set_netmap(many(Some(3389)));
+    let r = mon.check();
+    assert_eq!(r.code, 2, "{r:?}");
+    let widened: Vec<Value> = mon
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "access.widened")
+        .collect();
+    assert_eq!(widened.len(), 1);
+    let s = widened[0]["summary"].as_str().unwrap();
+    assert!(s.contains("10.0.0.7") && s.contains("RDP port 3389"), "{s}");
+    eprintln!("10,000-rule baseline check took {first:?}");
+}
+
+/// tailscaled >= 1.100 applies a filter-only update with no bus message: `run` must still mail
+/// it, from its access re-read.
+#[test]
+#[ignore = "needs the real SMTP server: run tests/run-all.sh"]
+fn a_filter_change_without_any_notify_is_mailed() {
+    let smtp = Smtp::start();
+    let (_d, emu, mon) = setup(
+        &(email_channel(smtp.port)
+            + "\n[daemon]\ninterval = \"1h\"\nreconcile = \"1h\"\naccess_interval = \"2s\"\n"),
+    );
+    let _daemon = mon.spawn_run();
+    let mails = smtp.wait_for(1, 60);
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0].text.contains("Who can reach this server (1):"),
+        "{}",
+        mails[0].text
+    );
+    assert!(
+        mails[0]
+            .text
+            .contains("alice@example.com (alice-laptop, 100.101.1.2) — ports: tcp 22"),
+        "{}",
+        mails[0].text
+    );
+    assert!(emu.wait_opened(1, 60));
+    let opened = emu.opened();
+    emu.set_netmap(emulator::netmap(
+        &emulator::tailnet(),
+        opened_to_bob(),
+        Value::Null,
+    ));
+    let mails = smtp.wait_for(2, 60);
+    assert_eq!(mails.len(), 2, "mailed without any bus message");
+    let m = &mails[1];
+    assert!(m.subject.contains("CRITICAL"), "{}", m.subject);
+    assert!(
+        m.text.contains(
+            "bob@example.com (bob-desktop, 100.101.1.5) may now reach this server on tcp 22"
+        ),
+        "{}",
+        m.text
+    );
+    assert!(
+        m.text.contains("tcp on this server: nothing → 22"),
+        "{}",
+        m.text
+    );
+    assert_eq!(emu.opened(), opened, "no reconnect was needed");
+}
