@@ -181,6 +181,120 @@ fn real_daemons_tailscale_1_96() {
     story(real::old_release());
 }
 
+/// The server is tagged `tag:server` and reachable only by its team (`ops`). Policy edits made
+/// with `headscale policy set` must be mailed when they let someone new in, naming the user, the
+/// device and the port; an edit that does not touch this server must not be.
+const P0: &str = r#"{
+  // The team may reach the server and each other; mallory only her own devices.
+  "tagOwners": {"tag:server": ["ops@"]},
+  "acls": [
+    {"action": "accept", "src": ["ops@"], "dst": ["tag:server:*", "ops@:*"]},
+    {"action": "accept", "src": ["mallory@"], "dst": ["mallory@:*"]}
+  ]
+}"#;
+
+fn policy(extra_acls: &str, ssh: &str) -> String {
+    P0.replace(
+        "\"dst\": [\"mallory@:*\"]}\n  ]",
+        &format!("\"dst\": [\"mallory@:*\"]}}{extra_acls}\n  ]{ssh}"),
+    )
+}
+
+const OPEN_22: &str = r#",
+    {"action": "accept", "src": ["mallory@"], "dst": ["tag:server:22"]}"#;
+const SSH_ROOT: &str = r#",
+  "ssh": [{"action": "accept", "src": ["mallory@"], "dst": ["tag:server"], "users": ["root"]}]"#;
+const ELSEWHERE: &str = r#",
+    {"action": "accept", "src": ["ops@"], "dst": ["mallory@:80"]}"#;
+
+fn access_story(rel: Release) {
+    let hs = Headscale::start();
+    let ops = hs.user("ops");
+    let mallory = hs.user("mallory");
+    hs.set_policy(P0);
+    let web = Node::join(&rel, &hs, "web-01", &hs.tagged_key(ops, "tag:server"));
+    let key = hs.preauth_key(ops);
+    let _laptop = Node::join(&rel, &hs, "laptop", &key);
+    let mpc = Node::join(&rel, &hs, "mallory-pc", &hs.preauth_key(mallory));
+    // headscale 0.29 announces a new node to every peer until the next policy change.
+    hs.set_policy(P0);
+    let mpc_ip = mpc.ip();
+
+    let smtp = Smtp::start();
+    let mon = Monitor::new(
+        web.socket(),
+        &(email_channel(smtp.port) + "\n[daemon]\nbatch_window = \"1ms\"\n"),
+    );
+    let daemon = mon.spawn_run();
+    let baseline = wait_mail(&smtp, "the baseline", 90, |m| {
+        m.subject.contains("baseline")
+    });
+    assert!(
+        baseline.text.contains("Who can reach this server (1):"),
+        "{}",
+        baseline.text
+    );
+    assert!(baseline.text.contains("(laptop, 100."), "{}", baseline.text);
+    assert!(!baseline.text.contains("mallory-pc"), "{}", baseline.text);
+
+    // 1. mallory's devices may now reach the server's SSH port.
+    hs.set_policy(&policy(OPEN_22, ""));
+    let m = wait_mail(&smtp, "access.widened for mallory-pc", 90, |m| {
+        m.text.contains("access.widened")
+    });
+    let line = format!("mallory (mallory-pc, {mpc_ip}) may now reach this server ");
+    assert!(m.text.contains(&line), "{line} in {}", m.text);
+    assert!(m.text.contains("this server on tcp 22"), "{}", m.text);
+    assert!(m.text.contains("mallory"), "{}", m.text);
+    assert!(m.text.contains("SSH port 22"), "{}", m.text);
+    assert!(m.subject.contains("CRITICAL"), "{}", m.subject);
+
+    // 2. ... and SSH in as root.
+    hs.set_policy(&policy(OPEN_22, SSH_ROOT));
+    let m = wait_mail(&smtp, "access.ssh_widened", 90, |m| {
+        m.text.contains("access.ssh_widened")
+    });
+    assert!(m.text.contains("mallory"), "{}", m.text);
+    assert!(m.text.contains("including ROOT"), "{}", m.text);
+    assert!(
+        m.text
+            .contains("may now SSH into this server: as root (accept)"),
+        "{}",
+        m.text
+    );
+
+    // 3. An edit elsewhere in the tailnet, then one that closes port 22 again: only the second
+    //    is mailed about this server. (Not the removal of the `ssh` section: headscale then sends
+    //    no SSH policy, which tailscaled reads as "unchanged" and keeps the old one.)
+    hs.set_policy(&policy(&format!("{OPEN_22}{ELSEWHERE}"), SSH_ROOT));
+    hs.set_policy(&policy(ELSEWHERE, SSH_ROOT));
+    wait_mail(&smtp, "access.narrowed", 90, |m| {
+        m.text.contains("access.narrowed")
+    });
+    assert_eq!(count(&smtp, "access.widened"), 1, "one widening mailed");
+    assert_eq!(
+        count(&smtp, "access.ssh_widened"),
+        1,
+        "one SSH widening mailed"
+    );
+    let r = mon.run(&["access"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("mallory-pc"), "{}", r.stdout);
+    assert!(daemon.terminate().success());
+}
+
+#[test]
+#[ignore = "needs real tailscaled/headscale: run tests/run-all.sh"]
+fn policy_edits_that_open_this_server_are_mailed_tailscale_1_102() {
+    access_story(real::new_release());
+}
+
+#[test]
+#[ignore = "needs real tailscaled/headscale: run tests/run-all.sh"]
+fn policy_edits_that_open_this_server_are_mailed_tailscale_1_96() {
+    access_story(real::old_release());
+}
+
 /// Benchmark, not a test: run by bench/latency.sh. Detection latency from the moment headscale
 /// has registered a joining node to the moment the SMTP server accepted the alert, over
 /// TM_BENCH_JOINS joins (default 20); then the idle cost of `run` over TM_BENCH_IDLE_SECS.

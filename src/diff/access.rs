@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
 use crate::model::access::{
-    ports_text, ssh_action_text, Access, CapEntry, NodeTrust, NodeView, Principal, Reach,
-    SshAction, SshGrant, SshPrincipal,
+    ports_text, ssh_action_text, Access, CapEntry, NetmapPeer, NodeTrust, NodeView, Principal,
+    Reach, SshAction, SshGrant, SshPrincipal,
 };
 use crate::model::{Change, Device, Event, EventKind, Snapshot, StableNodeId};
 
@@ -30,16 +30,26 @@ const WELL_KNOWN: [(u16, &str); 3] = [(22, "SSH"), (3389, "RDP"), (5900, "VNC")]
 struct Resolver<'a> {
     snap: &'a Snapshot,
     by_ip: BTreeMap<IpAddr, &'a Device>,
+    /// Peers of the netmap that `/status` did not list (the filter can arrive first).
+    netmap_peers: BTreeMap<IpAddr, &'a NetmapPeer>,
     self_ips: Vec<IpAddr>,
 }
 
 impl<'a> Resolver<'a> {
-    fn new(snap: &'a Snapshot) -> Self {
+    fn new(snap: &'a Snapshot, view: &'a NodeView) -> Self {
         let mut by_ip = BTreeMap::new();
         for d in snap.devices.values() {
             for a in &d.addresses {
                 if let Ok(ip) = a.parse::<IpAddr>() {
                     by_ip.insert(ip, d);
+                }
+            }
+        }
+        let mut netmap_peers = BTreeMap::new();
+        for p in &view.peers {
+            for a in &p.addresses {
+                if let Ok(ip) = a.parse::<IpAddr>() {
+                    netmap_peers.insert(ip, p);
                 }
             }
         }
@@ -50,6 +60,7 @@ impl<'a> Resolver<'a> {
         Resolver {
             snap,
             by_ip,
+            netmap_peers,
             self_ips,
         }
     }
@@ -79,6 +90,17 @@ impl<'a> Resolver<'a> {
     fn ip(&self, ip: IpAddr) -> Principal {
         if let Some(d) = self.by_ip.get(&ip) {
             return self.device(d);
+        }
+        if let Some(p) = self.netmap_peers.get(&ip) {
+            let v4 = p
+                .addresses
+                .iter()
+                .find(|a| !a.contains(':'))
+                .unwrap_or(&p.addresses[0]);
+            return Principal {
+                key: format!("node:{}", p.id),
+                label: format!("{} ({}, {v4})", p.owner, p.hostname),
+            };
         }
         let label = match self.snap.ip_whois.get(&ip.to_string()) {
             Some(w) => format!("{ip} ({w})"),
@@ -236,7 +258,7 @@ fn subtract(a: &[(u16, u16)], b: &[(u16, u16)]) -> Vec<(u16, u16)> {
 
 /// The canonical model of what this node was told.
 pub fn canonical(view: &NodeView, snap: &Snapshot) -> Access {
-    let r = Resolver::new(snap);
+    let r = Resolver::new(snap, view);
     let mut access = Access {
         known: view.rules.is_some(),
         trust: view.trust.clone(),
@@ -342,7 +364,7 @@ fn ssh_text(g: Option<&SshGrant>) -> String {
     match g {
         None => "no".into(),
         Some(g) => {
-            let mut s = format!("as {} ({}", g.local_user, ssh_action_text(g.action));
+            let mut s = format!("as {} ({}", g.local_user_text(), ssh_action_text(g.action));
             if g.recorded {
                 s.push_str(", recorded");
             }
@@ -480,11 +502,7 @@ pub fn events(old: &Access, new: &Access, snap: &Snapshot, now: DateTime<Utc>) -
             out.push(e);
         }
         if !p.ssh_widened.is_empty() {
-            let what: Vec<String> = p
-                .ssh_widened
-                .iter()
-                .map(|c| format!("{} {}", c.field.trim_start_matches("ssh "), c.new))
-                .collect();
+            let what: Vec<&str> = p.ssh_widened.iter().map(|c| c.new.as_str()).collect();
             let root = if p.root { " — including ROOT" } else { "" };
             let any = if p.who.is_any() {
                 " — ANY source (*)"
@@ -710,6 +728,7 @@ mod tests {
             node: Some(NodeView {
                 rules: Some(rules),
                 ssh,
+                peers: vec![],
                 trust: NodeTrust::default(),
             }),
             ..Snapshot::default()
@@ -1036,6 +1055,25 @@ mod tests {
         let mut unknown = a.clone();
         unknown.node.as_mut().unwrap().rules = None;
         assert!(between(&b, &unknown).is_empty());
+    }
+
+    #[test]
+    fn a_source_only_the_netmap_lists_is_named_from_it() {
+        let mut s = snap(vec![rule(&["100.64.0.9"], &[(22, 22)], &[6])], None);
+        let m = canonical(s.node.as_ref().unwrap(), &s);
+        assert_eq!(m.reach[0].who.key, "ip:100.64.0.9");
+        s.node.as_mut().unwrap().peers = vec![crate::model::access::NetmapPeer {
+            id: "nNEW".into(),
+            hostname: "eve-pc".into(),
+            owner: "eve@".into(),
+            addresses: vec!["100.64.0.9".into(), "fd7a:115c:a1e0::9".into()],
+        }];
+        let m = canonical(s.node.as_ref().unwrap(), &s);
+        assert_eq!(
+            m.reach[0].who.key, "node:nNEW",
+            "the same key /status will give"
+        );
+        assert_eq!(m.reach[0].who.label, "eve@ (eve-pc, 100.64.0.9)");
     }
 
     #[test]

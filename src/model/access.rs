@@ -103,6 +103,18 @@ pub struct TailnetLock {
     pub trusted_keys: Vec<String>,
 }
 
+/// A peer as the netmap names it (the same message as the filter).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetmapPeer {
+    /// Stable node ID.
+    pub id: String,
+    pub hostname: String,
+    /// The owner's login, or the tags of a tagged device.
+    pub owner: String,
+    /// Bare IPs (no prefix length).
+    pub addresses: Vec<String>,
+}
+
 /// What the node view says about access to this server, as received.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeView {
@@ -110,6 +122,9 @@ pub struct NodeView {
     pub rules: Option<Vec<FilterRule>>,
     /// `None`: no SSH policy (Tailscale SSH not allowed to anyone).
     pub ssh: Option<Vec<SshRule>>,
+    /// The netmap's peers, to name sources `/status` does not list yet.
+    #[serde(default)]
+    pub peers: Vec<NetmapPeer>,
     pub trust: NodeTrust,
 }
 
@@ -155,6 +170,15 @@ pub struct SshGrant {
 }
 
 impl SshGrant {
+    /// The local account as a reader says it: `root`, `ubuntu`, "any user".
+    pub fn local_user_text(&self) -> String {
+        match (self.ssh_user.as_str(), self.local_user.as_str()) {
+            ("*", "=") => "any user".into(),
+            (u, "=") => u.to_owned(),
+            (_, l) => l.to_owned(),
+        }
+    }
+
     /// May log in as root: asked for explicitly, or any user mapped to the same name.
     pub fn allows_root(&self) -> bool {
         self.action != SshAction::Reject
@@ -233,16 +257,7 @@ impl Access {
             let e = by
                 .entry(&g.who.key)
                 .or_insert_with(|| (g.who.label.clone(), vec![], vec![]));
-            let local = if g.local_user == "=" {
-                if g.ssh_user == "*" {
-                    "any user".to_owned()
-                } else {
-                    g.ssh_user.clone()
-                }
-            } else {
-                g.local_user.clone()
-            };
-            let mut s = format!("{local} ({}", ssh_action_text(g.action));
+            let mut s = format!("{} ({}", g.local_user_text(), ssh_action_text(g.action));
             if g.recorded {
                 s.push_str(", recorded");
             }

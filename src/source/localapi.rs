@@ -191,6 +191,7 @@ impl LocalApi {
                 netmap::NetmapAccess {
                     rules: None,
                     ssh: None,
+                    peers: Vec::new(),
                 }
             }
             Err(WatchError::Rejected { error, .. } | WatchError::Source(error)) => {
@@ -216,6 +217,7 @@ impl LocalApi {
         Ok(NodeView {
             rules: access.rules,
             ssh: access.ssh,
+            peers: access.peers,
             trust,
         })
     }

@@ -15,7 +15,8 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer};
 
 use crate::model::access::{
-    CapGrant, DstPorts, FilterRule, NodeTrust, SshAction, SshPrincipal, SshRule, TailnetLock,
+    CapGrant, DstPorts, FilterRule, NetmapPeer, NodeTrust, SshAction, SshPrincipal, SshRule,
+    TailnetLock,
 };
 
 /// `Some(None)` for an explicit `null`, `None` (with `#[serde(default)]`) for an absent key.
@@ -49,6 +50,40 @@ struct NetMap {
     matches: Option<Option<Vec<MatchWire>>>,
     #[serde(rename = "SSHPolicy", default)]
     ssh: Option<SshPolicyWire>,
+    #[serde(rename = "Peers", default, deserialize_with = "null_default")]
+    peers: Vec<PeerWire>,
+    #[serde(rename = "UserProfiles", default, deserialize_with = "null_default")]
+    user_profiles: BTreeMap<String, ProfileWire>,
+}
+
+/// The identity fields of a `tailcfg.Node` peer: the same netmap as the filter, so a source
+/// that just became a peer is named even before `/status` lists it.
+#[derive(Deserialize)]
+struct PeerWire {
+    #[serde(rename = "StableID", default)]
+    stable_id: String,
+    #[serde(rename = "User", default)]
+    user: i64,
+    #[serde(rename = "Addresses", default, deserialize_with = "null_default")]
+    addresses: Vec<String>,
+    #[serde(rename = "Tags", default, deserialize_with = "null_default")]
+    tags: Vec<String>,
+    #[serde(rename = "Hostinfo", default)]
+    hostinfo: Option<HostinfoWire>,
+    #[serde(rename = "Name", default)]
+    name: String,
+}
+
+#[derive(Deserialize, Default)]
+struct HostinfoWire {
+    #[serde(rename = "Hostname", default)]
+    hostname: String,
+}
+
+#[derive(Deserialize)]
+struct ProfileWire {
+    #[serde(rename = "LoginName", default)]
+    login_name: String,
 }
 
 #[derive(Deserialize)]
@@ -167,6 +202,7 @@ pub struct NetmapAccess {
     /// `None` when the netmap has neither `PacketFilterRules` nor `PacketFilter`.
     pub rules: Option<Vec<FilterRule>>,
     pub ssh: Option<Vec<SshRule>>,
+    pub peers: Vec<NetmapPeer>,
 }
 
 /// Parses the first line of `watch-ipn-bus?mask=8`. The error says what is wrong, in one line.
@@ -194,7 +230,36 @@ pub fn parse_initial_notify(line: &[u8]) -> Result<NetmapAccess, String> {
         (None, None) => None,
     };
     let ssh = nm.ssh.map(|p| p.rules.into_iter().map(ssh_rule).collect());
-    Ok(NetmapAccess { rules, ssh })
+    let peers = nm
+        .peers
+        .into_iter()
+        .filter(|p| !p.stable_id.is_empty())
+        .map(|p| {
+            let login = nm
+                .user_profiles
+                .get(&p.user.to_string())
+                .map_or_else(|| format!("user {}", p.user), |u| u.login_name.clone());
+            let hostname = match p.hostinfo {
+                Some(h) if !h.hostname.is_empty() => h.hostname,
+                _ => p.name.split('.').next().unwrap_or_default().to_owned(),
+            };
+            NetmapPeer {
+                id: p.stable_id,
+                hostname,
+                owner: if p.tags.is_empty() {
+                    login
+                } else {
+                    p.tags.join(", ")
+                },
+                addresses: p
+                    .addresses
+                    .iter()
+                    .map(|a| a.split('/').next().unwrap_or(a).to_owned())
+                    .collect(),
+            }
+        })
+        .collect();
+    Ok(NetmapAccess { rules, ssh, peers })
 }
 
 fn rule(r: RuleWire) -> Result<FilterRule, String> {

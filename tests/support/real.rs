@@ -147,8 +147,7 @@ database:
 log:
   level: warn
 policy:
-  mode: file
-  path: ""
+  mode: database
 dns:
   magic_dns: true
   base_domain: tailnet.test
@@ -221,6 +220,33 @@ unix_socket_permission: "0770"
         self.json(&["users", "create", name])["id"]
             .as_u64()
             .unwrap()
+    }
+
+    /// Sets the tailnet policy (HuJSON) at run time: `headscale policy set --file`, as an
+    /// administrator (or an attacker with the admin console) would.
+    pub fn set_policy(&self, policy: &str) {
+        let file = self.dir.path().join("policy.hujson");
+        std::fs::write(&file, policy).unwrap();
+        ok(
+            self.cmd(&["policy", "set", "--file", &file.display().to_string()]),
+            "headscale policy set",
+        );
+    }
+
+    /// A reusable pre-auth key that tags the nodes it registers.
+    pub fn tagged_key(&self, user: u64, tag: &str) -> String {
+        let v = self.json(&[
+            "preauthkeys",
+            "create",
+            "--user",
+            &user.to_string(),
+            "--reusable",
+            "-e",
+            "1h",
+            "--tags",
+            tag,
+        ]);
+        v["key"].as_str().unwrap().to_owned()
     }
 
     /// A reusable pre-auth key for the user.
