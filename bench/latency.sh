@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Detection latency against real daemons (headscale + tailscaled 1.102.5 on loopback, aiosmtpd),
+# the latency of a policy edit that opens the server (tailscaled 1.102.5 and 1.96.5),
 # and the idle cost of `run`. Needs tests/setup/install-deps.sh.
 #
 #   bench/latency.sh            (TM_BENCH_JOINS=20, TM_BENCH_IDLE_SECS=120)
@@ -8,3 +9,4 @@ cd "$(dirname "$0")/.."
 tests/setup/install-deps.sh
 . "${TM_CACHE:-$HOME/.cache/tailscale-monitor}/env"
 cargo test --release --test real -- --ignored --exact bench_detection_latency --nocapture 2>/dev/null | grep '^BENCH'
+cargo test --release --test real -- --ignored --exact bench_access_latency --nocapture 2>/dev/null | grep '^BENCH'

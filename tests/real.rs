@@ -405,6 +405,70 @@ fn bench_detection_latency() {
     );
 }
 
+/// Benchmark, not a test: run by bench/latency.sh. The time from `headscale policy set` (an edit
+/// that opens one more TCP port of the server to mallory) to the SMTP server accepting the
+/// `access.widened` mail, over TM_BENCH_EDITS edits (default 12), on both tailscaled releases, with
+/// the production timers.
+#[test]
+#[ignore = "benchmark: run bench/latency.sh"]
+fn bench_access_latency() {
+    let edits: u16 = std::env::var("TM_BENCH_EDITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    for rel in [real::new_release(), real::old_release()] {
+        let hs = Headscale::start();
+        let ops = hs.user("ops");
+        let mallory = hs.user("mallory");
+        hs.set_policy(P0);
+        let web = Node::join(&rel, &hs, "web-01", &hs.tagged_key(ops, "tag:server"));
+        let _mpc = Node::join(&rel, &hs, "mallory-pc", &hs.preauth_key(mallory));
+        hs.set_policy(P0);
+        let smtp = Smtp::start();
+        let mon = Monitor::new(web.socket(), &email_channel(smtp.port));
+        let _daemon = mon.spawn_run();
+        wait_mail(&smtp, "the baseline", 90, |m| m.subject.contains("baseline"));
+        let mut latencies = Vec::new();
+        let mut acls = String::new();
+        for i in 0..edits {
+            // Past the batching window of the previous mail, so each edit is measured alone.
+            std::thread::sleep(Duration::from_millis(3500));
+            let port = 1000 + i;
+            acls += &format!(
+                ",\n    {{\"action\": \"accept\", \"src\": [\"mallory@\"], \"dst\": [\"tag:server:{port}\"]}}"
+            );
+            let start = std::time::SystemTime::now();
+            hs.set_policy(&policy(&acls, ""));
+            let needle = format!("this server on tcp {port}");
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            let accepted = loop {
+                if let Some(t) = mail_time(&smtp, &needle) {
+                    break t;
+                }
+                assert!(std::time::Instant::now() < deadline, "no mail for {needle}");
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            latencies.push(
+                accepted
+                    .duration_since(start)
+                    .map(|d| d.as_secs_f64() * 1e3)
+                    .unwrap_or(0.0),
+            );
+        }
+        latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+        println!(
+            "BENCH access tailscale={} edits={} p50_ms={:.0} p99_ms={:.0} min_ms={:.0} max_ms={:.0}",
+            rel.label,
+            latencies.len(),
+            pct(0.5),
+            pct(0.99),
+            latencies[0],
+            latencies[latencies.len() - 1]
+        );
+    }
+}
+
 /// When the SMTP server accepted the first mail whose text contains `needle` (Maildir mtime).
 fn mail_time(smtp: &Smtp, needle: &str) -> Option<std::time::SystemTime> {
     for sub in ["new", "cur"] {
