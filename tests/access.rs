@@ -296,3 +296,19 @@ fn a_filter_change_without_any_notify_is_mailed() {
     );
     assert_eq!(emu.opened(), opened, "no reconnect was needed");
 }
+
+#[test]
+fn a_daemon_that_refuses_the_netmap_read_is_source_down_not_nobody() {
+    let (_d, emu, mon) = setup("");
+    assert_eq!(mon.check().code, 0);
+    emu.set_bus(emulator::Bus::Reject(8));
+    let r = mon.check();
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stdout.contains("watch-ipn-bus?mask=8: HTTP 400"), "{r:?}");
+    let kinds = mon.event_kinds();
+    assert_eq!(
+        kinds,
+        ["monitor.source_down", "monitor.baseline"],
+        "{kinds:?}"
+    );
+}

@@ -427,7 +427,9 @@ fn bench_access_latency() {
         let smtp = Smtp::start();
         let mon = Monitor::new(web.socket(), &email_channel(smtp.port));
         let _daemon = mon.spawn_run();
-        wait_mail(&smtp, "the baseline", 90, |m| m.subject.contains("baseline"));
+        wait_mail(&smtp, "the baseline", 90, |m| {
+            m.subject.contains("baseline")
+        });
         let mut latencies = Vec::new();
         let mut acls = String::new();
         for i in 0..edits {

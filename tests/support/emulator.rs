@@ -228,10 +228,22 @@ async fn watch(state: Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Bo
         .unwrap_or(0);
     if mask == 8 {
         // A one-shot read of the initial netmap: answered with one line, not counted as a stream.
-        let mut s = state.lock().unwrap();
-        if s.bus == Bus::Absent {
-            return reply(404, "404 page not found\n");
+        let bus = state.lock().unwrap().bus.clone();
+        match bus {
+            Bus::Absent => return reply(404, "404 page not found\n"),
+            Bus::Reject(bits) if mask & bits != 0 => {
+                return reply(
+                    400,
+                    format!("unsupported watch mask bits {}\n", mask & bits),
+                )
+            }
+            Bus::Hang => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return reply(500, "");
+            }
+            _ => {}
         }
+        let mut s = state.lock().unwrap();
         s.netmap_reads += 1;
         let nm = match (&s.netmap, &s.mode) {
             (Some(nm), _) => nm.clone(),
