@@ -62,6 +62,7 @@ fn main() {
             })
             .collect(),
         access: None,
+        control: None,
     };
     let t = Instant::now();
     let out = diff(&known, &cur, &Policy::default(), Utc::now());

@@ -8,6 +8,7 @@
 //! registers a device and are never used to decide whether something is new.
 
 pub mod access;
+pub mod control;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -230,6 +231,16 @@ pub enum EventKind {
     DeviceRemoved,
     #[serde(rename = "peer.connected")]
     PeerConnected,
+    #[serde(rename = "device.pending_approval")]
+    DevicePendingApproval,
+    #[serde(rename = "device.approved")]
+    DeviceApproved,
+    #[serde(rename = "device.unlisted")]
+    DeviceUnlisted,
+    #[serde(rename = "policy.changed")]
+    PolicyChanged,
+    #[serde(rename = "settings.changed")]
+    SettingsChanged,
     #[serde(rename = "access.widened")]
     AccessWidened,
     #[serde(rename = "access.ssh_widened")]
@@ -267,7 +278,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 31] = [
+    pub const ALL: [EventKind; 36] = [
         EventKind::UserNew,
         EventKind::UserRemoved,
         EventKind::DeviceNew,
@@ -283,6 +294,11 @@ impl EventKind {
         EventKind::DeviceExpired,
         EventKind::DeviceRemoved,
         EventKind::PeerConnected,
+        EventKind::DevicePendingApproval,
+        EventKind::DeviceApproved,
+        EventKind::DeviceUnlisted,
+        EventKind::PolicyChanged,
+        EventKind::SettingsChanged,
         EventKind::AccessWidened,
         EventKind::AccessSshWidened,
         EventKind::AccessNarrowed,
@@ -318,6 +334,11 @@ impl EventKind {
             EventKind::DeviceExpired => "device.expired",
             EventKind::DeviceRemoved => "device.removed",
             EventKind::PeerConnected => "peer.connected",
+            EventKind::DevicePendingApproval => "device.pending_approval",
+            EventKind::DeviceApproved => "device.approved",
+            EventKind::DeviceUnlisted => "device.unlisted",
+            EventKind::PolicyChanged => "policy.changed",
+            EventKind::SettingsChanged => "settings.changed",
             EventKind::AccessWidened => "access.widened",
             EventKind::AccessSshWidened => "access.ssh_widened",
             EventKind::AccessNarrowed => "access.narrowed",
@@ -353,7 +374,10 @@ impl EventKind {
             | MonitorStoreFailed
             | AccessWidened
             | AccessSshWidened
-            | NodeTailnetLockDisabled => Severity::Critical,
+            | NodeTailnetLockDisabled
+            | DevicePendingApproval
+            | DeviceUnlisted
+            | PolicyChanged => Severity::Critical,
             DeviceRekeyed
             | DeviceAddressesChanged
             | DeviceTagsChanged
@@ -364,6 +388,7 @@ impl EventKind {
             | DeviceExpired
             | DeviceRenamed
             | AccessCapabilityGranted
+            | SettingsChanged
             | NodeTailnetLockChanged
             | NodeSshChanged
             | NodeRoutesChanged
@@ -372,6 +397,7 @@ impl EventKind {
             | DeviceRemoved
             | PeerConnected
             | AccessNarrowed
+            | DeviceApproved
             | MonitorBaseline
             | MonitorSourceRecovered
             | MonitorStoreRecovered
@@ -414,6 +440,9 @@ pub struct Event {
     pub devices: Vec<Device>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<User>,
+    /// For `policy.changed`: the unified diff of the policy file, one line each (`+`, `-`, ` `).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diff: Vec<String>,
     /// For `monitor.baseline`: who can reach this server (`None`: not known to this source).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<Vec<access::AccessRow>>,
@@ -441,6 +470,7 @@ impl Event {
             devices: Vec::new(),
             users: Vec::new(),
             access: None,
+            diff: Vec::new(),
             detail: String::new(),
             tailnet: String::new(),
             record_only: false,

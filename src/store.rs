@@ -425,6 +425,10 @@ impl Store {
             let data = serde_json::to_string(a).expect("access model serializes");
             set_meta(&tx, "access", &data).map_err(&e)?;
         }
+        if let Some(c) = &outcome.control {
+            let data = serde_json::to_string(c).expect("control view serializes");
+            set_meta(&tx, "control", &data).map_err(&e)?;
+        }
         save_health(&tx, &new_health).map_err(&e)?;
 
         let mut queued = 0;
@@ -1029,11 +1033,18 @@ fn load_known(conn: &Connection, path: &Path) -> Result<Known> {
         );
     }
     let access = load_access(conn, path)?;
+    let control = match get_meta(conn, "control").map_err(&e)? {
+        Some(text) => {
+            Some(serde_json::from_str(&text).map_err(|err| corrupt("control view".into(), err))?)
+        }
+        None => None,
+    };
     Ok(Known {
         baseline_done,
         devices,
         users,
         access,
+        control,
     })
 }
 

@@ -767,6 +767,7 @@ mod tests {
         let known = Known {
             baseline_done: true,
             access: a.node.as_ref().map(|v| canonical(v, a)),
+            control: None,
             devices: a
                 .devices
                 .values()

@@ -11,6 +11,7 @@
 //! - nothing here ever sees a failed read: sources return errors, not empty snapshots.
 
 pub mod access;
+pub mod control;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -81,6 +82,8 @@ pub struct Known {
     pub users: BTreeMap<UserId, KnownUser>,
     /// Who could reach this server at the last pass that could tell (`None`: never known).
     pub access: Option<Access>,
+    /// The control view as last read (`None`: no control source, or never read).
+    pub control: Option<crate::model::control::KnownControl>,
 }
 
 /// What a pass found: events to log and deliver, and the records that changed.
@@ -91,6 +94,8 @@ pub struct Outcome {
     pub users: Vec<KnownUser>,
     /// The access model to record, when it changed.
     pub access: Option<Access>,
+    /// The control view to record, when it changed.
+    pub control: Option<crate::model::control::KnownControl>,
 }
 
 /// Compares the current snapshot with what is known. `now` is the detection time.
@@ -100,8 +105,18 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
     }
     let mut out = Outcome::default();
 
+    let control_logins = |login: &str| {
+        known
+            .control
+            .as_ref()
+            .is_some_and(|c| c.users.contains(login))
+    };
     for user in cur.users.values() {
         match known.users.get(&user.id) {
+            None if control_logins(&user.login) => out.users.push(KnownUser {
+                user: user.clone(),
+                removed: false,
+            }),
             None => {
                 let mut e = Event::new(
                     EventKind::UserNew,
@@ -128,6 +143,20 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
     for dev in cur.devices.values() {
         let owner = cur.users.get(&dev.user_id).cloned();
         match known.devices.get(&dev.id) {
+            // Reported already from the control view, while this node could not see it.
+            None if known
+                .control
+                .as_ref()
+                .is_some_and(|c| c.devices.contains_key(&dev.id)) =>
+            {
+                out.devices.push(KnownDevice {
+                    device: dev.clone(),
+                    removed: false,
+                    expiring_alerted: None,
+                    last_handshake: None,
+                    after_baseline: true,
+                });
+            }
             None => {
                 let mut e = Event::new(
                     EventKind::DeviceNew,
@@ -286,6 +315,7 @@ fn baseline(cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Outcome {
         devices,
         users,
         access,
+        control: None,
     }
 }
 

@@ -147,6 +147,21 @@ fn action(e: &Event) -> String {
              `tailscale-monitor access` shows the whole current model."
                 .to_owned()
         }
+        EventKind::DevicePendingApproval => format!(
+            "Approve it only if you know it: Tailscale admin console {console} (… menu → Approve), or remove \
+             it there. Until approved it cannot reach anything."
+        ),
+        EventKind::DeviceApproved => "For your records: the device can now join the tailnet.".to_owned(),
+        EventKind::DeviceUnlisted => "Treat this server's tailnet as compromised until explained: compare `tailscale \
+             status` here with the admin console or `headscale nodes list`, and check who holds admin rights."
+            .to_owned(),
+        EventKind::PolicyChanged => "Review the diff. If nobody on your team made this change, restore the previous \
+             policy (Tailscale: https://login.tailscale.com/admin/acls; Headscale: `headscale policy set --file`) \
+             and review who holds admin rights."
+            .to_owned(),
+        EventKind::SettingsChanged => "Confirm the change in the admin console (https://login.tailscale.com/admin/settings) \
+             and revert it if it was not intended."
+            .to_owned(),
         EventKind::AccessNarrowed => "For your records: fewer sources can reach this server. If this breaks \
              something, review the recent policy change."
             .to_owned(),
@@ -370,6 +385,12 @@ pub fn event_text(out: &mut String, e: &Event) {
             );
         }
     }
+    if !e.diff.is_empty() {
+        let _ = writeln!(out, "  Diff:");
+        for l in &e.diff {
+            let _ = writeln!(out, "    {}", sanitize::line(l, 300));
+        }
+    }
     if let Some(rows) = &e.access {
         let _ = writeln!(out, "  Who can reach this server ({}):", rows.len());
         if rows.is_empty() {
@@ -471,6 +492,18 @@ fn event_html(out: &mut String, e: &Event) {
             );
         }
         out.push_str("</table>");
+    }
+    if !e.diff.is_empty() {
+        out.push_str("<pre style=\"background:#f6f6f6;padding:6px\">");
+        for l in &e.diff {
+            let color = match l.chars().next() {
+                Some('+') => "#0a0",
+                Some('-') => "#b00020",
+                _ => "#555",
+            };
+            let _ = writeln!(out, "<span style=\"color:{color}\">{}</span>", h(l));
+        }
+        out.push_str("</pre>");
     }
     if let Some(rows) = &e.access {
         let _ = write!(
