@@ -260,7 +260,7 @@ pub fn events(
             }
             out.push(e);
         }
-        let was_authorized = before.map_or(true, |b| b.authorized);
+        let was_authorized = before.is_none_or(|b| b.authorized);
         if !d.authorized && (was_authorized || first) {
             let mut e = Event::new(
                 EventKind::DevicePendingApproval,
