@@ -85,6 +85,7 @@ fn main() {
                     k,
                     h,
                     Ok(&prev),
+                    None,
                     &Policy::default(),
                     Utc::now(),
                 )
@@ -98,6 +99,7 @@ fn main() {
                     k,
                     h,
                     Ok(&cur),
+                    None,
                     &Policy::default(),
                     Utc::now(),
                 )

@@ -263,6 +263,13 @@ pub fn status_line(
         };
         format!("{}{more}", items.join(", "))
     };
+    if let Some(e) = &report.control_error {
+        code = code.max(1);
+        text += &format!(
+            " (control plane unreadable: {})",
+            sanitize::line(&e.message, 200)
+        );
+    }
     if outbox.failing > 0 {
         code = code.max(1);
         let why = delivery
@@ -287,6 +294,9 @@ pub fn status_line(
 const STORE_FAILED_MARK: &str = "store-failed";
 const STORE_ALERT_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// Per request to the control plane's API.
+pub const CONTROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn check(explicit: Option<&Path>) -> ExitCode {
     // Also on stderr: cron discards stdout (`>/dev/null`) but mails stderr.
     let unknown = |msg: String| {
@@ -309,7 +319,19 @@ async fn check(explicit: Option<&Path>) -> ExitCode {
         Err(e) => return store_failed(e).await,
     };
     let source = Source::from_config(&cfg.source);
-    let report = match monitor::observe(&source, &mut store, &cfg.routes(), &cfg.policy).await {
+    let control = cfg
+        .control
+        .as_ref()
+        .map(|c| crate::source::control::ControlSource::new(c, CONTROL_TIMEOUT));
+    let report = match monitor::observe(
+        &source,
+        control.as_ref(),
+        &mut store,
+        &cfg.routes(),
+        &cfg.policy,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => return store_failed(e).await,
     };
@@ -699,7 +721,7 @@ async fn demo(explicit: Option<&Path>) -> anyhow::Result<()> {
             if let Source::Sim(s) = &source {
                 s.set(snap);
             }
-            let report = monitor::observe(&source, &mut store, &routes, policy).await?;
+            let report = monitor::observe(&source, None, &mut store, &routes, policy).await?;
             println!("=== Step {}: {title}", i + 1);
             let mut text = String::new();
             for e in &report.events {

@@ -196,6 +196,45 @@ pub struct Config {
     pub delivery_max_age: Duration,
     /// `[metrics] listen`: where `run` serves `/metrics` and `/healthz`.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `[control]`: the control plane's API (the whole tailnet), if configured.
+    pub control: Option<ControlConfig>,
+}
+
+/// `[control]`: where the control view comes from, and how often `run` polls it.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    pub api: ControlApi,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum ControlApi {
+    /// The Headscale REST API (`/api/v1`), Bearer API key.
+    Headscale { url: url::Url, api_key: Secret },
+    /// The Tailscale Admin API v2.
+    Tailscale {
+        api_url: url::Url,
+        tailnet: String,
+        auth: TailscaleAuth,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum TailscaleAuth {
+    /// A `tskey-api-` access token.
+    ApiKey(Secret),
+    /// OAuth client credentials (read scopes); tokens are fetched and refreshed as needed.
+    OAuth { client_id: String, secret: Secret },
+}
+
+impl ControlConfig {
+    /// How messages name this source: "headscale API https://hs.example.com".
+    pub fn describe(&self) -> String {
+        match &self.api {
+            ControlApi::Headscale { url, .. } => format!("headscale API {url}"),
+            ControlApi::Tailscale { api_url, .. } => format!("Tailscale Admin API {api_url}"),
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -213,6 +252,20 @@ struct RawConfig {
     notify: Vec<Spanned<RawNotify>>,
     #[serde(default)]
     metrics: RawMetrics,
+    control: Option<Spanned<RawControl>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    kind: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    api_key_file: Option<Spanned<PathBuf>>,
+    interval: Option<Spanned<String>>,
+    tailnet: Option<String>,
+    oauth_client_id: Option<String>,
+    oauth_secret_file: Option<Spanned<PathBuf>>,
+    api_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -504,8 +557,13 @@ impl Config {
             }
             channels.push(ch);
         }
+        let control = match &raw.control {
+            None => None,
+            Some(c) => Some(control(&cx, c)?),
+        };
         Ok(Config {
             path: None,
+            control,
             source,
             state_dir: raw
                 .state
@@ -644,6 +702,38 @@ impl Config {
                     out += &format!("command = [{}]\n", v.join(", "));
                 }
             }
+        }
+        if let Some(c) = &self.control {
+            out += "\n[control]\n";
+            match &c.api {
+                ControlApi::Headscale { url, .. } => {
+                    out += &format!(
+                        "kind = \"headscale\"\nurl = {}\napi_key_file = \"(redacted)\"\n",
+                        q(url.as_str())
+                    );
+                }
+                ControlApi::Tailscale {
+                    api_url,
+                    tailnet,
+                    auth,
+                } => {
+                    out += &format!(
+                        "kind = \"tailscale\"\napi_url = {}\ntailnet = {}\n",
+                        q(api_url.as_str()),
+                        q(tailnet)
+                    );
+                    match auth {
+                        TailscaleAuth::ApiKey(_) => out += "api_key_file = \"(redacted)\"\n",
+                        TailscaleAuth::OAuth { client_id, .. } => {
+                            out += &format!(
+                                "oauth_client_id = {}\noauth_secret_file = \"(redacted)\"\n",
+                                q(client_id)
+                            )
+                        }
+                    }
+                }
+            }
+            out += &format!("interval = {}\n", d(c.interval));
         }
         out
     }
@@ -822,6 +912,72 @@ fn http_url(cx: &Ctx, raw: &Spanned<String>, key: &str) -> Result<url::Url, Conf
         ));
     }
     Ok(u)
+}
+
+fn control(cx: &Ctx, c: &Spanned<RawControl>) -> Result<ControlConfig, ConfigError> {
+    let r = c.get_ref();
+    let kind = r.kind.as_ref().ok_or_else(|| {
+        cx.at(
+            c,
+            "control.kind",
+            "[control] needs `kind` (\"headscale\" or \"tailscale\")",
+        )
+    })?;
+    let interval = cx.duration(&r.interval, "control.interval", Duration::from_secs(60))?;
+    let api = match kind.get_ref().as_str() {
+        "headscale" => {
+            let url = r
+                .url
+                .as_ref()
+                .ok_or_else(|| cx.at(c, "control.url", "kind = \"headscale\" needs `url`"))?;
+            let key = r.api_key_file.as_ref().ok_or_else(|| {
+                cx.at(
+                    c,
+                    "control.api_key_file",
+                    "kind = \"headscale\" needs `api_key_file` (from `headscale apikeys create`)",
+                )
+            })?;
+            ControlApi::Headscale {
+                url: http_url(cx, url, "control.url")?,
+                api_key: read_secret(cx, key, "control.api_key_file")?,
+            }
+        }
+        "tailscale" => {
+            let auth = match (&r.oauth_client_id, &r.oauth_secret_file, &r.api_key_file) {
+                (Some(id), Some(f), None) => TailscaleAuth::OAuth {
+                    client_id: id.clone(),
+                    secret: read_secret(cx, f, "control.oauth_secret_file")?,
+                },
+                (None, None, Some(f)) => {
+                    TailscaleAuth::ApiKey(read_secret(cx, f, "control.api_key_file")?)
+                }
+                _ => {
+                    return Err(cx.at(
+                        c,
+                        "control",
+                        "kind = \"tailscale\" needs either `oauth_client_id` and `oauth_secret_file`, or `api_key_file`",
+                    ))
+                }
+            };
+            let api_url = match &r.api_url {
+                Some(u) => http_url(cx, u, "control.api_url")?,
+                None => url::Url::parse("https://api.tailscale.com").expect("static URL"),
+            };
+            ControlApi::Tailscale {
+                api_url,
+                tailnet: r.tailnet.clone().unwrap_or_else(|| "-".into()),
+                auth,
+            }
+        }
+        other => {
+            return Err(cx.at(
+                kind,
+                "control.kind",
+                format!("`{other}` is not one of \"headscale\", \"tailscale\""),
+            ))
+        }
+    };
+    Ok(ControlConfig { api, interval })
 }
 
 fn read_secret(cx: &Ctx, f: &Spanned<PathBuf>, key: &str) -> Result<Secret, ConfigError> {

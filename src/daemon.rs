@@ -39,6 +39,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::Config;
 use crate::model::access::NodeView;
 use crate::monitor;
+use crate::source::control::ControlSource;
 use crate::source::ipnbus::{self, Signal};
 use crate::source::localapi::{LocalApi, WatchError};
 use crate::source::Source;
@@ -151,6 +152,11 @@ struct Daemon {
     /// from `/status`), and when it is read again on its own.
     last_view: Option<NodeView>,
     access_at: Instant,
+    /// The control plane's API, and when it is polled next (a pass reads it when due).
+    control: Option<ControlSource>,
+    control_at: Instant,
+    /// The next pass reads the control plane too.
+    control_due: bool,
 }
 
 struct StoreOutage {
@@ -173,6 +179,13 @@ impl Daemon {
         } else {
             self.cfg.daemon.interval
         }
+    }
+
+    fn control_interval(&self) -> Duration {
+        self.cfg
+            .control
+            .as_ref()
+            .map_or(Duration::from_secs(60), |c| c.interval)
     }
 
     fn schedule(&mut self, at: Instant) {
@@ -203,7 +216,26 @@ impl Daemon {
             }
         }
         monitor::enrich(&self.source, &self.store, &mut seen, &self.cfg.policy).await?;
-        let report = monitor::record(&mut self.store, &self.cfg.routes(), &self.cfg.policy, seen)?;
+        let control = if self.control.is_some() && self.control_due {
+            let c = monitor::read_control(self.control.as_ref()).await;
+            // A 429 says when to come back; otherwise the configured interval.
+            let wait = match c.as_ref().map(|c| &c.result) {
+                Some(Err(e)) => e.retry_after.unwrap_or(self.control_interval()),
+                _ => self.control_interval(),
+            };
+            self.control_due = false;
+            self.control_at = Instant::now() + wait;
+            c
+        } else {
+            None
+        };
+        let report = monitor::record(
+            &mut self.store,
+            &self.cfg.routes(),
+            &self.cfg.policy,
+            seen,
+            control,
+        )?;
         let recovered = self.store_recovered()?;
         if recovered || report.events.iter().any(|e| !e.record_only) {
             // Leading edge: after a quiet period, send at once; within the window after a send,
@@ -314,6 +346,12 @@ impl Daemon {
                     ..new
                 };
                 self.full_at = Instant::now() + self.period();
+                self.control = self
+                    .cfg
+                    .control
+                    .as_ref()
+                    .map(|c| ControlSource::new(c, crate::cli::CONTROL_TIMEOUT));
+                self.control_due = true;
                 info!(channels = self.cfg.channels.len(), "config reloaded");
             }
             Err(e) => error!(error = %e, "SIGHUP: config not reloaded, keeping the old one"),
@@ -369,7 +407,15 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
         store_outage: None,
         last_view: None,
         access_at: Instant::now(),
+        control: None,
+        control_at: Instant::now(),
+        control_due: true,
     };
+    d.control = d
+        .cfg
+        .control
+        .as_ref()
+        .map(|c| ControlSource::new(c, crate::cli::CONTROL_TIMEOUT));
 
     d.guarded_pass().await;
     // Whatever a previous run left queued (a crash, kill -9, a long SMTP outage) is retried now,
@@ -405,6 +451,10 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
             _ = sleep_until(pass_at) => d.guarded_pass().await,
             _ = sleep_until(d.full_at) => d.guarded_pass().await,
             _ = sleep_until(d.access_at), if d.failing_since.is_none() => d.access_check().await,
+            _ = sleep_until(d.control_at), if d.control.is_some() && !d.control_due => {
+                d.control_due = true;
+                d.schedule(Instant::now());
+            }
             _ = sleep_until(d.deliver_at.unwrap_or_else(|| Instant::now() + far)), if d.deliver_at.is_some() => {
                 if let Err(e) = d.send_now().await {
                     d.store_failed(e).await;

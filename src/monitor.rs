@@ -6,9 +6,11 @@ use chrono::Utc;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::diff::{connection_candidates, pass_outcome, Policy};
+use crate::diff::{connection_candidates, pass_outcome, ControlRead, Policy};
+use crate::model::control::ControlSnapshot;
 use crate::model::{Event, EventKind, Severity, Snapshot};
 use crate::notify::{self, render, DeliveryReport};
+use crate::source::control::{ControlError, ControlSource};
 use crate::source::localapi::LocalApi;
 use crate::source::{Source, SourceError};
 use crate::store::{Route, Store, StoreError};
@@ -20,6 +22,27 @@ pub struct PassReport {
     pub seen: Result<Snapshot, SourceError>,
     /// Events recorded (and queued) by this pass.
     pub events: Vec<Event>,
+    /// Why the control plane could not be read in this pass, if it was read and could not be.
+    pub control_error: Option<ControlError>,
+}
+
+/// The control plane as read in one pass (`None` in `observe`/`record`: not read this pass).
+pub struct ControlSeen {
+    pub source: String,
+    pub result: Result<ControlSnapshot, ControlError>,
+}
+
+/// Reads the control plane, if one is configured.
+pub async fn read_control(control: Option<&ControlSource>) -> Option<ControlSeen> {
+    let c = control?;
+    let result = c.snapshot().await;
+    if let Err(e) = &result {
+        warn!(error = %e, "cannot read the control plane");
+    }
+    Some(ControlSeen {
+        source: c.name(),
+        result,
+    })
 }
 
 impl PassReport {
@@ -31,13 +54,16 @@ impl PassReport {
 /// Takes a snapshot (or the source's error) and records its outcome.
 pub async fn observe(
     source: &Source,
+    control: Option<&ControlSource>,
     store: &mut Store,
     routes: &[Route],
     policy: &Policy,
 ) -> Result<PassReport, StoreError> {
     let mut seen = source.snapshot().await;
     enrich(source, store, &mut seen, policy).await?;
-    record(store, routes, policy, seen)
+    // After the node view: a device that joined in between is then in both, not "unlisted".
+    let control = read_control(control).await;
+    record(store, routes, policy, seen, control)
 }
 
 /// Adds what the core cannot fetch itself to a fresh snapshot: `whois` answers for peers that are
@@ -147,13 +173,19 @@ pub fn record(
     routes: &[Route],
     policy: &Policy,
     seen: Result<Snapshot, SourceError>,
+    control: Option<ControlSeen>,
 ) -> Result<PassReport, StoreError> {
     let now = Utc::now();
     let committed = store.commit_pass(routes, now, |known, health| {
+        let c = control.as_ref().map(|c| ControlRead {
+            source: &c.source,
+            result: c.result.as_ref().map_err(|e| e.message.as_str()),
+        });
         pass_outcome(
             known,
             health,
             seen.as_ref().map_err(|e| e.0.as_str()),
+            c,
             policy,
             now,
         )
@@ -176,6 +208,7 @@ pub fn record(
     Ok(PassReport {
         seen,
         events: committed.events,
+        control_error: control.and_then(|c| c.result.err()),
     })
 }
 

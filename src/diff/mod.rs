@@ -660,6 +660,72 @@ pub fn pass_outcome(
     known: &Known,
     health: &Health,
     result: Result<&Snapshot, &str>,
+    control: Option<ControlRead>,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> (Outcome, Health, bool) {
+    let (mut out, h, seen) = node_outcome(known, health, result, policy, now);
+    if let Some(c) = control {
+        let (events, kc) = control::events(known, result.ok(), c.result, c.source, now);
+        if let (Ok(cs), Some(base)) = (
+            c.result,
+            out.events
+                .iter_mut()
+                .find(|e| e.kind == EventKind::MonitorBaseline),
+        ) {
+            base.detail = invisible_note(cs, result.ok());
+        }
+        let tailnet = result.map(|s| s.tailnet.clone()).unwrap_or_default();
+        out.events.extend(events.into_iter().map(|mut e| {
+            e.tailnet.clone_from(&tailnet);
+            e
+        }));
+        out.control = kc;
+    }
+    (out, h, seen)
+}
+
+/// One read of the control plane, for [`pass_outcome`].
+#[derive(Clone, Copy)]
+pub struct ControlRead<'a> {
+    /// How messages name the source ("headscale API https://…").
+    pub source: &'a str,
+    pub result: Result<&'a crate::model::control::ControlSnapshot, &'a str>,
+}
+
+/// For the baseline: the devices only the control plane lists, and the policy line that would
+/// let this server see them (README "What one node can see").
+fn invisible_note(cs: &crate::model::control::ControlSnapshot, node: Option<&Snapshot>) -> String {
+    let hidden: Vec<String> = cs
+        .devices
+        .values()
+        .filter(|d| node.is_none_or(|n| !n.devices.contains_key(&d.id)))
+        .map(|d| format!("{} ({}, {})", d.hostname, d.user, d.addresses.join(", ")))
+        .collect();
+    if hidden.is_empty() {
+        return "Every device the control plane lists is visible to this server.".into();
+    }
+    let me = node
+        .and_then(|n| n.self_device())
+        .map(|d| {
+            d.tags
+                .first()
+                .cloned()
+                .or_else(|| d.addresses.first().cloned())
+                .unwrap_or_default()
+        })
+        .unwrap_or_else(|| "tag:monitor".into());
+    format!(
+        "Not visible to this server ({}): {}. Its ACLs do not connect them; to watch them from the node view too, add to the policy: {{\"action\": \"accept\", \"src\": [\"{me}\"], \"dst\": [\"*:1\"]}}",
+        hidden.len(),
+        hidden.join("; ")
+    )
+}
+
+fn node_outcome(
+    known: &Known,
+    health: &Health,
+    result: Result<&Snapshot, &str>,
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> (Outcome, Health, bool) {
@@ -995,21 +1061,27 @@ mod tests {
     fn outage_is_reported_once_and_changes_nothing() {
         let (known, devices, users) = base();
         let policy = Policy::default();
-        let (out, h, seen) =
-            pass_outcome(&known, &Health::default(), Err("refused"), &policy, now());
+        let (out, h, seen) = pass_outcome(
+            &known,
+            &Health::default(),
+            Err("refused"),
+            None,
+            &policy,
+            now(),
+        );
         assert_eq!(kinds(&out), vec![EventKind::MonitorSourceDown]);
         assert!(
             out.devices.is_empty() && out.users.is_empty(),
             "no removals"
         );
         assert!(!seen);
-        let (again, h2, _) = pass_outcome(&known, &h, Err("refused"), &policy, now());
+        let (again, h2, _) = pass_outcome(&known, &h, Err("refused"), None, &policy, now());
         assert_eq!(kinds(&again), vec![], "raised once per outage");
         assert_eq!(h2.down_since, h.down_since);
         let mut joined = devices.clone();
         joined.push(dev("nNEW", "joined-meanwhile", 2, "100.64.0.50"));
         let snap = snapshot(&joined, &users);
-        let (back, h3, seen) = pass_outcome(&known, &h2, Ok(&snap), &policy, now());
+        let (back, h3, seen) = pass_outcome(&known, &h2, Ok(&snap), None, &policy, now());
         assert_eq!(
             kinds(&back),
             vec![EventKind::MonitorSourceRecovered, EventKind::DeviceNew]

@@ -6,6 +6,7 @@
 //! state).
 
 pub mod cli;
+pub mod control;
 pub mod ipnbus;
 pub mod localapi;
 pub mod netmap;

@@ -1,0 +1,122 @@
+//! The control view's sources: the Headscale REST API and the Tailscale Admin API v2. Each read
+//! returns a whole [`ControlSnapshot`] or a one-line [`ControlError`] naming the API and what to
+//! do — a refused key is an error, never an empty tailnet. A 429 carries the `Retry-After` the
+//! daemon waits before polling again.
+//!
+//! Field names follow spec/control-plane.md: Headscale's protojson (lowerCamelCase, `uint64` ids
+//! as strings), the Admin API's `devices?fields=all`, `users?type=all`, `settings`, the HuJSON
+//! policy with its `ETag`, and the configuration audit log.
+
+pub mod headscale;
+pub mod tailscale;
+
+use std::time::Duration;
+
+use crate::config::{ControlApi, ControlConfig};
+use crate::model::control::ControlSnapshot;
+
+/// Why the control plane could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ControlError {
+    pub message: String,
+    /// From a 429's `Retry-After`, when given.
+    pub retry_after: Option<Duration>,
+}
+
+impl ControlError {
+    fn new(message: impl Into<String>) -> Self {
+        ControlError {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+pub enum ControlSource {
+    Headscale(headscale::Headscale),
+    Tailscale(tailscale::TailscaleApi),
+}
+
+impl ControlSource {
+    pub fn new(c: &ControlConfig, timeout: Duration) -> ControlSource {
+        match &c.api {
+            ControlApi::Headscale { url, api_key } => ControlSource::Headscale(
+                headscale::Headscale::new(url.clone(), api_key.clone(), timeout),
+            ),
+            ControlApi::Tailscale {
+                api_url,
+                tailnet,
+                auth,
+            } => ControlSource::Tailscale(tailscale::TailscaleApi::new(
+                api_url.clone(),
+                tailnet.clone(),
+                auth.clone(),
+                timeout,
+            )),
+        }
+    }
+
+    /// How messages name this source: "headscale API https://hs.example.com/".
+    pub fn name(&self) -> String {
+        match self {
+            ControlSource::Headscale(h) => format!("headscale API {}", h.url()),
+            ControlSource::Tailscale(t) => format!("Tailscale Admin API {}", t.url()),
+        }
+    }
+
+    pub async fn snapshot(&self) -> Result<ControlSnapshot, ControlError> {
+        match self {
+            ControlSource::Headscale(h) => h.snapshot().await,
+            ControlSource::Tailscale(t) => t.snapshot().await,
+        }
+    }
+}
+
+/// The one HTTP client of the control sources (rustls, no redirects to other hosts' secrets).
+pub(crate) fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("static client config")
+}
+
+/// A non-2xx answer as one line: the status, the API's message, and a hint for 401/403.
+pub(crate) async fn http_error(what: &str, resp: reqwest::Response) -> ControlError {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = resp.text().await.unwrap_or_default();
+    let msg = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or(body);
+    let hint = match status.as_u16() {
+        401 => " — the key was refused: expired, revoked or mistyped?",
+        403 => " — the credential lacks a scope or role for this",
+        429 => " — rate limited",
+        _ => "",
+    };
+    ControlError {
+        message: format!(
+            "{what}: HTTP {status}: {}{hint}",
+            crate::sanitize::line(&msg, 200)
+        ),
+        retry_after: if status.as_u16() == 429 {
+            Some(retry_after.unwrap_or(Duration::from_secs(60)))
+        } else {
+            None
+        },
+    }
+}
+
+/// Parses an RFC 3339 time; the zero time and empty strings are `None`.
+pub(crate) fn time(s: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
+    let t = chrono::DateTime::parse_from_rfc3339(s?).ok()?;
+    (t.timestamp() > 0).then(|| t.with_timezone(&chrono::Utc))
+}

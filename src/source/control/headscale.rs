@@ -1,0 +1,185 @@
+//! The Headscale REST API (v0.29): `GET /api/v1/node`, `/api/v1/user`, `/api/v1/policy`, with
+//! `Authorization: Bearer <API key>`. Headscale has no device approval, no settings, no Tailnet
+//! Lock and no audit log; pending interactive registrations live only in its memory
+//! (juanfont/headscale#2736). No policy at all means allow-all: that is a policy of `None`,
+//! reported by the core, not an error.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{client, http_error, time, ControlError};
+use crate::config::Secret;
+use crate::model::control::{ControlDevice, ControlSnapshot, ControlUser, PolicyDoc};
+use crate::model::StableNodeId;
+
+pub struct Headscale {
+    url: url::Url,
+    key: Secret,
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct Nodes {
+    #[serde(default)]
+    nodes: Vec<Node>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Node {
+    id: String,
+    name: String,
+    given_name: String,
+    user: Option<User>,
+    ip_addresses: Vec<String>,
+    tags: Vec<String>,
+    // Before 0.28: three tag lists instead of `tags`.
+    forced_tags: Vec<String>,
+    valid_tags: Vec<String>,
+    approved_routes: Vec<String>,
+    expiry: Option<String>,
+    created_at: Option<String>,
+    online: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct User {
+    id: String,
+    name: String,
+    display_name: String,
+    email: String,
+}
+
+#[derive(Deserialize)]
+struct Users {
+    #[serde(default)]
+    users: Vec<User>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Policy {
+    policy: String,
+    updated_at: Option<String>,
+}
+
+impl Headscale {
+    pub fn new(url: url::Url, key: Secret, timeout: Duration) -> Self {
+        Headscale {
+            url,
+            key,
+            http: client(timeout),
+        }
+    }
+
+    pub fn url(&self) -> &url::Url {
+        &self.url
+    }
+
+    fn err(&self, what: impl std::fmt::Display) -> ControlError {
+        ControlError::new(format!("headscale API {}: {what}", self.url))
+    }
+
+    async fn get(&self, path: &str) -> Result<reqwest::Response, ControlError> {
+        let u = self.url.join(path).map_err(|e| self.err(e))?;
+        self.http
+            .get(u)
+            .bearer_auth(self.key.expose())
+            .send()
+            .await
+            .map_err(|e| self.err(format!("GET {path}: {e}")))
+    }
+
+    async fn json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, ControlError> {
+        let resp = self.get(path).await?;
+        if !resp.status().is_success() {
+            return Err(http_error(&format!("headscale API GET {path}"), resp).await);
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.err(format!("GET {path}: {e}")))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| self.err(format!("GET {path}: malformed JSON: {e}")))
+    }
+
+    pub async fn snapshot(&self) -> Result<ControlSnapshot, ControlError> {
+        let nodes: Nodes = self.json("/api/v1/node").await?;
+        let users: Users = self.json("/api/v1/user").await?;
+        // A missing policy (file mode without a file, or none set in database mode) is answered
+        // with an error status: that is allow-all, not a failure. A refused key is a failure.
+        let resp = self.get("/api/v1/policy").await?;
+        let policy = match resp.status().as_u16() {
+            200..=299 => {
+                let p: Policy = resp
+                    .json()
+                    .await
+                    .map_err(|e| self.err(format!("GET /api/v1/policy: malformed JSON: {e}")))?;
+                (!p.policy.trim().is_empty()).then(|| PolicyDoc {
+                    text: p.policy,
+                    etag: p.updated_at.unwrap_or_default(),
+                })
+            }
+            401 | 403 => return Err(http_error("headscale API GET /api/v1/policy", resp).await),
+            _ => None,
+        };
+        let mut snap = ControlSnapshot {
+            kind: "headscale".into(),
+            policy,
+            ..ControlSnapshot::default()
+        };
+        for u in users.users {
+            snap.users.insert(
+                u.name.clone(),
+                ControlUser {
+                    id: u.id,
+                    login: u.name,
+                    display_name: if u.display_name.is_empty() {
+                        u.email
+                    } else {
+                        u.display_name
+                    },
+                    role: String::new(),
+                    status: String::new(),
+                },
+            );
+        }
+        for n in nodes.nodes {
+            let mut tags = n.tags;
+            tags.extend(n.forced_tags);
+            tags.extend(n.valid_tags);
+            tags.sort();
+            tags.dedup();
+            let expiry = time(n.expiry.as_deref());
+            let mut routes = n.approved_routes;
+            routes.sort();
+            let user = if tags.is_empty() {
+                n.user.map(|u| u.name).unwrap_or_default()
+            } else {
+                tags.join(", ")
+            };
+            snap.devices.insert(
+                StableNodeId(n.id.clone()),
+                ControlDevice {
+                    id: StableNodeId(n.id),
+                    hostname: n.name,
+                    name: n.given_name,
+                    user,
+                    os: String::new(),
+                    addresses: n.ip_addresses,
+                    tags,
+                    routes,
+                    // Headscale has no device approval.
+                    authorized: true,
+                    key_expiry: expiry,
+                    key_expiry_disabled: expiry.is_none(),
+                    created: time(n.created_at.as_deref()),
+                    online: n.online,
+                },
+            );
+        }
+        Ok(snap)
+    }
+}

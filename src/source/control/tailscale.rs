@@ -1,0 +1,319 @@
+//! The Tailscale Admin API v2: devices (`?fields=all`), users (`?type=all`), tailnet settings, the
+//! policy file as HuJSON with its `ETag`, and the last hour of the configuration audit log (who
+//! made a change). Auth is an API access token, or OAuth client credentials whose access token
+//! (one hour) is fetched at `/api/v2/oauth/token` and refreshed a minute before it expires.
+//! Settings, policy and audit log are optional: a credential without their scope leaves them
+//! unknown (`None`), never "off".
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use super::{client, http_error, time, ControlError};
+use crate::config::TailscaleAuth;
+use crate::model::control::{AuditEntry, ControlDevice, ControlSnapshot, ControlUser, PolicyDoc};
+use crate::model::StableNodeId;
+
+pub struct TailscaleApi {
+    base: url::Url,
+    tailnet: String,
+    auth: TailscaleAuth,
+    http: reqwest::Client,
+    /// The OAuth access token and when it stops being used.
+    token: Mutex<Option<(String, Instant)>>,
+}
+
+#[derive(Deserialize)]
+struct Devices {
+    #[serde(default)]
+    devices: Vec<Device>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Device {
+    node_id: String,
+    id: String,
+    name: String,
+    hostname: String,
+    user: String,
+    os: String,
+    addresses: Vec<String>,
+    authorized: Option<bool>,
+    tags: Vec<String>,
+    key_expiry_disabled: bool,
+    expires: Option<String>,
+    created: Option<String>,
+    connected_to_control: Option<bool>,
+    enabled_routes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Users {
+    #[serde(default)]
+    users: Vec<User>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct User {
+    id: String,
+    login_name: String,
+    display_name: String,
+    role: String,
+    status: String,
+}
+
+#[derive(Deserialize)]
+struct Token {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AuditLogs {
+    logs: Vec<AuditLog>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct AuditLog {
+    event_time: Option<String>,
+    action: String,
+    actor: Actor,
+    target: Target,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Actor {
+    login_name: String,
+    display_name: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Target {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    property: String,
+}
+
+impl TailscaleApi {
+    pub fn new(base: url::Url, tailnet: String, auth: TailscaleAuth, timeout: Duration) -> Self {
+        TailscaleApi {
+            base,
+            tailnet,
+            auth,
+            http: client(timeout),
+            token: Mutex::new(None),
+        }
+    }
+
+    pub fn url(&self) -> &url::Url {
+        &self.base
+    }
+
+    fn err(&self, what: impl std::fmt::Display) -> ControlError {
+        ControlError::new(format!("Tailscale Admin API {}: {what}", self.base))
+    }
+
+    /// The bearer token: the API key, or a cached OAuth access token (refreshed when it has
+    /// less than a minute left).
+    async fn bearer(&self) -> Result<String, ControlError> {
+        let (client_id, secret) = match &self.auth {
+            TailscaleAuth::ApiKey(k) => return Ok(k.expose().to_owned()),
+            TailscaleAuth::OAuth { client_id, secret } => (client_id, secret),
+        };
+        let mut cached = self.token.lock().await;
+        if let Some((t, until)) = cached.as_ref() {
+            if Instant::now() < *until {
+                return Ok(t.clone());
+            }
+        }
+        let u = self
+            .base
+            .join("/api/v2/oauth/token")
+            .map_err(|e| self.err(e))?;
+        let resp = self
+            .http
+            .post(u)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id.as_str()),
+                ("client_secret", secret.expose()),
+            ])
+            .send()
+            .await
+            .map_err(|e| self.err(format!("OAuth token: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(http_error("Tailscale Admin API OAuth token", resp).await);
+        }
+        let t: Token = resp
+            .json()
+            .await
+            .map_err(|e| self.err(format!("OAuth token: malformed JSON: {e}")))?;
+        let life = Duration::from_secs(t.expires_in.unwrap_or(3600));
+        let until = Instant::now() + life.saturating_sub(Duration::from_secs(60));
+        *cached = Some((t.access_token.clone(), until));
+        Ok(t.access_token)
+    }
+
+    async fn get(&self, path: &str, accept: &str) -> Result<reqwest::Response, ControlError> {
+        let u = self.base.join(path).map_err(|e| self.err(e))?;
+        let token = self.bearer().await?;
+        let resp = self
+            .http
+            .get(u)
+            .bearer_auth(&token)
+            .header(reqwest::header::ACCEPT, accept)
+            .send()
+            .await
+            .map_err(|e| self.err(format!("GET {path}: {e}")))?;
+        if resp.status().as_u16() == 401 {
+            // An OAuth token revoked early: fetch a new one next time.
+            *self.token.lock().await = None;
+        }
+        Ok(resp)
+    }
+
+    async fn json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, ControlError> {
+        let resp = self.get(path, "application/json").await?;
+        if !resp.status().is_success() {
+            return Err(http_error(&format!("Tailscale Admin API GET {path}"), resp).await);
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.err(format!("GET {path}: {e}")))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| self.err(format!("GET {path}: malformed JSON: {e}")))
+    }
+
+    /// An optional part: 403/404 (a scope the credential lacks) is `None`; 401 and 429 fail the
+    /// read like any other.
+    async fn optional(
+        &self,
+        path: &str,
+        accept: &str,
+    ) -> Result<Option<reqwest::Response>, ControlError> {
+        let resp = self.get(path, accept).await?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(Some(resp)),
+            403 | 404 => Ok(None),
+            _ => Err(http_error(&format!("Tailscale Admin API GET {path}"), resp).await),
+        }
+    }
+
+    pub async fn snapshot(&self) -> Result<ControlSnapshot, ControlError> {
+        let t = &self.tailnet;
+        let devices: Devices = self
+            .json(&format!("/api/v2/tailnet/{t}/devices?fields=all"))
+            .await?;
+        let users: Users = self
+            .json(&format!("/api/v2/tailnet/{t}/users?type=all"))
+            .await?;
+        let mut snap = ControlSnapshot {
+            kind: "tailscale".into(),
+            ..ControlSnapshot::default()
+        };
+        if let Some(r) = self
+            .optional(&format!("/api/v2/tailnet/{t}/settings"), "application/json")
+            .await?
+        {
+            snap.settings = Some(
+                r.json()
+                    .await
+                    .map_err(|e| self.err(format!("settings: malformed JSON: {e}")))?,
+            );
+        }
+        if let Some(r) = self
+            .optional(&format!("/api/v2/tailnet/{t}/acl"), "application/hujson")
+            .await?
+        {
+            let etag = r
+                .headers()
+                .get(reqwest::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let text = r.text().await.map_err(|e| self.err(format!("acl: {e}")))?;
+            snap.policy = Some(PolicyDoc { text, etag });
+        }
+        let end = chrono::Utc::now();
+        let start = end - chrono::Duration::hours(1);
+        let path = format!(
+            "/api/v2/tailnet/{t}/logging/configuration?start={}&end={}",
+            start.format("%Y-%m-%dT%H:%M:%SZ"),
+            end.format("%Y-%m-%dT%H:%M:%SZ")
+        );
+        if let Some(r) = self.optional(&path, "application/json").await? {
+            let logs: AuditLogs = r.json().await.unwrap_or_default();
+            snap.audit = logs
+                .logs
+                .into_iter()
+                .rev()
+                .map(|l| AuditEntry {
+                    at: time(l.event_time.as_deref()),
+                    actor: if l.actor.login_name.is_empty() {
+                        l.actor.display_name
+                    } else {
+                        l.actor.login_name
+                    },
+                    action: l.action,
+                    target: [l.target.kind, l.target.name, l.target.property]
+                        .into_iter()
+                        .filter(|s| !s.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                })
+                .collect();
+        }
+        for u in users.users {
+            snap.users.insert(
+                u.login_name.clone(),
+                ControlUser {
+                    id: u.id,
+                    login: u.login_name,
+                    display_name: u.display_name,
+                    role: u.role,
+                    status: u.status,
+                },
+            );
+        }
+        for d in devices.devices {
+            let id = if d.node_id.is_empty() {
+                d.id
+            } else {
+                d.node_id
+            };
+            let mut routes = d.enabled_routes;
+            routes.sort();
+            let mut tags = d.tags;
+            tags.sort();
+            snap.devices.insert(
+                StableNodeId(id.clone()),
+                ControlDevice {
+                    id: StableNodeId(id),
+                    hostname: d.hostname,
+                    name: d.name,
+                    user: d.user,
+                    os: d.os,
+                    addresses: d.addresses,
+                    tags,
+                    routes,
+                    authorized: d.authorized.unwrap_or(true),
+                    key_expiry: time(d.expires.as_deref()),
+                    key_expiry_disabled: d.key_expiry_disabled,
+                    created: time(d.created.as_deref()),
+                    online: d.connected_to_control,
+                },
+            );
+        }
+        Ok(snap)
+    }
+}
