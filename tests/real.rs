@@ -295,6 +295,163 @@ fn policy_edits_that_open_this_server_are_mailed_tailscale_1_96() {
     access_story(real::old_release());
 }
 
+/// The whole tailnet from headscale's API: a new user's device that the policy hides from the
+/// server is still mailed (and says the server cannot see it), a policy edit that opens
+/// everything is mailed with its diff, and a deleted API key is one `monitor.source_down`.
+fn control_story(rel: Release) {
+    let hs = Headscale::start();
+    let ops = hs.user("ops");
+    hs.set_policy(P0);
+    let web = Node::join(&rel, &hs, "web-01", &hs.tagged_key(ops, "tag:server"));
+    let _laptop = Node::join(&rel, &hs, "laptop", &hs.preauth_key(ops));
+    hs.set_policy(P0);
+    let (key, prefix) = hs.api_key();
+    let smtp = Smtp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("headscale-api-key");
+    std::fs::write(&key_file, &key).unwrap();
+    support::private(&key_file);
+    let mon = Monitor::new(
+        web.socket(),
+        &(email_channel(smtp.port)
+            + &format!(
+                "\n[control]\nkind = \"headscale\"\nurl = \"{}\"\napi_key_file = \"{}\"\n",
+                hs.url,
+                key_file.display()
+            )),
+    );
+    let r = mon.check();
+    assert_eq!(r.code, 0, "{r:?}");
+    let baseline = wait_mail(&smtp, "the baseline", 90, |m| {
+        m.subject.contains("baseline")
+    });
+    assert!(
+        baseline
+            .text
+            .contains("Every device the control plane lists is visible to this server"),
+        "{}",
+        baseline.text
+    );
+
+    // mallory joins; the policy keeps her away from the server. (headscale 0.29 shows a new
+    // node to every peer until the next policy change: push it, and wait until the server's
+    // netmap no longer lists her.)
+    let mallory = hs.user("mallory");
+    let _mpc = Node::join(&rel, &hs, "mallory-pc", &hs.preauth_key(mallory));
+    hs.set_policy(P0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while web.status_json().contains("mallory-pc") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mallory-pc stays in web-01's netmap"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = mon.check();
+    assert_eq!(r.code, 2, "{r:?}");
+    let m = wait_mail(&smtp, "device.new mallory-pc", 90, |m| {
+        m.text.contains("New device mallory-pc")
+    });
+    assert!(
+        m.text
+            .contains("not visible to this server: its ACLs do not connect them"),
+        "{}",
+        m.text
+    );
+    assert!(
+        m.text.contains("user.new") && m.text.contains("New user mallory"),
+        "{}",
+        m.text
+    );
+
+    // Someone opens everything.
+    let access_before = mon.run(&["access"]).stdout;
+    hs.set_policy(r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        mon.check();
+        if smtp
+            .mails()
+            .iter()
+            .any(|m| m.text.contains("policy.changed"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no policy.changed mail"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let m = wait_mail(&smtp, "policy.changed", 1, |m| {
+        m.text.contains("policy.changed")
+    });
+    assert!(m.text.contains("widens access"), "{}", m.text);
+    assert!(
+        m.text.contains(
+            "+ {\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}"
+        ),
+        "{}",
+        m.text
+    );
+    assert!(
+        m.text.contains("- "),
+        "the old policy in the diff: {}",
+        m.text
+    );
+    assert_eq!(
+        count(&smtp, "New device mallory-pc"),
+        1,
+        "not again from the node view"
+    );
+
+    // Let the node view catch up with the open policy (its access events), then delete the API
+    // key: one source_down, the node view keeps working.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while mon.run(&["access"]).stdout == access_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the open filter never reached web-01"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    while mon.check().code != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node view does not settle"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    hs.delete_api_key(&prefix);
+    let r = mon.check();
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("control plane unreadable"), "{r:?}");
+    let m = wait_mail(&smtp, "control source_down", 90, |m| {
+        m.text.contains("monitor.source_down")
+    });
+    assert!(
+        m.text.contains("control plane (headscale API"),
+        "{}",
+        m.text
+    );
+    assert!(m.text.contains("HTTP 401"), "{}", m.text);
+    let r = mon.check();
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(count(&smtp, "monitor.source_down"), 1, "once per outage");
+}
+
+#[test]
+#[ignore = "needs real tailscaled/headscale: run tests/run-all.sh"]
+fn headscale_api_sees_what_the_node_cannot_tailscale_1_102() {
+    control_story(real::new_release());
+}
+
+#[test]
+#[ignore = "needs real tailscaled/headscale: run tests/run-all.sh"]
+fn headscale_api_sees_what_the_node_cannot_tailscale_1_96() {
+    control_story(real::old_release());
+}
+
 /// Benchmark, not a test: run by bench/latency.sh. Detection latency from the moment headscale
 /// has registered a joining node to the moment the SMTP server accepted the alert, over
 /// TM_BENCH_JOINS joins (default 20); then the idle cost of `run` over TM_BENCH_IDLE_SECS.

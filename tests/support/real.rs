@@ -233,6 +233,31 @@ unix_socket_permission: "0770"
         );
     }
 
+    /// A new API key for the REST API (`headscale apikeys create`), and its prefix.
+    pub fn api_key(&self) -> (String, String) {
+        let key = ok(
+            self.cmd(&["apikeys", "create", "-e", "1h"]),
+            "headscale apikeys create",
+        )
+        .trim()
+        .to_owned();
+        let prefix = self
+            .json(&["apikeys", "list"])
+            .as_array()
+            .and_then(|a| a.last().cloned())
+            .and_then(|k| k["prefix"].as_str().map(str::to_owned))
+            .expect("the key just created is listed");
+        (key, prefix)
+    }
+
+    /// Deletes an API key, as an administrator revoking it would.
+    pub fn delete_api_key(&self, prefix: &str) {
+        ok(
+            self.cmd(&["apikeys", "delete", "--prefix", prefix, "--force"]),
+            "headscale apikeys delete",
+        );
+    }
+
     /// A reusable pre-auth key that tags the nodes it registers.
     pub fn tagged_key(&self, user: u64, tag: &str) -> String {
         let v = self.json(&[
