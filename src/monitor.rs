@@ -176,6 +176,28 @@ pub fn record(
     control: Option<ControlSeen>,
 ) -> Result<PassReport, StoreError> {
     let now = Utc::now();
+    // A 429 is the control plane asking to come back later, not an outage: this pass did not
+    // read it (the caller waits the `Retry-After`).
+    let (control, control_error) = match control {
+        Some(c) => match c.result {
+            Err(e) if e.retry_after.is_some() => (None, Some(e)),
+            Err(e) => (
+                Some(ControlSeen {
+                    source: c.source,
+                    result: Err(e.clone()),
+                }),
+                Some(e),
+            ),
+            Ok(snap) => (
+                Some(ControlSeen {
+                    source: c.source,
+                    result: Ok(snap),
+                }),
+                None,
+            ),
+        },
+        None => (None, None),
+    };
     let committed = store.commit_pass(routes, now, |known, health| {
         let c = control.as_ref().map(|c| ControlRead {
             source: &c.source,
@@ -208,7 +230,7 @@ pub fn record(
     Ok(PassReport {
         seen,
         events: committed.events,
-        control_error: control.and_then(|c| c.result.err()),
+        control_error,
     })
 }
 

@@ -2,6 +2,7 @@
 //! the built `tailscale-monitor` binary.
 #![allow(dead_code)]
 
+pub mod admin_api;
 pub mod emulator;
 pub mod real;
 pub mod receiver;

@@ -139,17 +139,30 @@ impl TailscaleApi {
             .base
             .join("/api/v2/oauth/token")
             .map_err(|e| self.err(e))?;
-        let resp = self
+        // Like x/oauth2's auto-detection: the credentials as HTTP Basic first, then as form
+        // fields for a server that wants those.
+        let basic = self
             .http
-            .post(u)
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", client_id.as_str()),
-                ("client_secret", secret.expose()),
-            ])
+            .post(u.clone())
+            .basic_auth(client_id, Some(secret.expose()))
+            .form(&[("grant_type", "client_credentials")])
             .send()
             .await
             .map_err(|e| self.err(format!("OAuth token: {e}")))?;
+        let resp = if matches!(basic.status().as_u16(), 400 | 401) {
+            self.http
+                .post(u)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id.as_str()),
+                    ("client_secret", secret.expose()),
+                ])
+                .send()
+                .await
+                .map_err(|e| self.err(format!("OAuth token: {e}")))?
+        } else {
+            basic
+        };
         if !resp.status().is_success() {
             return Err(http_error("Tailscale Admin API OAuth token", resp).await);
         }
