@@ -198,6 +198,14 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// `[control]`: the control plane's API (the whole tailnet), if configured.
     pub control: Option<ControlConfig>,
+    /// `[webhooks]`: the Tailscale webhook receiver of `run`, if configured.
+    pub webhooks: Option<WebhooksConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhooksConfig {
+    pub listen: std::net::SocketAddr,
+    pub secret: Secret,
 }
 
 /// `[control]`: where the control view comes from, and how often `run` polls it.
@@ -253,6 +261,14 @@ struct RawConfig {
     #[serde(default)]
     metrics: RawMetrics,
     control: Option<Spanned<RawControl>>,
+    webhooks: Option<Spanned<RawWebhooks>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWebhooks {
+    listen: Option<Spanned<String>>,
+    secret_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -561,9 +577,45 @@ impl Config {
             None => None,
             Some(c) => Some(control(&cx, c)?),
         };
+        let webhooks = match &raw.webhooks {
+            None => None,
+            Some(w) => {
+                let r = w.get_ref();
+                let listen = r
+                    .listen
+                    .as_ref()
+                    .ok_or_else(|| cx.at(w, "webhooks.listen", "[webhooks] needs `listen`"))?;
+                let secret = r.secret_file.as_ref().ok_or_else(|| {
+                    cx.at(
+                        w,
+                        "webhooks.secret_file",
+                        "[webhooks] needs `secret_file` (the webhook's signing secret)",
+                    )
+                })?;
+                Some(WebhooksConfig {
+                    listen: listen.get_ref().parse().map_err(|e| {
+                        cx.at(
+                            listen,
+                            "webhooks.listen",
+                            format!(
+                                "`{}` is not an address like \"127.0.0.1:9280\": {e}",
+                                listen.get_ref()
+                            ),
+                        )
+                    })?,
+                    secret: read_secret(&cx, secret, "webhooks.secret_file")?,
+                })
+            }
+        };
+        if webhooks.is_some() && control.is_none() {
+            return Err(ConfigError(format!(
+                "{file}: [webhooks] only triggers reads of the control plane: configure [control] too"
+            )));
+        }
         Ok(Config {
             path: None,
             control,
+            webhooks,
             source,
             state_dir: raw
                 .state
@@ -734,6 +786,12 @@ impl Config {
                 }
             }
             out += &format!("interval = {}\n", d(c.interval));
+        }
+        if let Some(w) = &self.webhooks {
+            out += &format!(
+                "\n[webhooks]\nlisten = {}\nsecret_file = \"(redacted)\"\n",
+                q(&w.listen.to_string())
+            );
         }
         out
     }

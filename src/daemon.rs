@@ -384,6 +384,18 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
         }
         None => None,
     };
+    let (hook_tx, mut hook_rx) = mpsc::channel::<()>(16);
+    let hooks_task = match &cfg.webhooks {
+        Some(w) => {
+            let listener = crate::source::control::webhooks::bind(w.listen).await?;
+            Some(tokio::spawn(crate::source::control::webhooks::serve(
+                listener,
+                w.secret.clone(),
+                hook_tx,
+            )))
+        }
+        None => None,
+    };
     let (tx, mut rx) = mpsc::channel(256);
     let bus_task = match &cfg.source.kind {
         crate::config::SourceKind::LocalApi => Some(tokio::spawn(bus(
@@ -451,6 +463,11 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
             _ = sleep_until(pass_at) => d.guarded_pass().await,
             _ = sleep_until(d.full_at) => d.guarded_pass().await,
             _ = sleep_until(d.access_at), if d.failing_since.is_none() => d.access_check().await,
+            Some(()) = hook_rx.recv() => {
+                // A verified Tailscale webhook: read the control plane now.
+                d.control_due = true;
+                d.schedule(Instant::now());
+            }
             _ = sleep_until(d.control_at), if d.control.is_some() && !d.control_due => {
                 d.control_due = true;
                 d.schedule(Instant::now());
@@ -484,6 +501,9 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
         t.abort();
     }
     if let Some(t) = metrics_task {
+        t.abort();
+    }
+    if let Some(t) = hooks_task {
         t.abort();
     }
     info!("shutting down: flushing the outbox");

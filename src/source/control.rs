@@ -9,6 +9,7 @@
 
 pub mod headscale;
 pub mod tailscale;
+pub mod webhooks;
 
 use std::time::Duration;
 
