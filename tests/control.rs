@@ -339,3 +339,38 @@ fn only_a_verified_webhook_triggers_a_read_of_the_control_plane() {
     let after = api.hits("/api/v2/tailnet/-/devices").len();
     assert_eq!(after, reads + 1, "one read, for the one valid request");
 }
+
+#[test]
+fn devices_shows_both_views() {
+    let (_d, _emu, api, mon) = setup(false, "");
+    assert_eq!(mon.check().code, 0);
+    api.with(|s| s.devices.push(hidden_device(false)));
+    assert_eq!(mon.check().code, 2);
+    let r = mon.run(&["devices"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("mallory-box"))
+        .unwrap_or_else(|| panic!("{}", r.stdout));
+    assert!(
+        line.ends_with("control only, waiting for approval"),
+        "{line}"
+    );
+    assert!(r
+        .stdout
+        .lines()
+        .any(|l| l.starts_with("web-01*") && l.ends_with("both")));
+    assert!(
+        r.stdout
+            .contains("6 device(s), 1 not visible to this server"),
+        "{}",
+        r.stdout
+    );
+    let v: Value = serde_json::from_str(&mon.run(&["devices", "--json"]).stdout).unwrap();
+    assert!(v
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["view"] == "control only" && d["authorized"] == false));
+}
