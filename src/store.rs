@@ -225,6 +225,16 @@ pub struct DeviceRow {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// What is known as of this connection's last commit, and the `data_version` it was read at:
+    /// `run` does not load and deserialize every row on every pass, only when another process
+    /// (`check`, another `run`) has committed since.
+    cache: Option<Cache>,
+}
+
+struct Cache {
+    version: i64,
+    known: Known,
+    health: Health,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -278,7 +288,11 @@ impl Store {
             path: path.clone(),
             source,
         })?;
-        let mut store = Store { conn, path };
+        let mut store = Store {
+            conn,
+            path,
+            cache: None,
+        };
         store.init()?;
         Ok(store)
     }
@@ -375,17 +389,25 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
-        let known = load_known(&tx, &self.path)?;
-        let health = load_health(&tx).map_err(&e)?;
+        let version: i64 = tx
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(&e)?;
+        let (mut known, health) = match self.cache.take() {
+            Some(c) if c.version == version => (c.known, c.health),
+            _ => (load_known(&tx, &self.path)?, load_health(&tx).map_err(&e)?),
+        };
         let (outcome, new_health, seen_ok) = decide(&known, &health);
 
         let now_s = now.to_rfc3339();
         for k in &outcome.devices {
             let data = serde_json::to_string(&k.device).expect("device serializes");
+            // `last_seen` is written only when a device leaves: while it is present it is the time of
+            // the last pass (meta `last_pass`), so a pass that changes nothing rewrites no row.
             tx.execute(
                 "INSERT INTO devices (id, data, removed, expiring_alerted, first_seen, last_seen, last_handshake)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)
-                 ON CONFLICT(id) DO UPDATE SET data = ?2, removed = ?3, expiring_alerted = ?4, last_handshake = ?6",
+                 ON CONFLICT(id) DO UPDATE SET data = ?2, removed = ?3, expiring_alerted = ?4, last_handshake = ?6,
+                   last_seen = CASE WHEN ?3 THEN ?5 ELSE last_seen END",
                 params![
                     k.device.id.0,
                     data,
@@ -401,22 +423,14 @@ impl Store {
             let data = serde_json::to_string(&k.user).expect("user serializes");
             tx.execute(
                 "INSERT INTO users (id, data, removed, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)
-                 ON CONFLICT(id) DO UPDATE SET data = ?2, removed = ?3",
+                 ON CONFLICT(id) DO UPDATE SET data = ?2, removed = ?3,
+                   last_seen = CASE WHEN ?3 THEN ?4 ELSE last_seen END",
                 params![k.user.id.0, data, k.removed, now_s],
             )
             .map_err(&e)?;
         }
         if seen_ok {
-            tx.execute(
-                "UPDATE devices SET last_seen = ?1 WHERE removed = 0",
-                [&now_s],
-            )
-            .map_err(&e)?;
-            tx.execute(
-                "UPDATE users SET last_seen = ?1 WHERE removed = 0",
-                [&now_s],
-            )
-            .map_err(&e)?;
+            set_meta(&tx, "last_pass", &now_s).map_err(&e)?;
         }
         if !known.baseline_done && seen_ok {
             set_meta(&tx, "baseline_at", &now_s).map_err(&e)?;
@@ -479,6 +493,12 @@ impl Store {
             }
         }
         tx.commit().map_err(&e)?;
+        known.apply(&outcome, seen_ok);
+        self.cache = Some(Cache {
+            version,
+            known,
+            health: new_health,
+        });
         Ok(Committed {
             events: outcome.events,
             queued,
@@ -955,6 +975,9 @@ fn device_rows(conn: &Connection, path: &Path) -> Result<Vec<DeviceRow>> {
     let baseline_at = get_meta(conn, "baseline_at")
         .map_err(&e)?
         .map(|s| parse_rfc3339(&s));
+    let last_pass = get_meta(conn, "last_pass")
+        .map_err(&e)?
+        .map(|s| parse_rfc3339(&s));
     let mut stmt = conn
         .prepare("SELECT id, data, removed, expiring_alerted, first_seen, last_seen, last_handshake FROM devices")
         .map_err(&e)?;
@@ -975,16 +998,21 @@ fn device_rows(conn: &Connection, path: &Path) -> Result<Vec<DeviceRow>> {
             what: format!("device {id}"),
             detail: err.to_string(),
         })?;
+        let removed: bool = r.get(2).map_err(&e)?;
+        let stored_last = time(5)?.unwrap_or_default();
         out.push(DeviceRow {
+            last_seen: match last_pass {
+                Some(p) if !removed && p > stored_last => p,
+                _ => stored_last,
+            },
             known: KnownDevice {
                 device,
-                removed: r.get(2).map_err(&e)?,
+                removed,
                 expiring_alerted: time(3)?,
                 last_handshake: time(6)?,
                 after_baseline: baseline_at.is_some_and(|b| first_seen > b),
             },
             first_seen,
-            last_seen: time(5)?.unwrap_or_default(),
         });
     }
     Ok(out)
@@ -1092,6 +1120,120 @@ mod tests {
                 h.join().unwrap().unwrap();
             }
         }
+    }
+
+    fn known_device(id: &str) -> KnownDevice {
+        KnownDevice {
+            device: crate::model::Device {
+                id: StableNodeId(id.into()),
+                node_id: None,
+                node_key: crate::model::NodeKey(format!("nodekey:{id}")),
+                hostname: id.into(),
+                dns_name: String::new(),
+                os: "linux".into(),
+                user_id: UserId(1),
+                addresses: vec![],
+                tags: vec![],
+                routes: vec![],
+                exit_node: false,
+                key_expiry: None,
+                expired: false,
+                created: None,
+                is_self: false,
+                shared: false,
+            },
+            removed: false,
+            expiring_alerted: None,
+            last_handshake: None,
+            after_baseline: false,
+        }
+    }
+
+    #[test]
+    fn a_pass_that_changes_nothing_rewrites_no_device_and_last_seen_follows_the_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let devices: Vec<KnownDevice> = (0..500).map(|i| known_device(&format!("n{i}"))).collect();
+        let t0 = Utc::now() - chrono::Duration::hours(1);
+        s.commit_pass(&route(), t0, |_, h| {
+            let out = Outcome {
+                devices: devices.clone(),
+                ..Outcome::default()
+            };
+            (out, h.clone(), true)
+        })
+        .unwrap();
+        let before = s.conn.total_changes();
+        let t1 = Utc::now();
+        s.commit_pass(&route(), t1, |_, h| (Outcome::default(), h.clone(), true))
+            .unwrap();
+        // health and last_pass only: a few meta rows, no device row.
+        assert!(
+            s.conn.total_changes() - before <= 4,
+            "{}",
+            s.conn.total_changes() - before
+        );
+        let rows = s.devices().unwrap();
+        assert_eq!(rows.len(), 500);
+        assert!(rows
+            .iter()
+            .all(|r| r.last_seen.timestamp() == t1.timestamp()));
+        // A removal keeps its own last_seen.
+        let t2 = Utc::now() + chrono::Duration::minutes(1);
+        let mut gone = devices[0].clone();
+        gone.removed = true;
+        s.commit_pass(&route(), t2, |_, h| {
+            let out = Outcome {
+                devices: vec![gone.clone()],
+                ..Outcome::default()
+            };
+            (out, h.clone(), true)
+        })
+        .unwrap();
+        let t3 = t2 + chrono::Duration::minutes(5);
+        s.commit_pass(&route(), t3, |_, h| (Outcome::default(), h.clone(), true))
+            .unwrap();
+        let rows = s.devices().unwrap();
+        let r0 = rows.iter().find(|r| r.known.device.id.0 == "n0").unwrap();
+        assert_eq!(r0.last_seen.timestamp(), t2.timestamp());
+        assert!(rows
+            .iter()
+            .filter(|r| r.known.device.id.0 != "n0")
+            .all(|r| r.last_seen.timestamp() == t3.timestamp()));
+    }
+
+    #[test]
+    fn the_cached_known_state_is_reloaded_after_another_process_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Store::open(dir.path()).unwrap();
+        let mut b = Store::open(dir.path()).unwrap();
+        let add = |s: &mut Store, id: &str| {
+            let d = known_device(id);
+            s.commit_pass(&route(), Utc::now(), move |_, h| {
+                let out = Outcome {
+                    devices: vec![d.clone()],
+                    ..Outcome::default()
+                };
+                (out, h.clone(), true)
+            })
+            .unwrap();
+        };
+        add(&mut a, "nA");
+        add(&mut b, "nB");
+        let mut seen = Vec::new();
+        a.commit_pass(&route(), Utc::now(), |k, h| {
+            seen = k.devices.keys().map(|id| id.0.clone()).collect();
+            (Outcome::default(), h.clone(), true)
+        })
+        .unwrap();
+        assert_eq!(seen, ["nA", "nB"], "a sees what b committed");
+        add(&mut a, "nC");
+        a.commit_pass(&route(), Utc::now(), |k, h| {
+            seen = k.devices.keys().map(|id| id.0.clone()).collect();
+            (Outcome::default(), h.clone(), true)
+        })
+        .unwrap();
+        assert_eq!(seen, ["nA", "nB", "nC"], "its own commits are in the cache");
     }
 
     #[test]

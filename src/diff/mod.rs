@@ -86,6 +86,27 @@ pub struct Known {
     pub control: Option<crate::model::control::KnownControl>,
 }
 
+impl Known {
+    /// Applies a committed outcome, as the store records it.
+    pub fn apply(&mut self, out: &Outcome, seen_ok: bool) {
+        if seen_ok {
+            self.baseline_done = true;
+        }
+        for d in &out.devices {
+            self.devices.insert(d.device.id.clone(), d.clone());
+        }
+        for u in &out.users {
+            self.users.insert(u.user.id, u.clone());
+        }
+        if let Some(a) = &out.access {
+            self.access = Some(a.clone());
+        }
+        if let Some(c) = &out.control {
+            self.control = Some(c.clone());
+        }
+    }
+}
+
 /// What a pass found: events to log and deliver, and the records that changed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outcome {
