@@ -177,22 +177,10 @@ pub async fn main(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tailscale-monitor: {}", one_line(&e));
+            eprintln!("tailscale-monitor: {}", sanitize::error_line(&e));
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error chain as one line, each cause once.
-pub(crate) fn one_line(e: &anyhow::Error) -> String {
-    let parts: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-    let mut out: Vec<String> = Vec::new();
-    for p in parts {
-        if !out.iter().any(|o| o.contains(&p)) {
-            out.push(p);
-        }
-    }
-    sanitize::line(&out.join(": "), 1000)
 }
 
 /// Nagios-style status line and exit code for one `check`.
@@ -294,9 +282,6 @@ pub fn status_line(
 const STORE_FAILED_MARK: &str = "store-failed";
 const STORE_ALERT_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Per request to the control plane's API.
-pub const CONTROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 async fn check(explicit: Option<&Path>) -> ExitCode {
     // Also on stderr: cron discards stdout (`>/dev/null`) but mails stderr.
     let unknown = |msg: String| {
@@ -307,7 +292,7 @@ async fn check(explicit: Option<&Path>) -> ExitCode {
     };
     let cfg = match load(explicit, false) {
         Ok(c) => c,
-        Err(e) => return unknown(one_line(&e)),
+        Err(e) => return unknown(sanitize::error_line(&e)),
     };
     let host = monitor::local_hostname();
     let store_failed = |e: crate::store::StoreError| {
@@ -322,7 +307,7 @@ async fn check(explicit: Option<&Path>) -> ExitCode {
     let control = cfg
         .control
         .as_ref()
-        .map(|c| crate::source::control::ControlSource::new(c, CONTROL_TIMEOUT));
+        .map(|c| crate::source::control::ControlSource::new(c, crate::source::control::TIMEOUT));
     let report = match monitor::observe(
         &source,
         control.as_ref(),

@@ -295,7 +295,7 @@ impl Daemon {
     /// The state database could not be written: tell every channel not yet told, straight (the
     /// outbox is in that database), and retry the pass soon.
     async fn store_failed(&mut self, e: anyhow::Error) {
-        let error = crate::cli::one_line(&e);
+        let error = crate::sanitize::error_line(&e);
         let retry = self.cfg.daemon.interval.min(STORE_RETRY);
         self.schedule(Instant::now() + retry);
         let first = self.store_outage.is_none();
@@ -350,7 +350,7 @@ impl Daemon {
                     .cfg
                     .control
                     .as_ref()
-                    .map(|c| ControlSource::new(c, crate::cli::CONTROL_TIMEOUT));
+                    .map(|c| ControlSource::new(c, crate::source::control::TIMEOUT));
                 self.control_due = true;
                 info!(channels = self.cfg.channels.len(), "config reloaded");
             }
@@ -427,7 +427,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
         .cfg
         .control
         .as_ref()
-        .map(|c| ControlSource::new(c, crate::cli::CONTROL_TIMEOUT));
+        .map(|c| ControlSource::new(c, crate::source::control::TIMEOUT));
 
     d.guarded_pass().await;
     // Whatever a previous run left queued (a crash, kill -9, a long SMTP outage) is retried now,

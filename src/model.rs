@@ -169,6 +169,14 @@ impl Snapshot {
     }
 }
 
+/// The monitor's view of its own source: up, or down since when and why.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Health {
+    pub down_since: Option<DateTime<Utc>>,
+    pub last_error: String,
+    pub last_ok: Option<DateTime<Utc>>,
+}
+
 /// How urgent an event is. Ordered: `Info < Warning < Critical`.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,

@@ -59,6 +59,18 @@ pub const NAME_MAX: usize = 80;
 /// Cap for a mail subject.
 pub const SUBJECT_MAX: usize = 150;
 
+/// An error chain as one line, each cause once.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let parts: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    let mut out: Vec<String> = Vec::new();
+    for p in parts {
+        if !out.iter().any(|o| o.contains(&p)) {
+            out.push(p);
+        }
+    }
+    line(&out.join(": "), 1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::access::Access;
-use crate::model::{Change, Device, Event, EventKind, Snapshot, StableNodeId, User, UserId};
-use crate::store::Health;
+use crate::model::{
+    Change, Device, Event, EventKind, Health, Snapshot, StableNodeId, User, UserId,
+};
 
 /// Which `peer.connected` events are sent (all are logged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,6 +16,9 @@ use std::time::Duration;
 use crate::config::{ControlApi, ControlConfig};
 use crate::model::control::ControlSnapshot;
 
+/// Per request to the control plane's API.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Why the control plane could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

@@ -13,8 +13,11 @@
 //! The event log is append-only (triggers refuse UPDATE and DELETE) and hash-chained: each row
 //! stores SHA-256 over the previous row's hash and its own JSON, so an edit is detectable by
 //! [`Store::verify_log`].
+//!
+//! Layout: this file opens and migrates the database and holds the one transaction
+//! ([`Store::commit_pass`]); `known.rs` reads the known state, `log.rs` the event log, `outbox.rs`
+//! the deliveries.
 
-use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -22,11 +25,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use sha2::{Digest, Sha256};
 
 use crate::diff::{Known, KnownDevice, KnownUser, Outcome};
 use crate::model::access::Access;
+pub use crate::model::Health;
+
+mod known;
+mod log;
+mod outbox;
+
 use crate::model::{Event, EventKind, Severity, StableNodeId, UserId};
+use known::load_known;
+use log::chain_hash;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -132,14 +142,6 @@ ALTER TABLE devices ADD COLUMN last_handshake TEXT;
 ALTER TABLE outbox ADD COLUMN escalated INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
-
-/// The monitor's view of its own source: up, or down since when and why.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Health {
-    pub down_since: Option<DateTime<Utc>>,
-    pub last_error: String,
-    pub last_ok: Option<DateTime<Utc>>,
-}
 
 /// Where an event is delivered: a channel name and its filter.
 #[derive(Debug, Clone)]
@@ -505,240 +507,6 @@ impl Store {
         })
     }
 
-    /// Claims due deliveries (all pending ones if `ignore_backoff`), leasing them for `lease`.
-    pub fn claim(
-        &mut self,
-        channel: Option<&str>,
-        now: DateTime<Utc>,
-        lease: Duration,
-        ignore_backoff: bool,
-    ) -> Result<Vec<Pending>> {
-        let e = sqlite_err(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        type Row = (i64, String, i64, i64, i64, i64, String, String);
-        let rows: Vec<Row> = {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT o.id, o.channel, o.attempts, o.created_ms, e.id, e.pass, e.data, e.hash
-                     FROM outbox o JOIN events e ON e.id = o.event_id
-                     WHERE o.delivered_ms IS NULL
-                       AND (o.lease_until_ms IS NULL OR o.lease_until_ms <= ?1)
-                       AND (?2 OR o.next_try_ms <= ?1)
-                       AND (?3 IS NULL OR o.channel = ?3)
-                     ORDER BY o.id",
-                )
-                .map_err(&e)?;
-            let rows = stmt
-                .query_map(params![ms(now), ignore_backoff, channel], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                    ))
-                })
-                .map_err(&e)?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(&e)?;
-            rows
-        };
-        let until = ms(now) + lease.as_millis() as i64;
-        let mut out = Vec::with_capacity(rows.len());
-        for (outbox_id, channel, attempts, created, event_id, pass, data, hash) in rows {
-            tx.execute(
-                "UPDATE outbox SET lease_until_ms = ?2 WHERE id = ?1",
-                params![outbox_id, until],
-            )
-            .map_err(&e)?;
-            let event = serde_json::from_str(&data).map_err(|err| StoreError::Corrupt {
-                path: self.path.clone(),
-                what: format!("event {event_id}"),
-                detail: err.to_string(),
-            })?;
-            out.push(Pending {
-                outbox_id,
-                channel,
-                attempts,
-                created: from_ms(created),
-                event: LoggedEvent {
-                    id: event_id,
-                    pass,
-                    event,
-                },
-                hash,
-            });
-        }
-        tx.commit().map_err(&e)?;
-        Ok(out)
-    }
-
-    /// Logs one event of the monitor's own (not from a snapshot) and queues it on `routes`.
-    pub fn record_event(&mut self, routes: &[Route], event: Event) -> Result<()> {
-        let now = event.at;
-        self.commit_pass(routes, now, |_, h| {
-            (
-                Outcome {
-                    events: vec![event],
-                    ..Outcome::default()
-                },
-                h.clone(),
-                false,
-            )
-        })?;
-        Ok(())
-    }
-
-    /// Moves undelivered rows of channels that are no longer configured to the configured
-    /// channels whose filter takes their event, so that renaming or removing a channel never
-    /// strands an alert. Rows no configured channel takes are dropped from the outbox (the event
-    /// stays in the log). Does nothing when no channel is configured.
-    pub fn reroute_orphans(
-        &mut self,
-        routes: &[Route],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Rerouted>> {
-        if routes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let e = sqlite_err(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        // Runs before every delivery round: only rows of unknown channels are read.
-        let configured: Vec<&str> = routes.iter().map(|r| r.channel.as_str()).collect();
-        let configured = serde_json::to_string(&configured).expect("names serialize");
-        let rows: Vec<(i64, String, i64, String)> = {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT o.id, o.channel, o.event_id, e.data
-                     FROM outbox o JOIN events e ON e.id = o.event_id
-                     WHERE o.delivered_ms IS NULL
-                       AND (o.lease_until_ms IS NULL OR o.lease_until_ms <= ?1)
-                       AND o.channel NOT IN (SELECT value FROM json_each(?2))
-                     ORDER BY o.id",
-                )
-                .map_err(&e)?;
-            let rows = stmt
-                .query_map(params![ms(now), configured], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })
-                .map_err(&e)?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(&e)?;
-            rows
-        };
-        let mut out: Vec<Rerouted> = Vec::new();
-        for (outbox_id, channel, event_id, data) in rows {
-            let event: Event = serde_json::from_str(&data).map_err(|err| StoreError::Corrupt {
-                path: self.path.clone(),
-                what: format!("event {event_id}"),
-                detail: err.to_string(),
-            })?;
-            let i = match out.iter().position(|r| r.from == channel) {
-                Some(i) => i,
-                None => {
-                    out.push(Rerouted {
-                        from: channel.clone(),
-                        ..Rerouted::default()
-                    });
-                    out.len() - 1
-                }
-            };
-            let mut taken = false;
-            for r in routes.iter().filter(|r| r.accepts(&event)) {
-                tx.execute(
-                    "INSERT OR IGNORE INTO outbox (event_id, channel, created_ms, next_try_ms)
-                     VALUES (?1, ?2, ?3, ?3)",
-                    params![event_id, r.channel, ms(now)],
-                )
-                .map_err(&e)?;
-                taken = true;
-                if !out[i].to.contains(&r.channel) {
-                    out[i].to.push(r.channel.clone());
-                }
-            }
-            tx.execute("DELETE FROM outbox WHERE id = ?1", params![outbox_id])
-                .map_err(&e)?;
-            if taken {
-                out[i].moved += 1;
-            } else {
-                out[i].dropped += 1;
-            }
-        }
-        tx.commit().map_err(&e)?;
-        Ok(out)
-    }
-
-    pub fn mark_delivered(&mut self, ids: &[i64], now: DateTime<Utc>) -> Result<()> {
-        let e = sqlite_err(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        for id in ids {
-            tx.execute(
-                "UPDATE outbox SET delivered_ms = ?2, lease_until_ms = NULL, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
-                params![id, ms(now)],
-            )
-            .map_err(&e)?;
-        }
-        tx.commit().map_err(&e)
-    }
-
-    pub fn mark_failed(&mut self, ids: &[i64], error: &str, next_try: DateTime<Utc>) -> Result<()> {
-        let e = sqlite_err(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        for id in ids {
-            tx.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_try_ms = ?3, lease_until_ms = NULL WHERE id = ?1",
-                params![id, error, ms(next_try)],
-            )
-            .map_err(&e)?;
-        }
-        tx.commit().map_err(&e)
-    }
-
-    /// Undelivered rows of `channel` that have failed and were queued before `before`, not yet
-    /// reported as a delivery failure. Marks them reported.
-    pub fn take_stale(&mut self, channel: &str, before: DateTime<Utc>) -> Result<Vec<i64>> {
-        let e = sqlite_err(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        let ids: Vec<i64> = {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT id FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL AND last_error IS NOT NULL
-                     AND escalated = 0 AND created_ms < ?2",
-                )
-                .map_err(&e)?;
-            let rows = stmt
-                .query_map(params![channel, ms(before)], |r| r.get(0))
-                .map_err(&e)?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(&e)?;
-            rows
-        };
-        for id in &ids {
-            tx.execute("UPDATE outbox SET escalated = 1 WHERE id = ?1", [id])
-                .map_err(&e)?;
-        }
-        tx.commit().map_err(&e)?;
-        Ok(ids)
-    }
-
     /// Figures for `/metrics`, read in one go.
     pub fn metrics(&self) -> Result<Metrics> {
         let e = self.err();
@@ -765,159 +533,6 @@ impl Store {
             health: load_health(&self.conn).map_err(&e)?,
         })
     }
-
-    /// Undelivered rows: how many in all, how many have failed at least once (rows merely in
-    /// flight in another process are not failures), and the last error among them.
-    pub fn outbox_depth(&self) -> Result<OutboxDepth> {
-        self.conn
-            .query_row(
-                "SELECT COUNT(*), COUNT(last_error),
-                        (SELECT last_error FROM outbox WHERE delivered_ms IS NULL AND last_error IS NOT NULL ORDER BY id DESC LIMIT 1)
-                 FROM outbox WHERE delivered_ms IS NULL",
-                [],
-                |r| {
-                    Ok(OutboxDepth {
-                        pending: r.get(0)?,
-                        failing: r.get(1)?,
-                        last_error: r.get(2)?,
-                    })
-                },
-            )
-            .map_err(self.err())
-    }
-
-    /// The earliest time an undelivered row becomes due, if any.
-    pub fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
-        let v: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT MIN(MAX(next_try_ms, COALESCE(lease_until_ms, 0))) FROM outbox WHERE delivered_ms IS NULL",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(self.err())?;
-        Ok(v.map(from_ms))
-    }
-
-    /// The last handshake recorded per device, or `None` before the baseline: what the edge
-    /// needs to decide whom to `whois`, without loading every device record.
-    pub fn last_handshakes(&self) -> Result<Option<BTreeMap<StableNodeId, DateTime<Utc>>>> {
-        let e = self.err();
-        if get_meta(&self.conn, "baseline_at").map_err(&e)?.is_none() {
-            return Ok(None);
-        }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, last_handshake FROM devices WHERE last_handshake IS NOT NULL")
-            .map_err(&e)?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(&e)?
-            .map(|r| r.map(|(id, t)| (StableNodeId(id), parse_rfc3339(&t))))
-            .collect::<rusqlite::Result<_>>()
-            .map_err(&e)?;
-        Ok(Some(rows))
-    }
-
-    pub fn known(&self) -> Result<Known> {
-        load_known(&self.conn, &self.path)
-    }
-
-    /// The access model recorded by the last pass that could read one.
-    pub fn access(&self) -> Result<Option<Access>> {
-        load_access(&self.conn, &self.path)
-    }
-
-    pub fn health(&self) -> Result<Health> {
-        load_health(&self.conn).map_err(self.err())
-    }
-
-    pub fn devices(&self) -> Result<Vec<DeviceRow>> {
-        device_rows(&self.conn, &self.path)
-    }
-
-    /// Logged events, newest first, optionally only those at or after `since`.
-    pub fn events(&self, since: Option<DateTime<Utc>>, limit: usize) -> Result<Vec<LoggedEvent>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, pass, data FROM events WHERE (?1 IS NULL OR at >= ?1) ORDER BY id DESC LIMIT ?2",
-            )
-            .map_err(self.err())?;
-        let rows: Vec<(i64, i64, String)> = stmt
-            .query_map(params![since.map(|t| t.to_rfc3339()), limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .map_err(self.err())?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(self.err())?;
-        rows.into_iter()
-            .map(|(id, pass, data)| {
-                Ok(LoggedEvent {
-                    id,
-                    pass,
-                    event: self.decode(&data, "event")?,
-                })
-            })
-            .collect()
-    }
-
-    /// The newest event's ID and chain hash, and how many events the log holds.
-    pub fn log_head(&self) -> Result<(i64, Option<(i64, String)>)> {
-        let count: i64 = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-            .map_err(self.err())?;
-        let head = self
-            .conn
-            .query_row(
-                "SELECT id, hash FROM events ORDER BY id DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(self.err())?;
-        Ok((count, head))
-    }
-
-    /// The chain hash of one event, if it is in the log.
-    pub fn event_hash(&self, id: i64) -> Result<Option<String>> {
-        self.conn
-            .query_row("SELECT hash FROM events WHERE id = ?1", [id], |r| r.get(0))
-            .optional()
-            .map_err(self.err())
-    }
-
-    /// Recomputes the hash chain; returns the ID of the first row that does not match.
-    pub fn verify_log(&self) -> Result<Option<i64>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, data, prev_hash, hash FROM events ORDER BY id")
-            .map_err(self.err())?;
-        let mut rows = stmt.query([]).map_err(self.err())?;
-        let mut prev = String::new();
-        while let Some(r) = rows.next().map_err(self.err())? {
-            let (id, data, p, h): (i64, String, String, String) = (
-                r.get(0).map_err(self.err())?,
-                r.get(1).map_err(self.err())?,
-                r.get(2).map_err(self.err())?,
-                r.get(3).map_err(self.err())?,
-            );
-            if p != prev || chain_hash(&prev, &data) != h {
-                return Ok(Some(id));
-            }
-            prev = h;
-        }
-        Ok(None)
-    }
-
-    fn decode<T: serde::de::DeserializeOwned>(&self, data: &str, what: &str) -> Result<T> {
-        serde_json::from_str(data).map_err(|err| StoreError::Corrupt {
-            path: self.path.clone(),
-            what: what.to_owned(),
-            detail: err.to_string(),
-        })
-    }
 }
 
 /// Maps a SQLite error to one naming the database file.
@@ -927,14 +542,6 @@ fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError {
         path: path.clone(),
         source,
     }
-}
-
-fn chain_hash(prev: &str, data: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(prev.as_bytes());
-    h.update(b"\n");
-    h.update(data.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
@@ -967,113 +574,6 @@ fn save_health(conn: &Connection, h: &Health) -> rusqlite::Result<()> {
     set_meta(conn, "down_since", &t(h.down_since))?;
     set_meta(conn, "last_error", &h.last_error)?;
     set_meta(conn, "last_ok", &t(h.last_ok))
-}
-
-/// Every device row, as the core and `devices` see it.
-fn device_rows(conn: &Connection, path: &Path) -> Result<Vec<DeviceRow>> {
-    let e = sqlite_err(path);
-    let baseline_at = get_meta(conn, "baseline_at")
-        .map_err(&e)?
-        .map(|s| parse_rfc3339(&s));
-    let last_pass = get_meta(conn, "last_pass")
-        .map_err(&e)?
-        .map(|s| parse_rfc3339(&s));
-    let mut stmt = conn
-        .prepare("SELECT id, data, removed, expiring_alerted, first_seen, last_seen, last_handshake FROM devices")
-        .map_err(&e)?;
-    let mut rows = stmt.query([]).map_err(&e)?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next().map_err(&e)? {
-        let id: String = r.get(0).map_err(&e)?;
-        let data: String = r.get(1).map_err(&e)?;
-        let time = |i: usize| -> Result<Option<DateTime<Utc>>> {
-            Ok(r.get::<_, Option<String>>(i)
-                .map_err(&e)?
-                .as_deref()
-                .map(parse_rfc3339))
-        };
-        let first_seen = time(4)?.unwrap_or_default();
-        let device = serde_json::from_str(&data).map_err(|err| StoreError::Corrupt {
-            path: path.to_owned(),
-            what: format!("device {id}"),
-            detail: err.to_string(),
-        })?;
-        let removed: bool = r.get(2).map_err(&e)?;
-        let stored_last = time(5)?.unwrap_or_default();
-        out.push(DeviceRow {
-            last_seen: match last_pass {
-                Some(p) if !removed && p > stored_last => p,
-                _ => stored_last,
-            },
-            known: KnownDevice {
-                device,
-                removed,
-                expiring_alerted: time(3)?,
-                last_handshake: time(6)?,
-                after_baseline: baseline_at.is_some_and(|b| first_seen > b),
-            },
-            first_seen,
-        });
-    }
-    Ok(out)
-}
-
-fn load_access(conn: &Connection, path: &Path) -> Result<Option<Access>> {
-    let Some(text) = get_meta(conn, "access").map_err(sqlite_err(path))? else {
-        return Ok(None);
-    };
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|err| StoreError::Corrupt {
-            path: path.to_owned(),
-            what: "access model".into(),
-            detail: err.to_string(),
-        })
-}
-
-fn load_known(conn: &Connection, path: &Path) -> Result<Known> {
-    let e = sqlite_err(path);
-    let corrupt = |what: String, err: serde_json::Error| StoreError::Corrupt {
-        path: path.to_owned(),
-        what,
-        detail: err.to_string(),
-    };
-    let baseline_done = get_meta(conn, "baseline_at").map_err(&e)?.is_some();
-    let devices = device_rows(conn, path)?
-        .into_iter()
-        .map(|r| (r.known.device.id.clone(), r.known))
-        .collect();
-    let mut users = BTreeMap::new();
-    let mut stmt = conn
-        .prepare("SELECT id, data, removed FROM users")
-        .map_err(&e)?;
-    let mut rows = stmt.query([]).map_err(&e)?;
-    while let Some(r) = rows.next().map_err(&e)? {
-        let id: i64 = r.get(0).map_err(&e)?;
-        let data: String = r.get(1).map_err(&e)?;
-        let user = serde_json::from_str(&data).map_err(|err| corrupt(format!("user {id}"), err))?;
-        users.insert(
-            UserId(id),
-            KnownUser {
-                user,
-                removed: r.get(2).map_err(&e)?,
-            },
-        );
-    }
-    let access = load_access(conn, path)?;
-    let control = match get_meta(conn, "control").map_err(&e)? {
-        Some(text) => {
-            Some(serde_json::from_str(&text).map_err(|err| corrupt("control view".into(), err))?)
-        }
-        None => None,
-    };
-    Ok(Known {
-        baseline_done,
-        devices,
-        users,
-        access,
-        control,
-    })
 }
 
 #[cfg(test)]

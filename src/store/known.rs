@@ -1,0 +1,156 @@
+//! The known state: devices, users, the access model and the control view as last recorded, and
+//! the source's health. Only [`Store::commit_pass`] writes it; these read it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+
+use super::*;
+
+impl Store {
+    /// The last handshake recorded per device, or `None` before the baseline: what the edge
+    /// needs to decide whom to `whois`, without loading every device record.
+    pub fn last_handshakes(&self) -> Result<Option<BTreeMap<StableNodeId, DateTime<Utc>>>> {
+        let e = self.err();
+        if get_meta(&self.conn, "baseline_at").map_err(&e)?.is_none() {
+            return Ok(None);
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, last_handshake FROM devices WHERE last_handshake IS NOT NULL")
+            .map_err(&e)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(&e)?
+            .map(|r| r.map(|(id, t)| (StableNodeId(id), parse_rfc3339(&t))))
+            .collect::<rusqlite::Result<_>>()
+            .map_err(&e)?;
+        Ok(Some(rows))
+    }
+
+    pub fn known(&self) -> Result<Known> {
+        load_known(&self.conn, &self.path)
+    }
+
+    /// The access model recorded by the last pass that could read one.
+    pub fn access(&self) -> Result<Option<Access>> {
+        load_access(&self.conn, &self.path)
+    }
+
+    pub fn health(&self) -> Result<Health> {
+        load_health(&self.conn).map_err(self.err())
+    }
+
+    pub fn devices(&self) -> Result<Vec<DeviceRow>> {
+        device_rows(&self.conn, &self.path)
+    }
+}
+
+/// Every device row, as the core and `devices` see it.
+pub(super) fn device_rows(conn: &Connection, path: &Path) -> Result<Vec<DeviceRow>> {
+    let e = sqlite_err(path);
+    let baseline_at = get_meta(conn, "baseline_at")
+        .map_err(&e)?
+        .map(|s| parse_rfc3339(&s));
+    let last_pass = get_meta(conn, "last_pass")
+        .map_err(&e)?
+        .map(|s| parse_rfc3339(&s));
+    let mut stmt = conn
+        .prepare("SELECT id, data, removed, expiring_alerted, first_seen, last_seen, last_handshake FROM devices")
+        .map_err(&e)?;
+    let mut rows = stmt.query([]).map_err(&e)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(&e)? {
+        let id: String = r.get(0).map_err(&e)?;
+        let data: String = r.get(1).map_err(&e)?;
+        let time = |i: usize| -> Result<Option<DateTime<Utc>>> {
+            Ok(r.get::<_, Option<String>>(i)
+                .map_err(&e)?
+                .as_deref()
+                .map(parse_rfc3339))
+        };
+        let first_seen = time(4)?.unwrap_or_default();
+        let device = serde_json::from_str(&data).map_err(|err| StoreError::Corrupt {
+            path: path.to_owned(),
+            what: format!("device {id}"),
+            detail: err.to_string(),
+        })?;
+        let removed: bool = r.get(2).map_err(&e)?;
+        let stored_last = time(5)?.unwrap_or_default();
+        out.push(DeviceRow {
+            last_seen: match last_pass {
+                Some(p) if !removed && p > stored_last => p,
+                _ => stored_last,
+            },
+            known: KnownDevice {
+                device,
+                removed,
+                expiring_alerted: time(3)?,
+                last_handshake: time(6)?,
+                after_baseline: baseline_at.is_some_and(|b| first_seen > b),
+            },
+            first_seen,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn load_access(conn: &Connection, path: &Path) -> Result<Option<Access>> {
+    let Some(text) = get_meta(conn, "access").map_err(sqlite_err(path))? else {
+        return Ok(None);
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|err| StoreError::Corrupt {
+            path: path.to_owned(),
+            what: "access model".into(),
+            detail: err.to_string(),
+        })
+}
+
+pub(super) fn load_known(conn: &Connection, path: &Path) -> Result<Known> {
+    let e = sqlite_err(path);
+    let corrupt = |what: String, err: serde_json::Error| StoreError::Corrupt {
+        path: path.to_owned(),
+        what,
+        detail: err.to_string(),
+    };
+    let baseline_done = get_meta(conn, "baseline_at").map_err(&e)?.is_some();
+    let devices = device_rows(conn, path)?
+        .into_iter()
+        .map(|r| (r.known.device.id.clone(), r.known))
+        .collect();
+    let mut users = BTreeMap::new();
+    let mut stmt = conn
+        .prepare("SELECT id, data, removed FROM users")
+        .map_err(&e)?;
+    let mut rows = stmt.query([]).map_err(&e)?;
+    while let Some(r) = rows.next().map_err(&e)? {
+        let id: i64 = r.get(0).map_err(&e)?;
+        let data: String = r.get(1).map_err(&e)?;
+        let user = serde_json::from_str(&data).map_err(|err| corrupt(format!("user {id}"), err))?;
+        users.insert(
+            UserId(id),
+            KnownUser {
+                user,
+                removed: r.get(2).map_err(&e)?,
+            },
+        );
+    }
+    let access = load_access(conn, path)?;
+    let control = match get_meta(conn, "control").map_err(&e)? {
+        Some(text) => {
+            Some(serde_json::from_str(&text).map_err(|err| corrupt("control view".into(), err))?)
+        }
+        None => None,
+    };
+    Ok(Known {
+        baseline_done,
+        devices,
+        users,
+        access,
+        control,
+    })
+}

@@ -1,0 +1,117 @@
+//! The append-only, hash-chained event log: each row stores SHA-256 over the previous row's hash
+//! and its own JSON; triggers refuse UPDATE and DELETE, and [`Store::verify_log`] finds an edit.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+impl Store {
+    /// Logs one event of the monitor's own (not from a snapshot) and queues it on `routes`.
+    pub fn record_event(&mut self, routes: &[Route], event: Event) -> Result<()> {
+        let now = event.at;
+        self.commit_pass(routes, now, |_, h| {
+            (
+                Outcome {
+                    events: vec![event],
+                    ..Outcome::default()
+                },
+                h.clone(),
+                false,
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Logged events, newest first, optionally only those at or after `since`.
+    pub fn events(&self, since: Option<DateTime<Utc>>, limit: usize) -> Result<Vec<LoggedEvent>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, pass, data FROM events WHERE (?1 IS NULL OR at >= ?1) ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(self.err())?;
+        let rows: Vec<(i64, i64, String)> = stmt
+            .query_map(params![since.map(|t| t.to_rfc3339()), limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(self.err())?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(self.err())?;
+        rows.into_iter()
+            .map(|(id, pass, data)| {
+                Ok(LoggedEvent {
+                    id,
+                    pass,
+                    event: self.decode(&data, "event")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest event's ID and chain hash, and how many events the log holds.
+    pub fn log_head(&self) -> Result<(i64, Option<(i64, String)>)> {
+        let count: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .map_err(self.err())?;
+        let head = self
+            .conn
+            .query_row(
+                "SELECT id, hash FROM events ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.err())?;
+        Ok((count, head))
+    }
+
+    /// The chain hash of one event, if it is in the log.
+    pub fn event_hash(&self, id: i64) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT hash FROM events WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Recomputes the hash chain; returns the ID of the first row that does not match.
+    pub fn verify_log(&self) -> Result<Option<i64>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, data, prev_hash, hash FROM events ORDER BY id")
+            .map_err(self.err())?;
+        let mut rows = stmt.query([]).map_err(self.err())?;
+        let mut prev = String::new();
+        while let Some(r) = rows.next().map_err(self.err())? {
+            let (id, data, p, h): (i64, String, String, String) = (
+                r.get(0).map_err(self.err())?,
+                r.get(1).map_err(self.err())?,
+                r.get(2).map_err(self.err())?,
+                r.get(3).map_err(self.err())?,
+            );
+            if p != prev || chain_hash(&prev, &data) != h {
+                return Ok(Some(id));
+            }
+            prev = h;
+        }
+        Ok(None)
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, data: &str, what: &str) -> Result<T> {
+        serde_json::from_str(data).map_err(|err| StoreError::Corrupt {
+            path: self.path.clone(),
+            what: what.to_owned(),
+            detail: err.to_string(),
+        })
+    }
+}
+
+pub(super) fn chain_hash(prev: &str, data: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(data.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
