@@ -47,6 +47,8 @@ use crate::store::Store;
 
 /// Wait after a bus notify before reading `/status`, to coalesce a burst.
 const DEBOUNCE: Duration = Duration::from_millis(25);
+/// The shortest time between two passes triggered by the bus.
+const MIN_PASS_GAP: Duration = Duration::from_millis(250);
 /// How often the outbox is checked for due deliveries when nothing else happens.
 const DELIVERY_POLL: Duration = Duration::from_secs(2);
 /// Retry period of passes while the state database cannot be written (at most `interval`).
@@ -157,6 +159,12 @@ struct Daemon {
     control_at: Instant,
     /// The next pass reads the control plane too.
     control_due: bool,
+    counters: std::sync::Arc<crate::metrics::Counters>,
+    /// The membership facts of every device at the last pass, to tell a presence-only
+    /// `PeersChanged` (no pass) from a real change.
+    facts: std::collections::HashMap<String, ipnbus::PeerFacts>,
+    /// When the last pass started: passes are at least `MIN_PASS_GAP` apart under a storm.
+    last_pass_at: Option<Instant>,
 }
 
 struct StoreOutage {
@@ -192,14 +200,43 @@ impl Daemon {
         self.pass_at = Some(self.pass_at.map_or(at, |p| p.min(at)));
     }
 
+    /// Schedules a pass for a bus notify: at once after a quiet period (`DEBOUNCE`), but never
+    /// sooner than `MIN_PASS_GAP` after the last one, so a storm of notifies is a few passes a
+    /// second at most and the first change is still handled at once.
+    fn schedule_for_bus(&mut self) {
+        let at = Instant::now() + DEBOUNCE;
+        let at = self.last_pass_at.map_or(at, |l| at.max(l + MIN_PASS_GAP));
+        self.schedule(at);
+    }
+
+    /// A `PeersChanged`: a pass only if some peer's membership facts differ from the last pass.
+    fn peers_changed(&mut self, facts: Vec<ipnbus::PeerFacts>) {
+        if facts.iter().all(|f| self.facts.get(&f.id) == Some(f)) {
+            self.counters
+                .presence_only
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            self.schedule_for_bus();
+        }
+    }
+
     async fn pass(&mut self) -> anyhow::Result<()> {
         self.pass_at = None;
+        self.last_pass_at = Some(Instant::now());
+        self.counters
+            .passes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.full_at = Instant::now() + self.period();
         self.access_at = Instant::now() + self.cfg.daemon.access_interval;
         let mut seen = self.source.snapshot().await;
         match &seen {
             Ok(snap) => {
                 self.failing_since = None;
+                self.facts = snap
+                    .devices
+                    .values()
+                    .map(|d| (d.id.0.clone(), ipnbus::PeerFacts::of(d)))
+                    .collect();
                 self.last_view = snap.node.clone().map(|mut v| {
                     v.trust.update_available = None;
                     v
@@ -377,10 +414,15 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
         "tailscale-monitor running"
     );
 
+    let counters = std::sync::Arc::new(crate::metrics::Counters::default());
     let metrics_task = match cfg.metrics_listen {
         Some(addr) => {
             let (listener, store) = crate::metrics::bind(addr, &cfg.state_dir).await?;
-            Some(tokio::spawn(crate::metrics::serve(listener, store)))
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                store,
+                counters.clone(),
+            )))
         }
         None => None,
     };
@@ -422,6 +464,9 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
         control: None,
         control_at: Instant::now(),
         control_due: true,
+        counters,
+        facts: std::collections::HashMap::new(),
+        last_pass_at: None,
     };
     d.control = d
         .cfg
@@ -451,7 +496,8 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
                     d.full_at = Instant::now() + d.period();
                     d.schedule(Instant::now() + DEBOUNCE);
                 }
-                Bus::Signal(_) => d.schedule(Instant::now() + DEBOUNCE),
+                Bus::Signal(Signal::Peers(facts)) => d.peers_changed(facts),
+                Bus::Signal(_) => d.schedule_for_bus(),
                 Bus::Down(why) => {
                     if d.bus_mask.take().is_some() {
                         warn!(error = %why, "IPN bus lost; reconnecting");

@@ -21,8 +21,18 @@ fn esc(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Counters `run` keeps in memory (not in the store: counting must not cost a write).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Full passes (a `/status` read, a diff and a transaction).
+    pub passes: std::sync::atomic::AtomicU64,
+    /// Bus notifies that carried only presence (online, last seen, endpoints): no pass.
+    pub presence_only: std::sync::atomic::AtomicU64,
+}
+
 /// Renders the Prometheus text exposition format.
-pub fn render(m: &Metrics) -> String {
+pub fn render(m: &Metrics, c: &Counters) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut o = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, i64)>| {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -81,6 +91,18 @@ pub fn render(m: &Metrics) -> String {
         vec![(String::new(), m.health.last_ok.map_or(0, |t| t.timestamp()))],
     );
     family(
+        "tailscale_monitor_passes_total",
+        "counter",
+        "Full passes run by this process (read, diff, transaction).",
+        vec![(String::new(), c.passes.load(Relaxed) as i64)],
+    );
+    family(
+        "tailscale_monitor_presence_notifies_total",
+        "counter",
+        "IPN bus notifies that changed only presence and cost no pass.",
+        vec![(String::new(), c.presence_only.load(Relaxed) as i64)],
+    );
+    family(
         "tailscale_monitor_source_up",
         "gauge",
         "1 if the tailnet could be read at the last attempt.",
@@ -104,15 +126,16 @@ pub async fn bind(
 }
 
 /// Serves `/metrics` and `/healthz` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, store: Store) {
+pub async fn serve(listener: tokio::net::TcpListener, store: Store, counters: Arc<Counters>) {
     let store = Arc::new(Mutex::new(store));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let store = store.clone();
+        let (store, counters) = (store.clone(), counters.clone());
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| answer(store.clone(), req));
+            let svc =
+                hyper::service::service_fn(move |req| answer(store.clone(), counters.clone(), req));
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await
@@ -125,6 +148,7 @@ pub async fn serve(listener: tokio::net::TcpListener, store: Store) {
 
 async fn answer(
     store: Arc<Mutex<Store>>,
+    counters: Arc<Counters>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = |code: u16, ctype: &str, body: String| {
@@ -140,7 +164,7 @@ async fn answer(
         .and_then(|s| s.metrics().map_err(|_| ()));
     Ok(match (req.uri().path(), m) {
         (_, Err(())) => reply(500, "text/plain", "state database unreadable\n".into()),
-        ("/metrics", Ok(m)) => reply(200, "text/plain; version=0.0.4", render(&m)),
+        ("/metrics", Ok(m)) => reply(200, "text/plain; version=0.0.4", render(&m, &counters)),
         ("/healthz", Ok(m)) => match m.health.down_since {
             None => reply(200, "text/plain", "ok\n".into()),
             Some(t) => reply(

@@ -197,3 +197,81 @@ fn peer_connected_is_logged_with_whois() {
         "a device joined after the baseline is alerted: {ev}"
     );
 }
+
+/// `PeersChanged` that carries only presence (online/offline, last seen, endpoints) costs no
+/// pass; a join inside a storm of them is still found at once.
+#[test]
+fn presence_notifies_cost_no_pass_and_a_join_in_a_storm_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let mon = Monitor::new(&emu.socket, BUS_ONLY);
+    let (_daemon, port) = mon.spawn_run_with_metrics();
+    assert!(mon.wait_for_event("monitor.baseline", 60), "baseline");
+    assert!(emu.wait_opened(1, 60));
+    let metric = |name: &str| -> u64 {
+        let (_, body) = support::http_get(port, "/metrics").expect("metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {body}"))
+    };
+    // Let the startup passes finish: the first, and the one for the bus coming up (its initial
+    // state notify), then nothing for a second (the timers are an hour).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while metric("tailscale_monitor_passes_total") < 2 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut passes = metric("tailscale_monitor_passes_total");
+    loop {
+        std::thread::sleep(Duration::from_millis(1000));
+        let now = metric("tailscale_monitor_passes_total");
+        if now == passes {
+            break;
+        }
+        passes = now;
+        assert!(std::time::Instant::now() < deadline);
+    }
+    let doc = emulator::tailnet();
+    for i in 0..40 {
+        let node = emulator::peer_node(&doc, "alice-phone", i % 2 == 0);
+        emu.push(&format!(
+            "{}\n",
+            serde_json::json!({"PeersChanged": [node]})
+        ));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while metric("tailscale_monitor_presence_notifies_total") < 40 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "presence notifies not seen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        metric("tailscale_monitor_passes_total"),
+        passes,
+        "presence costs no pass"
+    );
+
+    // A join in the middle of the storm.
+    let joined = joined("nSTORMCNTRL", "storm-joiner");
+    emu.set_status(joined.clone());
+    for i in 0..20 {
+        let node = emulator::peer_node(&doc, "alice-phone", i % 2 == 0);
+        emu.push(&format!(
+            "{}\n",
+            serde_json::json!({"PeersChanged": [node]})
+        ));
+        if i == 10 {
+            let n = emulator::peer_node(&joined, "storm-joiner", true);
+            emu.push(&format!("{}\n", serde_json::json!({"PeersChanged": [n]})));
+        }
+    }
+    assert!(mon.wait_for_event("device.new", 60), "the join is found");
+    let p = metric("tailscale_monitor_passes_total");
+    assert!(
+        p <= passes + 3,
+        "a few passes, not one per notify: {passes} → {p}"
+    );
+}

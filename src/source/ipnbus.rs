@@ -71,6 +71,9 @@ pub struct PeerState {
 pub enum Signal {
     /// Something about the tailnet or the daemon changed: re-read `/status`.
     Changed,
+    /// Only `PeersChanged`: these peers' membership facts, to compare with what is known. Where
+    /// nothing but presence (online, last seen, endpoints, DERP) changed, no pass is needed.
+    Peers(Vec<PeerFacts>),
     /// A peer has an established WireGuard session with this node: re-read for `peer.connected`.
     Connected,
     /// Nothing the monitor cares about (engine stats, health, files …).
@@ -79,12 +82,149 @@ pub enum Signal {
     Garbage,
 }
 
+/// The membership facts of one device: what a pass would compare. Built the same way from a
+/// `tailcfg.Node` of the bus and from a device of `/status`, so equal facts mean "presence only".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerFacts {
+    pub id: String,
+    pub key: String,
+    pub user: i64,
+    pub name: String,
+    pub hostname: String,
+    pub os: String,
+    pub addresses: Vec<String>,
+    pub tags: Vec<String>,
+    pub routes: Vec<String>,
+    pub key_expiry: Option<i64>,
+    pub expired: bool,
+}
+
+impl PeerFacts {
+    pub fn of(d: &crate::model::Device) -> PeerFacts {
+        PeerFacts {
+            id: d.id.0.clone(),
+            key: d.node_key.0.clone(),
+            user: d.user_id.0,
+            name: d.dns_name.clone(),
+            hostname: d.hostname.clone(),
+            os: d.os.clone(),
+            addresses: d.addresses.clone(),
+            tags: d.tags.clone(),
+            routes: d.routes.clone(),
+            key_expiry: d.key_expiry.map(|t| t.timestamp()),
+            expired: d.expired,
+        }
+    }
+}
+
+/// A `tailcfg.Node` of `PeersChanged`, as far as membership goes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct NodeWire {
+    #[serde(rename = "StableID")]
+    stable_id: String,
+    key: String,
+    user: i64,
+    name: String,
+    addresses: Option<Vec<String>>,
+    #[serde(rename = "AllowedIPs")]
+    allowed_ips: Option<Vec<String>>,
+    primary_routes: Option<Vec<String>>,
+    tags: Option<Vec<String>>,
+    key_expiry: Option<String>,
+    expired: bool,
+    hostinfo: Option<HostinfoWire>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct HostinfoWire {
+    hostname: Option<String>,
+    #[serde(rename = "OS")]
+    os: Option<String>,
+}
+
+impl NodeWire {
+    /// `None` when a fact is missing: the node cannot be told unchanged, so a pass must look.
+    fn facts(self) -> Option<PeerFacts> {
+        let hi = self.hostinfo?;
+        if self.stable_id.is_empty() || self.key.is_empty() {
+            return None;
+        }
+        let mut addresses: Vec<String> = self
+            .addresses?
+            .into_iter()
+            .map(|a| a.split('/').next().unwrap_or_default().to_owned())
+            .collect();
+        addresses.sort();
+        let own: Vec<String> = addresses
+            .iter()
+            .map(|a| {
+                if a.contains(':') {
+                    format!("{a}/128")
+                } else {
+                    format!("{a}/32")
+                }
+            })
+            .collect();
+        let mut routes: Vec<String> = self
+            .allowed_ips
+            .unwrap_or_default()
+            .into_iter()
+            .chain(self.primary_routes.unwrap_or_default())
+            .filter(|r| !own.contains(r))
+            .collect();
+        routes.sort();
+        routes.dedup();
+        let mut tags = self.tags.unwrap_or_default();
+        tags.sort();
+        Some(PeerFacts {
+            id: self.stable_id,
+            key: self.key,
+            user: self.user,
+            name: self.name,
+            hostname: hi.hostname?,
+            os: hi.os?,
+            addresses,
+            tags,
+            routes,
+            key_expiry: crate::source::status_json::parse_time(self.key_expiry.as_deref())
+                .map(|t| t.timestamp()),
+            expired: self.expired,
+        })
+    }
+}
+
 /// Classifies one line of the stream.
 pub fn classify(line: &[u8]) -> Signal {
     let n: Notify = match serde_json::from_slice(line) {
         Ok(n) => n,
         Err(_) => return Signal::Garbage,
     };
+    let others = n.state.is_some()
+        || n.login_finished.is_some()
+        || n.self_change.is_some()
+        || n.net_map.is_some()
+        || n.peers_removed.is_some()
+        || n.user_profiles.is_some()
+        || n.err_message.is_some();
+    if n.peers_changed.is_some() && !others {
+        // Re-parse only this field: the facts of each changed peer.
+        #[derive(Deserialize)]
+        struct Only {
+            #[serde(rename = "PeersChanged")]
+            peers: Vec<NodeWire>,
+        }
+        return match serde_json::from_slice::<Only>(line).ok().and_then(|o| {
+            o.peers
+                .into_iter()
+                .map(NodeWire::facts)
+                .collect::<Option<Vec<_>>>()
+        }) {
+            Some(facts) if !facts.is_empty() => Signal::Peers(facts),
+            _ => Signal::Changed,
+        };
+    }
     if n.state.is_some()
         || n.login_finished.is_some()
         || n.self_change.is_some()
@@ -130,7 +270,18 @@ mod tests {
             Signal::Changed
         );
         assert_eq!(classify(br#"{"NetMap":{"Peers":[]}}"#), Signal::Changed);
-        assert_eq!(classify(br#"{"PeersChanged":[{"ID":5}]}"#), Signal::Changed);
+        assert_eq!(
+            classify(br#"{"PeersChanged":[{"ID":5}]}"#),
+            Signal::Changed,
+            "facts missing"
+        );
+        let node = br#"{"PeersChanged":[{"ID":5,"StableID":"n5","Key":"nodekey:5","User":7,"Name":"a.ts.net.","Addresses":["100.64.0.5/32"],"AllowedIPs":["100.64.0.5/32","10.0.0.0/8"],"Tags":["tag:b","tag:a"],"KeyExpiry":"2027-01-01T00:00:00Z","Hostinfo":{"Hostname":"a","OS":"linux"},"Online":true}]}"#;
+        let Signal::Peers(f) = classify(node) else {
+            panic!("{:?}", classify(node))
+        };
+        assert_eq!(f[0].addresses, ["100.64.0.5"]);
+        assert_eq!(f[0].routes, ["10.0.0.0/8"]);
+        assert_eq!(f[0].tags, ["tag:a", "tag:b"]);
         assert_eq!(classify(br#"{"PeersRemoved":[5]}"#), Signal::Changed);
         assert_eq!(classify(br#"{"NetMap":null}"#), Signal::Quiet);
         assert_eq!(

@@ -412,6 +412,50 @@ pub fn netmap_for(doc: &Value) -> Value {
     })
 }
 
+/// The `tailcfg.Node` tailscaled >= 1.100 sends in `PeersChanged` for the peer `host` of a status
+/// document, with its presence (`Online`, `LastSeen`) as given: a realistic presence patch.
+pub fn peer_node(doc: &Value, host: &str, online: bool) -> Value {
+    let p = doc["Peer"]
+        .as_object()
+        .and_then(|m| m.values().find(|p| p["HostName"] == host))
+        .unwrap_or_else(|| panic!("no peer {host}"));
+    let prefixes = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(|ip| {
+                        if ip.contains(':') {
+                            format!("{ip}/128")
+                        } else {
+                            format!("{ip}/32")
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut node = json!({
+        "ID": p["NodeID"], "StableID": p["ID"], "Name": p["DNSName"], "User": p["UserID"],
+        "Key": p["PublicKey"], "Machine": "mkey:0000000000000000000000000000000000000000000000000000000000000001",
+        "DiscoKey": "discokey:0000000000000000000000000000000000000000000000000000000000000002",
+        "Addresses": prefixes(&p["TailscaleIPs"]),
+        "AllowedIPs": p["AllowedIPs"].as_array().cloned().unwrap_or_default(),
+        "Endpoints": ["192.0.2.10:41641"], "HomeDERP": 1,
+        "Hostinfo": {"Hostname": p["HostName"], "OS": p["OS"]},
+        "Created": p["Created"], "Cap": 142,
+        "Tags": p["Tags"].as_array().cloned().unwrap_or_default(),
+        "PrimaryRoutes": p["PrimaryRoutes"].as_array().cloned().unwrap_or_default(),
+        "Online": online,
+        "LastSeen": chrono::Utc::now().to_rfc3339(),
+        "MachineAuthorized": true,
+    });
+    if let Some(k) = p.get("KeyExpiry") {
+        node["KeyExpiry"] = k.clone();
+    }
+    node
+}
+
 /// A netmap with these packet filter rules and SSH policy (the self node of `doc`).
 pub fn netmap(doc: &Value, rules: Value, ssh: Value) -> Value {
     let mut nm = netmap_for(doc);
