@@ -1,0 +1,209 @@
+//! Benchmarks, not tests (run by `bench/cost.sh`): what a pass costs when nothing changed, and
+//! what `run` costs on a busy tailnet, each beside a baseline measured in the same run. Figures go
+//! to BENCHMARKS.md.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::emulator::{self, Emulator};
+use support::receiver::Receiver;
+use support::Monitor;
+
+fn sizes(var: &str, default: &str) -> Vec<usize> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect()
+}
+
+fn generated(n: usize) -> Value {
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/gen-status.py"))
+        .arg(n.to_string())
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A realistic netmap for the document: every peer as a `tailcfg.Node`, and one filter rule.
+fn netmap(doc: &Value) -> Value {
+    let peers: Vec<Value> = doc["Peer"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| emulator::peer_node(doc, p["HostName"].as_str().unwrap(), true))
+        .collect();
+    let mut nm = emulator::netmap_for(doc);
+    nm["Peers"] = Value::Array(peers);
+    nm
+}
+
+/// GNU time's figures for one command: wall seconds, peak RSS (KiB), file-system output blocks.
+fn timed(cmd: &str) -> (f64, u64, u64) {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "TIME %e %M %O", "sh", "-c", cmd])
+        .output()
+        .expect("GNU time (Debian package time)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find_map(|l| l.strip_prefix("TIME "))
+        .unwrap_or_else(|| panic!("{err}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (
+        f[0].parse().unwrap(),
+        f[1].parse().unwrap(),
+        f[2].parse().unwrap(),
+    )
+}
+
+#[test]
+#[ignore = "benchmark: run bench/cost.sh"]
+fn bench_nothing_new_check() {
+    let bin = support::bin();
+    let tailscale = support::real::new_release().tailscale;
+    for n in sizes("TM_BENCH_SIZES", "1000,10000,50000") {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = generated(n);
+        let emu = Emulator::start(dir.path(), doc.clone());
+        emu.set_netmap(netmap(&doc));
+        let mon = Monitor::new(&emu.socket, "");
+        assert_eq!(mon.check().code, 0, "baseline");
+        assert_eq!(mon.check().code, 0);
+        let check = format!(
+            "TAILSCALE_MONITOR_LOG=error {} --config {} check >/dev/null",
+            bin.display(),
+            mon.config.display()
+        );
+        let state = dir.path().join("old-script-state");
+        let old = format!(
+            "{} --socket={} status --json | jq -r '.Peer[] | \"\\(.TailscaleIPs[0]) \\(.HostName)\"' | sort > {s}.new; comm -13 {s} {s}.new > {s}.diff; mv {s}.new {s}",
+            tailscale.display(),
+            emu.socket.display(),
+            s = state.display()
+        );
+        std::fs::write(&state, "").unwrap();
+        timed(&old);
+        let best = |cmd: &str| {
+            (0..3)
+                .map(|_| timed(cmd))
+                .min_by(|a, b| a.0.partial_cmp(&b.0).unwrap())
+                .unwrap()
+        };
+        let (t, rss, blocks) = best(&check);
+        let (ot, orss, oblocks) = best(&old);
+        println!(
+            "BENCH nothing_new peers={n} check_s={t:.3} check_rss_mib={:.1} check_written_kib={} old_pipeline_s={ot:.3} old_rss_mib={:.1} old_written_kib={} speedup={:.1}",
+            rss as f64 / 1024.0,
+            blocks / 2,
+            orss as f64 / 1024.0,
+            oblocks / 2,
+            ot / t.max(0.001)
+        );
+    }
+}
+
+fn proc_cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
+fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// `run` on a busy tailnet: one peer goes online or offline every second for TM_BENCH_SECS (60);
+/// nothing joins until a join in the middle, timed from the change to the webhook's arrival. The
+/// baseline is the same stream as a bare `PeersChanged` without the node (what an older monitor
+/// did with every notify: a full pass).
+#[test]
+#[ignore = "benchmark: run bench/cost.sh"]
+fn bench_busy_run() {
+    let secs: u64 = std::env::var("TM_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    for n in sizes("TM_BENCH_BUSY_SIZES", "1000,10000") {
+        for mode in ["presence patches", "baseline: full pass per notify"] {
+            let dir = tempfile::tempdir().unwrap();
+            let doc = generated(n);
+            let emu = Emulator::start(dir.path(), doc.clone());
+            emu.set_netmap(netmap(&doc));
+            let rx = Receiver::start();
+            let mon = Monitor::new(
+                &emu.socket,
+                &format!(
+                    "[daemon]\nbatch_window = \"1ms\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"{}/hook\"\n",
+                    rx.url
+                ),
+            );
+            let daemon = mon.spawn_run();
+            assert_eq!(rx.wait("/hook", 1, 300).len(), 1, "baseline");
+            assert!(emu.wait_opened(1, 60));
+            std::thread::sleep(Duration::from_secs(3));
+            let pid = daemon.0.id();
+            let (c0, w0) = (proc_cpu_s(pid), proc_field(pid, "io", "write_bytes:"));
+            let peers: Vec<String> = doc["Peer"]
+                .as_object()
+                .unwrap()
+                .values()
+                .take(64)
+                .map(|p| p["HostName"].as_str().unwrap().to_owned())
+                .collect();
+            let start = Instant::now();
+            let mut join_ms = None;
+            for i in 0..secs {
+                let host = &peers[i as usize % peers.len()];
+                let line = if mode.starts_with("presence") {
+                    json!({"PeersChanged": [emulator::peer_node(&doc, host, i % 2 == 1)]})
+                } else {
+                    json!({"PeersChanged": [{"ID": 1}]})
+                };
+                emu.push(&format!("{line}\n"));
+                if i == secs / 2 {
+                    let mut joined = doc.clone();
+                    emulator::add_peer(
+                        &mut joined,
+                        "nBUSYJOINCNTRL",
+                        "busy-joiner",
+                        1000,
+                        "100.99.0.1",
+                    );
+                    emu.set_status(joined.clone());
+                    let t = Instant::now();
+                    let node = emulator::peer_node(&joined, "busy-joiner", true);
+                    emu.push(&format!("{}\n", json!({"PeersChanged": [node]})));
+                    assert!(rx.wait("/hook", 2, 60).len() >= 2, "the join is delivered");
+                    join_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+                }
+                let next = start + Duration::from_secs(i + 1);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            let elapsed = start.elapsed().as_secs_f64();
+            let (c1, w1) = (proc_cpu_s(pid), proc_field(pid, "io", "write_bytes:"));
+            println!(
+                "BENCH busy_run peers={n} mode=\"{mode}\" secs={secs} cpu_pct={:.2} written_kib_per_min={:.0} rss_mib={:.1} join_to_delivery_ms={:.0}",
+                (c1 - c0) * 100.0 / elapsed,
+                (w1 - w0) as f64 / 1024.0 * 60.0 / elapsed,
+                proc_field(pid, "status", "VmRSS:") as f64 / 1024.0,
+                join_ms.unwrap_or(f64::NAN)
+            );
+        }
+    }
+}
