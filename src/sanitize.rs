@@ -54,6 +54,59 @@ pub fn html(s: &str, max: usize) -> String {
     html_escape::encode_quoted_attribute(&line(s, max)).into_owned()
 }
 
+/// Text for Slack and Mattermost `text`: `&`, `<` and `>` escaped, so that no `<!channel>`,
+/// `<@U…>` mention or `<url|label>` link can be formed by untrusted text (Slack's own escaping).
+pub fn slack(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Text for Discord `content`: every Markdown character backslash-escaped, so that no masked
+/// link `[label](url)`, heading or formatting renders. Mentions are disabled by the payload's
+/// `allowed_mentions: {"parse": []}`, which Discord requires beside this.
+pub fn discord(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for c in text.chars() {
+        if matches!(
+            c,
+            '\\' | '*'
+                | '_'
+                | '~'
+                | '`'
+                | '|'
+                | '>'
+                | '#'
+                | '-'
+                | '['
+                | ']'
+                | '('
+                | ')'
+                | '@'
+                | '<'
+                | ':'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Caps already-escaped text at `max` characters without leaving a dangling escape.
+pub fn cap_escaped(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut s: String = text.chars().take(max.saturating_sub(30)).collect();
+    let trailing = s.chars().rev().take_while(|&c| c == '\\').count();
+    if trailing % 2 == 1 {
+        s.pop();
+    }
+    s.push_str("\n… (truncated; see `events`)");
+    s
+}
+
 /// Default cap for names (hostnames, logins, OS strings) in messages.
 pub const NAME_MAX: usize = 80;
 /// Cap for a mail subject.

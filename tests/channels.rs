@@ -139,7 +139,11 @@ fn every_http_channel_and_exec_get_their_payload() {
         .contains("New device joiner-0"));
     let discord = rx.at("/discord")[1].json();
     let content = discord["content"].as_str().unwrap();
-    assert!(content.contains("joiner-0") && content.chars().count() <= 2000);
+    assert!(content.contains("joiner\\-0") && content.chars().count() <= 2000);
+    assert_eq!(
+        discord["allowed_mentions"],
+        serde_json::json!({"parse": []})
+    );
     let tg = &rx.at("/bot123:ABC/sendMessage")[1];
     assert_eq!(tg.json()["chat_id"], "-10042");
     assert!(tg.json()["text"].as_str().unwrap().contains("joiner-0"));
@@ -692,4 +696,126 @@ fn sighup_reloads_the_config_and_keeps_the_old_one_when_bad() {
         "still delivering after a bad reload"
     );
     assert!(daemon.terminate().success(), "still running, stops cleanly");
+}
+
+/// What whoever registers a device can put in its name: mentions, masked links, CR/LF, bidi and
+/// zero-width characters, terminal escapes, and 10 kB of it.
+const HOSTILE: &str = "@everyone @here <!channel> <@U024BE7LH> <https://evil.example|login-page> [click](https://evil.example/login) **bold** `code` \r\nBcc: x@y \u{202E}gpj.exe \u{200B}zero\u{200B}width \u{1b}[31mred\u{1b}[0m";
+
+fn forbidden(c: char) -> bool {
+    (c.is_control() && c != '\n')
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
+#[test]
+fn a_hostile_corpus_reaches_no_channel_as_markup() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "123:ABC\n").unwrap();
+    support::private(&token);
+    let exec_out = dir.path().join("exec.json");
+    let u = &rx.url;
+    let config = format!(
+        "{}[[notify]]\nkind = \"ntfy\"\nurl = \"{u}/alerts\"\n\
+         [[notify]]\nkind = \"slack\"\nurl = \"{u}/slack\"\n\
+         [[notify]]\nkind = \"discord\"\nurl = \"{u}/discord\"\n\
+         [[notify]]\nkind = \"telegram\"\napi_url = \"{u}/\"\ntoken_file = \"{tok}\"\nchat_id = \"-10042\"\n\
+         [[notify]]\nkind = \"gotify\"\nurl = \"{u}/gotify/\"\ntoken_file = \"{tok}\"\n\
+         [[notify]]\nkind = \"alertmanager\"\nurl = \"{u}/am/\"\n\
+         [[notify]]\nkind = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"cat > {out}\"]\n",
+        webhook("hook", &format!("{u}/hook")),
+        tok = token.display(),
+        out = exec_out.display()
+    );
+    let mon = Monitor::new(&emu.socket, &config);
+    assert_eq!(mon.check().code, 0);
+    let long = format!("{HOSTILE} {}", "A".repeat(10_000));
+    let mut doc = emulator::tailnet();
+    emulator::add_user(&mut doc, 7003, "mallory@evil.example", &long);
+    emulator::add_peer(&mut doc, "nHOSTILECNTRL", &long, 7003, "100.101.1.88");
+    emu.set_status(doc);
+    assert_eq!(mon.check().code, 2);
+
+    // Slack: exactly Slack's escaping of the three characters; no mention or link can form.
+    let slack = rx.at("/slack")[1].json();
+    let text = slack["text"].as_str().unwrap();
+    for raw in [
+        "<!channel>",
+        "<@U024BE7LH>",
+        "<https://evil.example|login-page>",
+    ] {
+        assert!(!text.contains(raw), "{raw} reached Slack");
+    }
+    assert!(text.contains("@everyone @here &lt;!channel&gt; &lt;@U024BE7LH&gt; &lt;https://evil.example|login-page&gt; [click](https://evil.example/login)"), "{text}");
+    assert_eq!(slack["unfurl_links"], false);
+
+    // Discord: no mention is parsed, every Markdown character escaped (no masked link).
+    let discord = rx.at("/discord")[1].json();
+    assert_eq!(
+        discord["allowed_mentions"],
+        serde_json::json!({"parse": []})
+    );
+    let content = discord["content"].as_str().unwrap();
+    assert!(content.contains("\\@everyone \\@here \\<!channel\\> \\<\\@U024BE7LH\\> \\<https\\://evil.example\\|login\\-page\\> \\[click\\]\\(https\\://evil.example/login\\) \\*\\*bold\\*\\* \\`code\\`"), "{content}");
+    assert!(content.chars().count() <= 2000);
+
+    // Telegram: plain text (no parse_mode), Gotify and ntfy without Markdown.
+    let tg = rx.at("/bot123:ABC/sendMessage")[1].json();
+    assert!(tg.get("parse_mode").is_none(), "{tg}");
+    assert!(tg["text"].as_str().unwrap().chars().count() <= 4096);
+    let gotify = rx.at("/gotify/message")[1].json();
+    assert!(gotify.get("extras").is_none(), "{gotify}");
+    let ntfy = &rx.at("/alerts")[1];
+    assert!(!ntfy.headers.contains_key("markdown"), "{:?}", ntfy.headers);
+    assert!(!ntfy.headers["title"].contains('\n'));
+
+    // No channel gets a control, bidi or zero-width character, in any string.
+    let exec = std::fs::read_to_string(&exec_out).unwrap();
+    for (name, body) in [
+        ("slack", slack.to_string()),
+        ("discord", discord.to_string()),
+        ("telegram", tg.to_string()),
+        ("gotify", gotify.to_string()),
+        ("ntfy", ntfy.text()),
+        (
+            "alertmanager",
+            rx.at("/am/api/v2/alerts").last().unwrap().text(),
+        ),
+    ] {
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body.clone()));
+        let mut strings = vec![];
+        fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::String(s) => out.push(s.clone()),
+                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                serde_json::Value::Object(m) => m.values().for_each(|x| walk(x, out)),
+                _ => {}
+            }
+        }
+        walk(&v, &mut strings);
+        for s in strings {
+            assert!(!s.chars().any(forbidden), "{name}: {s:?}");
+            assert!(!s.contains("\nBcc:"), "{name}: a line break from the name");
+        }
+    }
+    // The webhook and exec carry the raw name as JSON data (escaped by JSON itself): consumers
+    // get the facts; nothing there is markup.
+    let raw_name = |v: serde_json::Value| {
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["device"]["hostname"] == long.as_str())
+    };
+    assert!(
+        raw_name(rx.at("/hook")[1].json()),
+        "webhook: the name as data"
+    );
+    assert!(
+        raw_name(serde_json::from_str(&exec).unwrap()),
+        "exec: the name as data"
+    );
 }

@@ -164,10 +164,17 @@ pub async fn send(
             }
             req
         }
-        ChannelKind::Slack { url } => c.post(url.clone()).json(&json!({ "text": chat(35_000) })),
-        ChannelKind::Discord { url } => {
-            c.post(url.clone()).json(&json!({ "content": chat(1_900) }))
-        }
+        // Untrusted names pass through the escaping of each chat's own markup (sanitize): no
+        // mention, masked link or markup can be formed by a hostname or a login.
+        ChannelKind::Slack { url } => c.post(url.clone()).json(&json!({
+            "text": sanitize::slack(&chat(35_000)),
+            "unfurl_links": false,
+            "unfurl_media": false,
+        })),
+        ChannelKind::Discord { url } => c.post(url.clone()).json(&json!({
+            "content": sanitize::cap_escaped(&sanitize::discord(&chat(4_000)), 1_900),
+            "allowed_mentions": { "parse": [] },
+        })),
         ChannelKind::Telegram {
             api_url,
             token,
