@@ -728,24 +728,25 @@ impl Config {
                     }
                 }
                 ChannelKind::Webhook { url, secret } => {
-                    out += &format!("url = {}\n", q(url.as_str()));
+                    out += &format!("url = {}\n", q(&crate::sanitize::redact_url(url)));
                     if secret.is_some() {
                         out += "# secret: set (redacted)\n";
                     }
                 }
+                ChannelKind::Slack { url } | ChannelKind::Discord { url } => {
+                    out += &format!("url = {}\n", q(&crate::sanitize::redact_secret_url(url)))
+                }
                 ChannelKind::Ntfy { url, .. }
-                | ChannelKind::Slack { url }
-                | ChannelKind::Discord { url }
                 | ChannelKind::Gotify { url, .. }
                 | ChannelKind::Alertmanager { url } => {
-                    out += &format!("url = {}\n", q(url.as_str()))
+                    out += &format!("url = {}\n", q(&crate::sanitize::redact_url(url)))
                 }
                 ChannelKind::Telegram {
                     api_url, chat_id, ..
                 } => {
                     out += &format!(
                         "api_url = {}\nchat_id = {}\n# token: set (redacted)\n",
-                        q(api_url.as_str()),
+                        q(&crate::sanitize::redact_url(api_url)),
                         q(chat_id)
                     )
                 }
@@ -761,7 +762,7 @@ impl Config {
                 ControlApi::Headscale { url, .. } => {
                     out += &format!(
                         "kind = \"headscale\"\nurl = {}\napi_key_file = \"(redacted)\"\n",
-                        q(url.as_str())
+                        q(&crate::sanitize::redact_url(url))
                     );
                 }
                 ControlApi::Tailscale {
@@ -771,7 +772,7 @@ impl Config {
                 } => {
                     out += &format!(
                         "kind = \"tailscale\"\napi_url = {}\ntailnet = {}\n",
-                        q(api_url.as_str()),
+                        q(&crate::sanitize::redact_url(api_url)),
                         q(tailnet)
                     );
                     match auth {

@@ -107,6 +107,89 @@ pub fn cap_escaped(text: &str, max: usize) -> String {
     s
 }
 
+/// A URL as it may be printed (config check, logs, errors): a password in it, token-bearing
+/// query values, and the secret path parts of chat webhooks (Slack `/services/T…/B…/<secret>`,
+/// Discord `/api/webhooks/<id>/<token>`, Mattermost `/hooks/<key>`, Google Chat `key=`/`token=`,
+/// Teams workflow `sig=`) are replaced by `REDACTED`.
+pub fn redact_url(url: &url::Url) -> String {
+    const SECRET_QUERY: [&str; 10] = [
+        "token",
+        "key",
+        "access_token",
+        "auth",
+        "sig",
+        "signature",
+        "secret",
+        "apikey",
+        "api_key",
+        "password",
+    ];
+    let mut u = url.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("REDACTED"));
+    }
+    let pairs: Vec<(String, String)> = u
+        .query_pairs()
+        .map(|(k, v)| {
+            let secret = SECRET_QUERY.contains(&k.to_ascii_lowercase().as_str());
+            (
+                k.into_owned(),
+                if secret {
+                    "REDACTED".into()
+                } else {
+                    v.into_owned()
+                },
+            )
+        })
+        .collect();
+    if !pairs.is_empty() {
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    let host = u.host_str().unwrap_or("").to_ascii_lowercase();
+    let segs: Vec<String> = u
+        .path_segments()
+        .map(|s| s.map(str::to_owned).collect())
+        .unwrap_or_default();
+    let redact_from = match segs
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["services", ..] if host.ends_with("slack.com") => Some(3),
+        ["api", "webhooks", ..] => Some(3),
+        ["hooks", ..] if !host.ends_with("slack.com") => Some(1),
+        _ => None,
+    };
+    if let Some(from) = redact_from {
+        if segs.len() > from {
+            let mut p: Vec<String> = segs[..from].to_vec();
+            p.extend(std::iter::repeat_n(
+                "REDACTED".to_owned(),
+                segs.len() - from,
+            ));
+            u.set_path(&p.join("/"));
+        }
+    }
+    u.to_string()
+}
+
+/// A URL that is a secret as a whole (Slack, Discord, Teams, Mattermost, Google Chat incoming
+/// webhooks: whoever has it can post): [`redact_url`], and every path segment after the first.
+pub fn redact_secret_url(url: &url::Url) -> String {
+    let mut u = url::Url::parse(&redact_url(url)).unwrap_or_else(|_| url.clone());
+    let segs: Vec<String> = u
+        .path_segments()
+        .map(|s| s.map(str::to_owned).collect())
+        .unwrap_or_default();
+    if segs.len() > 1 {
+        let mut p = vec![segs[0].clone()];
+        p.extend(std::iter::repeat_n("REDACTED".to_owned(), segs.len() - 1));
+        u.set_path(&p.join("/"));
+    }
+    u.to_string()
+}
+
 /// Default cap for names (hostnames, logins, OS strings) in messages.
 pub const NAME_MAX: usize = 80;
 /// Cap for a mail subject.

@@ -819,3 +819,62 @@ fn a_hostile_corpus_reaches_no_channel_as_markup() {
         "exec: the name as data"
     );
 }
+
+/// One secret of each kind in the config; none of them may appear in anything the monitor prints:
+/// `config check`, `test-notify`, its logs (a failed POST included), `/metrics`.
+#[test]
+fn secrets_never_appear_in_what_the_monitor_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let hold = support::smtp::closed_port();
+    let p = hold.port;
+    let token = dir.path().join("token");
+    std::fs::write(&token, "TOKENFILESECRET4\n").unwrap();
+    support::private(&token);
+    let secrets = [
+        "SLACKSECRET1",
+        "DISCORDSECRET2",
+        "hunter2",
+        "QUERYSECRET3",
+        "TOKENFILESECRET4",
+        "SMTPSECRET5",
+    ];
+    let pw = dir.path().join("smtp-password");
+    std::fs::write(&pw, "SMTPSECRET5\n").unwrap();
+    support::private(&pw);
+    let config = format!(
+        "[[notify]]\nkind = \"slack\"\nurl = \"http://127.0.0.1:{p}/services/T000/B000/SLACKSECRET1\"\ntimeout = \"2s\"\n\
+         [[notify]]\nkind = \"discord\"\nurl = \"http://127.0.0.1:{p}/api/webhooks/123/DISCORDSECRET2\"\ntimeout = \"2s\"\n\
+         [[notify]]\nkind = \"webhook\"\nurl = \"http://alice:hunter2@127.0.0.1:{p}/x?token=QUERYSECRET3&team=ops\"\ntimeout = \"2s\"\n\
+         [[notify]]\nkind = \"telegram\"\napi_url = \"http://127.0.0.1:{p}/\"\ntoken_file = \"{t}\"\nchat_id = \"1\"\ntimeout = \"2s\"\n\
+         [[notify]]\nkind = \"email\"\nto = [\"a@example.com\"]\nfrom = \"m@example.com\"\nsmtp = \"smtp://mon@127.0.0.1:{p}\"\npassword_file = \"{pw}\"\ntimeout = \"2s\"\n",
+        t = token.display(),
+        pw = pw.display()
+    );
+    let mon = Monitor::new(&emu.socket, &config);
+    let mut printed = String::new();
+    for args in [
+        &["config", "check"][..],
+        &["test-notify"][..],
+        &["check"][..],
+    ] {
+        let r: support::Run = mon
+            .cmd(args)
+            .env("TAILSCALE_MONITOR_LOG", "debug")
+            .output()
+            .unwrap()
+            .into();
+        printed += &r.stdout;
+        printed += &r.stderr;
+    }
+    assert!(printed.contains("REDACTED"), "{printed}");
+    assert!(printed.contains("FAILED"), "test-notify ran: {printed}");
+    let (daemon, port) = mon.spawn_run_with_metrics();
+    assert!(mon.wait_for_event("monitor.baseline", 60));
+    let (_, metrics) = support::http_get(port, "/metrics").unwrap();
+    printed += &metrics;
+    drop(daemon);
+    for s in secrets {
+        assert!(!printed.contains(s), "{s} printed in:\n{printed}");
+    }
+}

@@ -64,8 +64,15 @@ impl ControlSource {
     /// How messages name this source: "headscale API https://hs.example.com/".
     pub fn name(&self) -> String {
         match self {
-            ControlSource::Headscale(h) => format!("headscale API {}", h.url()),
-            ControlSource::Tailscale(t) => format!("Tailscale Admin API {}", t.url()),
+            ControlSource::Headscale(h) => {
+                format!("headscale API {}", crate::sanitize::redact_url(h.url()))
+            }
+            ControlSource::Tailscale(t) => {
+                format!(
+                    "Tailscale Admin API {}",
+                    crate::sanitize::redact_url(t.url())
+                )
+            }
         }
     }
 

@@ -79,7 +79,10 @@ impl Headscale {
     }
 
     fn err(&self, what: impl std::fmt::Display) -> ControlError {
-        ControlError::new(format!("headscale API {}: {what}", self.url))
+        ControlError::new(format!(
+            "headscale API {}: {what}",
+            crate::sanitize::redact_url(&self.url)
+        ))
     }
 
     async fn get(&self, path: &str) -> Result<reqwest::Response, ControlError> {
@@ -89,7 +92,7 @@ impl Headscale {
             .bearer_auth(self.key.expose())
             .send()
             .await
-            .map_err(|e| self.err(format!("GET {path}: {e}")))
+            .map_err(|e| self.err(format!("GET {path}: {}", e.without_url())))
     }
 
     async fn json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, ControlError> {
@@ -100,7 +103,7 @@ impl Headscale {
         let body = resp
             .bytes()
             .await
-            .map_err(|e| self.err(format!("GET {path}: {e}")))?;
+            .map_err(|e| self.err(format!("GET {path}: {}", e.without_url())))?;
         serde_json::from_slice(&body)
             .map_err(|e| self.err(format!("GET {path}: malformed JSON: {e}")))
     }

@@ -119,7 +119,10 @@ impl TailscaleApi {
     }
 
     fn err(&self, what: impl std::fmt::Display) -> ControlError {
-        ControlError::new(format!("Tailscale Admin API {}: {what}", self.base))
+        ControlError::new(format!(
+            "Tailscale Admin API {}: {what}",
+            crate::sanitize::redact_url(&self.base)
+        ))
     }
 
     /// The bearer token: the API key, or a cached OAuth access token (refreshed when it has
@@ -148,7 +151,7 @@ impl TailscaleApi {
             .form(&[("grant_type", "client_credentials")])
             .send()
             .await
-            .map_err(|e| self.err(format!("OAuth token: {e}")))?;
+            .map_err(|e| self.err(format!("OAuth token: {}", e.without_url())))?;
         let resp = if matches!(basic.status().as_u16(), 400 | 401) {
             self.http
                 .post(u)
@@ -159,7 +162,7 @@ impl TailscaleApi {
                 ])
                 .send()
                 .await
-                .map_err(|e| self.err(format!("OAuth token: {e}")))?
+                .map_err(|e| self.err(format!("OAuth token: {}", e.without_url())))?
         } else {
             basic
         };
@@ -186,7 +189,7 @@ impl TailscaleApi {
             .header(reqwest::header::ACCEPT, accept)
             .send()
             .await
-            .map_err(|e| self.err(format!("GET {path}: {e}")))?;
+            .map_err(|e| self.err(format!("GET {path}: {}", e.without_url())))?;
         if resp.status().as_u16() == 401 {
             // An OAuth token revoked early: fetch a new one next time.
             *self.token.lock().await = None;
@@ -202,7 +205,7 @@ impl TailscaleApi {
         let body = resp
             .bytes()
             .await
-            .map_err(|e| self.err(format!("GET {path}: {e}")))?;
+            .map_err(|e| self.err(format!("GET {path}: {}", e.without_url())))?;
         serde_json::from_slice(&body)
             .map_err(|e| self.err(format!("GET {path}: malformed JSON: {e}")))
     }
