@@ -156,6 +156,40 @@ pub enum ChannelKind {
     Exec {
         command: Vec<String>,
     },
+    /// Microsoft Teams Workflows webhook: an Adaptive Card.
+    Teams {
+        url: url::Url,
+    },
+    /// Mattermost incoming webhook.
+    Mattermost {
+        url: url::Url,
+    },
+    /// Google Chat space webhook.
+    GoogleChat {
+        url: url::Url,
+    },
+    /// PagerDuty Events API v2: one `trigger` per event, deduplicated per device and kind.
+    PagerDuty {
+        url: url::Url,
+        routing_key: Secret,
+    },
+    /// Pushover: priority by severity.
+    Pushover {
+        url: url::Url,
+        token: Secret,
+        user_key: Secret,
+    },
+    /// Matrix client-server API: `m.room.message` with a transaction id per outbox batch.
+    Matrix {
+        homeserver: url::Url,
+        room: String,
+        token: Secret,
+    },
+    /// The Apprise CLI, with the service URLs from a file only the service can read.
+    Apprise {
+        program: PathBuf,
+        urls_file: PathBuf,
+    },
 }
 
 impl ChannelKind {
@@ -168,6 +202,13 @@ impl ChannelKind {
             ChannelKind::Discord { .. } => "discord",
             ChannelKind::Telegram { .. } => "telegram",
             ChannelKind::Gotify { .. } => "gotify",
+            ChannelKind::Teams { .. } => "teams",
+            ChannelKind::Mattermost { .. } => "mattermost",
+            ChannelKind::GoogleChat { .. } => "googlechat",
+            ChannelKind::PagerDuty { .. } => "pagerduty",
+            ChannelKind::Pushover { .. } => "pushover",
+            ChannelKind::Matrix { .. } => "matrix",
+            ChannelKind::Apprise { .. } => "apprise",
             ChannelKind::Alertmanager { .. } => "alertmanager",
             ChannelKind::Exec { .. } => "exec",
         }
@@ -354,6 +395,13 @@ struct RawNotify {
     api_url: Option<Spanned<String>>,
     // exec
     command: Option<Spanned<Vec<String>>>,
+    // pushover, pagerduty, matrix, apprise
+    user_key_file: Option<Spanned<PathBuf>>,
+    routing_key_file: Option<Spanned<PathBuf>>,
+    homeserver: Option<Spanned<String>>,
+    room: Option<Spanned<String>>,
+    urls_file: Option<Spanned<PathBuf>>,
+    program: Option<Spanned<PathBuf>>,
 }
 
 /// Default LocalAPI socket for this OS, preferring one that exists (Synology, QNAP, Gokrazy).
@@ -733,7 +781,11 @@ impl Config {
                         out += "# secret: set (redacted)\n";
                     }
                 }
-                ChannelKind::Slack { url } | ChannelKind::Discord { url } => {
+                ChannelKind::Slack { url }
+                | ChannelKind::Discord { url }
+                | ChannelKind::Teams { url }
+                | ChannelKind::Mattermost { url }
+                | ChannelKind::GoogleChat { url } => {
                     out += &format!("url = {}\n", q(&crate::sanitize::redact_secret_url(url)))
                 }
                 ChannelKind::Ntfy { url, .. }
@@ -753,6 +805,34 @@ impl Config {
                 ChannelKind::Exec { command } => {
                     let v: Vec<String> = command.iter().map(|a| q(a)).collect();
                     out += &format!("command = [{}]\n", v.join(", "));
+                }
+                ChannelKind::PagerDuty { url, .. } => {
+                    out += &format!(
+                        "url = {}\n# routing_key: set (redacted)\n",
+                        q(&crate::sanitize::redact_url(url))
+                    )
+                }
+                ChannelKind::Pushover { url, .. } => {
+                    out += &format!(
+                        "url = {}\n# token, user_key: set (redacted)\n",
+                        q(&crate::sanitize::redact_url(url))
+                    )
+                }
+                ChannelKind::Matrix {
+                    homeserver, room, ..
+                } => {
+                    out += &format!(
+                        "homeserver = {}\nroom = {}\n# token: set (redacted)\n",
+                        q(&crate::sanitize::redact_url(homeserver)),
+                        q(room)
+                    )
+                }
+                ChannelKind::Apprise { program, urls_file } => {
+                    out += &format!(
+                        "program = {}\nurls_file = {}\n",
+                        q(&program.display().to_string()),
+                        q(&urls_file.display().to_string())
+                    )
                 }
             }
         }
@@ -883,7 +963,9 @@ fn channel(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<Channel, ConfigError> {
         let u = http_url(cx, raw, "url")?;
         // Whoever has a Slack or Discord webhook URL can post to the channel.
         let secret = match kind {
-            "slack" | "discord" => Some(format!("a {kind} webhook URL is a secret")),
+            "slack" | "discord" | "teams" | "mattermost" | "googlechat" => {
+                Some(format!("a {kind} webhook URL is a secret"))
+            }
             _ if u.password().is_some() => Some("this URL holds a password".to_owned()),
             _ => None,
         };
@@ -931,6 +1013,51 @@ fn channel(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<Channel, ConfigError> {
         },
         "gotify" => ChannelKind::Gotify { url: url("url")?, token: required(&r.token_file, "token_file")? },
         "alertmanager" => ChannelKind::Alertmanager { url: url("url")? },
+        "teams" => ChannelKind::Teams { url: url("url")? },
+        "mattermost" => ChannelKind::Mattermost { url: url("url")? },
+        "googlechat" => ChannelKind::GoogleChat { url: url("url")? },
+        "pagerduty" => ChannelKind::PagerDuty {
+            url: match &r.url {
+                Some(_) => url("url")?,
+                None => url::Url::parse("https://events.pagerduty.com/v2/enqueue").expect("static URL"),
+            },
+            routing_key: required(&r.routing_key_file, "routing_key_file")?,
+        },
+        "pushover" => ChannelKind::Pushover {
+            url: match &r.url {
+                Some(_) => url("url")?,
+                None => url::Url::parse("https://api.pushover.net/1/messages.json").expect("static URL"),
+            },
+            token: required(&r.token_file, "token_file")?,
+            user_key: required(&r.user_key_file, "user_key_file")?,
+        },
+        "matrix" => ChannelKind::Matrix {
+            homeserver: match &r.homeserver {
+                Some(h) => http_url(cx, h, "homeserver")?,
+                None => return Err(cx.at(n, "homeserver", "[[notify]] kind = \"matrix\" needs `homeserver`")),
+            },
+            room: r
+                .room
+                .as_ref()
+                .map(|c| c.get_ref().clone())
+                .ok_or_else(|| cx.at(n, "room", "[[notify]] kind = \"matrix\" needs `room` (a room ID like !abc:example.org)"))?,
+            token: required(&r.token_file, "token_file")?,
+        },
+        "apprise" => {
+            let f = r.urls_file.as_ref().ok_or_else(|| {
+                cx.at(n, "urls_file", "[[notify]] kind = \"apprise\" needs `urls_file` (Apprise URLs, one per line)")
+            })?;
+            // The URLs carry the services' credentials: the file is a secret like any other.
+            read_secret(cx, f, "urls_file")?;
+            ChannelKind::Apprise {
+                program: r
+                    .program
+                    .as_ref()
+                    .map(|p| p.get_ref().clone())
+                    .unwrap_or_else(|| PathBuf::from("apprise")),
+                urls_file: f.get_ref().clone(),
+            }
+        }
         "exec" => {
             let c = r
                 .command
@@ -946,7 +1073,7 @@ fn channel(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<Channel, ConfigError> {
                 &r.kind,
                 "kind",
                 format!(
-                    "unknown notify kind `{other}` (supported: email, webhook, ntfy, slack, discord, telegram, gotify, alertmanager, exec)"
+                    "unknown notify kind `{other}` (supported: email, webhook, ntfy, slack, discord, telegram, gotify, alertmanager, teams, mattermost, googlechat, pagerduty, pushover, matrix, apprise, exec)"
                 ),
             ))
         }

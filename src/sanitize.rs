@@ -66,6 +66,19 @@ pub fn slack(text: &str) -> String {
 /// link `[label](url)`, heading or formatting renders. Mentions are disabled by the payload's
 /// `allowed_mentions: {"parse": []}`, which Discord requires beside this.
 pub fn discord(text: &str) -> String {
+    markdown(text)
+}
+
+/// Text for Mattermost: Slack's escaping, Markdown escaped, and `@` replaced by the fullwidth
+/// `＠` (U+FF20) because incoming webhooks have no way to turn `@channel`/`@all` off.
+pub fn mattermost(text: &str) -> String {
+    markdown(&slack(text))
+        .replace('@', "\u{FF20}")
+        .replace("\\\u{FF20}", "\u{FF20}")
+}
+
+/// Every Markdown character backslash-escaped (Discord, Teams Adaptive Card text).
+pub fn markdown(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + text.len() / 8);
     for c in text.chars() {
         if matches!(

@@ -724,6 +724,12 @@ fn a_hostile_corpus_reaches_no_channel_as_markup() {
          [[notify]]\nkind = \"telegram\"\napi_url = \"{u}/\"\ntoken_file = \"{tok}\"\nchat_id = \"-10042\"\n\
          [[notify]]\nkind = \"gotify\"\nurl = \"{u}/gotify/\"\ntoken_file = \"{tok}\"\n\
          [[notify]]\nkind = \"alertmanager\"\nurl = \"{u}/am/\"\n\
+         [[notify]]\nkind = \"teams\"\nurl = \"{u}/teams\"\n\
+         [[notify]]\nkind = \"mattermost\"\nurl = \"{u}/mattermost\"\n\
+         [[notify]]\nkind = \"googlechat\"\nurl = \"{u}/gchat\"\n\
+         [[notify]]\nkind = \"pagerduty\"\nurl = \"{u}/pd\"\nrouting_key_file = \"{tok}\"\n\
+         [[notify]]\nkind = \"pushover\"\nurl = \"{u}/po\"\ntoken_file = \"{tok}\"\nuser_key_file = \"{tok}\"\n\
+         [[notify]]\nkind = \"matrix\"\nhomeserver = \"{u}/\"\nroom = \"!room:test\"\ntoken_file = \"{tok}\"\n\
          [[notify]]\nkind = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"cat > {out}\"]\n",
         webhook("hook", &format!("{u}/hook")),
         tok = token.display(),
@@ -770,6 +776,89 @@ fn a_hostile_corpus_reaches_no_channel_as_markup() {
     let ntfy = &rx.at("/alerts")[1];
     assert!(!ntfy.headers.contains_key("markdown"), "{:?}", ntfy.headers);
     assert!(!ntfy.headers["title"].contains('\n'));
+
+    // Teams: an Adaptive Card whose text is Markdown-escaped.
+    let teams = rx.at("/teams")[1].json();
+    let card = &teams["attachments"][0];
+    assert_eq!(
+        card["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    let body_text = card["content"]["body"][1]["text"].as_str().unwrap();
+    assert!(
+        body_text.contains("\\[click\\]\\(https\\://evil.example/login\\)"),
+        "{body_text}"
+    );
+    // Mattermost: Slack's escaping, Markdown escaped, and no @ left to mention with.
+    let mm = rx.at("/mattermost")[1].json();
+    let mm_text = mm["text"].as_str().unwrap();
+    assert!(!mm_text.contains('@'), "{mm_text}");
+    assert!(
+        mm_text.contains("\u{FF20}everyone \u{FF20}here &lt;!channel&gt;"),
+        "{mm_text}"
+    );
+    let gchat = rx.at("/gchat")[1].json();
+    assert!(gchat["text"]
+        .as_str()
+        .unwrap()
+        .contains("&lt;!channel&gt; &lt;\u{40}U024BE7LH&gt;"));
+    // PagerDuty: one trigger per event, deduplicated per host, kind and device.
+    let pd: Vec<serde_json::Value> = rx.at("/pd").iter().map(|r| r.json()).collect();
+    let dev = pd
+        .iter()
+        .find(|v| v["payload"]["class"] == "device.new")
+        .expect("a trigger for device.new");
+    assert_eq!(dev["event_action"], "trigger");
+    assert_eq!(dev["payload"]["severity"], "critical");
+    assert!(dev["dedup_key"]
+        .as_str()
+        .unwrap()
+        .ends_with("/device.new/nHOSTILECNTRL"));
+    // Pushover: a form, priority by severity.
+    let po = rx.at("/po").last().unwrap().text();
+    assert!(po.contains("priority=1"), "{po}");
+    // Matrix: HTML-escaped formatted body and no mentions at all.
+    let mx = rx
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.path
+                .starts_with("/_matrix/client/v3/rooms/%21room%3Atest/send/m.room.message/tsm-")
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(
+        mx.len(),
+        2,
+        "baseline and alert: {:?}",
+        rx.requests()
+            .iter()
+            .map(|r| r.path.clone())
+            .filter(|p| p.contains("matrix"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(mx[1].method, "PUT");
+    let m = mx[1].json();
+    assert_eq!(m["m.mentions"], serde_json::json!({}));
+    assert!(m["formatted_body"]
+        .as_str()
+        .unwrap()
+        .contains("@everyone @here &lt;!channel&gt;"));
+
+    // test-notify reaches every kind.
+    let before = rx.requests().len();
+    let r = mon.run(&["test-notify"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for kind in [
+        "teams",
+        "mattermost",
+        "googlechat",
+        "pagerduty",
+        "pushover",
+        "matrix",
+    ] {
+        assert!(r.stdout.contains(&format!("({kind}): ok")), "{kind}: {r:?}");
+    }
+    assert!(rx.requests().len() >= before + 12);
 
     // No channel gets a control, bidi or zero-width character, in any string.
     let exec = std::fs::read_to_string(&exec_out).unwrap();
@@ -877,4 +966,45 @@ fn secrets_never_appear_in_what_the_monitor_prints() {
     for s in secrets {
         assert!(!printed.contains(s), "{s} printed in:\n{printed}");
     }
+}
+
+/// A delivery that timed out may have arrived: the retry must not post twice. Matrix gets the
+/// same transaction id (the server deduplicates), PagerDuty the same `dedup_key`.
+#[test]
+fn a_retry_after_a_timeout_reuses_the_matrix_txn_and_the_pagerduty_dedup_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "tok\n").unwrap();
+    support::private(&token);
+    let u = &rx.url;
+    let mon = Monitor::new(
+        &emu.socket,
+        &format!(
+            "[[notify]]\nkind = \"matrix\"\nhomeserver = \"{u}/\"\nroom = \"!r:test\"\ntoken_file = \"{t}\"\ntimeout = \"1s\"\n\
+             [[notify]]\nkind = \"pagerduty\"\nurl = \"{u}/pd\"\nrouting_key_file = \"{t}\"\ntimeout = \"1s\"\n",
+            t = token.display()
+        ),
+    );
+    // Both first requests are taken but answered too late: the client times out.
+    rx.queue(&[0, 0]);
+    let r = mon.check();
+    assert_eq!(r.code, 1, "not delivered yet: {r:?}");
+    assert_eq!(mon.check().code, 0, "the retry goes through");
+    let txns: Vec<String> = rx
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/send/m.room.message/"))
+        .map(|r| r.path.rsplit('/').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(txns.len(), 2, "{txns:?}");
+    assert_eq!(txns[0], txns[1], "the same transaction id");
+    let keys: Vec<String> = rx
+        .at("/pd")
+        .iter()
+        .map(|r| r.json()["dedup_key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys[0], keys[1], "the same dedup_key");
 }

@@ -23,6 +23,13 @@ use crate::sanitize;
 
 pub const SIGNATURE_HEADER: &str = "X-Tailscale-Monitor-Signature";
 
+/// A URL path segment: everything but the unreserved characters percent-encoded.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
@@ -204,6 +211,62 @@ pub async fn send(
                 .map_err(|e| format!("alertmanager: {e}"))?;
             c.post(url).json(&alertmanager_alerts(cx, events))
         }
+        ChannelKind::Teams { url } => c.post(url.clone()).json(&teams_card(r)),
+        ChannelKind::Mattermost { url } => c
+            .post(url.clone())
+            .json(&json!({ "text": sanitize::mattermost(&chat(15_000)) })),
+        ChannelKind::GoogleChat { url } => c
+            .post(url.clone())
+            .json(&json!({ "text": sanitize::slack(&chat(30_000)) })),
+        ChannelKind::Pushover {
+            url,
+            token,
+            user_key,
+        } => {
+            let priority = match worst {
+                Severity::Critical => "1",
+                Severity::Warning => "0",
+                Severity::Info => "-1",
+            };
+            c.post(url.clone()).form(&[
+                ("token", token.expose()),
+                ("user", user_key.expose()),
+                ("title", &sanitize::line(&r.subject, 250)),
+                ("message", &cap(r.text.trim(), 1_000)),
+                ("priority", priority),
+            ])
+        }
+        ChannelKind::Matrix {
+            homeserver,
+            room,
+            token,
+        } => {
+            let txn = cx
+                .batch
+                .clone()
+                .unwrap_or_else(|| format!("tsm-test-{}", chrono::Utc::now().timestamp_millis()));
+            let path = format!(
+                "_matrix/client/v3/rooms/{}/send/m.room.message/{}",
+                percent_encoding::utf8_percent_encode(room, SEGMENT),
+                percent_encoding::utf8_percent_encode(&txn, SEGMENT),
+            );
+            let url = homeserver.join(&path).map_err(|e| format!("matrix: {e}"))?;
+            let body = chat(30_000);
+            c.put(url).bearer_auth(token.expose()).json(&json!({
+                "msgtype": "m.text",
+                "body": body,
+                "format": "org.matrix.custom.html",
+                "formatted_body": html_escape::encode_text(&body).replace('\n', "<br>"),
+                // An empty m.mentions: intentional mentions only, so `@room` in a name pings nobody.
+                "m.mentions": {},
+            }))
+        }
+        ChannelKind::PagerDuty { url, routing_key } => {
+            return pagerduty(c, url, routing_key, timeout, cx, events).await;
+        }
+        ChannelKind::Apprise { program, urls_file } => {
+            return apprise(program, urls_file, timeout, r).await;
+        }
     };
     let resp = req.timeout(timeout).send().await.map_err(|e| {
         // reqwest's errors can carry the URL, which for Telegram holds the token.
@@ -216,6 +279,133 @@ pub async fn send(
     let body = resp.text().await.unwrap_or_default();
     Err(sanitize::line(
         &format!("{}: HTTP {status}: {body}", kind.as_str()),
+        300,
+    ))
+}
+
+/// A Teams Workflows message: one Adaptive Card whose text blocks are Markdown-escaped.
+pub fn teams_card(r: &Rendered) -> Value {
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": [
+                    {"type": "TextBlock", "text": sanitize::markdown(&sanitize::line(&r.subject, 250)), "weight": "Bolder", "wrap": true},
+                    {"type": "TextBlock", "text": sanitize::cap_escaped(&sanitize::markdown(r.text.trim()), 20_000), "wrap": true},
+                ],
+            },
+        }],
+    })
+}
+
+/// PagerDuty Events API v2: one `trigger` per event; the `dedup_key` names the host, the kind and
+/// the device, so a retry (or another monitor) never opens a second incident for the same thing.
+async fn pagerduty(
+    c: &reqwest::Client,
+    url: &url::Url,
+    key: &Secret,
+    timeout: Duration,
+    cx: &Context,
+    events: &[&Event],
+) -> Result<(), String> {
+    for e in events {
+        let severity = match e.severity {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        };
+        let subject = e
+            .device
+            .as_ref()
+            .map(|d| d.id.0.clone())
+            .or_else(|| e.user.as_ref().map(|u| u.login.clone()))
+            .unwrap_or_default();
+        let mut text = String::new();
+        super::render::event_text(&mut text, e);
+        let body = json!({
+            "routing_key": key.expose(),
+            "event_action": "trigger",
+            "dedup_key": sanitize::line(&format!("tailscale-monitor/{}/{}/{subject}", cx.host, e.kind), 255),
+            "payload": {
+                "summary": sanitize::line(&e.summary, 1024),
+                "source": sanitize::line(&cx.host, 255),
+                "severity": severity,
+                "component": e.device.as_ref().map(|d| sanitize::line(d.display_name(), 255)),
+                "class": e.kind.as_str(),
+                "custom_details": {"text": cap(text.trim(), 8_000)},
+            },
+        });
+        let resp = c
+            .post(url.clone())
+            .timeout(timeout)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| sanitize::line(&format!("pagerduty: {}", e.without_url()), 300))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(sanitize::line(
+                &format!("pagerduty: HTTP {status}: {body}"),
+                300,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The Apprise CLI (no shell): `apprise -t TITLE -b BODY URL…` with the URLs read from the file
+/// now, so they never appear in the config or our logs.
+async fn apprise(
+    program: &std::path::Path,
+    urls_file: &std::path::Path,
+    timeout: Duration,
+    r: &Rendered,
+) -> Result<(), String> {
+    let urls: Vec<String> = std::fs::read_to_string(urls_file)
+        .map_err(|e| format!("apprise: {}: {e}", urls_file.display()))?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if urls.is_empty() {
+        return Err(format!("apprise: {} lists no URL", urls_file.display()));
+    }
+    let child = tokio::process::Command::new(program)
+        .arg("-t")
+        .arg(sanitize::line(&r.subject, 250))
+        .arg("-b")
+        .arg(cap(r.text.trim(), 30_000))
+        .args(&urls)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("apprise {}: {e}", program.display()))?;
+    let out = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| format!("apprise: no exit within {timeout:?} (killed)"))?
+        .map_err(|e| format!("apprise: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    // Apprise's messages may quote a URL: keep them out of our logs.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .to_owned();
+    let redacted = urls.iter().fold(first, |acc, u| acc.replace(u, "(url)"));
+    Err(sanitize::line(
+        &format!("apprise: {}: {redacted}", out.status),
         300,
     ))
 }

@@ -54,6 +54,17 @@ pub async fn send(
     }
 }
 
+/// A stable id for a set of outbox rows (sorted): `tsm-` and 24 hex digits of their SHA-256.
+pub fn batch_id(ids: &[i64]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut v = ids.to_vec();
+    v.sort_unstable();
+    let text: Vec<String> = v.iter().map(i64::to_string).collect();
+    let h = Sha256::digest(text.join(",").as_bytes());
+    let hex: String = h.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("tsm-{hex}")
+}
+
 /// Sends everything due, one message per channel. A channel that has failed for longer than
 /// `max_age` is reported once, as `monitor.delivery_failed`, on the other channels (and in the
 /// log); its alerts stay queued and keep being retried.
@@ -94,6 +105,7 @@ pub async fn deliver(
                     event_id: newest.event.id,
                     hash: newest.hash.clone(),
                 }),
+                batch: Some(batch_id(&ids)),
                 ..cx.clone()
             };
             match send(ch, &cx, &events, false).await {

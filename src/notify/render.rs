@@ -19,6 +19,9 @@ pub struct Context {
     /// The newest logged event of the message and its chain hash: kept in the recipient's
     /// mailbox, it lets `audit --anchor` prove later that the log was not rewritten.
     pub anchor: Option<Anchor>,
+    /// Identifies the outbox rows of this message: the same rows retried give the same value,
+    /// which channels with idempotency keys use (Matrix transaction id).
+    pub batch: Option<String>,
 }
 
 /// A point of the event log's hash chain.
@@ -39,6 +42,7 @@ impl Context {
         Context {
             host: host.to_owned(),
             anchor: None,
+            batch: None,
         }
     }
 }

@@ -78,7 +78,7 @@ impl Receiver {
         }
     }
 
-    /// Answers the next requests with these codes, in order.
+    /// Answers the next requests with these codes, in order (0: answer 200 only after 10 s).
     pub fn queue(&self, codes: &[u16]) {
         self.state.lock().unwrap().codes.extend(codes);
     }
@@ -133,6 +133,13 @@ async fn handle(
             body,
         });
         s.codes.pop_front().unwrap_or(200)
+    };
+    // 0: the request is taken (recorded) but answered only after 10 s, past a client's timeout.
+    let code = if code == 0 {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        200
+    } else {
+        code
     };
     Ok(Response::builder()
         .status(code)
