@@ -844,22 +844,6 @@ fn a_hostile_corpus_reaches_no_channel_as_markup() {
         .unwrap()
         .contains("@everyone @here &lt;!channel&gt;"));
 
-    // test-notify reaches every kind.
-    let before = rx.requests().len();
-    let r = mon.run(&["test-notify"]);
-    assert_eq!(r.code, 0, "{r:?}");
-    for kind in [
-        "teams",
-        "mattermost",
-        "googlechat",
-        "pagerduty",
-        "pushover",
-        "matrix",
-    ] {
-        assert!(r.stdout.contains(&format!("({kind}): ok")), "{kind}: {r:?}");
-    }
-    assert!(rx.requests().len() >= before + 12);
-
     // No channel gets a control, bidi or zero-width character, in any string.
     let exec = std::fs::read_to_string(&exec_out).unwrap();
     for (name, body) in [
@@ -907,6 +891,22 @@ fn a_hostile_corpus_reaches_no_channel_as_markup() {
         raw_name(serde_json::from_str(&exec).unwrap()),
         "exec: the name as data"
     );
+
+    // test-notify reaches every kind.
+    let before = rx.requests().len();
+    let r = mon.run(&["test-notify"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for kind in [
+        "teams",
+        "mattermost",
+        "googlechat",
+        "pagerduty",
+        "pushover",
+        "matrix",
+    ] {
+        assert!(r.stdout.contains(&format!("({kind}): ok")), "{kind}: {r:?}");
+    }
+    assert!(rx.requests().len() >= before + 12);
 }
 
 /// One secret of each kind in the config; none of them may appear in anything the monitor prints:
