@@ -1008,3 +1008,47 @@ fn a_retry_after_a_timeout_reuses_the_matrix_txn_and_the_pagerduty_dedup_key() {
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert_eq!(keys[0], keys[1], "the same dedup_key");
 }
+
+/// The `apprise` channel through the real Apprise CLI (PyPI), delivering with its `json://`
+/// notifier to the loopback receiver: the route to every service we do not ship.
+#[test]
+#[ignore = "needs the Apprise CLI: run tests/run-all.sh"]
+fn apprise_delivers_through_the_real_cli() {
+    let apprise = std::env::var("TM_APPRISE").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/tailscale-monitor/venv/bin/apprise",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    assert!(
+        std::path::Path::new(&apprise).exists(),
+        "Apprise is not installed ({apprise}): run tests/setup/install-deps.sh"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let urls = dir.path().join("apprise-urls");
+    let target = rx.url.replace("http://", "json://") + "/apprise";
+    std::fs::write(&urls, format!("# one URL per line\n{target}\n")).unwrap();
+    support::private(&urls);
+    let mon = Monitor::new(
+        &emu.socket,
+        &format!(
+            "[[notify]]\nkind = \"apprise\"\nprogram = \"{apprise}\"\nurls_file = \"{}\"\ntimeout = \"60s\"\n",
+            urls.display()
+        ),
+    );
+    assert_eq!(mon.check().code, 0);
+    join(&emu, 1);
+    assert_eq!(mon.check().code, 2);
+    let got = rx.wait("/apprise", 2, 60);
+    assert_eq!(got.len(), 2, "baseline and the alert");
+    let v = got[1].json();
+    assert!(
+        v["title"].as_str().unwrap().contains("New device joiner-0"),
+        "{v}"
+    );
+    assert!(v["message"].as_str().unwrap().contains("joiner-0"), "{v}");
+    let r = mon.run(&["config", "check"]);
+    assert!(!r.stdout.contains(&target), "the URLs stay in their file");
+}

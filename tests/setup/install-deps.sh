@@ -3,6 +3,7 @@
 # run rebuilds nothing. Idempotent. Prints where everything is; fails loudly with the reason.
 #
 #   aiosmtpd                  real SMTP server (PyPI), into a venv under $CACHE
+#   apprise                   the real Apprise CLI (PyPI), same venv
 #   tailscaled + tailscale    at TS_NEW (>= 1.102) and TS_OLD (< 1.98), `go install` from the Go proxy
 #   headscale                 at HS_VERSION, `go install`
 #   msmtp                     from Debian: a real sendmail-compatible MTA client for `smtp = "sendmail"`
@@ -48,6 +49,9 @@ if [ ! -x "$CACHE/venv/bin/aiosmtpd" ]; then
   python3 -m venv "$CACHE/venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$CACHE/venv"; }
   "$CACHE/venv/bin/pip" install -q 'aiosmtpd>=1.4'
 fi
+# Apprise (PyPI): the real CLI behind the `apprise` channel.
+[ -x "$CACHE/venv/bin/apprise" ] || "$CACHE/venv/bin/pip" install -q 'apprise>=1.9'
+
 
 # --- Go toolchain -------------------------------------------------------------------------------
 # tailscale 1.102 and headscale 0.29 need Go >= 1.26.6. When the machine's go is older, Go's own
@@ -123,5 +127,6 @@ export TM_TAILSCALE_NEW=$CACHE/bin/tailscale-$TS_NEW
 export TM_TAILSCALED_OLD=$CACHE/bin/tailscaled-$TS_OLD
 export TM_TAILSCALE_OLD=$CACHE/bin/tailscale-$TS_OLD
 export TM_HEADSCALE=$CACHE/bin/headscale-$HS_VERSION
+export TM_APPRISE=$CACHE/venv/bin/apprise
 ENV
 echo "install-deps: ready ($CACHE/env)" >&2
