@@ -1052,3 +1052,48 @@ fn apprise_delivers_through_the_real_cli() {
     let r = mon.run(&["config", "check"]);
     assert!(!r.stdout.contains(&target), "the URLs stay in their file");
 }
+
+/// The `matrix` channel against a real homeserver (Synapse from PyPI): the alert arrives in the
+/// room with its body, and a device named `@room` mentions nobody.
+#[test]
+#[ignore = "needs Synapse: run tests/run-all.sh"]
+fn matrix_alerts_arrive_in_a_synapse_room_and_mention_nobody() {
+    let syn = support::synapse::Synapse::start();
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let token = dir.path().join("matrix-token");
+    std::fs::write(&token, &syn.token).unwrap();
+    support::private(&token);
+    let mon = Monitor::new(
+        &emu.socket,
+        &format!(
+            "[[notify]]\nkind = \"matrix\"\nhomeserver = \"http://127.0.0.1:{}\"\nroom = \"{}\"\ntoken_file = \"{}\"\n",
+            syn.port,
+            syn.room,
+            token.display()
+        ),
+    );
+    assert_eq!(mon.check().code, 0);
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(
+        &mut doc,
+        "nROOMCNTRL",
+        "@room <b>pwned</b>",
+        6201,
+        "100.101.1.89",
+    );
+    emu.set_status(doc);
+    let r = mon.check();
+    assert_eq!(r.code, 2, "{r:?}");
+    let msgs = syn.messages();
+    assert_eq!(msgs.len(), 2, "baseline and the alert: {msgs:?}");
+    let m = &msgs[1];
+    let body = m["body"].as_str().unwrap();
+    assert!(body.contains("New device @room <b>pwned</b>"), "{body}");
+    assert_eq!(m["m.mentions"], serde_json::json!({}), "no mention: {m}");
+    let html = m["formatted_body"].as_str().unwrap();
+    assert!(html.contains("@room &lt;b&gt;pwned&lt;/b&gt;"), "{html}");
+    assert!(!html.contains("<b>"), "{html}");
+    assert_eq!(mon.check().code, 0);
+    assert_eq!(syn.messages().len(), 2, "posted once");
+}

@@ -4,6 +4,7 @@
 #
 #   aiosmtpd                  real SMTP server (PyPI), into a venv under $CACHE
 #   apprise                   the real Apprise CLI (PyPI), same venv
+#   matrix-synapse            a real Matrix homeserver (PyPI), in $CACHE/synapse
 #   tailscaled + tailscale    at TS_NEW (>= 1.102) and TS_OLD (< 1.98), `go install` from the Go proxy
 #   headscale                 at HS_VERSION, `go install`
 #   msmtp                     from Debian: a real sendmail-compatible MTA client for `smtp = "sendmail"`
@@ -51,6 +52,12 @@ if [ ! -x "$CACHE/venv/bin/aiosmtpd" ]; then
 fi
 # Apprise (PyPI): the real CLI behind the `apprise` channel.
 [ -x "$CACHE/venv/bin/apprise" ] || "$CACHE/venv/bin/pip" install -q 'apprise>=1.9'
+# Synapse (PyPI, matrix-synapse): a real Matrix homeserver for the `matrix` channel, in a venv
+# of its own (its dependencies are many; about 30 s on a cold cache).
+if [ ! -x "$CACHE/synapse/bin/register_new_matrix_user" ]; then
+  python3 -m venv "$CACHE/synapse"
+  "$CACHE/synapse/bin/pip" install -q 'matrix-synapse>=1.100'
+fi
 
 
 # --- Go toolchain -------------------------------------------------------------------------------
@@ -128,5 +135,6 @@ export TM_TAILSCALED_OLD=$CACHE/bin/tailscaled-$TS_OLD
 export TM_TAILSCALE_OLD=$CACHE/bin/tailscale-$TS_OLD
 export TM_HEADSCALE=$CACHE/bin/headscale-$HS_VERSION
 export TM_APPRISE=$CACHE/venv/bin/apprise
+export TM_SYNAPSE_VENV=$CACHE/synapse
 ENV
 echo "install-deps: ready ($CACHE/env)" >&2

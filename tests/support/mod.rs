@@ -7,6 +7,7 @@ pub mod emulator;
 pub mod real;
 pub mod receiver;
 pub mod smtp;
+pub mod synapse;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
