@@ -35,7 +35,7 @@ fn netmap(doc: &Value) -> Value {
         .as_object()
         .unwrap()
         .values()
-        .map(|p| emulator::peer_node(doc, p["HostName"].as_str().unwrap(), true))
+        .map(|p| emulator::node_of(p, true))
         .collect();
     let mut nm = emulator::netmap_for(doc);
     nm["Peers"] = Value::Array(peers);
@@ -159,19 +159,19 @@ fn bench_busy_run() {
             std::thread::sleep(Duration::from_secs(3));
             let pid = daemon.0.id();
             let (c0, w0) = (proc_cpu_s(pid), proc_field(pid, "io", "write_bytes:"));
-            let peers: Vec<String> = doc["Peer"]
+            let peers: Vec<Value> = doc["Peer"]
                 .as_object()
                 .unwrap()
                 .values()
                 .take(64)
-                .map(|p| p["HostName"].as_str().unwrap().to_owned())
+                .cloned()
                 .collect();
             let start = Instant::now();
             let mut join_ms = None;
             for i in 0..secs {
-                let host = &peers[i as usize % peers.len()];
+                let peer = &peers[i as usize % peers.len()];
                 let line = if mode.starts_with("presence") {
-                    json!({"PeersChanged": [emulator::peer_node(&doc, host, i % 2 == 1)]})
+                    json!({"PeersChanged": [emulator::node_of(peer, i % 2 == 1)]})
                 } else {
                     json!({"PeersChanged": [{"ID": 1}]})
                 };

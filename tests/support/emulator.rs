@@ -419,6 +419,11 @@ pub fn peer_node(doc: &Value, host: &str, online: bool) -> Value {
         .as_object()
         .and_then(|m| m.values().find(|p| p["HostName"] == host))
         .unwrap_or_else(|| panic!("no peer {host}"));
+    node_of(p, online)
+}
+
+/// The `tailcfg.Node` of one peer of a status document.
+pub fn node_of(p: &Value, online: bool) -> Value {
     let prefixes = |v: &Value| -> Vec<String> {
         v.as_array()
             .map(|a| {
