@@ -165,6 +165,8 @@ struct Daemon {
     facts: std::collections::HashMap<String, ipnbus::PeerFacts>,
     /// When the last pass started: passes are at least `MIN_PASS_GAP` apart under a storm.
     last_pass_at: Option<Instant>,
+    /// The next pass reads the netmap too (see [`Daemon::pass`]).
+    netmap_due: bool,
 }
 
 struct StoreOutage {
@@ -228,7 +230,19 @@ impl Daemon {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.full_at = Instant::now() + self.period();
         self.access_at = Instant::now() + self.cfg.daemon.access_interval;
-        let mut seen = self.source.snapshot().await;
+        // A pass for peers that joined or changed reads `/status` only and keeps the last view of
+        // who may reach this node: that view changes with a full netmap (SelfChange, NetMap), which
+        // asks for it, or silently, which `access_interval` catches. Every other pass reads both.
+        let mut seen = match (&self.source, self.netmap_due, &self.last_view) {
+            (Source::LocalApi(api), false, Some(view)) => api.status().await.map(|mut snap| {
+                let mut v = view.clone();
+                v.trust.update_available = snap.update_available.take();
+                snap.node = Some(v);
+                snap
+            }),
+            _ => self.source.snapshot().await,
+        };
+        self.netmap_due = false;
         match &seen {
             Ok(snap) => {
                 self.failing_since = None;
@@ -302,10 +316,12 @@ impl Daemon {
             Ok(v) if self.last_view.as_ref() == Some(&v) => {}
             Ok(_) => {
                 info!("who may reach this node changed; re-reading the tailnet");
+                self.netmap_due = true;
                 self.schedule(Instant::now());
             }
             Err(e) => {
                 debug!(error = %e, "access re-read failed; a full pass will tell");
+                self.netmap_due = true;
                 self.schedule(Instant::now());
             }
         }
@@ -467,6 +483,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
         counters,
         facts: std::collections::HashMap::new(),
         last_pass_at: None,
+        netmap_due: true,
     };
     d.control = d
         .cfg
@@ -493,21 +510,30 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
                 Bus::Up { mask, version } => {
                     info!(mask, version = %version, "IPN bus streaming");
                     d.bus_mask = Some(mask);
+                    d.netmap_due = true;
                     d.full_at = Instant::now() + d.period();
                     d.schedule(Instant::now() + DEBOUNCE);
                 }
                 Bus::Signal(Signal::Peers(facts)) => d.peers_changed(facts),
-                Bus::Signal(_) => d.schedule_for_bus(),
+                Bus::Signal(Signal::Connected) => d.schedule_for_bus(),
+                Bus::Signal(_) => {
+                    d.netmap_due = true;
+                    d.schedule_for_bus();
+                }
                 Bus::Down(why) => {
                     if d.bus_mask.take().is_some() {
                         warn!(error = %why, "IPN bus lost; reconnecting");
                     }
+                    d.netmap_due = true;
                     d.full_at = d.full_at.min(Instant::now() + d.period());
                     d.schedule(Instant::now() + DEBOUNCE);
                 }
             },
             _ = sleep_until(pass_at) => d.guarded_pass().await,
-            _ = sleep_until(d.full_at) => d.guarded_pass().await,
+            _ = sleep_until(d.full_at) => {
+                d.netmap_due = true;
+                d.guarded_pass().await
+            }
             _ = sleep_until(d.access_at), if d.failing_since.is_none() => d.access_check().await,
             Some(()) = hook_rx.recv() => {
                 // A verified Tailscale webhook: read the control plane now.
