@@ -267,17 +267,12 @@ fn post(port: u16, sig: Option<&str>, body: &[u8]) -> u16 {
 }
 
 fn signature(secret: &str, t: i64, body: &[u8]) -> String {
-    use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("t={t},v1={hex}")
+    // Tailscale signs its webhooks exactly as the monitor signs its own.
+    tailscale_monitor::notify::http::signature(
+        &tailscale_monitor::config::Secret::for_tests(secret),
+        t,
+        body,
+    )
 }
 
 #[test]

@@ -126,6 +126,23 @@ pub(crate) async fn http_error(what: &str, resp: reqwest::Response) -> ControlEr
     }
 }
 
+/// A 2xx answer's body as JSON, or the one-line error (`api`: how errors name the API).
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
+    api: &str,
+    path: &str,
+    resp: reqwest::Response,
+) -> Result<T, ControlError> {
+    if !resp.status().is_success() {
+        return Err(http_error(&format!("{api} GET {path}"), resp).await);
+    }
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| ControlError::new(format!("{api} GET {path}: {}", e.without_url())))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ControlError::new(format!("{api} GET {path}: malformed JSON: {e}")))
+}
+
 /// Parses an RFC 3339 time; the zero time and empty strings are `None`.
 pub(crate) fn time(s: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
     let t = chrono::DateTime::parse_from_rfc3339(s?).ok()?;

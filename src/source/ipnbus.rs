@@ -157,25 +157,11 @@ impl NodeWire {
             .map(|a| a.split('/').next().unwrap_or_default().to_owned())
             .collect();
         addresses.sort();
-        let own: Vec<String> = addresses
-            .iter()
-            .map(|a| {
-                if a.contains(':') {
-                    format!("{a}/128")
-                } else {
-                    format!("{a}/32")
-                }
-            })
-            .collect();
-        let mut routes: Vec<String> = self
-            .allowed_ips
-            .unwrap_or_default()
-            .into_iter()
-            .chain(self.primary_routes.unwrap_or_default())
-            .filter(|r| !own.contains(r))
-            .collect();
-        routes.sort();
-        routes.dedup();
+        let routes = crate::source::status_json::routes_beyond(
+            &addresses,
+            self.allowed_ips.unwrap_or_default(),
+            self.primary_routes.unwrap_or_default(),
+        );
         let mut tags = self.tags.unwrap_or_default();
         tags.sort();
         Some(PeerFacts {

@@ -219,28 +219,39 @@ impl Status {
     }
 }
 
+/// A node's routes beyond its own addresses (`AllowedIPs` and `PrimaryRoutes` without the /32 and
+/// /128 of each address), sorted: subnets, and `0.0.0.0/0`/`::/0` for an exit node. The one
+/// derivation for `/status` peers and the bus's `tailcfg.Node`s, so the two compare equal.
+pub fn routes_beyond(
+    addresses: &[String],
+    allowed_ips: Vec<String>,
+    primary_routes: Vec<String>,
+) -> Vec<String> {
+    let own: Vec<String> = addresses
+        .iter()
+        .map(|a| {
+            if a.contains(':') {
+                format!("{a}/128")
+            } else {
+                format!("{a}/32")
+            }
+        })
+        .collect();
+    let mut routes: Vec<String> = allowed_ips
+        .into_iter()
+        .chain(primary_routes)
+        .filter(|r| !own.contains(r))
+        .collect();
+    routes.sort();
+    routes.dedup();
+    routes
+}
+
 impl PeerStatus {
     fn into_device(self, is_self: bool) -> (Device, PeerConn) {
         let mut addresses = self.tailscale_ips;
         addresses.sort();
-        let own: Vec<String> = addresses
-            .iter()
-            .map(|a| {
-                if a.contains(':') {
-                    format!("{a}/128")
-                } else {
-                    format!("{a}/32")
-                }
-            })
-            .collect();
-        let mut routes: Vec<String> = self
-            .allowed_ips
-            .into_iter()
-            .chain(self.primary_routes)
-            .filter(|r| !own.contains(r))
-            .collect();
-        routes.sort();
-        routes.dedup();
+        let routes = routes_beyond(&addresses, self.allowed_ips, self.primary_routes);
         let exit_node =
             self.exit_node_option || routes.iter().any(|r| r == "0.0.0.0/0" || r == "::/0");
         let mut tags = self.tags;

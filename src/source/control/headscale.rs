@@ -96,16 +96,7 @@ impl Headscale {
     }
 
     async fn json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, ControlError> {
-        let resp = self.get(path).await?;
-        if !resp.status().is_success() {
-            return Err(http_error(&format!("headscale API GET {path}"), resp).await);
-        }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| self.err(format!("GET {path}: {}", e.without_url())))?;
-        serde_json::from_slice(&body)
-            .map_err(|e| self.err(format!("GET {path}: malformed JSON: {e}")))
+        super::json_body("headscale API", path, self.get(path).await?).await
     }
 
     pub async fn snapshot(&self) -> Result<ControlSnapshot, ControlError> {

@@ -198,16 +198,12 @@ impl TailscaleApi {
     }
 
     async fn json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, ControlError> {
-        let resp = self.get(path, "application/json").await?;
-        if !resp.status().is_success() {
-            return Err(http_error(&format!("Tailscale Admin API GET {path}"), resp).await);
-        }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| self.err(format!("GET {path}: {}", e.without_url())))?;
-        serde_json::from_slice(&body)
-            .map_err(|e| self.err(format!("GET {path}: malformed JSON: {e}")))
+        super::json_body(
+            "Tailscale Admin API",
+            path,
+            self.get(path, "application/json").await?,
+        )
+        .await
     }
 
     /// An optional part: 403/404 (a scope the credential lacks) is `None`; 401 and 429 fail the
