@@ -63,6 +63,7 @@ fn main() {
             .collect(),
         access: None,
         control: None,
+        presence: None,
     };
     let t = Instant::now();
     let out = diff(&known, &cur, &Policy::default(), Utc::now());

@@ -303,6 +303,20 @@ struct RawConfig {
     metrics: RawMetrics,
     control: Option<Spanned<RawControl>>,
     webhooks: Option<Spanned<RawWebhooks>>,
+    #[serde(default)]
+    watch: Vec<Spanned<RawWatch>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    name: Option<String>,
+    #[serde(default)]
+    devices: Vec<String>,
+    offline_after: Option<Spanned<String>>,
+    back_after: Option<Spanned<String>>,
+    severity: Option<Spanned<String>>,
+    schedule: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -600,10 +614,66 @@ impl Config {
         let chrono_d = |d: Duration, key: &str| {
             chrono::Duration::from_std(d).map_err(|e| ConfigError(format!("{file}: {key}: {e}")))
         };
+        let mut watches = Vec::new();
+        for w in &raw.watch {
+            let r = w.get_ref();
+            let name = r
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("watch {}", watches.len() + 1));
+            if r.devices.is_empty() {
+                return Err(cx.at(
+                    w,
+                    "devices",
+                    "[[watch]] needs `devices` (tags, hostnames or stable IDs)",
+                ));
+            }
+            let offline =
+                cx.duration(&r.offline_after, "offline_after", Duration::from_secs(300))?;
+            // Zero is allowed here: "back online" at once.
+            let back = match &r.back_after {
+                None => Duration::ZERO,
+                Some(b) => humantime::parse_duration(b.get_ref()).map_err(|e| {
+                    cx.at(
+                        b,
+                        "back_after",
+                        format!(
+                            "`{}` is not a duration like \"0s\" or \"5m\": {e}",
+                            b.get_ref()
+                        ),
+                    )
+                })?,
+            };
+            let severity = cx.choice(
+                &r.severity,
+                "severity",
+                &[
+                    ("warning", Severity::Warning),
+                    ("critical", Severity::Critical),
+                ],
+                Severity::Warning,
+            )?;
+            let schedule = match &r.schedule {
+                None => None,
+                Some(s) => Some(
+                    crate::model::presence::Schedule::parse(s.get_ref())
+                        .map_err(|e| cx.at(s, "schedule", e))?,
+                ),
+            };
+            watches.push(crate::model::presence::Watch {
+                name,
+                devices: r.devices.clone(),
+                offline_after: chrono_d(offline, "offline_after")?,
+                back_after: chrono_d(back, "back_after")?,
+                severity,
+                schedule,
+            });
+        }
         let policy = Policy {
             key_expiry_warn: chrono_d(warn, "alerts.key_expiry_warning")?,
             connect_quiet: chrono_d(quiet, "alerts.peer_connected_quiet")?,
             connect_alert,
+            watches,
         };
 
         let mut channels: Vec<Channel> = Vec::new();
@@ -867,6 +937,20 @@ impl Config {
                 }
             }
             out += &format!("interval = {}\n", d(c.interval));
+        }
+        for w in &self.policy.watches {
+            let devs: Vec<String> = w.devices.iter().map(|d| q(d)).collect();
+            out += &format!(
+                "\n[[watch]]\nname = {}\ndevices = [{}]\noffline_after = {}\nback_after = {}\nseverity = {}\n",
+                q(&w.name),
+                devs.join(", "),
+                d(w.offline_after.to_std().unwrap_or_default()),
+                d(w.back_after.to_std().unwrap_or_default()),
+                q(w.severity.as_str())
+            );
+            if w.schedule.is_some() {
+                out += "# schedule: set (outside it nothing is alerted)\n";
+            }
         }
         if let Some(w) = &self.webhooks {
             out += &format!(

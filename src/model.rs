@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod control;
+pub mod presence;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -142,6 +143,9 @@ pub struct Snapshot {
     /// Who may reach this node, as tailscaled was told (`None`: this source cannot tell).
     #[serde(default)]
     pub node: Option<access::NodeView>,
+    /// `/status` Self `Online`: this node is connected to the control plane (`None`: unknown).
+    #[serde(default)]
+    pub self_online: Option<bool>,
     /// From `/status` `ClientVersion`: the newer version available, when this one is not latest.
     #[serde(default)]
     pub update_available: Option<String>,
@@ -239,6 +243,10 @@ pub enum EventKind {
     DeviceRemoved,
     #[serde(rename = "peer.connected")]
     PeerConnected,
+    #[serde(rename = "device.offline")]
+    DeviceOffline,
+    #[serde(rename = "device.online")]
+    DeviceOnline,
     #[serde(rename = "device.pending_approval")]
     DevicePendingApproval,
     #[serde(rename = "device.approved")]
@@ -286,7 +294,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 36] = [
+    pub const ALL: [EventKind; 38] = [
         EventKind::UserNew,
         EventKind::UserRemoved,
         EventKind::DeviceNew,
@@ -302,6 +310,8 @@ impl EventKind {
         EventKind::DeviceExpired,
         EventKind::DeviceRemoved,
         EventKind::PeerConnected,
+        EventKind::DeviceOffline,
+        EventKind::DeviceOnline,
         EventKind::DevicePendingApproval,
         EventKind::DeviceApproved,
         EventKind::DeviceUnlisted,
@@ -342,6 +352,8 @@ impl EventKind {
             EventKind::DeviceExpired => "device.expired",
             EventKind::DeviceRemoved => "device.removed",
             EventKind::PeerConnected => "peer.connected",
+            EventKind::DeviceOffline => "device.offline",
+            EventKind::DeviceOnline => "device.online",
             EventKind::DevicePendingApproval => "device.pending_approval",
             EventKind::DeviceApproved => "device.approved",
             EventKind::DeviceUnlisted => "device.unlisted",
@@ -397,6 +409,7 @@ impl EventKind {
             | DeviceRenamed
             | AccessCapabilityGranted
             | SettingsChanged
+            | DeviceOffline
             | NodeTailnetLockChanged
             | NodeSshChanged
             | NodeRoutesChanged
@@ -406,6 +419,7 @@ impl EventKind {
             | PeerConnected
             | AccessNarrowed
             | DeviceApproved
+            | DeviceOnline
             | MonitorBaseline
             | MonitorSourceRecovered
             | MonitorStoreRecovered

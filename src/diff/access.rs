@@ -768,6 +768,7 @@ mod tests {
             baseline_done: true,
             access: a.node.as_ref().map(|v| canonical(v, a)),
             control: None,
+            presence: None,
             devices: a
                 .devices
                 .values()

@@ -538,6 +538,7 @@ mod tests {
                 .collect(),
             access: None,
             control,
+            presence: None,
         }
     }
 

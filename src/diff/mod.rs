@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod control;
+pub mod presence;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -40,6 +41,8 @@ pub struct Policy {
     /// A handshake after this long without one is a new `peer.connected`.
     pub connect_quiet: Duration,
     pub connect_alert: ConnectAlert,
+    /// `[[watch]]`: devices whose presence is alerted.
+    pub watches: Vec<crate::model::presence::Watch>,
 }
 
 impl Default for Policy {
@@ -48,6 +51,7 @@ impl Default for Policy {
             key_expiry_warn: Duration::days(14),
             connect_quiet: Duration::hours(1),
             connect_alert: ConnectAlert::New,
+            watches: Vec::new(),
         }
     }
 }
@@ -85,6 +89,8 @@ pub struct Known {
     pub access: Option<Access>,
     /// The control view as last read (`None`: no control source, or never read).
     pub control: Option<crate::model::control::KnownControl>,
+    /// Presence of the watched devices as of the last pass.
+    pub presence: Option<crate::model::presence::KnownPresence>,
 }
 
 impl Known {
@@ -105,6 +111,9 @@ impl Known {
         if let Some(c) = &out.control {
             self.control = Some(c.clone());
         }
+        if let Some(p) = &out.presence {
+            self.presence = Some(p.clone());
+        }
     }
 }
 
@@ -118,6 +127,10 @@ pub struct Outcome {
     pub access: Option<Access>,
     /// The control view to record, when it changed.
     pub control: Option<crate::model::control::KnownControl>,
+    /// The presence to record, when it changed.
+    pub presence: Option<crate::model::presence::KnownPresence>,
+    /// When a watched device's `offline_after` falls due (for `run` to pass again then).
+    pub presence_due: Option<DateTime<Utc>>,
 }
 
 /// Compares the current snapshot with what is known. `now` is the detection time.
@@ -269,6 +282,13 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
             });
         }
     }
+    let (events, presence, due) =
+        presence::evaluate(&policy.watches, known.presence.as_ref(), cur, now);
+    out.events.extend(events);
+    if known.presence.as_ref() != Some(&presence) {
+        out.presence = Some(presence);
+    }
+    out.presence_due = due;
     if let Some(new) = cur_access(cur) {
         match &known.access {
             Some(old) if old.known => {
@@ -338,6 +358,8 @@ fn baseline(cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Outcome {
         users,
         access,
         control: None,
+        presence: Some(presence::evaluate(&policy.watches, None, cur, now).1),
+        presence_due: None,
     }
 }
 

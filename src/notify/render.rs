@@ -151,6 +151,10 @@ fn action(e: &Event) -> String {
              `tailscale-monitor access` shows the whole current model."
                 .to_owned()
         }
+        EventKind::DeviceOffline => "Check the device (power, network, tailscaled). If this server itself is \
+             offline, fix its connectivity first."
+            .to_owned(),
+        EventKind::DeviceOnline => "Nothing to do: it is reachable again.".to_owned(),
         EventKind::DevicePendingApproval => format!(
             "Approve it only if you know it: Tailscale admin console {console} (… menu → Approve), or remove \
              it there. Until approved it cannot reach anything."

@@ -195,7 +195,9 @@ impl Status {
                 continue;
             }
             let (device, conn) = ps.into_device(is_self);
-            if !is_self {
+            if is_self {
+                snap.self_online = Some(conn.online);
+            } else {
                 snap.conns.insert(device.id.clone(), conn);
             }
             snap.devices.insert(device.id.clone(), device);

@@ -146,11 +146,18 @@ pub(super) fn load_known(conn: &Connection, path: &Path) -> Result<Known> {
         }
         None => None,
     };
+    let presence = match get_meta(conn, "presence").map_err(&e)? {
+        Some(text) => {
+            Some(serde_json::from_str(&text).map_err(|err| corrupt("presence".into(), err))?)
+        }
+        None => None,
+    };
     Ok(Known {
         baseline_done,
         devices,
         users,
         access,
         control,
+        presence,
     })
 }

@@ -445,6 +445,10 @@ impl Store {
             let data = serde_json::to_string(c).expect("control view serializes");
             set_meta(&tx, "control", &data).map_err(&e)?;
         }
+        if let Some(p) = &outcome.presence {
+            let data = serde_json::to_string(p).expect("presence serializes");
+            set_meta(&tx, "presence", &data).map_err(&e)?;
+        }
         save_health(&tx, &new_health).map_err(&e)?;
 
         let mut queued = 0;

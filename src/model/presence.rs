@@ -1,0 +1,137 @@
+//! Presence watches: which devices someone cares about being online, and what the monitor
+//! remembers of them between passes. Built from `[[watch]]` tables by the config, evaluated by the
+//! pure core (`diff::presence`).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, Duration, NaiveTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Device, Severity, StableNodeId};
+
+/// One `[[watch]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watch {
+    pub name: String,
+    /// Tags (`tag:prod`), hostnames or stable node IDs.
+    pub devices: Vec<String>,
+    /// Alert when offline at least this long.
+    pub offline_after: Duration,
+    /// Alert "back online" only after being offline at least this long.
+    pub back_after: Duration,
+    pub severity: Severity,
+    /// Outside it, nothing is alerted (a device that goes offline then is alerted when the
+    /// schedule opens, if it is still offline).
+    pub schedule: Option<Schedule>,
+}
+
+impl Watch {
+    pub fn matches(&self, d: &Device) -> bool {
+        let label = d.dns_name.split('.').next().unwrap_or("");
+        self.devices.iter().any(|s| {
+            if s.starts_with("tag:") {
+                d.tags.iter().any(|t| t == s)
+            } else {
+                s == &d.id.0
+                    || s.eq_ignore_ascii_case(&d.hostname)
+                    || (!label.is_empty() && s.eq_ignore_ascii_case(label))
+            }
+        })
+    }
+}
+
+/// `Mon-Fri 08:00-18:00 Europe/Berlin`: days (a range or a comma list), a time range, a zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    /// Monday first.
+    pub days: [bool; 7],
+    pub start: NaiveTime,
+    pub end: NaiveTime,
+    pub tz: chrono_tz::Tz,
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl Schedule {
+    pub fn parse(s: &str) -> Result<Schedule, String> {
+        let parts: Vec<&str> = s.split_whitespace().collect();
+        let [days, times, tz] = parts.as_slice() else {
+            return Err(format!(
+                "`{s}` is not like \"Mon-Fri 08:00-18:00 Europe/Berlin\""
+            ));
+        };
+        let day = |d: &str| {
+            DAYS.iter()
+                .position(|x| d.eq_ignore_ascii_case(x))
+                .ok_or_else(|| format!("`{d}` is not a day (Mon … Sun)"))
+        };
+        let mut set = [false; 7];
+        for item in days.split(',') {
+            match item.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (day(a)?, day(b)?);
+                    let mut i = a;
+                    loop {
+                        set[i] = true;
+                        if i == b {
+                            break;
+                        }
+                        i = (i + 1) % 7;
+                    }
+                }
+                None => set[day(item)?] = true,
+            }
+        }
+        let (a, b) = times
+            .split_once('-')
+            .ok_or_else(|| format!("`{times}` is not a time range like 08:00-18:00"))?;
+        let t = |x: &str| {
+            NaiveTime::parse_from_str(x, "%H:%M")
+                .map_err(|_| format!("`{x}` is not a time like 08:00"))
+        };
+        Ok(Schedule {
+            days: set,
+            start: t(a)?,
+            end: t(b)?,
+            tz: tz
+                .parse()
+                .map_err(|_| format!("`{tz}` is not a time zone like Europe/Berlin"))?,
+        })
+    }
+
+    /// Whether `t` falls inside the schedule, in its own time zone (so DST moves with it).
+    pub fn active(&self, t: DateTime<Utc>) -> bool {
+        let local = t.with_timezone(&self.tz);
+        let time = local.time();
+        let day = local.weekday().num_days_from_monday() as usize;
+        if self.start <= self.end {
+            self.days[day] && time >= self.start && time < self.end
+        } else {
+            // Over midnight: the evening belongs to its day, the morning to the day before.
+            (self.days[day] && time >= self.start) || (self.days[(day + 6) % 7] && time < self.end)
+        }
+    }
+}
+
+/// What the monitor remembers of one watched device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tracked {
+    pub online: bool,
+    /// Since when it has been in that state (as far as the monitor saw).
+    pub since: DateTime<Utc>,
+    /// `device.offline` was sent for this outage.
+    pub alerted: bool,
+    /// ... as part of one "is this server offline?" message.
+    #[serde(default)]
+    pub storm: bool,
+    /// The watch that covers it.
+    pub watch: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// Presence of every watched device as of the last pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownPresence {
+    pub devices: BTreeMap<StableNodeId, Tracked>,
+}
