@@ -167,6 +167,8 @@ struct Daemon {
     last_pass_at: Option<Instant>,
     /// The next pass reads the netmap too (see [`Daemon::pass`]).
     netmap_due: bool,
+    /// Stable IDs of the devices `[[watch]]` covers: their presence notifies cost a pass.
+    watched: std::collections::HashSet<String>,
 }
 
 struct StoreOutage {
@@ -211,9 +213,11 @@ impl Daemon {
         self.schedule(at);
     }
 
-    /// A `PeersChanged`: a pass only if some peer's membership facts differ from the last pass.
+    /// A `PeersChanged`: a pass only if some peer's membership facts differ from the last pass,
+    /// or a watched device's presence may have changed.
     fn peers_changed(&mut self, facts: Vec<ipnbus::PeerFacts>) {
-        if facts.iter().all(|f| self.facts.get(&f.id) == Some(f)) {
+        let watched = facts.iter().any(|f| self.watched.contains(&f.id));
+        if !watched && facts.iter().all(|f| self.facts.get(&f.id) == Some(f)) {
             self.counters
                 .presence_only
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -287,6 +291,19 @@ impl Daemon {
             seen,
             control,
         )?;
+        if let Some(at) = report.presence_due {
+            // A watched device crosses its offline threshold then: look again at that moment.
+            let wait = (at - Utc::now()).to_std().unwrap_or_default();
+            self.schedule(Instant::now() + wait + Duration::from_millis(50));
+        }
+        if let Ok(snap) = &report.seen {
+            self.watched = snap
+                .devices
+                .values()
+                .filter(|d| self.cfg.policy.watches.iter().any(|w| w.matches(d)))
+                .map(|d| d.id.0.clone())
+                .collect();
+        }
         let recovered = self.store_recovered()?;
         if recovered || report.events.iter().any(|e| !e.record_only) {
             // Leading edge: after a quiet period, send at once; within the window after a send,
@@ -484,6 +501,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
         facts: std::collections::HashMap::new(),
         last_pass_at: None,
         netmap_due: true,
+        watched: std::collections::HashSet::new(),
     };
     d.control = d
         .cfg

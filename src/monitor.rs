@@ -24,6 +24,8 @@ pub struct PassReport {
     pub events: Vec<Event>,
     /// Why the control plane could not be read in this pass, if it was read and could not be.
     pub control_error: Option<ControlError>,
+    /// When a watched device's offline threshold falls due.
+    pub presence_due: Option<chrono::DateTime<Utc>>,
 }
 
 /// The control plane as read in one pass (`None` in `observe`/`record`: not read this pass).
@@ -231,6 +233,7 @@ pub fn record(
         seen,
         events: committed.events,
         control_error,
+        presence_due: committed.presence_due,
     })
 }
 

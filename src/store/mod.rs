@@ -163,6 +163,8 @@ impl Route {
 pub struct Committed {
     pub events: Vec<Event>,
     pub queued: usize,
+    /// When a watched device's offline threshold falls due.
+    pub presence_due: Option<DateTime<Utc>>,
 }
 
 /// A logged event with its row ID and pass number.
@@ -508,6 +510,7 @@ impl Store {
         Ok(Committed {
             events: outcome.events,
             queued,
+            presence_due: outcome.presence_due,
         })
     }
 
