@@ -436,12 +436,22 @@ fn devices(explicit: Option<&Path>, json: bool, all: bool) -> anyhow::Result<()>
                 .collect()
         })
         .unwrap_or_default();
+    // Watched devices first ([[watch]]), each with its presence.
+    let presence = store.presence()?.unwrap_or_default();
     rows.sort_by(|a, b| {
-        a.known
-            .device
-            .display_name()
-            .cmp(b.known.device.display_name())
+        let w = |r: &crate::store::DeviceRow| !presence.devices.contains_key(&r.known.device.id);
+        (w(a), a.known.device.display_name()).cmp(&(w(b), b.known.device.display_name()))
     });
+    let state = |d: &crate::model::Device| {
+        presence.devices.get(&d.id).map(|t| {
+            format!(
+                "{} since {} (watch {})",
+                if t.online { "online" } else { "offline" },
+                t.since.format("%Y-%m-%d %H:%M"),
+                sanitize::line(&t.watch, 30)
+            )
+        })
+    };
     let login = |d: &crate::model::Device| {
         users
             .get(&d.user_id)
@@ -465,6 +475,7 @@ fn devices(explicit: Option<&Path>, json: bool, all: bool) -> anyhow::Result<()>
                     "first_seen": r.first_seen,
                     "last_seen": r.last_seen,
                     "view": view(&r.known.device),
+                    "presence": presence.devices.get(&r.known.device.id),
                 })
             })
             .collect();
@@ -497,7 +508,7 @@ fn devices(explicit: Option<&Path>, json: bool, all: bool) -> anyhow::Result<()>
         }
         writeln!(
             out,
-            "{:<24} {:<28} {:<34} {:<10} {:<20} {:<20} {}",
+            "{:<24} {:<28} {:<34} {:<10} {:<20} {:<20} {}{}",
             name,
             s(&login(d), 28),
             s(&d.addresses.join(","), 34),
@@ -505,6 +516,7 @@ fn devices(explicit: Option<&Path>, json: bool, all: bool) -> anyhow::Result<()>
             r.first_seen.format("%Y-%m-%d %H:%M"),
             r.last_seen.format("%Y-%m-%d %H:%M"),
             view(d),
+            state(d).map_or(String::new(), |x| format!("; {x}")),
         )?;
     }
     for d in &hidden {

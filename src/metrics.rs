@@ -91,6 +91,24 @@ pub fn render(m: &Metrics, c: &Counters) -> String {
         vec![(String::new(), m.health.last_ok.map_or(0, |t| t.timestamp()))],
     );
     family(
+        "tailscale_monitor_device_online",
+        "gauge",
+        "Watched devices ([[watch]]): 1 online, 0 offline, as of the last pass.",
+        m.presence
+            .iter()
+            .map(|(d, w, v)| {
+                (
+                    format!(
+                        "{{device=\"{}\",watch=\"{}\"}}",
+                        esc(&crate::sanitize::line(d, 100)),
+                        esc(w)
+                    ),
+                    *v,
+                )
+            })
+            .collect(),
+    );
+    family(
         "tailscale_monitor_passes_total",
         "counter",
         "Full passes run by this process (read, diff, transaction).",

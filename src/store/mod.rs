@@ -197,6 +197,8 @@ pub struct Metrics {
     pub failed_attempts: Vec<(String, i64)>,
     pub pending: Vec<(String, i64)>,
     pub health: Health,
+    /// Watched devices: name, watch, 1 online / 0 offline.
+    pub presence: Vec<(String, String, i64)>,
 }
 
 /// What [`Store::reroute_orphans`] did with the rows of one channel that is no longer configured.
@@ -538,7 +540,30 @@ impl Store {
             )?,
             pending: pairs("SELECT channel, COUNT(*) FROM outbox WHERE delivered_ms IS NULL GROUP BY channel ORDER BY channel")?,
             health: load_health(&self.conn).map_err(&e)?,
+            presence: self
+                .presence()?
+                .map(|p| {
+                    p.devices
+                        .values()
+                        .map(|t| (t.name.clone(), t.watch.clone(), i64::from(t.online)))
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
+    }
+
+    /// Presence of the watched devices as of the last pass.
+    pub fn presence(&self) -> Result<Option<crate::model::presence::KnownPresence>> {
+        let Some(text) = get_meta(&self.conn, "presence").map_err(self.err())? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|err| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: "presence".into(),
+                detail: err.to_string(),
+            })
     }
 }
 
