@@ -158,6 +158,24 @@ pub async fn main(cli: Cli) -> ExitCode {
             if c.channels.is_empty() {
                 eprintln!("warning: no [[notify]] channel: alerts are only logged");
             }
+            // A watch that matches no known device is most likely a typo.
+            if !c.policy.watches.is_empty() && c.state_dir.join("state.db").exists() {
+                if let Ok(known) = Store::open(&c.state_dir).and_then(|s| s.known()) {
+                    for w in &c.policy.watches {
+                        if !known
+                            .devices
+                            .values()
+                            .any(|k| !k.removed && w.matches(&k.device))
+                        {
+                            eprintln!(
+                                "warning: [[watch]] \"{}\" matches no device this server knows ({})",
+                                sanitize::line(&w.name, 60),
+                                sanitize::line(&w.devices.join(", "), 200)
+                            );
+                        }
+                    }
+                }
+            }
             eprintln!(
                 "config OK: {}",
                 c.path

@@ -120,3 +120,29 @@ fn this_server_offline_is_one_message_not_one_per_device() {
     assert!(mon.wait_for_event("device.online", 60));
     assert_eq!(mon.count_events("device.online"), 1, "one message back too");
 }
+
+#[test]
+fn a_watch_that_matches_no_device_is_a_config_check_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let mon = Monitor::new(
+        &emu.socket,
+        "[[watch]]\nname = \"typo\"\ndevices = [\"db-O1\"]\n\n[[watch]]\nname = \"ok\"\ndevices = [\"tag:server\"]\nschedule = \"Mon-Fri 08:00-18:00 Europe/Berlin\"\n",
+    );
+    assert_eq!(mon.check().code, 0);
+    let r = mon.run(&["config", "check"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("warning: [[watch]] \"typo\" matches no device this server knows (db-O1)"),
+        "{r:?}"
+    );
+    assert!(!r.stderr.contains("\"ok\""), "{r:?}");
+    let bad = Monitor::new(
+        &emu.socket,
+        "[[watch]]\ndevices = [\"x\"]\nschedule = \"Mon-Fri 8-18\"\n",
+    );
+    let r = bad.run(&["config", "check"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("config.toml:"), "{r:?}");
+}

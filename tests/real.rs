@@ -452,6 +452,71 @@ fn headscale_api_sees_what_the_node_cannot_tailscale_1_96() {
     control_story(real::old_release());
 }
 
+/// A watched device's tailscaled stops: after `offline_after` one `device.offline` mail, and one
+/// `device.online` when it is back; a restart shorter than `offline_after` sends nothing.
+fn presence_story(rel: Release) {
+    let hs = Headscale::start();
+    let ops = hs.user("ops");
+    let key = hs.preauth_key(ops);
+    let web = Node::join(&rel, &hs, "web-01", &key);
+    let mut laptop = Node::join(&rel, &hs, "laptop", &key);
+    let smtp = Smtp::start();
+    let mon = Monitor::new(
+        web.socket(),
+        &(email_channel(smtp.port)
+            + "\n[daemon]\nbatch_window = \"1ms\"\n\n[[watch]]\nname = \"team\"\ndevices = [\"laptop\"]\noffline_after = \"30s\"\n"),
+    );
+    let daemon = mon.spawn_run();
+    wait_mail(&smtp, "the baseline", 90, |m| {
+        m.subject.contains("baseline")
+    });
+    let laptop_online = |web: &Node| {
+        let v: serde_json::Value = serde_json::from_str(&web.status_json()).unwrap();
+        v["Peer"]
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|p| p["HostName"] == "laptop" && p["Online"] == true)
+    };
+    // A bounce: restarted at once, back well within 30 s.
+    laptop.stop_daemon();
+    laptop.start_daemon();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !laptop_online(&web) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "laptop did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The real outage.
+    laptop.stop_daemon();
+    let m = wait_mail(&smtp, "device.offline laptop", 120, |m| {
+        m.text.contains("device.offline")
+    });
+    assert!(m.text.contains("laptop has been offline for"), "{}", m.text);
+    assert!(m.text.contains("(watch \"team\")"), "{}", m.text);
+    laptop.start_daemon();
+    let m = wait_mail(&smtp, "device.online laptop", 120, |m| {
+        m.text.contains("device.online")
+    });
+    assert!(m.text.contains("laptop is back online after"), "{}", m.text);
+    assert_eq!(count(&smtp, "device.offline"), 1, "nothing for the bounce");
+    assert!(daemon.terminate().success());
+}
+
+#[test]
+#[ignore = "needs real tailscaled/headscale: run tests/run-all.sh"]
+fn a_watched_device_offline_and_back_tailscale_1_102() {
+    presence_story(real::new_release());
+}
+
+#[test]
+#[ignore = "needs real tailscaled/headscale: run tests/run-all.sh"]
+fn a_watched_device_offline_and_back_tailscale_1_96() {
+    presence_story(real::old_release());
+}
+
 /// Benchmark, not a test: run by bench/latency.sh. Detection latency from the moment headscale
 /// has registered a joining node to the moment the SMTP server accepted the alert, over
 /// TM_BENCH_JOINS joins (default 20); then the idle cost of `run` over TM_BENCH_IDLE_SECS.
