@@ -32,6 +32,8 @@ struct Resolver<'a> {
     by_ip: BTreeMap<IpAddr, &'a Device>,
     /// Peers of the netmap that `/status` did not list (the filter can arrive first).
     netmap_peers: BTreeMap<IpAddr, &'a NetmapPeer>,
+    /// The netmap's peers by stable ID: their owner when `/status` lacks the user profile yet.
+    netmap_by_id: BTreeMap<&'a str, &'a NetmapPeer>,
     self_ips: Vec<IpAddr>,
 }
 
@@ -46,6 +48,7 @@ impl<'a> Resolver<'a> {
             }
         }
         let mut netmap_peers = BTreeMap::new();
+        let netmap_by_id = view.peers.iter().map(|p| (p.id.as_str(), p)).collect();
         for p in &view.peers {
             for a in &p.addresses {
                 if let Ok(ip) = a.parse::<IpAddr>() {
@@ -61,16 +64,21 @@ impl<'a> Resolver<'a> {
             snap,
             by_ip,
             netmap_peers,
+            netmap_by_id,
             self_ips,
         }
     }
 
     fn device(&self, d: &Device) -> Principal {
         let owner = if d.tags.is_empty() {
-            self.snap
-                .users
-                .get(&d.user_id)
-                .map_or_else(|| format!("user {}", d.user_id), |u| u.login.clone())
+            match self.snap.users.get(&d.user_id) {
+                Some(u) => u.login.clone(),
+                // tailscaled can list a new peer before its user profile; the netmap has both.
+                None => self
+                    .netmap_by_id
+                    .get(d.id.0.as_str())
+                    .map_or_else(|| format!("user {}", d.user_id), |p| p.owner.clone()),
+            }
         } else {
             d.tags.join(", ")
         };

@@ -285,7 +285,9 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
     let (events, presence, due) =
         presence::evaluate(&policy.watches, known.presence.as_ref(), cur, now);
     out.events.extend(events);
-    if known.presence.as_ref() != Some(&presence) {
+    // Nothing watched and nothing remembered: nothing to write.
+    let empty = crate::model::presence::KnownPresence::default();
+    if known.presence.as_ref().unwrap_or(&empty) != &presence {
         out.presence = Some(presence);
     }
     out.presence_due = due;
@@ -358,7 +360,8 @@ fn baseline(cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Outcome {
         users,
         access,
         control: None,
-        presence: Some(presence::evaluate(&policy.watches, None, cur, now).1),
+        presence: (!policy.watches.is_empty())
+            .then(|| presence::evaluate(&policy.watches, None, cur, now).1),
         presence_due: None,
     }
 }
