@@ -103,6 +103,7 @@ impl Synapse {
         let py = bin("python");
         let config = d.join("homeserver.yaml");
         let out = Command::new(&py)
+            .current_dir(d)
             .args([
                 "-m",
                 "synapse.app.homeserver",
@@ -137,6 +138,7 @@ impl Synapse {
         std::fs::write(&config, text).unwrap();
         let log = std::fs::File::create(d.join("synapse.out")).unwrap();
         let mut child = Command::new(&py)
+            .current_dir(d)
             .args(["-m", "synapse.app.homeserver", "-c"])
             .arg(&config)
             .stdout(log.try_clone().unwrap())
