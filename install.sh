@@ -33,6 +33,14 @@ fi
 cargo build --release --locked
 PREFIX=${PREFIX:-/usr/local}
 install -D -m 0755 target/release/tailscale-monitor "$PREFIX/bin/tailscale-monitor"
+# The man page and the shell completions, generated from the binary's own definitions.
+bin="$PREFIX/bin/tailscale-monitor"
+install -d "$PREFIX/share/man/man1" /usr/share/bash-completion/completions \
+  /usr/share/zsh/vendor-completions /usr/share/fish/vendor_completions.d
+"$bin" man > "$PREFIX/share/man/man1/tailscale-monitor.1"
+"$bin" completions bash > /usr/share/bash-completion/completions/tailscale-monitor
+"$bin" completions zsh > /usr/share/zsh/vendor-completions/_tailscale-monitor
+"$bin" completions fish > /usr/share/fish/vendor_completions.d/tailscale-monitor.fish
 conf=/etc/tailscale-monitor/config.toml
 state=/var/lib/tailscale-monitor
 # The service's own unprivileged user; the config is root:tailscale-monitor 0640.

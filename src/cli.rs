@@ -22,7 +22,7 @@ use crate::store::{OutboxDepth, Store};
 #[derive(Parser, Debug)]
 #[command(
     name = "tailscale-monitor",
-    version,
+    version = VERSION,
     about = "Alerts when devices join, change or connect in your Tailscale or Headscale tailnet",
     long_about = None
 )]
@@ -38,6 +38,9 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The version and the git commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TM_GIT_COMMIT"), ")");
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -98,6 +101,13 @@ pub enum Command {
         /// `ID:HASH` as printed at the foot of an alert ("Log anchor: …"); repeatable.
         #[arg(long = "anchor", value_name = "ID:HASH")]
         anchors: Vec<String>,
+    },
+    /// Prints the man page, tailscale-monitor(1), in roff (`… man | man -l -`).
+    Man,
+    /// Prints a shell completion script (bash, zsh or fish).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Runs the whole pipeline against a built-in simulated tailnet and prints the alerts
     /// (and mails them too when --config names a file with e-mail channels).
@@ -185,6 +195,23 @@ pub async fn main(cli: Cli) -> ExitCode {
             );
         }),
         Command::Demo => demo(explicit).await,
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut out)
+                .map(|()| {
+                    let _ = std::io::stdout().write_all(&out);
+                })
+                .map_err(anyhow::Error::from)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "tailscale-monitor", &mut out);
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::stdout().write_all(&out);
+            Ok(())
+        }
         Command::Audit { anchors } => match audit(explicit, &anchors) {
             Ok(true) => return ExitCode::SUCCESS,
             Ok(false) => return ExitCode::from(2),

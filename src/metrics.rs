@@ -109,6 +109,19 @@ pub fn render(m: &Metrics, c: &Counters) -> String {
             .collect(),
     );
     family(
+        "tailscale_monitor_build_info",
+        "gauge",
+        "The running build: version and git commit.",
+        vec![(
+            format!(
+                "{{version=\"{}\",commit=\"{}\"}}",
+                env!("CARGO_PKG_VERSION"),
+                env!("TM_GIT_COMMIT")
+            ),
+            1,
+        )],
+    );
+    family(
         "tailscale_monitor_passes_total",
         "counter",
         "Full passes run by this process (read, diff, transaction).",

@@ -372,3 +372,71 @@ fn writes_of_run_stay_visible_to_other_processes() {
         "the live WAL was not deleted"
     );
 }
+
+/// `--version` names the build's commit; the man page and the completions come from the clap
+/// definitions, so every subcommand is in them; `run` logs its version at startup.
+#[test]
+fn version_man_page_and_completions() {
+    let (_d, _emu, mon) = setup();
+    let v = mon.run(&["--version"]);
+    assert_eq!(v.code, 0);
+    let line = v.stdout.trim();
+    assert!(
+        line.starts_with(&format!(
+            "tailscale-monitor {} (",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(')') && line.len() > 25,
+        "a commit in parentheses: {line}"
+    );
+    let man = mon.run(&["man"]);
+    assert_eq!(man.code, 0);
+    assert!(
+        man.stdout.contains(".TH tailscale-monitor 1"),
+        "{}",
+        &man.stdout[..200]
+    );
+    for sub in [
+        "check",
+        "run",
+        "access",
+        "devices",
+        "events",
+        "audit",
+        "test\\-notify",
+        "completions",
+    ] {
+        assert!(man.stdout.contains(sub), "{sub} in the man page");
+    }
+    for (shell, marker) in [
+        ("bash", "complete -F _tailscale__monitor"),
+        ("zsh", "#compdef tailscale-monitor"),
+        ("fish", "complete -c tailscale-monitor"),
+    ] {
+        let c = mon.run(&["completions", shell]);
+        assert_eq!(c.code, 0, "{shell}");
+        assert!(
+            c.stdout.contains(marker),
+            "{shell}: {}",
+            &c.stdout[..c.stdout.len().min(200)]
+        );
+        assert!(
+            c.stdout.contains("access"),
+            "{shell} completes the subcommands"
+        );
+    }
+    let (daemon, port) = mon.spawn_run_with_metrics();
+    daemon.wait_log(
+        &format!("version=\"{}", &line["tailscale-monitor ".len()..]),
+        1,
+        60,
+    );
+    let (_, metrics) = support::http_get(port, "/metrics").unwrap();
+    assert!(
+        metrics.contains("tailscale_monitor_build_info{version=\""),
+        "{metrics}"
+    );
+}
