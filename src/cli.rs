@@ -39,8 +39,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The version and the git commit it was built from.
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TM_GIT_COMMIT"), ")");
+pub use crate::VERSION;
 
 #[derive(Subcommand, Debug)]
 pub enum Command {

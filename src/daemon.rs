@@ -439,7 +439,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
         warn!("no [[notify]] channel configured: alerts are only logged and kept in `events`");
     }
     info!(
-        version = crate::cli::VERSION,
+        version = crate::VERSION,
         socket = %cfg.source.socket.display(),
         state = %store.path().display(),
         interval = ?cfg.daemon.interval,

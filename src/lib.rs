@@ -13,6 +13,9 @@
 //! - [`notify`] renders and delivers, retrying until a channel accepts.
 //! - [`cli`] and [`daemon`] are the `check`/`run` front ends.
 
+/// The version and the git commit it was built from (`build.rs`).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TM_GIT_COMMIT"), ")");
+
 pub mod cli;
 pub mod config;
 pub mod daemon;
