@@ -238,12 +238,7 @@ impl Daemon {
         // who may reach this node: that view changes with a full netmap (SelfChange, NetMap), which
         // asks for it, or silently, which `access_interval` catches. Every other pass reads both.
         let mut seen = match (&self.source, self.netmap_due, &self.last_view) {
-            (Source::LocalApi(api), false, Some(view)) => api.status().await.map(|mut snap| {
-                let mut v = view.clone();
-                v.trust.update_available = snap.update_available.take();
-                snap.node = Some(v);
-                snap
-            }),
+            (Source::LocalApi(api), false, Some(view)) => api.snapshot_with(Some(view)).await,
             _ => self.source.snapshot().await,
         };
         self.netmap_due = false;

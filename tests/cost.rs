@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::emulator::{self, Emulator};
 use support::receiver::Receiver;
-use support::Monitor;
+use support::{proc_cpu_s, proc_field, Monitor};
 
 fn sizes(var: &str, default: &str) -> Vec<usize> {
     std::env::var(var)
@@ -105,27 +105,6 @@ fn bench_nothing_new_check() {
             ot / t.max(0.001)
         );
     }
-}
-
-fn proc_cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-}
-
-fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
 }
 
 /// `run` on a busy tailnet: one peer goes online or offline every second for TM_BENCH_SECS (60);

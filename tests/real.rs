@@ -606,26 +606,8 @@ fn bench_detection_latency() {
 
     // Idle cost: CPU time and RSS of `run` with nothing changing.
     let pid = daemon.0.id();
-    let cpu = || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let f: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-    };
-    let rss = || {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap()
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap()
-            / 1024.0
-    };
+    let cpu = || support::proc_cpu_s(pid);
+    let rss = || support::proc_field(pid, "status", "VmRSS:") as f64 / 1024.0;
     let c0 = cpu();
     std::thread::sleep(Duration::from_secs(idle));
     let c1 = cpu();

@@ -171,8 +171,17 @@ impl LocalApi {
     /// The whole node view: `/status`, then who may reach this node ([`LocalApi::node_view`]).
     /// A daemon that refuses the netmap read is an error, never "nobody can reach us".
     pub async fn snapshot(&self) -> Result<Snapshot, SourceError> {
+        self.snapshot_with(None).await
+    }
+
+    /// [`LocalApi::snapshot`] with `view` as who may reach this node instead of a fresh read of
+    /// it (`run`, for passes that only peers' changes triggered).
+    pub async fn snapshot_with(&self, view: Option<&NodeView>) -> Result<Snapshot, SourceError> {
         let mut snap = self.status().await?;
-        let mut view = self.node_view().await?;
+        let mut view = match view {
+            Some(v) => v.clone(),
+            None => self.node_view().await?,
+        };
         view.trust.update_available = snap.update_available.take();
         snap.node = Some(view);
         Ok(snap)
