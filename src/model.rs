@@ -35,6 +35,13 @@ macro_rules! string_id {
                 Self(s.to_owned())
             }
         }
+
+        /// Lookups by `&str` (the derived order and hash are the string's).
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
     };
 }
 

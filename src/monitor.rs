@@ -61,7 +61,18 @@ pub async fn observe(
     routes: &[Route],
     policy: &Policy,
 ) -> Result<PassReport, StoreError> {
-    let mut seen = source.snapshot().await;
+    // tailscaled's documents are read and parsed on other workers while this one loads what is
+    // known (a JoinSet: the read is cancelled if loading fails).
+    let mut reading = tokio::task::JoinSet::new();
+    if let Source::LocalApi(api) = source {
+        let api = api.clone();
+        reading.spawn(async move { api.snapshot().await });
+    }
+    store.preload()?;
+    let mut seen = match reading.join_next().await {
+        Some(r) => r.unwrap_or_else(|e| Err(SourceError(format!("reading tailscaled: {e}")))),
+        None => source.snapshot().await,
+    };
     enrich(source, store, &mut seen, policy).await?;
     // After the node view: a device that joined in between is then in both, not "unlisted".
     let control = read_control(control).await;

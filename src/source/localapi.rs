@@ -177,12 +177,31 @@ impl LocalApi {
     /// [`LocalApi::snapshot`] with `view` as who may reach this node instead of a fresh read of
     /// it (`run`, for passes that only peers' changes triggered).
     pub async fn snapshot_with(&self, view: Option<&NodeView>) -> Result<Snapshot, SourceError> {
+        // The netmap is read on another worker while this one reads and parses `/status`.
+        // (A JoinSet: the read is cancelled if `/status` fails.)
+        let mut read_view = tokio::task::JoinSet::new();
+        if view.is_none() {
+            let api = self.clone();
+            read_view.spawn(async move { api.node_view().await });
+        }
         let mut snap = self.status().await?;
         let mut view = match view {
             Some(v) => v.clone(),
-            None => self.node_view().await?,
+            None => read_view
+                .join_next()
+                .await
+                .expect("spawned above")
+                .map_err(|e| self.err(format!("reading the netmap: {e}")))??,
         };
         view.trust.update_available = snap.update_available.take();
+        // The netmap's peers only name what `/status` cannot: a peer it lists with its owner's
+        // profile is named from there.
+        view.peers.retain(|p| {
+            snap.devices.get(p.id.as_str()).is_none_or(|d| {
+                (d.tags.is_empty() && !snap.users.contains_key(&d.user_id))
+                    || !p.addresses.iter().all(|a| d.addresses.contains(a))
+            })
+        });
         snap.node = Some(view);
         Ok(snap)
     }
@@ -191,7 +210,12 @@ impl LocalApi {
     /// Tailnet Lock state and its prefs. Tailnet Lock and prefs are optional (an old daemon, a
     /// build without the feature, a 403): left unknown, never reported as off.
     pub async fn node_view(&self) -> Result<NodeView, SourceError> {
-        let access = match self.netmap_access().await {
+        let (access, tka, prefs) = tokio::join!(
+            self.netmap_access(),
+            self.get("/localapi/v0/tka/status"),
+            self.get("/localapi/v0/prefs")
+        );
+        let access = match access {
             Ok(a) => a,
             // A daemon without the IPN bus (404) cannot tell: the model stays unknown. A daemon
             // that refuses the read (403) or fails is an error.
@@ -208,14 +232,14 @@ impl LocalApi {
             }
         };
         let mut trust = NodeTrust::default();
-        match self.get("/localapi/v0/tka/status").await {
+        match tka {
             Ok(body) => match netmap::parse_tka(&body) {
                 Ok(t) => trust.tailnet_lock = Some(t),
                 Err(e) => warn!(error = %e, "Tailnet Lock state unknown"),
             },
             Err(e) => debug!(error = %e, "Tailnet Lock state unknown"),
         }
-        match self.get("/localapi/v0/prefs").await {
+        match prefs {
             Ok(body) => {
                 if let Err(e) = netmap::parse_prefs(&body, &mut trust) {
                     warn!(error = %e, "prefs unknown");
@@ -260,6 +284,9 @@ pub enum WatchError {
 pub struct Watch {
     body: Incoming,
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no newline: each frame is scanned once, so a
+    /// multi-megabyte netmap line costs linear time, not quadratic.
+    scanned: usize,
 }
 
 /// A line longer than this ends the stream (a reconnect resynchronizes).
@@ -289,6 +316,7 @@ impl LocalApi {
         Ok(Watch {
             body: resp.into_body(),
             buf: Vec::new(),
+            scanned: 0,
         })
     }
 }
@@ -297,14 +325,18 @@ impl Watch {
     /// The next complete line; `Ok(None)` when the stream ended (a partial last line is dropped).
     pub async fn next_line(&mut self) -> Result<Option<Vec<u8>>, SourceError> {
         loop {
-            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=i).collect();
+            if let Some(i) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let i = self.scanned + i;
+                let rest = self.buf.split_off(i + 1);
+                let mut line = std::mem::replace(&mut self.buf, rest);
+                self.scanned = 0;
                 line.pop();
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
                 return Ok(Some(line));
             }
+            self.scanned = self.buf.len();
             if self.buf.len() > MAX_LINE {
                 return Err(SourceError(format!(
                     "IPN bus: a line longer than {MAX_LINE} bytes"

@@ -230,15 +230,19 @@ pub fn parse_initial_notify(line: &[u8]) -> Result<NetmapAccess, String> {
         (None, None) => None,
     };
     let ssh = nm.ssh.map(|p| p.rules.into_iter().map(ssh_rule).collect());
+    let logins: std::collections::HashMap<i64, &str> = nm
+        .user_profiles
+        .iter()
+        .filter_map(|(id, u)| Some((id.parse().ok()?, u.login_name.as_str())))
+        .collect();
     let peers = nm
         .peers
         .into_iter()
         .filter(|p| !p.stable_id.is_empty())
         .map(|p| {
-            let login = nm
-                .user_profiles
-                .get(&p.user.to_string())
-                .map_or_else(|| format!("user {}", p.user), |u| u.login_name.clone());
+            let login = logins
+                .get(&p.user)
+                .map_or_else(|| format!("user {}", p.user), |l| (*l).to_owned());
             let hostname = match p.hostinfo {
                 Some(h) if !h.hostname.is_empty() => h.hostname,
                 _ => p.name.split('.').next().unwrap_or_default().to_owned(),

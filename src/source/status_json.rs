@@ -21,6 +21,54 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// The values of a JSON object (or `null`), in document order, without allocating its keys.
+fn map_values<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Values<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Values<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object or null")
+        }
+        fn visit_unit<E>(self) -> Result<Vec<T>, E> {
+            Ok(Vec::new())
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::with_capacity(m.size_hint().unwrap_or(0));
+            while let Some((serde::de::IgnoredAny, v)) = m.next_entry()? {
+                out.push(v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Values(std::marker::PhantomData))
+}
+
+/// A Go `time.Time` as [`parse_time`] reads it, straight from the document (no copy of the
+/// string): `null`, the zero time and garbage are `None`.
+fn go_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    struct Time;
+    impl serde::de::Visitor<'_> for Time {
+        type Value = Option<DateTime<Utc>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an RFC 3339 time or null")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(parse_time(Some(v)))
+        }
+    }
+    d.deserialize_any(Time)
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct Status {
@@ -39,9 +87,9 @@ pub struct Status {
     #[serde(rename = "MagicDNSSuffix", deserialize_with = "null_default")]
     pub magic_dns_suffix: String,
     pub current_tailnet: Option<TailnetStatus>,
-    /// Keyed by node public key; `null` when there are no peers.
-    #[serde(deserialize_with = "null_default")]
-    pub peer: BTreeMap<String, PeerStatus>,
+    /// Keyed by node public key (which each peer also carries); `null` when there are no peers.
+    #[serde(deserialize_with = "map_values")]
+    pub peer: Vec<PeerStatus>,
     /// Keyed by decimal user ID; may be `null`.
     #[serde(deserialize_with = "null_default")]
     pub user: BTreeMap<String, UserProfile>,
@@ -98,8 +146,10 @@ pub struct PeerStatus {
     pub rx_bytes: u64,
     #[serde(deserialize_with = "null_default")]
     pub tx_bytes: u64,
-    pub created: Option<String>,
-    pub last_handshake: Option<String>,
+    #[serde(deserialize_with = "go_time")]
+    pub created: Option<DateTime<Utc>>,
+    #[serde(deserialize_with = "go_time")]
+    pub last_handshake: Option<DateTime<Utc>>,
     #[serde(deserialize_with = "null_default")]
     pub online: bool,
     #[serde(deserialize_with = "null_default")]
@@ -111,7 +161,8 @@ pub struct PeerStatus {
     #[serde(deserialize_with = "null_default")]
     pub expired: bool,
     /// Absent when key expiry is disabled for the node.
-    pub key_expiry: Option<String>,
+    #[serde(deserialize_with = "go_time")]
+    pub key_expiry: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,7 +239,7 @@ impl Status {
             ..Snapshot::default()
         };
         for (is_self, ps) in
-            std::iter::once((true, self_ps)).chain(self.peer.into_values().map(|p| (false, p)))
+            std::iter::once((true, self_ps)).chain(self.peer.into_iter().map(|p| (false, p)))
         {
             if ps.id.is_empty() {
                 // A peer without a stable ID cannot be tracked; never happens on a sane daemon.
@@ -229,20 +280,16 @@ pub fn routes_beyond(
     allowed_ips: Vec<String>,
     primary_routes: Vec<String>,
 ) -> Vec<String> {
-    let own: Vec<String> = addresses
-        .iter()
-        .map(|a| {
-            if a.contains(':') {
-                format!("{a}/128")
-            } else {
-                format!("{a}/32")
-            }
+    // An address's own route is the address with its full-length prefix.
+    let own = |r: &str| {
+        r.rsplit_once('/').is_some_and(|(ip, len)| {
+            len == if ip.contains(':') { "128" } else { "32" } && addresses.iter().any(|a| a == ip)
         })
-        .collect();
+    };
     let mut routes: Vec<String> = allowed_ips
         .into_iter()
         .chain(primary_routes)
-        .filter(|r| !own.contains(r))
+        .filter(|r| !own(r))
         .collect();
     routes.sort();
     routes.dedup();
@@ -261,7 +308,7 @@ impl PeerStatus {
         let conn = PeerConn {
             online: self.online,
             active: self.active,
-            last_handshake: parse_time(self.last_handshake.as_deref()),
+            last_handshake: self.last_handshake,
             rx_bytes: self.rx_bytes,
             tx_bytes: self.tx_bytes,
         };
@@ -277,9 +324,9 @@ impl PeerStatus {
             tags,
             routes,
             exit_node,
-            key_expiry: parse_time(self.key_expiry.as_deref()),
+            key_expiry: self.key_expiry,
             expired: self.expired,
-            created: parse_time(self.created.as_deref()),
+            created: self.created,
             is_self,
             shared: self.alt_sharer_user_id != 0 || self.sharee_node,
         };

@@ -13,6 +13,14 @@ impl Store {
     /// The last handshake recorded per device, or `None` before the baseline: what the edge
     /// needs to decide whom to `whois`, without loading every device record.
     pub fn last_handshakes(&self) -> Result<Option<BTreeMap<StableNodeId, DateTime<Utc>>>> {
+        if let Some(k) = self.current_cache() {
+            return Ok(k.baseline_done.then(|| {
+                k.devices
+                    .iter()
+                    .filter_map(|(id, d)| Some((id.clone(), d.last_handshake?)))
+                    .collect()
+            }));
+        }
         let e = self.err();
         if get_meta(&self.conn, "baseline_at").map_err(&e)?.is_none() {
             return Ok(None);

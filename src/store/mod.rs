@@ -379,6 +379,41 @@ impl Store {
         }
     }
 
+    /// Loads what is known into this connection's cache, unless it is current: [`Store::commit_pass`]
+    /// then starts from it if nothing was committed in between (`check` loads while tailscaled's
+    /// documents are read).
+    pub fn preload(&mut self) -> Result<()> {
+        let e = sqlite_err(&self.path);
+        let tx = self.conn.transaction().map_err(&e)?;
+        let version: i64 = tx
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(&e)?;
+        if self.cache.as_ref().is_some_and(|c| c.version == version) {
+            return Ok(());
+        }
+        let known = load_known(&tx, &self.path)?;
+        let health = load_health(&tx).map_err(&e)?;
+        tx.commit().map_err(&e)?;
+        self.cache = Some(Cache {
+            version,
+            known,
+            health,
+        });
+        Ok(())
+    }
+
+    /// The cache of [`Store::preload`] or the last commit, if nothing was committed since.
+    pub(super) fn current_cache(&self) -> Option<&Known> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .ok()?;
+        self.cache
+            .as_ref()
+            .filter(|c| c.version == version)
+            .map(|c| &c.known)
+    }
+
     /// Runs one pass atomically: loads what is known, lets `decide` compute the outcome and the
     /// new source health, then records state, events and deliveries in the same transaction.
     pub fn commit_pass<F>(

@@ -63,6 +63,10 @@ struct State {
     prefs: Option<Value>,
     /// netmap reads served so far.
     netmap_reads: usize,
+    /// The encoded `/status` body and netmap line, kept until the document changes: a daemon
+    /// answers from memory, and a test that times the monitor should not time our encoder.
+    status_body: Option<Bytes>,
+    netmap_line: Option<Bytes>,
 }
 
 pub struct Emulator {
@@ -86,9 +90,11 @@ impl Emulator {
             tka: Some(json!({"Enabled": false, "TrustedKeys": null})),
             prefs: Some(json!({"RunSSH": false, "AdvertiseRoutes": null})),
             netmap_reads: 0,
+            status_body: None,
+            netmap_line: None,
         }));
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
@@ -118,7 +124,10 @@ impl Emulator {
     }
 
     pub fn set(&self, mode: Mode) {
-        self.state.lock().unwrap().mode = mode;
+        let mut s = self.state.lock().unwrap();
+        s.mode = mode;
+        s.status_body = None;
+        s.netmap_line = None;
     }
 
     pub fn set_status(&self, doc: Value) {
@@ -132,7 +141,9 @@ impl Emulator {
     /// Sets the `NetMap` sent on `watch-ipn-bus?mask=8` (no notify: like a filter-only update
     /// on tailscaled >= 1.100). `Value::Null` for the default of the status document.
     pub fn set_netmap(&self, netmap: Value) {
-        self.state.lock().unwrap().netmap = (!netmap.is_null()).then_some(netmap);
+        let mut s = self.state.lock().unwrap();
+        s.netmap = (!netmap.is_null()).then_some(netmap);
+        s.netmap_line = None;
     }
 
     pub fn set_tka(&self, tka: Option<Value>) {
@@ -245,12 +256,15 @@ async fn watch(state: Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Bo
         }
         let mut s = state.lock().unwrap();
         s.netmap_reads += 1;
-        let nm = match (&s.netmap, &s.mode) {
-            (Some(nm), _) => nm.clone(),
-            (None, Mode::Status(doc)) => netmap_for(doc),
-            _ => Value::Null,
-        };
-        return reply(200, format!("{}\n", json!({ "NetMap": nm })));
+        if s.netmap_line.is_none() {
+            let nm = match (&s.netmap, &s.mode) {
+                (Some(nm), _) => serde_json::to_string(nm).unwrap(),
+                (None, Mode::Status(doc)) => netmap_for(doc).to_string(),
+                _ => "null".to_owned(),
+            };
+            s.netmap_line = Some(Bytes::from(format!("{{\"NetMap\":{nm}}}\n")));
+        }
+        return reply(200, s.netmap_line.clone().unwrap());
     }
     let (bus, version, running) = {
         let mut s = state.lock().unwrap();
@@ -309,7 +323,8 @@ fn whois(mode: &Mode, query: &str) -> Response<Body> {
     let Mode::Status(doc) = mode else {
         return reply(500, "no status");
     };
-    let peers = doc["Peer"].as_object().cloned().unwrap_or_default();
+    let empty = serde_json::Map::new();
+    let peers = doc["Peer"].as_object().unwrap_or(&empty);
     let Some(p) = peers.values().find(|p| {
         p["TailscaleIPs"]
             .as_array()
@@ -344,12 +359,11 @@ async fn handle(
         .unwrap_or("")
         .to_owned();
     let path = req.uri().path().to_owned();
-    let mode = {
+    {
         let mut s = state.lock().unwrap();
         s.requests
             .push(format!("{} {} host={host}", req.method(), req.uri()));
-        s.mode.clone()
-    };
+    }
     // tailscaled refuses other hosts without a password (localapi.validHost).
     if !(host.is_empty() || host == "local-tailscaled.sock") {
         return Ok(reply(403, "invalid localapi host"));
@@ -370,13 +384,25 @@ async fn handle(
         });
     }
     if path == "/localapi/v0/whois" {
-        return Ok(whois(&mode, req.uri().query().unwrap_or("")));
+        let s = state.lock().unwrap();
+        return Ok(whois(&s.mode, req.uri().query().unwrap_or("")));
     }
     if path != "/localapi/v0/status" {
         return Ok(reply(404, "404 page not found\n"));
     }
+    let mode = {
+        let mut s = state.lock().unwrap();
+        if let (Mode::Status(v), None) = (&s.mode, &s.status_body) {
+            let body = Bytes::from(serde_json::to_vec_pretty(v).unwrap());
+            s.status_body = Some(body);
+        }
+        match (&s.mode, &s.status_body) {
+            (Mode::Status(_), Some(b)) => return Ok(reply(200, b.clone())),
+            (m, _) => m.clone(),
+        }
+    };
     Ok(match mode {
-        Mode::Status(v) => reply(200, serde_json::to_vec_pretty(&v).unwrap()),
+        Mode::Status(_) => unreachable!("answered above"),
         Mode::Raw(s) => reply(200, s),
         Mode::Error(code, body) => reply(code, body),
         Mode::Hang => {
