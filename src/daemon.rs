@@ -154,6 +154,10 @@ struct Daemon {
     /// from `/status`), and when it is read again on its own.
     last_view: Option<NodeView>,
     access_at: Instant,
+    /// `/status` Self `Online` at the last pass: with watches, re-read with the access check
+    /// (`status?peers=false`, a few hundred bytes), since tailscaled sends no bus message when it
+    /// loses the control plane.
+    last_self_online: Option<bool>,
     /// The control plane's API, and when it is polled next (a pass reads it when due).
     control: Option<ControlSource>,
     control_at: Instant,
@@ -292,6 +296,7 @@ impl Daemon {
             self.schedule(Instant::now() + wait + Duration::from_millis(50));
         }
         if let Ok(snap) = &report.seen {
+            self.last_self_online = snap.self_online;
             self.watched = snap
                 .devices
                 .values()
@@ -324,6 +329,20 @@ impl Daemon {
         let Source::LocalApi(api) = &self.source else {
             return;
         };
+        let api = api.clone();
+        if !self.cfg.policy.watches.is_empty() && self.last_self_online.is_some() {
+            match api.self_online().await {
+                Ok(online) if online != self.last_self_online => {
+                    info!(online = ?online, "this server's connection to the control plane changed; re-reading the tailnet");
+                    self.schedule(Instant::now());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(error = %e, "self status re-read failed; a full pass will tell");
+                    self.schedule(Instant::now());
+                }
+            }
+        }
         match api.node_view().await {
             Ok(v) if self.last_view.as_ref() == Some(&v) => {}
             Ok(_) => {
@@ -490,6 +509,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
         store_outage: None,
         last_view: None,
         access_at: Instant::now(),
+        last_self_online: None,
         control: None,
         control_at: Instant::now(),
         control_due: true,

@@ -527,6 +527,73 @@ fn a_watched_device_offline_and_back_tailscale_1_96() {
     presence_story(real::old_release());
 }
 
+/// This server loses the control plane (its way to headscale goes through a relay the test
+/// cuts; the peers keep theirs). tailscaled keeps showing the watched peers online, so no message
+/// may name them: exactly one "is this server offline?" mail, and one when it is back.
+fn self_offline_story(rel: Release) {
+    let hs = Headscale::start();
+    let ops = hs.user("ops");
+    let key = hs.preauth_key(ops);
+    let target: std::net::SocketAddr = hs.url.trim_start_matches("http://").parse().unwrap();
+    let relay = support::Relay::start(target);
+    let via = format!("http://127.0.0.1:{}", relay.port);
+    let web = Node::join_via(&rel, &via, "web-01", &key);
+    let _db = Node::join(&rel, &hs, "db-01", &key);
+    let _api = Node::join(&rel, &hs, "api-01", &key);
+    let smtp = Smtp::start();
+    let mon = Monitor::new(
+        web.socket(),
+        &(email_channel(smtp.port)
+            + "\n[daemon]\nbatch_window = \"1ms\"\naccess_interval = \"1s\"\n\n[[watch]]\nname = \"prod\"\ndevices = [\"db-01\", \"api-01\"]\noffline_after = \"5s\"\n"),
+    );
+    let self_online = |web: &Node| {
+        let v: serde_json::Value = serde_json::from_str(&web.status_json()).unwrap();
+        v["Self"]["Online"] == true
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !self_online(&web) {
+        assert!(std::time::Instant::now() < deadline, "web-01 never online");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let daemon = mon.spawn_run();
+    wait_mail(&smtp, "the baseline", 90, |m| {
+        m.subject.contains("baseline")
+    });
+    relay.cut();
+    let m = wait_mail(&smtp, "one storm message", 120, |m| {
+        m.text.contains("is this server offline?")
+    });
+    assert!(
+        m.text.contains("2 watched device(s) unreachable"),
+        "{}",
+        m.text
+    );
+    relay.restore();
+    let m = wait_mail(&smtp, "connected again", 180, |m| {
+        m.text.contains("This server is connected again")
+    });
+    assert!(m.text.contains("2 watched device(s) visible"), "{}", m.text);
+    assert_eq!(
+        count(&smtp, "device.offline"),
+        1,
+        "one message, not one per device"
+    );
+    assert_eq!(count(&smtp, "has been offline for"), 0);
+    assert!(daemon.terminate().success());
+}
+
+#[test]
+#[ignore = "needs real tailscaled/headscale: run tests/run-all.sh"]
+fn this_server_offline_is_one_message_tailscale_1_102() {
+    self_offline_story(real::new_release());
+}
+
+#[test]
+#[ignore = "needs real tailscaled/headscale: run tests/run-all.sh"]
+fn this_server_offline_is_one_message_tailscale_1_96() {
+    self_offline_story(real::old_release());
+}
+
 /// Benchmark, not a test: run by bench/latency.sh. Detection latency from the moment headscale
 /// has registered a joining node to the moment the SMTP server accepted the alert, over
 /// TM_BENCH_JOINS joins (default 20); then the idle cost of `run` over TM_BENCH_IDLE_SECS.

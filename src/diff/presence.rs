@@ -2,10 +2,12 @@
 //!
 //! Flap control: a device that comes back within `offline_after` was never alerted; after an
 //! alert, the next one for that device needs the opposite transition (and `back_after` of
-//! downtime). A storm — this server itself offline, so that every watched device looks gone — is
-//! one message, "N watched devices unreachable — is this server offline?", not N; the monitor's
-//! own connectivity (`/status` Self online) decides which case it is. A device that leaves the
-//! tailnet is `device.removed` (from the membership diff), never offline.
+//! downtime). A storm — this server itself offline — is one message, "N watched devices
+//! unreachable — is this server offline?", not N: the monitor's own connectivity (`/status` Self
+//! `Online`, which is tailscaled's "in a map poll with the control plane") decides which case it
+//! is. While this server is off the control plane, tailscaled keeps every peer's last `Online`
+//! (nobody tells it otherwise), so peers' presence is frozen, not trusted, until it is back. A
+//! device that leaves the tailnet is `device.removed` (from the membership diff), never offline.
 //!
 //! Pure: values in, values out; the caller gets the next time a threshold falls due.
 
@@ -30,13 +32,34 @@ pub fn evaluate(
     let mut events = Vec::new();
     let mut due: Option<DateTime<Utc>> = None;
     let mut offline_now = Vec::new();
-    let mut storm_back = 0usize;
     if watches.is_empty() {
         return (events, next, None);
     }
     let self_online = snap.self_online.unwrap_or(true);
+    let watched = |d: &crate::model::Device| watches.iter().find(|w| w.matches(d));
+    if !self_online {
+        return this_server_offline(watches, prev, snap, now);
+    }
+    if let Some(p) = prev.filter(|p| p.self_offline_alerted) {
+        let n = snap
+            .devices
+            .values()
+            .filter(|d| !d.is_self && watched(d).is_some())
+            .count();
+        let mut e = Event::new(
+            EventKind::DeviceOnline,
+            now,
+            format!(
+                "This server is connected again after {}: {n} watched device(s) visible",
+                human(now - p.self_offline_since.unwrap_or(now))
+            ),
+        );
+        e.detail = "Presence is evaluated again from this server's netmap; a device that went away meanwhile is alerted after its offline_after.".into();
+        e.device = snap.self_device().cloned();
+        events.push(e);
+    }
     for d in snap.devices.values() {
-        let Some(w) = watches.iter().find(|w| w.matches(d)) else {
+        let Some(w) = watched(d) else {
             continue;
         };
         let online = if d.is_self {
@@ -50,9 +73,7 @@ pub fn evaluate(
             Some(t) if online => {
                 // Back. Alerted only if its going was, and it was away long enough.
                 let down = now - t.since;
-                if t.alerted && t.storm {
-                    storm_back += 1;
-                } else if t.alerted && down >= w.back_after {
+                if t.alerted && down >= w.back_after {
                     let mut e = Event::new(
                         EventKind::DeviceOnline,
                         now,
@@ -75,7 +96,6 @@ pub fn evaluate(
                     online: true,
                     since: now,
                     alerted: false,
-                    storm: false,
                     watch: w.name.clone(),
                     name: d.display_name().to_owned(),
                 }
@@ -84,7 +104,6 @@ pub fn evaluate(
                 online,
                 since: now,
                 alerted: false,
-                storm: false,
                 watch: w.name.clone(),
                 name: d.display_name().to_owned(),
             },
@@ -102,75 +121,106 @@ pub fn evaluate(
         }
         next.devices.insert(d.id.clone(), t);
     }
-
-    if !offline_now.is_empty() && !self_online {
-        // Everything looks gone because this server is: one message.
-        let severity = offline_now
-            .iter()
-            .map(|(_, w, _)| w.severity)
-            .max()
-            .unwrap_or(Severity::Warning);
-        let names: Vec<String> = offline_now
-            .iter()
-            .map(|(d, _, _)| d.display_name().to_owned())
-            .collect();
+    for (d, w, since) in offline_now {
         let mut e = Event::new(
             EventKind::DeviceOffline,
             now,
             format!(
-                "{} watched device(s) unreachable — is this server offline?",
-                offline_now.len()
+                "{} has been offline for {} (watch \"{}\")",
+                d.display_name(),
+                human(now - since),
+                w.name
             ),
         );
-        e.severity = severity;
+        e.severity = w.severity;
         e.detail = format!(
-            "This server ({}) is not connected to the control plane, so every watched device looks offline: {}.",
-            snap.self_name(),
-            names.join(", ")
+            "Last seen online at {} (source: this server's netmap, /status Online).",
+            since.to_rfc3339()
         );
-        e.device = snap.self_device().cloned();
+        e.user = snap.users.get(&d.user_id).cloned();
+        e.device = Some(d.clone());
         events.push(e);
-        for (d, _, _) in &offline_now {
-            if let Some(t) = next.devices.get_mut(&d.id) {
-                t.alerted = true;
-                t.storm = true;
-            }
+        if let Some(t) = next.devices.get_mut(&d.id) {
+            t.alerted = true;
         }
-    } else {
-        for (d, w, since) in offline_now {
-            let mut e = Event::new(
-                EventKind::DeviceOffline,
-                now,
-                format!(
-                    "{} has been offline for {} (watch \"{}\")",
-                    d.display_name(),
-                    human(now - since),
-                    w.name
-                ),
-            );
-            e.severity = w.severity;
-            e.detail = format!(
-                "Last seen online at {} (source: this server's netmap, /status Online).",
-                since.to_rfc3339()
-            );
-            e.user = snap.users.get(&d.user_id).cloned();
-            e.device = Some(d.clone());
-            events.push(e);
-            if let Some(t) = next.devices.get_mut(&d.id) {
-                t.alerted = true;
-            }
-        }
-    }
-    if storm_back > 0 && self_online {
-        let mut e = Event::new(
-            EventKind::DeviceOnline,
-            now,
-            format!("This server is connected again: {storm_back} watched device(s) reachable"),
-        );
-        e.device = snap.self_device().cloned();
-        events.push(e);
     }
     (events, next, due)
+}
+
+/// This server is off the control plane: what it shows of its peers is their state when it
+/// left, so nothing is said per device. Once it has been off for the shortest `offline_after` of
+/// the watches that cover a device (in their schedules), one message for all of them.
+fn this_server_offline(
+    watches: &[Watch],
+    prev: Option<&KnownPresence>,
+    snap: &Snapshot,
+    now: DateTime<Utc>,
+) -> (Vec<Event>, KnownPresence, Option<DateTime<Utc>>) {
+    let mut events = Vec::new();
+    let since = prev.and_then(|p| p.self_offline_since).unwrap_or(now);
+    let mut next = KnownPresence {
+        self_offline_since: Some(since),
+        self_offline_alerted: prev.is_some_and(|p| p.self_offline_alerted),
+        ..KnownPresence::default()
+    };
+    let mut covered = Vec::new();
+    for d in snap.devices.values() {
+        let Some(w) = watches.iter().find(|w| w.matches(d)) else {
+            continue;
+        };
+        let t = match prev.and_then(|p| p.devices.get(&d.id)) {
+            Some(t) => t.clone(),
+            None => Tracked {
+                online: true,
+                since: now,
+                alerted: false,
+                watch: w.name.clone(),
+                name: d.display_name().to_owned(),
+            },
+        };
+        next.devices.insert(d.id.clone(), t);
+        if !d.is_self {
+            covered.push((d, w));
+        }
+    }
+    let open: Vec<_> = covered
+        .iter()
+        .filter(|(_, w)| w.schedule.as_ref().is_none_or(|s| s.active(now)))
+        .collect();
+    let Some(after) = open.iter().map(|(_, w)| w.offline_after).min() else {
+        return (events, next, None);
+    };
+    if next.self_offline_alerted {
+        return (events, next, None);
+    }
+    let at = since + after;
+    if now < at {
+        return (events, next, Some(at));
+    }
+    let names: Vec<&str> = open.iter().map(|(d, _)| d.display_name()).collect();
+    let mut e = Event::new(
+        EventKind::DeviceOffline,
+        now,
+        format!(
+            "{} watched device(s) unreachable — is this server offline?",
+            names.len()
+        ),
+    );
+    e.severity = open
+        .iter()
+        .map(|(_, w)| w.severity)
+        .max()
+        .unwrap_or(Severity::Warning);
+    e.detail = format!(
+        "This server ({}) has not been connected to the control plane for {} (/status Self Online is false), so it cannot tell whether these are online: {}.",
+        snap.self_name(),
+        human(now - since),
+        names.join(", ")
+    );
+    e.device = snap.self_device().cloned();
+    events.push(e);
+    next.self_offline_alerted = true;
+    (events, next, None)
 }
 
 #[cfg(test)]
@@ -354,6 +404,50 @@ mod tests {
             "{:?}",
             r[3]
         );
+    }
+
+    #[test]
+    fn off_the_control_plane_peers_are_not_trusted_and_one_message_says_so() {
+        // Real tailscaled keeps peers' last Online when this node loses the control plane: the
+        // peers still look online, and it is one message, once, after offline_after.
+        let w = [watch(60, 0)];
+        let r = run(
+            &w,
+            &[
+                (0, snap(&[], true)),
+                (10, snap(&[], false)),
+                (50, snap(&["DB-01"], false)),
+                (80, snap(&[], false)),
+                (200, snap(&[], false)),
+                (300, snap(&[], true)),
+            ],
+        );
+        assert!(r[1].is_empty() && r[2].is_empty(), "{r:?}");
+        assert_eq!(r[3].len(), 1, "{r:?}");
+        assert!(
+            r[3][0].starts_with(
+                "device.offline 2 watched device(s) unreachable — is this server offline?"
+            ),
+            "{r:?}"
+        );
+        assert!(r[4].is_empty(), "once per outage: {r:?}");
+        assert_eq!(r[5].len(), 1, "{r:?}");
+        assert!(
+            r[5][0].starts_with("device.online This server is connected again after 4m 50s"),
+            "{r:?}"
+        );
+        // Off for less than offline_after: nothing at all.
+        let r = run(
+            &w,
+            &[
+                (0, snap(&[], true)),
+                (10, snap(&[], false)),
+                (60, snap(&[], false)),
+                (65, snap(&[], true)),
+                (500, snap(&[], true)),
+            ],
+        );
+        assert!(r.iter().all(Vec::is_empty), "{r:?}");
     }
 
     #[test]

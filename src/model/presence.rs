@@ -121,9 +121,6 @@ pub struct Tracked {
     pub since: DateTime<Utc>,
     /// `device.offline` was sent for this outage.
     pub alerted: bool,
-    /// ... as part of one "is this server offline?" message.
-    #[serde(default)]
-    pub storm: bool,
     /// The watch that covers it.
     pub watch: String,
     #[serde(default)]
@@ -134,4 +131,11 @@ pub struct Tracked {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KnownPresence {
     pub devices: BTreeMap<StableNodeId, Tracked>,
+    /// Since when this server has been off the control plane (`/status` Self `Online` false),
+    /// while it is: peers' presence is then frozen where this server last saw it.
+    #[serde(default)]
+    pub self_offline_since: Option<DateTime<Utc>>,
+    /// The one "is this server offline?" message was sent for this outage.
+    #[serde(default)]
+    pub self_offline_alerted: bool,
 }

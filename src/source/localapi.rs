@@ -168,6 +168,14 @@ impl LocalApi {
             .map_err(|e| self.err(e.to_string()))
     }
 
+    /// `/status` Self `Online` alone (`?peers=false`: no peer is encoded): whether this node is
+    /// in a map poll with the control plane.
+    pub async fn self_online(&self) -> Result<Option<bool>, SourceError> {
+        let body = self.get("/localapi/v0/status?peers=false").await?;
+        let s = Status::parse(&body).map_err(|e| self.err(e.to_string()))?;
+        Ok(s.self_.map(|p| p.online))
+    }
+
     /// The whole node view: `/status`, then who may reach this node ([`LocalApi::node_view`]).
     /// A daemon that refuses the netmap read is an error, never "nobody can reach us".
     pub async fn snapshot(&self) -> Result<Snapshot, SourceError> {

@@ -327,6 +327,11 @@ pub struct Node {
 impl Node {
     /// Starts tailscaled and joins the tailnet with the pre-auth key.
     pub fn join(release: &Release, hs: &Headscale, name: &str, key: &str) -> Node {
+        Node::join_via(release, &hs.url, name, key)
+    }
+
+    /// [`Node::join`] with `login_server` as the control plane's URL (a relay to headscale).
+    pub fn join_via(release: &Release, login_server: &str, name: &str, key: &str) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("tailscaled.sock");
         let mut n = Node {
@@ -337,7 +342,7 @@ impl Node {
             child: None,
         };
         n.start_daemon();
-        n.up(hs, key, &[]);
+        n.up_via(login_server, key, &[]);
         n
     }
 
@@ -381,9 +386,13 @@ impl Node {
     }
 
     pub fn up(&self, hs: &Headscale, key: &str, extra: &[&str]) {
+        self.up_via(&hs.url, key, extra);
+    }
+
+    fn up_via(&self, login_server: &str, key: &str, extra: &[&str]) {
         let mut args = vec![
             "up".to_owned(),
-            format!("--login-server={}", hs.url),
+            format!("--login-server={login_server}"),
             format!("--authkey={key}"),
             format!("--hostname={}", self.name),
             "--accept-dns=false".to_owned(),
