@@ -69,6 +69,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The hardening audit: each check with its severity, pass / fail / unknown, the evidence
+    /// (the value read and where from) and the fix. Reads the control plane ([control]), this
+    /// node (LocalAPI) and this server's files. Exit codes as Nagios: 0 nothing fails, 1 a
+    /// warning or info check fails, 2 a critical one, 3 nothing could be read.
+    Posture {
+        /// Machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The event log, newest first.
     Events {
         /// Only events since this time: RFC 3339 (2026-11-24T08:00:00Z) or an age (90m, 2d).
@@ -159,6 +168,10 @@ pub async fn main(cli: Cli) -> ExitCode {
         },
         Command::Devices { json, all } => devices(explicit, json, all),
         Command::Access { json } => access(explicit, json).await,
+        Command::Posture { json } => match posture(explicit, json).await {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
         Command::Events { since, json, limit } => events(explicit, since.as_deref(), json, limit),
         Command::Config {
             command: ConfigCommand::Check,
@@ -355,6 +368,9 @@ async fn check(explicit: Option<&Path>) -> ExitCode {
     let report = match monitor::observe(
         &source,
         control.as_ref(),
+        control
+            .is_some()
+            .then(|| crate::source::server::facts(&cfg)),
         &mut store,
         &cfg.routes(),
         &cfg.policy,
@@ -592,6 +608,77 @@ fn devices(explicit: Option<&Path>, json: bool, all: bool) -> anyhow::Result<()>
     Ok(())
 }
 
+/// `posture`: the report, and its Nagios exit code.
+async fn posture(explicit: Option<&Path>, json: bool) -> anyhow::Result<u8> {
+    use crate::model::posture::Status;
+    let cfg = load(explicit, true)?;
+    let source = crate::source::Source::from_config(&cfg.source);
+    let node = source.snapshot().await;
+    let control = cfg
+        .control
+        .as_ref()
+        .map(|c| crate::source::control::ControlSource::new(c, crate::source::control::TIMEOUT));
+    let control_read = match &control {
+        Some(c) => Some(c.snapshot().await),
+        None => None,
+    };
+    let note = match &control_read {
+        None => "no [control] configured".to_owned(),
+        Some(Err(e)) => e.to_string(),
+        Some(Ok(_)) => String::new(),
+    };
+    let server = crate::source::server::facts(&cfg);
+    let report = crate::diff::posture::evaluate(&crate::diff::posture::Inputs {
+        control: control_read.as_ref().and_then(|r| r.as_ref().ok()),
+        control_note: &note,
+        node: node.as_ref().ok(),
+        server: Some(&server),
+        now: Utc::now(),
+    });
+    let code = match (report.worst_failure(), &node, &control_read) {
+        (_, Err(_), None | Some(Err(_))) => 3,
+        (Some(crate::model::Severity::Critical), _, _) => 2,
+        (Some(_), _, _) => 1,
+        (None, _, _) => 0,
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        return Ok(code);
+    }
+    let s = |v: &str, n| sanitize::line(v, n);
+    if let Err(e) = &node {
+        writeln!(out, "tailscaled: {}", s(&e.to_string(), 300))?;
+    }
+    if !note.is_empty() {
+        writeln!(out, "control plane: {}", s(&note, 300))?;
+    }
+    writeln!(out, "{:<6} {:<9} {:<8} CHECK", "ID", "SEVERITY", "STATUS")?;
+    for f in &report.findings {
+        writeln!(
+            out,
+            "{:<6} {:<9} {:<8} {}",
+            f.id,
+            f.severity.as_str(),
+            f.status.as_str(),
+            s(&f.title, 100)
+        )?;
+    }
+    writeln!(out, "\nposture: {}", report.summary())?;
+    for f in report
+        .findings
+        .iter()
+        .filter(|f| matches!(f.status, Status::Fail | Status::Unknown | Status::Manual))
+    {
+        writeln!(out, "\n{} {} — {}", f.id, f.status.as_str(), s(&f.title, 100))?;
+        writeln!(out, "  evidence: {}", s(&f.evidence, 600))?;
+        if !f.fix.is_empty() {
+            writeln!(out, "  fix: {}", s(&f.fix, 600))?;
+        }
+    }
+    Ok(code)
+}
+
 async fn access(explicit: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let cfg = load(explicit, true)?;
     let source = crate::source::Source::from_config(&cfg.source);
@@ -820,7 +907,7 @@ async fn demo(explicit: Option<&Path>) -> anyhow::Result<()> {
             if let Source::Sim(s) = &source {
                 s.set(snap);
             }
-            let report = monitor::observe(&source, None, &mut store, &routes, policy).await?;
+            let report = monitor::observe(&source, None, None, &mut store, &routes, policy).await?;
             println!("=== Step {}: {title}", i + 1);
             let mut text = String::new();
             for e in &report.events {

@@ -271,7 +271,8 @@ impl Daemon {
         }
         monitor::enrich(&self.source, &self.store, &mut seen, &self.cfg.policy).await?;
         let control = if self.control.is_some() && self.control_due {
-            let c = monitor::read_control(self.control.as_ref()).await;
+            let server = crate::source::server::facts(&self.cfg);
+            let c = monitor::read_control(self.control.as_ref(), Some(server)).await;
             // A 429 says when to come back; otherwise the configured interval.
             let wait = match c.as_ref().map(|c| &c.result) {
                 Some(Err(e)) => e.retry_after.unwrap_or(self.control_interval()),

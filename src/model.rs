@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod control;
+pub mod posture;
 pub mod presence;
 
 use std::collections::BTreeMap;
@@ -264,6 +265,10 @@ pub enum EventKind {
     PolicyChanged,
     #[serde(rename = "settings.changed")]
     SettingsChanged,
+    #[serde(rename = "posture.degraded")]
+    PostureDegraded,
+    #[serde(rename = "posture.improved")]
+    PostureImproved,
     #[serde(rename = "access.widened")]
     AccessWidened,
     #[serde(rename = "access.ssh_widened")]
@@ -301,7 +306,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 38] = [
+    pub const ALL: [EventKind; 40] = [
         EventKind::UserNew,
         EventKind::UserRemoved,
         EventKind::DeviceNew,
@@ -324,6 +329,8 @@ impl EventKind {
         EventKind::DeviceUnlisted,
         EventKind::PolicyChanged,
         EventKind::SettingsChanged,
+        EventKind::PostureDegraded,
+        EventKind::PostureImproved,
         EventKind::AccessWidened,
         EventKind::AccessSshWidened,
         EventKind::AccessNarrowed,
@@ -366,6 +373,8 @@ impl EventKind {
             EventKind::DeviceUnlisted => "device.unlisted",
             EventKind::PolicyChanged => "policy.changed",
             EventKind::SettingsChanged => "settings.changed",
+            EventKind::PostureDegraded => "posture.degraded",
+            EventKind::PostureImproved => "posture.improved",
             EventKind::AccessWidened => "access.widened",
             EventKind::AccessSshWidened => "access.ssh_widened",
             EventKind::AccessNarrowed => "access.narrowed",
@@ -416,6 +425,7 @@ impl EventKind {
             | DeviceRenamed
             | AccessCapabilityGranted
             | SettingsChanged
+            | PostureDegraded
             | DeviceOffline
             | NodeTailnetLockChanged
             | NodeSshChanged
@@ -426,6 +436,7 @@ impl EventKind {
             | PeerConnected
             | AccessNarrowed
             | DeviceApproved
+            | PostureImproved
             | DeviceOnline
             | MonitorBaseline
             | MonitorSourceRecovered

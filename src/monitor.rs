@@ -8,6 +8,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::Config;
 use crate::diff::{connection_candidates, pass_outcome, ControlRead, Policy};
 use crate::model::control::ControlSnapshot;
+use crate::model::posture::ServerFacts;
 use crate::model::{Event, EventKind, Severity, Snapshot};
 use crate::notify::{self, render, DeliveryReport};
 use crate::source::control::{ControlError, ControlSource};
@@ -32,10 +33,15 @@ pub struct PassReport {
 pub struct ControlSeen {
     pub source: String,
     pub result: Result<ControlSnapshot, ControlError>,
+    /// This server's facts, collected with the read for the posture checks.
+    pub server: Option<ServerFacts>,
 }
 
-/// Reads the control plane, if one is configured.
-pub async fn read_control(control: Option<&ControlSource>) -> Option<ControlSeen> {
+/// Reads the control plane, if one is configured; `server` goes along for the posture checks.
+pub async fn read_control(
+    control: Option<&ControlSource>,
+    server: Option<ServerFacts>,
+) -> Option<ControlSeen> {
     let c = control?;
     let result = c.snapshot().await;
     if let Err(e) = &result {
@@ -44,6 +50,7 @@ pub async fn read_control(control: Option<&ControlSource>) -> Option<ControlSeen
     Some(ControlSeen {
         source: c.name(),
         result,
+        server,
     })
 }
 
@@ -57,6 +64,7 @@ impl PassReport {
 pub async fn observe(
     source: &Source,
     control: Option<&ControlSource>,
+    server: Option<ServerFacts>,
     store: &mut Store,
     routes: &[Route],
     policy: &Policy,
@@ -75,7 +83,7 @@ pub async fn observe(
     };
     enrich(source, store, &mut seen, policy).await?;
     // After the node view: a device that joined in between is then in both, not "unlisted".
-    let control = read_control(control).await;
+    let control = read_control(control, server).await;
     record(store, routes, policy, seen, control)
 }
 
@@ -198,6 +206,7 @@ pub fn record(
                 Some(ControlSeen {
                     source: c.source,
                     result: Err(e.clone()),
+                    server: c.server,
                 }),
                 Some(e),
             ),
@@ -205,6 +214,7 @@ pub fn record(
                 Some(ControlSeen {
                     source: c.source,
                     result: Ok(snap),
+                    server: c.server,
                 }),
                 None,
             ),
@@ -215,6 +225,7 @@ pub fn record(
         let c = control.as_ref().map(|c| ControlRead {
             source: &c.source,
             result: c.result.as_ref().map_err(|e| e.message.as_str()),
+            server: c.server.as_ref(),
         });
         pass_outcome(
             known,

@@ -185,6 +185,7 @@ pub fn events(
     node: Option<&Snapshot>,
     read: Result<&ControlSnapshot, &str>,
     source: &str,
+    server: Option<&crate::model::posture::ServerFacts>,
     now: DateTime<Utc>,
 ) -> (Vec<Event>, Option<KnownControl>) {
     let prev = known.control.as_ref();
@@ -218,7 +219,21 @@ pub fn events(
         unlisted: Default::default(),
         down_since: None,
         last_error: String::new(),
+        posture: Default::default(),
     };
+    let report = super::posture::evaluate(&super::posture::Inputs {
+        control: Some(cur),
+        control_note: "",
+        node,
+        server,
+        now,
+    });
+    out.extend(super::posture::drift(
+        prev.map(|p| &p.posture),
+        &report,
+        now,
+    ));
+    next.posture = super::posture::known(&report);
     if let Some(t) = prev.and_then(|p| p.down_since) {
         let mut ev = Event::new(
             EventKind::MonitorSourceRecovered,

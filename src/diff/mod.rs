@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod control;
+pub mod posture;
 pub mod presence;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -713,7 +714,7 @@ pub fn pass_outcome(
 ) -> (Outcome, Health, bool) {
     let (mut out, h, seen) = node_outcome(known, health, result, policy, now);
     if let Some(c) = control {
-        let (events, kc) = control::events(known, result.ok(), c.result, c.source, now);
+        let (events, kc) = control::events(known, result.ok(), c.result, c.source, c.server, now);
         if let (Ok(cs), Some(base)) = (
             c.result,
             out.events
@@ -721,6 +722,23 @@ pub fn pass_outcome(
                 .find(|e| e.kind == EventKind::MonitorBaseline),
         ) {
             base.detail = invisible_note(cs, result.ok());
+            let report = posture::evaluate(&posture::Inputs {
+                control: Some(cs),
+                control_note: "",
+                node: result.ok(),
+                server: c.server,
+                now,
+            });
+            base.detail += &format!(
+                "\n\nPosture: {} (`tailscale-monitor posture` for the report).{}",
+                report.summary(),
+                report
+                    .findings
+                    .iter()
+                    .filter(|f| f.status == crate::model::posture::Status::Fail)
+                    .map(|f| format!("\n- {} [{}] {}: {}", f.id, f.severity.as_str(), f.title, f.evidence))
+                    .collect::<String>()
+            );
         }
         let tailnet = result.map(|s| s.tailnet.clone()).unwrap_or_default();
         out.events.extend(events.into_iter().map(|mut e| {
@@ -738,6 +756,8 @@ pub struct ControlRead<'a> {
     /// How messages name the source ("headscale API https://…").
     pub source: &'a str,
     pub result: Result<&'a crate::model::control::ControlSnapshot, &'a str>,
+    /// This server's facts for the posture checks (`None`: not collected).
+    pub server: Option<&'a crate::model::posture::ServerFacts>,
 }
 
 /// For the baseline: the devices only the control plane lists, and the policy line that would

@@ -80,6 +80,9 @@ pub struct ControlSnapshot {
     /// Recent configuration audit log entries, newest first (Tailscale, where readable).
     #[serde(default)]
     pub audit: Vec<AuditEntry>,
+    /// What only the posture checks read (keys, webhooks, contacts, per-device facts).
+    #[serde(default)]
+    pub posture: super::posture::ControlPosture,
 }
 
 /// What the store keeps of the control view between passes.
@@ -98,4 +101,7 @@ pub struct KnownControl {
     pub down_since: Option<DateTime<Utc>>,
     #[serde(default)]
     pub last_error: String,
+    /// Each posture check's status at the last control read.
+    #[serde(default)]
+    pub posture: super::posture::KnownPosture,
 }

@@ -167,6 +167,10 @@ fn action(e: &Event) -> String {
              policy (Tailscale: https://login.tailscale.com/admin/acls; Headscale: `headscale policy set --file`) \
              and review who holds admin rights."
             .to_owned(),
+        EventKind::PostureDegraded => "Check the evidence above; if the change was not intended, apply the fix shown. \
+             `tailscale-monitor posture` prints the whole report."
+            .to_owned(),
+        EventKind::PostureImproved => "For your records: a hardening check passes again.".to_owned(),
         EventKind::SettingsChanged => "Confirm the change in the admin console (https://login.tailscale.com/admin/settings) \
              and revert it if it was not intended."
             .to_owned(),

@@ -10,6 +10,7 @@ pub mod control;
 pub mod ipnbus;
 pub mod localapi;
 pub mod netmap;
+pub mod server;
 pub mod sim;
 pub mod status_json;
 

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::{client, http_error, time, ControlError};
 use crate::config::Secret;
 use crate::model::control::{ControlDevice, ControlSnapshot, ControlUser, PolicyDoc};
+use crate::model::posture::{DeviceFacts, KeyFacts};
 use crate::model::StableNodeId;
 
 pub struct Headscale {
@@ -41,6 +42,40 @@ struct Node {
     expiry: Option<String>,
     created_at: Option<String>,
     online: Option<bool>,
+    last_seen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct PreAuthKeys {
+    pre_auth_keys: Vec<PreAuthKey>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct PreAuthKey {
+    id: String,
+    reusable: bool,
+    ephemeral: bool,
+    used: bool,
+    expiration: Option<String>,
+    created_at: Option<String>,
+    acl_tags: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct ApiKeys {
+    api_keys: Vec<ApiKey>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct ApiKey {
+    id: String,
+    prefix: String,
+    expiration: Option<String>,
+    created_at: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -124,6 +159,53 @@ impl Headscale {
             policy,
             ..ControlSnapshot::default()
         };
+        // Keys: a 403 (a key without the right) leaves them unknown.
+        let resp = self.get("/api/v1/preauthkey").await?;
+        if resp.status().is_success() {
+            let keys: PreAuthKeys = resp
+                .json()
+                .await
+                .map_err(|e| self.err(format!("GET /api/v1/preauthkey: malformed JSON: {e}")))?;
+            snap.posture.auth_keys = Some(
+                keys.pre_auth_keys
+                    .into_iter()
+                    .map(|k| KeyFacts {
+                        description: if k.acl_tags.is_empty() {
+                            String::new()
+                        } else {
+                            k.acl_tags.join(", ")
+                        },
+                        id: k.id,
+                        kind: "preauth".into(),
+                        reusable: k.reusable,
+                        preauthorized: !k.ephemeral,
+                        created: time(k.created_at.as_deref()),
+                        expires: time(k.expiration.as_deref()),
+                        spent: k.used && !k.reusable,
+                    })
+                    .collect(),
+            );
+        }
+        let resp = self.get("/api/v1/apikey").await?;
+        if resp.status().is_success() {
+            let keys: ApiKeys = resp
+                .json()
+                .await
+                .map_err(|e| self.err(format!("GET /api/v1/apikey: malformed JSON: {e}")))?;
+            snap.posture.api_keys = Some(
+                keys.api_keys
+                    .into_iter()
+                    .map(|k| KeyFacts {
+                        id: k.id,
+                        kind: "api".into(),
+                        description: k.prefix,
+                        created: time(k.created_at.as_deref()),
+                        expires: time(k.expiration.as_deref()),
+                        ..KeyFacts::default()
+                    })
+                    .collect(),
+            );
+        }
         for u in users.users {
             snap.users.insert(
                 u.name.clone(),
@@ -147,6 +229,13 @@ impl Headscale {
             tags.sort();
             tags.dedup();
             let expiry = time(n.expiry.as_deref());
+            snap.posture.devices.insert(
+                StableNodeId(n.id.clone()),
+                DeviceFacts {
+                    last_seen: time(n.last_seen.as_deref()),
+                    ..DeviceFacts::default()
+                },
+            );
             let mut routes = n.approved_routes;
             routes.sort();
             let user = if tags.is_empty() {

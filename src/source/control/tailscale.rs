@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 use super::{client, http_error, time, ControlError};
 use crate::config::TailscaleAuth;
 use crate::model::control::{AuditEntry, ControlDevice, ControlSnapshot, ControlUser, PolicyDoc};
+use crate::model::posture::{DeviceFacts, KeyFacts, WebhookFacts};
 use crate::model::StableNodeId;
 
 pub struct TailscaleApi {
@@ -47,6 +48,83 @@ struct Device {
     created: Option<String>,
     connected_to_control: Option<bool>,
     enabled_routes: Vec<String>,
+    last_seen: Option<String>,
+    is_external: Option<bool>,
+    update_available: Option<bool>,
+    multiple_connections: Option<bool>,
+    tailnet_lock_error: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Keys {
+    keys: Vec<Key>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Key {
+    id: String,
+    key_type: String,
+    description: String,
+    created: Option<String>,
+    expires: Option<String>,
+    revoked: Option<String>,
+    invalid: bool,
+    capabilities: KeyCapabilities,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct KeyCapabilities {
+    devices: KeyDevices,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct KeyDevices {
+    create: KeyCreate,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct KeyCreate {
+    reusable: bool,
+    preauthorized: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Webhooks {
+    webhooks: Vec<Webhook>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Webhook {
+    endpoint_url: String,
+    provider_type: String,
+    subscriptions: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Contacts {
+    security: Contact,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Contact {
+    email: String,
+    needs_verification: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct LogStream {
+    destination_type: String,
+    url: String,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +299,83 @@ impl TailscaleApi {
         }
     }
 
+    /// What only the posture checks read: keys, webhooks, the security contact, log streaming.
+    /// Each part the credential may not read (403/404) stays `None`.
+    async fn posture(&self, snap: &mut ControlSnapshot) -> Result<(), ControlError> {
+        let t = &self.tailnet;
+        if let Some(r) = self
+            .optional(&format!("/api/v2/tailnet/{t}/keys?all=true"), "application/json")
+            .await?
+        {
+            let keys: Keys = r
+                .json()
+                .await
+                .map_err(|e| self.err(format!("keys: malformed JSON: {e}")))?;
+            let (mut auth, mut api) = (Vec::new(), Vec::new());
+            for k in keys.keys {
+                let facts = KeyFacts {
+                    id: k.id,
+                    kind: if k.key_type.is_empty() { "auth".into() } else { k.key_type.clone() },
+                    description: k.description,
+                    reusable: k.capabilities.devices.create.reusable,
+                    preauthorized: k.capabilities.devices.create.preauthorized,
+                    created: time(k.created.as_deref()),
+                    expires: time(k.expires.as_deref()),
+                    spent: k.invalid || time(k.revoked.as_deref()).is_some(),
+                };
+                match k.key_type.as_str() {
+                    "api" => api.push(facts),
+                    "" | "auth" => auth.push(facts),
+                    _ => {} // OAuth clients and federated identities do not expire by design.
+                }
+            }
+            snap.posture.auth_keys = Some(auth);
+            snap.posture.api_keys = Some(api);
+        }
+        if let Some(r) = self
+            .optional(&format!("/api/v2/tailnet/{t}/webhooks"), "application/json")
+            .await?
+        {
+            let hooks: Webhooks = r
+                .json()
+                .await
+                .map_err(|e| self.err(format!("webhooks: malformed JSON: {e}")))?;
+            snap.posture.webhooks = Some(
+                hooks
+                    .webhooks
+                    .into_iter()
+                    .map(|w| WebhookFacts {
+                        url: w.endpoint_url,
+                        provider: w.provider_type,
+                        subscriptions: w.subscriptions,
+                    })
+                    .collect(),
+            );
+        }
+        if let Some(r) = self
+            .optional(&format!("/api/v2/tailnet/{t}/contacts"), "application/json")
+            .await?
+        {
+            let c: Contacts = r
+                .json()
+                .await
+                .map_err(|e| self.err(format!("contacts: malformed JSON: {e}")))?;
+            snap.posture.security_contact = Some((c.security.email, c.security.needs_verification));
+        }
+        let path = format!("/api/v2/tailnet/{t}/logging/configuration/stream");
+        let resp = self.get(&path, "application/json").await?;
+        snap.posture.log_streaming = match resp.status().as_u16() {
+            200..=299 => {
+                let l: LogStream = resp.json().await.unwrap_or_default();
+                Some(!l.destination_type.is_empty() || !l.url.is_empty())
+            }
+            404 => Some(false),
+            403 => None,
+            _ => return Err(http_error(&format!("Tailscale Admin API GET {path}"), resp).await),
+        };
+        Ok(())
+    }
+
     pub async fn snapshot(&self) -> Result<ControlSnapshot, ControlError> {
         let t = &self.tailnet;
         let devices: Devices = self
@@ -285,6 +440,7 @@ impl TailscaleApi {
                 })
                 .collect();
         }
+        self.posture(&mut snap).await?;
         for u in users.users {
             snap.users.insert(
                 u.login_name.clone(),
@@ -307,6 +463,16 @@ impl TailscaleApi {
             routes.sort();
             let mut tags = d.tags;
             tags.sort();
+            snap.posture.devices.insert(
+                StableNodeId(id.clone()),
+                DeviceFacts {
+                    last_seen: time(d.last_seen.as_deref()),
+                    is_external: d.is_external,
+                    update_available: d.update_available,
+                    multiple_connections: d.multiple_connections,
+                    tailnet_lock_error: d.tailnet_lock_error,
+                },
+            );
             snap.devices.insert(
                 StableNodeId(id.clone()),
                 ControlDevice {
