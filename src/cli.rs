@@ -670,7 +670,13 @@ async fn posture(explicit: Option<&Path>, json: bool) -> anyhow::Result<u8> {
         .iter()
         .filter(|f| matches!(f.status, Status::Fail | Status::Unknown | Status::Manual))
     {
-        writeln!(out, "\n{} {} — {}", f.id, f.status.as_str(), s(&f.title, 100))?;
+        writeln!(
+            out,
+            "\n{} {} — {}",
+            f.id,
+            f.status.as_str(),
+            s(&f.title, 100)
+        )?;
         writeln!(out, "  evidence: {}", s(&f.evidence, 600))?;
         if !f.fix.is_empty() {
             writeln!(out, "  fix: {}", s(&f.fix, 600))?;

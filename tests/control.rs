@@ -369,3 +369,164 @@ fn devices_shows_both_views() {
         .iter()
         .any(|d| d["view"] == "control only" && d["authorized"] == false));
 }
+
+/// `posture --json` without the checks of this server (paths and owners differ per machine).
+fn posture_of(mon: &Monitor) -> (i32, Vec<Value>) {
+    let r = mon.run(&["posture", "--json"]);
+    let report: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+    let findings = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["area"] != "server")
+        .cloned()
+        .collect();
+    (r.code, findings)
+}
+
+/// A deliberately weak tailnet: approval off, allow-all, a reusable key that never expires, a
+/// user's device with key expiry disabled.
+fn weaken(api: &AdminApi) {
+    api.with(|s| {
+        s.settings.as_mut().unwrap()["devicesApprovalOn"] = json!(false);
+        s.keys = Some(vec![
+            admin_api::auth_key("kREUSE1", true, "2026-11-01T00:00:00Z", None),
+            admin_api::auth_key(
+                "kONEOFF2",
+                false,
+                "2026-11-01T00:00:00Z",
+                Some("2099-11-02T00:00:00Z"),
+            ),
+        ]);
+        let laptop = s
+            .devices
+            .iter_mut()
+            .find(|d| {
+                d["tags"].as_array().is_none_or(|t| t.is_empty()) && d["hostname"] != "web-01"
+            })
+            .unwrap();
+        laptop["keyExpiryDisabled"] = json!(true);
+        laptop.as_object_mut().unwrap().remove("expires");
+        // Seen now, all but one offline for a year (not a date that ages into the window).
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let year = (chrono::Utc::now() - chrono::Duration::days(365))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        for d in s.devices.iter_mut() {
+            d["lastSeen"] = json!(now);
+        }
+        let old = s.devices.last_mut().unwrap();
+        old["lastSeen"] = json!(year);
+        old["connectedToControl"] = json!(false);
+    });
+    api.set_policy(
+        "{\n  // temporary\n  \"acls\": [\n    {\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]},\n  ],\n}\n",
+    );
+}
+
+#[test]
+fn the_posture_of_a_weak_tailnet_matches_the_golden_file() {
+    let (_d, _emu, api, mon) = setup(false, "");
+    weaken(&api);
+    let (code, findings) = posture_of(&mon);
+    assert_eq!(code, 2, "a critical check fails");
+    let text = serde_json::to_string_pretty(&findings).unwrap() + "\n";
+    let golden = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/posture-weak.json"
+    );
+    if std::env::var_os("TM_UPDATE_GOLDEN").is_some() {
+        std::fs::write(golden, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(golden).unwrap();
+    assert_eq!(
+        text, want,
+        "posture report differs from {golden} (TM_UPDATE_GOLDEN=1 rewrites it)"
+    );
+    // The human report says the same, with the evidence and the fix of each failure.
+    let r = mon.run(&["posture"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stdout
+            .contains("TN-01  critical  fail     Device approval is required"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("acls[0] allow(s) every source to every port"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("auth kREUSE1 (key kREUSE1)"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("MN-01 manual"), "{}", r.stdout);
+}
+
+#[test]
+fn a_missing_scope_makes_posture_checks_unknown_never_pass() {
+    let (_d, _emu, api, mon) = setup(false, "");
+    api.with(|s| {
+        s.settings = None;
+        s.keys = None;
+        s.webhooks = None;
+        s.contacts = None;
+    });
+    let (_, findings) = posture_of(&mon);
+    let status = |id: &str| {
+        findings
+            .iter()
+            .find(|f| f["id"] == id)
+            .map(|f| {
+                (
+                    f["status"].as_str().unwrap().to_owned(),
+                    f["evidence"].as_str().unwrap().to_owned(),
+                )
+            })
+            .unwrap()
+    };
+    for id in [
+        "TN-01", "TN-02", "TN-03", "TN-04", "TN-08", "TN-09", "KY-01", "KY-02", "KY-03",
+    ] {
+        assert_eq!(status(id).0, "unknown", "{id}: {:?}", status(id));
+    }
+    assert!(status("TN-01")
+        .1
+        .contains("missing scope feature_settings:read"));
+    assert!(status("KY-01").1.contains("auth_keys:read"));
+    // A null field in readable settings is unknown too.
+    api.with(|s| s.settings = Some(admin_api::settings()));
+    let (_, findings) = posture_of(&mon);
+    let f = findings.iter().find(|f| f["id"] == "TN-05").unwrap();
+    assert_eq!(f["status"], "unknown", "{f}");
+}
+
+#[test]
+fn turning_device_approval_off_mails_posture_degraded_once() {
+    let smtp = Smtp::start();
+    let (_d, _emu, api, mon) = setup(false, &email_channel(smtp.port));
+    assert_eq!(mon.check().code, 0);
+    let base = &smtp.wait_for(1, 60)[0];
+    assert!(base.text.contains("Posture: "), "{}", base.text);
+    assert_eq!(mon.check().code, 0);
+    api.with(|s| s.settings.as_mut().unwrap()["devicesApprovalOn"] = json!(false));
+    assert_eq!(mon.check().code, 1, "a change, not a new member");
+    let m = &smtp.wait_for(2, 60)[1];
+    assert!(m.text.contains("posture.degraded"), "{}", m.text);
+    assert!(
+        m.text
+            .contains("Posture TN-01 now fails: Device approval is required"),
+        "{}",
+        m.text
+    );
+    mon.check();
+    mon.check();
+    assert_eq!(smtp.mails().len(), 2, "once");
+    assert_eq!(mon.count_events("posture.degraded"), 1);
+    api.with(|s| s.settings.as_mut().unwrap()["devicesApprovalOn"] = json!(true));
+    mon.check();
+    let m = &smtp.wait_for(3, 60)[2];
+    assert!(m.text.contains("posture.improved"), "{}", m.text);
+}

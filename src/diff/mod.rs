@@ -736,7 +736,13 @@ pub fn pass_outcome(
                     .findings
                     .iter()
                     .filter(|f| f.status == crate::model::posture::Status::Fail)
-                    .map(|f| format!("\n- {} [{}] {}: {}", f.id, f.severity.as_str(), f.title, f.evidence))
+                    .map(|f| format!(
+                        "\n- {} [{}] {}: {}",
+                        f.id,
+                        f.severity.as_str(),
+                        f.title,
+                        f.evidence
+                    ))
                     .collect::<String>()
             );
         }

@@ -68,7 +68,12 @@ impl Out {
 
 fn list(names: &[String]) -> String {
     const MAX: usize = 10;
-    let mut s = names.iter().take(MAX).cloned().collect::<Vec<_>>().join(", ");
+    let mut s = names
+        .iter()
+        .take(MAX)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if names.len() > MAX {
         s += &format!(" and {} more", names.len() - MAX);
     }
@@ -79,6 +84,7 @@ fn list(names: &[String]) -> String {
 pub fn evaluate(i: &Inputs) -> Report {
     let mut o = Out(Vec::new());
     tailnet(&mut o, i);
+    o.0.sort_by(|a, b| a.id.cmp(&b.id));
     policy(&mut o, i);
     devices(&mut o, i);
     keys(&mut o, i);
@@ -283,7 +289,10 @@ fn tailnet(o: &mut Out, i: &Inputs) {
             title,
             Severity::Info,
             if on { Status::Pass } else { Status::Fail },
-            format!("logging/configuration/stream: {}", if on { "configured" } else { "not configured" }),
+            format!(
+                "logging/configuration/stream: {}",
+                if on { "configured" } else { "not configured" }
+            ),
             fix,
         ),
     }
@@ -291,7 +300,15 @@ fn tailnet(o: &mut Out, i: &Inputs) {
     let fix = "admin console → Settings → General → Contact preferences → Security issues";
     match (hs, cp.map(|p| &p.security_contact)) {
         (true, _) => na(o, "TN-08", title, Severity::Info),
-        (_, None) => o.add("TN-08", "tailnet", title, Severity::Info, Status::Unknown, unreadable(i), fix),
+        (_, None) => o.add(
+            "TN-08",
+            "tailnet",
+            title,
+            Severity::Info,
+            Status::Unknown,
+            unreadable(i),
+            fix,
+        ),
         (_, Some(None)) => o.add(
             "TN-08",
             "tailnet",
@@ -321,7 +338,15 @@ fn tailnet(o: &mut Out, i: &Inputs) {
     let fix = "admin console → Settings → Webhooks → subscribe an endpoint to categoryTailnetManagement (e.g. this monitor's [webhooks] receiver)";
     match (hs, cp.map(|p| &p.webhooks)) {
         (true, _) => na(o, "TN-09", title, Severity::Warning),
-        (_, None) => o.add("TN-09", "tailnet", title, Severity::Warning, Status::Unknown, unreadable(i), fix),
+        (_, None) => o.add(
+            "TN-09",
+            "tailnet",
+            title,
+            Severity::Warning,
+            Status::Unknown,
+            unreadable(i),
+            fix,
+        ),
         (_, Some(None)) => o.add(
             "TN-09",
             "tailnet",
@@ -349,11 +374,23 @@ fn tailnet(o: &mut Out, i: &Inputs) {
                 "tailnet",
                 title,
                 Severity::Warning,
-                if missing.is_empty() { Status::Pass } else { Status::Fail },
                 if missing.is_empty() {
-                    format!("{} webhook endpoint(s) cover {}", hooks.len(), CRITICAL_WEBHOOK_EVENTS.join(", "))
+                    Status::Pass
                 } else {
-                    format!("{} webhook endpoint(s); not subscribed: {}", hooks.len(), missing.join(", "))
+                    Status::Fail
+                },
+                if missing.is_empty() {
+                    format!(
+                        "{} webhook endpoint(s) cover {}",
+                        hooks.len(),
+                        CRITICAL_WEBHOOK_EVENTS.join(", ")
+                    )
+                } else {
+                    format!(
+                        "{} webhook endpoint(s); not subscribed: {}",
+                        hooks.len(),
+                        missing.join(", ")
+                    )
                 },
                 fix,
             );
@@ -384,7 +421,15 @@ fn policy(o: &mut Out, i: &Inputs) {
     ];
     let Some(c) = i.control else {
         for (id, title, sev, fix) in checks {
-            o.add(id, "policy", title, sev, Status::Unknown, unreadable(i), fix);
+            o.add(
+                id,
+                "policy",
+                title,
+                sev,
+                Status::Unknown,
+                unreadable(i),
+                fix,
+            );
         }
         return;
     };
@@ -393,9 +438,16 @@ fn policy(o: &mut Out, i: &Inputs) {
             // Headscale without a policy allows everything.
             for (id, title, sev, fix) in checks {
                 let (st, ev) = match id {
-                    "PL-01" => (Status::Fail, "no policy is set: Headscale allows all traffic between all nodes".to_owned()),
+                    "PL-01" => (
+                        Status::Fail,
+                        "no policy is set: Headscale allows all traffic between all nodes"
+                            .to_owned(),
+                    ),
                     "PL-05" => (Status::Fail, "no policy is set".to_owned()),
-                    _ => (Status::Pass, "no policy is set (nothing of this kind)".to_owned()),
+                    _ => (
+                        Status::Pass,
+                        "no policy is set (nothing of this kind)".to_owned(),
+                    ),
                 };
                 o.add(id, "policy", title, sev, st, ev, fix);
             }
@@ -403,7 +455,15 @@ fn policy(o: &mut Out, i: &Inputs) {
         }
         None => {
             for (id, title, sev, fix) in checks {
-                o.add(id, "policy", title, sev, Status::Unknown, "unknown (missing scope policy_file:read)", fix);
+                o.add(
+                    id,
+                    "policy",
+                    title,
+                    sev,
+                    Status::Unknown,
+                    "unknown (missing scope policy_file:read)",
+                    fix,
+                );
             }
             return;
         }
@@ -415,7 +475,11 @@ fn policy(o: &mut Out, i: &Inputs) {
         }
         Some(Ok(v)) => v,
     };
-    let where_ = if c.kind == "headscale" { "headscale policy" } else { "tailnet policy file" };
+    let where_ = if c.kind == "headscale" {
+        "headscale policy"
+    } else {
+        "tailnet policy file"
+    };
     // PL-01: an ACL or grant from * to *:* (or to * with ip ["*"]).
     let mut allow_all = Vec::new();
     for (n, r) in doc["acls"].as_array().into_iter().flatten().enumerate() {
@@ -439,15 +503,26 @@ fn policy(o: &mut Out, i: &Inputs) {
         "policy",
         title,
         sev,
-        if allow_all.is_empty() { Status::Pass } else { Status::Fail },
+        if allow_all.is_empty() {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
         if allow_all.is_empty() {
             format!("no rule from * to *:* in the {where_}")
         } else {
-            format!("{} allow(s) every source to every port ({where_})", allow_all.join(", "))
+            format!(
+                "{} allow(s) every source to every port ({where_})",
+                allow_all.join(", ")
+            )
         },
         fix,
     );
-    let text = &c.policy.as_ref().map(|p| crate::diff::control::strip_comments(&p.text)).unwrap_or_default();
+    let text = &c
+        .policy
+        .as_ref()
+        .map(|p| crate::diff::control::strip_comments(&p.text))
+        .unwrap_or_default();
     let danger = text.contains("autogroup:danger-all");
     let (id, title, sev, fix) = checks[1];
     o.add(
@@ -456,7 +531,11 @@ fn policy(o: &mut Out, i: &Inputs) {
         title,
         sev,
         if danger { Status::Fail } else { Status::Pass },
-        if danger { format!("autogroup:danger-all appears in the {where_}") } else { format!("not in the {where_}") },
+        if danger {
+            format!("autogroup:danger-all appears in the {where_}")
+        } else {
+            format!("not in the {where_}")
+        },
         fix,
     );
     let broad = |s: &str| matches!(s, "*" | "autogroup:member" | "autogroup:danger-all");
@@ -475,11 +554,18 @@ fn policy(o: &mut Out, i: &Inputs) {
         "policy",
         title,
         sev,
-        if root_ssh.is_empty() { Status::Pass } else { Status::Fail },
+        if root_ssh.is_empty() {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
         if root_ssh.is_empty() {
             "no SSH rule accepts root from *, autogroup:member or autogroup:danger-all".to_owned()
         } else {
-            format!("{} accept(s) root without a check from a broad source", root_ssh.join(", "))
+            format!(
+                "{} accept(s) root without a check from a broad source",
+                root_ssh.join(", ")
+            )
         },
         fix,
     );
@@ -499,7 +585,11 @@ fn policy(o: &mut Out, i: &Inputs) {
         "policy",
         title,
         sev,
-        if member_tags.is_empty() { Status::Pass } else { Status::Fail },
+        if member_tags.is_empty() {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
         if member_tags.is_empty() {
             "no tag is owned by * or autogroup:member".to_owned()
         } else {
@@ -516,7 +606,11 @@ fn policy(o: &mut Out, i: &Inputs) {
         title,
         sev,
         if tests { Status::Pass } else { Status::Fail },
-        if tests { "a tests section is present".to_owned() } else { format!("no tests section in the {where_}") },
+        if tests {
+            "a tests section is present".to_owned()
+        } else {
+            format!("no tests section in the {where_}")
+        },
         fix,
     );
     let mut wide = Vec::new();
@@ -537,7 +631,11 @@ fn policy(o: &mut Out, i: &Inputs) {
         "policy",
         title,
         sev,
-        if wide.is_empty() { Status::Pass } else { Status::Fail },
+        if wide.is_empty() {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
         if wide.is_empty() {
             "no autoApprover is * or autogroup:member".to_owned()
         } else {
@@ -551,7 +649,11 @@ fn devices(o: &mut Out, i: &Inputs) {
     let hs = is_headscale(i);
     let Some(c) = i.control else {
         for (id, title, sev) in [
-            ("DV-01", "Key expiry is on for user devices", Severity::Warning),
+            (
+                "DV-01",
+                "Key expiry is on for user devices",
+                Severity::Warning,
+            ),
             ("DV-02", "Tagged devices' keys expire", Severity::Info),
             ("DV-03", "No device unseen for 60+ days", Severity::Info),
             ("DV-04", "No external (shared-in) devices", Severity::Info),
@@ -559,12 +661,24 @@ fn devices(o: &mut Out, i: &Inputs) {
             ("DV-06", "No node key in use twice", Severity::Critical),
             ("DV-07", "No Tailnet Lock errors", Severity::Warning),
         ] {
-            o.add(id, "devices", title, sev, Status::Unknown, unreadable(i), "");
+            o.add(
+                id,
+                "devices",
+                title,
+                sev,
+                Status::Unknown,
+                unreadable(i),
+                "",
+            );
         }
         return;
     };
     let name = |d: &crate::model::control::ControlDevice| {
-        if d.hostname.is_empty() { d.name.clone() } else { d.hostname.clone() }
+        if d.hostname.is_empty() {
+            d.name.clone()
+        } else {
+            d.hostname.clone()
+        }
     };
     let user_no_expiry: Vec<String> = c
         .devices
@@ -577,13 +691,24 @@ fn devices(o: &mut Out, i: &Inputs) {
         "devices",
         "Key expiry is on for user devices",
         Severity::Warning,
-        if user_no_expiry.is_empty() { Status::Pass } else { Status::Fail },
         if user_no_expiry.is_empty() {
-            format!("all {} user-owned device(s) have key expiry", c.devices.values().filter(|d| d.tags.is_empty()).count())
+            Status::Pass
+        } else {
+            Status::Fail
+        },
+        if user_no_expiry.is_empty() {
+            format!(
+                "all {} user-owned device(s) have key expiry",
+                c.devices.values().filter(|d| d.tags.is_empty()).count()
+            )
         } else {
             format!("key expiry disabled on {}", list(&user_no_expiry))
         },
-        if hs { "headscale nodes expire <id> and re-register with an expiring key; set node.expiry" } else { "admin console → Machines → … → Enable key expiry" },
+        if hs {
+            "headscale nodes expire <id> and re-register with an expiring key; set node.expiry"
+        } else {
+            "admin console → Machines → … → Enable key expiry"
+        },
     );
     let tagged_no_expiry: Vec<String> = c
         .devices
@@ -596,11 +721,18 @@ fn devices(o: &mut Out, i: &Inputs) {
         "devices",
         "Tagged devices' keys expire",
         Severity::Info,
-        if tagged_no_expiry.is_empty() { Status::Pass } else { Status::Fail },
+        if tagged_no_expiry.is_empty() {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
         if tagged_no_expiry.is_empty() {
             "every tagged device's key expires".to_owned()
         } else {
-            format!("tagged devices that never expire: {}", list(&tagged_no_expiry))
+            format!(
+                "tagged devices that never expire: {}",
+                list(&tagged_no_expiry)
+            )
         },
         "enable key expiry on tagged servers and rotate them with an OAuth client or auth key",
     );
@@ -611,11 +743,17 @@ fn devices(o: &mut Out, i: &Inputs) {
         .values()
         .filter(|d| {
             d.online != Some(true)
-                && facts.get(&d.id).and_then(|f| f.last_seen).is_some_and(|t| t < cutoff)
+                && facts
+                    .get(&d.id)
+                    .and_then(|f| f.last_seen)
+                    .is_some_and(|t| t < cutoff)
         })
         .map(name)
         .collect();
-    let seen_known = c.devices.keys().any(|id| facts.get(id).is_some_and(|f| f.last_seen.is_some()));
+    let seen_known = c
+        .devices
+        .keys()
+        .any(|id| facts.get(id).is_some_and(|f| f.last_seen.is_some()));
     o.add(
         "DV-03",
         "devices",
@@ -631,7 +769,11 @@ fn devices(o: &mut Out, i: &Inputs) {
         } else {
             format!("last seen more than 60 days ago: {}", list(&stale))
         },
-        if hs { "headscale nodes delete -i <id>" } else { "admin console → Machines → remove devices no longer in use" },
+        if hs {
+            "headscale nodes delete -i <id>"
+        } else {
+            "admin console → Machines → remove devices no longer in use"
+        },
     );
     let by_fact = |f: fn(&crate::model::posture::DeviceFacts) -> bool| -> Vec<String> {
         c.devices
@@ -641,15 +783,58 @@ fn devices(o: &mut Out, i: &Inputs) {
             .collect()
     };
     #[allow(clippy::type_complexity)]
-    let flags: [(&str, &str, Severity, fn(&crate::model::posture::DeviceFacts) -> bool, &str, &str); 4] = [
-        ("DV-04", "No external (shared-in) devices", Severity::Info, |f| f.is_external == Some(true), "shared in from another tailnet", "admin console → Machines → review shared-in devices and remove unneeded shares"),
-        ("DV-05", "Devices are up to date", Severity::Info, |f| f.update_available == Some(true), "update available on", "update those clients, or turn on Settings → Device management → Auto-updates"),
-        ("DV-06", "No node key in use twice", Severity::Critical, |f| f.multiple_connections == Some(true), "connected more than once with the same node key (a cloned node?)", "remove the device and re-register it; find the copy of its state"),
-        ("DV-07", "No Tailnet Lock errors", Severity::Warning, |f| !f.tailnet_lock_error.is_empty(), "failing Tailnet Lock checks", "tailscale lock sign the devices you trust; remove the others"),
+    let flags: [(
+        &str,
+        &str,
+        Severity,
+        fn(&crate::model::posture::DeviceFacts) -> bool,
+        &str,
+        &str,
+    ); 4] = [
+        (
+            "DV-04",
+            "No external (shared-in) devices",
+            Severity::Info,
+            |f| f.is_external == Some(true),
+            "shared in from another tailnet",
+            "admin console → Machines → review shared-in devices and remove unneeded shares",
+        ),
+        (
+            "DV-05",
+            "Devices are up to date",
+            Severity::Info,
+            |f| f.update_available == Some(true),
+            "update available on",
+            "update those clients, or turn on Settings → Device management → Auto-updates",
+        ),
+        (
+            "DV-06",
+            "No node key in use twice",
+            Severity::Critical,
+            |f| f.multiple_connections == Some(true),
+            "connected more than once with the same node key (a cloned node?)",
+            "remove the device and re-register it; find the copy of its state",
+        ),
+        (
+            "DV-07",
+            "No Tailnet Lock errors",
+            Severity::Warning,
+            |f| !f.tailnet_lock_error.is_empty(),
+            "failing Tailnet Lock checks",
+            "tailscale lock sign the devices you trust; remove the others",
+        ),
     ];
     for (id, title, sev, pred, what, fix) in flags {
         if hs {
-            o.add(id, "devices", title, sev, Status::NotAvailable, "not available on Headscale", "");
+            o.add(
+                id,
+                "devices",
+                title,
+                sev,
+                Status::NotAvailable,
+                "not available on Headscale",
+                "",
+            );
             continue;
         }
         let hits = by_fact(pred);
@@ -658,9 +843,16 @@ fn devices(o: &mut Out, i: &Inputs) {
             "devices",
             title,
             sev,
-            if hits.is_empty() { Status::Pass } else { Status::Fail },
             if hits.is_empty() {
-                format!("none of {} device(s) (Admin API /devices?fields=all)", c.devices.len())
+                Status::Pass
+            } else {
+                Status::Fail
+            },
+            if hits.is_empty() {
+                format!(
+                    "none of {} device(s) (Admin API /devices?fields=all)",
+                    c.devices.len()
+                )
             } else {
                 format!("{what}: {}", list(&hits))
             },
@@ -671,9 +863,15 @@ fn devices(o: &mut Out, i: &Inputs) {
 
 fn key_risks(keys: &[KeyFacts], now: DateTime<Utc>) -> (Vec<String>, Vec<String>) {
     let label = |k: &KeyFacts| {
-        if k.description.is_empty() { format!("{} {}", k.kind, k.id) } else { format!("{} {} ({})", k.kind, k.id, k.description) }
+        if k.description.is_empty() {
+            format!("{} {}", k.kind, k.id)
+        } else {
+            format!("{} {} ({})", k.kind, k.id, k.description)
+        }
     };
-    let live = keys.iter().filter(|k| !k.spent && k.expires.is_none_or(|e| e > now));
+    let live = keys
+        .iter()
+        .filter(|k| !k.spent && k.expires.is_none_or(|e| e > now));
     let mut reusable = Vec::new();
     let mut long = Vec::new();
     for k in live {
@@ -689,7 +887,10 @@ fn key_risks(keys: &[KeyFacts], now: DateTime<Utc>) -> (Vec<String>, Vec<String>
             long.push(format!(
                 "{} ({})",
                 label(k),
-                k.expires.map_or("never expires".to_owned(), |e| format!("expires {}", e.format("%Y-%m-%d")))
+                k.expires.map_or("never expires".to_owned(), |e| format!(
+                    "expires {}",
+                    e.format("%Y-%m-%d")
+                ))
             ));
         }
     }
@@ -709,11 +910,46 @@ fn keys(o: &mut Out, i: &Inputs) {
     } else {
         "admin console → Settings → Keys → revoke; create one-off keys that expire in a day"
     };
-    let rows: [(&str, &str, Severity, Option<&Option<Vec<KeyFacts>>>, bool, &str, &str); 3] = [
-        ("KY-01", "No reusable auth keys", Severity::Warning, cp.map(|p| &p.auth_keys), true, auth_src, auth_fix),
-        ("KY-02", "No long-lived or non-expiring auth keys", Severity::Warning, cp.map(|p| &p.auth_keys), false, auth_src, auth_fix),
-        ("KY-03", "No long-lived API keys", Severity::Warning, cp.map(|p| &p.api_keys), false, api_src,
-            if hs { "headscale apikeys expire --prefix <prefix>; create keys with --expiration 30d" } else { "admin console → Settings → Keys → revoke; prefer OAuth clients" }),
+    let rows: [(
+        &str,
+        &str,
+        Severity,
+        Option<&Option<Vec<KeyFacts>>>,
+        bool,
+        &str,
+        &str,
+    ); 3] = [
+        (
+            "KY-01",
+            "No reusable auth keys",
+            Severity::Warning,
+            cp.map(|p| &p.auth_keys),
+            true,
+            auth_src,
+            auth_fix,
+        ),
+        (
+            "KY-02",
+            "No long-lived or non-expiring auth keys",
+            Severity::Warning,
+            cp.map(|p| &p.auth_keys),
+            false,
+            auth_src,
+            auth_fix,
+        ),
+        (
+            "KY-03",
+            "No long-lived API keys",
+            Severity::Warning,
+            cp.map(|p| &p.api_keys),
+            false,
+            api_src,
+            if hs {
+                "headscale apikeys expire --prefix <prefix>; create keys with --expiration 30d"
+            } else {
+                "admin console → Settings → Keys → revoke; prefer OAuth clients"
+            },
+        ),
     ];
     for (id, title, sev, data, reusable, src, fix) in rows {
         match data {
@@ -724,7 +960,10 @@ fn keys(o: &mut Out, i: &Inputs) {
                 title,
                 sev,
                 Status::Unknown,
-                format!("unknown ({src} was refused: missing scope {})", if hs { "(API key)" } else { "auth_keys:read" }),
+                format!(
+                    "unknown ({src} was refused: missing scope {})",
+                    if hs { "(API key)" } else { "auth_keys:read" }
+                ),
                 fix,
             ),
             Some(Some(keys)) => {
@@ -735,7 +974,11 @@ fn keys(o: &mut Out, i: &Inputs) {
                     "keys",
                     title,
                     sev,
-                    if hits.is_empty() { Status::Pass } else { Status::Fail },
+                    if hits.is_empty() {
+                        Status::Pass
+                    } else {
+                        Status::Fail
+                    },
                     if hits.is_empty() {
                         format!("{} key(s) read from {src}; none of this kind", keys.len())
                     } else {
@@ -755,7 +998,11 @@ fn path_problems(p: &PathFacts, owner_root: bool) -> Vec<String> {
         return v;
     }
     if p.mode & 0o002 != 0 {
-        v.push(format!("{} is writable by others (mode {:o})", p.path, p.mode & 0o7777));
+        v.push(format!(
+            "{} is writable by others (mode {:o})",
+            p.path,
+            p.mode & 0o7777
+        ));
     }
     if owner_root && p.uid != 0 {
         v.push(format!("{} is owned by uid {}, not root", p.path, p.uid));
@@ -767,35 +1014,89 @@ fn server(o: &mut Out, i: &Inputs) {
     let hs = is_headscale(i);
     let trust = i.node.and_then(|n| n.node.as_ref()).map(|v| &v.trust);
     let title = "Tailnet Lock is on (this node)";
-    let fix = "tailscale lock init … on a trusted node (https://tailscale.com/kb/1226/tailnet-lock)";
+    let fix =
+        "tailscale lock init … on a trusted node (https://tailscale.com/kb/1226/tailnet-lock)";
     match (hs, trust.map(|t| &t.tailnet_lock)) {
-        (true, _) => o.add("SV-01", "server", title, Severity::Warning, Status::NotAvailable, "not available on Headscale", ""),
-        (_, None) => o.add("SV-01", "server", title, Severity::Warning, Status::Unknown, "tailscaled could not be read", fix),
-        (_, Some(None)) => o.add("SV-01", "server", title, Severity::Warning, Status::Unknown, "tka/status not available on this tailscaled", fix),
+        (true, _) => o.add(
+            "SV-01",
+            "server",
+            title,
+            Severity::Warning,
+            Status::NotAvailable,
+            "not available on Headscale",
+            "",
+        ),
+        (_, None) => o.add(
+            "SV-01",
+            "server",
+            title,
+            Severity::Warning,
+            Status::Unknown,
+            "tailscaled could not be read",
+            fix,
+        ),
+        (_, Some(None)) => o.add(
+            "SV-01",
+            "server",
+            title,
+            Severity::Warning,
+            Status::Unknown,
+            "tka/status not available on this tailscaled",
+            fix,
+        ),
         (_, Some(Some(l))) => o.add(
             "SV-01",
             "server",
             title,
             Severity::Warning,
-            if l.enabled { Status::Pass } else { Status::Fail },
-            format!("LocalAPI tka/status: Enabled = {}, {} trusted key(s)", l.enabled, l.trusted_keys.len()),
+            if l.enabled {
+                Status::Pass
+            } else {
+                Status::Fail
+            },
+            format!(
+                "LocalAPI tka/status: Enabled = {}, {} trusted key(s)",
+                l.enabled,
+                l.trusted_keys.len()
+            ),
             fix,
         ),
     }
     let title = "tailscaled is up to date";
     match i.node {
-        None => o.add("SV-02", "server", title, Severity::Warning, Status::Unknown, "tailscaled could not be read", "tailscale update"),
+        None => o.add(
+            "SV-02",
+            "server",
+            title,
+            Severity::Warning,
+            Status::Unknown,
+            "tailscaled could not be read",
+            "tailscale update",
+        ),
         Some(n) => {
-            let newer = n.update_available.clone().or_else(|| trust.and_then(|t| t.update_available.clone()));
+            let newer = n
+                .update_available
+                .clone()
+                .or_else(|| trust.and_then(|t| t.update_available.clone()));
             o.add(
                 "SV-02",
                 "server",
                 title,
                 Severity::Warning,
-                if newer.is_some() { Status::Fail } else { Status::Pass },
+                if newer.is_some() {
+                    Status::Fail
+                } else {
+                    Status::Pass
+                },
                 match newer {
-                    Some(v) => format!("running {}, {v} is available (/status ClientVersion)", n.version),
-                    None => format!("running {}; no newer version announced (/status ClientVersion)", n.version),
+                    Some(v) => format!(
+                        "running {}, {v} is available (/status ClientVersion)",
+                        n.version
+                    ),
+                    None => format!(
+                        "running {}; no newer version announced (/status ClientVersion)",
+                        n.version
+                    ),
                 },
                 "tailscale update (or your package manager)",
             );
@@ -803,12 +1104,36 @@ fn server(o: &mut Out, i: &Inputs) {
     }
     let Some(s) = i.server else {
         for (id, title, sev) in [
-            ("SV-03", "The monitor's files are owned right and not writable by others", Severity::Critical),
-            ("SV-04", "The monitor's binary and config are immutable (chattr +i)", Severity::Info),
-            ("SV-05", "The systemd sandbox is in effect", Severity::Warning),
-            ("SV-06", "The socket read is tailscaled's", Severity::Critical),
+            (
+                "SV-03",
+                "The monitor's files are owned right and not writable by others",
+                Severity::Critical,
+            ),
+            (
+                "SV-04",
+                "The monitor's binary and config are immutable (chattr +i)",
+                Severity::Info,
+            ),
+            (
+                "SV-05",
+                "The systemd sandbox is in effect",
+                Severity::Warning,
+            ),
+            (
+                "SV-06",
+                "The socket read is tailscaled's",
+                Severity::Critical,
+            ),
         ] {
-            o.add(id, "server", title, sev, Status::Unknown, "this server's facts were not collected", "");
+            o.add(
+                id,
+                "server",
+                title,
+                sev,
+                Status::Unknown,
+                "this server's facts were not collected",
+                "",
+            );
         }
         return;
     };
@@ -822,7 +1147,10 @@ fn server(o: &mut Out, i: &Inputs) {
     }
     if let Some(st) = &s.state {
         if st.error.is_empty() && st.uid != s.uid {
-            problems.push(format!("{} is owned by uid {}, not by the monitor (uid {})", st.path, st.uid, s.uid));
+            problems.push(format!(
+                "{} is owned by uid {}, not by the monitor (uid {})",
+                st.path, st.uid, s.uid
+            ));
         }
     }
     o.add(
@@ -835,8 +1163,16 @@ fn server(o: &mut Out, i: &Inputs) {
         "chown root:tailscale-monitor /etc/tailscale-monitor/config.toml; chmod 0640 it; chmod 0755 the binary; chmod o-w everything",
     );
     let files: Vec<&PathFacts> = [&s.binary, &s.config].into_iter().flatten().collect();
-    let unsupported: Vec<String> = files.iter().filter(|p| p.immutable.is_none()).map(|p| p.path.clone()).collect();
-    let mutable: Vec<String> = files.iter().filter(|p| p.immutable == Some(false)).map(|p| p.path.clone()).collect();
+    let unsupported: Vec<String> = files
+        .iter()
+        .filter(|p| p.immutable.is_none())
+        .map(|p| p.path.clone())
+        .collect();
+    let mutable: Vec<String> = files
+        .iter()
+        .filter(|p| p.immutable == Some(false))
+        .map(|p| p.path.clone())
+        .collect();
     o.add(
         "SV-04",
         "server",
@@ -875,8 +1211,24 @@ fn server(o: &mut Out, i: &Inputs) {
     let title = "The socket read is tailscaled's";
     let fix = "point [tailscale] socket at tailscaled's socket (/run/tailscale/tailscaled.sock), owned by root";
     match &s.socket {
-        None => o.add("SV-06", "server", title, Severity::Critical, Status::Unknown, "no LocalAPI socket configured", fix),
-        Some(p) if !p.error.is_empty() => o.add("SV-06", "server", title, Severity::Critical, Status::Unknown, format!("{}: {}", p.path, p.error), fix),
+        None => o.add(
+            "SV-06",
+            "server",
+            title,
+            Severity::Critical,
+            Status::Unknown,
+            "no LocalAPI socket configured",
+            fix,
+        ),
+        Some(p) if !p.error.is_empty() => o.add(
+            "SV-06",
+            "server",
+            title,
+            Severity::Critical,
+            Status::Unknown,
+            format!("{}: {}", p.path, p.error),
+            fix,
+        ),
         Some(p) => {
             let is_socket = p.mode & 0o170000 == 0o140000;
             let ok = is_socket && p.uid == 0;
@@ -889,7 +1241,11 @@ fn server(o: &mut Out, i: &Inputs) {
                 format!(
                     "{}: {}, owned by uid {}",
                     p.path,
-                    if is_socket { "a unix socket" } else { "not a socket" },
+                    if is_socket {
+                        "a unix socket"
+                    } else {
+                        "not a socket"
+                    },
                     p.uid
                 ),
                 fix,
@@ -923,5 +1279,8 @@ pub fn drift(prev: Option<&KnownPosture>, cur: &Report, now: DateTime<Utc>) -> V
 
 /// What to store of a report.
 pub fn known(r: &Report) -> KnownPosture {
-    r.findings.iter().map(|f| (f.id.clone(), f.status)).collect()
+    r.findings
+        .iter()
+        .map(|f| (f.id.clone(), f.status))
+        .collect()
 }

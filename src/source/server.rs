@@ -58,7 +58,10 @@ fn sandbox() -> Option<(bool, u32)> {
             .find_map(|l| l.strip_prefix(k))
             .and_then(|v| v.trim().parse::<u32>().ok())
     };
-    Some((field("NoNewPrivs:") == Some(1), field("Seccomp:").unwrap_or(0)))
+    Some((
+        field("NoNewPrivs:") == Some(1),
+        field("Seccomp:").unwrap_or(0),
+    ))
 }
 
 /// Everything at once.

@@ -49,6 +49,38 @@ pub struct State {
     pub requests: Vec<(String, Instant)>,
     /// Requests refused with 401.
     pub unauthorized: usize,
+    /// `GET …/keys?all=true` (`None`: 403, no `auth_keys:read`).
+    pub keys: Option<Vec<Value>>,
+    /// `GET …/webhooks` (`None`: 403, no `webhooks:read`).
+    pub webhooks: Option<Vec<Value>>,
+    /// `GET …/contacts` (`None`: 403, no `account_settings:read`).
+    pub contacts: Option<Value>,
+    /// `GET …/logging/configuration/stream` (`None`: 404, no stream set up).
+    pub log_stream: Option<Value>,
+}
+
+/// An auth key as `GET …/keys?all=true` lists it (`Key` in keys.go).
+pub fn auth_key(id: &str, reusable: bool, created: &str, expires: Option<&str>) -> Value {
+    let mut k = json!({
+        "id": id, "keyType": "auth", "description": format!("key {id}"),
+        "created": created, "invalid": false, "userId": "u1",
+        "capabilities": {"devices": {"create": {
+            "reusable": reusable, "ephemeral": false, "preauthorized": true, "tags": ["tag:ci"]
+        }}},
+    });
+    if let Some(e) = expires {
+        k["expires"] = json!(e);
+    }
+    k
+}
+
+/// A webhook endpoint as `GET …/webhooks` lists it (`Webhook` in webhooks.go).
+pub fn webhook(url: &str, subscriptions: &[&str]) -> Value {
+    json!({
+        "endpointId": "w1", "endpointUrl": url, "providerType": "",
+        "creatorLoginName": "alice@example.com", "created": "2026-10-01T00:00:00Z",
+        "lastModified": "2026-10-01T00:00:00Z", "subscriptions": subscriptions,
+    })
 }
 
 pub struct AdminApi {
@@ -189,6 +221,17 @@ impl AdminApi {
             scripted: VecDeque::new(),
             requests: Vec::new(),
             unauthorized: 0,
+            keys: Some(Vec::new()),
+            webhooks: Some(vec![webhook(
+                "https://monitor.example.com/webhooks/tailscale",
+                &["categoryTailnetManagement"],
+            )]),
+            contacts: Some(json!({
+                "account": {"email": "owner@example.com", "fallbackEmail": "", "needsVerification": false},
+                "support": {"email": "owner@example.com", "fallbackEmail": "", "needsVerification": false},
+                "security": {"email": "security@example.com", "fallbackEmail": "", "needsVerification": false},
+            })),
+            log_stream: None,
         }));
         let (url, rt) = super::serve_http(state.clone(), handle);
         AdminApi {
@@ -376,6 +419,31 @@ async fn handle(
                 .insert("ETag", format!("\"{:016x}\"", s.etag).parse().unwrap());
             r
         }
+        "keys" => match &s.keys {
+            Some(k) => reply(200, "application/json", json!({"keys": k}).to_string()),
+            None => error(
+                403,
+                "calling actor does not have enough permissions to perform this function",
+            ),
+        },
+        "webhooks" => match &s.webhooks {
+            Some(w) => reply(200, "application/json", json!({"webhooks": w}).to_string()),
+            None => error(
+                403,
+                "calling actor does not have enough permissions to perform this function",
+            ),
+        },
+        "contacts" => match &s.contacts {
+            Some(c) => reply(200, "application/json", c.to_string()),
+            None => error(
+                403,
+                "calling actor does not have enough permissions to perform this function",
+            ),
+        },
+        "logging/configuration/stream" => match &s.log_stream {
+            Some(c) => reply(200, "application/json", c.to_string()),
+            None => error(404, "not found"),
+        },
         "logging/configuration" => {
             if !query.contains("start=") || !query.contains("end=") {
                 error(400, "start and end are required")

@@ -304,7 +304,10 @@ impl TailscaleApi {
     async fn posture(&self, snap: &mut ControlSnapshot) -> Result<(), ControlError> {
         let t = &self.tailnet;
         if let Some(r) = self
-            .optional(&format!("/api/v2/tailnet/{t}/keys?all=true"), "application/json")
+            .optional(
+                &format!("/api/v2/tailnet/{t}/keys?all=true"),
+                "application/json",
+            )
             .await?
         {
             let keys: Keys = r
@@ -315,7 +318,11 @@ impl TailscaleApi {
             for k in keys.keys {
                 let facts = KeyFacts {
                     id: k.id,
-                    kind: if k.key_type.is_empty() { "auth".into() } else { k.key_type.clone() },
+                    kind: if k.key_type.is_empty() {
+                        "auth".into()
+                    } else {
+                        k.key_type.clone()
+                    },
                     description: k.description,
                     reusable: k.capabilities.devices.create.reusable,
                     preauthorized: k.capabilities.devices.create.preauthorized,
