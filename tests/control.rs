@@ -432,7 +432,7 @@ fn the_posture_of_a_weak_tailnet_matches_the_golden_file() {
     let text = serde_json::to_string_pretty(&findings).unwrap() + "\n";
     let golden = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/posture-weak.json"
+        "/tests/golden/posture-weak.json"
     );
     if std::env::var_os("TM_UPDATE_GOLDEN").is_some() {
         std::fs::write(golden, &text).unwrap();

@@ -69,7 +69,8 @@ pub fn facts(cfg: &Config) -> ServerFacts {
     ServerFacts {
         binary: std::env::current_exe().ok().map(|p| path_facts(&p)),
         config: cfg.path.as_deref().map(path_facts),
-        state: Some(path_facts(&cfg.state_dir)),
+        // Created 0700 by the first pass: before it, nothing to check.
+        state: cfg.state_dir.exists().then(|| path_facts(&cfg.state_dir)),
         socket: (cfg.source.kind == SourceKind::LocalApi).then(|| path_facts(&cfg.source.socket)),
         // SAFETY: geteuid has no preconditions and cannot fail.
         uid: unsafe { libc::geteuid() },
