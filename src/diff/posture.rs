@@ -910,6 +910,7 @@ fn keys(o: &mut Out, i: &Inputs) {
     } else {
         "admin console → Settings → Keys → revoke; create one-off keys that expire in a day"
     };
+    #[allow(clippy::type_complexity)]
     let rows: [(
         &str,
         &str,
