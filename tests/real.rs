@@ -527,6 +527,90 @@ fn a_watched_device_offline_and_back_tailscale_1_96() {
     presence_story(real::old_release());
 }
 
+/// `posture` against real headscale: without a policy (allow-all), with one, and its keys.
+fn posture_story(rel: Release) {
+    let hs = Headscale::start();
+    let ops = hs.user("ops");
+    let web = Node::join(&rel, &hs, "web-01", &hs.preauth_key(ops));
+    let (key, _) = hs.api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("headscale-api-key");
+    std::fs::write(&key_file, &key).unwrap();
+    support::private(&key_file);
+    let mon = Monitor::new(
+        web.socket(),
+        &format!(
+            "[control]\nkind = \"headscale\"\nurl = \"{}\"\napi_key_file = \"{}\"\n",
+            hs.url,
+            key_file.display()
+        ),
+    );
+    let report = || {
+        let r = mon.run(&["posture", "--json"]);
+        let v: serde_json::Value =
+            serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+        let by_id = |id: &str| {
+            v["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["id"] == id)
+                .cloned()
+                .unwrap()
+        };
+        (
+            r.code,
+            by_id("PL-01"),
+            by_id("PL-05"),
+            by_id("TN-01"),
+            by_id("SV-01"),
+            by_id("KY-01"),
+            by_id("KY-03"),
+        )
+    };
+    let (code, pl01, _, tn01, sv01, ky01, ky03) = report();
+    assert_eq!(code, 2, "allow-all is critical");
+    assert_eq!(pl01["status"], "fail", "{pl01}");
+    assert!(
+        pl01["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("no policy is set"),
+        "{pl01}"
+    );
+    assert_eq!(tn01["status"], "not_available", "device approval: not on Headscale");
+    assert_eq!(tn01["evidence"], "not available on Headscale");
+    assert_eq!(sv01["status"], "not_available", "Tailnet Lock: not on Headscale");
+    assert_eq!(ky01["status"], "fail", "the reusable pre-auth key: {ky01}");
+    assert!(
+        ky01["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("GET /api/v1/preauthkey"),
+        "{ky01}"
+    );
+    assert_eq!(ky03["status"], "pass", "an API key of 1 h: {ky03}");
+
+    hs.set_policy(P0);
+    let long = ok_text(hs.cmd(&["apikeys", "create", "-e", "365d"]));
+    assert!(!long.trim().is_empty());
+    let (_, pl01, pl05, _, _, _, ky03) = report();
+    assert_eq!(pl01["status"], "pass", "{pl01}");
+    assert_eq!(pl05["status"], "fail", "no tests section: {pl05}");
+    assert_eq!(ky03["status"], "fail", "a 365-day API key: {ky03}");
+}
+
+fn ok_text(o: std::process::Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+#[ignore = "needs real tailscaled/headscale: run tests/run-all.sh"]
+fn posture_on_headscale_tailscale_1_102() {
+    posture_story(real::new_release());
+}
+
 /// This server loses the control plane (its way to headscale goes through a relay the test
 /// cuts; the peers keep theirs). tailscaled keeps showing the watched peers online, so no message
 /// may name them: exactly one "is this server offline?" mail, and one when it is back.

@@ -564,8 +564,22 @@ mod tests {
     /// Runs two control reads: the first records, the second is compared.
     fn after(first: &ControlSnapshot, second: &ControlSnapshot) -> Vec<Event> {
         let n = node();
-        let (_, kc) = events(&known_from(&n, None), Some(&n), Ok(first), "test", None, now());
-        let (ev, _) = events(&known_from(&n, kc), Some(&n), Ok(second), "test", None, now());
+        let (_, kc) = events(
+            &known_from(&n, None),
+            Some(&n),
+            Ok(first),
+            "test",
+            None,
+            now(),
+        );
+        let (ev, _) = events(
+            &known_from(&n, kc),
+            Some(&n),
+            Ok(second),
+            "test",
+            None,
+            now(),
+        );
         ev
     }
 
@@ -633,12 +647,33 @@ mod tests {
     fn a_netmap_device_the_control_plane_does_not_list_is_unlisted_on_the_second_read() {
         let only_self = control(&[cdev("nSELF", "web-01", "alice@", true)], &["alice@"]);
         let n = node();
-        let (ev, kc) = events(&known_from(&n, None), Some(&n), Ok(&only_self), "t", None, now());
+        let (ev, kc) = events(
+            &known_from(&n, None),
+            Some(&n),
+            Ok(&only_self),
+            "t",
+            None,
+            now(),
+        );
         assert!(ev.is_empty(), "one miss is not enough: {ev:?}");
-        let (ev, kc) = events(&known_from(&n, kc), Some(&n), Ok(&only_self), "t", None, now());
+        let (ev, kc) = events(
+            &known_from(&n, kc),
+            Some(&n),
+            Ok(&only_self),
+            "t",
+            None,
+            now(),
+        );
         assert_eq!(kinds(&ev), ["device.unlisted"]);
         assert_eq!(ev[0].device.as_ref().unwrap().hostname, "laptop");
-        let (ev, _) = events(&known_from(&n, kc), Some(&n), Ok(&only_self), "t", None, now());
+        let (ev, _) = events(
+            &known_from(&n, kc),
+            Some(&n),
+            Ok(&only_self),
+            "t",
+            None,
+            now(),
+        );
         assert!(ev.is_empty(), "alerted once");
     }
 
