@@ -383,6 +383,11 @@ async fn check(explicit: Option<&Path>) -> ExitCode {
     if let Err(e) = store_recovered(&cfg, &mut store) {
         return store_failed(e).await;
     }
+    if let Err(e) =
+        crate::digest::record_if_due(&mut store, &cfg.routes(), cfg.digest_every, Utc::now())
+    {
+        return store_failed(e).await;
+    }
     let delivery = match monitor::deliver(&mut store, &cfg, &host, true).await {
         Ok(d) => d,
         Err(e) => return store_failed(e).await,

@@ -237,6 +237,8 @@ pub struct Config {
     pub delivery_max_age: Duration,
     /// `[metrics] listen`: where `run` serves `/metrics` and `/healthz`.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `[digest] every`: how often the summary message goes out (`None`: never, the default).
+    pub digest_every: Option<Duration>,
     /// `[control]`: the control plane's API (the whole tailnet), if configured.
     pub control: Option<ControlConfig>,
     /// `[webhooks]`: the Tailscale webhook receiver of `run`, if configured.
@@ -301,6 +303,8 @@ struct RawConfig {
     notify: Vec<Spanned<RawNotify>>,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    digest: RawDigest,
     control: Option<Spanned<RawControl>>,
     webhooks: Option<Spanned<RawWebhooks>>,
     #[serde(default)]
@@ -337,6 +341,12 @@ struct RawControl {
     oauth_client_id: Option<String>,
     oauth_secret_file: Option<Spanned<PathBuf>>,
     api_url: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDigest {
+    every: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -760,6 +770,10 @@ impl Config {
                 "alerts.delivery_max_age",
                 Duration::from_secs(3600),
             )?,
+            digest_every: match &raw.digest.every {
+                None => None,
+                Some(_) => Some(cx.duration(&raw.digest.every, "digest.every", Duration::ZERO)?),
+            },
         })
     }
 
@@ -788,6 +802,9 @@ impl Config {
         );
         if let Some(l) = self.metrics_listen {
             out += &format!("[metrics]\nlisten = {}\n\n", q(&l.to_string()));
+        }
+        if let Some(e) = self.digest_every {
+            out += &format!("[digest]\nevery = {}\n\n", d(e));
         }
         out += &format!(
             "[daemon]\ninterval = {}\nreconcile = {}\ngrace = {}\nbatch_window = {}\naccess_interval = {}\n\n",

@@ -306,7 +306,13 @@ impl Daemon {
                 .collect();
         }
         let recovered = self.store_recovered()?;
-        if recovered || report.events.iter().any(|e| !e.record_only) {
+        let digest = crate::digest::record_if_due(
+            &mut self.store,
+            &self.cfg.routes(),
+            self.cfg.digest_every,
+            Utc::now(),
+        )?;
+        if recovered || digest || report.events.iter().any(|e| !e.record_only) {
             // Leading edge: after a quiet period, send at once; within the window after a send,
             // hold the events so that a burst becomes one more message, not many.
             let now = Instant::now();

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod diff;
+pub mod digest;
 pub mod metrics;
 pub mod model;
 pub mod monitor;

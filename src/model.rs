@@ -295,6 +295,9 @@ pub enum EventKind {
     MonitorSourceRecovered,
     #[serde(rename = "monitor.delivery_failed")]
     MonitorDeliveryFailed,
+    /// The periodic summary (`[digest] every`).
+    #[serde(rename = "monitor.digest")]
+    MonitorDigest,
     /// `run` cannot write its state database (disk full, I/O error); sent directly, not queued.
     #[serde(rename = "monitor.store_failed")]
     MonitorStoreFailed,
@@ -306,7 +309,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 40] = [
+    pub const ALL: [EventKind; 41] = [
         EventKind::UserNew,
         EventKind::UserRemoved,
         EventKind::DeviceNew,
@@ -344,6 +347,7 @@ impl EventKind {
         EventKind::MonitorSourceDown,
         EventKind::MonitorSourceRecovered,
         EventKind::MonitorDeliveryFailed,
+        EventKind::MonitorDigest,
         EventKind::MonitorStoreFailed,
         EventKind::MonitorStoreRecovered,
         EventKind::MonitorTest,
@@ -388,6 +392,7 @@ impl EventKind {
             EventKind::MonitorSourceDown => "monitor.source_down",
             EventKind::MonitorSourceRecovered => "monitor.source_recovered",
             EventKind::MonitorDeliveryFailed => "monitor.delivery_failed",
+            EventKind::MonitorDigest => "monitor.digest",
             EventKind::MonitorStoreFailed => "monitor.store_failed",
             EventKind::MonitorStoreRecovered => "monitor.store_recovered",
             EventKind::MonitorTest => "monitor.test",
@@ -441,6 +446,7 @@ impl EventKind {
             | MonitorBaseline
             | MonitorSourceRecovered
             | MonitorStoreRecovered
+            | MonitorDigest
             | MonitorTest => Severity::Info,
         }
     }

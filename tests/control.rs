@@ -504,6 +504,7 @@ fn a_missing_scope_makes_posture_checks_unknown_never_pass() {
 }
 
 #[test]
+#[ignore = "needs the real SMTP server: run tests/run-all.sh"]
 fn turning_device_approval_off_mails_posture_degraded_once() {
     let smtp = Smtp::start();
     let (_d, _emu, api, mon) = setup(false, &email_channel(smtp.port));
@@ -529,4 +530,54 @@ fn turning_device_approval_off_mails_posture_degraded_once() {
     mon.check();
     let m = &smtp.wait_for(3, 60)[2];
     assert!(m.text.contains("posture.improved"), "{}", m.text);
+}
+
+#[test]
+#[ignore = "needs the real SMTP server: run tests/run-all.sh"]
+fn the_digest_summarizes_the_period_table_first() {
+    let smtp = Smtp::start();
+    let (_d, _emu, api, mon) = setup(
+        false,
+        &(email_channel(smtp.port) + "\n[digest]\nevery = \"1s\"\n"),
+    );
+    api.with(|s| s.devices.push(hidden_device(true)));
+    weaken(&api);
+    assert_eq!(mon.check().code, 0, "the baseline");
+    smtp.wait_for(1, 60);
+    // The period is wall-clock time: let it pass.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    mon.check();
+    let mails = smtp.wait_for(2, 60);
+    let m = &mails[1];
+    assert!(m.text.contains("monitor.digest"), "{}", m.text);
+    let table = m.text.find("Devices added").expect("the table");
+    for row in [
+        "Not visible to this server: 1",
+        "Posture checks failing: 11",
+        "Failed deliveries: 0",
+        "Event log: intact,",
+        "head anchor ",
+    ] {
+        assert!(m.text.contains(row), "{row}: {}", m.text);
+    }
+    let details = m
+        .text
+        .find("Not visible to this server (control plane only):")
+        .expect("details");
+    assert!(table < details, "summary table first");
+    assert!(
+        m.text.contains("• mallory-box (mallory@evil.example)"),
+        "{}",
+        m.text
+    );
+    assert!(
+        m.text
+            .contains("• TN-01 [critical] Device approval is required"),
+        "{}",
+        m.text
+    );
+    assert!(m.text.contains("Who can reach this server:"), "{}", m.text);
+    // Not again before the next period.
+    mon.check();
+    assert_eq!(mon.count_events("monitor.digest"), 1);
 }

@@ -578,9 +578,15 @@ fn posture_story(rel: Release) {
             .contains("no policy is set"),
         "{pl01}"
     );
-    assert_eq!(tn01["status"], "not_available", "device approval: not on Headscale");
+    assert_eq!(
+        tn01["status"], "not_available",
+        "device approval: not on Headscale"
+    );
     assert_eq!(tn01["evidence"], "not available on Headscale");
-    assert_eq!(sv01["status"], "not_available", "Tailnet Lock: not on Headscale");
+    assert_eq!(
+        sv01["status"], "not_available",
+        "Tailnet Lock: not on Headscale"
+    );
     assert_eq!(ky01["status"], "fail", "the reusable pre-auth key: {ky01}");
     assert!(
         ky01["evidence"]

@@ -220,6 +220,7 @@ pub fn events(
         down_since: None,
         last_error: String::new(),
         posture: Default::default(),
+        posture_failing: Vec::new(),
     };
     let report = super::posture::evaluate(&super::posture::Inputs {
         control: Some(cur),
@@ -230,6 +231,12 @@ pub fn events(
     });
     let drift = super::posture::drift(prev.map(|p| &p.posture), &report, now);
     next.posture = super::posture::known(&report);
+    next.posture_failing = report
+        .findings
+        .iter()
+        .filter(|f| f.status == crate::model::posture::Status::Fail)
+        .cloned()
+        .collect();
     if let Some(t) = prev.and_then(|p| p.down_since) {
         let mut ev = Event::new(
             EventKind::MonitorSourceRecovered,

@@ -104,4 +104,7 @@ pub struct KnownControl {
     /// Each posture check's status at the last control read.
     #[serde(default)]
     pub posture: super::posture::KnownPosture,
+    /// The checks that failed then, with their evidence (for the digest).
+    #[serde(default)]
+    pub posture_failing: Vec<super::posture::Finding>,
 }

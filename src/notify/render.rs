@@ -170,6 +170,7 @@ fn action(e: &Event) -> String {
         EventKind::PostureDegraded => "Check the evidence above; if the change was not intended, apply the fix shown. \
              `tailscale-monitor posture` prints the whole report."
             .to_owned(),
+        EventKind::MonitorDigest => "For your records. `tailscale-monitor events`, `devices`, `access`, `posture` and `audit` show each part in full.".to_owned(),
         EventKind::PostureImproved => "For your records: a hardening check passes again.".to_owned(),
         EventKind::SettingsChanged => "Confirm the change in the admin console (https://login.tailscale.com/admin/settings) \
              and revert it if it was not intended."
@@ -398,7 +399,12 @@ pub fn event_text(out: &mut String, e: &Event) {
         }
     }
     if !e.diff.is_empty() {
-        let _ = writeln!(out, "  Diff:");
+        let label = if e.kind == EventKind::MonitorDigest {
+            "Digest"
+        } else {
+            "Diff"
+        };
+        let _ = writeln!(out, "  {label}:");
         for l in &e.diff {
             let _ = writeln!(out, "    {}", sanitize::line(l, 300));
         }

@@ -24,6 +24,28 @@ impl Store {
         Ok(())
     }
 
+    /// When the last digest was recorded (`[digest] every`).
+    pub fn digest_at(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(get_meta(&self.conn, "digest_at")
+            .map_err(self.err())?
+            .map(|t| parse_rfc3339(&t)))
+    }
+
+    /// When the baseline was taken, if it was.
+    pub fn baseline_at(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(get_meta(&self.conn, "baseline_at")
+            .map_err(self.err())?
+            .map(|t| parse_rfc3339(&t)))
+    }
+
+    /// Records the digest like any event (queued for every channel that takes it) and when it
+    /// was made.
+    pub fn record_digest(&mut self, routes: &[Route], event: Event) -> Result<()> {
+        let at = event.at;
+        self.record_event(routes, event)?;
+        set_meta(&self.conn, "digest_at", &at.to_rfc3339()).map_err(self.err())
+    }
+
     /// Logged events, newest first, optionally only those at or after `since`.
     pub fn events(&self, since: Option<DateTime<Utc>>, limit: usize) -> Result<Vec<LoggedEvent>> {
         let mut stmt = self
