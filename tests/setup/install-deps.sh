@@ -9,6 +9,7 @@
 #   headscale                 at HS_VERSION, `go install`
 #   msmtp                     from Debian: a real sendmail-compatible MTA client for `smtp = "sendmail"`
 #   prometheus-alertmanager   from Debian (skip with TM_WITH_ALERTMANAGER=0)
+#   cargo-deb                 from crates.io, into $CACHE/cargo-deb (the Debian package test)
 set -euo pipefail
 
 CACHE=${TM_CACHE:-$HOME/.cache/tailscale-monitor}
@@ -127,7 +128,14 @@ apt_install msmtp
 if [ "${TM_WITH_ALERTMANAGER:-1}" = 1 ]; then apt_install prometheus-alertmanager prometheus; fi
 
 # --- Environment for the suites -----------------------------------------------------------------
+# --- cargo-deb (crates.io), for tests/deb.rs ------------------------------------------------------
+CARGO_DEB_VERSION=${CARGO_DEB_VERSION:-3.8.0}
+if [ ! -x "$CACHE/cargo-deb/bin/cargo-deb" ]; then
+  cargo install --quiet --locked --root "$CACHE/cargo-deb" cargo-deb --version "$CARGO_DEB_VERSION"
+fi
+
 cat > "$CACHE/env" <<ENV
+export PATH=$CACHE/cargo-deb/bin:\$PATH
 export TM_AIOSMTPD=$CACHE/venv/bin/python
 export TM_TAILSCALED_NEW=$CACHE/bin/tailscaled-$TS_NEW
 export TM_TAILSCALE_NEW=$CACHE/bin/tailscale-$TS_NEW
