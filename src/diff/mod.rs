@@ -177,7 +177,7 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
     // Built on the first new device: one pass over what is known, not one per new device.
     let mut lookalikes: Option<Lookalikes> = None;
     for dev in cur.devices.values() {
-        let owner = cur.users.get(&dev.user_id).cloned();
+        let owner = cur.users.get(&dev.user_id);
         match known.devices.get(&dev.id) {
             // Reported already from the control view, while this node could not see it.
             None if known
@@ -210,7 +210,7 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
                     .get_or_insert_with(|| Lookalikes::new(known))
                     .hint(dev);
                 e.device = Some(dev.clone());
-                e.user = owner.clone();
+                e.user = owner.cloned();
                 out.events.push(e);
                 let mut k = KnownDevice {
                     device: dev.clone(),
@@ -219,30 +219,46 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
                     last_handshake: None,
                     after_baseline: true,
                 };
-                if let Some(e) = key_expiring(&mut k, owner.as_ref(), policy, now) {
+                if let Some(e) = key_expiring(&mut k, owner, policy, now) {
                     out.events.push(e);
                 }
                 out.events
-                    .extend(connected(&mut k, cur, owner.as_ref(), policy, now));
+                    .extend(connected(&mut k, cur, owner, policy, now));
                 out.devices.push(k);
             }
             Some(prev) => {
-                let mut next = KnownDevice {
-                    device: dev.clone(),
-                    removed: false,
-                    expiring_alerted: prev.expiring_alerted.filter(|&t| Some(t) == dev.key_expiry),
-                    last_handshake: prev.last_handshake,
-                    after_baseline: prev.after_baseline,
-                };
-                out.events
-                    .extend(device_changes(&prev.device, dev, owner.as_ref(), cur, now));
-                if let Some(e) = key_expiring(&mut next, owner.as_ref(), policy, now) {
+                // The device is copied only when something about it is to be recorded.
+                let mut expiring_alerted =
+                    prev.expiring_alerted.filter(|&t| Some(t) == dev.key_expiry);
+                let mut last_handshake = prev.last_handshake;
+                if prev.device != *dev {
+                    out.events
+                        .extend(device_changes(&prev.device, dev, owner, cur, now));
+                }
+                if let Some(e) = key_expiring_of(dev, &mut expiring_alerted, owner, policy, now) {
                     out.events.push(e);
                 }
-                out.events
-                    .extend(connected(&mut next, cur, owner.as_ref(), policy, now));
-                if next != *prev {
-                    out.devices.push(next);
+                out.events.extend(connected_of(
+                    dev,
+                    &mut last_handshake,
+                    prev.after_baseline,
+                    cur,
+                    owner,
+                    policy,
+                    now,
+                ));
+                if prev.removed
+                    || prev.device != *dev
+                    || prev.expiring_alerted != expiring_alerted
+                    || prev.last_handshake != last_handshake
+                {
+                    out.devices.push(KnownDevice {
+                        device: dev.clone(),
+                        removed: false,
+                        expiring_alerted,
+                        last_handshake,
+                        after_baseline: prev.after_baseline,
+                    });
                 }
             }
         }
@@ -379,22 +395,33 @@ fn key_expiring(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Option<Event> {
-    if !expires_within(&k.device, policy, now) || k.expiring_alerted == k.device.key_expiry {
+    key_expiring_of(&k.device, &mut k.expiring_alerted, owner, policy, now)
+}
+
+/// [`key_expiring`] on the parts of a known device (no copy of the device when nothing changes).
+fn key_expiring_of(
+    d: &Device,
+    expiring_alerted: &mut Option<DateTime<Utc>>,
+    owner: Option<&User>,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Option<Event> {
+    if !expires_within(d, policy, now) || *expiring_alerted == d.key_expiry {
         return None;
     }
-    k.expiring_alerted = k.device.key_expiry;
-    let at = k.device.key_expiry?;
+    *expiring_alerted = d.key_expiry;
+    let at = d.key_expiry?;
     let mut e = Event::new(
         EventKind::DeviceKeyExpiring,
         now,
         format!(
             "Node key of {} expires in {} days ({})",
-            k.device.display_name(),
+            d.display_name(),
             (at - now).num_days(),
             at.format("%Y-%m-%d %H:%M UTC")
         ),
     );
-    e.device = Some(k.device.clone());
+    e.device = Some(d.clone());
     e.user = owner.cloned();
     Some(e)
 }
@@ -436,12 +463,34 @@ fn connected(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Option<Event> {
-    let h = cur.conns.get(&k.device.id)?.last_handshake?;
-    let prev = k.last_handshake;
+    let after_baseline = k.after_baseline;
+    connected_of(
+        &k.device,
+        &mut k.last_handshake,
+        after_baseline,
+        cur,
+        owner,
+        policy,
+        now,
+    )
+}
+
+/// [`connected`] on the parts of a known device.
+fn connected_of(
+    d: &Device,
+    last_handshake: &mut Option<DateTime<Utc>>,
+    after_baseline: bool,
+    cur: &Snapshot,
+    owner: Option<&User>,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Option<Event> {
+    let h = cur.conns.get(&d.id)?.last_handshake?;
+    let prev = *last_handshake;
     if prev.is_some_and(|p| h <= p) {
         return None;
     }
-    k.last_handshake = Some(h);
+    *last_handshake = Some(h);
     if !is_new_connection(prev, h, policy) {
         return None;
     }
@@ -450,7 +499,7 @@ fn connected(
         now,
         format!(
             "{} ({}) opened a WireGuard session with this server",
-            k.device.display_name(),
+            d.display_name(),
             owner.map_or("unknown user", |u| u.login.as_str())
         ),
     );
@@ -462,15 +511,15 @@ fn connected(
         ),
         None => format!("first handshake seen, at {}", h.to_rfc3339()),
     };
-    if let Some(w) = cur.whois.get(&k.device.id) {
+    if let Some(w) = cur.whois.get(&d.id) {
         e.detail = format!("{}; {w}", e.detail);
     }
     e.record_only = match policy.connect_alert {
         ConnectAlert::All => false,
         ConnectAlert::None => true,
-        ConnectAlert::New => !k.after_baseline,
+        ConnectAlert::New => !after_baseline,
     };
-    e.device = Some(k.device.clone());
+    e.device = Some(d.clone());
     e.user = owner.cloned();
     Some(e)
 }
