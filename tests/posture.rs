@@ -88,6 +88,10 @@ fn a_world_writable_config_fails_and_chattr_i_makes_the_files_immutable() {
     std::fs::set_permissions(&mon.config, std::fs::Permissions::from_mode(0o640)).unwrap();
 
     let sv04 = finding(&posture(), "SV-04");
+    if sv04["status"] == "unknown" {
+        eprintln!("SKIPPED the immutable half: this filesystem reports no attributes ({sv04})");
+        return;
+    }
     assert_eq!(sv04["status"], "fail", "not immutable yet: {sv04}");
     let _guard = match chattr_i(&[&bin, &mon.config]) {
         Ok(g) => g,
