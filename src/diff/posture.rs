@@ -40,23 +40,34 @@ const CRITICAL_WEBHOOK_EVENTS: [&str; 5] = [
     "userNeedsApproval",
 ];
 
-struct Out(Vec<Finding>);
+/// The findings so far, and the area the checks being added belong to.
+struct Out {
+    findings: Vec<Finding>,
+    area: &'static str,
+}
+
+/// Pass when the condition holds, else fail.
+fn pass_if(ok: bool) -> Status {
+    if ok {
+        Status::Pass
+    } else {
+        Status::Fail
+    }
+}
 
 impl Out {
-    #[allow(clippy::too_many_arguments)]
     fn add(
         &mut self,
         id: &str,
-        area: &str,
         title: &str,
         severity: Severity,
         status: Status,
         evidence: impl Into<String>,
         fix: &str,
     ) {
-        self.0.push(Finding {
+        self.findings.push(Finding {
             id: id.into(),
-            area: area.into(),
+            area: self.area.into(),
             title: title.into(),
             severity,
             status,
@@ -82,23 +93,33 @@ fn list(names: &[String]) -> String {
 
 /// Runs every check.
 pub fn evaluate(i: &Inputs) -> Report {
-    let mut o = Out(Vec::new());
+    let mut o = Out {
+        findings: Vec::new(),
+        area: "tailnet",
+    };
     tailnet(&mut o, i);
-    o.0.sort_by(|a, b| a.id.cmp(&b.id));
-    policy(&mut o, i);
-    devices(&mut o, i);
-    keys(&mut o, i);
-    server(&mut o, i);
+    o.findings.sort_by(|a, b| a.id.cmp(&b.id));
+    for (area, checks) in [
+        ("policy", policy as fn(&mut Out, &Inputs)),
+        ("devices", devices),
+        ("keys", keys),
+        ("server", server),
+    ] {
+        o.area = area;
+        checks(&mut o, i);
+    }
+    o.area = "manual";
     o.add(
         "MN-01",
-        "manual",
         "MFA is enforced at the identity provider",
         Severity::Warning,
         Status::Manual,
         "no API exposes it: check your identity provider",
         "require MFA for every account that can log in to the tailnet (https://tailscale.com/kb/1075/multifactor-auth)",
     );
-    Report { findings: o.0 }
+    Report {
+        findings: o.findings,
+    }
 }
 
 fn is_headscale(i: &Inputs) -> bool {
@@ -107,6 +128,30 @@ fn is_headscale(i: &Inputs) -> bool {
 
 fn unreadable(i: &Inputs) -> String {
     format!("control view not read: {}", i.control_note)
+}
+
+/// A part of the control view a check reads: `Some(data)`, or `None` once the finding that says
+/// why there is none is added (n/a on Headscale, the control view unread, `missing` refused).
+#[allow(clippy::too_many_arguments)]
+fn readable<'a, T>(
+    o: &mut Out,
+    i: &Inputs,
+    (id, title, sev, fix): (&str, &str, Severity, &str),
+    not_on_headscale: bool,
+    part: Option<&'a Option<T>>,
+    missing: &str,
+) -> Option<&'a T> {
+    let (status, evidence) = match part {
+        _ if not_on_headscale && is_headscale(i) => (
+            Status::NotAvailable,
+            "not available on Headscale".to_owned(),
+        ),
+        None => (Status::Unknown, unreadable(i)),
+        Some(None) => (Status::Unknown, format!("unknown ({missing})")),
+        Some(Some(data)) => return Some(data),
+    };
+    o.add(id, title, sev, status, evidence, fix);
+    None
 }
 
 /// A boolean or string setting: `Some(value)` if the settings could be read and carry it.
@@ -130,7 +175,6 @@ fn tailnet(o: &mut Out, i: &Inputs) {
     let na = |o: &mut Out, id: &str, title: &str, sev: Severity| {
         o.add(
             id,
-            "tailnet",
             title,
             sev,
             Status::NotAvailable,
@@ -183,15 +227,14 @@ fn tailnet(o: &mut Out, i: &Inputs) {
                 let ok = v.as_bool() == Some(want);
                 o.add(
                     id,
-                    "tailnet",
                     title,
                     sev,
-                    if ok { Status::Pass } else { Status::Fail },
+                    pass_if(ok),
                     format!("settings.{key} = {v} (Admin API /settings)"),
                     fix,
                 );
             }
-            Err(e) => o.add(id, "tailnet", title, sev, Status::Unknown, e, fix),
+            Err(e) => o.add(id, title, sev, Status::Unknown, e, fix),
         }
     }
     let title = "Node keys expire within 90 days";
@@ -199,7 +242,6 @@ fn tailnet(o: &mut Out, i: &Inputs) {
     if hs {
         o.add(
             "TN-03",
-            "tailnet",
             title,
             Severity::Warning,
             Status::NotAvailable,
@@ -212,23 +254,14 @@ fn tailnet(o: &mut Out, i: &Inputs) {
                 let ok = v.as_i64().is_some_and(|d| d <= KEY_DURATION_DAYS);
                 o.add(
                     "TN-03",
-                    "tailnet",
                     title,
                     Severity::Warning,
-                    if ok { Status::Pass } else { Status::Fail },
+                    pass_if(ok),
                     format!("settings.devicesKeyDurationDays = {v}"),
                     fix,
                 );
             }
-            Err(e) => o.add(
-                "TN-03",
-                "tailnet",
-                title,
-                Severity::Warning,
-                Status::Unknown,
-                e,
-                fix,
-            ),
+            Err(e) => o.add("TN-03", title, Severity::Warning, Status::Unknown, e, fix),
         }
     }
     let title = "Only admins (or nobody) may join external tailnets";
@@ -241,160 +274,99 @@ fn tailnet(o: &mut Out, i: &Inputs) {
                 let ok = matches!(v.as_str(), Some("none" | "admin"));
                 o.add(
                     "TN-04",
-                    "tailnet",
                     title,
                     Severity::Warning,
-                    if ok { Status::Pass } else { Status::Fail },
+                    pass_if(ok),
                     format!("settings.usersRoleAllowedToJoinExternalTailnets = {v}"),
                     fix,
                 );
             }
-            Err(e) => o.add(
-                "TN-04",
-                "tailnet",
-                title,
-                Severity::Warning,
-                Status::Unknown,
-                e,
-                fix,
-            ),
+            Err(e) => o.add("TN-04", title, Severity::Warning, Status::Unknown, e, fix),
         }
     }
     let cp = i.control.map(|c| &c.posture);
     let title = "Configuration logs are streamed out of the tailnet";
     let fix = "admin console → Logs → Configuration logs → Start streaming (to a SIEM the admin console cannot erase)";
-    match (hs, cp.map(|p| p.log_streaming)) {
-        (true, _) => na(o, "TN-07", title, Severity::Info),
-        (_, None) => o.add(
+    let check = ("TN-07", title, Severity::Info, fix);
+    let stream = cp.map(|p| &p.log_streaming);
+    if let Some(&on) = readable(
+        o,
+        i,
+        check,
+        true,
+        stream,
+        "missing scope log_streaming:read",
+    ) {
+        o.add(
             "TN-07",
-            "tailnet",
             title,
             Severity::Info,
-            Status::Unknown,
-            unreadable(i),
-            fix,
-        ),
-        (_, Some(None)) => o.add(
-            "TN-07",
-            "tailnet",
-            title,
-            Severity::Info,
-            Status::Unknown,
-            "unknown (missing scope log_streaming:read)",
-            fix,
-        ),
-        (_, Some(Some(on))) => o.add(
-            "TN-07",
-            "tailnet",
-            title,
-            Severity::Info,
-            if on { Status::Pass } else { Status::Fail },
+            pass_if(on),
             format!(
                 "logging/configuration/stream: {}",
                 if on { "configured" } else { "not configured" }
             ),
             fix,
-        ),
+        );
     }
     let title = "A verified security contact is set";
     let fix = "admin console → Settings → General → Contact preferences → Security issues";
-    match (hs, cp.map(|p| &p.security_contact)) {
-        (true, _) => na(o, "TN-08", title, Severity::Info),
-        (_, None) => o.add(
+    let check = ("TN-08", title, Severity::Info, fix);
+    let contact = cp.map(|p| &p.security_contact);
+    if let Some((email, unverified)) = readable(
+        o,
+        i,
+        check,
+        true,
+        contact,
+        "missing scope account_settings:read",
+    ) {
+        o.add(
             "TN-08",
-            "tailnet",
             title,
             Severity::Info,
-            Status::Unknown,
-            unreadable(i),
+            pass_if(!email.is_empty() && !unverified),
+            format!("contacts.security.email = {email:?}, needsVerification = {unverified}"),
             fix,
-        ),
-        (_, Some(None)) => o.add(
-            "TN-08",
-            "tailnet",
-            title,
-            Severity::Info,
-            Status::Unknown,
-            "unknown (missing scope account_settings:read)",
-            fix,
-        ),
-        (_, Some(Some((email, unverified)))) => {
-            let ok = !email.is_empty() && !unverified;
-            o.add(
-                "TN-08",
-                "tailnet",
-                title,
-                Severity::Info,
-                if ok { Status::Pass } else { Status::Fail },
-                format!(
-                    "contacts.security.email = {:?}, needsVerification = {unverified}",
-                    email
-                ),
-                fix,
-            );
-        }
+        );
     }
     let title = "A webhook is subscribed to the critical events";
     let fix = "admin console → Settings → Webhooks → subscribe an endpoint to categoryTailnetManagement (e.g. this monitor's [webhooks] receiver)";
-    match (hs, cp.map(|p| &p.webhooks)) {
-        (true, _) => na(o, "TN-09", title, Severity::Warning),
-        (_, None) => o.add(
+    let check = ("TN-09", title, Severity::Warning, fix);
+    let hooks = cp.map(|p| &p.webhooks);
+    if let Some(hooks) = readable(o, i, check, true, hooks, "missing scope webhooks:read") {
+        let covered = |ev: &str| {
+            hooks.iter().any(|h| {
+                h.subscriptions
+                    .iter()
+                    .any(|s| s == ev || s == "categoryTailnetManagement")
+            })
+        };
+        let missing: Vec<String> = CRITICAL_WEBHOOK_EVENTS
+            .iter()
+            .filter(|e| !covered(e))
+            .map(|e| e.to_string())
+            .collect();
+        o.add(
             "TN-09",
-            "tailnet",
             title,
             Severity::Warning,
-            Status::Unknown,
-            unreadable(i),
+            pass_if(missing.is_empty()),
+            if missing.is_empty() {
+                format!(
+                    "{} webhook endpoint(s) cover {}",
+                    hooks.len(),
+                    CRITICAL_WEBHOOK_EVENTS.join(", ")
+                )
+            } else {
+                format!(
+                    "{} webhook endpoint(s); not subscribed: {}",
+                    hooks.len(),
+                    missing.join(", ")
+                )
+            },
             fix,
-        ),
-        (_, Some(None)) => o.add(
-            "TN-09",
-            "tailnet",
-            title,
-            Severity::Warning,
-            Status::Unknown,
-            "unknown (missing scope webhooks:read)",
-            fix,
-        ),
-        (_, Some(Some(hooks))) => {
-            let covered = |ev: &str| {
-                hooks.iter().any(|h| {
-                    h.subscriptions
-                        .iter()
-                        .any(|s| s == ev || s == "categoryTailnetManagement")
-                })
-            };
-            let missing: Vec<String> = CRITICAL_WEBHOOK_EVENTS
-                .iter()
-                .filter(|e| !covered(e))
-                .map(|e| e.to_string())
-                .collect();
-            o.add(
-                "TN-09",
-                "tailnet",
-                title,
-                Severity::Warning,
-                if missing.is_empty() {
-                    Status::Pass
-                } else {
-                    Status::Fail
-                },
-                if missing.is_empty() {
-                    format!(
-                        "{} webhook endpoint(s) cover {}",
-                        hooks.len(),
-                        CRITICAL_WEBHOOK_EVENTS.join(", ")
-                    )
-                } else {
-                    format!(
-                        "{} webhook endpoint(s); not subscribed: {}",
-                        hooks.len(),
-                        missing.join(", ")
-                    )
-                },
-                fix,
-            );
-        }
+        );
     }
 }
 
@@ -421,15 +393,7 @@ fn policy(o: &mut Out, i: &Inputs) {
     ];
     let Some(c) = i.control else {
         for (id, title, sev, fix) in checks {
-            o.add(
-                id,
-                "policy",
-                title,
-                sev,
-                Status::Unknown,
-                unreadable(i),
-                fix,
-            );
+            o.add(id, title, sev, Status::Unknown, unreadable(i), fix);
         }
         return;
     };
@@ -449,7 +413,7 @@ fn policy(o: &mut Out, i: &Inputs) {
                         "no policy is set (nothing of this kind)".to_owned(),
                     ),
                 };
-                o.add(id, "policy", title, sev, st, ev, fix);
+                o.add(id, title, sev, st, ev, fix);
             }
             return;
         }
@@ -457,7 +421,6 @@ fn policy(o: &mut Out, i: &Inputs) {
             for (id, title, sev, fix) in checks {
                 o.add(
                     id,
-                    "policy",
                     title,
                     sev,
                     Status::Unknown,
@@ -469,7 +432,7 @@ fn policy(o: &mut Out, i: &Inputs) {
         }
         Some(Err(e)) => {
             for (id, title, sev, fix) in checks {
-                o.add(id, "policy", title, sev, Status::Unknown, e.clone(), fix);
+                o.add(id, title, sev, Status::Unknown, e.clone(), fix);
             }
             return;
         }
@@ -500,14 +463,9 @@ fn policy(o: &mut Out, i: &Inputs) {
     let (id, title, sev, fix) = checks[0];
     o.add(
         id,
-        "policy",
         title,
         sev,
-        if allow_all.is_empty() {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
+        pass_if(allow_all.is_empty()),
         if allow_all.is_empty() {
             format!("no rule from * to *:* in the {where_}")
         } else {
@@ -527,10 +485,9 @@ fn policy(o: &mut Out, i: &Inputs) {
     let (id, title, sev, fix) = checks[1];
     o.add(
         id,
-        "policy",
         title,
         sev,
-        if danger { Status::Fail } else { Status::Pass },
+        pass_if(!danger),
         if danger {
             format!("autogroup:danger-all appears in the {where_}")
         } else {
@@ -551,14 +508,9 @@ fn policy(o: &mut Out, i: &Inputs) {
     let (id, title, sev, fix) = checks[2];
     o.add(
         id,
-        "policy",
         title,
         sev,
-        if root_ssh.is_empty() {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
+        pass_if(root_ssh.is_empty()),
         if root_ssh.is_empty() {
             "no SSH rule accepts root from *, autogroup:member or autogroup:danger-all".to_owned()
         } else {
@@ -582,14 +534,9 @@ fn policy(o: &mut Out, i: &Inputs) {
     let (id, title, sev, fix) = checks[3];
     o.add(
         id,
-        "policy",
         title,
         sev,
-        if member_tags.is_empty() {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
+        pass_if(member_tags.is_empty()),
         if member_tags.is_empty() {
             "no tag is owned by * or autogroup:member".to_owned()
         } else {
@@ -602,10 +549,9 @@ fn policy(o: &mut Out, i: &Inputs) {
     let (id, title, sev, fix) = checks[4];
     o.add(
         id,
-        "policy",
         title,
         sev,
-        if tests { Status::Pass } else { Status::Fail },
+        pass_if(tests),
         if tests {
             "a tests section is present".to_owned()
         } else {
@@ -628,14 +574,9 @@ fn policy(o: &mut Out, i: &Inputs) {
     let (id, title, sev, fix) = checks[5];
     o.add(
         id,
-        "policy",
         title,
         sev,
-        if wide.is_empty() {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
+        pass_if(wide.is_empty()),
         if wide.is_empty() {
             "no autoApprover is * or autogroup:member".to_owned()
         } else {
@@ -661,15 +602,7 @@ fn devices(o: &mut Out, i: &Inputs) {
             ("DV-06", "No node key in use twice", Severity::Critical),
             ("DV-07", "No Tailnet Lock errors", Severity::Warning),
         ] {
-            o.add(
-                id,
-                "devices",
-                title,
-                sev,
-                Status::Unknown,
-                unreadable(i),
-                "",
-            );
+            o.add(id, title, sev, Status::Unknown, unreadable(i), "");
         }
         return;
     };
@@ -688,14 +621,9 @@ fn devices(o: &mut Out, i: &Inputs) {
         .collect();
     o.add(
         "DV-01",
-        "devices",
         "Key expiry is on for user devices",
         Severity::Warning,
-        if user_no_expiry.is_empty() {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
+        pass_if(user_no_expiry.is_empty()),
         if user_no_expiry.is_empty() {
             format!(
                 "all {} user-owned device(s) have key expiry",
@@ -718,14 +646,9 @@ fn devices(o: &mut Out, i: &Inputs) {
         .collect();
     o.add(
         "DV-02",
-        "devices",
         "Tagged devices' keys expire",
         Severity::Info,
-        if tagged_no_expiry.is_empty() {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
+        pass_if(tagged_no_expiry.is_empty()),
         if tagged_no_expiry.is_empty() {
             "every tagged device's key expires".to_owned()
         } else {
@@ -756,7 +679,6 @@ fn devices(o: &mut Out, i: &Inputs) {
         .any(|id| facts.get(id).is_some_and(|f| f.last_seen.is_some()));
     o.add(
         "DV-03",
-        "devices",
         "No device unseen for 60+ days",
         Severity::Info,
         match (stale.is_empty(), seen_known || c.devices.is_empty()) {
@@ -828,7 +750,6 @@ fn devices(o: &mut Out, i: &Inputs) {
         if hs {
             o.add(
                 id,
-                "devices",
                 title,
                 sev,
                 Status::NotAvailable,
@@ -840,14 +761,9 @@ fn devices(o: &mut Out, i: &Inputs) {
         let hits = by_fact(pred);
         o.add(
             id,
-            "devices",
             title,
             sev,
-            if hits.is_empty() {
-                Status::Pass
-            } else {
-                Status::Fail
-            },
+            pass_if(hits.is_empty()),
             if hits.is_empty() {
                 format!(
                     "none of {} device(s) (Admin API /devices?fields=all)",
@@ -953,41 +869,26 @@ fn keys(o: &mut Out, i: &Inputs) {
         ),
     ];
     for (id, title, sev, data, reusable, src, fix) in rows {
-        match data {
-            None => o.add(id, "keys", title, sev, Status::Unknown, unreadable(i), fix),
-            Some(None) => o.add(
+        let scope = if hs {
+            format!("{src} was refused: the API key may not list keys")
+        } else {
+            format!("{src} was refused: missing scope auth_keys:read")
+        };
+        if let Some(keys) = readable(o, i, (id, title, sev, fix), false, data, &scope) {
+            let (r, l) = key_risks(keys, i.now);
+            let hits = if reusable { r } else { l };
+            o.add(
                 id,
-                "keys",
                 title,
                 sev,
-                Status::Unknown,
-                format!(
-                    "unknown ({src} was refused: missing scope {})",
-                    if hs { "(API key)" } else { "auth_keys:read" }
-                ),
+                pass_if(hits.is_empty()),
+                if hits.is_empty() {
+                    format!("{} key(s) read from {src}; none of this kind", keys.len())
+                } else {
+                    format!("{} ({src})", list(&hits))
+                },
                 fix,
-            ),
-            Some(Some(keys)) => {
-                let (r, l) = key_risks(keys, i.now);
-                let hits = if reusable { r } else { l };
-                o.add(
-                    id,
-                    "keys",
-                    title,
-                    sev,
-                    if hits.is_empty() {
-                        Status::Pass
-                    } else {
-                        Status::Fail
-                    },
-                    if hits.is_empty() {
-                        format!("{} key(s) read from {src}; none of this kind", keys.len())
-                    } else {
-                        format!("{} ({src})", list(&hits))
-                    },
-                    fix,
-                );
-            }
+            );
         }
     }
 }
@@ -1020,7 +921,6 @@ fn server(o: &mut Out, i: &Inputs) {
     match (hs, trust.map(|t| &t.tailnet_lock)) {
         (true, _) => o.add(
             "SV-01",
-            "server",
             title,
             Severity::Warning,
             Status::NotAvailable,
@@ -1029,7 +929,6 @@ fn server(o: &mut Out, i: &Inputs) {
         ),
         (_, None) => o.add(
             "SV-01",
-            "server",
             title,
             Severity::Warning,
             Status::Unknown,
@@ -1038,7 +937,6 @@ fn server(o: &mut Out, i: &Inputs) {
         ),
         (_, Some(None)) => o.add(
             "SV-01",
-            "server",
             title,
             Severity::Warning,
             Status::Unknown,
@@ -1047,14 +945,9 @@ fn server(o: &mut Out, i: &Inputs) {
         ),
         (_, Some(Some(l))) => o.add(
             "SV-01",
-            "server",
             title,
             Severity::Warning,
-            if l.enabled {
-                Status::Pass
-            } else {
-                Status::Fail
-            },
+            pass_if(l.enabled),
             format!(
                 "LocalAPI tka/status: Enabled = {}, {} trusted key(s)",
                 l.enabled,
@@ -1067,7 +960,6 @@ fn server(o: &mut Out, i: &Inputs) {
     match i.node {
         None => o.add(
             "SV-02",
-            "server",
             title,
             Severity::Warning,
             Status::Unknown,
@@ -1081,7 +973,6 @@ fn server(o: &mut Out, i: &Inputs) {
                 .or_else(|| trust.and_then(|t| t.update_available.clone()));
             o.add(
                 "SV-02",
-                "server",
                 title,
                 Severity::Warning,
                 if newer.is_some() {
@@ -1128,7 +1019,6 @@ fn server(o: &mut Out, i: &Inputs) {
         ] {
             o.add(
                 id,
-                "server",
                 title,
                 sev,
                 Status::Unknown,
@@ -1159,10 +1049,9 @@ fn server(o: &mut Out, i: &Inputs) {
     }
     o.add(
         "SV-03",
-        "server",
         "The monitor's files are owned right and not writable by others",
         Severity::Critical,
-        if problems.is_empty() { Status::Pass } else { Status::Fail },
+        pass_if(problems.is_empty()),
         if problems.is_empty() { format!("checked {}", seen.join(", ")) } else { problems.join("; ") },
         "chown root:tailscale-monitor /etc/tailscale-monitor/config.toml; chmod 0640 it; chmod 0755 the binary; chmod o-w everything",
     );
@@ -1179,7 +1068,6 @@ fn server(o: &mut Out, i: &Inputs) {
         .collect();
     o.add(
         "SV-04",
-        "server",
         "The monitor's binary and config are immutable (chattr +i)",
         Severity::Info,
         if !mutable.is_empty() {
@@ -1201,13 +1089,12 @@ fn server(o: &mut Out, i: &Inputs) {
     let title = "The systemd sandbox is in effect";
     let fix = "run it with the shipped unit (contrib/tailscale-monitor.service: NoNewPrivileges, SystemCallFilter, ProtectSystem=strict)";
     match s.sandbox {
-        None => o.add("SV-05", "server", title, Severity::Warning, Status::Unknown, "not running under systemd (no INVOCATION_ID); `run` under the unit reports this itself", fix),
+        None => o.add("SV-05", title, Severity::Warning, Status::Unknown, "not running under systemd (no INVOCATION_ID); `run` under the unit reports this itself", fix),
         Some((nnp, seccomp)) => o.add(
             "SV-05",
-            "server",
             title,
             Severity::Warning,
-            if nnp && seccomp == 2 { Status::Pass } else { Status::Fail },
+            pass_if(nnp && seccomp == 2),
             format!("/proc/self/status: NoNewPrivs = {}, Seccomp = {seccomp}", u8::from(nnp)),
             fix,
         ),
@@ -1217,7 +1104,6 @@ fn server(o: &mut Out, i: &Inputs) {
     match &s.socket {
         None => o.add(
             "SV-06",
-            "server",
             title,
             Severity::Critical,
             Status::Unknown,
@@ -1226,7 +1112,6 @@ fn server(o: &mut Out, i: &Inputs) {
         ),
         Some(p) if !p.error.is_empty() => o.add(
             "SV-06",
-            "server",
             title,
             Severity::Critical,
             Status::Unknown,
@@ -1238,10 +1123,9 @@ fn server(o: &mut Out, i: &Inputs) {
             let ok = is_socket && p.uid == 0;
             o.add(
                 "SV-06",
-                "server",
                 title,
                 Severity::Critical,
-                if ok { Status::Pass } else { Status::Fail },
+                pass_if(ok),
                 format!(
                     "{}: {}, owned by uid {}",
                     p.path,
