@@ -8,20 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
 use support::emulator::{self, Emulator};
 use support::Monitor;
-
-fn finding(stdout: &str, id: &str) -> Value {
-    let report: Value = serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["id"] == id)
-        .cloned()
-        .unwrap()
-}
 
 /// `chattr -i` on drop, so that a failing test leaves nothing undeletable behind.
 struct Immutable(Vec<PathBuf>);
@@ -67,16 +55,16 @@ fn a_world_writable_config_fails_and_chattr_i_makes_the_files_immutable() {
         String::from_utf8(out.stdout).unwrap()
     };
     let out = posture();
-    let sv03 = finding(&out, "SV-03");
+    let sv03 = support::posture_finding(&out, "SV-03");
     assert_eq!(sv03["status"], "pass", "{sv03}");
-    let sv06 = finding(&out, "SV-06");
+    let sv06 = support::posture_finding(&out, "SV-06");
     assert_eq!(
         sv06["status"], "pass",
         "the emulator's socket, owned by root: {sv06}"
     );
 
     std::fs::set_permissions(&mon.config, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let sv03 = finding(&posture(), "SV-03");
+    let sv03 = support::posture_finding(&posture(), "SV-03");
     assert_eq!(sv03["status"], "fail", "{sv03}");
     assert!(
         sv03["evidence"]
@@ -87,7 +75,7 @@ fn a_world_writable_config_fails_and_chattr_i_makes_the_files_immutable() {
     );
     std::fs::set_permissions(&mon.config, std::fs::Permissions::from_mode(0o640)).unwrap();
 
-    let sv04 = finding(&posture(), "SV-04");
+    let sv04 = support::posture_finding(&posture(), "SV-04");
     if sv04["status"] == "unknown" {
         eprintln!("SKIPPED the immutable half: this filesystem reports no attributes ({sv04})");
         return;
@@ -100,7 +88,7 @@ fn a_world_writable_config_fails_and_chattr_i_makes_the_files_immutable() {
             return;
         }
     };
-    let sv04 = finding(&posture(), "SV-04");
+    let sv04 = support::posture_finding(&posture(), "SV-04");
     assert_eq!(sv04["status"], "pass", "{sv04}");
     assert!(
         sv04["evidence"]
@@ -123,14 +111,14 @@ fn a_socket_that_is_not_tailscaleds_fails() {
         r.code, 3,
         "neither tailscaled nor a control plane could be read: {r:?}"
     );
-    let sv06 = finding(&r.stdout, "SV-06");
+    let sv06 = support::posture_finding(&r.stdout, "SV-06");
     assert_eq!(sv06["status"], "fail", "{sv06}");
     assert!(
         sv06["evidence"].as_str().unwrap().contains("not a socket"),
         "{sv06}"
     );
     // Without a control plane, its checks are unknown with the reason, never pass.
-    let tn01 = finding(&r.stdout, "TN-01");
+    let tn01 = support::posture_finding(&r.stdout, "TN-01");
     assert_eq!(tn01["status"], "unknown");
     assert!(
         tn01["evidence"]

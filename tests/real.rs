@@ -315,21 +315,10 @@ fn control_story(rel: Release) {
     let web = Node::join(&rel, &hs, "web-01", &hs.tagged_key(ops, "tag:server"));
     let _laptop = Node::join(&rel, &hs, "laptop", &hs.preauth_key(ops));
     hs.set_policy(P0);
-    let (key, prefix) = hs.api_key();
     let smtp = Smtp::start();
     let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("headscale-api-key");
-    std::fs::write(&key_file, &key).unwrap();
-    support::private(&key_file);
-    let mon = Monitor::new(
-        web.socket(),
-        &(email_channel(smtp.port)
-            + &format!(
-                "\n[control]\nkind = \"headscale\"\nurl = \"{}\"\napi_key_file = \"{}\"\n",
-                hs.url,
-                key_file.display()
-            )),
-    );
+    let (control, prefix) = hs.control_config(dir.path());
+    let mon = Monitor::new(web.socket(), &(email_channel(smtp.port) + &control));
     let r = mon.check();
     assert_eq!(r.code, 0, "{r:?}");
     let baseline = wait_mail(&smtp, "the baseline", 90, |m| {
@@ -532,32 +521,12 @@ fn posture_story(rel: Release) {
     let hs = Headscale::start();
     let ops = hs.user("ops");
     let web = Node::join(&rel, &hs, "web-01", &hs.preauth_key(ops));
-    let (key, _) = hs.api_key();
     let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("headscale-api-key");
-    std::fs::write(&key_file, &key).unwrap();
-    support::private(&key_file);
-    let mon = Monitor::new(
-        web.socket(),
-        &format!(
-            "[control]\nkind = \"headscale\"\nurl = \"{}\"\napi_key_file = \"{}\"\n",
-            hs.url,
-            key_file.display()
-        ),
-    );
+    let (control, _) = hs.control_config(dir.path());
+    let mon = Monitor::new(web.socket(), &control);
     let report = || {
         let r = mon.run(&["posture", "--json"]);
-        let v: serde_json::Value =
-            serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
-        let by_id = |id: &str| {
-            v["findings"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|f| f["id"] == id)
-                .cloned()
-                .unwrap()
-        };
+        let by_id = |id: &str| support::posture_finding(&r.stdout, id);
         (
             r.code,
             by_id("PL-01"),

@@ -368,3 +368,16 @@ impl Relay {
         self.open.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// The finding `id` of a `posture --json` report.
+pub fn posture_finding(report: &str, id: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(report).unwrap_or_else(|e| panic!("{e}: {report}"));
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {id} in {report}"))
+}

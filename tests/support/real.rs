@@ -250,6 +250,21 @@ unix_socket_permission: "0770"
         (key, prefix)
     }
 
+    /// A `[control]` section reading this headscale with a new API key written (0600) into `dir`,
+    /// and the key's prefix.
+    pub fn control_config(&self, dir: &Path) -> (String, String) {
+        let (key, prefix) = self.api_key();
+        let key_file = dir.join("headscale-api-key");
+        std::fs::write(&key_file, &key).unwrap();
+        super::private(&key_file);
+        let section = format!(
+            "\n[control]\nkind = \"headscale\"\nurl = \"{}\"\napi_key_file = \"{}\"\n",
+            self.url,
+            key_file.display()
+        );
+        (section, prefix)
+    }
+
     /// Deletes an API key, as an administrator revoking it would.
     pub fn delete_api_key(&self, prefix: &str) {
         ok(
