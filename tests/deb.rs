@@ -67,22 +67,9 @@ fn installed() -> Option<String> {
     out.status.success().then_some(s)
 }
 
-fn uid_of(user: &str) -> Option<u32> {
-    let out = Command::new("getent")
-        .args(["passwd", user])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .split(':')
-        .nth(2)
-        .and_then(|u| u.parse().ok())
-}
-
-fn gid_of(group: &str) -> Option<u32> {
-    let out = Command::new("getent")
-        .args(["group", group])
-        .output()
-        .ok()?;
+/// The numeric ID of `name` in the `passwd` or `group` database.
+fn getent_id(db: &str, name: &str) -> Option<u32> {
+    let out = Command::new("getent").args([db, name]).output().ok()?;
     String::from_utf8_lossy(&out.stdout)
         .split(':')
         .nth(2)
@@ -127,8 +114,8 @@ fn install_upgrade_remove_and_purge_the_debian_package() {
     assert!(installed()
         .unwrap()
         .starts_with("install ok installed 0.1.0-1"));
-    let uid = uid_of(PKG).expect("the system user exists");
-    let gid = gid_of(PKG).expect("its group exists");
+    let uid = getent_id("passwd", PKG).expect("the system user exists");
+    let gid = getent_id("group", PKG).expect("its group exists");
     assert!(uid < 1000, "a system user: uid {uid}");
     assert_eq!(mode("/usr/bin/tailscale-monitor"), (0, 0, 0o755));
     assert_eq!(mode(CONF), (0, gid, 0o640), "root:tailscale-monitor 0640");
