@@ -1479,6 +1479,14 @@ smtp = "smtp://127.0.0.1:25"
 
     #[test]
     fn bad_values_name_line_and_key() {
+        let e = err("[digest]\nevery = \"weekly\"\n");
+        assert!(
+            e.starts_with("config.toml:2:") && e.contains("digest.every"),
+            "{e}"
+        );
+        let c = Config::from_toml("[digest]\nevery = \"7d\"\n", "config.toml").unwrap();
+        assert_eq!(c.digest_every, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(Config::defaults().digest_every, None, "off by default");
         let e = err("[daemon]\ninterval = \"soon\"\n");
         assert!(
             e.starts_with("config.toml:2:") && e.contains("daemon.interval"),
