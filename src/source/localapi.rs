@@ -94,10 +94,10 @@ impl LocalApi {
     }
 
     /// `GET path` and the whole body, failing on a non-2xx status.
-    pub async fn get(&self, path: &str) -> Result<Bytes, SourceError> {
+    pub async fn get(&self, path: &str) -> Result<Vec<u8>, SourceError> {
         let resp = self.open(path).await?;
         let status = resp.status();
-        let body = tokio::time::timeout(self.timeout, resp.into_body().collect())
+        let body = tokio::time::timeout(self.timeout, read_body(resp.into_body()))
             .await
             .map_err(|_| {
                 self.err(format!(
@@ -105,8 +105,7 @@ impl LocalApi {
                     self.timeout
                 ))
             })?
-            .map_err(|e| self.err(format!("GET {path}: reading body: {e}")))?
-            .to_bytes();
+            .map_err(|e| self.err(format!("GET {path}: reading body: {e}")))?;
         if status != StatusCode::OK {
             return Err(self.err(format!(
                 "GET {path}: HTTP {status}: {}",
@@ -277,6 +276,24 @@ impl LocalApi {
             .map_err(WatchError::Source)?;
         netmap::parse_initial_notify(&line).map_err(|e| WatchError::Source(self.err(e)))
     }
+}
+
+/// A whole response body in one buffer, reserved up front when its length is announced: a
+/// multi-megabyte `/status` is copied once, not gathered in pieces and copied again.
+async fn read_body(mut body: Incoming) -> Result<Vec<u8>, hyper::Error> {
+    use hyper::body::Body as _;
+    // The announced length is trusted only up to a bound: the reservation is not an allocation
+    // an answer can make arbitrarily large.
+    const MAX_RESERVE: u64 = 512 << 20;
+    let hint = body.size_hint();
+    let mut buf =
+        Vec::with_capacity(hint.exact().unwrap_or(hint.lower()).min(MAX_RESERVE) as usize);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf)
 }
 
 /// Why a watch could not be opened.
