@@ -91,13 +91,45 @@ pub struct Device {
     /// The device may carry all traffic for others (it offers an approved exit node).
     pub exit_node: bool,
     /// `None` means key expiry is disabled for this device.
+    #[serde(default, deserialize_with = "rfc3339_opt")]
     pub key_expiry: Option<DateTime<Utc>>,
     pub expired: bool,
+    #[serde(default, deserialize_with = "rfc3339_opt")]
     pub created: Option<DateTime<Utc>>,
     /// This is the monitored node itself.
     pub is_self: bool,
     /// Shared into this tailnet from another one (or owned by a sharee).
     pub shared: bool,
+}
+
+/// An optional RFC 3339 time as serde writes it, read with chrono's strict RFC 3339 parser (a
+/// fraction of the cost of the lenient one serde uses, which remains the fallback): every stored
+/// device carries two, and `check` reads them all.
+fn rfc3339_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    struct Time;
+    impl<'de> serde::de::Visitor<'de> for Time {
+        type Value = Option<DateTime<Utc>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an RFC 3339 time or null")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&Utc))
+                .or_else(|_| v.parse::<DateTime<Utc>>())
+                .map(Some)
+                .map_err(E::custom)
+        }
+    }
+    d.deserialize_option(Time)
 }
 
 impl Device {

@@ -109,11 +109,6 @@ pub async fn enrich(
 pub async fn whois_sources(api: &LocalApi, snap: &mut Snapshot) {
     const MAX_LOOKUPS: usize = 16;
     let Some(view) = &snap.node else { return };
-    let known: std::collections::HashSet<&str> = snap
-        .devices
-        .values()
-        .flat_map(|d| d.addresses.iter().map(String::as_str))
-        .collect();
     let single_ip = |s: &str| -> Option<String> {
         let host = s
             .strip_suffix("/32")
@@ -123,7 +118,7 @@ pub async fn whois_sources(api: &LocalApi, snap: &mut Snapshot) {
             .ok()
             .map(|ip| ip.to_string())
     };
-    let mut wanted: Vec<String> = view
+    let mut wanted: std::collections::HashSet<String> = view
         .rules
         .iter()
         .flatten()
@@ -135,10 +130,16 @@ pub async fn whois_sources(api: &LocalApi, snap: &mut Snapshot) {
             })
         }))
         .filter_map(|s| single_ip(s))
-        .filter(|ip| !known.contains(ip.as_str()))
         .collect();
+    // One walk over the devices' addresses, looked up in the (usually much smaller) set wanted.
+    for a in snap.devices.values().flat_map(|d| &d.addresses) {
+        if wanted.is_empty() {
+            break;
+        }
+        wanted.remove(a.as_str());
+    }
+    let mut wanted: Vec<String> = wanted.into_iter().collect();
     wanted.sort();
-    wanted.dedup();
     for ip in wanted.into_iter().take(MAX_LOOKUPS) {
         match api.whois(&ip).await {
             Ok(w) => {
@@ -166,7 +167,8 @@ async fn whois(
         return Ok(());
     }
     let last = store.last_handshakes()?;
-    for id in connection_candidates(last.as_ref(), snap, policy)
+    let last = last.as_ref().map(|l| |id: &_| l.get(id));
+    for id in connection_candidates(last, snap, policy)
         .into_iter()
         .take(MAX_LOOKUPS)
     {

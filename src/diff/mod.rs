@@ -176,9 +176,10 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
 
     // Built on the first new device: one pass over what is known, not one per new device.
     let mut lookalikes: Option<Lookalikes> = None;
+    let mut known_devices = Ascending::new(&known.devices);
     for dev in cur.devices.values() {
         let owner = cur.users.get(&dev.user_id);
-        match known.devices.get(&dev.id) {
+        match known_devices.get(&dev.id) {
             // Reported already from the control view, while this node could not see it.
             None if known
                 .control
@@ -231,7 +232,8 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
                 let mut expiring_alerted =
                     prev.expiring_alerted.filter(|&t| Some(t) == dev.key_expiry);
                 let mut last_handshake = prev.last_handshake;
-                if prev.device != *dev {
+                let changed = prev.device != *dev;
+                if changed {
                     out.events
                         .extend(device_changes(&prev.device, dev, owner, cur, now));
                 }
@@ -248,7 +250,7 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
                     now,
                 ));
                 if prev.removed
-                    || prev.device != *dev
+                    || changed
                     || prev.expiring_alerted != expiring_alerted
                     || prev.last_handshake != last_handshake
                 {
@@ -264,8 +266,9 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
         }
     }
 
+    let mut cur_devices = Ascending::new(&cur.devices);
     for (id, k) in &known.devices {
-        if !k.removed && !cur.devices.contains_key(id) {
+        if !k.removed && cur_devices.get(id).is_none() {
             let owner = known.users.get(&k.device.user_id).map(|u| u.user.clone());
             let mut e = Event::new(
                 EventKind::DeviceRemoved,
@@ -320,6 +323,30 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
         }
     }
     out
+}
+
+/// Lookups in a map by keys that come in ascending order (another map of the same keys, walked in
+/// order): one merge instead of a tree search per key.
+struct Ascending<'a, K, V>(std::iter::Peekable<std::collections::btree_map::Iter<'a, K, V>>);
+
+impl<'a, K: Ord, V> Ascending<'a, K, V> {
+    fn new(map: &'a BTreeMap<K, V>) -> Self {
+        Ascending(map.iter().peekable())
+    }
+
+    /// The value of `key`; keys asked must not decrease.
+    fn get(&mut self, key: &K) -> Option<&'a V> {
+        while let Some((k, _)) = self.0.peek() {
+            match (*k).cmp(key) {
+                std::cmp::Ordering::Less => {
+                    self.0.next();
+                }
+                std::cmp::Ordering::Equal => return self.0.next().map(|(_, v)| v),
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+        None
+    }
 }
 
 /// The access model of this snapshot, when its source could read one. A netmap without a packet
@@ -435,9 +462,9 @@ fn is_new_connection(prev: Option<DateTime<Utc>>, h: DateTime<Utc>, policy: &Pol
 /// Peers whose current handshake will be reported as `peer.connected` by [`diff`]: the edge asks
 /// `whois` about these (and only these) before the pass.
 ///
-/// `last` holds the last handshake recorded per device; `None` means there is no baseline yet.
+/// `last` gives the last handshake recorded for a device; `None` means there is no baseline yet.
 pub fn connection_candidates(
-    last: Option<&BTreeMap<StableNodeId, DateTime<Utc>>>,
+    last: Option<impl Fn(&StableNodeId) -> Option<DateTime<Utc>>>,
     cur: &Snapshot,
     policy: &Policy,
 ) -> Vec<StableNodeId> {
@@ -448,7 +475,7 @@ pub fn connection_candidates(
         .iter()
         .filter_map(|(id, c)| {
             let h = c.last_handshake?;
-            let prev = last.get(id).copied();
+            let prev = last(id);
             (prev.is_none_or(|p| h > p) && is_new_connection(prev, h, policy)).then(|| id.clone())
         })
         .collect()
@@ -898,6 +925,45 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         t("2026-11-24T12:00:00Z")
+    }
+
+    #[test]
+    fn ascending_lookups_find_every_key_and_only_those() {
+        let map: BTreeMap<&str, i32> = [("b", 2), ("d", 4), ("f", 6)].into();
+        let mut a = Ascending::new(&map);
+        let got: Vec<Option<i32>> = ["a", "b", "c", "d", "e", "f", "g"]
+            .iter()
+            .map(|k| a.get(k).copied())
+            .collect();
+        assert_eq!(
+            got,
+            [None, Some(2), None, Some(4), None, Some(6), None],
+            "a merge walk must agree with a lookup per key"
+        );
+    }
+
+    #[test]
+    fn stored_device_times_read_strict_and_lenient_forms() {
+        let mut d = dev("n1", "a", 1, "100.64.0.1");
+        d.key_expiry = Some(t("2027-01-02T03:04:05.123456789Z"));
+        d.created = None;
+        let json = serde_json::to_string(&d).unwrap();
+        let back: Device = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, d, "what serde writes reads back");
+        // The lenient form chrono also accepts (a space, no `T`) still reads, and a record
+        // without the fields (an older store) reads them as absent.
+        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["key_expiry"] = "2027-01-02 03:04:05Z".into();
+        v.as_object_mut().unwrap().remove("created");
+        let back: Device = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back.key_expiry, Some(t("2027-01-02T03:04:05Z")));
+        assert_eq!(back.created, None);
+        v["key_expiry"] = "next tuesday".into();
+        let err = serde_json::from_value::<Device>(v).unwrap_err().to_string();
+        assert!(
+            err.contains("input contains invalid characters") || err.contains("invalid"),
+            "{err}"
+        );
     }
 
     fn dev(id: &str, host: &str, user: i64, ip: &str) -> Device {

@@ -238,6 +238,9 @@ impl Status {
                 .map(|c| c.latest_version),
             ..Snapshot::default()
         };
+        // The maps are built in bulk from lists (sorted once), not by one insertion per peer.
+        let mut devices = Vec::with_capacity(self.peer.len() + 1);
+        let mut conns = Vec::with_capacity(self.peer.len());
         for (is_self, ps) in
             std::iter::once((true, self_ps)).chain(self.peer.into_iter().map(|p| (false, p)))
         {
@@ -249,10 +252,12 @@ impl Status {
             if is_self {
                 snap.self_online = Some(conn.online);
             } else {
-                snap.conns.insert(device.id.clone(), conn);
+                conns.push((device.id.clone(), conn));
             }
-            snap.devices.insert(device.id.clone(), device);
+            devices.push((device.id.clone(), device));
         }
+        snap.devices = devices.into_iter().collect();
+        snap.conns = conns.into_iter().collect();
         for (key, u) in self.user {
             let id = if u.id != 0 {
                 u.id

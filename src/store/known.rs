@@ -9,17 +9,29 @@ use rusqlite::Connection;
 
 use super::*;
 
+/// The last handshake recorded per device ([`Store::last_handshakes`]).
+pub enum LastHandshakes<'a> {
+    /// From the known state already in memory.
+    Known(&'a Known),
+    Loaded(BTreeMap<StableNodeId, DateTime<Utc>>),
+}
+
+impl LastHandshakes<'_> {
+    pub fn get(&self, id: &StableNodeId) -> Option<DateTime<Utc>> {
+        match self {
+            LastHandshakes::Known(k) => k.devices.get(id)?.last_handshake,
+            LastHandshakes::Loaded(m) => m.get(id).copied(),
+        }
+    }
+}
+
 impl Store {
     /// The last handshake recorded per device, or `None` before the baseline: what the edge
-    /// needs to decide whom to `whois`, without loading every device record.
-    pub fn last_handshakes(&self) -> Result<Option<BTreeMap<StableNodeId, DateTime<Utc>>>> {
+    /// needs to decide whom to `whois`. Read from the preloaded state when it is current, else
+    /// only that column is loaded, not every device record.
+    pub fn last_handshakes(&self) -> Result<Option<LastHandshakes<'_>>> {
         if let Some(k) = self.current_cache() {
-            return Ok(k.baseline_done.then(|| {
-                k.devices
-                    .iter()
-                    .filter_map(|(id, d)| Some((id.clone(), d.last_handshake?)))
-                    .collect()
-            }));
+            return Ok(k.baseline_done.then_some(LastHandshakes::Known(k)));
         }
         let e = self.err();
         if get_meta(&self.conn, "baseline_at").map_err(&e)?.is_none() {
@@ -35,7 +47,7 @@ impl Store {
             .map(|r| r.map(|(id, t)| (StableNodeId(id), parse_rfc3339(&t))))
             .collect::<rusqlite::Result<_>>()
             .map_err(&e)?;
-        Ok(Some(rows))
+        Ok(Some(LastHandshakes::Loaded(rows)))
     }
 
     pub fn known(&self) -> Result<Known> {
@@ -71,19 +83,21 @@ pub(super) fn device_rows(conn: &Connection, path: &Path) -> Result<Vec<DeviceRo
     let mut rows = stmt.query([]).map_err(&e)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(&e)? {
-        let id: String = r.get(0).map_err(&e)?;
-        let data: String = r.get(1).map_err(&e)?;
-        let time = |i: usize| -> Result<Option<DateTime<Utc>>> {
-            Ok(r.get::<_, Option<String>>(i)
-                .map_err(&e)?
-                .as_deref()
-                .map(parse_rfc3339))
+        // Read in place (no copy of each row's text): `check` reads every row.
+        let text = |i: usize| -> Result<Option<&str>> {
+            match r.get_ref(i).map_err(&e)? {
+                rusqlite::types::ValueRef::Null => Ok(None),
+                v => v.as_str().map(Some).map_err(|err| e(err.into())),
+            }
         };
+        let time = |i: usize| -> Result<Option<DateTime<Utc>>> { Ok(text(i)?.map(parse_rfc3339)) };
         let first_seen = time(4)?.unwrap_or_default();
-        let device = serde_json::from_str(&data).map_err(|err| StoreError::Corrupt {
-            path: path.to_owned(),
-            what: format!("device {id}"),
-            detail: err.to_string(),
+        let device = serde_json::from_str(text(1)?.unwrap_or_default()).map_err(|err| {
+            StoreError::Corrupt {
+                path: path.to_owned(),
+                what: format!("device {}", text(0).ok().flatten().unwrap_or("?")),
+                detail: err.to_string(),
+            }
         })?;
         let removed: bool = r.get(2).map_err(&e)?;
         let stored_last = time(5)?.unwrap_or_default();
