@@ -55,7 +55,17 @@ fn pass_if(ok: bool) -> Status {
     }
 }
 
+/// A check's ID, title, severity and fix.
+type Check<'a> = (&'a str, &'a str, Severity, &'a str);
+
 impl Out {
+    /// A pass/fail finding of `check`: `pass` is the evidence when `ok` holds, `fail` when not.
+    fn judge(&mut self, check: Check, ok: bool, pass: impl Into<String>, fail: impl Into<String>) {
+        let (id, title, severity, fix) = check;
+        let evidence = if ok { pass.into() } else { fail.into() };
+        self.add(id, title, severity, pass_if(ok), evidence, fix);
+    }
+
     fn add(
         &mut self,
         id: &str,
@@ -383,7 +393,7 @@ fn strings(v: &Value) -> Vec<&str> {
 }
 
 fn policy(o: &mut Out, i: &Inputs) {
-    let checks: [(&str, &str, Severity, &str); 6] = [
+    let checks: [Check; 6] = [
         ("PL-01", "No allow-all rule (* → *:*)", Severity::Critical, "replace the rule with grants for the sources and ports each group needs (https://tailscale.com/kb/1192/acl-samples)"),
         ("PL-02", "autogroup:danger-all is not used", Severity::Critical, "remove autogroup:danger-all; name the sources instead"),
         ("PL-03", "No SSH accept to root from broad sources", Severity::Critical, "use \"action\": \"check\" and named users, e.g. {\"action\": \"check\", \"src\": [\"group:admins\"], \"dst\": [\"tag:server\"], \"users\": [\"autogroup:nonroot\"]}"),
@@ -460,21 +470,14 @@ fn policy(o: &mut Out, i: &Inputs) {
             allow_all.push(format!("grants[{n}]"));
         }
     }
-    let (id, title, sev, fix) = checks[0];
-    o.add(
-        id,
-        title,
-        sev,
-        pass_if(allow_all.is_empty()),
-        if allow_all.is_empty() {
-            format!("no rule from * to *:* in the {where_}")
-        } else {
-            format!(
-                "{} allow(s) every source to every port ({where_})",
-                allow_all.join(", ")
-            )
-        },
-        fix,
+    o.judge(
+        checks[0],
+        allow_all.is_empty(),
+        format!("no rule from * to *:* in the {where_}"),
+        format!(
+            "{} allow(s) every source to every port ({where_})",
+            allow_all.join(", ")
+        ),
     );
     let text = &c
         .policy
@@ -482,18 +485,11 @@ fn policy(o: &mut Out, i: &Inputs) {
         .map(|p| crate::diff::control::strip_comments(&p.text))
         .unwrap_or_default();
     let danger = text.contains("autogroup:danger-all");
-    let (id, title, sev, fix) = checks[1];
-    o.add(
-        id,
-        title,
-        sev,
-        pass_if(!danger),
-        if danger {
-            format!("autogroup:danger-all appears in the {where_}")
-        } else {
-            format!("not in the {where_}")
-        },
-        fix,
+    o.judge(
+        checks[1],
+        !danger,
+        format!("not in the {where_}"),
+        format!("autogroup:danger-all appears in the {where_}"),
     );
     let broad = |s: &str| matches!(s, "*" | "autogroup:member" | "autogroup:danger-all");
     let mut root_ssh = Vec::new();
@@ -505,21 +501,14 @@ fn policy(o: &mut Out, i: &Inputs) {
             root_ssh.push(format!("ssh[{n}]"));
         }
     }
-    let (id, title, sev, fix) = checks[2];
-    o.add(
-        id,
-        title,
-        sev,
-        pass_if(root_ssh.is_empty()),
-        if root_ssh.is_empty() {
-            "no SSH rule accepts root from *, autogroup:member or autogroup:danger-all".to_owned()
-        } else {
-            format!(
-                "{} accept(s) root without a check from a broad source",
-                root_ssh.join(", ")
-            )
-        },
-        fix,
+    o.judge(
+        checks[2],
+        root_ssh.is_empty(),
+        "no SSH rule accepts root from *, autogroup:member or autogroup:danger-all".to_owned(),
+        format!(
+            "{} accept(s) root without a check from a broad source",
+            root_ssh.join(", ")
+        ),
     );
     let mut member_tags: Vec<String> = doc["tagOwners"]
         .as_object()
@@ -531,33 +520,19 @@ fn policy(o: &mut Out, i: &Inputs) {
         })
         .unwrap_or_default();
     member_tags.sort();
-    let (id, title, sev, fix) = checks[3];
-    o.add(
-        id,
-        title,
-        sev,
-        pass_if(member_tags.is_empty()),
-        if member_tags.is_empty() {
-            "no tag is owned by * or autogroup:member".to_owned()
-        } else {
-            format!("any member may apply {}", list(&member_tags))
-        },
-        fix,
+    o.judge(
+        checks[3],
+        member_tags.is_empty(),
+        "no tag is owned by * or autogroup:member".to_owned(),
+        format!("any member may apply {}", list(&member_tags)),
     );
     let tests = doc["tests"].as_array().is_some_and(|t| !t.is_empty())
         || doc["sshTests"].as_array().is_some_and(|t| !t.is_empty());
-    let (id, title, sev, fix) = checks[4];
-    o.add(
-        id,
-        title,
-        sev,
-        pass_if(tests),
-        if tests {
-            "a tests section is present".to_owned()
-        } else {
-            format!("no tests section in the {where_}")
-        },
-        fix,
+    o.judge(
+        checks[4],
+        tests,
+        "a tests section is present".to_owned(),
+        format!("no tests section in the {where_}"),
     );
     let mut wide = Vec::new();
     let aa = &doc["autoApprovers"];
@@ -571,18 +546,11 @@ fn policy(o: &mut Out, i: &Inputs) {
             }
         }
     }
-    let (id, title, sev, fix) = checks[5];
-    o.add(
-        id,
-        title,
-        sev,
-        pass_if(wide.is_empty()),
-        if wide.is_empty() {
-            "no autoApprover is * or autogroup:member".to_owned()
-        } else {
-            format!("any member is auto-approved for {}", list(&wide))
-        },
-        fix,
+    o.judge(
+        checks[5],
+        wide.is_empty(),
+        "no autoApprover is * or autogroup:member".to_owned(),
+        format!("any member is auto-approved for {}", list(&wide)),
     );
 }
 
@@ -619,24 +587,23 @@ fn devices(o: &mut Out, i: &Inputs) {
         .filter(|d| d.tags.is_empty() && d.key_expiry_disabled)
         .map(name)
         .collect();
-    o.add(
-        "DV-01",
-        "Key expiry is on for user devices",
-        Severity::Warning,
-        pass_if(user_no_expiry.is_empty()),
-        if user_no_expiry.is_empty() {
-            format!(
-                "all {} user-owned device(s) have key expiry",
-                c.devices.values().filter(|d| d.tags.is_empty()).count()
-            )
-        } else {
-            format!("key expiry disabled on {}", list(&user_no_expiry))
-        },
-        if hs {
-            "headscale nodes expire <id> and re-register with an expiring key; set node.expiry"
-        } else {
-            "admin console → Machines → … → Enable key expiry"
-        },
+    o.judge(
+        (
+            "DV-01",
+            "Key expiry is on for user devices",
+            Severity::Warning,
+            if hs {
+                "headscale nodes expire <id> and re-register with an expiring key; set node.expiry"
+            } else {
+                "admin console → Machines → … → Enable key expiry"
+            },
+        ),
+        user_no_expiry.is_empty(),
+        format!(
+            "all {} user-owned device(s) have key expiry",
+            c.devices.values().filter(|d| d.tags.is_empty()).count()
+        ),
+        format!("key expiry disabled on {}", list(&user_no_expiry)),
     );
     let tagged_no_expiry: Vec<String> = c
         .devices
@@ -644,20 +611,19 @@ fn devices(o: &mut Out, i: &Inputs) {
         .filter(|d| !d.tags.is_empty() && d.key_expiry_disabled)
         .map(name)
         .collect();
-    o.add(
-        "DV-02",
-        "Tagged devices' keys expire",
-        Severity::Info,
-        pass_if(tagged_no_expiry.is_empty()),
-        if tagged_no_expiry.is_empty() {
-            "every tagged device's key expires".to_owned()
-        } else {
-            format!(
-                "tagged devices that never expire: {}",
-                list(&tagged_no_expiry)
-            )
-        },
-        "enable key expiry on tagged servers and rotate them with an OAuth client or auth key",
+    o.judge(
+        (
+            "DV-02",
+            "Tagged devices' keys expire",
+            Severity::Info,
+            "enable key expiry on tagged servers and rotate them with an OAuth client or auth key",
+        ),
+        tagged_no_expiry.is_empty(),
+        "every tagged device's key expires",
+        format!(
+            "tagged devices that never expire: {}",
+            list(&tagged_no_expiry)
+        ),
     );
     let facts = &c.posture.devices;
     let cutoff = i.now - Duration::days(STALE_DAYS);
