@@ -102,11 +102,14 @@ pub struct Device {
     pub shared: bool,
 }
 
-/// An optional RFC 3339 time as serde writes it, read with chrono's strict RFC 3339 parser (a
-/// fraction of the cost of the lenient one serde uses, which remains the fallback): every stored
-/// device carries two, and `check` reads them all.
-fn rfc3339_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-    struct Time;
+/// An optional time read by `parse` straight from the document (no copy of the string); `null`
+/// is `None`. One visitor for the stored model and tailscaled's documents, which differ only in
+/// how a string is parsed.
+pub(crate) fn opt_time<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    parse: fn(&str) -> Result<Option<DateTime<Utc>>, String>,
+) -> Result<Option<DateTime<Utc>>, D::Error> {
+    struct Time(fn(&str) -> Result<Option<DateTime<Utc>>, String>);
     impl<'de> serde::de::Visitor<'de> for Time {
         type Value = Option<DateTime<Utc>>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -122,14 +125,23 @@ fn rfc3339_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime
             d.deserialize_any(self)
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            DateTime::parse_from_rfc3339(v)
-                .map(|t| t.with_timezone(&Utc))
-                .or_else(|_| v.parse::<DateTime<Utc>>())
-                .map(Some)
-                .map_err(E::custom)
+            (self.0)(v).map_err(E::custom)
         }
     }
-    d.deserialize_option(Time)
+    d.deserialize_option(Time(parse))
+}
+
+/// An optional RFC 3339 time as serde writes it, read with chrono's strict RFC 3339 parser (a
+/// fraction of the cost of the lenient one serde uses, which remains the fallback): every stored
+/// device carries two, and `check` reads them all.
+fn rfc3339_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    opt_time(d, |v| {
+        DateTime::parse_from_rfc3339(v)
+            .map(|t| t.with_timezone(&Utc))
+            .or_else(|_| v.parse::<DateTime<Utc>>())
+            .map(Some)
+            .map_err(|e| e.to_string())
+    })
 }
 
 impl Device {

@@ -50,23 +50,7 @@ where
 /// A Go `time.Time` as [`parse_time`] reads it, straight from the document (no copy of the
 /// string): `null`, the zero time and garbage are `None`.
 fn go_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-    struct Time;
-    impl serde::de::Visitor<'_> for Time {
-        type Value = Option<DateTime<Utc>>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("an RFC 3339 time or null")
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(parse_time(Some(v)))
-        }
-    }
-    d.deserialize_any(Time)
+    crate::model::opt_time(d, |v| Ok(parse_time(Some(v))))
 }
 
 #[derive(Debug, Default, Deserialize)]
