@@ -568,25 +568,27 @@ mod tests {
         ]
     }
 
+    /// One control read against the known state of node `n` with control view `kc`.
+    fn read(
+        n: &Snapshot,
+        kc: Option<KnownControl>,
+        result: Result<&ControlSnapshot, &str>,
+    ) -> (Vec<Event>, Option<KnownControl>) {
+        events(
+            &known_from(n, kc),
+            Some(n),
+            result,
+            "headscale API",
+            None,
+            now(),
+        )
+    }
+
     /// Runs two control reads: the first records, the second is compared.
     fn after(first: &ControlSnapshot, second: &ControlSnapshot) -> Vec<Event> {
         let n = node();
-        let (_, kc) = events(
-            &known_from(&n, None),
-            Some(&n),
-            Ok(first),
-            "test",
-            None,
-            now(),
-        );
-        let (ev, _) = events(
-            &known_from(&n, kc),
-            Some(&n),
-            Ok(second),
-            "test",
-            None,
-            now(),
-        );
+        let (_, kc) = read(&n, None, Ok(first));
+        let (ev, _) = read(&n, kc, Ok(second));
         ev
     }
 
@@ -639,14 +641,7 @@ mod tests {
         assert_eq!(ev[0].severity, Severity::Info);
         // Waiting already at the first read: still alerted (it is actionable).
         let n = node();
-        let (ev, _) = events(
-            &known_from(&n, None),
-            Some(&n),
-            Ok(&control(&devs, &["alice@"])),
-            "t",
-            None,
-            now(),
-        );
+        let (ev, _) = read(&n, None, Ok(&control(&devs, &["alice@"])));
         assert_eq!(kinds(&ev), ["device.pending_approval"]);
     }
 
@@ -654,33 +649,12 @@ mod tests {
     fn a_netmap_device_the_control_plane_does_not_list_is_unlisted_on_the_second_read() {
         let only_self = control(&[cdev("nSELF", "web-01", "alice@", true)], &["alice@"]);
         let n = node();
-        let (ev, kc) = events(
-            &known_from(&n, None),
-            Some(&n),
-            Ok(&only_self),
-            "t",
-            None,
-            now(),
-        );
+        let (ev, kc) = read(&n, None, Ok(&only_self));
         assert!(ev.is_empty(), "one miss is not enough: {ev:?}");
-        let (ev, kc) = events(
-            &known_from(&n, kc),
-            Some(&n),
-            Ok(&only_self),
-            "t",
-            None,
-            now(),
-        );
+        let (ev, kc) = read(&n, kc, Ok(&only_self));
         assert_eq!(kinds(&ev), ["device.unlisted"]);
         assert_eq!(ev[0].device.as_ref().unwrap().hostname, "laptop");
-        let (ev, _) = events(
-            &known_from(&n, kc),
-            Some(&n),
-            Ok(&only_self),
-            "t",
-            None,
-            now(),
-        );
+        let (ev, _) = read(&n, kc, Ok(&only_self));
         assert!(ev.is_empty(), "alerted once");
     }
 
@@ -691,31 +665,10 @@ mod tests {
         let mut devs = base();
         devs[1].id = StableNodeId("99".into());
         let n = node();
-        let (_, kc) = events(
-            &known_from(&n, None),
-            Some(&n),
-            Ok(&control(&base(), &["alice@"])),
-            "t",
-            None,
-            now(),
-        );
-        let (ev, kc) = events(
-            &known_from(&n, kc),
-            Some(&n),
-            Ok(&control(&devs, &["alice@"])),
-            "t",
-            None,
-            now(),
-        );
+        let (_, kc) = read(&n, None, Ok(&control(&base(), &["alice@"])));
+        let (ev, kc) = read(&n, kc, Ok(&control(&devs, &["alice@"])));
         assert_eq!(kinds(&ev), ["device.new"]);
-        let (ev, _) = events(
-            &known_from(&n, kc),
-            Some(&n),
-            Ok(&control(&devs, &["alice@"])),
-            "t",
-            None,
-            now(),
-        );
+        let (ev, _) = read(&n, kc, Ok(&control(&devs, &["alice@"])));
         assert_eq!(kinds(&ev), ["device.unlisted"]);
     }
 
@@ -805,42 +758,14 @@ mod tests {
     #[test]
     fn an_unreadable_control_plane_is_down_once_and_recovers() {
         let n = node();
-        let (_, kc) = events(
-            &known_from(&n, None),
-            Some(&n),
-            Ok(&control(&base(), &["alice@"])),
-            "headscale API",
-            None,
-            now(),
-        );
-        let (ev, kc) = events(
-            &known_from(&n, kc),
-            Some(&n),
-            Err("HTTP 401: invalid API key"),
-            "headscale API",
-            None,
-            now(),
-        );
+        let (_, kc) = read(&n, None, Ok(&control(&base(), &["alice@"])));
+        let (ev, kc) = read(&n, kc, Err("HTTP 401: invalid API key"));
         assert_eq!(kinds(&ev), ["monitor.source_down"]);
         assert!(ev[0].summary.contains("control plane (headscale API)"));
-        let (ev, kc2) = events(
-            &known_from(&n, kc.clone()),
-            Some(&n),
-            Err("HTTP 401"),
-            "headscale API",
-            None,
-            now(),
-        );
+        let (ev, kc2) = read(&n, kc.clone(), Err("HTTP 401"));
         assert!(ev.is_empty());
         let kc = kc2.or(kc);
-        let (ev, _) = events(
-            &known_from(&n, kc),
-            Some(&n),
-            Ok(&control(&base(), &["alice@"])),
-            "headscale API",
-            None,
-            now(),
-        );
+        let (ev, _) = read(&n, kc, Ok(&control(&base(), &["alice@"])));
         assert_eq!(kinds(&ev), ["monitor.source_recovered"]);
     }
 }
