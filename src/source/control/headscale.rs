@@ -134,6 +134,20 @@ impl Headscale {
         super::json_body("headscale API", path, self.get(path).await?).await
     }
 
+    /// A part the key may not be allowed to read: an error status leaves it `None`.
+    async fn optional_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, ControlError> {
+        let resp = self.get(path).await?;
+        if !resp.status().is_success() {
+            return Ok(None);
+        }
+        super::json_body("headscale API", path, resp)
+            .await
+            .map(Some)
+    }
+
     pub async fn snapshot(&self) -> Result<ControlSnapshot, ControlError> {
         let nodes: Nodes = self.json("/api/v1/node").await?;
         let users: Users = self.json("/api/v1/user").await?;
@@ -160,12 +174,10 @@ impl Headscale {
             ..ControlSnapshot::default()
         };
         // Keys: a 403 (a key without the right) leaves them unknown.
-        let resp = self.get("/api/v1/preauthkey").await?;
-        if resp.status().is_success() {
-            let keys: PreAuthKeys = resp
-                .json()
-                .await
-                .map_err(|e| self.err(format!("GET /api/v1/preauthkey: malformed JSON: {e}")))?;
+        if let Some(keys) = self
+            .optional_json::<PreAuthKeys>("/api/v1/preauthkey")
+            .await?
+        {
             snap.posture.auth_keys = Some(
                 keys.pre_auth_keys
                     .into_iter()
@@ -186,12 +198,7 @@ impl Headscale {
                     .collect(),
             );
         }
-        let resp = self.get("/api/v1/apikey").await?;
-        if resp.status().is_success() {
-            let keys: ApiKeys = resp
-                .json()
-                .await
-                .map_err(|e| self.err(format!("GET /api/v1/apikey: malformed JSON: {e}")))?;
+        if let Some(keys) = self.optional_json::<ApiKeys>("/api/v1/apikey").await? {
             snap.posture.api_keys = Some(
                 keys.api_keys
                     .into_iter()

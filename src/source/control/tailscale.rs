@@ -299,21 +299,27 @@ impl TailscaleApi {
         }
     }
 
+    /// [`Self::optional`] for a JSON part, parsed.
+    async fn optional_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, ControlError> {
+        match self.optional(path, "application/json").await? {
+            Some(resp) => super::json_body("Tailscale Admin API", path, resp)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// What only the posture checks read: keys, webhooks, the security contact, log streaming.
     /// Each part the credential may not read (403/404) stays `None`.
     async fn posture(&self, snap: &mut ControlSnapshot) -> Result<(), ControlError> {
         let t = &self.tailnet;
-        if let Some(r) = self
-            .optional(
-                &format!("/api/v2/tailnet/{t}/keys?all=true"),
-                "application/json",
-            )
+        if let Some(keys) = self
+            .optional_json::<Keys>(&format!("/api/v2/tailnet/{t}/keys?all=true"))
             .await?
         {
-            let keys: Keys = r
-                .json()
-                .await
-                .map_err(|e| self.err(format!("keys: malformed JSON: {e}")))?;
             let (mut auth, mut api) = (Vec::new(), Vec::new());
             for k in keys.keys {
                 let facts = KeyFacts {
@@ -339,14 +345,10 @@ impl TailscaleApi {
             snap.posture.auth_keys = Some(auth);
             snap.posture.api_keys = Some(api);
         }
-        if let Some(r) = self
-            .optional(&format!("/api/v2/tailnet/{t}/webhooks"), "application/json")
+        if let Some(hooks) = self
+            .optional_json::<Webhooks>(&format!("/api/v2/tailnet/{t}/webhooks"))
             .await?
         {
-            let hooks: Webhooks = r
-                .json()
-                .await
-                .map_err(|e| self.err(format!("webhooks: malformed JSON: {e}")))?;
             snap.posture.webhooks = Some(
                 hooks
                     .webhooks
@@ -359,14 +361,10 @@ impl TailscaleApi {
                     .collect(),
             );
         }
-        if let Some(r) = self
-            .optional(&format!("/api/v2/tailnet/{t}/contacts"), "application/json")
+        if let Some(c) = self
+            .optional_json::<Contacts>(&format!("/api/v2/tailnet/{t}/contacts"))
             .await?
         {
-            let c: Contacts = r
-                .json()
-                .await
-                .map_err(|e| self.err(format!("contacts: malformed JSON: {e}")))?;
             snap.posture.security_contact = Some((c.security.email, c.security.needs_verification));
         }
         let path = format!("/api/v2/tailnet/{t}/logging/configuration/stream");
@@ -395,16 +393,9 @@ impl TailscaleApi {
             kind: "tailscale".into(),
             ..ControlSnapshot::default()
         };
-        if let Some(r) = self
-            .optional(&format!("/api/v2/tailnet/{t}/settings"), "application/json")
-            .await?
-        {
-            snap.settings = Some(
-                r.json()
-                    .await
-                    .map_err(|e| self.err(format!("settings: malformed JSON: {e}")))?,
-            );
-        }
+        snap.settings = self
+            .optional_json(&format!("/api/v2/tailnet/{t}/settings"))
+            .await?;
         if let Some(r) = self
             .optional(&format!("/api/v2/tailnet/{t}/acl"), "application/hujson")
             .await?
