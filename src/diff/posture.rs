@@ -66,6 +66,18 @@ impl Out {
         self.add(id, title, severity, pass_if(ok), evidence, fix);
     }
 
+    /// A check Headscale has no equivalent of.
+    fn not_on_headscale(&mut self, id: &str, title: &str, severity: Severity) {
+        self.add(
+            id,
+            title,
+            severity,
+            Status::NotAvailable,
+            "not available on Headscale",
+            "",
+        );
+    }
+
     fn add(
         &mut self,
         id: &str,
@@ -182,16 +194,6 @@ fn setting<'a>(i: &'a Inputs, key: &str) -> Result<&'a Value, String> {
 
 fn tailnet(o: &mut Out, i: &Inputs) {
     let hs = is_headscale(i);
-    let na = |o: &mut Out, id: &str, title: &str, sev: Severity| {
-        o.add(
-            id,
-            title,
-            sev,
-            Status::NotAvailable,
-            "not available on Headscale",
-            "",
-        )
-    };
     #[allow(clippy::type_complexity)]
     let bools: [(&str, &str, &str, Severity, bool, &str); 4] = [
         (
@@ -229,7 +231,7 @@ fn tailnet(o: &mut Out, i: &Inputs) {
     ];
     for (id, key, title, sev, want, fix) in bools {
         if hs {
-            na(o, id, title, sev);
+            o.not_on_headscale(id, title, sev);
             continue;
         }
         match setting(i, key) {
@@ -277,7 +279,7 @@ fn tailnet(o: &mut Out, i: &Inputs) {
     let title = "Only admins (or nobody) may join external tailnets";
     let fix = "admin console → Settings → User management → Who can join external tailnets: Admins or None";
     if hs {
-        na(o, "TN-04", title, Severity::Warning);
+        o.not_on_headscale("TN-04", title, Severity::Warning);
     } else {
         match setting(i, "usersRoleAllowedToJoinExternalTailnets") {
             Ok(v) => {
@@ -714,14 +716,7 @@ fn devices(o: &mut Out, i: &Inputs) {
     ];
     for (id, title, sev, pred, what, fix) in flags {
         if hs {
-            o.add(
-                id,
-                title,
-                sev,
-                Status::NotAvailable,
-                "not available on Headscale",
-                "",
-            );
+            o.not_on_headscale(id, title, sev);
             continue;
         }
         let hits = by_fact(pred);
@@ -885,14 +880,7 @@ fn server(o: &mut Out, i: &Inputs) {
     let fix =
         "tailscale lock init … on a trusted node (https://tailscale.com/kb/1226/tailnet-lock)";
     match (hs, trust.map(|t| &t.tailnet_lock)) {
-        (true, _) => o.add(
-            "SV-01",
-            title,
-            Severity::Warning,
-            Status::NotAvailable,
-            "not available on Headscale",
-            "",
-        ),
+        (true, _) => o.not_on_headscale("SV-01", title, Severity::Warning),
         (_, None) => o.add(
             "SV-01",
             title,
