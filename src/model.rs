@@ -110,7 +110,7 @@ pub(crate) fn opt_time<'de, D: serde::Deserializer<'de>>(
     parse: fn(&str) -> Result<Option<DateTime<Utc>>, String>,
 ) -> Result<Option<DateTime<Utc>>, D::Error> {
     struct Time(fn(&str) -> Result<Option<DateTime<Utc>>, String>);
-    impl<'de> serde::de::Visitor<'de> for Time {
+    impl serde::de::Visitor<'_> for Time {
         type Value = Option<DateTime<Utc>>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("an RFC 3339 time or null")
@@ -121,14 +121,11 @@ pub(crate) fn opt_time<'de, D: serde::Deserializer<'de>>(
         fn visit_none<E>(self) -> Result<Self::Value, E> {
             Ok(None)
         }
-        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(self)
-        }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
             (self.0)(v).map_err(E::custom)
         }
     }
-    d.deserialize_option(Time(parse))
+    d.deserialize_any(Time(parse))
 }
 
 /// An optional RFC 3339 time as serde writes it, read with chrono's strict RFC 3339 parser (a
