@@ -120,6 +120,28 @@ pub enum Command {
     /// Runs the whole pipeline against a built-in simulated tailnet and prints the alerts
     /// (and mails them too when --config names a file with e-mail channels).
     Demo,
+    /// The privileged relay (run as root): reads this node's packet filter and SSH policy from
+    /// tailscaled for the unprivileged monitor, which tailscaled 1.104 and later serve only to
+    /// root. Started per connection by tailscale-monitor-privileged.socket (`--stdio`), or as a
+    /// foreground server where there is no systemd (`--listen`).
+    Privileged {
+        /// Serve the one connection on standard input (systemd socket activation, Accept=yes).
+        #[arg(long, conflicts_with = "listen", required_unless_present = "listen")]
+        stdio: bool,
+        /// Create the socket at PATH (mode 0660, group --group) and serve until killed.
+        #[arg(long, value_name = "PATH")]
+        listen: Option<PathBuf>,
+        /// The group whose members may ask (besides root): the monitor's.
+        #[arg(long, value_name = "NAME", default_value = "tailscale-monitor")]
+        group: String,
+        /// tailscaled's LocalAPI socket.
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/var/run/tailscale/tailscaled.sock"
+        )]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -230,6 +252,12 @@ pub async fn main(cli: Cli) -> ExitCode {
             Err(e) => Err(e),
         },
         Command::TestNotify { channel } => test_notify(explicit, channel.as_deref()).await,
+        Command::Privileged {
+            stdio,
+            listen,
+            group,
+            socket,
+        } => privileged(stdio, listen.as_deref(), &group, socket).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -308,6 +336,19 @@ pub fn status_line(
         };
         format!("{}{more}", items.join(", "))
     };
+    // A part of the node view that cannot be read is a warning, never UNKNOWN: membership was
+    // read and diffed; what is not visible is said, with the fix.
+    if let Some(view) = report.seen.as_ref().ok().and_then(|s| s.node.as_ref()) {
+        for u in &view.unread {
+            code = code.max(1);
+            text += &format!(
+                "; not visible: {} ({}). Fix: {}",
+                u.part.what(),
+                sanitize::line(&u.error, 700),
+                sanitize::line(&u.fix, 500)
+            );
+        }
+    }
     if let Some(e) = &report.control_error {
         code = code.max(1);
         text += &format!(
@@ -699,6 +740,14 @@ async fn access(explicit: Option<&Path>, json: bool) -> anyhow::Result<()> {
             "who may reach this node is not available from [tailscale] source = \"cli\"; use the LocalAPI source"
         );
     };
+    if let Some(u) = view.unread(crate::model::access::Part::Access) {
+        // Never an empty table: that would read as "nobody can reach this server".
+        anyhow::bail!(
+            "who can reach this server is not visible: {}. Fix: {}",
+            u.error,
+            u.fix
+        );
+    }
     if view.rules.is_none() {
         anyhow::bail!("this tailscaled's netmap carries no packet filter the monitor can read");
     }
@@ -896,6 +945,26 @@ async fn test_notify(explicit: Option<&Path>, only: Option<&str>) -> anyhow::Res
         bail!("{failed} channel(s) failed");
     }
     Ok(())
+}
+
+/// `privileged`: the root side. It reads no config file (the monitor's user can influence what
+/// the monitor reads; nothing of the monitor's reaches this side but the request line).
+async fn privileged(
+    stdio: bool,
+    listen: Option<&Path>,
+    group: &str,
+    socket: PathBuf,
+) -> anyhow::Result<()> {
+    use crate::privileged::server;
+    let opts = server::Options {
+        tailscaled: socket,
+        gid: Some(server::group_id(group)?),
+    };
+    match (stdio, listen) {
+        (true, _) => server::serve_stdio(opts).await,
+        (false, Some(path)) => server::listen(path, opts).await,
+        (false, None) => bail!("give --stdio or --listen PATH"),
+    }
 }
 
 async fn demo(explicit: Option<&Path>) -> anyhow::Result<()> {

@@ -66,6 +66,9 @@ pub enum SourceKind {
 pub struct SourceConfig {
     pub kind: SourceKind,
     pub socket: PathBuf,
+    /// The privileged relay's socket (`tailscale-monitor privileged`): the live netmap on
+    /// tailscaled >= 1.104, which serves it only to root or its operator.
+    pub privileged_socket: PathBuf,
     /// The `tailscale` binary for the CLI source.
     pub cli: PathBuf,
     pub timeout: Duration,
@@ -359,6 +362,7 @@ struct RawMetrics {
 #[serde(deny_unknown_fields)]
 struct RawTailscale {
     socket: Option<PathBuf>,
+    privileged_socket: Option<PathBuf>,
     source: Option<Spanned<String>>,
     cli: Option<PathBuf>,
     timeout: Option<Spanned<String>>,
@@ -568,6 +572,10 @@ impl Config {
         let source = SourceConfig {
             kind,
             socket: raw.tailscale.socket.unwrap_or_else(default_socket),
+            privileged_socket: raw
+                .tailscale
+                .privileged_socket
+                .unwrap_or_else(|| PathBuf::from(crate::privileged::DEFAULT_SOCKET)),
             cli: raw
                 .tailscale
                 .cli
@@ -787,12 +795,13 @@ impl Config {
         let d = |d: Duration| q(&humantime::format_duration(d).to_string());
         let mut out = String::new();
         out += &format!(
-            "[tailscale]\nsource = {}\nsocket = {}\ncli = {}\ntimeout = {}\n\n",
+            "[tailscale]\nsource = {}\nsocket = {}\nprivileged_socket = {}\ncli = {}\ntimeout = {}\n\n",
             q(match self.source.kind {
                 SourceKind::LocalApi => "localapi",
                 SourceKind::Cli => "cli",
             }),
             q(&self.source.socket.display().to_string()),
+            q(&self.source.privileged_socket.display().to_string()),
             q(&self.source.cli.display().to_string()),
             d(self.source.timeout)
         );

@@ -254,6 +254,17 @@ impl Daemon {
                     .values()
                     .map(|d| (d.id.0.clone(), ipnbus::PeerFacts::of(d)))
                     .collect();
+                // Said in the log when it starts (the first pass) and when it changes; the
+                // alert itself is raised once by the core.
+                for u in snap.node.iter().flat_map(|v| &v.unread) {
+                    if !self
+                        .last_view
+                        .as_ref()
+                        .is_some_and(|l| l.unread.contains(u))
+                    {
+                        warn!(part = u.part.as_str(), error = %u.error, fix = %u.fix, "not visible: {}", u.part.what());
+                    }
+                }
                 self.last_view = snap.node.clone().map(|mut v| {
                     v.trust.update_available = None;
                     v
@@ -350,18 +361,12 @@ impl Daemon {
                 }
             }
         }
-        match api.node_view().await {
-            Ok(v) if self.last_view.as_ref() == Some(&v) => {}
-            Ok(_) => {
-                info!("who may reach this node changed; re-reading the tailnet");
-                self.netmap_due = true;
-                self.schedule(Instant::now());
-            }
-            Err(e) => {
-                debug!(error = %e, "access re-read failed; a full pass will tell");
-                self.netmap_due = true;
-                self.schedule(Instant::now());
-            }
+        // A part that stays unreadable reads the same each time: no pass, no repeated message.
+        let v = api.node_view().await;
+        if !self.last_view.as_ref().is_some_and(|l| l.same_access(&v)) {
+            info!("who may reach this node changed; re-reading the tailnet");
+            self.netmap_due = true;
+            self.schedule(Instant::now());
         }
     }
 

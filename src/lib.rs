@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod model;
 pub mod monitor;
 pub mod notify;
+pub mod privileged;
 pub mod sanitize;
 pub mod source;
 pub mod store;

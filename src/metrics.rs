@@ -139,6 +139,20 @@ pub fn render(m: &Metrics, c: &Counters) -> String {
         "1 if the tailnet could be read at the last attempt.",
         vec![(String::new(), i64::from(m.health.down_since.is_none()))],
     );
+    family(
+        "tailscale_monitor_part_visible",
+        "gauge",
+        "1 if this part of the node view (access: who can reach this server; tailnet_lock; prefs) could be read at the last pass, 0 if not.",
+        crate::model::access::Part::ALL
+            .iter()
+            .map(|p| {
+                (
+                    format!("{{part=\"{}\"}}", p.as_str()),
+                    i64::from(!m.health.parts.contains_key(p)),
+                )
+            })
+            .collect(),
+    );
     o
 }
 

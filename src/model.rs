@@ -228,6 +228,16 @@ pub struct Health {
     pub down_since: Option<DateTime<Utc>>,
     pub last_error: String,
     pub last_ok: Option<DateTime<Utc>>,
+    /// The parts of the node view that could not be read at the last pass that read the tailnet.
+    pub parts: BTreeMap<access::Part, PartDown>,
+}
+
+/// A part of the node view that cannot be read: since when, why, and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartDown {
+    pub since: DateTime<Utc>,
+    pub error: String,
+    pub fix: String,
 }
 
 /// How urgent an event is. Ordered: `Info < Warning < Critical`.
@@ -334,6 +344,12 @@ pub enum EventKind {
     MonitorSourceDown,
     #[serde(rename = "monitor.source_recovered")]
     MonitorSourceRecovered,
+    /// One part of the node view (access, Tailnet Lock, prefs) cannot be read; the rest is
+    /// watched as before. Raised once per outage of that part.
+    #[serde(rename = "monitor.part_unavailable")]
+    MonitorPartUnavailable,
+    #[serde(rename = "monitor.part_recovered")]
+    MonitorPartRecovered,
     #[serde(rename = "monitor.delivery_failed")]
     MonitorDeliveryFailed,
     /// The periodic summary (`[digest] every`).
@@ -350,7 +366,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 41] = [
+    pub const ALL: [EventKind; 43] = [
         EventKind::UserNew,
         EventKind::UserRemoved,
         EventKind::DeviceNew,
@@ -387,6 +403,8 @@ impl EventKind {
         EventKind::MonitorBaseline,
         EventKind::MonitorSourceDown,
         EventKind::MonitorSourceRecovered,
+        EventKind::MonitorPartUnavailable,
+        EventKind::MonitorPartRecovered,
         EventKind::MonitorDeliveryFailed,
         EventKind::MonitorDigest,
         EventKind::MonitorStoreFailed,
@@ -432,6 +450,8 @@ impl EventKind {
             EventKind::MonitorBaseline => "monitor.baseline",
             EventKind::MonitorSourceDown => "monitor.source_down",
             EventKind::MonitorSourceRecovered => "monitor.source_recovered",
+            EventKind::MonitorPartUnavailable => "monitor.part_unavailable",
+            EventKind::MonitorPartRecovered => "monitor.part_recovered",
             EventKind::MonitorDeliveryFailed => "monitor.delivery_failed",
             EventKind::MonitorDigest => "monitor.digest",
             EventKind::MonitorStoreFailed => "monitor.store_failed",
@@ -476,7 +496,8 @@ impl EventKind {
             | NodeTailnetLockChanged
             | NodeSshChanged
             | NodeRoutesChanged
-            | NodeUpdateAvailable => Severity::Warning,
+            | NodeUpdateAvailable
+            | MonitorPartUnavailable => Severity::Warning,
             UserRemoved
             | DeviceRemoved
             | PeerConnected
@@ -486,6 +507,7 @@ impl EventKind {
             | DeviceOnline
             | MonitorBaseline
             | MonitorSourceRecovered
+            | MonitorPartRecovered
             | MonitorStoreRecovered
             | MonitorDigest
             | MonitorTest => Severity::Info,

@@ -244,12 +244,12 @@ fn bad_config_is_one_line_with_file_and_line() {
     assert_eq!(r.code, 3, "{r:?}");
     assert!(
         r.stdout
-            .contains("config.toml:9: unknown field `intervall`"),
+            .contains("config.toml:10: unknown field `intervall`"),
         "{r:?}"
     );
     let r = mon.run(&["config", "check"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("config.toml:9"), "{r:?}");
+    assert!(r.stderr.contains("config.toml:10"), "{r:?}");
     assert_eq!(r.stderr.trim().lines().count(), 1, "{r:?}");
     assert!(
         !mon.dir.path().join("state/state.db").exists(),

@@ -579,8 +579,33 @@ pub fn events(old: &Access, new: &Access, snap: &Snapshot, now: DateTime<Utc>) -
         out.push(e);
     }
 
-    out.extend(trust_events(&old.trust, &new.trust, now));
     out
+}
+
+/// What to record after a pass that read `new`: each part as read where it could be, as last
+/// recorded where it could not (an unread part is never recorded as empty or off).
+pub fn merged(old: &Access, new: Access) -> Access {
+    let trust = NodeTrust {
+        tailnet_lock: new
+            .trust
+            .tailnet_lock
+            .or_else(|| old.trust.tailnet_lock.clone()),
+        ssh_server: new.trust.ssh_server.or(old.trust.ssh_server),
+        advertised_routes: new
+            .trust
+            .advertised_routes
+            .or_else(|| old.trust.advertised_routes.clone()),
+        // From `/status`, read with the snapshot: `None` is "up to date", not "unknown".
+        update_available: new.trust.update_available,
+    };
+    if new.known {
+        Access { trust, ..new }
+    } else {
+        Access {
+            trust,
+            ..old.clone()
+        }
+    }
 }
 
 fn routes_text(r: &[String]) -> String {
@@ -736,8 +761,7 @@ mod tests {
             node: Some(NodeView {
                 rules: Some(rules),
                 ssh,
-                peers: vec![],
-                trust: NodeTrust::default(),
+                ..NodeView::default()
             }),
             ..Snapshot::default()
         }

@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod control;
+pub mod parts;
 pub mod posture;
 pub mod presence;
 
@@ -311,15 +312,24 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
         out.presence = Some(presence);
     }
     out.presence_due = due;
-    if let Some(new) = cur_access(cur) {
+    if let Some(view) = &cur.node {
+        let new = access::canonical(view, cur);
         match &known.access {
-            Some(old) if old.known => {
-                if *old != new {
+            Some(old) => {
+                // Two parts, compared each where both sides could be read: who may reach this
+                // server (an unknown model is never compared: no false "narrowed"), and this
+                // node's trust signals (a Tailnet Lock change is seen whatever the filter).
+                if old.known && new.known {
                     out.events.extend(access::events(old, &new, cur, now));
-                    out.access = Some(new);
+                }
+                out.events
+                    .extend(access::trust_events(&old.trust, &new.trust, now));
+                let next = access::merged(old, new);
+                if next != *old {
+                    out.access = Some(next);
                 }
             }
-            _ => out.access = Some(new),
+            None => out.access = Some(new),
         }
     }
     out
@@ -349,15 +359,6 @@ impl<'a, K: Ord, V> Ascending<'a, K, V> {
     }
 }
 
-/// The access model of this snapshot, when its source could read one. A netmap without a packet
-/// filter we know gives none: an unknown model is never compared (no false "narrowed").
-fn cur_access(cur: &Snapshot) -> Option<Access> {
-    cur.node
-        .as_ref()
-        .map(|v| access::canonical(v, cur))
-        .filter(|a| a.known)
-}
-
 fn baseline(cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Outcome {
     let mut e = Event::new(
         EventKind::MonitorBaseline,
@@ -370,8 +371,8 @@ fn baseline(cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Outcome {
     );
     e.devices = cur.devices.values().cloned().collect();
     e.users = cur.users.values().cloned().collect();
-    let access = cur_access(cur);
-    e.access = access.as_ref().map(Access::rows);
+    let access = cur.node.as_ref().map(|v| access::canonical(v, cur));
+    e.access = access.as_ref().filter(|a| a.known).map(Access::rows);
     let devices = cur
         .devices
         .values()
@@ -885,6 +886,8 @@ fn node_outcome(
                 out.events
                     .insert(0, source_recovered(health.down_since, now));
             }
+            let (part_events, parts) = parts::evaluate(&health.parts, snap, now);
+            out.events.extend(part_events);
             for e in &mut out.events {
                 e.tailnet.clone_from(&snap.tailnet);
             }
@@ -892,6 +895,7 @@ fn node_outcome(
                 down_since: None,
                 last_error: String::new(),
                 last_ok: Some(now),
+                parts,
             };
             (out, h, true)
         }
@@ -908,6 +912,7 @@ fn node_outcome(
                 down_since,
                 last_error: e.to_owned(),
                 last_ok: health.last_ok,
+                parts: health.parts.clone(),
             };
             (out, h, false)
         }

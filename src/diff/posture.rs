@@ -126,6 +126,7 @@ pub fn evaluate(i: &Inputs) -> Report {
         ("devices", devices),
         ("keys", keys),
         ("server", server),
+        ("server", visibility),
     ] {
         o.area = area;
         checks(&mut o, i);
@@ -871,6 +872,33 @@ fn path_problems(p: &PathFacts, owner_root: bool) -> Vec<String> {
         v.push(format!("{} is owned by uid {}, not root", p.path, p.uid));
     }
     v
+}
+
+/// SV-07: the monitor can see who may reach this server (on tailscaled >= 1.104 only through the
+/// privileged relay, or as root).
+fn visibility(o: &mut Out, i: &Inputs) {
+    let title = "Who can reach this server is visible to the monitor";
+    let (status, evidence, fix) = match i.node.map(|n| n.node.as_ref()) {
+        None => (
+            Status::Unknown,
+            "tailscaled could not be read".to_owned(),
+            String::new(),
+        ),
+        Some(None) => (
+            Status::Unknown,
+            "the CLI source reads no packet filter".to_owned(),
+            "use [tailscale] source = \"localapi\"".to_owned(),
+        ),
+        Some(Some(v)) => match v.unread(crate::model::access::Part::Access) {
+            Some(u) => (Status::Fail, u.error.clone(), u.fix.clone()),
+            None => (
+                Status::Pass,
+                "this node's packet filter and SSH policy are read".to_owned(),
+                String::new(),
+            ),
+        },
+    };
+    o.add("SV-07", title, Severity::Warning, status, evidence, &fix);
 }
 
 fn server(o: &mut Out, i: &Inputs) {

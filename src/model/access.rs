@@ -126,6 +126,78 @@ pub struct NodeView {
     #[serde(default)]
     pub peers: Vec<NetmapPeer>,
     pub trust: NodeTrust,
+    /// The parts of this view that could not be read, with why and how to fix it. A part listed
+    /// here is left as it was last recorded: never read as "empty" or "nobody".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unread: Vec<Unread>,
+    /// The stable ID of the node whose netmap this is, where its source says (checked against
+    /// `/status` Self: a relay answering for another daemon is not this node's view).
+    #[serde(skip)]
+    pub netmap_self: Option<String>,
+}
+
+impl NodeView {
+    /// Whether `other` says the same about who may reach this node (the netmap's peers, which
+    /// only name sources, left out).
+    pub fn same_access(&self, other: &NodeView) -> bool {
+        self.rules == other.rules
+            && self.ssh == other.ssh
+            && self.trust == other.trust
+            && self.unread == other.unread
+    }
+
+    /// Why `part` could not be read this time, if it could not.
+    pub fn unread(&self, part: Part) -> Option<&Unread> {
+        self.unread.iter().find(|u| u.part == part)
+    }
+}
+
+/// A part of the node view with a health of its own. Membership (`/status`) is not one: without
+/// it there is no snapshot at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    /// The packet filter and SSH policy: who can reach this server.
+    Access,
+    /// `tka/status`.
+    TailnetLock,
+    /// `prefs`: the Tailscale SSH server and the advertised routes.
+    Prefs,
+}
+
+impl Part {
+    pub const ALL: [Part; 3] = [Part::Access, Part::TailnetLock, Part::Prefs];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::Access => "access",
+            Part::TailnetLock => "tailnet_lock",
+            Part::Prefs => "prefs",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Part> {
+        Part::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// What a reader loses while this part is unread.
+    pub fn what(self) -> &'static str {
+        match self {
+            Part::Access => "who can reach this server (its packet filter and SSH policy)",
+            Part::TailnetLock => "this node's Tailnet Lock state",
+            Part::Prefs => "this node's Tailscale SSH server and advertised routes (prefs)",
+        }
+    }
+}
+
+/// One part of the node view that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unread {
+    pub part: Part,
+    /// One line: what failed (stable from one pass to the next while the cause lasts).
+    pub error: String,
+    /// The exact fix, for the administrator.
+    pub fix: String,
 }
 
 /// A source as the administrator should read it.

@@ -202,6 +202,11 @@ fn action(e: &Event) -> String {
             .to_owned(),
         EventKind::MonitorSourceRecovered => "Nothing to do; changes made during the outage are reported separately."
             .to_owned(),
+        EventKind::MonitorPartUnavailable => "Everything else is still watched and alerted. Apply the fix above; the \
+             monitor keeps what it last recorded of this part and says so once it can read it again."
+            .to_owned(),
+        EventKind::MonitorPartRecovered => "Nothing to do; a change made meanwhile is reported separately."
+            .to_owned(),
         EventKind::MonitorDeliveryFailed => "Fix the failing channel (see the error); the alerts stay queued and are \
              retried."
             .to_owned(),

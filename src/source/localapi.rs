@@ -15,11 +15,11 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
-use tracing::{debug, warn};
+use tracing::{debug, info};
 
 use super::status_json::Status;
 use super::{ipnbus, netmap, SourceError};
-use crate::model::access::{NodeTrust, NodeView};
+use crate::model::access::{NodeTrust, NodeView, Part, Unread};
 use crate::model::Snapshot;
 
 /// The host the official client uses; tailscaled accepts it without a password.
@@ -31,14 +31,38 @@ pub const CAPABILITY_VERSION: u32 = 142;
 pub struct LocalApi {
     socket: PathBuf,
     timeout: Duration,
+    /// The privileged relay, for the netmap on tailscaled >= 1.104 (`None`: not configured).
+    relay: Option<PathBuf>,
+    /// This daemon answered `watch-ipn-bus?mask=8` with a 400 (tailscaled >= 1.104): the bus
+    /// line is not asked for again by this process.
+    bus_netmap_refused: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// What to do about a part that fails for a reason of its own (a 403, a timeout, bad JSON).
+const PART_FIX: &str = "check that tailscaled is healthy (`tailscale status`) and that this user may read its socket; the monitor keeps what it last recorded and reports the part again once it can read it";
+/// What to do when no way to read the packet filter works (tailscaled >= 1.104 without the relay).
+pub const ACCESS_FIX: &str = "this tailscaled gives the packet filter only to root or its operator (1.104 and later do): enable the privileged relay with `systemctl enable --now tailscale-monitor-privileged.socket` (installed by the package and install.sh), or where there is no systemd run `tailscale-monitor privileged --listen /run/tailscale-monitor/privileged.sock --group tailscale-monitor` as root (README: Access on tailscaled 1.104)";
+const RELAY_DENIED_FIX: &str = "run the monitor as the user of the relay socket's group (`tailscale-monitor`), or add its user to that group: `usermod -aG tailscale-monitor USER`, then restart the monitor";
+const RELAY_FAILED_FIX: &str = "see the relay's log (`journalctl -u 'tailscale-monitor-privileged@*'`); install the same version of the monitor and the relay; check that tailscaled is logged in";
+
+/// The longest `current-netmap` answer read (the same bound as a bus line).
+const MAX_NETMAP: usize = MAX_LINE;
 
 impl LocalApi {
     pub fn new(socket: impl Into<PathBuf>, timeout: Duration) -> Self {
         LocalApi {
             socket: socket.into(),
             timeout,
+            relay: None,
+            bus_netmap_refused: Default::default(),
         }
+    }
+
+    /// The same API, reading the netmap through the privileged relay at `relay` where the
+    /// daemon does not serve it to this user.
+    pub fn with_relay(mut self, relay: impl Into<PathBuf>) -> Self {
+        self.relay = Some(relay.into());
+        self
     }
 
     pub fn socket(&self) -> &Path {
@@ -56,6 +80,15 @@ impl LocalApi {
     /// Sends `GET path` and returns the response with its body still streaming. The timeout covers
     /// connecting and receiving the response head.
     pub async fn open(&self, path: &str) -> Result<Response<Incoming>, SourceError> {
+        self.request(hyper::Method::GET, path).await
+    }
+
+    /// Sends `method path` (no body) and returns the response with its body still streaming.
+    async fn request(
+        &self,
+        method: hyper::Method,
+        path: &str,
+    ) -> Result<Response<Incoming>, SourceError> {
         let fut = async {
             let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
                 self.err(match e.kind() {
@@ -78,7 +111,9 @@ impl LocalApi {
                 // The connection ends when the response body is dropped or finished.
                 let _ = conn.await;
             });
-            let req = Request::get(path)
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(path)
                 .header(hyper::header::HOST, HOST)
                 .header("Tailscale-Cap", CAPABILITY_VERSION.to_string())
                 .body(Empty::<Bytes>::new())
@@ -86,33 +121,68 @@ impl LocalApi {
             sender
                 .send_request(req)
                 .await
-                .map_err(|e| self.err(format!("GET {path}: {e}")))
+                .map_err(|e| self.err(format!("{method} {path}: {e}")))
         };
-        tokio::time::timeout(self.timeout, fut)
-            .await
-            .map_err(|_| self.err(format!("GET {path}: no answer within {:?}", self.timeout)))?
+        tokio::time::timeout(self.timeout, fut).await.map_err(|_| {
+            self.err(format!(
+                "{method} {path}: no answer within {:?}",
+                self.timeout
+            ))
+        })?
     }
 
     /// `GET path` and the whole body, failing on a non-2xx status.
     pub async fn get(&self, path: &str) -> Result<Vec<u8>, SourceError> {
-        let resp = self.open(path).await?;
+        self.fetch(hyper::Method::GET, path, usize::MAX)
+            .await
+            .map_err(|(_, e)| e)
+    }
+
+    /// `method path` and the whole body (at most `max` bytes), failing on a non-200 status with
+    /// the status code beside the error.
+    async fn fetch(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        max: usize,
+    ) -> Result<Vec<u8>, (Option<u16>, SourceError)> {
+        let resp = self
+            .request(method.clone(), path)
+            .await
+            .map_err(|e| (None, e))?;
         let status = resp.status();
-        let body = tokio::time::timeout(self.timeout, read_body(resp.into_body()))
+        let body = tokio::time::timeout(self.timeout, read_body(resp.into_body(), max))
             .await
             .map_err(|_| {
                 self.err(format!(
-                    "GET {path}: body not complete within {:?}",
+                    "{method} {path}: body not complete within {:?}",
                     self.timeout
                 ))
-            })?
-            .map_err(|e| self.err(format!("GET {path}: reading body: {e}")))?;
+            })
+            .and_then(|r| r.map_err(|e| self.err(format!("{method} {path}: reading body: {e}"))))
+            .map_err(|e| (Some(status.as_u16()), e))?;
         if status != StatusCode::OK {
-            return Err(self.err(format!(
-                "GET {path}: HTTP {status}: {}",
-                crate::sanitize::line(&String::from_utf8_lossy(&body), 200)
-            )));
+            return Err((
+                Some(status.as_u16()),
+                self.err(format!(
+                    "{method} {path}: HTTP {status}: {}",
+                    crate::sanitize::line(&String::from_utf8_lossy(&body), 200)
+                )),
+            ));
         }
         Ok(body)
+    }
+
+    /// `POST /localapi/v0/debug?action=current-netmap`: the live netmap, packet filter included.
+    /// tailscaled answers it only to a caller with the LocalAPI's write permission (root or its
+    /// operator user); anyone else gets a 403, returned as `Err(Some(403), …)`.
+    pub async fn current_netmap(&self) -> Result<Vec<u8>, (Option<u16>, SourceError)> {
+        self.fetch(
+            hyper::Method::POST,
+            "/localapi/v0/debug?action=current-netmap",
+            MAX_NETMAP,
+        )
+        .await
     }
 
     /// `GET /localapi/v0/whois?addr=IP`: who is behind a tailnet address, as one line
@@ -198,8 +268,35 @@ impl LocalApi {
                 .join_next()
                 .await
                 .expect("spawned above")
-                .map_err(|e| self.err(format!("reading the netmap: {e}")))??,
+                .map_err(|e| self.err(format!("reading the netmap: {e}")))?,
         };
+        if let Some(other) = view
+            .netmap_self
+            .as_deref()
+            .filter(|&id| id != snap.self_id.0)
+        {
+            // A relay or socket answering for another daemon: not this node's filter.
+            let error = self
+                .err(format!(
+                    "the netmap read is of node {}, but /status Self is {}",
+                    crate::sanitize::line(other, 40),
+                    crate::sanitize::line(&snap.self_id.0, 40)
+                ))
+                .0;
+            view.rules = None;
+            view.ssh = None;
+            view.peers.clear();
+            view.unread.retain(|u| u.part != Part::Access);
+            view.unread.insert(
+                0,
+                Unread {
+                    part: Part::Access,
+                    error,
+                    fix: "point [tailscale] socket and the relay's --socket at the same tailscaled"
+                        .into(),
+                },
+            );
+        }
         view.trust.update_available = snap.update_available.take();
         // The netmap's peers only name what `/status` cannot: a peer it lists with its owner's
         // profile is named from there.
@@ -213,53 +310,141 @@ impl LocalApi {
         Ok(snap)
     }
 
-    /// The packet filter and SSH policy of this node (first line of `watch-ipn-bus?mask=8`), its
-    /// Tailnet Lock state and its prefs. Tailnet Lock and prefs are optional (an old daemon, a
-    /// build without the feature, a 403): left unknown, never reported as off.
-    pub async fn node_view(&self) -> Result<NodeView, SourceError> {
+    /// Who may reach this node (its packet filter and SSH policy, [`LocalApi::access`]), its
+    /// Tailnet Lock state and its prefs. Never fails: each part that cannot be read is listed in
+    /// [`NodeView::unread`] with why and the fix, and left unknown, never reported as empty or
+    /// off. A daemon that has no such endpoint at all (404: an old daemon, a build without the
+    /// feature) leaves that part unknown without a word.
+    pub async fn node_view(&self) -> NodeView {
         let (access, tka, prefs) = tokio::join!(
-            self.netmap_access(),
-            self.get("/localapi/v0/tka/status"),
-            self.get("/localapi/v0/prefs")
+            self.access(),
+            self.fetch(hyper::Method::GET, "/localapi/v0/tka/status", 1 << 20),
+            self.fetch(hyper::Method::GET, "/localapi/v0/prefs", 1 << 20)
         );
-        let access = match access {
-            Ok(a) => a,
-            // A daemon without the IPN bus (404) cannot tell: the model stays unknown. A daemon
-            // that refuses the read (403) or fails is an error.
-            Err(WatchError::Rejected { status: 404, error }) => {
-                warn!(error = %error, "this tailscaled has no IPN bus: who may reach this node is unknown");
-                netmap::NetmapAccess {
-                    rules: None,
-                    ssh: None,
-                    peers: Vec::new(),
+        let mut unread = Vec::new();
+        let mut trust = NodeTrust::default();
+        fn part(
+            unread: &mut Vec<Unread>,
+            part: Part,
+            r: Result<Vec<u8>, (Option<u16>, SourceError)>,
+        ) -> Option<Vec<u8>> {
+            match r {
+                Ok(body) => Some(body),
+                Err((Some(404), e)) => {
+                    debug!(error = %e, part = part.as_str(), "not served by this tailscaled");
+                    None
+                }
+                Err((_, e)) => {
+                    unread.push(Unread {
+                        part,
+                        error: e.0,
+                        fix: PART_FIX.into(),
+                    });
+                    None
                 }
             }
-            Err(WatchError::Rejected { error, .. } | WatchError::Source(error)) => {
-                return Err(error)
+        }
+        if let Some(body) = part(&mut unread, Part::TailnetLock, tka) {
+            match netmap::parse_tka(&body) {
+                Ok(t) => trust.tailnet_lock = Some(t),
+                Err(e) => unread.push(Unread {
+                    part: Part::TailnetLock,
+                    error: self.err(e).0,
+                    fix: PART_FIX.into(),
+                }),
+            }
+        }
+        if let Some(body) = part(&mut unread, Part::Prefs, prefs) {
+            if let Err(e) = netmap::parse_prefs(&body, &mut trust) {
+                unread.push(Unread {
+                    part: Part::Prefs,
+                    error: self.err(e).0,
+                    fix: PART_FIX.into(),
+                });
+            }
+        }
+        let (access, netmap_self) = match access {
+            Ok(a) => {
+                let me = (!a.self_id.is_empty()).then_some(a.self_id);
+                (Some((a.rules, a.ssh, a.peers)), me)
+            }
+            Err(u) => {
+                unread.push(u);
+                (None, None)
             }
         };
-        let mut trust = NodeTrust::default();
-        match tka {
-            Ok(body) => match netmap::parse_tka(&body) {
-                Ok(t) => trust.tailnet_lock = Some(t),
-                Err(e) => warn!(error = %e, "Tailnet Lock state unknown"),
-            },
-            Err(e) => debug!(error = %e, "Tailnet Lock state unknown"),
+        let (rules, ssh, peers) = access.unwrap_or_default();
+        unread.sort_by_key(|u| u.part);
+        NodeView {
+            rules,
+            ssh,
+            peers,
+            trust,
+            unread,
+            netmap_self,
         }
-        match prefs {
-            Ok(body) => {
-                if let Err(e) = netmap::parse_prefs(&body, &mut trust) {
-                    warn!(error = %e, "prefs unknown");
+    }
+
+    /// This node's packet filter and SSH policy, from the first of these that works:
+    /// 1. the first line of `watch-ipn-bus?mask=8`, which any local user may read, on daemons
+    ///    that still serve it (before 1.104; a 400 is remembered and not asked again);
+    /// 2. the privileged relay, where its socket is there;
+    /// 3. `POST debug?action=current-netmap`, which works when the monitor itself has the
+    ///    LocalAPI's write permission (root, or tailscaled's operator).
+    ///
+    /// When none does: one [`Unread`] that says what was tried and the exact fix.
+    pub async fn access(&self) -> Result<netmap::NetmapAccess, Unread> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut tried = Vec::new();
+        if !self.bus_netmap_refused.load(Relaxed) {
+            match self.netmap_access().await {
+                Ok(a) => return Ok(a),
+                Err(WatchError::Rejected { status: 400, error }) => {
+                    info!(error = %error, "this tailscaled no longer serves the netmap on the IPN bus (1.104 or later); reading it through the privileged relay");
+                    self.bus_netmap_refused.store(true, Relaxed);
+                    tried.push(error.0);
+                }
+                Err(WatchError::Rejected { error, .. } | WatchError::Source(error)) => {
+                    tried.push(error.0)
                 }
             }
-            Err(e) => debug!(error = %e, "prefs unknown"),
         }
-        Ok(NodeView {
-            rules: access.rules,
-            ssh: access.ssh,
-            peers: access.peers,
-            trust,
-        })
+        let mut fix = ACCESS_FIX;
+        if let Some(relay) = &self.relay {
+            match crate::privileged::netmap(relay, self.timeout).await {
+                Ok(f) => {
+                    return Ok(netmap::NetmapAccess {
+                        rules: f.rules,
+                        ssh: f.ssh,
+                        peers: Vec::new(),
+                        self_id: f.self_id,
+                    })
+                }
+                Err(e @ crate::privileged::RelayError::Absent(_)) => tried.push(e.to_string()),
+                Err(e) => {
+                    fix = match e {
+                        crate::privileged::RelayError::Denied(_) => RELAY_DENIED_FIX,
+                        _ => RELAY_FAILED_FIX,
+                    };
+                    tried.push(e.to_string());
+                }
+            }
+        }
+        match self.current_netmap().await {
+            Ok(body) => netmap::parse_current_netmap(&body).map_err(|e| Unread {
+                part: Part::Access,
+                error: self.err(format!("current-netmap: {e}")).0,
+                fix: PART_FIX.into(),
+            }),
+            Err((_, e)) => {
+                tried.push(e.0);
+                Err(Unread {
+                    part: Part::Access,
+                    error: tried.join("; "),
+                    fix: fix.into(),
+                })
+            }
+        }
     }
 
     /// Reads the initial NetMap of a short-lived `watch-ipn-bus?mask=8` and closes it.
@@ -279,8 +464,9 @@ impl LocalApi {
 }
 
 /// A whole response body in one buffer, reserved up front when its length is announced: a
-/// multi-megabyte `/status` is copied once, not gathered in pieces and copied again.
-async fn read_body(mut body: Incoming) -> Result<Vec<u8>, hyper::Error> {
+/// multi-megabyte `/status` is copied once, not gathered in pieces and copied again. A body
+/// longer than `max` is an error.
+async fn read_body(mut body: Incoming, max: usize) -> Result<Vec<u8>, String> {
     use hyper::body::Body as _;
     // The announced length is trusted only up to a bound: the reservation is not an allocation
     // an answer can make arbitrarily large.
@@ -289,7 +475,10 @@ async fn read_body(mut body: Incoming) -> Result<Vec<u8>, hyper::Error> {
     let mut buf =
         Vec::with_capacity(hint.exact().unwrap_or(hint.lower()).min(MAX_RESERVE) as usize);
     while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
+        if let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() {
+            if buf.len().saturating_add(data.len()) > max {
+                return Err(format!("longer than {max} bytes"));
+            }
             buf.extend_from_slice(&data);
         }
     }

@@ -31,7 +31,9 @@ pub enum Source {
 impl Source {
     pub fn from_config(c: &SourceConfig) -> Source {
         match c.kind {
-            SourceKind::LocalApi => Source::LocalApi(localapi::LocalApi::new(&c.socket, c.timeout)),
+            SourceKind::LocalApi => Source::LocalApi(
+                localapi::LocalApi::new(&c.socket, c.timeout).with_relay(&c.privileged_socket),
+            ),
             SourceKind::Cli => Source::Cli(cli::Cli::new(&c.cli, Some(&c.socket), c.timeout)),
         }
     }

@@ -1,8 +1,10 @@
 //! This node's netmap, as far as access goes: the packet filter and SSH policy the control plane
-//! pushed to it, read as an unprivileged user from the first line of
-//! `watch-ipn-bus?mask=8` (NotifyInitialNetMap), plus `tka/status` and `prefs`. See
-//! spec/access.md for why these and not the `debug-packet-filter-*` endpoints (write permission,
-//! and stale on >= 1.100 after an incremental filter update).
+//! pushed to it, plus `tka/status` and `prefs`. The netmap comes from one of three places
+//! (`localapi::LocalApi::node_view` picks): the first line of `watch-ipn-bus?mask=8`
+//! (NotifyInitialNetMap, readable by any local user, gone in tailscaled 1.104), the privileged
+//! relay (`crate::privileged`), or `POST debug?action=current-netmap` when the monitor itself has
+//! the LocalAPI's write permission. See spec/access.md for why not the `debug-packet-filter-*`
+//! endpoints (write permission, and stale on >= 1.100 after an incremental filter update).
 //!
 //! `netmap.NetworkMap` has no JSON tags, so its keys are Go field names, and it is internal to
 //! tailscale ("may change without notice"): everything but the fields below is skipped, and a
@@ -42,8 +44,13 @@ struct Notify {
     net_map: Option<NetMap>,
 }
 
+/// `netmap.NetworkMap`. `P` and `U` are what its peers and user profiles are read as: the
+/// privileged relay skips both ([`IgnoredAny`]): it passes on no name.
 #[derive(Deserialize)]
-struct NetMap {
+#[serde(bound(deserialize = "P: Deserialize<'de> + Default, U: Deserialize<'de> + Default"))]
+struct NetMap<P = Vec<PeerWire>, U = BTreeMap<String, ProfileWire>> {
+    #[serde(rename = "SelfNode", default)]
+    self_node: Option<SelfWire>,
     #[serde(rename = "PacketFilterRules", default, deserialize_with = "present")]
     rules: Option<Option<Vec<RuleWire>>>,
     #[serde(rename = "PacketFilter", default, deserialize_with = "present")]
@@ -51,9 +58,18 @@ struct NetMap {
     #[serde(rename = "SSHPolicy", default)]
     ssh: Option<SshPolicyWire>,
     #[serde(rename = "Peers", default, deserialize_with = "null_default")]
-    peers: Vec<PeerWire>,
+    peers: P,
     #[serde(rename = "UserProfiles", default, deserialize_with = "null_default")]
-    user_profiles: BTreeMap<String, ProfileWire>,
+    user_profiles: U,
+}
+
+/// This node's own identity in the netmap (`SelfNode`), to check a relayed netmap is this node's.
+#[derive(Deserialize, Default)]
+struct SelfWire {
+    #[serde(rename = "StableID", default)]
+    stable_id: String,
+    #[serde(rename = "Addresses", default, deserialize_with = "null_default")]
+    addresses: Vec<String>,
 }
 
 /// The identity fields of a `tailcfg.Node` peer: the same netmap as the filter, so a source
@@ -203,6 +219,19 @@ pub struct NetmapAccess {
     pub rules: Option<Vec<FilterRule>>,
     pub ssh: Option<Vec<SshRule>>,
     pub peers: Vec<NetmapPeer>,
+    /// `SelfNode.StableID` (empty when the netmap has none).
+    pub self_id: String,
+}
+
+/// What the privileged relay passes on of a netmap: the filter, the SSH policy and this node's
+/// own stable ID and addresses. No peer, no name, no key.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+pub struct FilterOnly {
+    pub self_id: String,
+    /// Bare IPs.
+    pub self_addresses: Vec<String>,
+    pub rules: Option<Vec<FilterRule>>,
+    pub ssh: Option<Vec<SshRule>>,
 }
 
 /// Parses the first line of `watch-ipn-bus?mask=8`. The error says what is wrong, in one line.
@@ -212,7 +241,43 @@ pub fn parse_initial_notify(line: &[u8]) -> Result<NetmapAccess, String> {
     let nm = n
         .net_map
         .ok_or("the first IPN bus message carries no NetMap (is the daemon logged in?)")?;
-    let rules = match (nm.rules, nm.matches) {
+    access_of(nm)
+}
+
+/// Parses the answer of `POST /localapi/v0/debug?action=current-netmap` (a bare
+/// `netmap.NetworkMap`), peers included.
+pub fn parse_current_netmap(body: &[u8]) -> Result<NetmapAccess, String> {
+    let nm: NetMap = serde_json::from_slice(body)
+        .map_err(|e| format!("malformed packet filter or SSH policy in the netmap: {e}"))?;
+    access_of(nm)
+}
+
+/// The privileged relay's parse of `current-netmap`: peers and profiles skipped unread.
+pub fn parse_filter_only(body: &[u8]) -> Result<FilterOnly, String> {
+    let nm: NetMap<IgnoredAny, IgnoredAny> = serde_json::from_slice(body)
+        .map_err(|e| format!("malformed packet filter or SSH policy in the netmap: {e}"))?;
+    let me = nm.self_node.unwrap_or_default();
+    let (rules, ssh) = filter_of(nm.rules, nm.matches, nm.ssh)?;
+    Ok(FilterOnly {
+        self_id: me.stable_id,
+        self_addresses: me.addresses.iter().map(|a| bare_ip(a)).collect(),
+        rules,
+        ssh,
+    })
+}
+
+fn bare_ip(a: &str) -> String {
+    a.split('/').next().unwrap_or(a).to_owned()
+}
+
+type Filter = (Option<Vec<FilterRule>>, Option<Vec<SshRule>>);
+
+fn filter_of(
+    rules: Option<Option<Vec<RuleWire>>>,
+    matches: Option<Option<Vec<MatchWire>>>,
+    ssh: Option<SshPolicyWire>,
+) -> Result<Filter, String> {
+    let rules = match (rules, matches) {
         (Some(rules), _) => Some(
             rules
                 .unwrap_or_default()
@@ -229,7 +294,15 @@ pub fn parse_initial_notify(line: &[u8]) -> Result<NetmapAccess, String> {
         ),
         (None, None) => None,
     };
-    let ssh = nm.ssh.map(|p| p.rules.into_iter().map(ssh_rule).collect());
+    Ok((
+        rules,
+        ssh.map(|p| p.rules.into_iter().map(ssh_rule).collect()),
+    ))
+}
+
+fn access_of(nm: NetMap) -> Result<NetmapAccess, String> {
+    let (rules, ssh) = filter_of(nm.rules, nm.matches, nm.ssh)?;
+    let self_id = nm.self_node.map(|n| n.stable_id).unwrap_or_default();
     let logins: std::collections::HashMap<i64, &str> = nm
         .user_profiles
         .iter()
@@ -255,15 +328,16 @@ pub fn parse_initial_notify(line: &[u8]) -> Result<NetmapAccess, String> {
                 } else {
                     p.tags.join(", ")
                 },
-                addresses: p
-                    .addresses
-                    .iter()
-                    .map(|a| a.split('/').next().unwrap_or(a).to_owned())
-                    .collect(),
+                addresses: p.addresses.iter().map(|a| bare_ip(a)).collect(),
             }
         })
         .collect();
-    Ok(NetmapAccess { rules, ssh, peers })
+    Ok(NetmapAccess {
+        rules,
+        ssh,
+        peers,
+        self_id,
+    })
 }
 
 fn rule(r: RuleWire) -> Result<FilterRule, String> {

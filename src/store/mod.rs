@@ -488,7 +488,7 @@ impl Store {
             let data = serde_json::to_string(p).expect("presence serializes");
             set_meta(&tx, "presence", &data).map_err(&e)?;
         }
-        save_health(&tx, &new_health).map_err(&e)?;
+        save_health(&tx, &health, &new_health).map_err(&e)?;
 
         let mut queued = 0;
         if !outcome.events.is_empty() {
@@ -633,14 +633,35 @@ fn load_health(conn: &Connection) -> rusqlite::Result<Health> {
         last_ok: get_meta(conn, "last_ok")?
             .filter(|s| !s.is_empty())
             .map(|s| parse_rfc3339(&s)),
+        // Written by this version; an unreadable row reads as "all parts up", which re-raises
+        // a part that is still down once rather than never.
+        parts: get_meta(conn, "parts")?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default(),
     })
 }
 
-fn save_health(conn: &Connection, h: &Health) -> rusqlite::Result<()> {
+/// Writes the rows of `h` that differ from `old` (what was loaded): a pass that changes nothing
+/// rewrites only `last_ok`.
+fn save_health(conn: &Connection, old: &Health, h: &Health) -> rusqlite::Result<()> {
     let t = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
-    set_meta(conn, "down_since", &t(h.down_since))?;
-    set_meta(conn, "last_error", &h.last_error)?;
-    set_meta(conn, "last_ok", &t(h.last_ok))
+    if h.down_since != old.down_since {
+        set_meta(conn, "down_since", &t(h.down_since))?;
+    }
+    if h.last_error != old.last_error {
+        set_meta(conn, "last_error", &h.last_error)?;
+    }
+    if h.parts != old.parts {
+        set_meta(
+            conn,
+            "parts",
+            &serde_json::to_string(&h.parts).expect("parts serialize"),
+        )?;
+    }
+    if h.last_ok != old.last_ok {
+        set_meta(conn, "last_ok", &t(h.last_ok))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 #   apprise                   the real Apprise CLI (PyPI), same venv
 #   matrix-synapse            a real Matrix homeserver (PyPI), in $CACHE/synapse
 #   tailscaled + tailscale    at TS_NEW (>= 1.102) and TS_OLD (< 1.98), `go install` from the Go proxy
+#   tailscaled + tailscale    at TS_CUR (1.104, the current release: the netmap left the IPN bus),
+#                             built from its module source with one replaced dependency (below)
 #   headscale                 at HS_VERSION, `go install`
 #   msmtp                     from Debian: a real sendmail-compatible MTA client for `smtp = "sendmail"`
 #   prometheus-alertmanager   from Debian (skip with TM_WITH_ALERTMANAGER=0)
@@ -15,7 +17,8 @@ set -euo pipefail
 CACHE=${TM_CACHE:-$HOME/.cache/tailscale-monitor}
 TS_NEW=${TS_NEW:-v1.102.5}
 TS_OLD=${TS_OLD:-v1.96.5}
-HS_VERSION=${HS_VERSION:-v0.29.0}
+TS_CUR=${TS_CUR:-v1.104.2}
+HS_VERSION=${HS_VERSION:-v0.29.3}
 mkdir -p "$CACHE/bin"
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -106,6 +109,27 @@ if [ "${TM_SKIP_DAEMONS:-0}" != 1 ]; then
     go_install tailscaled tailscale.com/cmd/tailscaled "$v"
     go_install tailscale tailscale.com/cmd/tailscale "$v"
   done
+  # tailscale 1.104.2 needs Go >= 1.27.1 (GOTOOLCHAIN, through the module proxy) and pins a gvisor
+  # version the proxy does not serve: it is built from its module source with 1.102.5's gvisor
+  # instead, minus the one Windows-only line that needs the newer gvisor (tests/README.md).
+  if [ ! -x "$CACHE/bin/tailscaled-$TS_CUR" ] || [ ! -x "$CACHE/bin/tailscale-$TS_CUR" ]; then
+    ensure_go
+    echo "install-deps: building tailscale.com@$TS_CUR from its module source (cached afterwards)" >&2
+    cur_go=${TS_CUR_GO:-go1.27.3}
+    ts_dir=$(GOTOOLCHAIN=$cur_go GOFLAGS=-mod=mod go mod download -json "tailscale.com@$TS_CUR" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [ -d "$ts_dir" ] || { echo "install-deps: could not download tailscale.com@$TS_CUR" >&2; exit 1; }
+    src=$(mktemp -d)
+    cp -r "$ts_dir/." "$src" && chmod -R u+w "$src"
+    sed -i '/opts.ClockResolution = 500 \* time.Microsecond/d' "$src/wgengine/netstack/netstack.go"
+    (cd "$src" \
+      && GOTOOLCHAIN=$cur_go go mod edit -replace gvisor.dev/gvisor=gvisor.dev/gvisor@v0.0.0-20260224225140-573d5e7127a8 \
+      && GOTOOLCHAIN=$cur_go GOFLAGS=-mod=mod CGO_ENABLED=0 go build -o "$CACHE/bin/tailscaled-$TS_CUR.tmp" ./cmd/tailscaled \
+      && GOTOOLCHAIN=$cur_go GOFLAGS=-mod=mod CGO_ENABLED=0 go build -o "$CACHE/bin/tailscale-$TS_CUR.tmp" ./cmd/tailscale) \
+      || { echo "install-deps: could not build tailscale.com@$TS_CUR" >&2; exit 1; }
+    rm -rf "$src"
+    mv "$CACHE/bin/tailscaled-$TS_CUR.tmp" "$CACHE/bin/tailscaled-$TS_CUR"
+    mv "$CACHE/bin/tailscale-$TS_CUR.tmp" "$CACHE/bin/tailscale-$TS_CUR"
+  fi
   # `go install` of headscale asks the proxy for the module's version list (a deprecation check),
   # which the proxy refuses; download the exact version and build it from its own module instead.
   if [ ! -x "$CACHE/bin/headscale-$HS_VERSION" ]; then
@@ -141,6 +165,8 @@ export TM_TAILSCALED_NEW=$CACHE/bin/tailscaled-$TS_NEW
 export TM_TAILSCALE_NEW=$CACHE/bin/tailscale-$TS_NEW
 export TM_TAILSCALED_OLD=$CACHE/bin/tailscaled-$TS_OLD
 export TM_TAILSCALE_OLD=$CACHE/bin/tailscale-$TS_OLD
+export TM_TAILSCALED_CUR=$CACHE/bin/tailscaled-$TS_CUR
+export TM_TAILSCALE_CUR=$CACHE/bin/tailscale-$TS_CUR
 export TM_HEADSCALE=$CACHE/bin/headscale-$HS_VERSION
 export TM_APPRISE=$CACHE/venv/bin/apprise
 export TM_SYNAPSE_VENV=$CACHE/synapse

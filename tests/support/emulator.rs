@@ -67,10 +67,19 @@ struct State {
     /// answers from memory, and a test that times the monitor should not time our encoder.
     status_body: Option<Bytes>,
     netmap_line: Option<Bytes>,
+    /// Requests whose `path?query` starts with the key get this answer instead (a daemon that
+    /// refuses one request: a 403 for `tka/status`, the 1.104 400 for `mask=8`).
+    fails: Vec<(String, u16, String)>,
+    /// `POST debug?action=current-netmap` answers served.
+    current_netmap_reads: usize,
 }
 
 pub struct Emulator {
+    /// The socket as an unprivileged user reaches it: read permission only (the LocalAPI's
+    /// write-level requests get tailscaled's 403).
     pub socket: PathBuf,
+    /// The same daemon as root reaches it: write permission too.
+    pub root_socket: PathBuf,
     state: Arc<Mutex<State>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -92,32 +101,39 @@ impl Emulator {
             netmap_reads: 0,
             status_body: None,
             netmap_line: None,
+            fails: Vec::new(),
+            current_netmap_reads: 0,
         }));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let listener = rt
-            .block_on(async { UnixListener::bind(&socket) })
-            .expect("bind emulator socket");
-        let st = state.clone();
-        rt.spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let root_socket = dir.join("tailscaled-root.sock");
+        for (path, write) in [(&socket, false), (&root_socket, true)] {
+            let listener = rt
+                .block_on(async { UnixListener::bind(path) })
+                .expect("bind emulator socket");
+            let st = state.clone();
+            rt.spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let st = st.clone();
+                    tokio::spawn(async move {
+                        let svc =
+                            hyper::service::service_fn(move |req| handle(st.clone(), write, req));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+        }
         Emulator {
             socket,
+            root_socket,
             state,
             runtime: Some(rt),
         }
@@ -144,6 +160,34 @@ impl Emulator {
         let mut s = self.state.lock().unwrap();
         s.netmap = (!netmap.is_null()).then_some(netmap);
         s.netmap_line = None;
+    }
+
+    /// Answers every request whose `path?query` starts with `prefix` with `code` and `body`.
+    pub fn fail(&self, prefix: &str, code: u16, body: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .fails
+            .push((prefix.to_owned(), code, body.to_owned()));
+    }
+
+    /// Stops the failures [`Emulator::fail`] set.
+    pub fn heal(&self) {
+        self.state.lock().unwrap().fails.clear();
+    }
+
+    /// Like tailscaled 1.104: `watch-ipn-bus` refuses bits 3 and 8 with its own 400s.
+    pub fn like_1_104(&self) {
+        self.fail(
+            "/localapi/v0/watch-ipn-bus?mask=8",
+            400,
+            "the NotifyInitialNetMap IPN bus subscription bit is no longer supported; seed from NotifyInitialStatus instead\n",
+        );
+    }
+
+    /// `POST debug?action=current-netmap` answers served (to root).
+    pub fn current_netmap_reads(&self) -> usize {
+        self.state.lock().unwrap().current_netmap_reads
     }
 
     pub fn set_tka(&self, tka: Option<Value>) {
@@ -210,6 +254,7 @@ impl Emulator {
             rt.shutdown_timeout(Duration::from_millis(100));
         }
         let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(&self.root_socket);
     }
 }
 
@@ -350,6 +395,7 @@ fn whois(mode: &Mode, query: &str) -> Response<Body> {
 
 async fn handle(
     state: Arc<Mutex<State>>,
+    write: bool,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let host = req
@@ -368,8 +414,38 @@ async fn handle(
     if !(host.is_empty() || host == "local-tailscaled.sock") {
         return Ok(reply(403, "invalid localapi host"));
     }
+    let full = req.uri().to_string();
+    if let Some((_, code, body)) = state
+        .lock()
+        .unwrap()
+        .fails
+        .iter()
+        .find(|(p, _, _)| full.starts_with(p.as_str()))
+    {
+        return Ok(reply(*code, body.clone()));
+    }
     if path == "/localapi/v0/watch-ipn-bus" {
         return Ok(watch(state, &req).await);
+    }
+    if path == "/localapi/v0/debug" {
+        // ipn/localapi/debug.go: write permission first, then POST, then the action.
+        if !write {
+            return Ok(reply(403, "debug access denied\n"));
+        }
+        if req.method() != hyper::Method::POST {
+            return Ok(reply(405, "POST required\n"));
+        }
+        if req.uri().query() != Some("action=current-netmap") {
+            return Ok(reply(400, "unknown action\n"));
+        }
+        let mut s = state.lock().unwrap();
+        s.current_netmap_reads += 1;
+        let nm = match (&s.netmap, &s.mode) {
+            (Some(nm), _) => nm.clone(),
+            (None, Mode::Status(doc)) => netmap_for(doc),
+            _ => return Ok(reply(500, "no netmap\n")),
+        };
+        return Ok(reply(200, serde_json::to_vec(&nm).unwrap()));
     }
     if path == "/localapi/v0/tka/status" || path == "/localapi/v0/prefs" {
         let s = state.lock().unwrap();

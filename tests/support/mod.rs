@@ -51,13 +51,20 @@ impl Monitor {
     pub fn in_dir(dir: tempfile::TempDir, socket: &Path, extra: &str) -> Monitor {
         let config = dir.path().join("config.toml");
         let text = format!(
-            "[tailscale]\nsocket = \"{}\"\ntimeout = \"10s\"\n\n[state]\ndir = \"{}\"\n\n{extra}",
+            "[tailscale]\nsocket = \"{}\"\nprivileged_socket = \"{}\"\ntimeout = \"10s\"\n\n[state]\ndir = \"{}\"\n\n{extra}",
             socket.display(),
+            dir.path().join("privileged.sock").display(),
             dir.path().join("state").display()
         );
         std::fs::write(&config, text).unwrap();
         private(&config);
         Monitor { dir, config }
+    }
+
+    /// Where this monitor looks for the privileged relay (nothing listens there until a test
+    /// starts one with [`PrivilegedRelay::start`]).
+    pub fn privileged_socket(&self) -> PathBuf {
+        self.dir.path().join("privileged.sock")
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
@@ -380,4 +387,51 @@ pub fn posture_finding(report: &str, id: &str) -> serde_json::Value {
         .find(|f| f["id"] == id)
         .cloned()
         .unwrap_or_else(|| panic!("no {id} in {report}"))
+}
+
+/// `tailscale-monitor privileged --listen`: the root side, in the foreground, relaying `tailscaled`
+/// (a socket with write permission) to members of `group`. Killed when dropped.
+pub struct PrivilegedRelay {
+    child: std::process::Child,
+    pub socket: PathBuf,
+}
+
+impl PrivilegedRelay {
+    pub fn start(socket: &Path, tailscaled: &Path, group: &str) -> PrivilegedRelay {
+        let child = Command::new(bin())
+            .args(["privileged", "--listen"])
+            .arg(socket)
+            .args(["--group", group, "--socket"])
+            .arg(tailscaled)
+            .env("TAILSCALE_MONITOR_LOG", "warn")
+            .spawn()
+            .unwrap();
+        let relay = PrivilegedRelay {
+            child,
+            socket: socket.to_owned(),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the privileged relay did not listen at {}",
+                socket.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        relay
+    }
+}
+
+impl Drop for PrivilegedRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The name of this process's primary group (the relay's `--group` for a monitor run as us).
+pub fn own_group() -> String {
+    let out = Command::new("id").arg("-gn").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
