@@ -298,6 +298,7 @@ pub fn status_line(
                 | EventKind::AccessWidened
                 | EventKind::AccessSshWidened
                 | EventKind::NodeTailnetLockDisabled
+                | EventKind::NodeTailnetChanged
         )
     });
     let mut code = if new_member {

@@ -180,6 +180,10 @@ pub struct Snapshot {
     pub version: String,
     /// Tailnet name (`CurrentTailnet.Name`), if the daemon reports it.
     pub tailnet: String,
+    /// The tailnet's stable ID (`CurrentTailnet.StableID`, tailscaled >= 1.104; empty under
+    /// Headscale and on older daemons).
+    #[serde(default)]
+    pub tailnet_id: String,
     /// MagicDNS suffix, used to tell a Tailscale tailnet (`*.ts.net`) from a Headscale one.
     pub dns_suffix: String,
     pub self_id: StableNodeId,
@@ -220,6 +224,26 @@ impl Snapshot {
     pub fn is_tailscale_saas(&self) -> bool {
         self.dns_suffix.ends_with(".ts.net") || self.dns_suffix == "ts.net"
     }
+}
+
+/// A list that means a set (tags, routes, addresses) in one canonical form: sorted, each once.
+/// tailscaled 1.104 sorts and de-duplicates a node's advertised routes and requested tags before
+/// it sends them; older daemons and control planes do not. Every edge converts with this, and
+/// the core compares with [`same_set`], so an upgrade that only reorders is no change.
+pub fn as_set(mut v: Vec<String>) -> Vec<String> {
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Whether two lists hold the same set (order and repeats ignored: records written before
+/// [`as_set`] may hold either).
+pub fn same_set(a: &[String], b: &[String]) -> bool {
+    if a == b {
+        return true;
+    }
+    let set = |v: &[String]| -> std::collections::BTreeSet<String> { v.iter().cloned().collect() };
+    set(a) == set(b)
 }
 
 /// The monitor's view of its own source: up, or down since when and why.
@@ -338,6 +362,9 @@ pub enum EventKind {
     NodeRoutesChanged,
     #[serde(rename = "node.update_available")]
     NodeUpdateAvailable,
+    /// This node now belongs to another tailnet (`CurrentTailnet.StableID` changed).
+    #[serde(rename = "node.tailnet_changed")]
+    NodeTailnetChanged,
     #[serde(rename = "monitor.baseline")]
     MonitorBaseline,
     #[serde(rename = "monitor.source_down")]
@@ -366,7 +393,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 43] = [
+    pub const ALL: [EventKind; 44] = [
         EventKind::UserNew,
         EventKind::UserRemoved,
         EventKind::DeviceNew,
@@ -400,6 +427,7 @@ impl EventKind {
         EventKind::NodeSshChanged,
         EventKind::NodeRoutesChanged,
         EventKind::NodeUpdateAvailable,
+        EventKind::NodeTailnetChanged,
         EventKind::MonitorBaseline,
         EventKind::MonitorSourceDown,
         EventKind::MonitorSourceRecovered,
@@ -447,6 +475,7 @@ impl EventKind {
             EventKind::NodeSshChanged => "node.ssh_changed",
             EventKind::NodeRoutesChanged => "node.routes_changed",
             EventKind::NodeUpdateAvailable => "node.update_available",
+            EventKind::NodeTailnetChanged => "node.tailnet_changed",
             EventKind::MonitorBaseline => "monitor.baseline",
             EventKind::MonitorSourceDown => "monitor.source_down",
             EventKind::MonitorSourceRecovered => "monitor.source_recovered",
@@ -477,6 +506,7 @@ impl EventKind {
             | AccessWidened
             | AccessSshWidened
             | NodeTailnetLockDisabled
+            | NodeTailnetChanged
             | DevicePendingApproval
             | DeviceUnlisted
             | PolicyChanged => Severity::Critical,

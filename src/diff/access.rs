@@ -801,6 +801,7 @@ mod tests {
             access: a.node.as_ref().map(|v| canonical(v, a)),
             control: None,
             presence: None,
+            tailnet_id: None,
             devices: a
                 .devices
                 .values()

@@ -530,6 +530,7 @@ mod tests {
     fn known_from(s: &Snapshot, control: Option<KnownControl>) -> Known {
         Known {
             baseline_done: true,
+            tailnet_id: None,
             devices: s
                 .devices
                 .values()

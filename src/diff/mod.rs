@@ -93,6 +93,8 @@ pub struct Known {
     pub control: Option<crate::model::control::KnownControl>,
     /// Presence of the watched devices as of the last pass.
     pub presence: Option<crate::model::presence::KnownPresence>,
+    /// The tailnet's stable ID as first seen (`None`: never reported by the daemon).
+    pub tailnet_id: Option<String>,
 }
 
 impl Known {
@@ -116,6 +118,9 @@ impl Known {
         if let Some(p) = &out.presence {
             self.presence = Some(p.clone());
         }
+        if let Some(t) = &out.tailnet_id {
+            self.tailnet_id = Some(t.clone());
+        }
     }
 }
 
@@ -131,6 +136,8 @@ pub struct Outcome {
     pub control: Option<crate::model::control::KnownControl>,
     /// The presence to record, when it changed.
     pub presence: Option<crate::model::presence::KnownPresence>,
+    /// The tailnet's stable ID to record, when it is new or changed.
+    pub tailnet_id: Option<String>,
     /// When a watched device's `offline_after` falls due (for `run` to pass again then).
     pub presence_due: Option<DateTime<Utc>>,
 }
@@ -312,6 +319,29 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
         out.presence = Some(presence);
     }
     out.presence_due = due;
+    if !cur.tailnet_id.is_empty() && known.tailnet_id.as_deref() != Some(&cur.tailnet_id) {
+        if let Some(old) = &known.tailnet_id {
+            let mut e = Event::new(
+                EventKind::NodeTailnetChanged,
+                now,
+                format!(
+                    "This server now belongs to another tailnet ({})",
+                    if cur.tailnet.is_empty() {
+                        &cur.tailnet_id
+                    } else {
+                        &cur.tailnet
+                    }
+                ),
+            );
+            e.changes = vec![Change {
+                field: "tailnet".into(),
+                old: old.clone(),
+                new: cur.tailnet_id.clone(),
+            }];
+            out.events.push(e);
+        }
+        out.tailnet_id = Some(cur.tailnet_id.clone());
+    }
     if let Some(view) = &cur.node {
         let new = access::canonical(view, cur);
         match &known.access {
@@ -408,6 +438,7 @@ fn baseline(cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Outcome {
         presence: (!policy.watches.is_empty())
             .then(|| presence::evaluate(&policy.watches, None, cur, now).1),
         presence_due: None,
+        tailnet_id: (!cur.tailnet_id.is_empty()).then(|| cur.tailnet_id.clone()),
     }
 }
 
@@ -697,14 +728,14 @@ fn device_changes(
             c,
         );
     }
-    if old.addresses != new.addresses {
+    if !crate::model::same_set(&old.addresses, &new.addresses) {
         push(
             EventKind::DeviceAddressesChanged,
             format!("Tailscale addresses of {name} changed"),
             vec![ch("addresses", list(&old.addresses), list(&new.addresses))],
         );
     }
-    if old.tags != new.tags {
+    if !crate::model::same_set(&old.tags, &new.tags) {
         push(
             EventKind::DeviceTagsChanged,
             format!("ACL tags of {name} changed"),
@@ -719,7 +750,7 @@ fn device_changes(
             .collect()
     };
     let (old_sub, new_sub) = (subnets(old), subnets(new));
-    if old_sub != new_sub {
+    if !crate::model::same_set(&old_sub, &new_sub) {
         push(
             EventKind::DeviceRoutesChanged,
             format!("Routes served by {name} changed"),
@@ -1050,6 +1081,67 @@ mod tests {
 
     fn run(known: &Known, devices: &[Device], users: &[User]) -> Outcome {
         diff(known, &snapshot(devices, users), &Policy::default(), now())
+    }
+
+    /// tailscaled 1.104 sorts and de-duplicates advertised routes and requested tags: a record
+    /// written from an older daemon, in another order or with a repeat, is the same set.
+    #[test]
+    fn routes_and_tags_in_another_order_or_without_a_repeat_are_no_change() {
+        let (mut known, mut devices, users) = base();
+        let old = &mut known
+            .devices
+            .get_mut(&StableNodeId("nA".into()))
+            .unwrap()
+            .device;
+        old.tags = vec!["tag:b".into(), "tag:a".into(), "tag:a".into()];
+        old.routes = vec![
+            "10.1.0.0/16".into(),
+            "10.0.0.0/8".into(),
+            "10.1.0.0/16".into(),
+        ];
+        old.addresses = vec!["fd7a:115c:a1e0::2".into(), "100.64.0.2".into()];
+        devices[1].tags = vec!["tag:a".into(), "tag:b".into()];
+        devices[1].routes = vec!["10.0.0.0/8".into(), "10.1.0.0/16".into()];
+        devices[1].addresses = vec!["100.64.0.2".into(), "fd7a:115c:a1e0::2".into()];
+        let out = run(&known, &devices, &users);
+        assert!(out.events.is_empty(), "{:?}", kinds(&out));
+        assert_eq!(
+            out.devices.len(),
+            1,
+            "the canonical form is recorded, silently"
+        );
+        devices[1].tags.push("tag:c".into());
+        assert_eq!(
+            kinds(&run(&known, &devices, &users)),
+            [EventKind::DeviceTagsChanged]
+        );
+    }
+
+    /// `CurrentTailnet.StableID` (1.104): pinned when first seen; a change is critical; empty
+    /// (Headscale, older daemons) is never a change.
+    #[test]
+    fn a_node_moved_to_another_tailnet_is_critical() {
+        let (mut known, devices, users) = base();
+        let mut snap = snapshot(&devices, &users);
+        assert!(diff(&known, &snap, &Policy::default(), now())
+            .tailnet_id
+            .is_none());
+        snap.tailnet_id = "T1234CNTRL".into();
+        let out = diff(&known, &snap, &Policy::default(), now());
+        assert!(out.events.is_empty());
+        known.tailnet_id = out.tailnet_id;
+        assert!(diff(&known, &snap, &Policy::default(), now())
+            .tailnet_id
+            .is_none());
+        snap.tailnet_id = String::new();
+        assert!(diff(&known, &snap, &Policy::default(), now())
+            .events
+            .is_empty());
+        snap.tailnet_id = "TEVILCNTRL".into();
+        let out = diff(&known, &snap, &Policy::default(), now());
+        assert_eq!(kinds(&out), [EventKind::NodeTailnetChanged]);
+        assert_eq!(out.events[0].severity, Severity::Critical);
+        assert_eq!(out.events[0].changes[0].old, "T1234CNTRL");
     }
 
     #[test]

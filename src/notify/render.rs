@@ -194,6 +194,10 @@ fn action(e: &Event) -> String {
             .to_owned(),
         EventKind::NodeUpdateAvailable => "Update tailscaled on this server (your package manager, or `tailscale update`)."
             .to_owned(),
+        EventKind::NodeTailnetChanged => "This server was moved to another tailnet: the devices it now trusts are \
+             another organisation's. If you did not do this, log it out at once (`tailscale logout`) \
+             and find out who had its key or the admin console."
+            .to_owned(),
         EventKind::MonitorBaseline => "Review the list: every device and user should be one you recognize. \
              From now on you will be alerted about every change."
             .to_owned(),

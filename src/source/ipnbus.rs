@@ -151,19 +151,18 @@ impl NodeWire {
         if self.stable_id.is_empty() || self.key.is_empty() {
             return None;
         }
-        let mut addresses: Vec<String> = self
-            .addresses?
-            .into_iter()
-            .map(|a| a.split('/').next().unwrap_or_default().to_owned())
-            .collect();
-        addresses.sort();
+        let addresses = crate::model::as_set(
+            self.addresses?
+                .into_iter()
+                .map(|a| a.split('/').next().unwrap_or_default().to_owned())
+                .collect(),
+        );
         let routes = crate::source::status_json::routes_beyond(
             &addresses,
             self.allowed_ips.unwrap_or_default(),
             self.primary_routes.unwrap_or_default(),
         );
-        let mut tags = self.tags.unwrap_or_default();
-        tags.sort();
+        let tags = crate::model::as_set(self.tags.unwrap_or_default());
         Some(PeerFacts {
             id: self.stable_id,
             key: self.key,
@@ -247,6 +246,40 @@ mod tests {
         );
         assert_eq!(fallback_mask((1 << 1) | (1 << 12)), Some(1 << 1));
         assert_eq!(fallback_mask(1 << 1), None);
+    }
+
+    /// tailscaled 1.104 answers 400 to bits 3 (NotifyInitialNetMap) and 8 (NotifyRateLimit): the
+    /// main watch never asks for them, on any version or fallback.
+    #[test]
+    fn the_main_mask_never_carries_the_bits_1_104_refuses() {
+        for v in [
+            "",
+            "1.80.0",
+            "1.96.5",
+            "1.100.1",
+            "1.102.5",
+            "1.104.2-t",
+            "2.0.0",
+        ] {
+            let mut m = Some(mask_for(v));
+            while let Some(mask) = m {
+                assert_eq!(mask & ((1 << 3) | (1 << 8)), 0, "{v}: {mask}");
+                m = fallback_mask(mask);
+            }
+        }
+    }
+
+    /// 1.104's first line has no `SelfChange` and (without bit 12 or 15 in the mask) no peers in
+    /// `InitialStatus`: it still starts a pass that reads `/status`, which seeds everything.
+    #[test]
+    fn the_first_line_of_1_104_still_starts_a_pass() {
+        let first = br#"{"Version":"1.104.2-t","SessionID":"s1","State":6,"InitialStatus":{"Self":{"ID":"n1"},"Peer":null}}"#;
+        assert_eq!(classify(first), Signal::Changed);
+        // A 1.104 full netmap now lists dropped peers: a pass, never a presence-only skip.
+        assert_eq!(
+            classify(br#"{"PeersChanged":[],"PeersRemoved":[7]}"#),
+            Signal::Changed
+        );
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub struct TailnetStatus {
     pub name: String,
     #[serde(rename = "MagicDNSSuffix", deserialize_with = "null_default")]
     pub magic_dns_suffix: String,
+    /// `StableID` (tailscaled >= 1.104; empty under Headscale): the tailnet's own identity.
+    #[serde(rename = "StableID", deserialize_with = "null_default")]
+    pub stable_id: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +216,11 @@ impl Status {
         let mut snap = Snapshot {
             taken_at,
             version: self.version,
+            tailnet_id: self
+                .current_tailnet
+                .as_ref()
+                .map(|t| t.stable_id.clone())
+                .unwrap_or_default(),
             tailnet: self.current_tailnet.map(|t| t.name).unwrap_or_default(),
             dns_suffix,
             self_id: StableNodeId(self_ps.id.clone()),
@@ -275,25 +283,21 @@ pub fn routes_beyond(
             len == if ip.contains(':') { "128" } else { "32" } && addresses.iter().any(|a| a == ip)
         })
     };
-    let mut routes: Vec<String> = allowed_ips
+    let routes: Vec<String> = allowed_ips
         .into_iter()
         .chain(primary_routes)
         .filter(|r| !own(r))
         .collect();
-    routes.sort();
-    routes.dedup();
-    routes
+    crate::model::as_set(routes)
 }
 
 impl PeerStatus {
     fn into_device(self, is_self: bool) -> (Device, PeerConn) {
-        let mut addresses = self.tailscale_ips;
-        addresses.sort();
+        let addresses = crate::model::as_set(self.tailscale_ips);
         let routes = routes_beyond(&addresses, self.allowed_ips, self.primary_routes);
         let exit_node =
             self.exit_node_option || routes.iter().any(|r| r == "0.0.0.0/0" || r == "::/0");
-        let mut tags = self.tags;
-        tags.sort();
+        let tags = crate::model::as_set(self.tags);
         let conn = PeerConn {
             online: self.online,
             active: self.active,

@@ -181,5 +181,6 @@ pub(super) fn load_known(conn: &Connection, path: &Path) -> Result<Known> {
         access,
         control,
         presence,
+        tailnet_id: get_meta(conn, "tailnet_id").map_err(&e)?,
     })
 }

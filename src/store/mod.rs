@@ -484,6 +484,9 @@ impl Store {
             let data = serde_json::to_string(c).expect("control view serializes");
             set_meta(&tx, "control", &data).map_err(&e)?;
         }
+        if let Some(t) = &outcome.tailnet_id {
+            set_meta(&tx, "tailnet_id", t).map_err(&e)?;
+        }
         if let Some(p) = &outcome.presence {
             let data = serde_json::to_string(p).expect("presence serializes");
             set_meta(&tx, "presence", &data).map_err(&e)?;

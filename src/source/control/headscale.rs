@@ -233,8 +233,7 @@ impl Headscale {
             let mut tags = n.tags;
             tags.extend(n.forced_tags);
             tags.extend(n.valid_tags);
-            tags.sort();
-            tags.dedup();
+            let tags = crate::model::as_set(tags);
             let expiry = time(n.expiry.as_deref());
             snap.posture.devices.insert(
                 StableNodeId(n.id.clone()),
@@ -243,8 +242,7 @@ impl Headscale {
                     ..DeviceFacts::default()
                 },
             );
-            let mut routes = n.approved_routes;
-            routes.sort();
+            let routes = crate::model::as_set(n.approved_routes);
             let user = if tags.is_empty() {
                 n.user.map(|u| u.name).unwrap_or_default()
             } else {

@@ -457,10 +457,8 @@ impl TailscaleApi {
             } else {
                 d.node_id
             };
-            let mut routes = d.enabled_routes;
-            routes.sort();
-            let mut tags = d.tags;
-            tags.sort();
+            let routes = crate::model::as_set(d.enabled_routes);
+            let tags = crate::model::as_set(d.tags);
             snap.posture.devices.insert(
                 StableNodeId(id.clone()),
                 DeviceFacts {
