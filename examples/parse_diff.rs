@@ -31,6 +31,7 @@ fn main() {
 
     let known = Known {
         baseline_done: true,
+        tailnet_id: None,
         devices: prev
             .devices
             .values()
