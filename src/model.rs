@@ -591,6 +591,10 @@ pub struct Event {
     /// The tailnet's name, where known (Alertmanager's `tailnet` label).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tailnet: String,
+    /// The exact fix, where the detector knows it better than the kind's generic advice (what to
+    /// install for a part that cannot be read). Rendered first under "What to do".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fix: String,
     /// Logged but not sent to any channel (policy, e.g. `peer.connected` of long-known devices).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub record_only: bool,
@@ -612,6 +616,7 @@ impl Event {
             diff: Vec::new(),
             detail: String::new(),
             tailnet: String::new(),
+            fix: String::new(),
             record_only: false,
         }
     }

@@ -78,7 +78,8 @@ pub fn unavailable(part: Part, error: &str, fix: &str, now: DateTime<Utc>) -> Ev
             capitalized(part.what())
         ),
     );
-    e.detail = format!("{error}\n\nFix: {fix}");
+    e.detail = error.to_owned();
+    e.fix = fix.to_owned();
     e
 }
 
@@ -129,7 +130,10 @@ mod tests {
             "{}",
             ev[0].summary
         );
-        assert!(ev[0].detail.contains("access refused") && ev[0].detail.contains("Fix: do this"));
+        assert_eq!(
+            (ev[0].detail.as_str(), ev[0].fix.as_str()),
+            ("access refused", "do this")
+        );
         assert_eq!(down[&Part::Access].since, at(0));
 
         // Still down: nothing, the first time kept.

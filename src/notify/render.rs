@@ -105,6 +105,15 @@ fn device_rows(d: &Device, u: Option<&User>) -> Vec<(&'static str, String)> {
 
 /// What the administrator should do about an event.
 fn action(e: &Event) -> String {
+    let generic = kind_action(e);
+    if e.fix.is_empty() {
+        generic
+    } else {
+        format!("{} — {generic}", sanitize::line(&e.fix, 600))
+    }
+}
+
+fn kind_action(e: &Event) -> String {
     let d = e.device.as_ref();
     let console = d.and_then(|d| d.addresses.first()).map_or_else(
         || "https://login.tailscale.com/admin/machines".to_owned(),

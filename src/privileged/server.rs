@@ -179,7 +179,12 @@ async fn handle(mut stream: UnixStream, opts: &Options) {
         }
     };
     let reply = match read_request(&mut stream).await {
-        Ok(req) => answer(req, opts).await,
+        Ok(Some(req)) => answer(req, opts).await,
+        Ok(None) => {
+            // A client that gave up (its pass was cancelled), or a probe: nothing to answer.
+            debug!(uid, "privileged relay: the client left without a request");
+            return;
+        }
         Err(e) => Reply {
             v: PROTOCOL,
             error: Some(e),
@@ -199,13 +204,14 @@ async fn handle(mut stream: UnixStream, opts: &Options) {
     let _ = stream.shutdown().await;
 }
 
-async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
+async fn read_request(stream: &mut UnixStream) -> Result<Option<Request>, String> {
     let mut line = Vec::new();
     let mut limited = BufReader::new(stream.take(MAX_REQUEST + 1));
     let read = limited.read_until(b'\n', &mut line);
     match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
         Err(_) => return Err(format!("no request within {REQUEST_TIMEOUT:?}")),
         Ok(Err(e)) => return Err(format!("reading the request: {e}")),
+        Ok(Ok(0)) => return Ok(None),
         Ok(Ok(_)) => {}
     }
     if line.len() as u64 > MAX_REQUEST || line.last() != Some(&b'\n') {
@@ -220,7 +226,7 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
             req.v
         ));
     }
-    Ok(req)
+    Ok(Some(req))
 }
 
 async fn answer(req: Request, opts: &Options) -> Reply {

@@ -151,6 +151,21 @@ apt_install msmtp
 # promtool (package prometheus) checks the /metrics exposition.
 if [ "${TM_WITH_ALERTMANAGER:-1}" = 1 ]; then apt_install prometheus-alertmanager prometheus; fi
 
+# --- Test accounts ------------------------------------------------------------------------------
+# The 1.104 suites run the monitor unprivileged, beside the privileged relay (run as root): the
+# account tmtest-mon is in the relay's group tmtest-relay, tmtest-other is not.
+if [ "$(id -u)" = 0 ]; then
+  getent group tmtest-relay >/dev/null || groupadd --system tmtest-relay
+  for u in tmtest-mon tmtest-other; do
+    getent passwd "$u" >/dev/null \
+      || useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$u"
+  done
+  usermod -aG tmtest-relay tmtest-mon
+elif ! getent passwd tmtest-mon >/dev/null; then
+  echo "install-deps: the accounts tmtest-mon and tmtest-other are missing: run this once as root" >&2
+  exit 1
+fi
+
 # --- Environment for the suites -----------------------------------------------------------------
 # --- cargo-deb (crates.io), for tests/deb.rs ------------------------------------------------------
 CARGO_DEB_VERSION=${CARGO_DEB_VERSION:-3.8.0}

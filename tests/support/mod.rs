@@ -21,6 +21,8 @@ pub fn bin() -> PathBuf {
 pub struct Monitor {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// The unprivileged account every command runs as (`None`: the test's own user).
+    user: Option<String>,
 }
 
 /// What one run of the binary printed and returned.
@@ -58,7 +60,11 @@ impl Monitor {
         );
         std::fs::write(&config, text).unwrap();
         private(&config);
-        Monitor { dir, config }
+        Monitor {
+            dir,
+            config,
+            user: None,
+        }
     }
 
     /// Where this monitor looks for the privileged relay (nothing listens there until a test
@@ -67,8 +73,51 @@ impl Monitor {
         self.dir.path().join("privileged.sock")
     }
 
+    /// Runs every command of this monitor as `user`, an unprivileged account that
+    /// tests/setup/install-deps.sh creates (`tmtest-mon`, in group `tmtest-relay`;
+    /// `tmtest-other`, in no group of ours): the binary is copied where that user can run it and
+    /// the whole installation is handed to it, as the package does for `tailscale-monitor`.
+    pub fn as_user(mut self, user: &str) -> Monitor {
+        let known = Command::new("id").arg("-u").arg(user).output().unwrap();
+        assert!(
+            known.status.success(),
+            "no account {user}: run tests/setup/install-deps.sh as root"
+        );
+        std::fs::copy(bin(), self.dir.path().join("tailscale-monitor")).unwrap();
+        let chown = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{user}:"))
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(chown.success(), "chown to {user}");
+        self.user = Some(user.to_owned());
+        self
+    }
+
+    /// Points `[tailscale] privileged_socket` at `path`.
+    pub fn set_privileged_socket(&self, path: &Path) {
+        let text = std::fs::read_to_string(&self.config).unwrap().replace(
+            &format!(
+                "privileged_socket = \"{}\"",
+                self.privileged_socket().display()
+            ),
+            &format!("privileged_socket = \"{}\"", path.display()),
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
+        let mut c = match &self.user {
+            None => Command::new(bin()),
+            Some(u) => {
+                // setpriv execs the monitor in place: signals and the exit status are its own.
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid", u, "--regid", u, "--init-groups", "--"])
+                    .arg(self.dir.path().join("tailscale-monitor"));
+                c
+            }
+        };
         c.arg("--config").arg(&self.config).args(args);
         c.env(
             "TAILSCALE_MONITOR_LOG",

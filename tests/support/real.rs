@@ -44,6 +44,59 @@ pub fn new_release() -> Release {
     }
 }
 
+/// tailscale 1.104, the current release: no netmap on the IPN bus any more, so the packet filter
+/// is readable only by root or the operator (through the privileged relay for the monitor).
+pub fn cur_release() -> Release {
+    Release {
+        label: "1.104",
+        tailscaled: cached("TM_TAILSCALED_CUR", "tailscaled-v1.104.2"),
+        tailscale: cached("TM_TAILSCALE_CUR", "tailscale-v1.104.2"),
+    }
+}
+
+impl Release {
+    /// The netmap left the IPN bus (1.104 and later).
+    pub fn netmap_off_the_bus(&self) -> bool {
+        self.label == "1.104"
+    }
+}
+
+/// The monitor of `node`, installed as an administrator would on this release: on 1.104 it runs
+/// as the unprivileged account `tmtest-mon` beside the privileged relay (run as root, group
+/// `tmtest-relay`), so that the privilege boundary is what is tested; on older releases, as the
+/// test's own user, as the suites always did.
+pub fn monitor_for(rel: &Release, node: &Node, extra: &str) -> (super::Monitor, Option<Relayed>) {
+    let mon = super::Monitor::new(node.socket(), extra);
+    if !rel.netmap_off_the_bus() {
+        return (mon, None);
+    }
+    let mon = mon.as_user("tmtest-mon");
+    let relay = Relayed::start(node);
+    mon.set_privileged_socket(&relay.relay.socket);
+    (mon, Some(relay))
+}
+
+/// The privileged relay of one node, its socket in a directory every user may traverse (the
+/// socket itself is 0660 root:tmtest-relay).
+pub struct Relayed {
+    pub relay: super::PrivilegedRelay,
+    _dir: tempfile::TempDir,
+}
+
+impl Relayed {
+    pub fn start(node: &Node) -> Relayed {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let relay = super::PrivilegedRelay::start(
+            &dir.path().join("privileged.sock"),
+            node.socket(),
+            "tmtest-relay",
+        );
+        Relayed { relay, _dir: dir }
+    }
+}
+
 /// tailscale < 1.98 (a full NetMap on every change, no WireGuard state on the bus).
 pub fn old_release() -> Release {
     Release {
@@ -94,7 +147,7 @@ impl Headscale {
     }
 
     fn try_start() -> Result<Headscale, String> {
-        let bin = cached("TM_HEADSCALE", "headscale-v0.29.0");
+        let bin = cached("TM_HEADSCALE", "headscale-v0.29.3");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         let (http, stun, metrics, grpc) = (port_guess(), port_guess(), port_guess(), port_guess());
@@ -347,7 +400,11 @@ impl Node {
 
     /// [`Node::join`] with `login_server` as the control plane's URL (a relay to headscale).
     pub fn join_via(release: &Release, login_server: &str, name: &str, key: &str) -> Node {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
+        // Traversable, not listable: the socket (0666, tailscaled's own) is reachable by an
+        // unprivileged monitor, the state beside it (0600) is not.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         let socket = dir.path().join("tailscaled.sock");
         let mut n = Node {
             name: name.to_owned(),
