@@ -354,7 +354,7 @@ fn without_the_relay_one_message_and_nothing_false_tailscale_1_104() {
         &(email_channel(smtp.port)
             + "\n[daemon]\nbatch_window = \"1ms\"\naccess_interval = \"1s\"\n"),
     )
-    .as_user("tmtest-mon");
+    .run_as("tmtest-mon");
     let r = mon.check();
     assert_eq!(r.code, 1, "a warning, never UNKNOWN: {r:?}");
     // web-01 sees laptop; mallory's devices are not its peers under P0.
@@ -403,7 +403,7 @@ fn without_the_relay_one_message_and_nothing_false_tailscale_1_104() {
 
     // A user outside the relay's group: refused by the socket itself.
     let relayed = real::Relayed::start(&web);
-    let outsider = Monitor::new(web.socket(), "").as_user("tmtest-other");
+    let outsider = Monitor::new(web.socket(), "").run_as("tmtest-other");
     outsider.set_privileged_socket(&relayed.relay.socket);
     let r = outsider.check();
     assert_eq!(r.code, 1, "{r:?}");

@@ -77,7 +77,7 @@ impl Monitor {
     /// tests/setup/install-deps.sh creates (`tmtest-mon`, in group `tmtest-relay`;
     /// `tmtest-other`, in no group of ours): the binary is copied where that user can run it and
     /// the whole installation is handed to it, as the package does for `tailscale-monitor`.
-    pub fn as_user(mut self, user: &str) -> Monitor {
+    pub fn run_as(mut self, user: &str) -> Monitor {
         let known = Command::new("id").arg("-u").arg(user).output().unwrap();
         assert!(
             known.status.success(),

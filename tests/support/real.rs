@@ -70,7 +70,7 @@ pub fn monitor_for(rel: &Release, node: &Node, extra: &str) -> (super::Monitor, 
     if !rel.netmap_off_the_bus() {
         return (mon, None);
     }
-    let mon = mon.as_user("tmtest-mon");
+    let mon = mon.run_as("tmtest-mon");
     let relay = Relayed::start(node);
     mon.set_privileged_socket(&relay.relay.socket);
     (mon, Some(relay))
