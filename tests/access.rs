@@ -471,3 +471,92 @@ fn each_part_that_fails_leaves_joins_mailed() {
         assert_eq!(mon.count_events("monitor.source_down"), 0, "{part}");
     }
 }
+
+/// The socket unit's way: systemd hands each connection to `privileged --stdio` (here Debian's
+/// `systemd-socket-activate --accept --inetd`, which does what `Accept=yes` does). A member of
+/// the relay's group is answered; anyone else gets no answer at all, even where the socket file
+/// would let them connect.
+#[test]
+#[ignore = "needs systemd-socket-activate and the test accounts: run tests/run-all.sh"]
+fn under_socket_activation_the_relay_answers_its_group_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let (d, emu, mon) = setup("");
+    emu.like_1_104();
+    // The unprivileged accounts reach the daemon as they would tailscaled's own 0666 socket.
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(&emu.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let relay_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(relay_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = relay_dir.path().join("privileged.sock");
+    let mut activator = std::process::Command::new("systemd-socket-activate")
+        .args(["--accept", "--inetd", "--listen"])
+        .arg(&sock)
+        .arg("--")
+        .arg(support::bin())
+        .args([
+            "privileged",
+            "--stdio",
+            "--group",
+            "tmtest-relay",
+            "--socket",
+        ])
+        .arg(&emu.root_socket)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("systemd-socket-activate (Debian's systemd package)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !sock.exists() {
+        assert!(std::time::Instant::now() < deadline, "no socket");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Wider than the unit's 0660: the relay's own peer check is what refuses the outsider.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    drop(mon);
+
+    let member = Monitor::new(&emu.socket, "").run_as("tmtest-mon");
+    member.set_privileged_socket(&sock);
+    let r = member.check();
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = member.run(&["access"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("alice@example.com"), "{r:?}");
+
+    let outsider = Monitor::new(&emu.socket, "").run_as("tmtest-other");
+    outsider.set_privileged_socket(&sock);
+    let r = outsider.check();
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("closed without an answer"), "{r:?}");
+    let _ = activator.kill();
+    let _ = activator.wait();
+}
+
+/// The units the package and install.sh ship are valid systemd units.
+#[test]
+#[ignore = "needs systemd-analyze: run tests/run-all.sh"]
+fn the_relay_units_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    for unit in [
+        "tailscale-monitor-privileged.socket",
+        "tailscale-monitor-privileged@.service",
+        "tailscale-monitor.service",
+    ] {
+        let text = std::fs::read_to_string(format!("{root}/contrib/{unit}"))
+            .unwrap()
+            .replace(
+                "/usr/local/bin/tailscale-monitor",
+                &support::bin().display().to_string(),
+            );
+        std::fs::write(dir.path().join(unit), text).unwrap();
+    }
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.path().join("tailscale-monitor-privileged.socket"))
+        .arg(dir.path().join("tailscale-monitor-privileged@.service"))
+        .arg(dir.path().join("tailscale-monitor.service"))
+        .current_dir(dir.path())
+        .output()
+        .expect("systemd-analyze");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.trim().is_empty(), "{err}");
+}
