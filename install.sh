@@ -5,8 +5,9 @@
 #   sudo ALERT_EMAIL=you@example.com ./install.sh   # …and mail alerts through the local sendmail
 #
 # Installs /usr/local/bin/tailscale-monitor, the system user tailscale-monitor,
-# /etc/tailscale-monitor/config.toml (root:tailscale-monitor 0640, never overwritten) and the
-# systemd unit (not started). If this machine runs tailscaled, it then runs one `check`,
+# /etc/tailscale-monitor/config.toml (root:tailscale-monitor 0640, never overwritten), the
+# systemd unit (not started) and the privileged relay's socket unit (enabled and started: on
+# tailscaled >= 1.104 it is how the unprivileged monitor reads who can reach this server). If this machine runs tailscaled, it then runs one `check`,
 # which records the baseline; otherwise it runs `demo` against a simulated tailnet.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -73,9 +74,22 @@ fi
 # State belongs to the service user (a root-owned state.db from an earlier install included).
 install -d -m 0700 -o "$user" -g "$user" "$state"
 chown -R "$user:$user" "$state"
-if [ -d /etc/systemd/system ] && [ -f contrib/tailscale-monitor.service ]; then
-  install -m 0644 contrib/tailscale-monitor.service /etc/systemd/system/tailscale-monitor.service
-  command -v systemctl >/dev/null 2>&1 && systemctl daemon-reload 2>/dev/null || true
+units=(tailscale-monitor.service tailscale-monitor-privileged.socket tailscale-monitor-privileged@.service)
+if [ -d /etc/systemd/system ]; then
+  for u in "${units[@]}"; do
+    sed "s|/usr/local/bin/tailscale-monitor|$PREFIX/bin/tailscale-monitor|" "contrib/$u" > "/etc/systemd/system/$u"
+    chmod 0644 "/etc/systemd/system/$u"
+  done
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl daemon-reload
+    # The relay answers only root and the tailscale-monitor group, one request per connection.
+    systemctl enable --now tailscale-monitor-privileged.socket
+    echo "install: privileged relay enabled (tailscale-monitor-privileged.socket)"
+  else
+    echo "install: systemd is not running: enable tailscale-monitor-privileged.socket once it is, or run"
+    echo "  $PREFIX/bin/tailscale-monitor privileged --listen /run/tailscale-monitor/privileged.sock --group $user"
+    echo "as root from your init system (README: Access on tailscaled 1.104)"
+  fi
   echo "install: systemd unit installed; start it with: systemctl enable --now tailscale-monitor"
 fi
 as_service() { runuser -u "$user" -- "$@"; }

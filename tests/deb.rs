@@ -127,6 +127,23 @@ fn install_upgrade_remove_and_purge_the_debian_package() {
         ),
         "{unit}"
     );
+    // The privileged relay: its socket unit and the per-connection service, enabled on install.
+    let dir = Path::new(unit_path()).parent().unwrap().to_owned();
+    let socket = std::fs::read_to_string(dir.join("tailscale-monitor-privileged.socket")).unwrap();
+    assert!(
+        socket.contains("SocketGroup=tailscale-monitor") && socket.contains("SocketMode=0660"),
+        "{socket}"
+    );
+    let relay = std::fs::read_to_string(dir.join("tailscale-monitor-privileged@.service")).unwrap();
+    assert!(
+        relay.contains("ExecStart=/usr/bin/tailscale-monitor privileged --stdio"),
+        "{relay}"
+    );
+    let wants = "/etc/systemd/system/sockets.target.wants/tailscale-monitor-privileged.socket";
+    assert!(
+        Path::new(wants).symlink_metadata().is_ok(),
+        "the relay's socket is enabled: {wants}"
+    );
     for f in [
         "/usr/share/man/man1/tailscale-monitor.1.gz",
         "/usr/share/bash-completion/completions/tailscale-monitor",
@@ -218,5 +235,11 @@ fn install_upgrade_remove_and_purge_the_debian_package() {
     );
     assert!(!Path::new(CONF).exists(), "config deleted on purge");
     assert!(!Path::new(STATE).exists(), "state deleted on purge");
+    assert!(
+        Path::new("/etc/systemd/system/sockets.target.wants/tailscale-monitor-privileged.socket")
+            .symlink_metadata()
+            .is_err(),
+        "the relay's socket is no longer enabled after purge"
+    );
     drop(emu);
 }

@@ -17,6 +17,8 @@ bin=target/release/tailscale-monitor
 "$bin" completions bash > "$out/tailscale-monitor.bash"
 "$bin" completions zsh > "$out/_tailscale-monitor"
 "$bin" completions fish > "$out/tailscale-monitor.fish"
-sed 's|/usr/local/bin/tailscale-monitor|/usr/bin/tailscale-monitor|; s|(install.sh creates it)|(the package creates it)|' \
-    contrib/tailscale-monitor.service > "$out/tailscale-monitor.service"
+for u in tailscale-monitor.service tailscale-monitor-privileged.socket tailscale-monitor-privileged@.service; do
+    sed 's|/usr/local/bin/tailscale-monitor|/usr/bin/tailscale-monitor|; s|(install.sh creates it)|(the package creates it)|' \
+        "contrib/$u" > "$out/$u"
+done
 cargo deb --no-build --locked "$@"
