@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Detection latency against real daemons (headscale + tailscaled 1.102.5 on loopback, aiosmtpd),
-# the latency of a policy edit that opens the server (tailscaled 1.102.5 and 1.96.5),
+# the latency of a policy edit that opens the server (tailscaled 1.104.2 through the privileged
+# relay with the monitor unprivileged, 1.102.5 and 1.96.5, side by side in one run),
 # and the idle cost of `run`. Needs tests/setup/install-deps.sh.
 #
 #   bench/latency.sh            (TM_BENCH_JOINS=20, TM_BENCH_IDLE_SECS=120)

@@ -21,6 +21,7 @@ pub mod config;
 pub mod daemon;
 pub mod diff;
 pub mod digest;
+pub mod listener;
 pub mod metrics;
 pub mod model;
 pub mod monitor;

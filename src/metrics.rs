@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tracing::{error, info};
+use tracing::info;
 
 use crate::store::{Metrics, Store};
 
@@ -173,22 +172,10 @@ pub async fn bind(
 /// Serves `/metrics` and `/healthz` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, store: Store, counters: Arc<Counters>) {
     let store = Arc::new(Mutex::new(store));
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let (store, counters) = (store.clone(), counters.clone());
-        tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req| answer(store.clone(), counters.clone(), req));
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                error!(error = %e, "metrics connection");
-            }
-        });
-    }
+    crate::listener::serve(listener, "metrics", move |req, _peer| {
+        answer(store.clone(), counters.clone(), req)
+    })
+    .await
 }
 
 async fn answer(
@@ -203,11 +190,21 @@ async fn answer(
             .body(Full::new(Bytes::from(body)))
             .expect("static response")
     };
-    let m = store
-        .lock()
-        .map_err(|_| ())
-        .and_then(|s| s.metrics().map_err(|_| ()));
-    Ok(match (req.uri().path(), m) {
+    // Any other path costs nothing: no store read.
+    let path = req.uri().path().to_owned();
+    if path != "/metrics" && path != "/healthz" {
+        return Ok(reply(404, "text/plain", "not found\n".into()));
+    }
+    // The store read blocks (SQLite): off the async workers.
+    let m = tokio::task::spawn_blocking(move || {
+        store
+            .lock()
+            .map_err(|_| ())
+            .and_then(|s| s.metrics().map_err(|_| ()))
+    })
+    .await
+    .unwrap_or(Err(()));
+    Ok(match (path.as_str(), m) {
         (_, Err(())) => reply(500, "text/plain", "state database unreadable\n".into()),
         ("/metrics", Ok(m)) => reply(200, "text/plain; version=0.0.4", render(&m, &counters)),
         ("/healthz", Ok(m)) => match m.health.down_since {

@@ -488,22 +488,31 @@ fn under_socket_activation_the_relay_answers_its_group_only() {
     let relay_dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(relay_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let sock = relay_dir.path().join("privileged.sock");
-    let mut activator = std::process::Command::new("systemd-socket-activate")
-        .args(["--accept", "--inetd", "--listen"])
-        .arg(&sock)
-        .arg("--")
-        .arg(support::bin())
-        .args([
-            "privileged",
-            "--stdio",
-            "--group",
-            "tmtest-relay",
-            "--socket",
-        ])
-        .arg(&emu.root_socket)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("systemd-socket-activate (Debian's systemd package)");
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _activator = Killed(
+        std::process::Command::new("systemd-socket-activate")
+            .args(["--accept", "--inetd", "--listen"])
+            .arg(&sock)
+            .arg("--")
+            .arg(support::bin())
+            .args([
+                "privileged",
+                "--stdio",
+                "--group",
+                "tmtest-relay",
+                "--socket",
+            ])
+            .arg(&emu.root_socket)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("systemd-socket-activate (Debian's systemd package)"),
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !sock.exists() {
         assert!(std::time::Instant::now() < deadline, "no socket");
@@ -526,8 +535,6 @@ fn under_socket_activation_the_relay_answers_its_group_only() {
     let r = outsider.check();
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stdout.contains("closed without an answer"), "{r:?}");
-    let _ = activator.kill();
-    let _ = activator.wait();
 }
 
 /// The units the package and install.sh ship are valid systemd units.

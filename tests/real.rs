@@ -885,7 +885,11 @@ fn bench_access_latency() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(12);
-    for rel in [real::new_release(), real::old_release()] {
+    for rel in [
+        real::cur_release(),
+        real::new_release(),
+        real::old_release(),
+    ] {
         let hs = Headscale::start();
         let ops = hs.user("ops");
         let mallory = hs.user("mallory");
@@ -894,7 +898,8 @@ fn bench_access_latency() {
         let _mpc = Node::join(&rel, &hs, "mallory-pc", &hs.preauth_key(mallory));
         hs.set_policy(P0);
         let smtp = Smtp::start();
-        let mon = Monitor::new(web.socket(), &email_channel(smtp.port));
+        // On 1.104 the monitor is unprivileged and reads the filter through the relay.
+        let (mon, _relay) = real::monitor_for(&rel, &web, &email_channel(smtp.port));
         let _daemon = mon.spawn_run();
         wait_mail(&smtp, "the baseline", 90, |m| {
             m.subject.contains("baseline")

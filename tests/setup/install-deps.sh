@@ -146,6 +146,8 @@ fi
 # --- msmtp ---------------------------------------------------------------------------------------
 # msmtp (not msmtp-mta: it must not take over /usr/sbin/sendmail) for the sendmail transport.
 apt_install msmtp
+# systemd-analyze and systemd-socket-activate, for the privileged relay's units.
+command -v systemd-socket-activate >/dev/null 2>&1 || apt_install systemd
 
 # --- Alertmanager -------------------------------------------------------------------------------
 # promtool (package prometheus) checks the /metrics exposition.

@@ -19,7 +19,6 @@ use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use sha2::Sha256;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -30,6 +29,8 @@ use crate::config::Secret;
 pub const MAX_BODY: usize = 256 * 1024;
 /// How far `t` may be from now.
 const WINDOW_SECS: i64 = 300;
+/// How long a client has to send its body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why a request was refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -53,14 +54,88 @@ impl std::fmt::Display for Refused {
     }
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+/// The most `v1` values a header may carry (Tailscale sends one, two while a secret rotates).
+const MAX_SIGNATURES: usize = 4;
+/// The longest signature header read.
+const MAX_HEADER: usize = 1024;
+
+/// A parsed `Tailscale-Webhook-Signature` header: its time and its candidate MACs.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Signature {
+    pub t: i64,
+    /// Each `v1` that is exactly 64 hex digits, decoded (others cannot match and are skipped).
+    macs: Vec<[u8; 32]>,
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Parses the header, before the body is read: nothing here costs more than a scan of at most
+/// [`MAX_HEADER`] bytes.
+pub fn parse_header(header: Option<&str>, now: i64) -> Result<Signature, Refused> {
+    let header = header
+        .filter(|h| !h.is_empty())
+        .ok_or(Refused::NoSignature)?;
+    if header.len() > MAX_HEADER {
+        return Err(Refused::Malformed);
+    }
+    let mut t = None;
+    let mut macs = Vec::new();
+    let mut count = 0;
+    for part in header.split(',') {
+        let (k, v) = part.trim().split_once('=').ok_or(Refused::Malformed)?;
+        match k {
+            "t" => t = Some(v.parse::<i64>().map_err(|_| Refused::Malformed)?),
+            "v1" => {
+                count += 1;
+                if count > MAX_SIGNATURES {
+                    return Err(Refused::Malformed);
+                }
+                macs.extend(unhex32(v));
+            }
+            _ => {}
+        }
+    }
+    let t = t.ok_or(Refused::Malformed)?;
+    if count == 0 {
+        return Err(Refused::Malformed);
+    }
+    // Checked: a `t` near i64::MIN must not overflow the subtraction.
+    if now
+        .checked_sub(t)
+        .is_none_or(|d| d.unsigned_abs() > WINDOW_SECS as u64)
+    {
+        return Err(Refused::Expired);
+    }
+    if macs.is_empty() {
+        return Err(Refused::BadSignature);
+    }
+    Ok(Signature { t, macs })
+}
+
+/// Checks the body against a parsed header: one HMAC, whatever the header holds, compared in
+/// constant time with each candidate. Returns the timestamp and the matching MAC in lowercase hex
+/// (the replay key: `ABCD…` and `abcd…` are one signature).
+pub fn verify_body(sig: &Signature, body: &[u8], secret: &[u8]) -> Result<(i64, String), Refused> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key");
+    mac.update(sig.t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let expected = mac.finalize();
+    for m in &sig.macs {
+        if hmac::digest::CtOutput::<Hmac<Sha256>>::new((*m).into()) == expected {
+            return Ok((sig.t, m.iter().map(|b| format!("{b:02x}")).collect()));
+        }
+    }
+    Err(Refused::BadSignature)
 }
 
 /// Checks one request's signature header against the body; returns the timestamp and the
@@ -71,37 +146,7 @@ pub fn verify(
     secret: &[u8],
     now: i64,
 ) -> Result<(i64, String), Refused> {
-    let header = header
-        .filter(|h| !h.is_empty())
-        .ok_or(Refused::NoSignature)?;
-    let mut t = None;
-    let mut sigs = Vec::new();
-    for part in header.split(',') {
-        let (k, v) = part.trim().split_once('=').ok_or(Refused::Malformed)?;
-        match k {
-            "t" => t = Some(v.parse::<i64>().map_err(|_| Refused::Malformed)?),
-            "v1" => sigs.push(v.to_owned()),
-            _ => {}
-        }
-    }
-    let t = t.ok_or(Refused::Malformed)?;
-    if sigs.is_empty() {
-        return Err(Refused::Malformed);
-    }
-    if (now - t).abs() > WINDOW_SECS {
-        return Err(Refused::Expired);
-    }
-    for s in sigs {
-        let Some(raw) = unhex(&s) else { continue };
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key");
-        mac.update(t.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        if mac.verify_slice(&raw).is_ok() {
-            return Ok((t, s));
-        }
-    }
-    Err(Refused::BadSignature)
+    verify_body(&parse_header(header, now)?, body, secret)
 }
 
 /// Signatures accepted in the last window, to refuse replays.
@@ -133,20 +178,10 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 pub async fn serve(listener: tokio::net::TcpListener, secret: Secret, trigger: mpsc::Sender<()>) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let secret = Arc::new(secret);
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            return;
-        };
-        let (seen, secret, trigger) = (seen.clone(), secret.clone(), trigger.clone());
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                handle(req, peer, seen.clone(), secret.clone(), trigger.clone())
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+    crate::listener::serve(listener, "webhooks", move |req, peer| {
+        handle(req, peer, seen.clone(), secret.clone(), trigger.clone())
+    })
+    .await
 }
 
 fn reply(code: u16, text: &str) -> Response<Full<Bytes>> {
@@ -167,27 +202,40 @@ async fn handle(
     if req.method() != hyper::Method::POST {
         return Ok(reply(405, "POST only"));
     }
-    let header = req
+    let now = chrono::Utc::now().timestamp();
+    // The header is judged before the body is read: an unsigned request costs no read and no HMAC.
+    let sig = req
         .headers()
         .get("Tailscale-Webhook-Signature")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
+        .map(|v| v.to_str().map_err(|_| Refused::Malformed))
+        .transpose()
+        .and_then(|h| parse_header(h, now));
+    let sig = match sig {
+        Ok(s) => s,
+        Err(why) => {
+            warn!(%peer, reason = %why, "webhook refused");
+            return Ok(reply(401, "unauthorized"));
+        }
+    };
+    let body = Limited::new(req.into_body(), MAX_BODY).collect();
+    let body = match tokio::time::timeout(BODY_TIMEOUT, body).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
             warn!(%peer, "webhook refused: body larger than {MAX_BODY} bytes");
             return Ok(reply(413, "body too large"));
         }
+        Err(_) => {
+            warn!(%peer, "webhook refused: body not complete within {BODY_TIMEOUT:?}");
+            return Ok(reply(408, "body too slow"));
+        }
     };
-    let now = chrono::Utc::now().timestamp();
-    let verdict =
-        verify(header.as_deref(), &body, secret.expose().as_bytes(), now).and_then(|(t, sig)| {
-            if seen.lock().expect("seen lock").check_and_add(t, sig, now) {
-                Ok(())
-            } else {
-                Err(Refused::Replayed)
-            }
-        });
+    let verdict = verify_body(&sig, &body, secret.expose().as_bytes()).and_then(|(t, sig)| {
+        if seen.lock().expect("seen lock").check_and_add(t, sig, now) {
+            Ok(())
+        } else {
+            Err(Refused::Replayed)
+        }
+    });
     if let Err(why) = verdict {
         warn!(%peer, reason = %why, "webhook refused");
         return Ok(reply(401, "unauthorized"));
@@ -208,6 +256,36 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// F1: no header, however long and however many `v1=` it holds, costs more than one HMAC.
+    #[test]
+    fn a_header_full_of_candidates_costs_one_hmac_at_most() {
+        let secret = b"tskey-webhook-abc";
+        let body = vec![b' '; MAX_BODY];
+        let now = 1_800_000_000;
+        for header in [
+            format!("t={now},") + &vec!["v1="; 10_000].join(","),
+            format!("t={now},") + &vec![format!("v1={}", "0".repeat(64)); 10_000].join(","),
+        ] {
+            let start = std::time::Instant::now();
+            assert!(verify(Some(&header), &body, secret, now).is_err());
+            assert!(
+                start.elapsed() < std::time::Duration::from_millis(50),
+                "{:?} for a header of {} bytes",
+                start.elapsed(),
+                header.len()
+            );
+        }
+        assert_eq!(
+            parse_header(Some(&(format!("t={now},") + &["v1="; 5].join(","))), now),
+            Err(Refused::Malformed),
+            "more than {MAX_SIGNATURES} candidates"
+        );
+        let four = format!("t={now},") + &vec![format!("v1={}", "0".repeat(64)); 4].join(",");
+        let sig = parse_header(Some(&four), now).unwrap();
+        assert_eq!(sig.macs.len(), 4, "four candidates, compared with one MAC");
+        assert_eq!(verify_body(&sig, &body, secret), Err(Refused::BadSignature));
+    }
 
     fn sign(secret: &[u8], t: i64, body: &[u8]) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
@@ -231,6 +309,9 @@ mod tests {
         // Several v1 (a rotation): any may match; unknown keys are ignored.
         let h2 = format!("t={now},v1=00ff,v0=zz,v1={good}");
         assert!(verify(Some(&h2), body, secret, now + 10).is_ok());
+        // The same MAC in capitals is the same signature: one replay key.
+        let upper = format!("t={now},v1={}", good.to_uppercase());
+        assert_eq!(verify(Some(&upper), body, secret, now).unwrap().1, good);
         assert_eq!(verify(None, body, secret, now), Err(Refused::NoSignature));
         assert_eq!(
             verify(Some(&h), body, b"other", now),
@@ -255,6 +336,20 @@ mod tests {
                 "{bad}"
             );
         }
+        // No v1 that could match: refused without a MAC; a `t` at the edge of i64 is no panic.
+        assert_eq!(
+            verify(Some(&format!("t={now},v1=")), body, secret, now),
+            Err(Refused::BadSignature)
+        );
+        assert_eq!(
+            verify(
+                Some(&format!("t={},v1={good}", i64::MIN)),
+                body,
+                secret,
+                now
+            ),
+            Err(Refused::Expired)
+        );
         let mut seen = Seen::default();
         assert!(seen.check_and_add(now, good.clone(), now));
         assert!(!seen.check_and_add(now, good, now + 1), "replay");
