@@ -937,7 +937,7 @@ async fn test_notify(explicit: Option<&Path>, only: Option<&str>) -> anyhow::Res
                     "{} ({}): FAILED — {}",
                     ch.name,
                     ch.kind.as_str(),
-                    sanitize::line(&err, 500)
+                    sanitize::line(&err.message, 500)
                 );
             }
         }

@@ -196,6 +196,22 @@ pub enum ChannelKind {
 }
 
 impl ChannelKind {
+    /// The most events one delivery attempt takes from the outbox. Per-event channels
+    /// (PagerDuty) take a few requests of their provider's rate limit, so a 429 costs little and
+    /// what went through is kept; mail stays well under a relay's message-size limit; a chat
+    /// message is capped to its provider's length anyway (and a refused one is resent event by
+    /// event). A larger backlog goes out in several batches.
+    pub fn batch_limit(&self) -> usize {
+        match self {
+            ChannelKind::PagerDuty { .. } => 10,
+            ChannelKind::Email(_) => 200,
+            ChannelKind::Webhook { .. }
+            | ChannelKind::Alertmanager { .. }
+            | ChannelKind::Exec { .. } => 500,
+            _ => 1000,
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             ChannelKind::Email(_) => "email",

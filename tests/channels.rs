@@ -535,20 +535,21 @@ fn test_notify_reports_each_channel() {
 }
 
 #[test]
-fn a_storm_of_1000_joins_is_one_message_per_channel_naming_every_device() {
+fn a_storm_of_1000_joins_is_a_few_bounded_messages_naming_every_device() {
     let (_dir, emu, rx, mon) =
         with_hook(|url| format!("[[notify]]\nkind = \"slack\"\nurl = \"{url}/slack\"\n"));
     assert_eq!(mon.check().code, 0);
     join(&emu, 1000);
     assert_eq!(mon.check().code, 2);
-    assert_eq!(rx.at("/hook").len(), 2, "baseline + one message");
+    // Bounded batches (F2): the webhook takes 500 events per message, a chat message is capped
+    // to its provider's length anyway.
+    assert_eq!(rx.at("/hook").len(), 3, "baseline + two messages");
     assert_eq!(rx.at("/slack").len(), 2, "baseline + one message");
-    let v = rx.at("/hook")[1].json();
-    assert_eq!(
-        v["events"].as_array().unwrap().len(),
-        1000,
-        "every device in the payload"
-    );
+    let events: usize = rx.at("/hook")[1..]
+        .iter()
+        .map(|r| r.json()["events"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(events, 1000, "every device in the payloads");
     assert_eq!(mon.count_events("device.new"), 1000);
 }
 
@@ -1096,4 +1097,118 @@ fn matrix_alerts_arrive_in_a_synapse_room_and_mention_nobody() {
     assert!(!html.contains("<b>"), "{html}");
     assert_eq!(mon.check().code, 0);
     assert_eq!(syn.messages().len(), 2, "posted once");
+}
+
+/// F2: a rate-limited per-event channel makes progress. PagerDuty takes 20 events, then answers
+/// 429: the 20 it took are kept, and the next `check` sends only the 10 left, each event once.
+#[test]
+fn a_rate_limited_pagerduty_keeps_what_it_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let key = dir.path().join("routing-key");
+    std::fs::write(&key, "R0UT1NG\n").unwrap();
+    support::private(&key);
+    let mon = Monitor::new(
+        &emu.socket,
+        &format!(
+            "[[notify]]\nkind = \"pagerduty\"\nurl = \"{}/pd\"\nrouting_key_file = \"{}\"\n",
+            rx.url,
+            key.display()
+        ),
+    );
+    assert_eq!(mon.check().code, 0);
+    let mut doc = emulator::tailnet();
+    for i in 0..30 {
+        emulator::add_peer(
+            &mut doc,
+            &format!("nJOIN{i:02}CNTRL"),
+            &format!("joiner-{i:02}"),
+            6202,
+            &format!("100.101.2.{}", i + 10),
+        );
+    }
+    emu.set_status(doc);
+    rx.queue(&[200; 20]);
+    rx.queue(&[429]);
+    let r = mon.check();
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stdout.contains("10 alert(s) not delivered yet"), "{r:?}");
+    let r = mon.check();
+    assert!(!r.stdout.contains("not delivered"), "{r:?}");
+    let keys: Vec<String> = rx
+        .at("/pd")
+        .iter()
+        .map(|r| r.json()["dedup_key"].as_str().unwrap().to_owned())
+        .collect();
+    // The baseline, 20 accepted, the one refused, then the 10 left: nothing sent twice that
+    // was accepted.
+    assert_eq!(keys.len(), 1 + 20 + 1 + 10, "{keys:?}");
+    let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(distinct.len(), 31, "every device once, and the baseline");
+}
+
+/// F2: a message the channel refuses for good (a 400) is split into its events; the one refused
+/// alone goes to the dead letters, is reported once on the other channel as
+/// `monitor.delivery_failed`, and does not block the events after it.
+#[test]
+fn an_alert_refused_for_good_does_not_block_the_queue() {
+    let (_d, emu, rx, mon) = with_hook(|url| webhook("other", &format!("{url}/other")));
+    assert_eq!(mon.check().code, 0);
+    let mut doc = emulator::tailnet();
+    for (i, host) in ["too-long", "second", "third"].iter().enumerate() {
+        emulator::add_peer(
+            &mut doc,
+            &format!("nDEAD{i}CNTRL"),
+            host,
+            6202,
+            &format!("100.101.3.{}", i + 10),
+        );
+    }
+    emu.set_status(doc);
+    // The baseline went to both. Now: the batch of three to `hook` (400), its first event
+    // alone (400), the second and third alone (200); `other` takes everything.
+    rx.queue(&[400, 400]);
+    let r = mon.check();
+    assert!(
+        !r.stdout.contains("not delivered"),
+        "nothing left queued: {r:?}"
+    );
+    let kinds = hook_kinds(&rx);
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "device.new").count(),
+        3 + 1 + 2,
+        "the batch, the refused one alone, then the two after it: {kinds:?}"
+    );
+    let other: Vec<String> = rx
+        .at("/other")
+        .iter()
+        .flat_map(|r| {
+            r.json()["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        e["kind"].as_str().unwrap(),
+                        e["summary"].as_str().unwrap()
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let failed: Vec<&String> = other
+        .iter()
+        .filter(|k| k.starts_with("monitor.delivery_failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{other:?}");
+    assert!(
+        failed[0].contains("refused an alert for good"),
+        "{failed:?}"
+    );
+    // Nothing is retried: the next check sends nothing more to `hook`.
+    let before = rx.at("/hook").len();
+    assert_eq!(mon.check().code, 0);
+    assert_eq!(rx.at("/hook").len(), before);
 }

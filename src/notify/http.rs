@@ -17,6 +17,7 @@ use sha2::Sha256;
 use tokio::io::AsyncWriteExt;
 
 use super::render::{Context, Rendered};
+use super::SendError;
 use crate::config::{ChannelKind, Secret};
 use crate::model::{Event, Severity};
 use crate::sanitize;
@@ -136,14 +137,14 @@ pub async fn send(
     events: &[&Event],
     r: &Rendered,
     test: bool,
-) -> Result<(), String> {
+) -> Result<(), SendError> {
     let worst = events.iter().map(|e| e.severity).max().unwrap_or_default();
     let chat = |max: usize| cap(&format!("{}\n\n{}", r.subject, r.text.trim()), max);
     let c = client();
     let req = match kind {
         ChannelKind::Email(_) => unreachable!("email is sent by notify::email"),
         ChannelKind::Exec { command } => {
-            return exec(command, timeout, &payload(cx, events, r, test)).await
+            return Ok(exec(command, timeout, &payload(cx, events, r, test)).await?)
         }
         ChannelKind::Webhook { url, secret } => {
             let body =
@@ -265,7 +266,7 @@ pub async fn send(
             return pagerduty(c, url, routing_key, timeout, cx, events).await;
         }
         ChannelKind::Apprise { program, urls_file } => {
-            return apprise(program, urls_file, timeout, r).await;
+            return Ok(apprise(program, urls_file, timeout, r).await?);
         }
     };
     let resp = req.timeout(timeout).send().await.map_err(|e| {
@@ -277,9 +278,10 @@ pub async fn send(
         return Ok(());
     }
     let body = resp.text().await.unwrap_or_default();
-    Err(sanitize::line(
-        &format!("{}: HTTP {status}: {body}", kind.as_str()),
-        300,
+    Err(SendError::http(
+        status,
+        sanitize::line(&format!("{}: HTTP {status}: {body}", kind.as_str()), 300),
+        0,
     ))
 }
 
@@ -312,8 +314,10 @@ async fn pagerduty(
     timeout: Duration,
     cx: &Context,
     events: &[&Event],
-) -> Result<(), String> {
-    for e in events {
+) -> Result<(), SendError> {
+    // One request per event, in order: the events accepted before a failure are reported as
+    // accepted, so a rate limit never makes the same events go out again and again.
+    for (i, e) in events.iter().enumerate() {
         let severity = match e.severity {
             Severity::Critical => "critical",
             Severity::Warning => "warning",
@@ -346,13 +350,20 @@ async fn pagerduty(
             .json(&body)
             .send()
             .await
-            .map_err(|e| sanitize::line(&format!("pagerduty: {}", e.without_url()), 300))?;
+            .map_err(|e| SendError {
+                accepted: i,
+                ..SendError::from(sanitize::line(
+                    &format!("pagerduty: {}", e.without_url()),
+                    300,
+                ))
+            })?;
         if !resp.status().is_success() {
             let status = resp.status();
             let body = resp.text().await.unwrap_or_default();
-            return Err(sanitize::line(
-                &format!("pagerduty: HTTP {status}: {body}"),
-                300,
+            return Err(SendError::http(
+                status,
+                sanitize::line(&format!("pagerduty: HTTP {status}: {body}"), 300),
+                i,
             ));
         }
     }

@@ -40,16 +40,56 @@ pub fn backoff(attempts: i64) -> chrono::Duration {
     chrono::Duration::milliseconds((base as f64 * 1000.0 * jitter) as i64)
 }
 
+/// How many batches one drain sends through a channel at most (the rest waits for the next).
+const MAX_BATCHES: usize = 20;
+
+/// Why a channel did not take a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    /// One line, without secrets.
+    pub message: String,
+    /// How many events of the batch, in order, the channel accepted before it failed (channels
+    /// that send one request per event; 0 for the others).
+    pub accepted: usize,
+    /// The provider refused this message for good (an HTTP 4xx other than 408 and 429): sending
+    /// the same message again cannot succeed.
+    pub permanent: bool,
+}
+
+impl From<String> for SendError {
+    fn from(message: String) -> Self {
+        SendError {
+            message,
+            accepted: 0,
+            permanent: false,
+        }
+    }
+}
+
+impl SendError {
+    /// The error for an HTTP answer `status`, after `accepted` events went through.
+    pub fn http(status: reqwest::StatusCode, message: String, accepted: usize) -> Self {
+        SendError {
+            message,
+            accepted,
+            permanent: status.is_client_error()
+                && status != reqwest::StatusCode::REQUEST_TIMEOUT
+                && status != reqwest::StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+}
+
 /// Sends a batch of events through one channel, as one message. `test` marks a `test-notify`.
 pub async fn send(
     ch: &Channel,
     cx: &render::Context,
     events: &[&Event],
     test: bool,
-) -> Result<(), String> {
+) -> Result<(), SendError> {
     let rendered = render::render(cx, events);
     match &ch.kind {
-        ChannelKind::Email(cfg) => email::send(cfg, ch.timeout, &rendered).await,
+        ChannelKind::Email(cfg) => Ok(email::send(cfg, ch.timeout, &rendered).await?),
         other => http::send(other, ch.timeout, cx, events, &rendered, test).await,
     }
 }
@@ -90,44 +130,79 @@ pub async fn deliver(
     for _round in 0..2 {
         let mut escalated = false;
         for ch in channels {
-            let pending = store.claim(Some(&ch.name), now, LEASE, ignore_backoff)?;
-            if pending.is_empty() {
-                continue;
-            }
-            let ids: Vec<i64> = pending.iter().map(|p| p.outbox_id).collect();
-            let events: Vec<_> = pending.iter().map(|p| &p.event.event).collect();
-            let newest = pending
-                .iter()
-                .max_by_key(|p| p.event.id)
-                .expect("not empty");
-            let cx = render::Context {
-                anchor: Some(render::Anchor {
-                    event_id: newest.event.id,
-                    hash: newest.hash.clone(),
-                }),
-                batch: Some(batch_id(&ids)),
-                ..cx.clone()
-            };
-            match send(ch, &cx, &events, false).await {
-                Ok(()) => {
-                    store.mark_delivered(&ids, Utc::now())?;
-                    info!(channel = %ch.name, events = ids.len(), "delivered");
-                    report.delivered += ids.len();
+            // Every channel makes progress under a rate or size limit: bounded batches, each
+            // kept once accepted; a message refused for good is sent event by event, and an
+            // event refused alone goes to the dead letters instead of blocking the queue.
+            let mut limit = ch.kind.batch_limit();
+            for _batch in 0..MAX_BATCHES {
+                let pending = store.claim(Some(&ch.name), now, LEASE, ignore_backoff, limit)?;
+                if pending.is_empty() {
+                    break;
                 }
-                Err(e) => {
-                    let attempts = pending.iter().map(|p| p.attempts).max().unwrap_or(0) + 1;
-                    let next = Utc::now() + backoff(attempts);
-                    store.mark_failed(&ids, &e, next)?;
-                    warn!(channel = %ch.name, events = ids.len(), attempts, error = %e, next_try = %next.to_rfc3339(), "delivery failed, will retry");
-                    let limit =
-                        chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
-                    let stale = store.take_stale(&ch.name, now - limit)?;
-                    if !stale.is_empty() {
-                        escalate(store, channels, ch, &e, stale.len(), max_age)?;
-                        escalated = true;
+                let ids: Vec<i64> = pending.iter().map(|p| p.outbox_id).collect();
+                let events: Vec<_> = pending.iter().map(|p| &p.event.event).collect();
+                let newest = pending
+                    .iter()
+                    .max_by_key(|p| p.event.id)
+                    .expect("not empty");
+                let cx = render::Context {
+                    anchor: Some(render::Anchor {
+                        event_id: newest.event.id,
+                        hash: newest.hash.clone(),
+                    }),
+                    batch: Some(batch_id(&ids)),
+                    ..cx.clone()
+                };
+                let e = match send(ch, &cx, &events, false).await {
+                    Ok(()) => {
+                        store.mark_delivered(&ids, Utc::now())?;
+                        info!(channel = %ch.name, events = ids.len(), "delivered");
+                        report.delivered += ids.len();
+                        continue;
                     }
-                    report.failed.push((ch.name.clone(), e));
+                    Err(e) => e,
+                };
+                let (done, rest) = ids.split_at(e.accepted.min(ids.len()));
+                if !done.is_empty() {
+                    store.mark_delivered(done, Utc::now())?;
+                    report.delivered += done.len();
                 }
+                if e.permanent && rest.len() > 1 {
+                    warn!(channel = %ch.name, events = rest.len(), error = %e, "the channel refused the message; sending its events one by one");
+                    store.mark_failed(rest, &e.message, now)?;
+                    limit = 1;
+                    continue;
+                }
+                if e.permanent {
+                    store.mark_dead(rest, &e.message, Utc::now())?;
+                    error!(channel = %ch.name, error = %e, "the channel refused an alert for good; it is kept in the log and reported on the other channels");
+                    dead_letter(
+                        store,
+                        channels,
+                        ch,
+                        &e.message,
+                        &pending[done.len()].event.event,
+                    )?;
+                    escalated = true;
+                    report.failed.push((ch.name.clone(), e.message));
+                    continue;
+                }
+                let attempts = pending.iter().map(|p| p.attempts).max().unwrap_or(0) + 1;
+                let next = Utc::now() + backoff(attempts);
+                store.mark_failed(rest, &e.message, next)?;
+                warn!(channel = %ch.name, events = rest.len(), delivered = done.len(), attempts, error = %e, next_try = %next.to_rfc3339(), "delivery failed, will retry");
+                let limit = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+                let stale = store.take_stale(
+                    &ch.name,
+                    now.checked_sub_signed(limit)
+                        .unwrap_or(DateTime::<Utc>::MIN_UTC),
+                )?;
+                if !stale.is_empty() {
+                    escalate(store, channels, ch, &e.message, stale.len(), max_age)?;
+                    escalated = true;
+                }
+                report.failed.push((ch.name.clone(), e.message));
+                break;
             }
         }
         if !escalated {
@@ -135,6 +210,31 @@ pub async fn deliver(
         }
     }
     Ok(report)
+}
+
+/// `monitor.delivery_failed` for one alert the channel refused for good, on the other channels.
+fn dead_letter(
+    store: &mut Store,
+    channels: &[Channel],
+    failing: &Channel,
+    error: &str,
+    refused: &Event,
+) -> Result<(), StoreError> {
+    let mut e = Event::new(
+        EventKind::MonitorDeliveryFailed,
+        Utc::now(),
+        format!(
+            "Channel {} refused an alert for good ({}): {}",
+            failing.name, refused.kind, refused.summary
+        ),
+    );
+    e.detail = error.to_owned();
+    let routes: Vec<_> = channels
+        .iter()
+        .filter(|c| c.name != failing.name)
+        .map(|c| c.route.clone())
+        .collect();
+    store.record_event(&routes, e)
 }
 
 /// Logs `monitor.delivery_failed` and queues it on every channel but the failing one.

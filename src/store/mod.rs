@@ -141,6 +141,11 @@ ALTER TABLE devices ADD COLUMN last_handshake TEXT;
     r#"
 ALTER TABLE outbox ADD COLUMN escalated INTEGER NOT NULL DEFAULT 0;
 "#,
+    // A delivery its channel refused for good (a 4xx other than 408/429): out of the queue, kept
+    // for the record, never retried, never blocking what comes after it.
+    r#"
+ALTER TABLE outbox ADD COLUMN dead_ms INTEGER;
+"#,
 ];
 
 /// Where an event is delivered: a channel name and its filter.
@@ -576,7 +581,7 @@ impl Store {
             failed_attempts: pairs(
                 "SELECT channel, SUM(attempts - (delivered_ms IS NOT NULL)) FROM outbox GROUP BY channel ORDER BY channel",
             )?,
-            pending: pairs("SELECT channel, COUNT(*) FROM outbox WHERE delivered_ms IS NULL GROUP BY channel ORDER BY channel")?,
+            pending: pairs("SELECT channel, COUNT(*) FROM outbox WHERE delivered_ms IS NULL AND dead_ms IS NULL GROUP BY channel ORDER BY channel")?,
             health: load_health(&self.conn).map_err(&e)?,
             presence: self
                 .presence()?
@@ -842,6 +847,33 @@ mod tests {
         Store::open(&state).unwrap(); // re-open is a no-op migration
     }
 
+    /// F2: a claim never returns more rows than the batch limit, oldest first; a dead row is out
+    /// of the queue for good.
+    #[test]
+    fn claims_are_bounded_and_dead_rows_leave_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let now = Utc::now();
+        s.commit_pass(&route(), now, |_, h| (outcome(25), h.clone(), true))
+            .unwrap();
+        let lease = Duration::from_secs(60);
+        let first = s.claim(None, now, lease, true, 10).unwrap();
+        assert_eq!(first.len(), 10);
+        let ids: Vec<i64> = first.iter().map(|p| p.outbox_id).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "oldest first");
+        s.mark_dead(&ids[..1], "HTTP 400", now).unwrap();
+        s.mark_failed(&ids[1..], "HTTP 429", now).unwrap();
+        // 24 left in the queue: two full claims and the rest (claimed rows are leased).
+        assert_eq!(s.claim(None, now, lease, true, 10).unwrap().len(), 10);
+        assert_eq!(s.claim(None, now, lease, true, 10).unwrap().len(), 10);
+        assert_eq!(s.claim(None, now, lease, true, 10).unwrap().len(), 4);
+        assert_eq!(
+            s.outbox_depth().unwrap().pending,
+            24,
+            "the dead one is not pending"
+        );
+    }
+
     #[test]
     fn pass_queues_deliveries_and_outbox_leases() {
         let dir = tempfile::tempdir().unwrap();
@@ -852,10 +884,12 @@ mod tests {
             .unwrap();
         assert_eq!(c.queued, 2);
         let lease = Duration::from_secs(60);
-        let got = s.claim(None, now, lease, false).unwrap();
+        let got = s.claim(None, now, lease, false, usize::MAX).unwrap();
         assert_eq!(got.len(), 2);
         assert!(
-            s.claim(None, now, lease, false).unwrap().is_empty(),
+            s.claim(None, now, lease, false, usize::MAX)
+                .unwrap()
+                .is_empty(),
             "leased"
         );
         s.mark_failed(
@@ -866,11 +900,13 @@ mod tests {
         .unwrap();
         s.mark_delivered(&[got[1].outbox_id], now).unwrap();
         assert!(
-            s.claim(None, now, lease, false).unwrap().is_empty(),
+            s.claim(None, now, lease, false, usize::MAX)
+                .unwrap()
+                .is_empty(),
             "backoff"
         );
         assert_eq!(
-            s.claim(None, now, lease, true).unwrap().len(),
+            s.claim(None, now, lease, true, usize::MAX).unwrap().len(),
             1,
             "check ignores backoff"
         );
@@ -914,7 +950,9 @@ mod tests {
                 dropped: 0
             }]
         );
-        let got = s.claim(None, now, Duration::from_secs(60), true).unwrap();
+        let got = s
+            .claim(None, now, Duration::from_secs(60), true, usize::MAX)
+            .unwrap();
         assert_eq!(got.len(), 2);
         assert!(got.iter().all(|p| p.channel == "email"));
         assert!(s.reroute_orphans(&new_routes, now).unwrap().is_empty());

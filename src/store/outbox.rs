@@ -7,13 +7,15 @@ use rusqlite::{params, TransactionBehavior};
 use super::*;
 
 impl Store {
-    /// Claims due deliveries (all pending ones if `ignore_backoff`), leasing them for `lease`.
+    /// Claims at most `limit` due deliveries, oldest first (all pending ones if `ignore_backoff`),
+    /// leasing them for `lease`.
     pub fn claim(
         &mut self,
         channel: Option<&str>,
         now: DateTime<Utc>,
         lease: Duration,
         ignore_backoff: bool,
+        limit: usize,
     ) -> Result<Vec<Pending>> {
         let e = sqlite_err(&self.path);
         let tx = self
@@ -26,15 +28,17 @@ impl Store {
                 .prepare(
                     "SELECT o.id, o.channel, o.attempts, o.created_ms, e.id, e.pass, e.data, e.hash
                      FROM outbox o JOIN events e ON e.id = o.event_id
-                     WHERE o.delivered_ms IS NULL
+                     WHERE o.delivered_ms IS NULL AND o.dead_ms IS NULL
                        AND (o.lease_until_ms IS NULL OR o.lease_until_ms <= ?1)
                        AND (?2 OR o.next_try_ms <= ?1)
                        AND (?3 IS NULL OR o.channel = ?3)
-                     ORDER BY o.id",
+                     ORDER BY o.id
+                     LIMIT ?4",
                 )
                 .map_err(&e)?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let rows = stmt
-                .query_map(params![ms(now), ignore_backoff, channel], |r| {
+                .query_map(params![ms(now), ignore_backoff, channel, limit], |r| {
                     Ok((
                         r.get(0)?,
                         r.get(1)?,
@@ -106,7 +110,7 @@ impl Store {
                 .prepare(
                     "SELECT o.id, o.channel, o.event_id, e.data
                      FROM outbox o JOIN events e ON e.id = o.event_id
-                     WHERE o.delivered_ms IS NULL
+                     WHERE o.delivered_ms IS NULL AND o.dead_ms IS NULL
                        AND (o.lease_until_ms IS NULL OR o.lease_until_ms <= ?1)
                        AND o.channel NOT IN (SELECT value FROM json_each(?2))
                      ORDER BY o.id",
@@ -195,6 +199,23 @@ impl Store {
         tx.commit().map_err(&e)
     }
 
+    /// Takes rows out of the queue for good: their channel refused them permanently.
+    pub fn mark_dead(&mut self, ids: &[i64], error: &str, now: DateTime<Utc>) -> Result<()> {
+        let e = sqlite_err(&self.path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        for id in ids {
+            tx.execute(
+                "UPDATE outbox SET dead_ms = ?2, attempts = attempts + 1, last_error = ?3, lease_until_ms = NULL, escalated = 1 WHERE id = ?1",
+                params![id, ms(now), error],
+            )
+            .map_err(&e)?;
+        }
+        tx.commit().map_err(&e)
+    }
+
     /// Undelivered rows of `channel` that have failed and were queued before `before`, not yet
     /// reported as a delivery failure. Marks them reported.
     pub fn take_stale(&mut self, channel: &str, before: DateTime<Utc>) -> Result<Vec<i64>> {
@@ -206,7 +227,7 @@ impl Store {
         let ids: Vec<i64> = {
             let mut stmt = tx
                 .prepare(
-                    "SELECT id FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL AND last_error IS NOT NULL
+                    "SELECT id FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL AND dead_ms IS NULL AND last_error IS NOT NULL
                      AND escalated = 0 AND created_ms < ?2",
                 )
                 .map_err(&e)?;
@@ -231,8 +252,8 @@ impl Store {
         self.conn
             .query_row(
                 "SELECT COUNT(*), COUNT(last_error),
-                        (SELECT last_error FROM outbox WHERE delivered_ms IS NULL AND last_error IS NOT NULL ORDER BY id DESC LIMIT 1)
-                 FROM outbox WHERE delivered_ms IS NULL",
+                        (SELECT last_error FROM outbox WHERE delivered_ms IS NULL AND dead_ms IS NULL AND last_error IS NOT NULL ORDER BY id DESC LIMIT 1)
+                 FROM outbox WHERE delivered_ms IS NULL AND dead_ms IS NULL",
                 [],
                 |r| {
                     Ok(OutboxDepth {
@@ -250,7 +271,7 @@ impl Store {
         let v: Option<i64> = self
             .conn
             .query_row(
-                "SELECT MIN(MAX(next_try_ms, COALESCE(lease_until_ms, 0))) FROM outbox WHERE delivered_ms IS NULL",
+                "SELECT MIN(MAX(next_try_ms, COALESCE(lease_until_ms, 0))) FROM outbox WHERE delivered_ms IS NULL AND dead_ms IS NULL",
                 [],
                 |r| r.get(0),
             )
