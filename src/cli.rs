@@ -268,6 +268,16 @@ pub async fn main(cli: Cli) -> ExitCode {
     }
 }
 
+/// A hash read from the database, as it may reach a terminal: 64 hex digits, or what it is not
+/// (a stored value with escape sequences must not repaint `audit`'s verdict).
+fn shown_hash(h: &str) -> String {
+    if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        h.to_owned()
+    } else {
+        format!("(not a hash: {} bytes)", h.len())
+    }
+}
+
 /// Nagios-style status line and exit code for one `check`.
 pub fn status_line(
     report: &PassReport,
@@ -286,7 +296,10 @@ pub fn status_line(
     );
     if let Err(e) = &report.seen {
         return (
-            format!("TAILSCALE UNKNOWN - {} {perf}", sanitize::line(&e.0, 300)),
+            format!(
+                "TAILSCALE UNKNOWN - {} {perf}",
+                sanitize::line(&e.0, 300).replace('|', "¦")
+            ),
             3,
         );
     }
@@ -372,6 +385,8 @@ pub fn status_line(
         );
     }
     let label = ["OK", "WARNING", "CRITICAL", "UNKNOWN"][code as usize];
+    // `|` starts the perfdata: one in a device name must not end the text early.
+    let text = text.replace('|', "¦");
     (format!("TAILSCALE {label} - {text} {perf}"), code)
 }
 
@@ -497,7 +512,10 @@ fn parse_since(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
         return Ok(t.with_timezone(&Utc));
     }
     match humantime::parse_duration(s) {
-        Ok(d) => Ok(now - chrono::Duration::from_std(d)?),
+        Ok(d) => chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .with_context(|| format!("--since `{s}`: further back than time goes")),
         Err(_) => bail!(
             "--since `{s}`: expected an RFC 3339 time (2026-11-24T08:00:00Z) or an age (90m, 2d)"
         ),
@@ -882,7 +900,10 @@ fn audit(explicit: Option<&Path>, anchors: &[String]) -> anyhow::Result<bool> {
         }
         None => match &head {
             Some((id, hash)) => {
-                println!("event log chain intact: {count} events, head {id}:{hash}")
+                println!(
+                    "event log chain intact: {count} events, head {id}:{}",
+                    shown_hash(&hash)
+                )
             }
             None => println!("event log empty"),
         },
@@ -891,7 +912,7 @@ fn audit(explicit: Option<&Path>, anchors: &[String]) -> anyhow::Result<bool> {
         match store.event_hash(id)? {
             Some(h) if h == want => println!("anchor {id}:{want} matches"),
             Some(h) => {
-                println!("ALTERED: event #{id} now hashes to {h}, the anchor says {want}: the log was rewritten after that alert was sent");
+                println!("ALTERED: event #{id} now hashes to {}, the anchor says {want}: the log was rewritten after that alert was sent", shown_hash(&h));
                 intact = false;
             }
             None => {

@@ -54,6 +54,9 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The longest duration a config key takes (F20: `"1000000y"` must be an error, not a panic).
+const MAX_DURATION: Duration = Duration::from_secs(100 * 366 * 86_400);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
     /// tailscaled's LocalAPI over its unix socket (default).
@@ -529,6 +532,12 @@ impl Ctx<'_> {
         match s {
             None => Ok(default),
             Some(v) => match humantime::parse_duration(v.get_ref()) {
+                // Bounded, so that every deadline computed from it stays representable.
+                Ok(d) if d > MAX_DURATION => Err(self.at(
+                    v,
+                    key,
+                    format!("`{}` is longer than 100 years", v.get_ref()),
+                )),
                 Ok(d) if !d.is_zero() => Ok(d),
                 Ok(_) => Err(self.at(v, key, "must be greater than zero")),
                 Err(e) => Err(self.at(
@@ -1485,6 +1494,21 @@ smtp = "smtp://127.0.0.1:25"
             }
         );
         assert!(c.render().contains("smtp = \"smtp://127.0.0.1:25\""));
+    }
+
+    /// F20: a duration too long to add to a time is a config error naming the key, not a panic
+    /// at the first failed delivery.
+    #[test]
+    fn endless_durations_are_refused_with_the_key() {
+        let e = err(&format!(
+            "{MINIMAL}\n[alerts]\ndelivery_max_age = \"1000000y\"\n"
+        ));
+        assert!(
+            e.contains("alerts.delivery_max_age") && e.contains("longer than 100 years"),
+            "{e}"
+        );
+        let e = err(&format!("{MINIMAL}\n[digest]\nevery = \"1000000y\"\n"));
+        assert!(e.contains("longer than 100 years"), "{e}");
     }
 
     #[test]

@@ -25,8 +25,10 @@ pub fn record_if_due(
     let Some(since) = store.digest_at()?.or(store.baseline_at()?) else {
         return Ok(false);
     };
-    let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
-    if now < since + every {
+    let due = chrono::Duration::from_std(every)
+        .ok()
+        .and_then(|every| since.checked_add_signed(every));
+    if due.is_none_or(|due| now < due) {
         return Ok(false);
     }
     let ev = build(store, since, now)?;

@@ -440,3 +440,55 @@ fn version_man_page_and_completions() {
         "{metrics}"
     );
 }
+
+/// F15: a device name cannot inject Nagios perfdata: the status line has exactly one `|`.
+#[test]
+fn a_device_name_cannot_inject_perfdata() {
+    let (_d, emu, mon) = setup();
+    mon.check();
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(
+        &mut doc,
+        "nPIPECNTRL",
+        "db | devices=0;1;1",
+        6202,
+        "100.101.1.88",
+    );
+    emu.set_status(doc);
+    let r = mon.check();
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(r.stdout.matches('|').count(), 1, "{r:?}");
+    assert!(
+        r.stdout.contains("| devices=6 "),
+        "the real perfdata: {r:?}"
+    );
+}
+
+/// F13: `audit` never prints a stored hash that is not 64 hex digits: escape sequences planted in
+/// the database cannot repaint its verdict.
+#[test]
+fn audit_does_not_print_a_planted_escape_sequence() {
+    let (_d, _emu, mon) = setup();
+    mon.check();
+    let before = mon.run(&["audit"]);
+    let anchor = before
+        .stdout
+        .split("head ")
+        .nth(1)
+        .map(|s| s.trim().to_owned())
+        .unwrap();
+    let db = rusqlite::Connection::open(mon.dir.path().join("state/state.db")).unwrap();
+    db.execute_batch(
+        "DROP TRIGGER events_append_only_update;
+         UPDATE events SET hash = char(27) || '[2A' || char(27) || '[2K' || char(13) || 'event log chain intact' || char(10) || 'anchor matches' WHERE id = 1;",
+    )
+    .unwrap();
+    drop(db);
+    let r = mon.run(&["audit", "--anchor", &anchor]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        !r.stdout.contains('\x1b') && !r.stdout.contains('\r'),
+        "{r:?}"
+    );
+    assert!(r.stdout.contains("not a hash"), "{r:?}");
+}

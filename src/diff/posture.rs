@@ -383,10 +383,59 @@ fn tailnet(o: &mut Out, i: &Inputs) {
     }
 }
 
-/// The policy as JSON (HuJSON: comments and trailing commas allowed).
+/// The deepest policy read: json5 recurses without a limit, and a policy nested some 48,000
+/// deep overflows the stack (an abort nothing can catch). Real policies nest a handful deep.
+const MAX_POLICY_DEPTH: usize = 256;
+/// The largest policy read (Tailscale caps a policy file at 1 MiB).
+const MAX_POLICY_BYTES: usize = 4 << 20;
+
+/// The policy as JSON (HuJSON: comments and trailing commas allowed), bounded in size and
+/// nesting before the parser sees it.
 fn policy_json(c: &ControlSnapshot) -> Option<Result<Value, String>> {
     let p = c.policy.as_ref()?;
-    Some(json5::from_str::<Value>(&p.text).map_err(|e| format!("the policy does not parse: {e}")))
+    Some(parse_policy(&p.text))
+}
+
+fn parse_policy(text: &str) -> Result<Value, String> {
+    if text.len() > MAX_POLICY_BYTES {
+        return Err(format!(
+            "the policy is larger than {MAX_POLICY_BYTES} bytes ({} bytes): not read",
+            text.len()
+        ));
+    }
+    let depth = nesting_depth(&super::control::strip_comments(text));
+    if depth > MAX_POLICY_DEPTH {
+        return Err(format!(
+            "the policy nests {depth} deep, more than {MAX_POLICY_DEPTH}: not read"
+        ));
+    }
+    json5::from_str::<Value>(text).map_err(|e| format!("the policy does not parse: {e}"))
+}
+
+/// The deepest nesting of `[` and `{` outside double-quoted strings (comments already removed).
+fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
+    for c in text.chars() {
+        if in_str {
+            match c {
+                _ if esc => esc = false,
+                '\\' => esc = true,
+                '"' => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_str = true,
+            '[' | '{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 fn strings(v: &Value) -> Vec<&str> {
@@ -1158,6 +1207,19 @@ pub fn known(r: &Report) -> KnownPosture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// F3: a policy nested 100,000 deep is an error, not a stack overflow; brackets in strings
+    /// and comments do not count.
+    #[test]
+    fn a_deeply_nested_policy_is_refused_before_the_parser() {
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        let e = parse_policy(&deep).unwrap_err();
+        assert!(e.contains("nests 100000 deep"), "{e}");
+        let ok = r#"{"acls": [{"src": ["[[[[["], "dst": ["*:*"]}] // [[[[[[
+        }"#;
+        assert_eq!(nesting_depth(&crate::diff::control::strip_comments(ok)), 4);
+        assert!(parse_policy(ok).is_ok());
+    }
     use crate::model::control::{ControlDevice, PolicyDoc};
     use crate::model::posture::{ControlPosture, DeviceFacts};
     use crate::model::StableNodeId;

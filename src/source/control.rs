@@ -93,6 +93,23 @@ pub(crate) fn client(timeout: Duration) -> reqwest::Client {
         .expect("static client config")
 }
 
+/// The longest a `Retry-After` is honoured: past it the control plane is read again (a hostile
+/// or broken answer must not park polling for ever, nor overflow a deadline).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` in seconds or as an HTTP date, clamped to 1 s – [`MAX_RETRY_AFTER`].
+pub fn parse_retry_after(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let v = v.trim();
+    let secs = match v.parse::<u64>() {
+        Ok(s) => s,
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+            u64::try_from((at.with_timezone(&chrono::Utc) - now).num_seconds()).unwrap_or(0)
+        }
+    };
+    Some(Duration::from_secs(secs).clamp(Duration::from_secs(1), MAX_RETRY_AFTER))
+}
+
 /// A non-2xx answer as one line: the status, the API's message, and a hint for 401/403.
 pub(crate) async fn http_error(what: &str, resp: reqwest::Response) -> ControlError {
     let status = resp.status();
@@ -100,8 +117,7 @@ pub(crate) async fn http_error(what: &str, resp: reqwest::Response) -> ControlEr
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
     let body = resp.text().await.unwrap_or_default();
     let msg = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
@@ -147,4 +163,31 @@ pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
 pub(crate) fn time(s: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
     let t = chrono::DateTime::parse_from_rfc3339(s?).ok()?;
     (t.timestamp() > 0).then(|| t.with_timezone(&chrono::Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// F3: a `Retry-After` of any size is a bounded wait, in seconds or as an HTTP date.
+    #[test]
+    fn retry_after_is_clamped() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let p = |v| parse_retry_after(v, now);
+        assert_eq!(p("18446744073709551615"), Some(MAX_RETRY_AFTER));
+        assert_eq!(p("99999999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(p("0"), Some(Duration::from_secs(1)));
+        assert_eq!(p(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(
+            p("Tue, 01 Dec 2026 10:02:00 GMT"),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            p("Tue, 01 Dec 2026 09:00:00 GMT"),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(p("soon"), None);
+    }
 }

@@ -251,8 +251,7 @@ impl TailscaleApi {
             .json()
             .await
             .map_err(|e| self.err(format!("OAuth token: malformed JSON: {e}")))?;
-        let life = Duration::from_secs(t.expires_in.unwrap_or(3600));
-        let until = Instant::now() + life.saturating_sub(Duration::from_secs(60));
+        let until = token_deadline(Instant::now(), t.expires_in);
         *cached = Some((t.access_token.clone(), until));
         Ok(t.access_token)
     }
@@ -489,5 +488,25 @@ impl TailscaleApi {
             );
         }
         Ok(snap)
+    }
+}
+
+/// When a token given `expires_in` seconds ago should be renewed: a minute early, and never
+/// later than a day however long the server says (an `expires_in` of 2^64−1 must not overflow).
+fn token_deadline(now: Instant, expires_in: Option<u64>) -> Instant {
+    let life = Duration::from_secs(expires_in.unwrap_or(3600).min(86_400));
+    now.checked_add(life.saturating_sub(Duration::from_secs(60)))
+        .unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    /// F3: any `expires_in` is a deadline within a day.
+    #[test]
+    fn an_endless_token_is_renewed_within_a_day() {
+        let now = std::time::Instant::now();
+        let d = super::token_deadline(now, Some(u64::MAX));
+        assert!(d > now && d <= now + std::time::Duration::from_secs(86_400));
+        assert_eq!(super::token_deadline(now, Some(0)), now);
     }
 }
