@@ -902,7 +902,7 @@ fn audit(explicit: Option<&Path>, anchors: &[String]) -> anyhow::Result<bool> {
             Some((id, hash)) => {
                 println!(
                     "event log chain intact: {count} events, head {id}:{}",
-                    shown_hash(&hash)
+                    shown_hash(hash)
                 )
             }
             None => println!("event log empty"),
