@@ -1032,10 +1032,28 @@ fn apprise_delivers_through_the_real_cli() {
     let target = rx.url.replace("http://", "json://") + "/apprise";
     std::fs::write(&urls, format!("# one URL per line\n{target}\n")).unwrap();
     support::private(&urls);
+    // F5: what every local user can read of the child (its command line): recorded by a wrapper
+    // in front of the real CLI.
+    let argv = dir.path().join("argv");
+    let wrapper = dir.path().join("apprise-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\nexec '{apprise}' \"$@\"\n",
+            argv.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let mon = Monitor::new(
         &emu.socket,
         &format!(
-            "[[notify]]\nkind = \"apprise\"\nprogram = \"{apprise}\"\nurls_file = \"{}\"\ntimeout = \"60s\"\n",
+            "[[notify]]\nkind = \"apprise\"\nprogram = \"{}\"\nurls_file = \"{}\"\ntimeout = \"60s\"\n",
+            wrapper.display(),
             urls.display()
         ),
     );
@@ -1052,6 +1070,47 @@ fn apprise_delivers_through_the_real_cli() {
     assert!(v["message"].as_str().unwrap().contains("joiner-0"), "{v}");
     let r = mon.run(&["config", "check"]);
     assert!(!r.stdout.contains(&target), "the URLs stay in their file");
+    let argv = std::fs::read_to_string(&argv).unwrap();
+    assert!(
+        !argv.contains("json://") && argv.contains("--config"),
+        "no service URL on the command line: {argv}"
+    );
+}
+
+/// F12: a child (here `exec`) inherits none of the monitor's environment: a password given to
+/// the monitor in its environment never reaches the program.
+#[test]
+fn an_exec_child_does_not_inherit_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let env_file = dir.path().join("env");
+    let script = dir.path().join("dump-env");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\nenv > '{}'\n",
+            env_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mon = Monitor::new(
+        &emu.socket,
+        &format!(
+            "[[notify]]\nkind = \"exec\"\ncommand = [\"{}\"]\n",
+            script.display()
+        ),
+    );
+    let r: support::Run = mon
+        .cmd(&["check"])
+        .env("TAILSCALE_MONITOR_SMTP_PASSWORD", "s3cret-in-env")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 0, "{r:?}");
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(!env.contains("s3cret-in-env"), "{env}");
+    assert!(env.contains("PATH="), "{env}");
 }
 
 /// The `matrix` channel against a real homeserver (Synapse from PyPI): the alert arrives in the

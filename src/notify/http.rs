@@ -388,12 +388,16 @@ async fn apprise(
     if urls.is_empty() {
         return Err(format!("apprise: {} lists no URL", urls_file.display()));
     }
-    let child = tokio::process::Command::new(program)
+    // The URLs hold the services' credentials: Apprise reads them from the file itself
+    // (`--config`, its TEXT format: one URL per line), so they never appear in a command line
+    // every local user can read in /proc. Read here only to check the file and to redact.
+    let child = child_command(program)
         .arg("-t")
         .arg(sanitize::line(&r.subject, 250))
         .arg("-b")
         .arg(cap(r.text.trim(), 30_000))
-        .args(&urls)
+        .arg("--config")
+        .arg(urls_file)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -421,9 +425,22 @@ async fn apprise(
     ))
 }
 
+/// A child process that inherits none of the monitor's environment (which may hold
+/// `TAILSCALE_MONITOR_SMTP_PASSWORD` and the like): a fixed `PATH` and `LANG` only.
+fn child_command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(program);
+    c.env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("LANG", "C.UTF-8");
+    c
+}
+
 /// Runs the program (no shell) with the payload on stdin; success is exit status 0.
 async fn exec(command: &[String], timeout: Duration, payload: &Value) -> Result<(), String> {
-    let mut child = tokio::process::Command::new(&command[0])
+    let mut child = child_command(&command[0])
         .args(&command[1..])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
