@@ -463,17 +463,37 @@ pub fn default_socket() -> PathBuf {
         "/tmp/tailscale/tailscaled.sock",
         "/perm/tailscaled/tailscaled.sock",
     ];
-    CANDIDATES
+    let candidates: Vec<PathBuf> = CANDIDATES.iter().map(PathBuf::from).collect();
+    first_trusted(&candidates).unwrap_or_else(|| {
+        if Path::new("/var/run").is_dir() {
+            PathBuf::from(CANDIDATES[0])
+        } else {
+            PathBuf::from("tailscaled.sock")
+        }
+    })
+}
+
+/// The first candidate that is tailscaled's: a socket (not a link to one) owned by root, in a
+/// directory owned by root that nobody else may write. A socket any local user made in `/tmp`
+/// (QNAP's path) is never chosen by default (F9); name it with `[tailscale] socket` if it must be.
+fn first_trusted(candidates: &[PathBuf]) -> Option<PathBuf> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    candidates
         .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .unwrap_or_else(|| {
-            if Path::new("/var/run").is_dir() {
-                PathBuf::from(CANDIDATES[0])
-            } else {
-                PathBuf::from("tailscaled.sock")
-            }
+        .find(|p| {
+            let Ok(m) = std::fs::symlink_metadata(p) else {
+                return false;
+            };
+            let Some(dir) = p.parent().and_then(|d| std::fs::symlink_metadata(d).ok()) else {
+                return false;
+            };
+            m.file_type().is_socket()
+                && m.uid() == 0
+                && dir.is_dir()
+                && dir.uid() == 0
+                && dir.mode() & 0o022 == 0
         })
+        .cloned()
 }
 
 struct Ctx<'a> {
@@ -1494,6 +1514,32 @@ smtp = "smtp://127.0.0.1:25"
             }
         );
         assert!(c.render().contains("smtp = \"smtp://127.0.0.1:25\""));
+    }
+
+    /// F9: a socket a local user made at a candidate path is never the default.
+    #[test]
+    fn a_socket_planted_by_a_user_is_never_the_default() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let planted = dir.path().join("tailscale");
+        std::fs::create_dir(&planted).unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let sock = planted.join("tailscaled.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        // World-writable directory (as /tmp is): refused whoever owns the socket.
+        assert_eq!(first_trusted(&[sock.clone()]), None);
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            // The same socket handed to another user: refused.
+            std::os::unix::fs::lchown(&sock, Some(65534), Some(65534)).unwrap();
+            assert_eq!(first_trusted(&[sock.clone()]), None);
+            std::os::unix::fs::lchown(&sock, Some(0), Some(0)).unwrap();
+            let _ = std::os::unix::fs::lchown(dir.path(), Some(0), Some(0));
+            assert_eq!(first_trusted(&[sock.clone()]), Some(sock));
+        } else {
+            assert_eq!(first_trusted(&[sock]), None, "not owned by root");
+        }
     }
 
     /// F20: a duration too long to add to a time is a config error naming the key, not a panic
