@@ -1527,16 +1527,16 @@ smtp = "smtp://127.0.0.1:25"
         let sock = planted.join("tailscaled.sock");
         let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         // World-writable directory (as /tmp is): refused whoever owns the socket.
-        assert_eq!(first_trusted(&[sock.clone()]), None);
+        assert_eq!(first_trusted(std::slice::from_ref(&sock)), None);
         std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o755)).unwrap();
         let root = unsafe { libc::geteuid() } == 0;
         if root {
             // The same socket handed to another user: refused.
             std::os::unix::fs::lchown(&sock, Some(65534), Some(65534)).unwrap();
-            assert_eq!(first_trusted(&[sock.clone()]), None);
+            assert_eq!(first_trusted(std::slice::from_ref(&sock)), None);
             std::os::unix::fs::lchown(&sock, Some(0), Some(0)).unwrap();
             let _ = std::os::unix::fs::lchown(dir.path(), Some(0), Some(0));
-            assert_eq!(first_trusted(&[sock.clone()]), Some(sock));
+            assert_eq!(first_trusted(std::slice::from_ref(&sock)), Some(sock));
         } else {
             assert_eq!(first_trusted(&[sock]), None, "not owned by root");
         }
