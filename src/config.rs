@@ -1242,14 +1242,36 @@ fn channel(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<Channel, ConfigError> {
     })
 }
 
+/// A URL from the config as an error may repeat it: scheme and host only. A webhook URL's path
+/// and a URL's user and password are credentials (Slack, Discord, Teams), and an error ends up in
+/// the journal (F18).
+fn shown_url(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return format!("({} characters, not a URL)", text.chars().count());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    let more = if rest.len() > authority.len() {
+        "/…"
+    } else {
+        ""
+    };
+    crate::sanitize::line(&format!("{scheme}://{host}{more}"), 120)
+}
+
 fn http_url(cx: &Ctx, raw: &Spanned<String>, key: &str) -> Result<url::Url, ConfigError> {
-    let u = url::Url::parse(raw.get_ref())
-        .map_err(|e| cx.at(raw, key, format!("`{}` is not a URL: {e}", raw.get_ref())))?;
+    let u = url::Url::parse(raw.get_ref()).map_err(|e| {
+        cx.at(
+            raw,
+            key,
+            format!("`{}` is not a URL: {e}", shown_url(raw.get_ref())),
+        )
+    })?;
     if !matches!(u.scheme(), "http" | "https") {
         return Err(cx.at(
             raw,
             key,
-            format!("`{}` must be http:// or https://", raw.get_ref()),
+            format!("`{}` must be http:// or https://", shown_url(raw.get_ref())),
         ));
     }
     Ok(u)
@@ -1400,7 +1422,7 @@ fn smtp_target(cx: &Ctx, s: &Spanned<String>, r: &RawNotify) -> Result<MailTrans
         cx.at(
             s,
             "smtp",
-            format!("`{text}` {why}; expected \"smtp://host:port\", \"smtp://user@host:587\", \"smtps://user@host:465\" or \"sendmail\""),
+            format!("`{}` {why}; expected \"smtp://host:port\", \"smtp://user@host:587\", \"smtps://user@host:465\" or \"sendmail\"", shown_url(text)),
         )
     };
     let url = url::Url::parse(text).map_err(|e| bad(&format!("is not a URL ({e})")))?;
@@ -1540,6 +1562,19 @@ smtp = "smtp://127.0.0.1:25"
         } else {
             assert_eq!(first_trusted(&[sock]), None, "not owned by root");
         }
+    }
+
+    /// F18: a config error never repeats a webhook URL's secret path or a password.
+    #[test]
+    fn config_errors_do_not_repeat_secret_urls() {
+        let e = err("[[notify]]\nkind = \"slack\"\nurl = \"htps://hooks.slack.com/services/T000/B000/XXXXsecretXXXX\"\n");
+        assert!(e.contains("htps://hooks.slack.com/…"), "{e}");
+        assert!(!e.contains("XXXXsecretXXXX") && !e.contains("B000"), "{e}");
+        let e = err(&MINIMAL.replace(
+            "smtp://127.0.0.1:25",
+            "smtx://alerts:hunter2@mail.example.com:587",
+        ));
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     /// F20: a duration too long to add to a time is a config error naming the key, not a panic
