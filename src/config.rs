@@ -1116,6 +1116,23 @@ fn channel(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<Channel, ConfigError> {
             .as_ref()
             .ok_or_else(|| cx.at(n, key, format!("[[notify]] kind = \"{kind}\" needs `url`")))?;
         let u = http_url(cx, raw, "url")?;
+        // A URL that is itself a credential, or that carries one (a token, a routing key, a
+        // password): never in clear over the network.
+        let carries = matches!(
+            kind,
+            "slack"
+                | "discord"
+                | "teams"
+                | "mattermost"
+                | "googlechat"
+                | "gotify"
+                | "pagerduty"
+                | "pushover"
+        ) || u.password().is_some()
+            || (kind == "ntfy" && r.token_file.is_some());
+        if carries {
+            no_plain_http(cx, raw, "url", &u)?;
+        }
         // Whoever has a Slack or Discord webhook URL can post to the channel.
         let secret = match kind {
             "slack" | "discord" | "teams" | "mattermost" | "googlechat" => {
@@ -1156,7 +1173,7 @@ fn channel(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<Channel, ConfigError> {
         "discord" => ChannelKind::Discord { url: url("url")? },
         "telegram" => ChannelKind::Telegram {
             api_url: match &r.api_url {
-                Some(a) => http_url(cx, a, "api_url")?,
+                Some(a) => no_plain_http(cx, a, "api_url", &http_url(cx, a, "api_url")?)?,
                 None => url::Url::parse("https://api.telegram.org").expect("static URL"),
             },
             token: required(&r.token_file, "token_file")?,
@@ -1188,7 +1205,7 @@ fn channel(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<Channel, ConfigError> {
         },
         "matrix" => ChannelKind::Matrix {
             homeserver: match &r.homeserver {
-                Some(h) => http_url(cx, h, "homeserver")?,
+                Some(h) => no_plain_http(cx, h, "homeserver", &http_url(cx, h, "homeserver")?)?,
                 None => return Err(cx.at(n, "homeserver", "[[notify]] kind = \"matrix\" needs `homeserver`")),
             },
             room: r
@@ -1277,6 +1294,33 @@ fn http_url(cx: &Ctx, raw: &Spanned<String>, key: &str) -> Result<url::Url, Conf
     Ok(u)
 }
 
+/// `u` unchanged, unless it would send a credential in clear: plain `http://` is for loopback
+/// only (a local proxy, a local Headscale), as for SMTP (F10).
+fn no_plain_http(
+    cx: &Ctx,
+    raw: &Spanned<String>,
+    key: &str,
+    u: &url::Url,
+) -> Result<url::Url, ConfigError> {
+    let loopback = match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    if u.scheme() == "http" && !loopback {
+        return Err(cx.at(
+            raw,
+            key,
+            format!(
+                "`{}` would send a credential in clear over http:// to another host: use https:// (plain http:// only to a loopback address)",
+                shown_url(raw.get_ref())
+            ),
+        ));
+    }
+    Ok(u.clone())
+}
+
 fn control(cx: &Ctx, c: &Spanned<RawControl>) -> Result<ControlConfig, ConfigError> {
     let r = c.get_ref();
     let kind = r.kind.as_ref().ok_or_else(|| {
@@ -1301,7 +1345,7 @@ fn control(cx: &Ctx, c: &Spanned<RawControl>) -> Result<ControlConfig, ConfigErr
                 )
             })?;
             ControlApi::Headscale {
-                url: http_url(cx, url, "control.url")?,
+                url: no_plain_http(cx, url, "control.url", &http_url(cx, url, "control.url")?)?,
                 api_key: read_secret(cx, key, "control.api_key_file")?,
             }
         }
@@ -1323,7 +1367,12 @@ fn control(cx: &Ctx, c: &Spanned<RawControl>) -> Result<ControlConfig, ConfigErr
                 }
             };
             let api_url = match &r.api_url {
-                Some(u) => http_url(cx, u, "control.api_url")?,
+                Some(u) => no_plain_http(
+                    cx,
+                    u,
+                    "control.api_url",
+                    &http_url(cx, u, "control.api_url")?,
+                )?,
                 None => url::Url::parse("https://api.tailscale.com").expect("static URL"),
             };
             ControlApi::Tailscale {
@@ -1561,6 +1610,29 @@ smtp = "smtp://127.0.0.1:25"
             assert_eq!(first_trusted(std::slice::from_ref(&sock)), Some(sock));
         } else {
             assert_eq!(first_trusted(&[sock]), None, "not owned by root");
+        }
+    }
+
+    /// F10: a credential never crosses the network in clear; loopback is fine.
+    #[test]
+    fn credentials_over_plain_http_are_refused_except_to_loopback() {
+        let e = err("[control]\nkind = \"headscale\"\nurl = \"http://hs.example.com:8080\"\napi_key_file = \"/k\"\n");
+        assert!(e.contains("control.url") && e.contains("in clear"), "{e}");
+        let e = err("[[notify]]\nkind = \"gotify\"\nurl = \"http://gotify.example.com\"\ntoken_file = \"/t\"\n");
+        assert!(e.contains("`url`") || e.contains("url"), "{e}");
+        assert!(e.contains("in clear"), "{e}");
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://[::1]:8080",
+            "http://localhost",
+            "https://hs.example.com",
+        ] {
+            let text =
+                format!("[control]\nkind = \"headscale\"\nurl = \"{ok}\"\napi_key_file = \"/k\"\n");
+            match Config::from_toml(&text, "config.toml") {
+                Ok(_) => {}
+                Err(e) => assert!(!e.to_string().contains("in clear"), "{ok}: {e}"),
+            }
         }
     }
 

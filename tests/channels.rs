@@ -1271,3 +1271,42 @@ fn an_alert_refused_for_good_does_not_block_the_queue() {
     assert_eq!(mon.check().code, 0);
     assert_eq!(rx.at("/hook").len(), before);
 }
+
+/// F10: a redirect is never followed: the Gotify key (a custom header) and the body never reach
+/// the host it points to.
+#[test]
+fn a_redirect_does_not_carry_the_credentials_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let elsewhere = Receiver::start();
+    let token = dir.path().join("gotify-token");
+    std::fs::write(&token, "G0T1FYKEY\n").unwrap();
+    support::private(&token);
+    let mon = Monitor::new(
+        &emu.socket,
+        &format!(
+            "[[notify]]\nkind = \"gotify\"\nurl = \"{}/g\"\ntoken_file = \"{}\"\n",
+            rx.url,
+            token.display()
+        ),
+    );
+    rx.redirect_to(&format!("{}/stolen", elsewhere.url));
+    rx.queue(&[307]);
+    let r = mon.check();
+    assert!(r.stdout.contains("not delivered yet"), "{r:?}");
+    assert!(
+        elsewhere.requests().is_empty(),
+        "nothing reached the other host"
+    );
+    assert_eq!(
+        mon.check().code,
+        0,
+        "delivered to the configured URL on retry"
+    );
+    assert_eq!(
+        rx.requests().len(),
+        2,
+        "the refused redirect, then the delivery"
+    );
+}

@@ -36,6 +36,9 @@ fn client() -> &'static reqwest::Client {
     CLIENT.get_or_init(|| {
         reqwest::Client::builder()
             .user_agent(concat!("tailscale-monitor/", env!("CARGO_PKG_VERSION")))
+            // A redirect would carry custom credential headers (X-Gotify-Key) and, on a 307 or
+            // 308, the body (a PagerDuty routing key) to wherever it points: never followed (F10).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("HTTP client")
     })

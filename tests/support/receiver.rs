@@ -35,6 +35,8 @@ impl Recorded {
 struct State {
     requests: Vec<Recorded>,
     codes: VecDeque<u16>,
+    /// The `Location` of 3xx answers.
+    location: Option<String>,
 }
 
 pub struct Receiver {
@@ -57,6 +59,11 @@ impl Receiver {
     /// Answers the next requests with these codes, in order (0: answer 200 only after 10 s).
     pub fn queue(&self, codes: &[u16]) {
         self.state.lock().unwrap().codes.extend(codes);
+    }
+
+    /// Where 3xx answers point.
+    pub fn redirect_to(&self, url: &str) {
+        self.state.lock().unwrap().location = Some(url.to_owned());
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -100,7 +107,7 @@ async fn handle(
         .await
         .map(|b| b.to_bytes().to_vec())
         .unwrap_or_default();
-    let code = {
+    let (code, location) = {
         let mut s = state.lock().unwrap();
         s.requests.push(Recorded {
             method,
@@ -108,7 +115,7 @@ async fn handle(
             headers,
             body,
         });
-        s.codes.pop_front().unwrap_or(200)
+        (s.codes.pop_front().unwrap_or(200), s.location.clone())
     };
     // 0: the request is taken (recorded) but answered only after 10 s, past a client's timeout.
     let code = if code == 0 {
@@ -117,8 +124,11 @@ async fn handle(
     } else {
         code
     };
-    Ok(Response::builder()
-        .status(code)
+    let mut resp = Response::builder().status(code);
+    if let (300..=399, Some(l)) = (code, location) {
+        resp = resp.header("Location", l);
+    }
+    Ok(resp
         .body(Full::new(Bytes::from_static(b"{\"ok\":true}")))
         .unwrap())
 }
