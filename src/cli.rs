@@ -475,7 +475,8 @@ async fn store_unusable(
         );
     }
     let mark = cfg.state_dir.join(STORE_FAILED_MARK);
-    let recent = std::fs::metadata(&mark)
+    // Never through a link the service user may have planted (F7): lstat, and O_NOFOLLOW.
+    let recent = std::fs::symlink_metadata(&mark)
         .and_then(|m| m.modified())
         .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < STORE_ALERT_EVERY));
     if !recent {
@@ -485,7 +486,14 @@ async fn store_unusable(
         if !told.is_empty() {
             // An empty file: creating it needs no free blocks. If even that fails, the next
             // attempt alerts again, which is the safe side.
-            let _ = std::fs::File::create(&mark);
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(0o600)
+                .open(&mark);
         }
     }
     error
@@ -495,7 +503,7 @@ async fn store_unusable(
 /// `monitor.store_recovered` (delivered with the rest) and clear the mark.
 fn store_recovered(cfg: &Config, store: &mut Store) -> Result<(), crate::store::StoreError> {
     let mark = cfg.state_dir.join(STORE_FAILED_MARK);
-    let Ok(meta) = std::fs::metadata(&mark) else {
+    let Ok(meta) = std::fs::symlink_metadata(&mark) else {
         return Ok(());
     };
     let since = meta
@@ -997,7 +1005,13 @@ async fn demo(explicit: Option<&Path>) -> anyhow::Result<()> {
     let channels = &cfg.channels;
     let routes = cfg.routes();
     let policy = &cfg.policy;
-    let dir = std::env::temp_dir().join(format!("tailscale-monitor-demo-{}", std::process::id()));
+    // mkdtemp: an unpredictable name, created 0700 by this process (F6: never a directory another
+    // user could have made first, with a `state.db` link in it).
+    let tmp = tempfile::Builder::new()
+        .prefix("tailscale-monitor-demo-")
+        .tempdir()
+        .context("demo state directory")?;
+    let dir = tmp.path().join("state");
     let result = async {
         let mut store = Store::open(&dir).context("demo state")?;
         let steps = sim::demo_steps();
@@ -1035,7 +1049,7 @@ async fn demo(explicit: Option<&Path>) -> anyhow::Result<()> {
         anyhow::Ok(())
     }
     .await;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(tmp);
     result
 }
 

@@ -492,3 +492,38 @@ fn audit_does_not_print_a_planted_escape_sequence() {
     );
     assert!(r.stdout.contains("not a hash"), "{r:?}");
 }
+
+/// F7: with the store corrupt and the `store-failed` mark replaced by a link, `check` leaves the
+/// link's target intact.
+#[test]
+fn a_planted_store_failed_link_is_not_followed() {
+    let (d, _emu, mon) = setup();
+    let text = std::fs::read_to_string(&mon.config).unwrap()
+        + "\n[[notify]]\nkind = \"exec\"\ncommand = [\"/bin/true\"]\n";
+    std::fs::write(&mon.config, text).unwrap();
+    let state = mon.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::write(state.join("state.db"), vec![0x5a; 4096]).unwrap();
+    let target = d.path().join("precious");
+    std::fs::write(&target, "keep me\n").unwrap();
+    std::os::unix::fs::symlink(&target, state.join("store-failed")).unwrap();
+    // Both older than the hourly alert limit, so that the mark is written again.
+    for (args, p) in [
+        (&["-d", "3 hours ago"][..], &target),
+        (
+            &["-h", "-d", "3 hours ago"][..],
+            &state.join("store-failed"),
+        ),
+    ] {
+        let ok = std::process::Command::new("touch")
+            .args(args)
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let r = mon.check();
+    assert_eq!(r.code, 3, "{r:?}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
+}

@@ -60,6 +60,9 @@ pub enum StoreError {
     },
     #[error("state database {path}: cannot switch to WAL journaling (journal mode stays {mode}); is it on a file system without shared memory, such as NFS?")]
     NoWal { path: PathBuf, mode: String },
+    /// A state directory or database this process must not use (F6, F7).
+    #[error("state {path}: {why}")]
+    Unsafe { path: PathBuf, why: String },
     #[error("state database {path}: corrupt record {what}: {detail}")]
     Corrupt {
         path: PathBuf,
@@ -274,6 +277,7 @@ impl Store {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
         }
         let path = dir.join("state.db");
+        check_safe(dir, &path)?;
         // Create the file ourselves so it is 0600 from the first byte (SQLite gives its -wal and
         // -shm files the database file's mode). Never open an existing database file outside
         // SQLite: closing any descriptor of a file drops all of this process's POSIX locks on it,
@@ -627,6 +631,48 @@ fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
     .map(|_| ())
 }
 
+/// Refuses a state directory another user may write, or (for root) one that belongs to another
+/// user, and a `state.db` that is a symbolic link: SQLite would follow it and create or write
+/// the file it points to, with root's rights when root runs a command (F6, F7).
+fn check_safe(dir: &Path, db: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let unsafe_ = |path: &Path, why: String| StoreError::Unsafe {
+        path: path.to_owned(),
+        why,
+    };
+    let m = fs::metadata(dir).map_err(|source| StoreError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    if m.mode() & 0o022 != 0 {
+        return Err(unsafe_(
+            dir,
+            format!(
+                "the directory is writable by others (mode {:o}): chmod 0700 it",
+                m.mode() & 0o7777
+            ),
+        ));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 && m.uid() != 0 {
+        return Err(unsafe_(
+            dir,
+            format!(
+                "it belongs to uid {}, not root: run this as that user (e.g. `runuser -u tailscale-monitor -- tailscale-monitor …`), so that root never follows its files",
+                m.uid()
+            ),
+        ));
+    }
+    if fs::symlink_metadata(db).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(unsafe_(
+            db,
+            "is a symbolic link; the state database must be a plain file".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn get_meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
     conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
         .optional()
@@ -845,6 +891,39 @@ mod tests {
         );
         drop(s);
         Store::open(&state).unwrap(); // re-open is a no-op migration
+    }
+
+    /// F6, F7: a `state.db` that is a link, a directory others may write, and (for root) a
+    /// directory of another user are refused, and nothing is created through them.
+    #[test]
+    fn an_unsafe_state_directory_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("pwned");
+        let state = dir.path().join("state");
+        fs::create_dir(&state).unwrap();
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&target, state.join("state.db")).unwrap();
+        let e = Store::open(&state).err().expect("a link is refused");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert!(!target.exists(), "nothing created through the link");
+        fs::remove_file(state.join("state.db")).unwrap();
+
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Store::open(&state)
+            .err()
+            .expect("a world-writable directory is refused");
+        assert!(e.to_string().contains("writable by others"), "{e}");
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(Store::open(&state).is_ok());
+
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&state, Some(65534), None).unwrap();
+            let e = Store::open(&state)
+                .err()
+                .expect("root refuses another user's state");
+            assert!(e.to_string().contains("runuser"), "{e}");
+        }
     }
 
     /// F2: a claim never returns more rows than the batch limit, oldest first; a dead row is out
