@@ -639,3 +639,47 @@ fn a_webhook_client_cannot_silence_the_receiver() {
     daemon.wait_log("webhook verified", 1, 60);
     drop(idle);
 }
+
+/// F11: a control plane that announces a 1 GiB answer is refused at once with a clear error (it
+/// was read into memory: 2.26 GB RSS), and the node view keeps working.
+#[test]
+fn an_endless_control_plane_answer_is_refused() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n{\"nodes\":[",
+            );
+            // Held open: a reader that waits for the whole gigabyte never finishes.
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+                drop(s);
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let key = dir.path().join("hs-key");
+    std::fs::write(&key, "hskey\n").unwrap();
+    support::private(&key);
+    let mon = Monitor::new(
+        &emu.socket,
+        &format!(
+            "[control]\nkind = \"headscale\"\nurl = \"http://127.0.0.1:{port}\"\napi_key_file = \"{}\"\n",
+            key.display()
+        ),
+    );
+    let start = std::time::Instant::now();
+    let r = mon.check();
+    assert!(r.stdout.contains("baseline recorded: 5 devices"), "{r:?}");
+    assert!(r.stdout.contains("an answer longer than"), "{r:?}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -110,6 +110,40 @@ pub fn parse_retry_after(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<
     Some(Duration::from_secs(secs).clamp(Duration::from_secs(1), MAX_RETRY_AFTER))
 }
 
+/// The largest answer read from the control plane (a 50,000-device list is about 40 MB): a
+/// larger one is an error, never a read into memory without end (F11).
+pub const MAX_ANSWER: usize = 128 << 20;
+
+/// The whole body, at most `max` bytes (a longer one is an error naming the limit).
+pub(crate) async fn body_bounded(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(format!("an answer longer than {max} bytes"));
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| e.without_url().to_string())?
+    {
+        if buf.len().saturating_add(chunk.len()) > max {
+            return Err(format!("an answer longer than {max} bytes"));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// A 2xx answer, bounded, as JSON of type `T`.
+pub(crate) async fn json_bounded<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+) -> Result<T, String> {
+    let body = body_bounded(resp, MAX_ANSWER).await?;
+    serde_json::from_slice(&body).map_err(|e| format!("malformed JSON: {e}"))
+}
+
 /// A non-2xx answer as one line: the status, the API's message, and a hint for 401/403.
 pub(crate) async fn http_error(what: &str, resp: reqwest::Response) -> ControlError {
     let status = resp.status();
@@ -118,7 +152,10 @@ pub(crate) async fn http_error(what: &str, resp: reqwest::Response) -> ControlEr
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-    let body = resp.text().await.unwrap_or_default();
+    let body = body_bounded(resp, 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let msg = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["message"].as_str().map(str::to_owned))
@@ -151,12 +188,9 @@ pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
     if !resp.status().is_success() {
         return Err(http_error(&format!("{api} GET {path}"), resp).await);
     }
-    let body = resp
-        .bytes()
+    json_bounded(resp)
         .await
-        .map_err(|e| ControlError::new(format!("{api} GET {path}: {}", e.without_url())))?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ControlError::new(format!("{api} GET {path}: malformed JSON: {e}")))
+        .map_err(|e| ControlError::new(format!("{api} GET {path}: {e}")))
 }
 
 /// Parses an RFC 3339 time; the zero time and empty strings are `None`.

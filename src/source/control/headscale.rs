@@ -156,10 +156,9 @@ impl Headscale {
         let resp = self.get("/api/v1/policy").await?;
         let policy = match resp.status().as_u16() {
             200..=299 => {
-                let p: Policy = resp
-                    .json()
+                let p: Policy = super::json_bounded(resp)
                     .await
-                    .map_err(|e| self.err(format!("GET /api/v1/policy: malformed JSON: {e}")))?;
+                    .map_err(|e| self.err(format!("GET /api/v1/policy: {e}")))?;
                 (!p.policy.trim().is_empty()).then(|| PolicyDoc {
                     text: p.policy,
                     etag: p.updated_at.unwrap_or_default(),

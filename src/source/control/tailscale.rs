@@ -247,10 +247,9 @@ impl TailscaleApi {
         if !resp.status().is_success() {
             return Err(http_error("Tailscale Admin API OAuth token", resp).await);
         }
-        let t: Token = resp
-            .json()
+        let t: Token = super::json_bounded(resp)
             .await
-            .map_err(|e| self.err(format!("OAuth token: malformed JSON: {e}")))?;
+            .map_err(|e| self.err(format!("OAuth token: {e}")))?;
         let until = token_deadline(Instant::now(), t.expires_in);
         *cached = Some((t.access_token.clone(), until));
         Ok(t.access_token)
@@ -370,7 +369,7 @@ impl TailscaleApi {
         let resp = self.get(&path, "application/json").await?;
         snap.posture.log_streaming = match resp.status().as_u16() {
             200..=299 => {
-                let l: LogStream = resp.json().await.unwrap_or_default();
+                let l: LogStream = super::json_bounded(resp).await.unwrap_or_default();
                 Some(!l.destination_type.is_empty() || !l.url.is_empty())
             }
             404 => Some(false),
@@ -405,7 +404,10 @@ impl TailscaleApi {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
-            let text = r.text().await.map_err(|e| self.err(format!("acl: {e}")))?;
+            let text = super::body_bounded(r, super::MAX_ANSWER)
+                .await
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .map_err(|e| self.err(format!("acl: {e}")))?;
             snap.policy = Some(PolicyDoc { text, etag });
         }
         let end = chrono::Utc::now();
@@ -416,7 +418,7 @@ impl TailscaleApi {
             end.format("%Y-%m-%dT%H:%M:%SZ")
         );
         if let Some(r) = self.optional(&path, "application/json").await? {
-            let logs: AuditLogs = r.json().await.unwrap_or_default();
+            let logs: AuditLogs = super::json_bounded(r).await.unwrap_or_default();
             snap.audit = logs
                 .logs
                 .into_iter()
