@@ -21,6 +21,8 @@ pub mod config;
 pub mod daemon;
 pub mod diff;
 pub mod digest;
+#[cfg(test)]
+mod fuzz;
 pub mod listener;
 pub mod metrics;
 pub mod model;

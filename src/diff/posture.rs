@@ -1208,6 +1208,23 @@ pub fn known(r: &Report) -> KnownPosture {
 mod tests {
     use super::*;
 
+    /// Issue 20: any policy text parses or fails, without a panic or a stack overflow.
+    #[test]
+    fn fuzz_policy_text() {
+        crate::fuzz::check(
+            "policy",
+            &[br#"{
+  // comment [[[
+  "tagOwners": {"tag:server": ["ops@"]},
+  "acls": [{"action": "accept", "src": ["ops@", "*"], "dst": ["tag:server:22", "*:*"]}],
+  "ssh": [{"action": "check", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["root"]}],
+}"#],
+            |b| {
+                let _ = parse_policy(&String::from_utf8_lossy(b));
+            },
+        );
+    }
+
     /// F3: a policy nested 100,000 deep is an error, not a stack overflow; brackets in strings
     /// and comments do not count.
     #[test]

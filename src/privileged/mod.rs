@@ -159,6 +159,22 @@ pub async fn netmap(socket: &Path, timeout: Duration) -> Result<FilterOnly, Rela
 mod tests {
     use super::*;
 
+    /// Issue 20: the relay's request and answer lines never panic either side.
+    #[test]
+    fn fuzz_relay_lines() {
+        crate::fuzz::check(
+            "relay lines",
+            &[
+                br#"{"v":1,"op":"netmap"}"#,
+                br#"{"v":1,"netmap":{"self_id":"n1","self_addresses":["100.64.0.1"],"rules":[{"srcs":["*"],"dsts":[{"ip":"*","first":0,"last":65535}],"protos":[],"caps":[]}],"ssh":null}}"#,
+            ],
+            |b| {
+                let _ = serde_json::from_slice::<Request>(b);
+                let _ = serde_json::from_slice::<Reply>(b);
+            },
+        );
+    }
+
     #[test]
     fn the_wire_is_what_the_module_doc_says() {
         let req = serde_json::to_string(&Request {

@@ -234,6 +234,22 @@ pub fn classify(line: &[u8]) -> Signal {
 mod tests {
     use super::*;
 
+    /// Issue 20: any bus line classifies without a panic, in bounded time.
+    #[test]
+    fn fuzz_bus_lines() {
+        crate::fuzz::check(
+            "bus line",
+            &[
+                br#"{"Version":"1.104.2","State":6}"#,
+                br#"{"PeersChanged":[{"ID":5,"StableID":"n5","Key":"nodekey:5","User":7,"Name":"a.ts.net.","Addresses":["100.64.0.5/32"],"AllowedIPs":["100.64.0.5/32","10.0.0.0/8"],"Tags":["tag:b"],"KeyExpiry":"2027-01-01T00:00:00Z","Hostinfo":{"Hostname":"a","OS":"linux"}}]}"#,
+                br#"{"PeerState":{"nX":{"PeerWireGuardState":"established"}}}"#,
+            ],
+            |b| {
+                let _ = classify(b);
+            },
+        );
+    }
+
     #[test]
     fn mask_follows_the_version_matrix() {
         assert_eq!(mask_for("1.96.5-tabc"), (1 << 1) | (1 << 12));

@@ -489,6 +489,33 @@ pub fn parse_prefs(body: &[u8], trust: &mut NodeTrust) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    const NETMAP: &[u8] = br#"{"SelfNode":{"StableID":"n1","Addresses":["100.64.0.1/32"]},"Peers":[{"StableID":"n2","User":3,"Addresses":["100.64.0.2/32"],"Hostinfo":{"Hostname":"b"},"Name":"b.ts.net."}],"UserProfiles":{"3":{"LoginName":"bob@"}},"PacketFilterRules":[{"SrcIPs":["100.64.0.2","fd7a:115c:a1e0::2"],"DstPorts":[{"IP":"100.64.0.1","Ports":{"First":22,"Last":22}}],"IPProto":[6],"CapGrant":[{"Dsts":["100.64.0.1/32"],"Caps":["x"]}]}],"PacketFilter":[{"IPProto":[6],"Srcs":["100.64.0.2/32"],"Dsts":[{"Net":"100.64.0.1/32","Ports":{"First":80,"Last":80}}]}],"SSHPolicy":{"rules":[{"principals":[{"nodeIP":"100.64.0.2"},{"userLogin":"bob@"},{"any":true}],"sshUsers":{"root":"root","*":"="},"action":{"accept":true,"recorders":["1.2.3.4:80"]}}]}}"#;
+
+    /// Issue 20: the netmap (bus line, `current-netmap`, the relay's cut), `tka/status` and
+    /// `prefs` never panic on hostile input, and parse in bounded time.
+    #[test]
+    fn fuzz_netmap_tka_prefs() {
+        let line = [&br#"{"NetMap":"#[..], NETMAP, b"}"].concat();
+        crate::fuzz::check("netmap bus line", &[&line], |b| {
+            let _ = parse_initial_notify(b);
+        });
+        crate::fuzz::check("current-netmap", &[NETMAP], |b| {
+            let _ = parse_current_netmap(b);
+            let _ = parse_filter_only(b);
+        });
+        crate::fuzz::check(
+            "tka/status and prefs",
+            &[
+                br#"{"Enabled":true,"TrustedKeys":[{"Key":"tlpub:a"}]}"#,
+                br#"{"RunSSH":true,"AdvertiseRoutes":["10.0.0.0/8","0.0.0.0/0"]}"#,
+            ],
+            |b| {
+                let _ = parse_tka(b);
+                let _ = parse_prefs(b, &mut NodeTrust::default());
+            },
+        );
+    }
+
     #[test]
     fn rules_ssh_and_their_absence() {
         let line = br#"{"NetMap":{"Peers":[{"x":1}],"PacketFilterRules":[{"SrcIPs":["100.64.0.2","fd7a:115c:a1e0::2"],"DstPorts":[{"IP":"100.64.0.1","Ports":{"First":22,"Last":22}}]}],

@@ -331,6 +331,25 @@ impl PeerStatus {
 mod tests {
     use super::*;
 
+    /// Issue 20: `/status` from a hostile or broken daemon never panics, and parses in bounded time.
+    #[test]
+    fn fuzz_status() {
+        crate::fuzz::check(
+            "status",
+            &[
+                include_bytes!("../../tests/fixtures/status-running.json"),
+                include_bytes!("../../tests/fixtures/status-shared-and-exit.json"),
+                include_bytes!("../../tests/fixtures/status-old-1.36.json"),
+                include_bytes!("../../tests/fixtures/captured-1.102.5-headscale.json"),
+            ],
+            |b| {
+                if let Ok(s) = Status::parse(b) {
+                    let _ = s.into_snapshot(chrono::Utc::now());
+                }
+            },
+        );
+    }
+
     fn fixture(name: &str) -> Vec<u8> {
         let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))

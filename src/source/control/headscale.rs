@@ -270,3 +270,22 @@ impl Headscale {
         Ok(snap)
     }
 }
+
+#[cfg(test)]
+mod fuzz_tests {
+    use super::*;
+
+    /// Issue 20: the control plane's JSON, mutated: no panic, bounded time.
+    #[test]
+    fn fuzz_api_answers() {
+        crate::fuzz::check(
+            "api answers",
+            &[br#"{"nodes":[{"id":"1","name":"web-01","givenName":"web-01","user":{"id":"1","name":"ops"},"ipAddresses":["100.64.0.1","fd7a:115c:a1e0::1"],"tags":["tag:server"],"approvedRoutes":["10.0.0.0/8"],"expiry":"2027-01-01T00:00:00Z","createdAt":"2026-01-01T00:00:00Z","online":true,"lastSeen":"2026-12-01T00:00:00Z"}]}"#, br#"{"users":[{"id":"1","name":"ops","email":"ops@example.com"}]}"#, br#"{"preAuthKeys":[{"id":"1","reusable":true,"ephemeral":false,"used":false,"expiration":"2026-12-02T00:00:00Z","aclTags":["tag:x"]}]}"#],
+            |b| {
+                let _ = serde_json::from_slice::<Nodes>(b);
+                let _ = serde_json::from_slice::<Users>(b);
+                let _ = serde_json::from_slice::<PreAuthKeys>(b);
+            },
+        );
+    }
+}
