@@ -679,6 +679,18 @@ fn sighup_reloads_the_config_and_keeps_the_old_one_when_bad() {
         "the reloaded channel delivers"
     );
 
+    // A key that needs a restart is said in the log, not silently ignored (issue 21).
+    let moved = good.replace(
+        "[daemon]\nbatch_window",
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n\n[daemon]\nbatch_window",
+    );
+    assert_ne!(moved, good);
+    std::fs::write(&mon.config, &moved).unwrap();
+    daemon.signal(libc::SIGHUP);
+    let line = daemon.wait_log("take effect only after a restart", 1, 60);
+    assert!(line.contains("[metrics] listen"), "{line}");
+    std::fs::write(&mon.config, &good).unwrap();
+
     // A broken file is refused; the running config (with the channel) stays.
     std::fs::write(&mon.config, good.clone() + "bogus_key = 1\n").unwrap();
     daemon.signal(libc::SIGHUP);
