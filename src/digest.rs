@@ -82,7 +82,7 @@ pub fn build(store: &Store, since: DateTime<Utc>, now: DateTime<Utc>) -> Result<
     let broken = store.verify_log()?;
     let (count, head) = store.log_head()?;
     let audit = match (broken, &head) {
-        (Some(bad), _) => format!("ALTERED: the hash chain breaks at event #{bad}"),
+        (Some((bad, why)), _) => format!("ALTERED at event #{bad}: {why}"),
         (None, Some((id, hash))) => format!("intact, {count} events, head anchor {id}:{hash}"),
         (None, None) => "empty".to_owned(),
     };

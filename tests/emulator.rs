@@ -527,3 +527,44 @@ fn a_planted_store_failed_link_is_not_followed() {
     assert_eq!(r.code, 3, "{r:?}");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
 }
+
+/// F8: `audit` says how many events come after the newest anchor it was given (no anchor vouches
+/// for them), and an event moved in time behind the triggers' back breaks the log.
+#[test]
+fn audit_reports_what_its_anchors_cannot_cover_and_an_unhashed_edit() {
+    let (_d, emu, mon) = setup();
+    mon.check();
+    let first = mon.run(&["audit"]);
+    let anchor = first
+        .stdout
+        .split("head ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(&mut doc, "nLATERCNTRL", "later", 6202, "100.101.1.99");
+    emu.set_status(doc);
+    mon.check();
+    let r = mon.run(&["audit", "--anchor", &anchor]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("1 event(s) after your newest anchor #1 cannot be verified by it"),
+        "{r:?}"
+    );
+    let db = rusqlite::Connection::open(mon.dir.path().join("state/state.db")).unwrap();
+    db.execute_batch(
+        "DROP TRIGGER events_append_only_update;
+         UPDATE events SET at = '2001-01-01T00:00:00+00:00' WHERE id = 2;",
+    )
+    .unwrap();
+    drop(db);
+    let r = mon.run(&["audit", "--anchor", &anchor]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("ALTERED: the event log breaks at event #2"),
+        "{r:?}"
+    );
+}

@@ -98,23 +98,42 @@ impl Store {
             .map_err(self.err())
     }
 
-    /// Recomputes the hash chain; returns the ID of the first row that does not match.
-    pub fn verify_log(&self) -> Result<Option<i64>> {
+    /// Recomputes the hash chain, and checks that the columns `events`, the digest and
+    /// `/metrics` select on (`at`, `kind`, `severity`, `device_id`, `summary`) say what the hashed
+    /// `data` says (F8: an event moved out of `events --since` by its `at` breaks nothing else);
+    /// returns the ID of the first row that does not match, and why.
+    pub fn verify_log(&self) -> Result<Option<(i64, &'static str)>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, data, prev_hash, hash FROM events ORDER BY id")
+            .prepare(
+                "SELECT id, data, prev_hash, hash, at, kind, severity, device_id, summary FROM events ORDER BY id",
+            )
             .map_err(self.err())?;
         let mut rows = stmt.query([]).map_err(self.err())?;
         let mut prev = String::new();
         while let Some(r) = rows.next().map_err(self.err())? {
-            let (id, data, p, h): (i64, String, String, String) = (
-                r.get(0).map_err(self.err())?,
-                r.get(1).map_err(self.err())?,
-                r.get(2).map_err(self.err())?,
-                r.get(3).map_err(self.err())?,
-            );
+            let get = |i| r.get::<_, String>(i).map_err(self.err());
+            let (id, data, p, h): (i64, String, String, String) =
+                (r.get(0).map_err(self.err())?, get(1)?, get(2)?, get(3)?);
             if p != prev || chain_hash(&prev, &data) != h {
-                return Ok(Some(id));
+                return Ok(Some((
+                    id,
+                    "its hash does not follow from its data and the row before",
+                )));
+            }
+            let device: Option<String> = r.get(7).map_err(self.err())?;
+            let consistent = serde_json::from_str::<Event>(&data).is_ok_and(|e| {
+                e.at.to_rfc3339() == get(4).unwrap_or_default()
+                    && e.kind.as_str() == get(5).unwrap_or_default()
+                    && e.severity.as_str() == get(6).unwrap_or_default()
+                    && e.device.map(|d| d.id.0) == device
+                    && e.summary == get(8).unwrap_or_default()
+            });
+            if !consistent {
+                return Ok(Some((
+                    id,
+                    "its time, kind, severity, device or summary column differs from its hashed data",
+                )));
             }
             prev = h;
         }

@@ -1065,7 +1065,16 @@ mod tests {
             .is_err());
         // Tampering behind the triggers' back is detected by the chain.
         s.conn.execute_batch("DROP TRIGGER events_append_only_update; UPDATE events SET data = replace(data, 'e1', 'zz') WHERE id = 2").unwrap();
-        assert_eq!(s.verify_log().unwrap(), Some(2));
+        assert_eq!(s.verify_log().unwrap().map(|b| b.0), Some(2));
+        // F8: a column outside the hash that no longer says what the hashed data says.
+        let dir2 = tempfile::tempdir().unwrap();
+        let mut t = Store::open(dir2.path()).unwrap();
+        t.commit_pass(&route(), Utc::now(), |_, h| (outcome(3), h.clone(), true))
+            .unwrap();
+        t.conn.execute_batch("DROP TRIGGER events_append_only_update; UPDATE events SET at = '2001-01-01T00:00:00+00:00' WHERE id = 3").unwrap();
+        let (bad, why) = t.verify_log().unwrap().expect("detected");
+        assert_eq!(bad, 3);
+        assert!(why.contains("time, kind"), "{why}");
         let events = s.events(None, 100).unwrap();
         assert_eq!(events.len(), 6);
         assert_eq!(events[0].pass, 3, "newest first");
