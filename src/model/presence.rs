@@ -26,26 +26,15 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Whether the watch covers `d`. A tag or a stable ID is the control plane's word for one
-    /// device; a hostname is whatever its owner typed, so when the watch also lists tags, a
-    /// hostname entry covers only devices that carry one of them: a stranger's device named
-    /// `web-01` is not watched as the real `web-01` (F19).
     pub fn matches(&self, d: &Device) -> bool {
         let label = d.dns_name.split('.').next().unwrap_or("");
-        let tags: Vec<&String> = self
-            .devices
-            .iter()
-            .filter(|s| s.starts_with("tag:"))
-            .collect();
-        let tagged = tags.iter().any(|s| d.tags.contains(s));
         self.devices.iter().any(|s| {
             if s.starts_with("tag:") {
                 d.tags.iter().any(|t| t == s)
             } else {
                 s == &d.id.0
-                    || ((tags.is_empty() || tagged)
-                        && (s.eq_ignore_ascii_case(&d.hostname)
-                            || (!label.is_empty() && s.eq_ignore_ascii_case(label))))
+                    || s.eq_ignore_ascii_case(&d.hostname)
+                    || (!label.is_empty() && s.eq_ignore_ascii_case(label))
             }
         })
     }
@@ -149,56 +138,4 @@ pub struct KnownPresence {
     /// The one "is this server offline?" message was sent for this outage.
     #[serde(default)]
     pub self_offline_alerted: bool,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// F19: a watch on `["tag:server", "web-01"]` covers the tagged `web-01`, not an impostor
-    /// that named itself `web-01`; by stable ID it covers exactly that device.
-    #[test]
-    fn a_hostname_is_trusted_only_among_the_watch_tags() {
-        let dev = |id: &str, host: &str, tags: &[&str]| Device {
-            id: StableNodeId(id.into()),
-            node_id: None,
-            node_key: crate::model::NodeKey(format!("nodekey:{id}")),
-            hostname: host.into(),
-            dns_name: format!("{host}.tail.ts.net."),
-            os: "linux".into(),
-            user_id: crate::model::UserId(1),
-            addresses: vec![],
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-            routes: vec![],
-            exit_node: false,
-            key_expiry: None,
-            expired: false,
-            created: None,
-            is_self: false,
-            shared: false,
-        };
-        let w = Watch {
-            name: "prod".into(),
-            devices: vec!["tag:server".into(), "web-01".into()],
-            offline_after: Duration::minutes(5),
-            back_after: Duration::zero(),
-            severity: Severity::Warning,
-            schedule: None,
-        };
-        assert!(w.matches(&dev("n1", "web-01", &["tag:server"])));
-        assert!(!w.matches(&dev("nEVIL", "web-01", &[])), "an impostor");
-        let by_name = Watch {
-            devices: vec!["web-01".into()],
-            ..w.clone()
-        };
-        assert!(
-            by_name.matches(&dev("n1", "web-01", &[])),
-            "no tags listed: by name"
-        );
-        let by_id = Watch {
-            devices: vec!["n1".into()],
-            ..w
-        };
-        assert!(by_id.matches(&dev("n1", "renamed", &[])));
-    }
 }
