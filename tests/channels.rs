@@ -452,11 +452,12 @@ fn alerts_carry_a_log_anchor_that_audit_checks_against_a_rewritten_log() {
     );
 
     // Someone with root on the server hides the join: drops the guards, rewrites the event and
-    // recomputes the whole chain so that it verifies on its own.
+    // recomputes the whole chain so that it verifies on its own (the columns kept consistent with
+    // the rewritten records, which audit checks too).
     let db = rusqlite::Connection::open(mon.dir.path().join("state/state.db")).unwrap();
     db.execute_batch(
         "DROP TRIGGER events_append_only_update;
-         UPDATE events SET summary = 'nothing', data = replace(data, 'joiner-0', 'printer') WHERE kind = 'device.new';",
+         UPDATE events SET summary = replace(summary, 'joiner-0', 'printer'), data = replace(data, 'joiner-0', 'printer') WHERE kind = 'device.new';",
     )
     .unwrap();
     let rows: Vec<(i64, String)> = db
