@@ -567,3 +567,61 @@ fn the_relay_units_verify() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && err.trim().is_empty(), "{err}");
 }
+
+/// On a daemon like 1.104, through the privileged relay: a filter-only change (no bus message at
+/// all) is found by the `access_interval` re-read and mailed; the daemon's own re-read is what
+/// asks the relay.
+#[test]
+#[ignore = "needs the real SMTP server: run tests/run-all.sh"]
+fn on_1_104_a_filter_change_without_any_notify_is_mailed_through_the_relay() {
+    let smtp = Smtp::start();
+    let (_d, emu, mon) = setup(
+        &(email_channel(smtp.port)
+            + "\n[daemon]\ninterval = \"1h\"\nreconcile = \"1h\"\naccess_interval = \"2s\"\n"),
+    );
+    emu.like_1_104();
+    let _relay = support::PrivilegedRelay::start(
+        &mon.privileged_socket(),
+        &emu.root_socket,
+        &support::own_group(),
+    );
+    let daemon = mon.spawn_run_logged();
+    let mails = smtp.wait_for(1, 60);
+    assert!(
+        mails[0].text.contains("Who can reach this server (1):"),
+        "{}",
+        mails[0].text
+    );
+    assert!(emu.wait_opened(1, 60));
+    // The pass the bus's coming up starts has read the filter (through the relay) once more:
+    // from now on only the `access_interval` re-read can find a change.
+    let r0 = emu.current_netmap_reads();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while emu.current_netmap_reads() <= r0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no read after the bus came up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    daemon.wait_log("event", 1, 60);
+    emu.set_netmap(emulator::netmap(
+        &emulator::tailnet(),
+        opened_to_bob(),
+        Value::Null,
+    ));
+    let mails = smtp.wait_for(2, 60);
+    assert_eq!(mails.len(), 2, "mailed without any bus message");
+    assert!(
+        mails[1].text.contains(
+            "bob@example.com (bob-desktop, 100.101.1.5) may now reach this server on tcp 22"
+        ),
+        "{}",
+        mails[1].text
+    );
+    daemon.wait_log(
+        "who may reach this node changed; re-reading the tailnet",
+        1,
+        60,
+    );
+}
