@@ -295,13 +295,7 @@ fn only_a_verified_webhook_triggers_a_read_of_the_control_plane() {
         .replace("interval = \"1s\"", "interval = \"1h\"");
     std::fs::write(&mon.config, text).unwrap();
     let daemon = mon.spawn_run_logged();
-    let line = daemon.wait_log("webhooks listening", 1, 120);
-    let port: u16 = line
-        .rsplit("127.0.0.1:")
-        .next()
-        .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|p| p.parse().ok())
-        .unwrap();
+    let port = daemon.bound_port("webhooks listening");
     assert!(mon.wait_for_event("monitor.baseline", 60));
     let reads = api.hits("/api/v2/tailnet/-/devices").len();
     api.with(|s| s.devices.push(hidden_device(false)));
@@ -606,13 +600,7 @@ fn a_webhook_client_cannot_silence_the_receiver() {
         ),
     );
     let daemon = mon.spawn_run_logged();
-    let line = daemon.wait_log("webhooks listening", 1, 120);
-    let port: u16 = line
-        .rsplit("127.0.0.1:")
-        .next()
-        .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|p| p.parse().ok())
-        .unwrap();
+    let port = daemon.bound_port("webhooks listening");
     assert!(mon.wait_for_event("monitor.baseline", 60));
     let body = vec![b' '; 200 * 1024];
     let now = chrono::Utc::now().timestamp();

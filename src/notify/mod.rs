@@ -229,6 +229,16 @@ fn dead_letter(
         ),
     );
     e.detail = error.to_owned();
+    report_elsewhere(store, channels, failing, e)
+}
+
+/// Logs `e` and queues it on every channel but `failing`.
+fn report_elsewhere(
+    store: &mut Store,
+    channels: &[Channel],
+    failing: &Channel,
+    e: Event,
+) -> Result<(), StoreError> {
     let routes: Vec<_> = channels
         .iter()
         .filter(|c| c.name != failing.name)
@@ -257,13 +267,8 @@ fn escalate(
         ),
     );
     e.detail = error.to_owned();
-    let routes: Vec<_> = channels
-        .iter()
-        .filter(|c| c.name != failing.name)
-        .map(|c| c.route.clone())
-        .collect();
     error!(channel = %failing.name, stuck, error, "delivery failing past the age limit; reporting on the other channels");
-    store.record_event(&routes, e)
+    report_elsewhere(store, channels, failing, e)
 }
 
 #[cfg(test)]

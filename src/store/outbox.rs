@@ -184,34 +184,31 @@ impl Store {
     }
 
     pub fn mark_failed(&mut self, ids: &[i64], error: &str, next_try: DateTime<Utc>) -> Result<()> {
-        let e = sqlite_err(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        for id in ids {
-            tx.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_try_ms = ?3, lease_until_ms = NULL WHERE id = ?1",
-                params![id, error, ms(next_try)],
-            )
-            .map_err(&e)?;
-        }
-        tx.commit().map_err(&e)
+        self.update_rows(
+            ids,
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_try_ms = ?3, lease_until_ms = NULL WHERE id = ?1",
+            (error, ms(next_try)),
+        )
     }
 
     /// Takes rows out of the queue for good: their channel refused them permanently.
     pub fn mark_dead(&mut self, ids: &[i64], error: &str, now: DateTime<Utc>) -> Result<()> {
+        self.update_rows(
+            ids,
+            "UPDATE outbox SET dead_ms = ?3, attempts = attempts + 1, last_error = ?2, lease_until_ms = NULL, escalated = 1 WHERE id = ?1",
+            (error, ms(now)),
+        )
+    }
+
+    /// Runs `sql` (`?1` the row id, `?2` and `?3` the values) on each row, in one transaction.
+    fn update_rows(&mut self, ids: &[i64], sql: &str, (a, b): (&str, i64)) -> Result<()> {
         let e = sqlite_err(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
         for id in ids {
-            tx.execute(
-                "UPDATE outbox SET dead_ms = ?2, attempts = attempts + 1, last_error = ?3, lease_until_ms = NULL, escalated = 1 WHERE id = ?1",
-                params![id, ms(now), error],
-            )
-            .map_err(&e)?;
+            tx.execute(sql, params![id, a, b]).map_err(&e)?;
         }
         tx.commit().map_err(&e)
     }

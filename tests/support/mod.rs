@@ -182,13 +182,7 @@ impl Monitor {
             .unwrap();
         }
         let daemon = self.spawn_run_logged();
-        let line = daemon.wait_log("metrics listening", 1, 120);
-        let port = line
-            .rsplit("127.0.0.1:")
-            .next()
-            .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|p| p.parse::<u16>().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        let port = daemon.bound_port("metrics listening");
         (daemon, port)
     }
 
@@ -348,6 +342,17 @@ impl Daemon {
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+
+    /// The loopback port of the log line that says `what` ("metrics listening", "webhooks
+    /// listening"): the port the daemon bound itself.
+    pub fn bound_port(&self, what: &str) -> u16 {
+        let line = self.wait_log(what, 1, 120);
+        line.rsplit("127.0.0.1:")
+            .next()
+            .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"))
     }
 
     pub fn signal(&self, sig: i32) {
