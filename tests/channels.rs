@@ -1175,20 +1175,14 @@ fn matrix_alerts_arrive_in_a_synapse_room_and_mention_nobody() {
 /// 429: the 20 it took are kept, and the next `check` sends only the 10 left, each event once.
 #[test]
 fn a_rate_limited_pagerduty_keeps_what_it_accepted() {
-    let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(dir.path(), emulator::tailnet());
-    let rx = Receiver::start();
-    let key = dir.path().join("routing-key");
-    std::fs::write(&key, "R0UT1NG\n").unwrap();
-    support::private(&key);
-    let mon = Monitor::new(
-        &emu.socket,
-        &format!(
-            "[[notify]]\nkind = \"pagerduty\"\nurl = \"{}/pd\"\nrouting_key_file = \"{}\"\n",
-            rx.url,
+    let keys = tempfile::tempdir().unwrap();
+    let key = support::secret_file(keys.path(), "routing-key", "R0UT1NG");
+    let (_d, emu, rx, mon) = with_receiver(|url| {
+        format!(
+            "[[notify]]\nkind = \"pagerduty\"\nurl = \"{url}/pd\"\nrouting_key_file = \"{}\"\n",
             key.display()
-        ),
-    );
+        )
+    });
     assert_eq!(mon.check().code, 0);
     let mut doc = emulator::tailnet();
     for i in 0..30 {
@@ -1289,21 +1283,15 @@ fn an_alert_refused_for_good_does_not_block_the_queue() {
 /// the host it points to.
 #[test]
 fn a_redirect_does_not_carry_the_credentials_elsewhere() {
-    let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(dir.path(), emulator::tailnet());
-    let rx = Receiver::start();
+    let keys = tempfile::tempdir().unwrap();
+    let token = support::secret_file(keys.path(), "gotify-token", "G0T1FYKEY");
     let elsewhere = Receiver::start();
-    let token = dir.path().join("gotify-token");
-    std::fs::write(&token, "G0T1FYKEY\n").unwrap();
-    support::private(&token);
-    let mon = Monitor::new(
-        &emu.socket,
-        &format!(
-            "[[notify]]\nkind = \"gotify\"\nurl = \"{}/g\"\ntoken_file = \"{}\"\n",
-            rx.url,
+    let (_d, _emu, rx, mon) = with_receiver(|url| {
+        format!(
+            "[[notify]]\nkind = \"gotify\"\nurl = \"{url}/g\"\ntoken_file = \"{}\"\n",
             token.display()
-        ),
-    );
+        )
+    });
     rx.redirect_to(&format!("{}/stolen", elsewhere.url));
     rx.queue(&[307]);
     let r = mon.check();

@@ -311,6 +311,14 @@ pub fn private(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// Writes `value` (and a newline) to `dir/name`, mode 0600, as a `*_file` secret; returns the path.
+pub fn secret_file(dir: &Path, name: &str, value: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("{value}\n")).unwrap();
+    private(&p);
+    p
+}
+
 /// The `[[notify]]` table for an e-mail channel to a local SMTP port.
 pub fn email_channel(port: u16) -> String {
     format!(
