@@ -18,6 +18,16 @@ fn is_forbidden(c: char) -> bool {
             | '\u{2066}'..='\u{2069}'               // bidi isolates
             | '\u{FEFF}'                            // BOM / zero-width no-break space
             | '\u{FFF9}'..='\u{FFFB}'               // interlinear annotations
+            | '\u{061C}'                            // Arabic letter mark (a bidi control)
+            | '\u{00AD}' | '\u{034F}'               // soft hyphen, grapheme joiner
+            | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' // Hangul fillers: blanks
+            | '\u{17B4}' | '\u{17B5}'               // Khmer inherent vowels (invisible)
+            | '\u{180B}'..='\u{180F}'               // Mongolian selectors, vowel separator
+            | '\u{2800}'                            // braille blank
+            | '\u{FE00}'..='\u{FE0F}'               // variation selectors
+            | '\u{1D173}'..='\u{1D17A}'             // musical format controls
+            | '\u{E0000}'..='\u{E007F}'             // tag characters
+            | '\u{E0100}'..='\u{E01EF}'             // variation selectors supplement
         )
 }
 
@@ -237,6 +247,34 @@ mod tests {
         assert_eq!(line("admin\u{202E}fdp.exe", 80), "admin fdp.exe");
         assert_eq!(line("x\u{2028}y\u{85}z", 80), "x y z");
         assert_eq!(line("zero\u{200B}width", 80), "zero width");
+    }
+
+    /// F17: every invisible or bidi character the review lists is neutralised.
+    #[test]
+    fn strips_the_invisible_characters_that_disguise_a_name() {
+        for c in [
+            '\u{061C}',
+            '\u{00AD}',
+            '\u{034F}',
+            '\u{180E}',
+            '\u{2800}',
+            '\u{115F}',
+            '\u{1160}',
+            '\u{3164}',
+            '\u{FFA0}',
+            '\u{FE00}',
+            '\u{FE0F}',
+            '\u{E0000}',
+            '\u{E0041}',
+            '\u{E007F}',
+        ] {
+            assert_eq!(
+                line(&format!("web-01{c}"), 80),
+                "web-01",
+                "U+{:04X}",
+                c as u32
+            );
+        }
     }
 
     #[test]

@@ -411,7 +411,7 @@ pub fn event_text(out: &mut String, e: &Event) {
                 s(owner),
                 s(&d.addresses.join(", ")),
                 s(&d.os),
-                d.id,
+                s(&d.id.0),
                 if d.is_self { " (this server)" } else { "" }
             );
         }
@@ -442,7 +442,7 @@ pub fn event_text(out: &mut String, e: &Event) {
             );
         }
     }
-    let _ = writeln!(out, "  What to do: {}", action(e));
+    let _ = writeln!(out, "  What to do: {}", sanitize::line(&action(e), 2000));
 }
 
 fn event_html(out: &mut String, e: &Event) {
@@ -605,6 +605,25 @@ mod tests {
         });
         e.device = Some(d);
         e
+    }
+
+    /// F17: a control plane's device ID and addresses are sanitized in the text body too.
+    #[test]
+    fn a_hostile_device_id_cannot_break_the_text_body() {
+        let cx = Context::new("web-01");
+        let mut e = hostile();
+        let d = e.device.as_mut().unwrap();
+        d.id = StableNodeId("nX\n\u{1b}[31mFAKE LINE".into());
+        d.addresses = vec!["100.64.0.1\n\u{1b}[2Jinjected".into()];
+        let base = Event::new(EventKind::MonitorBaseline, Utc::now(), "baseline");
+        let mut base = base;
+        base.devices = vec![e.device.clone().unwrap()];
+        for ev in [&e, &base] {
+            let r = render(&cx, &[ev]);
+            assert!(!r.text.contains('\u{1b}'), "{}", r.text);
+            assert!(!r.text.contains("\nFAKE LINE"), "{}", r.text);
+            assert!(!r.text.contains("\ninjected"), "{}", r.text);
+        }
     }
 
     #[test]

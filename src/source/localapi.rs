@@ -117,7 +117,7 @@ impl LocalApi {
                 .header(hyper::header::HOST, HOST)
                 .header("Tailscale-Cap", CAPABILITY_VERSION.to_string())
                 .body(Empty::<Bytes>::new())
-                .expect("static request is valid");
+                .map_err(|e| self.err(format!("{method} {path}: {e}")))?;
             sender
                 .send_request(req)
                 .await
@@ -215,6 +215,13 @@ impl LocalApi {
             node: Node,
             user_profile: Profile,
         }
+        // An address from a hostile source never reaches the request line unparsed.
+        let ip: std::net::IpAddr = ip.parse().map_err(|_| {
+            self.err(format!(
+                "whois: `{}` is not an IP address",
+                crate::sanitize::line(ip, 60)
+            ))
+        })?;
         let body = self.get(&format!("/localapi/v0/whois?addr={ip}")).await?;
         let w: WhoIs = serde_json::from_slice(&body)
             .map_err(|e| self.err(format!("whois {ip}: malformed JSON: {e}")))?;
