@@ -625,3 +625,41 @@ fn on_1_104_a_filter_change_without_any_notify_is_mailed_through_the_relay() {
         60,
     );
 }
+
+/// Through the relay (which passes on no peer), a peer that arrives together with the filter
+/// that lets it in is named: the filter is read before `/status`, so `/status` already lists it.
+#[test]
+fn through_the_relay_a_peer_that_arrives_with_its_filter_is_named() {
+    let (_d, emu, mon) = setup("");
+    emu.like_1_104();
+    let _relay = support::PrivilegedRelay::start(
+        &mon.privileged_socket(),
+        &emu.root_socket,
+        &support::own_group(),
+    );
+    let daemon = mon.spawn_run_logged();
+    assert!(mon.wait_for_event("monitor.baseline", 60));
+    assert!(emu.wait_opened(1, 60));
+    daemon.wait_log("IPN bus streaming", 1, 60);
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(&mut doc, "nEVECNTRL", "eve-pc", 6202, "100.101.1.66");
+    emu.set_netmap(emulator::netmap(
+        &doc,
+        json!([rule(&["100.101.1.66", "fd7a:115c:a1e0::66"], 22, 22)]),
+        Value::Null,
+    ));
+    emu.set_status_after_netmap(doc);
+    emu.push("{\"PeersChanged\":[{\"ID\":66}]}\n");
+    assert!(mon.wait_for_event("access.widened", 60));
+    let ev = mon
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "access.widened")
+        .unwrap();
+    let summary = ev["summary"].as_str().unwrap();
+    assert!(summary.contains("(eve-pc, 100.101.1.66)"), "{summary}");
+    assert!(
+        !summary.contains("no device this server knows"),
+        "{summary}"
+    );
+}

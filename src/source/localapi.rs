@@ -262,16 +262,27 @@ impl LocalApi {
     /// it (`run`, for passes that only peers' changes triggered).
     pub async fn snapshot_with(&self, view: Option<&NodeView>) -> Result<Snapshot, SourceError> {
         // The netmap is read on another worker while this one reads and parses `/status`.
-        // (A JoinSet: the read is cancelled if `/status` fails.)
+        // (A JoinSet: the read is cancelled if `/status` fails.) Where the filter comes through
+        // the privileged relay (tailscaled >= 1.104), which passes on no peer to name its
+        // sources, the view is read first and `/status` after it: a peer the new filter lets in
+        // is then already listed, never "no device this server knows".
+        let relayed = self
+            .bus_netmap_refused
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let first = match (view, relayed) {
+            (None, true) => Some(self.node_view().await),
+            _ => None,
+        };
         let mut read_view = tokio::task::JoinSet::new();
-        if view.is_none() {
+        if view.is_none() && first.is_none() {
             let api = self.clone();
             read_view.spawn(async move { api.node_view().await });
         }
         let mut snap = self.status().await?;
-        let mut view = match view {
-            Some(v) => v.clone(),
-            None => read_view
+        let mut view = match (view, first) {
+            (Some(v), _) => v.clone(),
+            (None, Some(v)) => v,
+            (None, None) => read_view
                 .join_next()
                 .await
                 .expect("spawned above")

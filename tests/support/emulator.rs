@@ -72,6 +72,9 @@ struct State {
     fails: Vec<(String, u16, String)>,
     /// `POST debug?action=current-netmap` answers served.
     current_netmap_reads: usize,
+    /// A status document to switch to as soon as a `current-netmap` has been served: a peer
+    /// that arrives with the filter that lets it in.
+    status_after_netmap: Option<Value>,
 }
 
 pub struct Emulator {
@@ -103,6 +106,7 @@ impl Emulator {
             netmap_line: None,
             fails: Vec::new(),
             current_netmap_reads: 0,
+            status_after_netmap: None,
         }));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -183,6 +187,11 @@ impl Emulator {
             400,
             "the NotifyInitialNetMap IPN bus subscription bit is no longer supported; seed from NotifyInitialStatus instead\n",
         );
+    }
+
+    /// Switches to `doc` right after the next `current-netmap` answer.
+    pub fn set_status_after_netmap(&self, doc: Value) {
+        self.state.lock().unwrap().status_after_netmap = Some(doc);
     }
 
     /// `POST debug?action=current-netmap` answers served (to root).
@@ -445,6 +454,11 @@ async fn handle(
             (None, Mode::Status(doc)) => netmap_for(doc),
             _ => return Ok(reply(500, "no netmap\n")),
         };
+        if let Some(doc) = s.status_after_netmap.take() {
+            s.mode = Mode::Status(doc);
+            s.status_body = None;
+            s.netmap_line = None;
+        }
         return Ok(reply(200, serde_json::to_vec(&nm).unwrap()));
     }
     if path == "/localapi/v0/tka/status" || path == "/localapi/v0/prefs" {
