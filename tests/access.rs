@@ -33,6 +33,15 @@ fn opened_to_bob() -> Value {
     ])
 }
 
+/// The privileged relay for `mon`, as root, asking `daemon` on its socket with write permission.
+fn relay(mon: &Monitor, daemon: &Emulator) -> support::PrivilegedRelay {
+    support::PrivilegedRelay::start(
+        &mon.privileged_socket(),
+        &daemon.root_socket,
+        &support::own_group(),
+    )
+}
+
 fn setup(extra: &str) -> (tempfile::TempDir, Emulator, Monitor) {
     let dir = tempfile::tempdir().unwrap();
     let emu = Emulator::start(dir.path(), emulator::tailnet());
@@ -354,11 +363,7 @@ fn a_daemon_that_refuses_the_netmap_read_is_one_warning_not_nobody() {
 fn on_1_104_the_filter_is_read_through_the_privileged_relay() {
     let (_d, emu, mon) = setup("");
     emu.like_1_104();
-    let _relay = support::PrivilegedRelay::start(
-        &mon.privileged_socket(),
-        &emu.root_socket,
-        &support::own_group(),
-    );
+    let _relay = relay(&mon, &emu);
     let r = mon.check();
     assert_eq!(r.code, 0, "{r:?}");
     assert!(emu.current_netmap_reads() >= 1);
@@ -396,11 +401,7 @@ fn a_relay_answering_for_another_node_is_refused() {
     let mut doc = emulator::tailnet();
     doc["Self"]["ID"] = json!("nOTHERCNTRL");
     let stranger = Emulator::start(other.path(), doc);
-    let _relay = support::PrivilegedRelay::start(
-        &mon.privileged_socket(),
-        &stranger.root_socket,
-        &support::own_group(),
-    );
+    let _relay = relay(&mon, &stranger);
     let r = mon.check();
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
@@ -580,11 +581,7 @@ fn on_1_104_a_filter_change_without_any_notify_is_mailed_through_the_relay() {
             + "\n[daemon]\ninterval = \"1h\"\nreconcile = \"1h\"\naccess_interval = \"2s\"\n"),
     );
     emu.like_1_104();
-    let _relay = support::PrivilegedRelay::start(
-        &mon.privileged_socket(),
-        &emu.root_socket,
-        &support::own_group(),
-    );
+    let _relay = relay(&mon, &emu);
     let daemon = mon.spawn_run_logged();
     let mails = smtp.wait_for(1, 60);
     assert!(
@@ -632,11 +629,7 @@ fn on_1_104_a_filter_change_without_any_notify_is_mailed_through_the_relay() {
 fn through_the_relay_a_peer_that_arrives_with_its_filter_is_named() {
     let (_d, emu, mon) = setup("");
     emu.like_1_104();
-    let _relay = support::PrivilegedRelay::start(
-        &mon.privileged_socket(),
-        &emu.root_socket,
-        &support::own_group(),
-    );
+    let _relay = relay(&mon, &emu);
     let daemon = mon.spawn_run_logged();
     assert!(mon.wait_for_event("monitor.baseline", 60));
     assert!(emu.wait_opened(1, 60));

@@ -1048,20 +1048,14 @@ fn apprise_delivers_through_the_real_cli() {
     // F5: what every local user can read of the child (its command line): recorded by a wrapper
     // in front of the real CLI.
     let argv = dir.path().join("argv");
-    let wrapper = dir.path().join("apprise-wrapper");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\nexec '{apprise}' \"$@\"\n",
+    let wrapper = support::script(
+        dir.path(),
+        "apprise-wrapper",
+        &format!(
+            "printf '%s\\n' \"$@\" >> '{}'\nexec '{apprise}' \"$@\"\n",
             argv.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    );
     let mon = Monitor::new(
         &emu.socket,
         &format!(
@@ -1097,16 +1091,11 @@ fn an_exec_child_does_not_inherit_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let emu = Emulator::start(dir.path(), emulator::tailnet());
     let env_file = dir.path().join("env");
-    let script = dir.path().join("dump-env");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncat >/dev/null\nenv > '{}'\n",
-            env_file.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = support::script(
+        dir.path(),
+        "dump-env",
+        &format!("cat >/dev/null\nenv > '{}'\n", env_file.display()),
+    );
     let mon = Monitor::new(
         &emu.socket,
         &format!(

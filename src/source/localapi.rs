@@ -45,6 +45,10 @@ pub const ACCESS_FIX: &str = "this tailscaled gives the packet filter only to ro
 const RELAY_DENIED_FIX: &str = "run the monitor as the user of the relay socket's group (`tailscale-monitor`), or add its user to that group: `usermod -aG tailscale-monitor USER`, then restart the monitor";
 const RELAY_FAILED_FIX: &str = "see the relay's log (`journalctl -u 'tailscale-monitor-privileged@*'`); install the same version of the monitor and the relay; check that tailscaled is logged in";
 
+/// The longest LocalAPI answer read (`/status` of a 50,000-peer tailnet is about 70 MB): a longer
+/// one is an error, never memory without end.
+const MAX_BODY: usize = 512 << 20;
+
 /// The longest `current-netmap` answer read (the same bound as a bus line).
 const MAX_NETMAP: usize = MAX_LINE;
 
@@ -133,7 +137,7 @@ impl LocalApi {
 
     /// `GET path` and the whole body, failing on a non-2xx status.
     pub async fn get(&self, path: &str) -> Result<Vec<u8>, SourceError> {
-        self.fetch(hyper::Method::GET, path, usize::MAX)
+        self.fetch(hyper::Method::GET, path, MAX_BODY)
             .await
             .map_err(|(_, e)| e)
     }

@@ -311,6 +311,15 @@ pub fn private(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// Writes an executable shell script `dir/name` with this body (after `#!/bin/sh`).
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
 /// Writes `value` (and a newline) to `dir/name`, mode 0600, as a `*_file` secret; returns the path.
 pub fn secret_file(dir: &Path, name: &str, value: &str) -> PathBuf {
     let p = dir.join(name);
