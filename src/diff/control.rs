@@ -146,7 +146,11 @@ pub fn strip_comments(text: &str) -> String {
 /// A unified line diff of two policy texts (at most 200 lines), and whether the added lines widen
 /// access: a `*` source, `*:*`, `autogroup:danger-all`, or a new SSH rule.
 pub fn policy_diff(old: &str, new: &str) -> (Vec<String>, bool) {
-    let diff = similar::TextDiff::from_lines(old, new);
+    // Myers is O(N·D): two long, wholly different policies would take tens of seconds in the
+    // pass. Past the deadline `similar` returns a coarser diff that is still correct.
+    let diff = similar::TextDiff::configure()
+        .timeout(POLICY_DIFF_TIMEOUT)
+        .diff_lines(old, new);
     let mut lines = Vec::new();
     for group in diff.grouped_ops(2) {
         for op in group {
@@ -178,6 +182,9 @@ pub fn policy_diff(old: &str, new: &str) -> (Vec<String>, bool) {
         || ssh_rules(&new_code) > ssh_rules(&old_code);
     (lines, widens)
 }
+
+/// How long the policy diff may search for a minimal answer.
+const POLICY_DIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// The control view's events and the control state to record (`None`: unchanged).
 pub fn events(
@@ -473,6 +480,22 @@ mod tests {
         DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
             .unwrap()
             .with_timezone(&Utc)
+    }
+
+    /// F11: two wholly different 60,000-line policies took 32 s in the pass; now bounded,
+    /// and the diff still shows what was removed and added. The bound is loose (a debug build on a
+    /// loaded machine); without the deadline this takes minutes in a debug build.
+    #[test]
+    fn a_long_policy_replaced_is_diffed_in_bounded_time() {
+        let old: String = (0..60_000).map(|i| format!("// old rule {i}\n")).collect();
+        let new: String = (0..60_000).map(|i| format!("// new rule {i}\n")).collect();
+        let started = std::time::Instant::now();
+        let (lines, widens) = policy_diff(&old, &new);
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+        assert!(!widens);
+        assert_eq!(lines.len(), 200, "{lines:?}");
+        assert!(lines.iter().any(|l| l.starts_with("- // old rule")));
     }
 
     fn cdev(id: &str, host: &str, user: &str, authorized: bool) -> ControlDevice {
