@@ -621,7 +621,11 @@ fn devices(explicit: Option<&Path>, json: bool, all: bool) -> anyhow::Result<()>
                 "authorized": d.authorized,
             })
         }));
-        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        writeln!(
+            out,
+            "{}",
+            sanitize::json_text(&serde_json::to_string_pretty(&v)?)
+        )?;
         return Ok(());
     }
     let s = |v: &str, n| sanitize::line(v, n);
@@ -716,7 +720,11 @@ async fn posture(explicit: Option<&Path>, json: bool) -> anyhow::Result<u8> {
     };
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        writeln!(
+            out,
+            "{}",
+            sanitize::json_text(&serde_json::to_string_pretty(&report)?)
+        )?;
         return Ok(code);
     }
     let s = |v: &str, n| sanitize::line(v, n);
@@ -785,7 +793,11 @@ async fn access(explicit: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let model = crate::diff::access::canonical(&view, &snap);
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&model)?)?;
+        writeln!(
+            out,
+            "{}",
+            sanitize::json_text(&serde_json::to_string_pretty(&model)?)
+        )?;
         return Ok(());
     }
     let s = |v: &str, n| sanitize::line(v, n);
@@ -856,7 +868,11 @@ fn events(
                 v
             })
             .collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        writeln!(
+            out,
+            "{}",
+            sanitize::json_text(&serde_json::to_string_pretty(&v)?)
+        )?;
         return Ok(());
     }
     for l in &events {

@@ -116,6 +116,76 @@ pub fn markdown(text: &str) -> String {
     out
 }
 
+/// Text in which nothing a device's owner chose can become a clickable link. Mail clients and
+/// chats (Slack, Telegram, Matrix, Mattermost, Pushover) turn bare URLs and domain names into
+/// links on their own, and no markup escaping prevents that: a device named `www.login-bank.com`
+/// would be a link in its own alert. Every URL or domain-shaped word is defanged (its dots become
+/// U+2024 ONE DOT LEADER, `://` becomes `꞉//`), except the words in `keep` (the tailnet's own names,
+/// which the control plane builds) and the URLs this program writes itself.
+pub fn unlink(text: &str, keep: &[&str]) -> String {
+    const OWN: [&str; 2] = ["https://login.tailscale.com/", "https://tailscale.com/"];
+    let is_word = |c: char| c.is_alphanumeric() || "._~:/?#@!$&*+,;=%-".contains(c);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(is_word) {
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest.find(|c: char| !is_word(c)).unwrap_or(rest.len());
+        let word = &rest[..end];
+        let core = word.trim_end_matches(|c: char| ".,;:!?".contains(c));
+        let lower = core.to_ascii_lowercase();
+        let kept = keep
+            .iter()
+            .any(|k| !k.is_empty() && lower == k.to_ascii_lowercase())
+            || OWN.iter().any(|own| lower.starts_with(own));
+        if !kept && link_like(&lower) {
+            out.push_str(&core.replace("://", "\u{A789}//").replace('.', "\u{2024}"));
+            out.push_str(&word[core.len()..]);
+        } else {
+            out.push_str(word);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A word that a chat or mail client would make a link of: a URL, `www.…`, or a domain name
+/// whose last label is letters (`a.example`; not `100.64.0.1`, `1.104.2` or an address).
+fn link_like(word: &str) -> bool {
+    if word.contains("://") || word.starts_with("www.") {
+        return true;
+    }
+    if word.contains('@') {
+        // A login: at most a mailto: link, which opens nothing.
+        return false;
+    }
+    let host = word.split(['/', '?', '#', ':']).next().unwrap_or("");
+    let labels: Vec<&str> = host.split('.').collect();
+    labels.len() >= 2
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_alphanumeric() || c == '-'))
+        && labels
+            .last()
+            .is_some_and(|l| l.chars().count() >= 2 && l.chars().all(char::is_alphabetic))
+}
+
+/// JSON text with the C1 controls (U+0080–U+009F) and U+2028/U+2029 written as `\\u` escapes.
+/// serde_json leaves them raw, and some terminals act on a C1 control such as U+009B (CSI)
+/// encoded as UTF-8. They can occur only inside strings, so the result is the same JSON value.
+pub fn json_text(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if matches!(c, '\u{80}'..='\u{9f}' | '\u{2028}' | '\u{2029}') {
+            let _ = std::fmt::Write::write_fmt(&mut out, format_args!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Caps already-escaped text at `max` characters without leaving a dangling escape.
 pub fn cap_escaped(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -233,6 +303,49 @@ pub fn error_line(e: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_text_escapes_c1_controls_and_line_separators() {
+        let v = serde_json::json!({ "name": "a\u{9b}31mb\u{2028}c\u{85}é" });
+        let raw = serde_json::to_string(&v).unwrap();
+        assert!(raw.contains('\u{9b}'), "serde_json leaves C1 raw: {raw}");
+        let t = json_text(&raw);
+        assert!(
+            !t.chars()
+                .any(|c| matches!(c, '\u{80}'..='\u{9f}' | '\u{2028}' | '\u{2029}')),
+            "{t}"
+        );
+        assert!(
+            t.contains("\\u009b") && t.contains("\\u2028") && t.contains("é"),
+            "{t}"
+        );
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&t).unwrap(), v);
+    }
+
+    #[test]
+    fn unlink_defangs_url_shaped_words_only() {
+        let keep = ["web-01.example.ts.net"];
+        let t = unlink(
+            "New device www.evil.com (see https://evil.example/x, login.evil.example.) joined: \
+             100.64.0.1 fd7a:115c:a1e0::1 v1.104.2 alice@example.com web-01.example.ts.net \
+             https://login.tailscale.com/admin/machines state:ok",
+            &keep,
+        );
+        assert!(t.contains("www\u{2024}evil\u{2024}com"), "{t}");
+        assert!(t.contains("https\u{A789}//evil\u{2024}example/x,"), "{t}");
+        assert!(t.contains("login\u{2024}evil\u{2024}example."), "{t}");
+        for same in [
+            "100.64.0.1",
+            "fd7a:115c:a1e0::1",
+            "v1.104.2",
+            "alice@example.com",
+            "web-01.example.ts.net",
+            "https://login.tailscale.com/admin/machines",
+            "state:ok",
+        ] {
+            assert!(t.contains(same), "{same} in {t}");
+        }
+    }
 
     #[test]
     fn strips_header_injection() {

@@ -768,8 +768,29 @@ fn a_hostile_corpus_reaches_no_channel_as_markup() {
     ] {
         assert!(!text.contains(raw), "{raw} reached Slack");
     }
-    assert!(text.contains("@everyone @here &lt;!channel&gt; &lt;@U024BE7LH&gt; &lt;https://evil.example|login-page&gt; [click](https://evil.example/login)"), "{text}");
+    assert!(text.contains("@everyone @here &lt;!channel&gt; &lt;@U024BE7LH&gt; &lt;https\u{A789}//evil\u{2024}example|login-page&gt; [click](https\u{A789}//evil\u{2024}example/login)"), "{text}");
     assert_eq!(slack["unfurl_links"], false);
+    // F17: no chat gets the hostile URL as a word it would link on its own.
+    for path in [
+        "/slack",
+        "/discord",
+        "/bot123:ABC/sendMessage",
+        "/gotify/message",
+        "/teams",
+        "/mattermost",
+        "/gchat",
+        "/po",
+    ] {
+        let body = rx.at(path)[1].text();
+        assert!(
+            !body.contains("https://evil.example"),
+            "a link in {path}: {body}"
+        );
+        assert!(
+            !body.contains("https:\\/\\/evil.example"),
+            "a link in {path}: {body}"
+        );
+    }
 
     // Discord: no mention is parsed, every Markdown character escaped (no masked link).
     let discord = rx.at("/discord")[1].json();
@@ -778,7 +799,7 @@ fn a_hostile_corpus_reaches_no_channel_as_markup() {
         serde_json::json!({"parse": []})
     );
     let content = discord["content"].as_str().unwrap();
-    assert!(content.contains("\\@everyone \\@here \\<!channel\\> \\<\\@U024BE7LH\\> \\<https\\://evil.example\\|login\\-page\\> \\[click\\]\\(https\\://evil.example/login\\) \\*\\*bold\\*\\* \\`code\\`"), "{content}");
+    assert!(content.contains("\\@everyone \\@here \\<!channel\\> \\<\\@U024BE7LH\\> \\<https\u{A789}//evil\u{2024}example\\|login\\-page\\> \\[click\\]\\(https\u{A789}//evil\u{2024}example/login\\) \\*\\*bold\\*\\* \\`code\\`"), "{content}");
     assert!(content.chars().count() <= 2000);
 
     // Telegram: plain text (no parse_mode), Gotify and ntfy without Markdown.
@@ -800,7 +821,7 @@ fn a_hostile_corpus_reaches_no_channel_as_markup() {
     );
     let body_text = card["content"]["body"][1]["text"].as_str().unwrap();
     assert!(
-        body_text.contains("\\[click\\]\\(https\\://evil.example/login\\)"),
+        body_text.contains("\\[click\\]\\(https\u{A789}//evil\u{2024}example/login\\)"),
         "{body_text}"
     );
     // Mattermost: Slack's escaping, Markdown escaped, and no @ left to mention with.

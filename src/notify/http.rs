@@ -110,7 +110,7 @@ pub fn alertmanager_alerts(cx: &Context, events: &[&Event]) -> Value {
                 labels.insert("instance".into(), sanitize::line(&cx.host, 100).into());
             }
             let mut text = String::new();
-            super::render::event_text(&mut text, e);
+            super::render::event_text_unlinked(&mut text, e);
             json!({
                 "labels": labels,
                 "annotations": {
@@ -333,7 +333,7 @@ async fn pagerduty(
             .or_else(|| e.user.as_ref().map(|u| u.login.clone()))
             .unwrap_or_default();
         let mut text = String::new();
-        super::render::event_text(&mut text, e);
+        super::render::event_text_unlinked(&mut text, e);
         let body = json!({
             "routing_key": key.expose(),
             "event_action": "trigger",

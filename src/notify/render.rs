@@ -341,11 +341,41 @@ pub fn render(cx: &Context, events: &[&Event]) -> Rendered {
         );
     }
     html.push_str("</p></body></html>");
+    let keep = own_names(cx, events);
+    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
     Rendered {
-        subject,
-        text,
-        html,
+        subject: sanitize::unlink(&subject, &keep),
+        text: sanitize::unlink(&text, &keep),
+        html: sanitize::unlink(&html, &keep),
     }
+}
+
+/// The names in a message that the tailnet itself made (MagicDNS names, the tailnet, this
+/// server) and the event kinds (`device.new`): they may stay as they are. Everything else URL-shaped is defanged by `sanitize::unlink`.
+fn own_names(cx: &Context, events: &[&Event]) -> Vec<String> {
+    let mut keep = vec![cx.host.clone()];
+    keep.extend(EventKind::ALL.iter().map(|k| k.as_str().to_owned()));
+    for e in events {
+        keep.push(e.tailnet.clone());
+        if let Some(d) = &e.device {
+            keep.push(d.dns_name.trim_end_matches('.').to_owned());
+        }
+    }
+    keep.sort();
+    keep.dedup();
+    keep
+}
+
+/// One event as plain text, URL-shaped names defanged ([`render`] without the frame), for
+/// channels that carry one event per message.
+pub fn event_text_unlinked(out: &mut String, e: &Event) {
+    let start = out.len();
+    event_text(out, e);
+    let keep = own_names(&Context::new(""), &[e]);
+    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+    let unlinked = sanitize::unlink(&out[start..], &keep);
+    out.truncate(start);
+    out.push_str(&unlinked);
 }
 
 /// One event as plain text, for mail bodies and the terminal.
@@ -623,6 +653,35 @@ mod tests {
             assert!(!r.text.contains('\u{1b}'), "{}", r.text);
             assert!(!r.text.contains("\nFAKE LINE"), "{}", r.text);
             assert!(!r.text.contains("\ninjected"), "{}", r.text);
+        }
+    }
+
+    /// F17: a device named like a login page is no link in its own alert (mail clients and
+    /// chats link bare domains and URLs on their own); the tailnet's own names stay as they are.
+    #[test]
+    fn a_url_shaped_name_is_no_link() {
+        let cx = Context::new("web-01");
+        for name in [
+            "www.login-bank.com",
+            "https://evil.example/login",
+            "login.evil.example",
+        ] {
+            let mut e = hostile();
+            let d = e.device.as_mut().unwrap();
+            d.hostname = name.into();
+            d.dns_name = "login-bank.example.ts.net.".into();
+            e.summary = format!("New device {name} joined");
+            let r = render(&cx, &[&e]);
+            for part in [&r.subject, &r.text, &r.html] {
+                assert!(!part.contains(name), "{name} in {part}");
+            }
+            assert!(r.text.contains("login-bank.example.ts.net"), "{}", r.text);
+            assert!(r
+                .text
+                .contains("https://login.tailscale.com/admin/machines/100.64.0.66"));
+            let mut one = String::new();
+            event_text_unlinked(&mut one, &e);
+            assert!(!one.contains(name), "{one}");
         }
     }
 

@@ -191,7 +191,8 @@ impl Status {
             let state = if self.backend_state.is_empty() {
                 "in an unknown state".to_owned()
             } else {
-                self.backend_state.clone()
+                // A hostile LocalAPI's state reaches log lines and alerts: one clean line.
+                crate::sanitize::line(&self.backend_state, 40)
             };
             let hint = match self.backend_state.as_str() {
                 "NeedsLogin" => " (logged out: run `tailscale up`)",
@@ -215,7 +216,7 @@ impl Status {
         };
         let mut snap = Snapshot {
             taken_at,
-            version: self.version,
+            version: crate::sanitize::line(&self.version, 64),
             tailnet_id: self
                 .current_tailnet
                 .as_ref()
@@ -227,7 +228,7 @@ impl Status {
             update_available: self
                 .client_version
                 .filter(|c| !c.running_latest && !c.latest_version.is_empty())
-                .map(|c| c.latest_version),
+                .map(|c| crate::sanitize::line(&c.latest_version, 64)),
             ..Snapshot::default()
         };
         // The maps are built in bulk from lists (sorted once), not by one insertion per peer.
@@ -445,6 +446,30 @@ mod tests {
         let err = snap("status-needs-login.json").unwrap_err();
         assert!(matches!(err, StatusError::NotRunning { .. }), "{err}");
         assert!(err.to_string().contains("NeedsLogin"));
+    }
+
+    /// F17: the state and the version reach log lines; a hostile LocalAPI cannot forge lines.
+    #[test]
+    fn state_and_version_are_one_clean_line() {
+        let err =
+            Status::parse(br#"{"BackendState": "Odd\n2026-12-01T00:00:00Z INFO forged\u001b[2J"}"#)
+                .unwrap()
+                .into_snapshot(Utc::now())
+                .unwrap_err()
+                .to_string();
+        assert!(!err.contains('\n') && !err.contains('\u{1b}'), "{err:?}");
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&fixture("status-running.json")).unwrap();
+        doc["Version"] = "1.104.2\nINFO forged\u{1b}[2J".into();
+        let s = Status::parse(doc.to_string().as_bytes())
+            .unwrap()
+            .into_snapshot(Utc::now())
+            .unwrap();
+        assert!(
+            !s.version.contains('\n') && !s.version.contains('\u{1b}'),
+            "{:?}",
+            s.version
+        );
     }
 
     #[test]
