@@ -309,12 +309,7 @@ impl Daemon {
         }
         if let Ok(snap) = &report.seen {
             self.last_self_online = snap.self_online;
-            self.watched = snap
-                .devices
-                .values()
-                .filter(|d| self.cfg.policy.watches.iter().any(|w| w.matches(d)))
-                .map(|d| d.id.0.clone())
-                .collect();
+            self.watched = report.watched.iter().map(|id| id.0.clone()).collect();
         }
         let recovered = self.store_recovered()?;
         let digest = crate::digest::record_if_due(

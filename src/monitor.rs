@@ -27,6 +27,8 @@ pub struct PassReport {
     pub control_error: Option<ControlError>,
     /// When a watched device's offline threshold falls due.
     pub presence_due: Option<chrono::DateTime<Utc>>,
+    /// The devices a `[[watch]]` covers, as this pass resolved them.
+    pub watched: Vec<crate::model::StableNodeId>,
 }
 
 /// The control plane as read in one pass (`None` in `observe`/`record`: not read this pass).
@@ -258,6 +260,7 @@ pub fn record(
         events: committed.events,
         control_error,
         presence_due: committed.presence_due,
+        watched: committed.watched,
     })
 }
 

@@ -140,6 +140,8 @@ pub struct Outcome {
     pub tailnet_id: Option<String>,
     /// When a watched device's `offline_after` falls due (for `run` to pass again then).
     pub presence_due: Option<DateTime<Utc>>,
+    /// The devices a `[[watch]]` covers now (for `run` to pass on their presence changes).
+    pub watched: Vec<crate::model::StableNodeId>,
 }
 
 /// Compares the current snapshot with what is known. `now` is the detection time.
@@ -313,6 +315,7 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
     let (events, presence, due) =
         presence::evaluate(&policy.watches, known.presence.as_ref(), cur, now);
     out.events.extend(events);
+    out.watched = presence.devices.keys().cloned().collect();
     // Nothing watched and nothing remembered: nothing to write.
     let empty = crate::model::presence::KnownPresence::default();
     if known.presence.as_ref().unwrap_or(&empty) != &presence {
@@ -438,6 +441,7 @@ fn baseline(cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Outcome {
         presence: (!policy.watches.is_empty())
             .then(|| presence::evaluate(&policy.watches, None, cur, now).1),
         presence_due: None,
+        watched: Vec::new(),
         tailnet_id: (!cur.tailnet_id.is_empty()).then(|| cur.tailnet_id.clone()),
     }
 }

@@ -13,7 +13,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::model::presence::{KnownPresence, Tracked, Watch};
+use crate::model::presence::{self, KnownPresence, Tracked, Watch};
 use crate::model::{Event, EventKind, Severity, Snapshot};
 
 fn human(d: Duration) -> String {
@@ -36,7 +36,9 @@ pub fn evaluate(
         return (events, next, None);
     }
     let self_online = snap.self_online.unwrap_or(true);
-    let watched = |d: &crate::model::Device| watches.iter().find(|w| w.matches(d));
+    let all: Vec<&crate::model::Device> = snap.devices.values().collect();
+    let cover = presence::assign(watches, &all, prev);
+    let watched = |d: &crate::model::Device| cover.get(&d.id).copied();
     if !self_online {
         return this_server_offline(watches, prev, snap, now);
     }
@@ -164,8 +166,10 @@ fn this_server_offline(
         ..KnownPresence::default()
     };
     let mut covered = Vec::new();
+    let all: Vec<&crate::model::Device> = snap.devices.values().collect();
+    let cover = presence::assign(watches, &all, prev);
     for d in snap.devices.values() {
-        let Some(w) = watches.iter().find(|w| w.matches(d)) else {
+        let Some(&w) = cover.get(&d.id) else {
             continue;
         };
         let t = match prev.and_then(|p| p.devices.get(&d.id)) {
@@ -228,6 +232,7 @@ mod tests {
     use super::*;
     use crate::model::presence::Schedule;
     use crate::model::{Device, NodeKey, PeerConn, StableNodeId, UserId};
+    use std::collections::BTreeMap;
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -288,6 +293,75 @@ mod tests {
             s.devices.insert(d.id.clone(), d);
         }
         s
+    }
+
+    /// F19: anyone can name a device `web-01`. Of two devices of a watched name, the one that
+    /// carries the watch's tag is watched; a watch that lists a tag and an untagged name still
+    /// covers the untagged device; a newcomer taking a tracked name is not watched, nor alerted.
+    #[test]
+    fn a_namesake_is_not_watched_as_the_real_device() {
+        let named = |id: &str, name: &str, tags: &[&str]| {
+            let mut d = dev(id, tags);
+            d.hostname = name.into();
+            d
+        };
+        let w = Watch {
+            name: "servers".into(),
+            devices: vec!["tag:server".into(), "web-01".into(), "nas".into()],
+            ..watch(60, 0)
+        };
+        let mut s = snap(&[], true);
+        for d in [
+            named("REAL", "web-01", &["tag:server"]),
+            named("FAKE", "web-01", &[]),
+            named("NAS", "nas", &[]),
+        ] {
+            s.devices.insert(d.id.clone(), d);
+        }
+        let all: Vec<&Device> = s.devices.values().collect();
+        let ids = |m: BTreeMap<StableNodeId, &Watch>| -> Vec<String> {
+            m.into_keys().map(|k| k.0).collect()
+        };
+        assert_eq!(
+            ids(presence::assign(std::slice::from_ref(&w), &all, None)),
+            ["NAS", "REAL"]
+        );
+
+        // Untagged, tracked first: a later namesake is not the watched device.
+        let w = Watch {
+            devices: vec!["web-01".into()],
+            ..w
+        };
+        let mut first = snap(&[], true);
+        let real = named("REAL", "web-01", &[]);
+        first.devices.insert(real.id.clone(), real);
+        let t0 = t("2026-11-24T12:00:00Z");
+        let (_, known, _) = evaluate(std::slice::from_ref(&w), None, &first, t0);
+        let mut second = first.clone();
+        let fake = named("FAKE", "web-01", &[]);
+        second.conns.insert(
+            fake.id.clone(),
+            PeerConn {
+                online: false,
+                ..PeerConn::default()
+            },
+        );
+        second.devices.insert(fake.id.clone(), fake);
+        let (events, next, due) = evaluate(
+            std::slice::from_ref(&w),
+            Some(&known),
+            &second,
+            t0 + Duration::seconds(600),
+        );
+        assert!(events.is_empty(), "{events:?}");
+        assert!(due.is_none());
+        assert_eq!(
+            next.devices
+                .keys()
+                .map(|k| k.0.as_str())
+                .collect::<Vec<_>>(),
+            ["REAL"]
+        );
     }
 
     /// Runs passes at the given second offsets; returns each pass's event kinds and summaries.

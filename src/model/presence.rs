@@ -26,18 +26,88 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Whether `d` is named by this watch on its own: a tag it carries, its stable ID, or its
+    /// hostname or MagicDNS label. Anyone can name a device `web-01`, so a name is resolved
+    /// against the whole tailnet by [`assign`], which is what decides.
     pub fn matches(&self, d: &Device) -> bool {
-        let label = d.dns_name.split('.').next().unwrap_or("");
-        self.devices.iter().any(|s| {
-            if s.starts_with("tag:") {
-                d.tags.iter().any(|t| t == s)
-            } else {
-                s == &d.id.0
-                    || s.eq_ignore_ascii_case(&d.hostname)
-                    || (!label.is_empty() && s.eq_ignore_ascii_case(label))
-            }
-        })
+        self.devices.iter().any(|s| self.names(s, d))
     }
+
+    fn names(&self, s: &str, d: &Device) -> bool {
+        if s.starts_with("tag:") {
+            d.tags.iter().any(|t| t == s)
+        } else {
+            s == d.id.0 || name_matches(s, d)
+        }
+    }
+
+    fn carries_a_tag(&self, d: &Device) -> bool {
+        self.devices
+            .iter()
+            .any(|s| s.starts_with("tag:") && d.tags.iter().any(|t| t == s))
+    }
+}
+
+fn name_matches(s: &str, d: &Device) -> bool {
+    let label = d.dns_name.split('.').next().unwrap_or("");
+    s.eq_ignore_ascii_case(&d.hostname) || (!label.is_empty() && s.eq_ignore_ascii_case(label))
+}
+
+/// Which watch covers each device (the first watch that names it). A tag or a stable ID names a
+/// device outright. A hostname that several devices share names only some of them: those that
+/// carry one of the watch's tags, else those the watch already tracked (so a newcomer who
+/// names a device `web-01` is not watched, nor alerted, as the real `web-01`), else all.
+pub fn assign<'w>(
+    watches: &'w [Watch],
+    devices: &[&Device],
+    tracked: Option<&KnownPresence>,
+) -> BTreeMap<StableNodeId, &'w Watch> {
+    let mut out: BTreeMap<StableNodeId, &Watch> = BTreeMap::new();
+    for w in watches {
+        let mut chosen: Vec<&Device> = Vec::new();
+        for s in &w.devices {
+            chosen.extend(
+                devices
+                    .iter()
+                    .copied()
+                    .filter(|d| (s.starts_with("tag:") || s == &d.id.0) && w.names(s, d)),
+            );
+            let namesakes: Vec<&Device> = devices
+                .iter()
+                .copied()
+                .filter(|d| !s.starts_with("tag:") && s != &d.id.0 && name_matches(s, d))
+                .collect();
+            if namesakes.len() <= 1 {
+                chosen.extend(namesakes);
+                continue;
+            }
+            let tagged: Vec<&Device> = namesakes
+                .iter()
+                .copied()
+                .filter(|d| w.carries_a_tag(d))
+                .collect();
+            let known: Vec<&Device> = namesakes
+                .iter()
+                .copied()
+                .filter(|d| {
+                    tracked
+                        .and_then(|p| p.devices.get(&d.id))
+                        .is_some_and(|t| t.watch == w.name)
+                })
+                .collect();
+            chosen.extend(if !tagged.is_empty() {
+                tagged
+            } else if !known.is_empty() {
+                known
+            } else {
+                namesakes
+            });
+        }
+        for d in chosen {
+            out.entry(d.id.clone()).or_insert(w);
+        }
+    }
+    out
 }
 
 /// `Mon-Fri 08:00-18:00 Europe/Berlin`: days (a range or a comma list), a time range, a zone.

@@ -173,6 +173,8 @@ pub struct Committed {
     pub queued: usize,
     /// When a watched device's offline threshold falls due.
     pub presence_due: Option<DateTime<Utc>>,
+    /// The devices a `[[watch]]` covers.
+    pub watched: Vec<crate::model::StableNodeId>,
 }
 
 /// A logged event with its row ID and pass number.
@@ -560,6 +562,7 @@ impl Store {
             events: outcome.events,
             queued,
             presence_due: outcome.presence_due,
+            watched: outcome.watched,
         })
     }
 
