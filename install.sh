@@ -54,6 +54,15 @@ install -d -m 0755 /etc/tailscale-monitor
 if [ ! -f "$conf" ]; then
   install -m 0640 -o root -g "$user" examples/config.toml "$conf"
   if [ -n "${ALERT_EMAIL:-}" ]; then
+    # Both go into TOML strings: only what an address and a host name can hold, nothing that
+    # ends the string or the line.
+    if ! [[ "$ALERT_EMAIL" =~ ^[A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+$ ]]; then
+      echo "install: ALERT_EMAIL='$ALERT_EMAIL' is not a plain address like you@example.com" >&2
+      rm -f "$conf"
+      exit 1
+    fi
+    sender_host=$(hostname -f 2>/dev/null || hostname)
+    [[ "$sender_host" =~ ^[A-Za-z0-9.-]+$ ]] || sender_host=localhost
     # The local MTA over loopback SMTP when it listens (works under the hardened unit, where a
     # set-ID sendmail cannot hand mail over), else its sendmail program.
     smtp=sendmail
@@ -63,7 +72,7 @@ if [ ! -f "$conf" ]; then
 [[notify]]
 kind = "email"
 to = ["$ALERT_EMAIL"]
-from = "tailscale-monitor@$(hostname -f 2>/dev/null || hostname)"
+from = "tailscale-monitor@$sender_host"
 smtp = "$smtp"
 CONF
   fi
@@ -72,8 +81,10 @@ elif ! runuser -u "$user" -- test -r "$conf"; then
   echo "install: warning: $user cannot read $conf; run: chgrp $user $conf && chmod 0640 $conf" >&2
 fi
 # State belongs to the service user (a root-owned state.db from an earlier install included).
+# Not `chown -R` as root in a directory the service user controls: only directories and regular
+# files of one link, never through a symlink (a hard link to a root-owned file stays root's).
 install -d -m 0700 -o "$user" -g "$user" "$state"
-chown -R "$user:$user" "$state"
+find -P "$state" -xdev \( -type d -o -type f -links 1 \) ! -user "$user" -exec chown -h "$user:$user" {} +
 units=(tailscale-monitor.service tailscale-monitor-privileged.socket tailscale-monitor-privileged@.service)
 if [ -d /etc/systemd/system ]; then
   for u in "${units[@]}"; do

@@ -589,6 +589,8 @@ impl Config {
             };
             ConfigError(format!("{}: {e}{hint}", path.display()))
         })?;
+        writable_only_by_owner(path)
+            .map_err(|m| ConfigError(format!("{}: {m}", path.display())))?;
         // Mode bits alone: a file others can read is public whatever its ACLs add.
         let public = std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0);
         let mut c = Config::parse(&text, &path.display().to_string(), public)?;
@@ -1221,6 +1223,9 @@ fn channel(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<Channel, ConfigError> {
             })?;
             // The URLs carry the services' credentials: the file is a secret like any other.
             read_secret(cx, f, "urls_file")?;
+            if let Some(p) = r.program.as_ref().filter(|p| p.get_ref().is_absolute()) {
+                writable_only_by_owner(p.get_ref()).map_err(|m| cx.at(p, "program", m))?;
+            }
             ChannelKind::Apprise {
                 program: r
                     .program
@@ -1238,6 +1243,7 @@ fn channel(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<Channel, ConfigError> {
             if c.get_ref().is_empty() || !Path::new(&c.get_ref()[0]).is_absolute() {
                 return Err(cx.at(c, "command", "must be a list starting with an absolute program path"));
             }
+            writable_only_by_owner(Path::new(&c.get_ref()[0])).map_err(|m| cx.at(c, "command", m))?;
             ChannelKind::Exec { command: c.get_ref().clone() }
         }
         other => {
@@ -1392,10 +1398,33 @@ fn control(cx: &Ctx, c: &Spanned<RawControl>) -> Result<ControlConfig, ConfigErr
     Ok(ControlConfig { api, interval })
 }
 
+/// Whoever can write a config, secret or program file runs code as the service user (or
+/// redirects its alerts): refused when others may write it, warned of when its group may.
+fn writable_only_by_owner(p: &Path) -> Result<(), String> {
+    let Ok(m) = std::fs::metadata(p) else {
+        return Ok(());
+    };
+    let mode = m.permissions().mode();
+    if mode & 0o002 != 0 {
+        return Err(format!(
+            "every local user can write {p}: chmod o-w {p}",
+            p = p.display()
+        ));
+    }
+    if mode & 0o020 != 0 {
+        tracing::warn!(
+            path = %p.display(),
+            "its group can write this file; chmod g-w it unless the whole group is trusted"
+        );
+    }
+    Ok(())
+}
+
 fn read_secret(cx: &Ctx, f: &Spanned<PathBuf>, key: &str) -> Result<Secret, ConfigError> {
     let p = f.get_ref();
     let text =
         std::fs::read_to_string(p).map_err(|e| cx.at(f, key, format!("{}: {e}", p.display())))?;
+    writable_only_by_owner(p).map_err(|m| cx.at(f, key, m))?;
     if std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o004 != 0) {
         return Err(cx.at(
             f,
@@ -1823,6 +1852,42 @@ smtp = "smtp://127.0.0.1:25"
             "{e}"
         );
         std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Config::from_toml(&text, "c").is_ok());
+    }
+
+    /// F21: whoever can write the config, a secret file or an exec program runs code as the
+    /// service user; others' write permission is refused, with where and how to fix it.
+    #[test]
+    fn files_others_can_write_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str, mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let conf = write("open.toml", "", 0o646);
+        let e = Config::load(&conf).unwrap_err().to_string();
+        assert!(e.contains("open.toml") && e.contains("chmod o-w"), "{e}");
+        std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(Config::load(&conf).is_ok());
+
+        let tok = write("token", "123:ABC\n", 0o602);
+        let text = format!(
+            "[[notify]]\nkind = \"gotify\"\nurl = \"https://g/\"\ntoken_file = \"{}\"\n",
+            tok.display()
+        );
+        let e = Config::from_toml(&text, "c").unwrap_err().to_string();
+        assert!(e.contains("c:4:") && e.contains("can write"), "{e}");
+
+        let prog = write("notify.sh", "#!/bin/sh\n", 0o757);
+        let text = format!(
+            "[[notify]]\nkind = \"exec\"\ncommand = [\"{}\"]\n",
+            prog.display()
+        );
+        let e = Config::from_toml(&text, "c").unwrap_err().to_string();
+        assert!(e.contains("c:3:") && e.contains("chmod o-w"), "{e}");
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert!(Config::from_toml(&text, "c").is_ok());
     }
 

@@ -198,8 +198,32 @@ fn install_upgrade_remove_and_purge_the_debian_package() {
     let edited = std::fs::read_to_string(CONF).unwrap() + "\n# edited by the administrator\n";
     std::fs::write(CONF, &edited).unwrap();
 
+    // F21: what postinst hands to the service. A file a root-run command left becomes the
+    // service's; a hard link the service user planted to a root-owned file stays root's.
+    let secret = Path::new("/var/lib/tailscale-monitor-test-secret");
+    std::fs::write(secret, "root only\n").unwrap();
+    std::fs::set_permissions(secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let planted = format!("{STATE}/planted");
+    let _ = std::fs::remove_file(&planted);
+    std::fs::hard_link(secret, &planted).unwrap();
+    let left = format!("{STATE}/left-by-root");
+    std::fs::write(&left, "").unwrap();
+
     // Upgrade: config and state kept, the chain intact and the same.
     dpkg(&["-i", new.to_str().unwrap()]);
+    assert_eq!(
+        mode(secret.to_str().unwrap()).0,
+        0,
+        "a hard link is never chowned"
+    );
+    assert_eq!(
+        mode(&left).0,
+        uid,
+        "a root-owned file of one link is the service's"
+    );
+    std::fs::remove_file(&planted).unwrap();
+    std::fs::remove_file(secret).unwrap();
+    std::fs::remove_file(&left).unwrap();
     assert!(installed()
         .unwrap()
         .starts_with("install ok installed 0.1.0-2"));
