@@ -946,6 +946,42 @@ fn audit(explicit: Option<&Path>, anchors: &[String]) -> anyhow::Result<bool> {
             }
         }
     }
+    // The newest anchor that left in a delivered message: a log that now ends before it, or
+    // says something else there, lost its tail (F8). Whoever can write state.db can rewrite this
+    // record too; the anchor in the mailbox is what they cannot reach.
+    if let Some(c) = store.checkpoint()? {
+        let when = c.at.format("%Y-%m-%d %H:%M UTC");
+        let channel = sanitize::line(&c.channel, 60);
+        match store.event_hash(c.id)? {
+            Some(h) if h == c.hash => {}
+            Some(_) => {
+                println!("ALTERED: event #{} no longer hashes as in the alert sent through {channel} at {when}", c.id);
+                intact = false;
+            }
+            None => {
+                println!(
+                    "ALTERED: the log holds {count} events and ends at #{}, but the alert sent through {channel} at {when} carried anchor #{}: events were deleted",
+                    head.as_ref().map_or(0, |h| h.0),
+                    c.id
+                );
+                intact = false;
+            }
+        }
+    }
+    let unlogged = store.unlogged_devices()?;
+    if !unlogged.is_empty() {
+        println!(
+            "ALTERED: {} known device(s) that no logged event names (written into the known state, so never alerted): {}",
+            unlogged.len(),
+            unlogged
+                .iter()
+                .take(10)
+                .map(|id| sanitize::line(id, 40))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        intact = false;
+    }
     // What no anchor given can vouch for: rows after the newest one (F8). Keep the anchor of the
     // newest alert or digest to cover them.
     if let (Some(newest), Some((head, _))) = (newest_anchor, &head) {

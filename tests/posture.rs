@@ -38,7 +38,7 @@ fn chattr_i(paths: &[&Path]) -> Result<Immutable, String> {
 }
 
 #[test]
-fn a_world_writable_config_fails_and_chattr_i_makes_the_files_immutable() {
+fn a_world_writable_config_is_refused_and_chattr_i_makes_the_files_immutable() {
     let dir = tempfile::tempdir().unwrap();
     let emu = Emulator::start(dir.path(), emulator::tailnet());
     // A copy of the binary: `chattr +i` must not touch the build's own.
@@ -63,16 +63,22 @@ fn a_world_writable_config_fails_and_chattr_i_makes_the_files_immutable() {
         "the emulator's socket, owned by root: {sv06}"
     );
 
+    // A config others can write is refused outright (F21): whoever can write it runs code as
+    // the service user, so nothing reads it, posture included.
     std::fs::set_permissions(&mon.config, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let sv03 = support::posture_finding(&posture(), "SV-03");
-    assert_eq!(sv03["status"], "fail", "{sv03}");
+    let out = Command::new(&bin)
+        .args(["--config"])
+        .arg(&mon.config)
+        .args(["posture", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        sv03["evidence"]
-            .as_str()
-            .unwrap()
-            .contains("is writable by others (mode 666)"),
-        "{sv03}"
+        err.contains("every local user can write") && err.contains("chmod o-w"),
+        "{err}"
     );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     std::fs::set_permissions(&mon.config, std::fs::Permissions::from_mode(0o640)).unwrap();
 
     let sv04 = support::posture_finding(&posture(), "SV-04");

@@ -156,6 +156,12 @@ pub async fn deliver(
                 let e = match send(ch, &cx, &events, false).await {
                     Ok(()) => {
                         store.mark_delivered(&ids, Utc::now())?;
+                        store.note_checkpoint(&crate::store::Checkpoint {
+                            id: newest.event.id,
+                            hash: newest.hash.clone(),
+                            at: Utc::now(),
+                            channel: ch.name.clone(),
+                        })?;
                         info!(channel = %ch.name, events = ids.len(), "delivered");
                         report.delivered += ids.len();
                         continue;

@@ -90,6 +90,54 @@ impl Store {
         Ok((count, head))
     }
 
+    /// Remembers the newest anchor that left the machine in a delivered message, so that `audit`
+    /// notices a log that now ends before it (F8: truncation of the tail).
+    pub fn note_checkpoint(&mut self, c: &Checkpoint) -> Result<()> {
+        if self.checkpoint()?.is_some_and(|old| old.id >= c.id) {
+            return Ok(());
+        }
+        let text = serde_json::to_string(c).expect("checkpoint serializes");
+        set_meta(&self.conn, "checkpoint", &text).map_err(self.err())
+    }
+
+    /// The newest anchor delivered, if any was.
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>> {
+        match get_meta(&self.conn, "checkpoint").map_err(self.err())? {
+            Some(t) => Ok(Some(self.decode(&t, "checkpoint")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Known devices that no logged event names: a device written into the known state by hand
+    /// is never alerted as new (F8). The baseline's device list counts as naming them.
+    pub fn unlogged_devices(&self) -> Result<Vec<String>> {
+        let mut named: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT device_id, kind, data FROM events WHERE device_id IS NOT NULL OR kind = 'monitor.baseline'")
+            .map_err(self.err())?;
+        let mut rows = stmt.query([]).map_err(self.err())?;
+        while let Some(r) = rows.next().map_err(self.err())? {
+            if let Some(id) = r.get::<_, Option<String>>(0).map_err(self.err())? {
+                named.insert(id);
+            }
+            if r.get::<_, String>(1).map_err(self.err())? == "monitor.baseline" {
+                let e: Event = self.decode(&r.get::<_, String>(2).map_err(self.err())?, "event")?;
+                named.extend(e.devices.into_iter().map(|d| d.id.0));
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM devices ORDER BY id")
+            .map_err(self.err())?;
+        let known: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(self.err())?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(self.err())?;
+        Ok(known.into_iter().filter(|id| !named.contains(id)).collect())
+    }
+
     /// The chain hash of one event, if it is in the log.
     pub fn event_hash(&self, id: i64) -> Result<Option<String>> {
         self.conn
@@ -147,6 +195,15 @@ impl Store {
             detail: err.to_string(),
         })
     }
+}
+
+/// An anchor that left the machine: the event it ends at, its hash, when and where it went.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    pub id: i64,
+    pub hash: String,
+    pub at: DateTime<Utc>,
+    pub channel: String,
 }
 
 pub(super) fn chain_hash(prev: &str, data: &str) -> String {

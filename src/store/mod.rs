@@ -32,6 +32,7 @@ pub use crate::model::Health;
 
 mod known;
 mod log;
+pub use log::Checkpoint;
 mod outbox;
 
 use crate::model::{Event, EventKind, Severity, StableNodeId, UserId};
