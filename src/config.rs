@@ -257,6 +257,8 @@ pub struct Config {
     pub channels: Vec<Channel>,
     /// After a channel has failed for this long, the failure is alerted on the other channels.
     pub delivery_max_age: Duration,
+    /// `[alerts] coalesce_window`: repeated changes of one device within it are one message.
+    pub coalesce_window: Duration,
     /// `[metrics] listen`: where `run` serves `/metrics` and `/healthz`.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// `[digest] every`: how often the summary message goes out (`None`: never, the default).
@@ -410,6 +412,7 @@ struct RawAlerts {
     peer_connected: Option<Spanned<String>>,
     peer_connected_quiet: Option<Spanned<String>>,
     delivery_max_age: Option<Spanned<String>>,
+    coalesce_window: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -756,6 +759,14 @@ impl Config {
             }
             channels.push(ch);
         }
+        let coalesce = cx.duration(
+            &raw.alerts.coalesce_window,
+            "alerts.coalesce_window",
+            Duration::from_secs(300),
+        )?;
+        for ch in &mut channels {
+            ch.route.coalesce = coalesce;
+        }
         let control = match &raw.control {
             None => None,
             Some(c) => Some(control(&cx, c)?),
@@ -820,6 +831,7 @@ impl Config {
                     )
                 })?),
             },
+            coalesce_window: coalesce,
             delivery_max_age: cx.duration(
                 &raw.alerts.delivery_max_age,
                 "alerts.delivery_max_age",
@@ -871,7 +883,7 @@ impl Config {
             d(self.daemon.access_interval)
         );
         out += &format!(
-            "[alerts]\nkey_expiry_warning = {}\npeer_connected = {}\npeer_connected_quiet = {}\ndelivery_max_age = {}\n",
+            "[alerts]\nkey_expiry_warning = {}\npeer_connected = {}\npeer_connected_quiet = {}\ndelivery_max_age = {}\ncoalesce_window = {}\n",
             d(self.policy.key_expiry_warn.to_std().unwrap_or_default()),
             q(match self.policy.connect_alert {
                 ConnectAlert::New => "new",
@@ -879,7 +891,8 @@ impl Config {
                 ConnectAlert::None => "none",
             }),
             d(self.policy.connect_quiet.to_std().unwrap_or_default()),
-            d(self.delivery_max_age)
+            d(self.delivery_max_age),
+            d(self.coalesce_window)
         );
         for c in &self.channels {
             out += &format!(
@@ -1111,6 +1124,8 @@ fn channel(cx: &Ctx, n: &Spanned<RawNotify>) -> Result<Channel, ConfigError> {
         channel: name.clone(),
         min_severity,
         kinds,
+        // Set from `[alerts] coalesce_window` once the whole file is read.
+        coalesce: Duration::ZERO,
     };
     let url = |key: &str| -> Result<url::Url, ConfigError> {
         let raw = r

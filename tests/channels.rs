@@ -499,6 +499,54 @@ fn alerts_carry_a_log_anchor_that_audit_checks_against_a_rewritten_log() {
     assert!(r.stderr.contains("expected ID:HASH"), "{r:?}");
 }
 
+/// F2/design rule: a device that renames itself in a loop is not hundreds of alerts. The first
+/// rename goes out at once; the ones within `coalesce_window` after it are held and go out as
+/// one event with a count when the window ends. The log keeps every one of them.
+#[test]
+fn a_device_renaming_in_a_loop_is_one_alert_with_a_count() {
+    let (_dir, emu, rx, mon) = with_hook(|_| "\n[alerts]\ncoalesce_window = \"2s\"\n".to_owned());
+    let mut doc = emulator::tailnet();
+    let key = emulator::add_peer(&mut doc, "nLOOPCNTRL", "loop-0", 1, "100.101.9.9");
+    emu.set_status(doc.clone());
+    assert_eq!(mon.check().code, 0);
+    for i in 1..=30 {
+        doc["Peer"][&key]["HostName"] = format!("loop-{i}").into();
+        emu.set_status(doc.clone());
+        let r = mon.check();
+        assert_eq!(r.code, 1, "a warning, rename {i}: {r:?}");
+    }
+    let renamed = |rx: &Receiver| -> Vec<serde_json::Value> {
+        rx.at("/hook")
+            .iter()
+            .flat_map(|r| r.json()["events"].as_array().unwrap().clone())
+            .filter(|e| e["kind"] == "device.renamed")
+            .collect()
+    };
+    assert_eq!(
+        renamed(&rx).len(),
+        1,
+        "the first rename at once, the others held"
+    );
+    // The window ends: a later check sends the held ones, as one event.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while renamed(&rx).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held renames were never sent"
+        );
+        mon.check();
+    }
+    let all = renamed(&rx);
+    assert_eq!(all.len(), 2, "{all:?}");
+    let merged = all[1]["summary"].as_str().unwrap();
+    assert!(
+        merged.contains("loop-30") && merged.contains("(29 times since"),
+        "{merged}"
+    );
+    let r = mon.run(&["events"]);
+    assert_eq!(r.stdout.matches("device.renamed").count(), 30, "{r:?}");
+}
+
 /// F8: a tail deleted after the newest anchor the administrator kept is found against the
 /// newest anchor that left in a delivered alert; a device written into the known state by hand
 /// (so that it never alerts as new) is found because no logged event names it.

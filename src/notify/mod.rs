@@ -139,8 +139,15 @@ pub async fn deliver(
                 if pending.is_empty() {
                     break;
                 }
-                let ids: Vec<i64> = pending.iter().map(|p| p.outbox_id).collect();
-                let events: Vec<_> = pending.iter().map(|p| &p.event.event).collect();
+                // Repeated changes of one device are one event with a count; `ids` in the order
+                // of the merged events, so that a channel's progress (`accepted`) maps to rows.
+                let groups = coalesce(&pending);
+                let ids: Vec<i64> = groups
+                    .iter()
+                    .flat_map(|(_, rows)| rows.iter().map(|&i| pending[i].outbox_id))
+                    .collect();
+                let merged: Vec<Event> = groups.iter().map(|(e, _)| e.clone()).collect();
+                let events: Vec<&Event> = merged.iter().collect();
                 let newest = pending
                     .iter()
                     .max_by_key(|p| p.event.id)
@@ -168,7 +175,8 @@ pub async fn deliver(
                     }
                     Err(e) => e,
                 };
-                let (done, rest) = ids.split_at(e.accepted.min(ids.len()));
+                let accepted = groups.iter().take(e.accepted).map(|(_, r)| r.len()).sum();
+                let (done, rest) = ids.split_at(accepted);
                 if !done.is_empty() {
                     store.mark_delivered(done, Utc::now())?;
                     report.delivered += done.len();
@@ -187,7 +195,7 @@ pub async fn deliver(
                         channels,
                         ch,
                         &e.message,
-                        &pending[done.len()].event.event,
+                        &merged[e.accepted.min(merged.len() - 1)],
                     )?;
                     escalated = true;
                     report.failed.push((ch.name.clone(), e.message));
@@ -275,6 +283,63 @@ fn escalate(
     e.detail = error.to_owned();
     error!(channel = %failing.name, stuck, error, "delivery failing past the age limit; reporting on the other channels");
     report_elsewhere(store, channels, failing, e)
+}
+
+/// The events of a batch with repeated changes merged: several rows of one kind for one device
+/// become the newest of them, its summary saying how many and since when, its detail listing
+/// the earlier ones. Each merged event comes with the indexes of its rows in `pending`.
+fn coalesce(pending: &[crate::store::Pending]) -> Vec<(Event, Vec<usize>)> {
+    let mut groups: Vec<(Event, Vec<usize>)> = Vec::new();
+    let mut at: std::collections::HashMap<(crate::model::EventKind, String), usize> =
+        std::collections::HashMap::new();
+    for (i, p) in pending.iter().enumerate() {
+        let e = &p.event.event;
+        let key = e.device.as_ref().map(|d| (e.kind, d.id.0.clone()));
+        match key.as_ref().and_then(|k| at.get(k)) {
+            Some(&g) => groups[g].1.push(i),
+            None => {
+                if let Some(k) = key {
+                    at.insert(k, groups.len());
+                }
+                groups.push((e.clone(), vec![i]));
+            }
+        }
+    }
+    for (merged, rows) in &mut groups {
+        if rows.len() < 2 {
+            continue;
+        }
+        let all: Vec<&Event> = rows.iter().map(|&i| &pending[i].event.event).collect();
+        let newest = *all.iter().max_by_key(|e| e.at).expect("two or more");
+        let first = all.iter().map(|e| e.at).min().expect("two or more");
+        let mut e = newest.clone();
+        e.severity = all.iter().map(|e| e.severity).max().unwrap_or(e.severity);
+        e.summary = format!(
+            "{} ({} times since {})",
+            newest.summary,
+            all.len(),
+            first.format("%H:%M:%S UTC")
+        );
+        // One line (the Note: of the message): the count first, so no cap cuts it.
+        let earlier: Vec<String> = all
+            .iter()
+            .filter(|x| !std::ptr::eq(**x, newest))
+            .take(3)
+            .map(|x| format!("{} {}", x.at.format("%H:%M:%S"), x.summary))
+            .collect();
+        let mut detail = format!(
+            "{} changes of this kind to this device, the newest above; earlier: {}{} (all of them: `tailscale-monitor events`)",
+            all.len(),
+            earlier.join("; "),
+            if all.len() > 4 { "; …" } else { "" }
+        );
+        if !newest.detail.is_empty() {
+            detail = format!("{detail}. {}", newest.detail);
+        }
+        e.detail = detail;
+        *merged = e;
+    }
+    groups
 }
 
 #[cfg(test)]

@@ -150,6 +150,12 @@ ALTER TABLE outbox ADD COLUMN escalated INTEGER NOT NULL DEFAULT 0;
     r#"
 ALTER TABLE outbox ADD COLUMN dead_ms INTEGER;
 "#,
+    // A repeated change of one device, held to go out with the others of its window as one
+    // message (`[alerts] coalesce_window`); 0 for the row that opened the window.
+    r#"
+ALTER TABLE outbox ADD COLUMN coalesced INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX outbox_coalesce ON outbox(channel, created_ms);
+"#,
 ];
 
 /// Where an event is delivered: a channel name and its filter.
@@ -159,6 +165,9 @@ pub struct Route {
     pub min_severity: Severity,
     /// Only these kinds, if set.
     pub kinds: Option<Vec<EventKind>>,
+    /// A change of a device of the same kind as one queued within this window is held until the
+    /// window ends and goes out with the others as one message (zero: never held).
+    pub coalesce: std::time::Duration,
 }
 
 impl Route {
@@ -542,9 +551,15 @@ impl Store {
                 .map_err(&e)?;
                 let event_id = tx.last_insert_rowid();
                 for r in routes.iter().filter(|r| !ev.record_only && r.accepts(ev)) {
+                    let held = match (&ev.device, r.coalesce.is_zero()) {
+                        (Some(d), false) => {
+                            outbox::window_of(&tx, r, ev.kind, &d.id.0, now).map_err(&e)?
+                        }
+                        _ => None,
+                    };
                     tx.execute(
-                        "INSERT INTO outbox (event_id, channel, created_ms, next_try_ms) VALUES (?1, ?2, ?3, ?3)",
-                        params![event_id, r.channel, ms(now)],
+                        "INSERT INTO outbox (event_id, channel, created_ms, next_try_ms, coalesced) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![event_id, r.channel, ms(now), held.unwrap_or(ms(now)), held.is_some()],
                     )
                     .map_err(&e)?;
                     queued += 1;
@@ -732,6 +747,7 @@ mod tests {
             channel: "mail".into(),
             min_severity: Severity::Info,
             kinds: None,
+            coalesce: std::time::Duration::ZERO,
         }]
     }
 
@@ -1016,11 +1032,13 @@ mod tests {
                 channel: "email".into(),
                 min_severity: Severity::Info,
                 kinds: None,
+                coalesce: std::time::Duration::ZERO,
             },
             Route {
                 channel: "pager".into(),
                 min_severity: Severity::Info,
                 kinds: Some(vec![EventKind::DeviceRekeyed]),
+                coalesce: std::time::Duration::ZERO,
             },
         ];
         let r = s.reroute_orphans(&new_routes, now).unwrap();

@@ -30,7 +30,7 @@ impl Store {
                      FROM outbox o JOIN events e ON e.id = o.event_id
                      WHERE o.delivered_ms IS NULL AND o.dead_ms IS NULL
                        AND (o.lease_until_ms IS NULL OR o.lease_until_ms <= ?1)
-                       AND (?2 OR o.next_try_ms <= ?1)
+                       AND (o.next_try_ms <= ?1 OR (?2 AND o.coalesced = 0))
                        AND (?3 IS NULL OR o.channel = ?3)
                      ORDER BY o.id
                      LIMIT ?4",
@@ -275,4 +275,30 @@ impl Store {
             .map_err(self.err())?;
         Ok(v.map(from_ms))
     }
+}
+
+/// When the coalescing window that a change of `device` of `kind` on this route falls in ends,
+/// if one is open: a row of the same kind and device that opened a window (was not held itself)
+/// less than `coalesce` ago. `None`: this change opens a window and goes out now.
+pub(super) fn window_of(
+    tx: &rusqlite::Transaction<'_>,
+    r: &Route,
+    kind: EventKind,
+    device: &str,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Option<i64>> {
+    let window = i64::try_from(r.coalesce.as_millis()).unwrap_or(i64::MAX);
+    let opened: Option<i64> = tx.query_row(
+        "SELECT MAX(o.created_ms) FROM outbox o JOIN events e ON e.id = o.event_id
+             WHERE o.channel = ?1 AND o.coalesced = 0 AND o.created_ms > ?2
+               AND e.kind = ?3 AND e.device_id = ?4",
+        params![
+            r.channel,
+            ms(now).saturating_sub(window),
+            kind.as_str(),
+            device
+        ],
+        |row| row.get(0),
+    )?;
+    Ok(opened.map(|t| t.saturating_add(window)))
 }
