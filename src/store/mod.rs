@@ -156,6 +156,62 @@ ALTER TABLE outbox ADD COLUMN dead_ms INTEGER;
 ALTER TABLE outbox ADD COLUMN coalesced INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX outbox_coalesce ON outbox(channel, created_ms);
 "#,
+    // What `/metrics` shows, kept up to date by the writes themselves: a scrape reads a few rows,
+    // whatever the size of the log and the outbox (F16).
+    r#"
+CREATE TABLE event_counts (kind TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO event_counts SELECT kind, COUNT(*) FROM events GROUP BY kind;
+CREATE TRIGGER events_counted AFTER INSERT ON events BEGIN
+    INSERT INTO event_counts (kind, n) VALUES (NEW.kind, 1)
+        ON CONFLICT (kind) DO UPDATE SET n = n + 1;
+END;
+CREATE TABLE delivery_counts (
+    channel TEXT PRIMARY KEY,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    pending INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+INSERT INTO delivery_counts
+    SELECT channel, SUM(delivered_ms IS NOT NULL), SUM(attempts - (delivered_ms IS NOT NULL)),
+           SUM(delivered_ms IS NULL AND dead_ms IS NULL)
+    FROM outbox GROUP BY channel;
+CREATE TRIGGER outbox_counted_insert AFTER INSERT ON outbox BEGIN
+    INSERT INTO delivery_counts (channel) VALUES (NEW.channel) ON CONFLICT (channel) DO NOTHING;
+    UPDATE delivery_counts SET
+        delivered = delivered + (NEW.delivered_ms IS NOT NULL),
+        failed = failed + NEW.attempts - (NEW.delivered_ms IS NOT NULL),
+        pending = pending + (NEW.delivered_ms IS NULL AND NEW.dead_ms IS NULL)
+    WHERE channel = NEW.channel;
+END;
+CREATE TRIGGER outbox_counted_delete AFTER DELETE ON outbox BEGIN
+    UPDATE delivery_counts SET
+        delivered = delivered - (OLD.delivered_ms IS NOT NULL),
+        failed = failed - (OLD.attempts - (OLD.delivered_ms IS NOT NULL)),
+        pending = pending - (OLD.delivered_ms IS NULL AND OLD.dead_ms IS NULL)
+    WHERE channel = OLD.channel;
+END;
+CREATE TRIGGER outbox_counted_update AFTER UPDATE OF attempts, delivered_ms, dead_ms, channel ON outbox BEGIN
+    UPDATE delivery_counts SET
+        delivered = delivered - (OLD.delivered_ms IS NOT NULL),
+        failed = failed - (OLD.attempts - (OLD.delivered_ms IS NOT NULL)),
+        pending = pending - (OLD.delivered_ms IS NULL AND OLD.dead_ms IS NULL)
+    WHERE channel = OLD.channel;
+    INSERT INTO delivery_counts (channel) VALUES (NEW.channel) ON CONFLICT (channel) DO NOTHING;
+    UPDATE delivery_counts SET
+        delivered = delivered + (NEW.delivered_ms IS NOT NULL),
+        failed = failed + NEW.attempts - (NEW.delivered_ms IS NOT NULL),
+        pending = pending + (NEW.delivered_ms IS NULL AND NEW.dead_ms IS NULL)
+    WHERE channel = NEW.channel;
+END;
+"#,
+];
+
+/// The queries of [`Store::metrics`] over the log and the outbox: counters only.
+const METRICS_SQL: [&str; 4] = [
+    "SELECT kind, n FROM event_counts ORDER BY kind",
+    "SELECT channel, delivered FROM delivery_counts WHERE delivered > 0 ORDER BY channel",
+    "SELECT channel, failed FROM delivery_counts WHERE delivered + failed + pending > 0 ORDER BY channel",
+    "SELECT channel, pending FROM delivery_counts WHERE pending > 0 ORDER BY channel",
 ];
 
 /// Where an event is delivered: a channel name and its filter.
@@ -599,12 +655,10 @@ impl Store {
         Ok(Metrics {
             devices: count("SELECT COUNT(*) FROM devices WHERE removed = 0")?,
             users: count("SELECT COUNT(*) FROM users WHERE removed = 0")?,
-            events_by_kind: pairs("SELECT kind, COUNT(*) FROM events GROUP BY kind ORDER BY kind")?,
-            delivered: pairs("SELECT channel, COUNT(*) FROM outbox WHERE delivered_ms IS NOT NULL GROUP BY channel ORDER BY channel")?,
-            failed_attempts: pairs(
-                "SELECT channel, SUM(attempts - (delivered_ms IS NOT NULL)) FROM outbox GROUP BY channel ORDER BY channel",
-            )?,
-            pending: pairs("SELECT channel, COUNT(*) FROM outbox WHERE delivered_ms IS NULL AND dead_ms IS NULL GROUP BY channel ORDER BY channel")?,
+            events_by_kind: pairs(METRICS_SQL[0])?,
+            delivered: pairs(METRICS_SQL[1])?,
+            failed_attempts: pairs(METRICS_SQL[2])?,
+            pending: pairs(METRICS_SQL[3])?,
             health: load_health(&self.conn).map_err(&e)?,
             presence: self
                 .presence()?
@@ -1017,6 +1071,73 @@ mod tests {
                 last_error: Some("boom".into())
             }
         );
+    }
+
+    /// F16: a scrape reads counters, never the log or the outbox, and the counters say what a
+    /// scan of them would (after deliveries, failures, dead letters and a reroute).
+    #[test]
+    fn metrics_read_counters_that_match_the_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let now = Utc::now();
+        s.commit_pass(&route(), now, |_, h| (outcome(12), h.clone(), true))
+            .unwrap();
+        let lease = Duration::from_secs(60);
+        let got = s.claim(None, now, lease, true, usize::MAX).unwrap();
+        let ids: Vec<i64> = got.iter().map(|p| p.outbox_id).collect();
+        s.mark_delivered(&ids[..5], now).unwrap();
+        s.mark_failed(&ids[5..9], "HTTP 503", now).unwrap();
+        s.mark_failed(&ids[5..7], "HTTP 503", now).unwrap();
+        s.mark_dead(&ids[9..10], "HTTP 400", now).unwrap();
+        let other = [Route {
+            channel: "chat".into(),
+            ..route()[0].clone()
+        }];
+        s.reroute_orphans(&other, now).unwrap();
+        s.commit_pass(&route(), now, |_, h| (outcome(3), h.clone(), true))
+            .unwrap();
+        let scan = |sql: &str| -> Vec<(String, i64)> {
+            let mut st = s.conn.prepare(sql).unwrap();
+            st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+        };
+        let m = s.metrics().unwrap();
+        assert_eq!(
+            m.events_by_kind,
+            scan("SELECT kind, COUNT(*) FROM events GROUP BY kind ORDER BY kind")
+        );
+        assert_eq!(m.delivered, scan("SELECT channel, COUNT(*) FROM outbox WHERE delivered_ms IS NOT NULL GROUP BY channel ORDER BY channel"));
+        assert_eq!(m.failed_attempts, scan("SELECT channel, SUM(attempts - (delivered_ms IS NOT NULL)) FROM outbox GROUP BY channel ORDER BY channel"));
+        assert_eq!(m.pending, scan("SELECT channel, COUNT(*) FROM outbox WHERE delivered_ms IS NULL AND dead_ms IS NULL GROUP BY channel ORDER BY channel"));
+        assert!(
+            m.delivered.iter().any(|(c, n)| c == "mail" && *n == 5),
+            "{:?}",
+            m.delivered
+        );
+        assert!(
+            m.pending.iter().any(|(c, _)| c == "chat"),
+            "{:?}",
+            m.pending
+        );
+        for sql in METRICS_SQL {
+            let mut st = s
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let detail: Vec<String> = st
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            assert!(
+                detail
+                    .iter()
+                    .all(|d| !d.contains("events") && !d.contains("outbox")),
+                "{sql}: {detail:?}"
+            );
+        }
     }
 
     #[test]
