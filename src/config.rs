@@ -261,6 +261,8 @@ pub struct Config {
     pub coalesce_window: Duration,
     /// `[metrics] listen`: where `run` serves `/metrics` and `/healthz`.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `[metrics] token_file`: when set, `/metrics` and `/healthz` want `Authorization: Bearer`.
+    pub metrics_token: Option<Secret>,
     /// `[digest] every`: how often the summary message goes out (`None`: never, the default).
     pub digest_every: Option<Duration>,
     /// `[control]`: the control plane's API (the whole tailnet), if configured.
@@ -377,6 +379,7 @@ struct RawDigest {
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     listen: Option<Spanned<String>>,
+    token_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -831,6 +834,10 @@ impl Config {
                     )
                 })?),
             },
+            metrics_token: match &raw.metrics.token_file {
+                None => None,
+                Some(f) => Some(read_secret(&cx, f, "metrics.token_file")?),
+            },
             coalesce_window: coalesce,
             delivery_max_age: cx.duration(
                 &raw.alerts.delivery_max_age,
@@ -869,7 +876,11 @@ impl Config {
             q(&self.state_dir.display().to_string())
         );
         if let Some(l) = self.metrics_listen {
-            out += &format!("[metrics]\nlisten = {}\n\n", q(&l.to_string()));
+            out += &format!("[metrics]\nlisten = {}\n", q(&l.to_string()));
+            if self.metrics_token.is_some() {
+                out += "token_file = \"(set)\"\n";
+            }
+            out += "\n";
         }
         if let Some(e) = self.digest_every {
             out += &format!("[digest]\nevery = {}\n\n", d(e));

@@ -438,6 +438,15 @@ impl Daemon {
                         "[metrics] listen",
                         new.metrics_listen != self.cfg.metrics_listen,
                     ),
+                    (
+                        "[metrics] token_file",
+                        new.metrics_token.as_ref().map(|t| t.expose().to_owned())
+                            != self
+                                .cfg
+                                .metrics_token
+                                .as_ref()
+                                .map(|t| t.expose().to_owned()),
+                    ),
                     ("[webhooks] listen", listen(&new) != listen(&self.cfg)),
                     ("[webhooks] secret_file", secret(&new) != secret(&self.cfg)),
                     (
@@ -459,6 +468,7 @@ impl Daemon {
                 self.cfg = Config {
                     state_dir: self.cfg.state_dir.clone(),
                     metrics_listen: self.cfg.metrics_listen,
+                    metrics_token: self.cfg.metrics_token.clone(),
                     webhooks: self.cfg.webhooks.clone(),
                     ..new
                 };
@@ -503,6 +513,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
                 listener,
                 store,
                 counters.clone(),
+                cfg.metrics_token.clone(),
             )))
         }
         None => None,

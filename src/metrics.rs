@@ -170,17 +170,32 @@ pub async fn bind(
 }
 
 /// Serves `/metrics` and `/healthz` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, store: Store, counters: Arc<Counters>) {
+/// With `token`, only a request that carries it as `Authorization: Bearer` is answered (401
+/// otherwise, before any store read).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Store,
+    counters: Arc<Counters>,
+    token: Option<crate::config::Secret>,
+) {
     let store = Arc::new(Mutex::new(store));
+    // Compared as digests: the time taken says nothing about how much of the token matched.
+    let want: Option<Arc<[u8; 32]>> = token.map(|t| Arc::new(digest(t.expose().as_bytes())));
     crate::listener::serve(listener, "metrics", move |req, _peer| {
-        answer(store.clone(), counters.clone(), req)
+        answer(store.clone(), counters.clone(), want.clone(), req)
     })
     .await
+}
+
+fn digest(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(b).into()
 }
 
 async fn answer(
     store: Arc<Mutex<Store>>,
     counters: Arc<Counters>,
+    token: Option<Arc<[u8; 32]>>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = |code: u16, ctype: &str, body: String| {
@@ -190,6 +205,22 @@ async fn answer(
             .body(Full::new(Bytes::from(body)))
             .expect("static response")
     };
+    if let Some(want) = token {
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| digest(t.trim().as_bytes()));
+        if given.as_ref() != Some(&*want) {
+            return Ok(Response::builder()
+                .status(401)
+                .header("WWW-Authenticate", "Bearer")
+                .header("Content-Type", "text/plain")
+                .body(Full::new(Bytes::from("a bearer token is required\n")))
+                .expect("static response"));
+        }
+    }
     // Any other path costs nothing: no store read.
     let path = req.uri().path().to_owned();
     if path != "/metrics" && path != "/healthz" {

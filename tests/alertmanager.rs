@@ -211,3 +211,33 @@ fn metrics_pass_promtool_and_healthz_reports_the_source() {
         .1
         .contains("tailscale_monitor_source_up 0"));
 }
+
+/// F16: with `[metrics] token_file`, a scrape without the token gets 401 and nothing else.
+#[test]
+fn metrics_want_the_bearer_token_when_one_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let token = support::secret_file(dir.path(), "metrics-token", "s3cr3t-scrape");
+    let mon = Monitor::new(
+        &emu.socket,
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
+            token.display()
+        ),
+    );
+    let (_daemon, port) = mon.spawn_run_with_metrics();
+    assert!(mon.wait_for_event("monitor.baseline", 60));
+    for path in ["/metrics", "/healthz"] {
+        let (code, body) = get(port, path).unwrap();
+        assert_eq!(code, 401, "{path}: {body}");
+        assert!(!body.contains("tailscale_monitor"), "{body}");
+        let (code, _) =
+            support::http_get_with(port, path, "Authorization: Bearer wrong\r\n").unwrap();
+        assert_eq!(code, 401, "{path}");
+    }
+    let (code, body) =
+        support::http_get_with(port, "/metrics", "Authorization: Bearer s3cr3t-scrape\r\n")
+            .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("tailscale_monitor_devices 5"), "{body}");
+}
