@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod control;
+pub mod policy;
 pub mod posture;
 pub mod presence;
 

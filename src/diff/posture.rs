@@ -403,7 +403,7 @@ fn parse_policy(text: &str) -> Result<Value, String> {
             text.len()
         ));
     }
-    let depth = nesting_depth(&super::control::strip_comments(text));
+    let depth = nesting_depth(&crate::model::policy::strip_comments(text));
     if depth > MAX_POLICY_DEPTH {
         return Err(format!(
             "the policy nests {depth} deep, more than {MAX_POLICY_DEPTH}: not read"
@@ -534,7 +534,7 @@ fn policy(o: &mut Out, i: &Inputs) {
     let text = &c
         .policy
         .as_ref()
-        .map(|p| crate::diff::control::strip_comments(&p.text))
+        .map(|p| crate::model::policy::strip_comments(&p.text))
         .unwrap_or_default();
     let danger = text.contains("autogroup:danger-all");
     o.judge(
@@ -1234,7 +1234,7 @@ mod tests {
         assert!(e.contains("nests 100000 deep"), "{e}");
         let ok = r#"{"acls": [{"src": ["[[[[["], "dst": ["*:*"]}] // [[[[[[
         }"#;
-        assert_eq!(nesting_depth(&crate::diff::control::strip_comments(ok)), 4);
+        assert_eq!(nesting_depth(&crate::model::policy::strip_comments(ok)), 4);
         assert!(parse_policy(ok).is_ok());
     }
     use crate::model::control::{ControlDevice, PolicyDoc};
