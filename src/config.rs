@@ -17,8 +17,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::diff::{ConnectAlert, Policy};
+use crate::model::route::Route;
 use crate::model::{EventKind, Severity};
-use crate::store::Route;
 
 pub const DEFAULT_PATH: &str = "/etc/tailscale-monitor/config.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/tailscale-monitor";

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::model::route::Route;
 use crate::model::{Event, EventKind};
-use crate::store::{Route, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Records the digest if one is due: `every` after the last one, or after the baseline for the
 /// first. Returns whether it did.

@@ -12,6 +12,8 @@ pub mod control;
 pub mod policy;
 pub mod posture;
 pub mod presence;
+pub mod route;
+pub mod state;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -9,12 +9,13 @@ use crate::config::Config;
 use crate::diff::{connection_candidates, pass_outcome, ControlRead, Policy};
 use crate::model::control::ControlSnapshot;
 use crate::model::posture::ServerFacts;
+use crate::model::route::Route;
 use crate::model::{Event, EventKind, Severity, Snapshot};
 use crate::notify::{self, render, DeliveryReport};
 use crate::source::control::{ControlError, ControlSource};
 use crate::source::localapi::LocalApi;
 use crate::source::{Source, SourceError};
-use crate::store::{Route, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// What one pass saw and did.
 #[derive(Debug)]

@@ -26,8 +26,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use crate::diff::{Known, KnownDevice, KnownUser, Outcome};
 use crate::model::access::Access;
+pub use crate::model::route::Route;
+use crate::model::state::{Known, KnownDevice, KnownUser, Outcome};
 pub use crate::model::Health;
 
 mod known;
@@ -35,7 +36,7 @@ mod log;
 pub use log::Checkpoint;
 mod outbox;
 
-use crate::model::{Event, EventKind, Severity, StableNodeId, UserId};
+use crate::model::{Event, EventKind, StableNodeId, UserId};
 use known::load_known;
 use log::chain_hash;
 
@@ -213,24 +214,6 @@ const METRICS_SQL: [&str; 4] = [
     "SELECT channel, failed FROM delivery_counts WHERE delivered + failed + pending > 0 ORDER BY channel",
     "SELECT channel, pending FROM delivery_counts WHERE pending > 0 ORDER BY channel",
 ];
-
-/// Where an event is delivered: a channel name and its filter.
-#[derive(Debug, Clone)]
-pub struct Route {
-    pub channel: String,
-    pub min_severity: Severity,
-    /// Only these kinds, if set.
-    pub kinds: Option<Vec<EventKind>>,
-    /// A change of a device of the same kind as one queued within this window is held until the
-    /// window ends and goes out with the others as one message (zero: never held).
-    pub coalesce: std::time::Duration,
-}
-
-impl Route {
-    pub fn accepts(&self, e: &Event) -> bool {
-        e.severity >= self.min_severity && self.kinds.as_ref().is_none_or(|k| k.contains(&e.kind))
-    }
-}
 
 /// What [`Store::commit_pass`] recorded.
 #[derive(Debug, Clone, Default)]
@@ -794,7 +777,7 @@ fn save_health(conn: &Connection, old: &Health, h: &Health) -> rusqlite::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::EventKind;
+    use crate::model::{EventKind, Severity};
 
     fn route() -> Vec<Route> {
         vec![Route {
