@@ -90,18 +90,18 @@ fn who_did(audit: &[AuditEntry], needles: &[&str]) -> Option<String> {
         })
 }
 
-/// The control view's events and the control state to record (`None`: unchanged).
+/// The control view's events and the control state to record (`None`: unchanged). A successful
+/// read comes with its posture report, evaluated once by the caller.
 pub fn events(
     known: &Known,
     node: Option<&Snapshot>,
-    read: Result<&ControlSnapshot, &str>,
+    read: Result<(&ControlSnapshot, &crate::model::posture::Report), &str>,
     source: &str,
-    server: Option<&crate::model::posture::ServerFacts>,
     now: DateTime<Utc>,
 ) -> (Vec<Event>, Option<KnownControl>) {
     let prev = known.control.as_ref();
     let mut out = Vec::new();
-    let cur = match read {
+    let (cur, report) = match read {
         Err(e) => {
             let mut next = prev.cloned().unwrap_or_default();
             if next.down_since.is_none() {
@@ -120,7 +120,7 @@ pub fn events(
             let changed = Some(&next) != prev;
             return (out, changed.then_some(next));
         }
-        Ok(c) => c,
+        Ok(read) => read,
     };
     let mut next = KnownControl {
         devices: cur.devices.clone(),
@@ -133,15 +133,8 @@ pub fn events(
         posture: Default::default(),
         posture_failing: Vec::new(),
     };
-    let report = super::posture::evaluate(&super::posture::Inputs {
-        control: Some(cur),
-        control_note: "",
-        node,
-        server,
-        now,
-    });
-    let drift = super::posture::drift(prev.map(|p| &p.posture), &report, now);
-    next.posture = super::posture::known(&report);
+    let drift = super::posture::drift(prev.map(|p| &p.posture), report, now);
+    next.posture = super::posture::known(report);
     next.posture_failing = report
         .findings
         .iter()
@@ -486,12 +479,20 @@ mod tests {
         kc: Option<KnownControl>,
         result: Result<&ControlSnapshot, &str>,
     ) -> (Vec<Event>, Option<KnownControl>) {
+        let report = result.ok().map(|cs| {
+            crate::diff::posture::evaluate(&crate::diff::posture::Inputs {
+                control: Some(cs),
+                control_note: "",
+                node: Some(n),
+                server: None,
+                now: now(),
+            })
+        });
         events(
             &known_from(n, kc),
             Some(n),
-            result,
+            result.map(|cs| (cs, report.as_ref().expect("a report for a read"))),
             "headscale API",
-            None,
             now(),
         )
     }

@@ -740,14 +740,9 @@ pub fn pass_outcome(
 ) -> (Outcome, Health, bool) {
     let (mut out, h, seen) = node_outcome(known, health, result, policy, now);
     if let Some(c) = control {
-        let (events, kc) = control::events(known, result.ok(), c.result, c.source, c.server, now);
-        if let (Ok(cs), Some(base)) = (
-            c.result,
-            out.events
-                .iter_mut()
-                .find(|e| e.kind == EventKind::MonitorBaseline),
-        ) {
-            base.detail = invisible_note(cs, result.ok());
+        // The posture audit, once per read: its drift goes to the control view's events, its
+        // summary to the baseline.
+        let evaluated = c.result.map(|cs| {
             let report = posture::evaluate(&posture::Inputs {
                 control: Some(cs),
                 control_note: "",
@@ -755,6 +750,20 @@ pub fn pass_outcome(
                 server: c.server,
                 now,
             });
+            (cs, report)
+        });
+        let read = match &evaluated {
+            Ok((cs, report)) => Ok((*cs, report)),
+            Err(e) => Err(*e),
+        };
+        let (events, kc) = control::events(known, result.ok(), read, c.source, now);
+        if let (Ok((cs, report)), Some(base)) = (
+            read,
+            out.events
+                .iter_mut()
+                .find(|e| e.kind == EventKind::MonitorBaseline),
+        ) {
+            base.detail = invisible_note(cs, result.ok());
             base.detail += &format!(
                 "\n\nPosture: {} (`tailscale-monitor posture` for the report).{}",
                 report.summary(),
