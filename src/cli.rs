@@ -705,7 +705,7 @@ async fn posture(explicit: Option<&Path>, json: bool) -> anyhow::Result<u8> {
         Some(Ok(_)) => String::new(),
     };
     let server = crate::source::server::facts(&cfg);
-    let report = crate::diff::posture::evaluate(&crate::diff::posture::Inputs {
+    let report = crate::posture::evaluate(&crate::posture::Inputs {
         control: control_read.as_ref().and_then(|r| r.as_ref().ok()),
         control_note: &note,
         node: node.as_ref().ok(),

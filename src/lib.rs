@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod model;
 pub mod monitor;
 pub mod notify;
+pub mod posture;
 pub mod privileged;
 pub mod sanitize;
 pub mod source;

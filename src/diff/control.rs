@@ -133,8 +133,8 @@ pub fn events(
         posture: Default::default(),
         posture_failing: Vec::new(),
     };
-    let drift = super::posture::drift(prev.map(|p| &p.posture), report, now);
-    next.posture = super::posture::known(report);
+    let drift = crate::posture::drift(prev.map(|p| &p.posture), report, now);
+    next.posture = crate::posture::known(report);
     next.posture_failing = report
         .findings
         .iter()
@@ -480,7 +480,7 @@ mod tests {
         result: Result<&ControlSnapshot, &str>,
     ) -> (Vec<Event>, Option<KnownControl>) {
         let report = result.ok().map(|cs| {
-            crate::diff::posture::evaluate(&crate::diff::posture::Inputs {
+            crate::posture::evaluate(&crate::posture::Inputs {
                 control: Some(cs),
                 control_note: "",
                 node: Some(n),

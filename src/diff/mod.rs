@@ -13,7 +13,7 @@
 pub mod access;
 pub mod control;
 pub mod parts;
-pub mod posture;
+
 pub mod presence;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -743,7 +743,7 @@ pub fn pass_outcome(
         // The posture audit, once per read: its drift goes to the control view's events, its
         // summary to the baseline.
         let evaluated = c.result.map(|cs| {
-            let report = posture::evaluate(&posture::Inputs {
+            let report = crate::posture::evaluate(&crate::posture::Inputs {
                 control: Some(cs),
                 control_note: "",
                 node: result.ok(),

@@ -1,0 +1,272 @@
+//! This server: what it can see, its config and state files, its unit, its socket.
+
+use super::*;
+
+pub(super) fn path_problems(p: &PathFacts, owner_root: bool) -> Vec<String> {
+    let mut v = Vec::new();
+    if !p.error.is_empty() {
+        v.push(format!("{}: {}", p.path, p.error));
+        return v;
+    }
+    if p.mode & 0o002 != 0 {
+        v.push(format!(
+            "{} is writable by others (mode {:o})",
+            p.path,
+            p.mode & 0o7777
+        ));
+    }
+    if owner_root && p.uid != 0 {
+        v.push(format!("{} is owned by uid {}, not root", p.path, p.uid));
+    }
+    v
+}
+
+/// SV-07: the monitor can see who may reach this server (on tailscaled >= 1.104 only through the
+/// privileged relay, or as root).
+pub(super) fn visibility(o: &mut Out, i: &Inputs) {
+    let title = "Who can reach this server is visible to the monitor";
+    let (status, evidence, fix) = match i.node.map(|n| n.node.as_ref()) {
+        None => (
+            Status::Unknown,
+            "tailscaled could not be read".to_owned(),
+            String::new(),
+        ),
+        Some(None) => (
+            Status::Unknown,
+            "the CLI source reads no packet filter".to_owned(),
+            "use [tailscale] source = \"localapi\"".to_owned(),
+        ),
+        Some(Some(v)) => match v.unread(crate::model::access::Part::Access) {
+            Some(u) => (Status::Fail, u.error.clone(), u.fix.clone()),
+            None => (
+                Status::Pass,
+                "this node's packet filter and SSH policy are read".to_owned(),
+                String::new(),
+            ),
+        },
+    };
+    o.add("SV-07", title, Severity::Warning, status, evidence, &fix);
+}
+
+pub(super) fn server(o: &mut Out, i: &Inputs) {
+    let hs = is_headscale(i);
+    let trust = i.node.and_then(|n| n.node.as_ref()).map(|v| &v.trust);
+    let title = "Tailnet Lock is on (this node)";
+    let fix =
+        "tailscale lock init … on a trusted node (https://tailscale.com/kb/1226/tailnet-lock)";
+    match (hs, trust.map(|t| &t.tailnet_lock)) {
+        (true, _) => o.not_on_headscale("SV-01", title, Severity::Warning),
+        (_, None) => o.add(
+            "SV-01",
+            title,
+            Severity::Warning,
+            Status::Unknown,
+            "tailscaled could not be read",
+            fix,
+        ),
+        (_, Some(None)) => o.add(
+            "SV-01",
+            title,
+            Severity::Warning,
+            Status::Unknown,
+            "tka/status not available on this tailscaled",
+            fix,
+        ),
+        (_, Some(Some(l))) => o.add(
+            "SV-01",
+            title,
+            Severity::Warning,
+            pass_if(l.enabled),
+            format!(
+                "LocalAPI tka/status: Enabled = {}, {} trusted key(s)",
+                l.enabled,
+                l.trusted_keys.len()
+            ),
+            fix,
+        ),
+    }
+    let title = "tailscaled is up to date";
+    match i.node {
+        None => o.add(
+            "SV-02",
+            title,
+            Severity::Warning,
+            Status::Unknown,
+            "tailscaled could not be read",
+            "tailscale update",
+        ),
+        Some(n) => {
+            let newer = n
+                .update_available
+                .clone()
+                .or_else(|| trust.and_then(|t| t.update_available.clone()));
+            o.add(
+                "SV-02",
+                title,
+                Severity::Warning,
+                if newer.is_some() {
+                    Status::Fail
+                } else {
+                    Status::Pass
+                },
+                match newer {
+                    Some(v) => format!(
+                        "running {}, {v} is available (/status ClientVersion)",
+                        n.version
+                    ),
+                    None => format!(
+                        "running {}; no newer version announced (/status ClientVersion)",
+                        n.version
+                    ),
+                },
+                "tailscale update (or your package manager)",
+            );
+        }
+    }
+    let Some(s) = i.server else {
+        for (id, title, sev) in [
+            (
+                "SV-03",
+                "The monitor's files are owned right and not writable by others",
+                Severity::Critical,
+            ),
+            (
+                "SV-04",
+                "The monitor's binary and config are immutable (chattr +i)",
+                Severity::Info,
+            ),
+            (
+                "SV-05",
+                "The systemd sandbox is in effect",
+                Severity::Warning,
+            ),
+            (
+                "SV-06",
+                "The socket read is tailscaled's",
+                Severity::Critical,
+            ),
+        ] {
+            o.add(
+                id,
+                title,
+                sev,
+                Status::Unknown,
+                "this server's facts were not collected",
+                "",
+            );
+        }
+        return;
+    };
+    let mut problems = Vec::new();
+    let mut seen = Vec::new();
+    for (p, root) in [(&s.binary, true), (&s.config, true), (&s.state, false)] {
+        if let Some(p) = p {
+            seen.push(p.path.clone());
+            problems.extend(path_problems(p, root));
+        }
+    }
+    // The state holds the event log: nobody but its owner may touch it. (Not compared with the
+    // uid running this: an administrator's `check` as root must not look like drift.)
+    if let Some(st) = &s.state {
+        if st.error.is_empty() && st.mode & 0o007 != 0 {
+            problems.push(format!(
+                "{} is open to others (mode {:o})",
+                st.path,
+                st.mode & 0o7777
+            ));
+        }
+    }
+    o.add(
+        "SV-03",
+        "The monitor's files are owned right and not writable by others",
+        Severity::Critical,
+        pass_if(problems.is_empty()),
+        if problems.is_empty() { format!("checked {}", seen.join(", ")) } else { problems.join("; ") },
+        "chown root:tailscale-monitor /etc/tailscale-monitor/config.toml; chmod 0640 it; chmod 0755 the binary; chmod o-w everything",
+    );
+    let files: Vec<&PathFacts> = [&s.binary, &s.config].into_iter().flatten().collect();
+    let unsupported: Vec<String> = files
+        .iter()
+        .filter(|p| p.immutable.is_none())
+        .map(|p| p.path.clone())
+        .collect();
+    let mutable: Vec<String> = files
+        .iter()
+        .filter(|p| p.immutable == Some(false))
+        .map(|p| p.path.clone())
+        .collect();
+    o.add(
+        "SV-04",
+        "The monitor's binary and config are immutable (chattr +i)",
+        Severity::Info,
+        if !mutable.is_empty() {
+            Status::Fail
+        } else if !unsupported.is_empty() || files.is_empty() {
+            Status::Unknown
+        } else {
+            Status::Pass
+        },
+        if !mutable.is_empty() {
+            format!("lsattr shows no i on {}", mutable.join(", "))
+        } else if !unsupported.is_empty() {
+            format!("the filesystem does not report attributes for {}", unsupported.join(", "))
+        } else {
+            format!("immutable: {}", files.iter().map(|p| p.path.as_str()).collect::<Vec<_>>().join(", "))
+        },
+        "chattr +i /usr/bin/tailscale-monitor /etc/tailscale-monitor/config.toml (chattr -i before an upgrade or edit)",
+    );
+    let title = "The systemd sandbox is in effect";
+    let fix = "run it with the shipped unit (contrib/tailscale-monitor.service: NoNewPrivileges, SystemCallFilter, ProtectSystem=strict)";
+    match s.sandbox {
+        None => o.add("SV-05", title, Severity::Warning, Status::Unknown, "not running under systemd (no INVOCATION_ID); `run` under the unit reports this itself", fix),
+        Some((nnp, seccomp)) => o.add(
+            "SV-05",
+            title,
+            Severity::Warning,
+            pass_if(nnp && seccomp == 2),
+            format!("/proc/self/status: NoNewPrivs = {}, Seccomp = {seccomp}", u8::from(nnp)),
+            fix,
+        ),
+    }
+    let title = "The socket read is tailscaled's";
+    let fix = "point [tailscale] socket at tailscaled's socket (/run/tailscale/tailscaled.sock), owned by root";
+    match &s.socket {
+        None => o.add(
+            "SV-06",
+            title,
+            Severity::Critical,
+            Status::Unknown,
+            "no LocalAPI socket configured",
+            fix,
+        ),
+        Some(p) if !p.error.is_empty() => o.add(
+            "SV-06",
+            title,
+            Severity::Critical,
+            Status::Unknown,
+            format!("{}: {}", p.path, p.error),
+            fix,
+        ),
+        Some(p) => {
+            let is_socket = p.mode & 0o170000 == 0o140000;
+            let ok = is_socket && p.uid == 0;
+            o.add(
+                "SV-06",
+                title,
+                Severity::Critical,
+                pass_if(ok),
+                format!(
+                    "{}: {}, owned by uid {}",
+                    p.path,
+                    if is_socket {
+                        "a unix socket"
+                    } else {
+                        "not a socket"
+                    },
+                    p.uid
+                ),
+                fix,
+            );
+        }
+    }
+}
