@@ -13,7 +13,6 @@
 pub mod access;
 pub mod control;
 pub mod parts;
-
 pub mod presence;
 
 mod connections;

@@ -1,0 +1,203 @@
+//! Each filter source resolved to the device and user behind it (through the snapshot or a
+//! `whois` label), and protocol numbers named.
+
+use super::*;
+
+pub(super) struct Resolver<'a> {
+    snap: &'a Snapshot,
+    by_ip: BTreeMap<IpAddr, &'a Device>,
+    /// Peers of the netmap that `/status` did not list (the filter can arrive first).
+    netmap_peers: BTreeMap<IpAddr, &'a NetmapPeer>,
+    /// The netmap's peers by stable ID: their owner when `/status` lacks the user profile yet.
+    netmap_by_id: BTreeMap<&'a str, &'a NetmapPeer>,
+    self_ips: Vec<IpAddr>,
+}
+
+impl<'a> Resolver<'a> {
+    pub(super) fn new(snap: &'a Snapshot, view: &'a NodeView) -> Self {
+        let mut by_ip = BTreeMap::new();
+        for d in snap.devices.values() {
+            for a in &d.addresses {
+                if let Ok(ip) = a.parse::<IpAddr>() {
+                    by_ip.insert(ip, d);
+                }
+            }
+        }
+        let mut netmap_peers = BTreeMap::new();
+        let netmap_by_id = view.peers.iter().map(|p| (p.id.as_str(), p)).collect();
+        for p in &view.peers {
+            for a in &p.addresses {
+                if let Ok(ip) = a.parse::<IpAddr>() {
+                    netmap_peers.insert(ip, p);
+                }
+            }
+        }
+        let self_ips = snap
+            .self_device()
+            .map(|d| d.addresses.iter().filter_map(|a| a.parse().ok()).collect())
+            .unwrap_or_default();
+        Resolver {
+            snap,
+            by_ip,
+            netmap_peers,
+            netmap_by_id,
+            self_ips,
+        }
+    }
+
+    pub(super) fn device(&self, d: &Device) -> Principal {
+        let owner = if d.tags.is_empty() {
+            match self.snap.users.get(&d.user_id) {
+                Some(u) => u.login.clone(),
+                // tailscaled can list a new peer before its user profile; the netmap has both.
+                None => self
+                    .netmap_by_id
+                    .get(d.id.0.as_str())
+                    .map_or_else(|| format!("user {}", d.user_id), |p| p.owner.clone()),
+            }
+        } else {
+            d.tags.join(", ")
+        };
+        let ip = d
+            .addresses
+            .iter()
+            .find(|a| !a.contains(':'))
+            .or(d.addresses.first())
+            .map_or(String::new(), |a| format!(", {a}"));
+        let me = if d.is_self { ", this server" } else { "" };
+        Principal {
+            key: format!("node:{}", d.id),
+            label: format!("{owner} ({}{ip}{me})", d.display_name()),
+        }
+    }
+
+    pub(super) fn ip(&self, ip: IpAddr) -> Principal {
+        if let Some(d) = self.by_ip.get(&ip) {
+            return self.device(d);
+        }
+        if let Some(p) = self.netmap_peers.get(&ip) {
+            let v4 = p
+                .addresses
+                .iter()
+                .find(|a| !a.contains(':'))
+                .unwrap_or(&p.addresses[0]);
+            return Principal {
+                key: format!("node:{}", p.id),
+                label: format!("{} ({}, {v4})", p.owner, p.hostname),
+            };
+        }
+        let label = match self.snap.ip_whois.get(&ip.to_string()) {
+            Some(w) => format!("{ip} ({w})"),
+            None => format!("{ip} (no device this server knows)"),
+        };
+        Principal {
+            key: format!("ip:{ip}"),
+            label,
+        }
+    }
+
+    /// A `SrcIPs` entry as a principal.
+    pub(super) fn source(&self, src: &str) -> Principal {
+        let any = || Principal {
+            key: "*".into(),
+            label: "any device (*)".into(),
+        };
+        if src == "*" {
+            return any();
+        }
+        if let Some(cap) = src.strip_prefix("cap:") {
+            return Principal {
+                key: format!("cap:{cap}"),
+                label: format!("devices with capability {cap}"),
+            };
+        }
+        if let Ok(ip) = src.parse::<IpAddr>() {
+            return self.ip(ip);
+        }
+        if let Ok(net) = src.parse::<IpNet>() {
+            if net.prefix_len() == net.max_prefix_len() {
+                return self.ip(net.addr());
+            }
+            if net.prefix_len() == 0 {
+                return any();
+            }
+            let s = net.trunc().to_string();
+            if s == "100.64.0.0/10" || s == "fd7a:115c:a1e0::/48" {
+                return Principal {
+                    key: "tailnet".into(),
+                    label: "every device in the tailnet (100.64.0.0/10)".into(),
+                };
+            }
+            return Principal {
+                key: format!("cidr:{s}"),
+                label: format!("subnet {s}"),
+            };
+        }
+        if src.contains('-') {
+            return Principal {
+                key: format!("range:{src}"),
+                label: format!("addresses {src}"),
+            };
+        }
+        Principal {
+            key: format!("raw:{src}"),
+            label: format!("source {src}"),
+        }
+    }
+
+    /// What a `DstPorts.IP` (or `CapGrant.Dsts`) entry names, from this node's point of view.
+    pub(super) fn target(&self, dst: &str) -> String {
+        if dst == "*" {
+            return THIS_SERVER.into();
+        }
+        if let Ok(ip) = dst.parse::<IpAddr>() {
+            return if self.self_ips.contains(&ip) {
+                THIS_SERVER.into()
+            } else {
+                format!("host {ip}")
+            };
+        }
+        if let Ok(net) = dst.parse::<IpNet>() {
+            if self.self_ips.iter().any(|ip| net.contains(ip)) {
+                return THIS_SERVER.into();
+            }
+            return format!("subnet {}", net.trunc());
+        }
+        format!("range {dst}")
+    }
+
+    pub(super) fn ssh_principal(&self, p: &SshPrincipal) -> Principal {
+        match p {
+            SshPrincipal::Any => self.source("*"),
+            SshPrincipal::NodeIp(ip) => self.source(ip),
+            SshPrincipal::Node(id) => match self.snap.devices.get(&StableNodeId(id.clone())) {
+                Some(d) => self.device(d),
+                None => Principal {
+                    key: format!("node:{id}"),
+                    label: format!("node {id} (not visible to this server)"),
+                },
+            },
+            SshPrincipal::UserLogin(login) => Principal {
+                key: format!("user:{login}"),
+                label: format!("{login} (any of their devices)"),
+            },
+        }
+    }
+}
+
+pub(super) fn proto_names(protos: &[u8]) -> BTreeSet<String> {
+    if protos.is_empty() {
+        return ["tcp", "udp", "icmp"].map(String::from).into();
+    }
+    protos
+        .iter()
+        .map(|p| match p {
+            6 => "tcp".to_owned(),
+            17 => "udp".to_owned(),
+            // ICMPv4 and ICMPv6 are one grant: the same rule in its two address families.
+            1 | 58 => "icmp".to_owned(),
+            132 => "sctp".to_owned(),
+            n => format!("proto {n}"),
+        })
+        .collect()
+}
