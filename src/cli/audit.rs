@@ -1,0 +1,103 @@
+//! `audit`: the event log's chain, the anchors, the checkpoint and the known state.
+
+use super::*;
+
+/// `audit`: true when the log is intact and every anchor matches.
+pub(super) fn audit(explicit: Option<&Path>, anchors: &[String]) -> anyhow::Result<bool> {
+    let parsed: Vec<(i64, String)> = anchors
+        .iter()
+        .map(|a| {
+            a.split_once(':')
+                .and_then(|(id, h)| {
+                    let h = h.trim().to_ascii_lowercase();
+                    let ok = h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+                    Some((id.trim().parse::<i64>().ok()?, h)).filter(|_| ok)
+                })
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--anchor `{}`: expected ID:HASH (a number, a colon, 64 hex digits) as printed at the foot of an alert",
+                        sanitize::line(a, 100)
+                    )
+                })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let store = open_store(explicit)?;
+    let (count, head) = store.log_head()?;
+    let newest_anchor = parsed.iter().map(|(id, _)| *id).max();
+    let mut intact = true;
+    match store.verify_log()? {
+        Some((bad, why)) => {
+            println!("ALTERED: the event log breaks at event #{bad}: {why}");
+            intact = false;
+        }
+        None => match &head {
+            Some((id, hash)) => {
+                println!(
+                    "event log chain intact: {count} events, head {id}:{}",
+                    shown_hash(hash)
+                )
+            }
+            None => println!("event log empty"),
+        },
+    }
+    for (id, want) in parsed {
+        match store.event_hash(id)? {
+            Some(h) if h == want => println!("anchor {id}:{want} matches"),
+            Some(h) => {
+                println!("ALTERED: event #{id} now hashes to {}, the anchor says {want}: the log was rewritten after that alert was sent", shown_hash(&h));
+                intact = false;
+            }
+            None => {
+                println!("ALTERED: event #{id} of anchor {id}:{want} is not in the log: it was truncated or replaced");
+                intact = false;
+            }
+        }
+    }
+    // The newest anchor that left in a delivered message: a log that now ends before it, or
+    // says something else there, lost its tail (F8). Whoever can write state.db can rewrite this
+    // record too; the anchor in the mailbox is what they cannot reach.
+    if let Some(c) = store.checkpoint()? {
+        let when = c.at.format("%Y-%m-%d %H:%M UTC");
+        let channel = sanitize::line(&c.channel, 60);
+        match store.event_hash(c.id)? {
+            Some(h) if h == c.hash => {}
+            Some(_) => {
+                println!("ALTERED: event #{} no longer hashes as in the alert sent through {channel} at {when}", c.id);
+                intact = false;
+            }
+            None => {
+                println!(
+                    "ALTERED: the log holds {count} events and ends at #{}, but the alert sent through {channel} at {when} carried anchor #{}: events were deleted",
+                    head.as_ref().map_or(0, |h| h.0),
+                    c.id
+                );
+                intact = false;
+            }
+        }
+    }
+    let unlogged = store.unlogged_devices()?;
+    if !unlogged.is_empty() {
+        println!(
+            "ALTERED: {} known device(s) that no logged event names (written into the known state, so never alerted): {}",
+            unlogged.len(),
+            unlogged
+                .iter()
+                .take(10)
+                .map(|id| sanitize::line(id, 40))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        intact = false;
+    }
+    // What no anchor given can vouch for: rows after the newest one (F8). Keep the anchor of the
+    // newest alert or digest to cover them.
+    if let (Some(newest), Some((head, _))) = (newest_anchor, &head) {
+        if *head > newest {
+            println!(
+                "note: {} event(s) after your newest anchor #{newest} cannot be verified by it (the head is {head}); give the anchor of a later alert or digest",
+                head - newest
+            );
+        }
+    }
+    Ok(intact)
+}
