@@ -305,6 +305,11 @@ fn storm_summary(text: &mut String, html: &mut String, events: &[&Event]) {
 
 /// Renders a batch of events (one pass, or what accumulated while a channel was down).
 pub fn render(cx: &Context, events: &[&Event]) -> Rendered {
+    let keep = own_names(cx, events);
+    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+    let unlinked: Vec<Event> = events.iter().map(|e| unlinked(e, &keep)).collect();
+    let events: Vec<&Event> = unlinked.iter().collect();
+    let events = events.as_slice();
     let subject = subject(cx, events);
     let host = sanitize::line(&cx.host, NAME_MAX);
     let mut text = format!(
@@ -341,12 +346,60 @@ pub fn render(cx: &Context, events: &[&Event]) -> Rendered {
         );
     }
     html.push_str("</p></body></html>");
-    let keep = own_names(cx, events);
-    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
     Rendered {
-        subject: sanitize::unlink(&subject, &keep),
-        text: sanitize::unlink(&text, &keep),
-        html: sanitize::unlink(&html, &keep),
+        subject,
+        text,
+        html,
+    }
+}
+
+/// The event with every string that came from the tailnet defanged (`sanitize::unlink`): names,
+/// OS strings, tags, changes, lists, the policy diff, the access rows, the summary and the note.
+/// What the monitor writes itself (the fix, the console links) is left as it is, so that a
+/// command in "What to do" can be copied as printed.
+fn unlinked(e: &Event, keep: &[&str]) -> Event {
+    let u = |s: &str| sanitize::unlink(s, keep);
+    let dev = |d: &Device| Device {
+        hostname: u(&d.hostname),
+        // A MagicDNS name is kept whole (`own_names`); only a word inside a hostile one changes.
+        dns_name: u(&d.dns_name),
+        os: u(&d.os),
+        tags: d.tags.iter().map(|t| u(t)).collect(),
+        ..d.clone()
+    };
+    let user = |x: &User| User {
+        display_name: u(&x.display_name),
+        login: u(&x.login),
+        ..x.clone()
+    };
+    Event {
+        summary: u(&e.summary),
+        detail: u(&e.detail),
+        device: e.device.as_ref().map(dev),
+        user: e.user.as_ref().map(user),
+        changes: e
+            .changes
+            .iter()
+            .map(|c| crate::model::Change {
+                field: c.field.clone(),
+                old: u(&c.old),
+                new: u(&c.new),
+            })
+            .collect(),
+        devices: e.devices.iter().map(dev).collect(),
+        users: e.users.iter().map(user).collect(),
+        diff: e.diff.iter().map(|l| u(l)).collect(),
+        access: e.access.as_ref().map(|rows| {
+            rows.iter()
+                .map(|r| crate::model::access::AccessRow {
+                    source: u(&r.source),
+                    who: u(&r.who),
+                    ports: r.ports.clone(),
+                    ssh: u(&r.ssh),
+                })
+                .collect()
+        }),
+        ..e.clone()
     }
 }
 
@@ -369,13 +422,9 @@ fn own_names(cx: &Context, events: &[&Event]) -> Vec<String> {
 /// One event as plain text, URL-shaped names defanged ([`render`] without the frame), for
 /// channels that carry one event per message.
 pub fn event_text_unlinked(out: &mut String, e: &Event) {
-    let start = out.len();
-    event_text(out, e);
     let keep = own_names(&Context::new(""), &[e]);
     let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
-    let unlinked = sanitize::unlink(&out[start..], &keep);
-    out.truncate(start);
-    out.push_str(&unlinked);
+    event_text(out, &unlinked(e, &keep));
 }
 
 /// One event as plain text, for mail bodies and the terminal.
@@ -683,6 +732,17 @@ mod tests {
             event_text_unlinked(&mut one, &e);
             assert!(!one.contains(name), "{one}");
         }
+        // What the monitor writes itself stays copyable.
+        let mut e = hostile();
+        e.fix = "run `systemctl enable --now tailscale-monitor-privileged.socket` (see install.sh)"
+            .into();
+        let r = render(&cx, &[&e]);
+        assert!(
+            r.text
+                .contains("tailscale-monitor-privileged.socket` (see install.sh)"),
+            "{}",
+            r.text
+        );
     }
 
     #[test]
