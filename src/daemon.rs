@@ -39,6 +39,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::Config;
 use crate::model::access::NodeView;
 use crate::monitor;
+use crate::outage::StoreOutage;
 use crate::source::control::ControlSource;
 use crate::source::ipnbus::{self, Signal};
 use crate::source::localapi::{LocalApi, WatchError};
@@ -175,13 +176,6 @@ struct Daemon {
     watched: std::collections::HashSet<String>,
 }
 
-struct StoreOutage {
-    since: chrono::DateTime<Utc>,
-    error: String,
-    /// Channels that have received `monitor.store_failed`.
-    told: Vec<String>,
-}
-
 impl Daemon {
     /// The full-pass period: `reconcile` while the bus streams everything we need; `interval`
     /// otherwise — including daemons before 1.102, whose bus has no WireGuard state, so that
@@ -241,10 +235,12 @@ impl Daemon {
         // A pass for peers that joined or changed reads `/status` only and keeps the last view of
         // who may reach this node: that view changes with a full netmap (SelfChange, NetMap), which
         // asks for it, or silently, which `access_interval` catches. Every other pass reads both.
-        let mut seen = match (&self.source, self.netmap_due, &self.last_view) {
-            (Source::LocalApi(api), false, Some(view)) => api.snapshot_with(Some(view)).await,
-            _ => self.source.snapshot().await,
+        let reuse = if self.netmap_due {
+            None
+        } else {
+            self.last_view.as_ref()
         };
+        let seen = monitor::read(&self.source, &mut self.store, reuse).await?;
         self.netmap_due = false;
         match &seen {
             Ok(snap) => {
@@ -280,28 +276,32 @@ impl Daemon {
                 }
             }
         }
-        monitor::enrich(&self.source, &self.store, &mut seen, &self.cfg.policy).await?;
-        let control = if self.control.is_some() && self.control_due {
-            let server = crate::source::server::facts(&self.cfg);
-            let c = monitor::read_control(self.control.as_ref(), Some(server)).await;
+        let read_control = self.control.is_some() && self.control_due;
+        let plan = monitor::Plan {
+            reuse_view: None,
+            control: self.control.as_ref().filter(|_| read_control),
+            digest: true,
+        };
+        let passed = monitor::commit(
+            &self.source,
+            &mut self.store,
+            &self.cfg,
+            seen,
+            &plan,
+            &mut self.store_outage,
+        )
+        .await?;
+        let report = passed.report;
+        if read_control {
             // A 429 says when to come back; otherwise the configured interval.
-            let wait = match c.as_ref().map(|c| &c.result) {
-                Some(Err(e)) => e.retry_after.unwrap_or(self.control_interval()),
-                _ => self.control_interval(),
-            };
+            let wait = report
+                .control_error
+                .as_ref()
+                .and_then(|e| e.retry_after)
+                .unwrap_or(self.control_interval());
             self.control_due = false;
             self.control_at = Instant::now() + wait;
-            c
-        } else {
-            None
-        };
-        let report = monitor::record(
-            &mut self.store,
-            &self.cfg.routes(),
-            &self.cfg.policy,
-            seen,
-            control,
-        )?;
+        }
         if let Some(at) = report.presence_due {
             // A watched device crosses its offline threshold then: look again at that moment.
             let wait = (at - Utc::now()).to_std().unwrap_or_default();
@@ -311,14 +311,7 @@ impl Daemon {
             self.last_self_online = snap.self_online;
             self.watched = report.watched.iter().map(|id| id.0.clone()).collect();
         }
-        let recovered = self.store_recovered()?;
-        let digest = crate::digest::record_if_due(
-            &mut self.store,
-            &self.cfg.routes(),
-            self.cfg.digest_every,
-            Utc::now(),
-        )?;
-        if recovered || digest || report.events.iter().any(|e| !e.record_only) {
+        if passed.queued_more || report.events.iter().any(|e| !e.record_only) {
             // Leading edge: after a quiet period, send at once; within the window after a send,
             // hold the events so that a burst becomes one more message, not many.
             let now = Instant::now();
@@ -365,24 +358,6 @@ impl Daemon {
         }
     }
 
-    /// After a pass committed: if the store was failing, logs `monitor.store_recovered`.
-    fn store_recovered(&mut self) -> anyhow::Result<bool> {
-        let Some(o) = self.store_outage.take() else {
-            return Ok(false);
-        };
-        let r = monitor::record_store_recovered(
-            &mut self.store,
-            &self.cfg.routes(),
-            o.since,
-            Some(&o.error),
-        );
-        if let Err(e) = r {
-            self.store_outage = Some(o);
-            return Err(e.into());
-        }
-        Ok(true)
-    }
-
     /// The state database could not be written: tell every channel not yet told, straight (the
     /// outbox is in that database), and retry the pass soon.
     async fn store_failed(&mut self, e: anyhow::Error) {
@@ -390,20 +365,16 @@ impl Daemon {
         let retry = self.cfg.daemon.interval.min(STORE_RETRY);
         self.schedule(Instant::now() + retry);
         let first = self.store_outage.is_none();
-        let o = self.store_outage.get_or_insert_with(|| StoreOutage {
-            since: Utc::now(),
-            error: String::new(),
-            told: Vec::new(),
-        });
-        o.error = error.clone();
+        let o = self
+            .store_outage
+            .get_or_insert_with(|| StoreOutage::new(Utc::now()));
         if first {
             error!(error = %error, retry_every = ?retry, "cannot write the state database; alerting directly and retrying");
         } else {
             warn!(error = %error, retry_in = ?retry, "state database still not writable");
         }
         let path = self.store.path().to_owned();
-        monitor::alert_store_failed(&self.cfg, &self.host, &path, o.since, &error, &mut o.told)
-            .await;
+        o.tell(&self.cfg, &self.host, &path, &error).await;
     }
 
     /// Runs a pass; a failure (only the store can fail one) becomes [`Daemon::store_failed`].

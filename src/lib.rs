@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod model;
 pub mod monitor;
 pub mod notify;
+pub mod outage;
 pub mod posture;
 pub mod privileged;
 pub mod sanitize;

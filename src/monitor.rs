@@ -7,11 +7,13 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::diff::{connection_candidates, pass_outcome, ControlRead, Policy};
+use crate::model::access::NodeView;
 use crate::model::control::ControlSnapshot;
 use crate::model::posture::ServerFacts;
 use crate::model::route::Route;
 use crate::model::{Event, EventKind, Severity, Snapshot};
 use crate::notify::{self, render, DeliveryReport};
+use crate::outage::StoreOutage;
 use crate::source::control::{ControlError, ControlSource};
 use crate::source::localapi::LocalApi;
 use crate::source::{Source, SourceError};
@@ -32,7 +34,7 @@ pub struct PassReport {
     pub watched: Vec<crate::model::StableNodeId>,
 }
 
-/// The control plane as read in one pass (`None` in `observe`/`record`: not read this pass).
+/// The control plane as read in one pass (`None` in `record`: not read this pass).
 pub struct ControlSeen {
     pub source: String,
     pub result: Result<ControlSnapshot, ControlError>,
@@ -41,7 +43,7 @@ pub struct ControlSeen {
 }
 
 /// Reads the control plane, if one is configured; `server` goes along for the posture checks.
-pub async fn read_control(
+async fn read_control(
     control: Option<&ControlSource>,
     server: Option<ServerFacts>,
 ) -> Option<ControlSeen> {
@@ -63,36 +65,98 @@ impl PassReport {
     }
 }
 
-/// Takes a snapshot (or the source's error) and records its outcome.
-pub async fn observe(
+/// How a caller runs the one pass. `check` reads everything; `run` reuses its last view of who
+/// may reach this node between netmap changes and reads the control plane when it is due; `demo`
+/// reads neither the control plane nor makes a digest.
+#[derive(Default)]
+pub struct Plan<'a> {
+    /// Keep this view of the packet filter and SSH policy instead of reading it again.
+    pub reuse_view: Option<&'a NodeView>,
+    /// Read the control plane in this pass (with this server's facts for the posture checks).
+    pub control: Option<&'a ControlSource>,
+    /// Record the digest when it is due.
+    pub digest: bool,
+}
+
+/// What the one pass did: the report, and whether the after-commit steps (a recovered store, a
+/// digest) queued something beyond the pass's events.
+pub struct Passed {
+    pub report: PassReport,
+    pub queued_more: bool,
+}
+
+/// The one pass, as `check` and `demo` run it: [`read`], then [`commit`].
+pub async fn pass(
     source: &Source,
-    control: Option<&ControlSource>,
-    server: Option<ServerFacts>,
     store: &mut Store,
-    routes: &[Route],
-    policy: &Policy,
-) -> Result<PassReport, StoreError> {
-    // tailscaled's documents are read and parsed on other workers while this one loads what is
-    // known (a JoinSet: the read is cancelled if loading fails).
+    cfg: &Config,
+    plan: &Plan<'_>,
+    outage: &mut Option<StoreOutage>,
+) -> Result<Passed, StoreError> {
+    let seen = read(source, store, plan.reuse_view).await?;
+    commit(source, store, cfg, seen, plan, outage).await
+}
+
+/// The read of a pass: tailscaled's documents are read and parsed on another worker while this
+/// one loads what is known (a JoinSet: the read is cancelled if loading fails). `run` looks at
+/// the result (its grace for a restarting tailscaled) before it commits.
+pub async fn read(
+    source: &Source,
+    store: &mut Store,
+    reuse_view: Option<&NodeView>,
+) -> Result<Result<Snapshot, SourceError>, StoreError> {
     let mut reading = tokio::task::JoinSet::new();
     if let Source::LocalApi(api) = source {
         let api = api.clone();
-        reading.spawn(async move { api.snapshot().await });
+        let view = reuse_view.cloned();
+        reading.spawn(async move { api.snapshot_with(view.as_ref()).await });
     }
     store.preload()?;
-    let mut seen = match reading.join_next().await {
+    Ok(match reading.join_next().await {
         Some(r) => r.unwrap_or_else(|e| Err(SourceError(format!("reading tailscaled: {e}")))),
         None => source.snapshot().await,
+    })
+}
+
+/// The rest of the pass, the same for every caller: `whois` for what the core cannot look up
+/// itself, the control plane when planned (after the node view: a device that joined in between
+/// is then in both, not "unlisted"), the one-transaction commit, then the after-commit steps:
+/// the store's recovery from an outage, and the digest when due.
+pub async fn commit(
+    source: &Source,
+    store: &mut Store,
+    cfg: &Config,
+    mut seen: Result<Snapshot, SourceError>,
+    plan: &Plan<'_>,
+    outage: &mut Option<StoreOutage>,
+) -> Result<Passed, StoreError> {
+    enrich(source, store, &mut seen, &cfg.policy).await?;
+    let control = match plan.control {
+        Some(c) => read_control(Some(c), Some(crate::source::server::facts(cfg))).await,
+        None => None,
     };
-    enrich(source, store, &mut seen, policy).await?;
-    // After the node view: a device that joined in between is then in both, not "unlisted".
-    let control = read_control(control, server).await;
-    record(store, routes, policy, seen, control)
+    let routes = cfg.routes();
+    let report = record(store, &routes, &cfg.policy, seen, control)?;
+    let mut queued_more = false;
+    if let Some(o) = outage.take() {
+        if let Err(e) = o.recovered(store, &routes, &cfg.state_dir) {
+            *outage = Some(o);
+            return Err(e);
+        }
+        queued_more = true;
+    }
+    if plan.digest {
+        queued_more |= crate::digest::record_if_due(store, &routes, cfg.digest_every, Utc::now())?;
+    }
+    Ok(Passed {
+        report,
+        queued_more,
+    })
 }
 
 /// Adds what the core cannot fetch itself to a fresh snapshot: `whois` answers for peers that are
 /// about to count as newly connected.
-pub async fn enrich(
+async fn enrich(
     source: &Source,
     store: &Store,
     seen: &mut Result<Snapshot, SourceError>,
@@ -194,7 +258,7 @@ async fn whois(
 }
 
 /// Records the outcome of a snapshot attempt in one transaction.
-pub fn record(
+fn record(
     store: &mut Store,
     routes: &[Route],
     policy: &Policy,

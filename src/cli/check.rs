@@ -1,6 +1,7 @@
-//! `check`: one pass, the status line and the Nagios exit code; the store-outage mark.
+//! `check`: one pass, the status line and the Nagios exit code; the store's outage told.
 
 use super::*;
+use crate::outage::StoreOutage;
 
 /// Nagios-style status line and exit code for one `check`.
 pub fn status_line(
@@ -114,12 +115,6 @@ pub fn status_line(
     (format!("TAILSCALE {label} - {text} {perf}"), code)
 }
 
-/// Marks, in the state directory, that `check` (or `run` at startup) has alerted a store failure:
-/// at most one such alert per [`STORE_ALERT_EVERY`] however often cron or systemd retries, and a
-/// `monitor.store_recovered` once it works again.
-pub(super) const STORE_FAILED_MARK: &str = "store-failed";
-pub(super) const STORE_ALERT_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
-
 pub(super) async fn check(explicit: Option<&Path>) -> ExitCode {
     // Also on stderr: cron discards stdout (`>/dev/null`) but mails stderr.
     let unknown = |msg: String| {
@@ -146,29 +141,17 @@ pub(super) async fn check(explicit: Option<&Path>) -> ExitCode {
         .control
         .as_ref()
         .map(|c| crate::source::control::ControlSource::new(c, crate::source::control::TIMEOUT));
-    let report = match monitor::observe(
-        &source,
-        control.as_ref(),
-        control
-            .is_some()
-            .then(|| crate::source::server::facts(&cfg)),
-        &mut store,
-        &cfg.routes(),
-        &cfg.policy,
-    )
-    .await
-    {
-        Ok(r) => r,
+    let plan = monitor::Plan {
+        reuse_view: None,
+        control: control.as_ref(),
+        digest: true,
+    };
+    // An outage an earlier run told is recorded as recovered by this pass.
+    let mut outage = StoreOutage::from_mark(&cfg.state_dir);
+    let report = match monitor::pass(&source, &mut store, &cfg, &plan, &mut outage).await {
+        Ok(p) => p.report,
         Err(e) => return store_failed(e).await,
     };
-    if let Err(e) = store_recovered(&cfg, &mut store) {
-        return store_failed(e).await;
-    }
-    if let Err(e) =
-        crate::digest::record_if_due(&mut store, &cfg.routes(), cfg.digest_every, Utc::now())
-    {
-        return store_failed(e).await;
-    }
     let delivery = match monitor::deliver(&mut store, &cfg, &host, true).await {
         Ok(d) => d,
         Err(e) => return store_failed(e).await,
@@ -182,10 +165,9 @@ pub(super) async fn check(explicit: Option<&Path>) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// A state database that `cmd` (`check`, or `run` at startup) cannot use: alerts it straight to
-/// the channels at most once per [`STORE_ALERT_EVERY`] (remembered by an empty file in the state
-/// directory, since the database cannot), unless the invoking user merely may not open it. Returns
-/// the one-line message for the terminal.
+/// A state database that `cmd` (`check`, or `run` at startup) cannot use: tells the channels
+/// straight, at most once per [`crate::outage::ALERT_EVERY`], unless the invoking user
+/// merely may not open it. Returns the one-line message for the terminal.
 pub(super) async fn store_unusable(
     cfg: &Config,
     host: &str,
@@ -198,46 +180,23 @@ pub(super) async fn store_unusable(
             "{error} (run `{cmd}` as the user that owns the state, e.g. `runuser -u tailscale-monitor -- tailscale-monitor {cmd}`)"
         );
     }
-    let mark = cfg.state_dir.join(STORE_FAILED_MARK);
-    // Never through a link the service user may have planted (F7): lstat, and O_NOFOLLOW.
-    let recent = std::fs::symlink_metadata(&mark)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < STORE_ALERT_EVERY));
-    if !recent {
-        let mut told = Vec::new();
-        let db = cfg.state_dir.join("state.db");
-        monitor::alert_store_failed(cfg, host, &db, Utc::now(), &error, &mut told).await;
-        if !told.is_empty() {
-            // An empty file: creating it needs no free blocks. If even that fails, the next
-            // attempt alerts again, which is the safe side.
-            use std::os::unix::fs::OpenOptionsExt;
-            let _ = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .custom_flags(libc::O_NOFOLLOW)
-                .mode(0o600)
-                .open(&mark);
-        }
+    if !StoreOutage::told_recently(&cfg.state_dir) {
+        let mut o =
+            StoreOutage::from_mark(&cfg.state_dir).unwrap_or_else(|| StoreOutage::new(Utc::now()));
+        o.tell(cfg, host, &cfg.state_dir.join("state.db"), &error)
+            .await;
     }
     error
 }
 
-/// Once the store works: if an earlier `check` or `run` start alerted a store failure, log
+/// Once the store works: if an earlier `check` or `run` start told a store failure, log
 /// `monitor.store_recovered` (delivered with the rest) and clear the mark.
 pub(super) fn store_recovered(
     cfg: &Config,
     store: &mut Store,
 ) -> Result<(), crate::store::StoreError> {
-    let mark = cfg.state_dir.join(STORE_FAILED_MARK);
-    let Ok(meta) = std::fs::symlink_metadata(&mark) else {
-        return Ok(());
-    };
-    let since = meta
-        .modified()
-        .map(DateTime::<Utc>::from)
-        .unwrap_or_else(|_| Utc::now());
-    monitor::record_store_recovered(store, &cfg.routes(), since, None)?;
-    let _ = std::fs::remove_file(&mark);
-    Ok(())
+    match StoreOutage::from_mark(&cfg.state_dir) {
+        Some(o) => o.recovered(store, &cfg.routes(), &cfg.state_dir),
+        None => Ok(()),
+    }
 }

@@ -8,8 +8,6 @@ pub(super) async fn demo(explicit: Option<&Path>) -> anyhow::Result<()> {
         None => Config::defaults(),
     };
     let channels = &cfg.channels;
-    let routes = cfg.routes();
-    let policy = &cfg.policy;
     // mkdtemp: an unpredictable name, created 0700 by this process (F6: never a directory another
     // user could have made first, with a `state.db` link in it).
     let tmp = tempfile::Builder::new()
@@ -28,7 +26,10 @@ pub(super) async fn demo(explicit: Option<&Path>) -> anyhow::Result<()> {
             if let Source::Sim(s) = &source {
                 s.set(snap);
             }
-            let report = monitor::observe(&source, None, None, &mut store, &routes, policy).await?;
+            let plan = monitor::Plan::default();
+            let report = monitor::pass(&source, &mut store, &cfg, &plan, &mut None)
+                .await?
+                .report;
             println!("=== Step {}: {title}", i + 1);
             let mut text = String::new();
             for e in &report.events {
