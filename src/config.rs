@@ -33,6 +33,17 @@ pub const PASSWORD_ENV: &str = "TAILSCALE_MONITOR_SMTP_PASSWORD";
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+/// The keys a SIGHUP cannot apply (they hold a listener, the database or the IPN bus): `run`
+/// says so in its log and keeps their running values until a restart; `config check` lists them.
+pub const RESTART_ONLY: [&str; 6] = [
+    "[state] dir",
+    "[metrics] listen",
+    "[metrics] token_file",
+    "[webhooks] listen",
+    "[webhooks] secret_file",
+    "[tailscale] socket (for the IPN bus)",
+];
+
 /// A secret value that never shows up in Debug output or printed config.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -849,6 +860,40 @@ impl Config {
                 Some(_) => Some(cx.duration(&raw.digest.every, "digest.every", Duration::ZERO)?),
             },
         })
+    }
+
+    /// The keys of [`RESTART_ONLY`] whose values differ from `running`'s.
+    pub fn restart_only_changes(&self, running: &Config) -> Vec<&'static str> {
+        let listen = |c: &Config| c.webhooks.as_ref().map(|w| w.listen);
+        let secret = |c: &Config| c.webhooks.as_ref().map(|w| w.secret.clone());
+        let changed = [
+            self.state_dir != running.state_dir,
+            self.metrics_listen != running.metrics_listen,
+            self.metrics_token != running.metrics_token,
+            listen(self) != listen(running),
+            secret(self) != secret(running),
+            self.source.socket != running.source.socket,
+        ];
+        RESTART_ONLY
+            .iter()
+            .zip(changed)
+            .filter_map(|(k, c)| c.then_some(*k))
+            .collect()
+    }
+
+    /// This config, with the values of [`RESTART_ONLY`] taken from `running` (a SIGHUP applies
+    /// everything else).
+    pub fn keeping_restart_only(self, running: &Config) -> Config {
+        let mut source = self.source.clone();
+        source.socket.clone_from(&running.source.socket);
+        Config {
+            state_dir: running.state_dir.clone(),
+            metrics_listen: running.metrics_listen,
+            metrics_token: running.metrics_token.clone(),
+            webhooks: running.webhooks.clone(),
+            source,
+            ..self
+        }
     }
 
     pub fn routes(&self) -> Vec<Route> {

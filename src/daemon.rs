@@ -401,48 +401,14 @@ impl Daemon {
             Ok(new) => {
                 // Keys that set up tasks started once (the listeners, the IPN bus) or the store:
                 // said, not silently ignored.
-                let listen = |c: &Config| c.webhooks.as_ref().map(|w| w.listen);
-                let secret = |c: &Config| c.webhooks.as_ref().map(|w| w.secret.expose().to_owned());
-                let restart: Vec<&str> = [
-                    ("[state] dir", new.state_dir != self.cfg.state_dir),
-                    (
-                        "[metrics] listen",
-                        new.metrics_listen != self.cfg.metrics_listen,
-                    ),
-                    (
-                        "[metrics] token_file",
-                        new.metrics_token.as_ref().map(|t| t.expose().to_owned())
-                            != self
-                                .cfg
-                                .metrics_token
-                                .as_ref()
-                                .map(|t| t.expose().to_owned()),
-                    ),
-                    ("[webhooks] listen", listen(&new) != listen(&self.cfg)),
-                    ("[webhooks] secret_file", secret(&new) != secret(&self.cfg)),
-                    (
-                        "[tailscale] socket (for the IPN bus)",
-                        new.source.socket != self.cfg.source.socket,
-                    ),
-                ]
-                .into_iter()
-                .filter_map(|(k, changed)| changed.then_some(k))
-                .collect();
+                let restart = new.restart_only_changes(&self.cfg);
                 if !restart.is_empty() {
                     warn!(keys = %restart.join(", "), "SIGHUP: these keys take effect only after a restart (systemctl restart tailscale-monitor); the running values stay until then");
                 }
                 // The restart-only keys keep their running values, so that the next SIGHUP
                 // compares with what actually runs.
-                let mut new = new;
-                new.source.socket = self.cfg.source.socket.clone();
-                self.source = Source::from_config(&new.source);
-                self.cfg = Config {
-                    state_dir: self.cfg.state_dir.clone(),
-                    metrics_listen: self.cfg.metrics_listen,
-                    metrics_token: self.cfg.metrics_token.clone(),
-                    webhooks: self.cfg.webhooks.clone(),
-                    ..new
-                };
+                self.cfg = new.keeping_restart_only(&self.cfg);
+                self.source = Source::from_config(&self.cfg.source);
                 self.full_at = Instant::now() + self.period();
                 self.control = self
                     .cfg

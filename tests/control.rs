@@ -327,6 +327,41 @@ fn only_a_verified_webhook_triggers_a_read_of_the_control_plane() {
     daemon.wait_log("webhook verified", 1, 1);
     let after = api.hits("/api/v2/tailnet/-/devices").len();
     assert_eq!(after, reads + 1, "one read, for the one valid request");
+
+    // Issue 21: the receiver's keys need a restart. SIGHUP says so for each, and the receiver
+    // keeps its running port and secret.
+    let new_secret = hooks_dir.path().join("webhook-secret-2");
+    std::fs::write(&new_secret, "tskey-webhook-OTHER").unwrap();
+    support::private(&new_secret);
+    let text = std::fs::read_to_string(&mon.config).unwrap();
+    for (n, (key, edited)) in [
+        (
+            "[webhooks] listen",
+            text.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\""),
+        ),
+        (
+            "[webhooks] secret_file",
+            text.replace(
+                &secret_file.display().to_string(),
+                &new_secret.display().to_string(),
+            ),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_ne!(edited, text, "{key}");
+        std::fs::write(&mon.config, &edited).unwrap();
+        daemon.signal(libc::SIGHUP);
+        let line = daemon.wait_log("take effect only after a restart", n + 1, 60);
+        assert!(line.contains(key), "{key}: {line}");
+    }
+    let later = chrono::Utc::now().timestamp();
+    assert_eq!(
+        post(port, Some(&signature(secret, later, b"[]")), b"[]"),
+        200,
+        "the running port and secret stay until a restart"
+    );
 }
 
 #[test]

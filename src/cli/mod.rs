@@ -210,6 +210,10 @@ pub async fn main(cli: Cli) -> ExitCode {
             command: ConfigCommand::Check,
         } => load(explicit, false).map(|c| {
             print!("{}", c.render());
+            println!(
+                "\n# `systemctl reload` (SIGHUP) applies every key but these, which need a restart: {}",
+                config::RESTART_ONLY.join(", ")
+            );
             if c.channels.is_empty() {
                 eprintln!("warning: no [[notify]] channel: alerts are only logged");
             }

@@ -349,6 +349,13 @@ pub struct Daemon(
 
 impl Daemon {
     /// Waits until the log has `n` lines containing `needle` (up to `secs`); returns the last.
+    /// How many lines of the log so far contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        let log = self.1.as_ref().expect("started with spawn_run_logged");
+        let text = log.lock().unwrap().clone();
+        text.lines().filter(|l| l.contains(needle)).count()
+    }
+
     pub fn wait_log(&self, needle: &str, n: usize, secs: u64) -> String {
         let log = self.1.as_ref().expect("started with spawn_run_logged");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
