@@ -10,4 +10,4 @@ cd "$(dirname "$0")/.."
 tests/setup/install-deps.sh
 . "${TM_CACHE:-$HOME/.cache/tailscale-monitor}/env"
 command -v /usr/bin/time >/dev/null || { echo "bench/cost.sh: needs GNU time (apt install time)" >&2; exit 1; }
-cargo test --release --test cost -- --ignored --test-threads 1 --nocapture 2>/dev/null | grep -o 'BENCH.*'
+cargo test --release --test bench cost:: -- --ignored --test-threads 1 --nocapture 2>/dev/null | grep -o 'BENCH.*'

@@ -9,5 +9,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tests/setup/install-deps.sh
 . "${TM_CACHE:-$HOME/.cache/tailscale-monitor}/env"
-cargo test --release --test real -- --ignored --exact bench_detection_latency --nocapture 2>/dev/null | grep '^BENCH'
-cargo test --release --test real -- --ignored --exact bench_access_latency --nocapture 2>/dev/null | grep '^BENCH'
+cargo test --release --test it -- --ignored --exact real::bench_detection_latency --nocapture 2>/dev/null | grep '^BENCH'
+cargo test --release --test it -- --ignored --exact real::bench_access_latency --nocapture 2>/dev/null | grep '^BENCH'

@@ -6,4 +6,4 @@
 #   bench/presence.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --release --test presence -- --ignored --exact bench_presence_messages --nocapture 2>/dev/null | grep -o 'BENCH.*'
+cargo test --release --test bench -- --ignored --exact presence::bench_presence_messages --nocapture 2>/dev/null | grep -o 'BENCH.*'

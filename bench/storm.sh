@@ -5,4 +5,4 @@
 #   bench/storm.sh            (TM_BENCH_STORM=1000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --release --test channels -- --ignored --exact bench_storm --nocapture 2>/dev/null | grep '^BENCH'
+cargo test --release --test bench -- --ignored --exact storm::bench_storm --nocapture 2>/dev/null | grep '^BENCH'

@@ -2,7 +2,6 @@
 //! tailscaled instances in userspace-networking mode, each with its own socket and state dir.
 //! Binaries come from `tests/setup/install-deps.sh` (cached under ~/.cache/tailscale-monitor).
 //! A missing binary fails the test with the reason; nothing is skipped.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,7 +1,7 @@
 //! The binary against the LocalAPI emulator, no mail: exit codes, status lines, the event log,
 //! and every way a daemon can fail to give a trustworthy snapshot.
 
-mod support;
+use crate::support;
 
 use support::emulator::{self, Emulator, Mode};
 use support::Monitor;

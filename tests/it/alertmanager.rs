@@ -3,7 +3,7 @@
 //! deduplicated into one alert — how a fleet shares one alert stream.
 //! Needs `prometheus-alertmanager` (tests/setup/install-deps.sh); run with tests/run-all.sh.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::process::{Child, Command, Stdio};

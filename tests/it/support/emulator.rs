@@ -3,7 +3,6 @@
 //! HTTP errors). It answers like tailscaled: same paths, same JSON (the documents are the shared
 //! fixtures, written field for field after `ipnstate.Status`), and it checks the Host header the
 //! official client sends.
-#![allow(dead_code)]
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -62,7 +61,6 @@ struct State {
     tka: Option<Value>,
     prefs: Option<Value>,
     /// netmap reads served so far.
-    netmap_reads: usize,
     /// The encoded `/status` body and netmap line, kept until the document changes: a daemon
     /// answers from memory, and a test that times the monitor should not time our encoder.
     status_body: Option<Bytes>,
@@ -101,7 +99,6 @@ impl Emulator {
             netmap: None,
             tka: Some(json!({"Enabled": false, "TrustedKeys": null})),
             prefs: Some(json!({"RunSSH": false, "AdvertiseRoutes": null})),
-            netmap_reads: 0,
             status_body: None,
             netmap_line: None,
             fails: Vec::new(),
@@ -207,11 +204,6 @@ impl Emulator {
         self.state.lock().unwrap().prefs = prefs;
     }
 
-    /// How many one-line netmap reads (`mask=8`) were served.
-    pub fn netmap_reads(&self) -> usize {
-        self.state.lock().unwrap().netmap_reads
-    }
-
     /// Masks of every watch request so far.
     pub fn masks(&self) -> Vec<u64> {
         self.state.lock().unwrap().masks.clone()
@@ -309,7 +301,6 @@ async fn watch(state: Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Bo
             _ => {}
         }
         let mut s = state.lock().unwrap();
-        s.netmap_reads += 1;
         if s.netmap_line.is_none() {
             let nm = match (&s.netmap, &s.mode) {
                 (Some(nm), _) => serde_json::to_string(nm).unwrap(),
@@ -660,4 +651,38 @@ pub fn stopped() -> Value {
     d["BackendState"] = "Stopped".into();
     d["Peer"] = Value::Null;
     d
+}
+
+/// Sets a peer's `Online` in a status document.
+pub fn set_online(doc: &mut Value, host: &str, online: bool) {
+    let peers = doc["Peer"].as_object_mut().unwrap();
+    let p = peers.values_mut().find(|p| p["HostName"] == host).unwrap();
+    p["Online"] = online.into();
+}
+
+/// Changes presence the way tailscaled >= 1.100 announces it: the status document and a
+/// `PeersChanged` with the node.
+pub fn flip(emu: &Emulator, doc: &mut Value, host: &str, online: bool) {
+    set_online(doc, host, online);
+    emu.set_status(doc.clone());
+    let node = peer_node(doc, host, online);
+    emu.push(&format!(
+        "{}\n",
+        serde_json::json!({ "PeersChanged": [node] })
+    ));
+}
+
+/// The standard tailnet with `n` more peers (`joiner-0`…, `nJOIN0CNTRL`…) joined.
+pub fn join(emu: &Emulator, n: usize) {
+    let mut doc = tailnet();
+    for i in 0..n {
+        add_peer(
+            &mut doc,
+            &format!("nJOIN{i}CNTRL"),
+            &format!("joiner-{i}"),
+            6201,
+            &format!("100.102.{}.{}", i / 250, i % 250 + 1),
+        );
+    }
+    emu.set_status(doc);
 }

@@ -1,6 +1,5 @@
 //! Shared test support: the LocalAPI emulator, the real SMTP server launcher, and a runner for
 //! the built `tailscale-monitor` binary.
-#![allow(dead_code)]
 
 pub mod admin_api;
 pub mod emulator;
@@ -517,4 +516,11 @@ impl Drop for PrivilegedRelay {
 pub fn own_group() -> String {
     let out = Command::new("id").arg("-gn").output().unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A `[[notify]]` webhook channel named `name`.
+pub fn webhook(name: &str, url: &str) -> String {
+    format!(
+        "[[notify]]\nkind = \"webhook\"\nname = \"{name}\"\nurl = \"{url}\"\ntimeout = \"20s\"\n"
+    )
 }

@@ -4,7 +4,7 @@
 //! its ETag, the audit log naming who did it. The Headscale API is tested for real in
 //! `tests/real.rs`.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::admin_api::{self, AdminApi, ClientAuth};

@@ -3,7 +3,7 @@
 //! state database whose hash chain survives the upgrade (`audit` passes). Needs root and
 //! cargo-deb (tests/run-all.sh provides both); it installs and purges the real package.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -6,7 +6,6 @@
 //! configuration audit log; it authenticates API keys and OAuth client credentials (form fields or
 //! HTTP Basic, as x/oauth2 may send either), issues expiring access tokens, and answers the
 //! statuses a test queues (401, 403, 404, 429 with `Retry-After`).
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;

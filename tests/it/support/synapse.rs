@@ -1,7 +1,6 @@
 //! A real Matrix homeserver for the tests: Synapse from PyPI (`matrix-synapse`, in its own venv
 //! under ~/.cache/tailscale-monitor/synapse, installed by tests/setup/install-deps.sh), on
 //! loopback with SQLite, a registered bot user, its access token and a room.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -14,7 +13,8 @@ pub struct Synapse {
     pub token: String,
     pub room: String,
     child: Child,
-    pub dir: tempfile::TempDir,
+    /// Its data, removed with it.
+    _dir: tempfile::TempDir,
 }
 
 impl Drop for Synapse {
@@ -200,7 +200,7 @@ impl Synapse {
             token,
             room: room["room_id"].as_str().unwrap().to_owned(),
             child,
-            dir,
+            _dir: dir,
         })
     }
 

@@ -3,7 +3,7 @@
 //! mask bit, a daemon that never answers). Timers are set to an hour so that only the bus can
 //! trigger a pass.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

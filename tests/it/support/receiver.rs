@@ -1,6 +1,5 @@
 //! A loopback HTTP server that records every request (for webhook, ntfy, Slack, Discord, Telegram
 //! and Gotify payloads) and answers with the status codes a test queues (200 when none is).
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;

@@ -2,7 +2,7 @@
 //! administrator actually receives. Needs aiosmtpd (tests/setup/install-deps.sh); run with
 //! `tests/run-all.sh` or `cargo test -- --include-ignored`.
 
-mod support;
+use crate::support;
 
 use support::emulator::{self, Emulator};
 use support::smtp::{closed_port, Smtp};

@@ -2,7 +2,7 @@
 //! files, the immutable attribute `chattr +i` sets, and the socket it reads. The control-plane
 //! checks are in `tests/control.rs` (Admin API emulator) and `tests/real.rs` (headscale).
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //!
 //! Needs the daemons from tests/setup/install-deps.sh; run with tests/run-all.sh.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! against a control plane that sends deltas), a netmap without `PacketFilterRules` (old daemons),
 //! a 10,000-rule filter, malformed rules. The real-daemon story is in `tests/real.rs`.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::emulator::{self, Emulator};

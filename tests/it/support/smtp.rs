@@ -1,7 +1,6 @@
 //! A real SMTP server for the tests: aiosmtpd (PyPI) with its Maildir handler, on loopback.
 //! `tests/setup/install-deps.sh` installs it; a test that needs it and cannot find it fails with
 //! the reason instead of skipping.
-#![allow(dead_code)]
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -101,7 +100,7 @@ impl Smtp {
     fn spawn(port: Option<u16>) -> Smtp {
         let dir = tempfile::tempdir().unwrap();
         let maildir = dir.path().join("Maildir");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_server.py");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/smtp_server.py");
         let mut cmd = Command::new(python());
         cmd.arg(script).arg(&maildir);
         if let Some(p) = port {

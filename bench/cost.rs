@@ -2,7 +2,7 @@
 //! what `run` costs on a busy tailnet, each beside a baseline measured in the same run. Figures go
 //! to BENCHMARKS.md.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

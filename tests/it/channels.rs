@@ -3,19 +3,13 @@
 //! a channel removed from the config moved to the configured ones, a storm
 //! of 1,000 joins, and `test-notify`.
 
-mod support;
+use crate::support;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use support::emulator::{self, Emulator};
+use support::emulator::{self, join, Emulator};
 use support::receiver::Receiver;
-use support::Monitor;
-
-fn webhook(name: &str, url: &str) -> String {
-    format!(
-        "[[notify]]\nkind = \"webhook\"\nname = \"{name}\"\nurl = \"{url}\"\ntimeout = \"20s\"\n"
-    )
-}
+use support::{webhook, Monitor};
 
 /// The emulator's standard tailnet, a loopback receiver, and a monitor whose config is
 /// `config(receiver URL)`.
@@ -50,20 +44,6 @@ fn hook_kinds(rx: &Receiver) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .collect()
-}
-
-fn join(emu: &Emulator, n: usize) {
-    let mut doc = emulator::tailnet();
-    for i in 0..n {
-        emulator::add_peer(
-            &mut doc,
-            &format!("nJOIN{i}CNTRL"),
-            &format!("joiner-{i}"),
-            6201,
-            &format!("100.102.{}.{}", i / 250, i % 250 + 1),
-        );
-    }
-    emu.set_status(doc);
 }
 
 #[test]
@@ -712,55 +692,6 @@ fn run_sends_the_first_alert_at_once_and_batches_a_burst_after_it() {
             "burst-{i} in the batch"
         );
     }
-}
-
-/// Benchmark, not a test: run by bench/storm.sh. 1,000 devices join at once; one `check` detects,
-/// records and delivers through a webhook, Slack and e-mail-free channels. Prints messages sent,
-/// the time of the whole pass and the peak RSS of the `check` process.
-#[test]
-#[ignore = "benchmark: run bench/storm.sh"]
-fn bench_storm() {
-    let n: usize = std::env::var("TM_BENCH_STORM")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(dir.path(), emulator::tailnet());
-    let rx = Receiver::start();
-    let config = format!(
-        "{}[[notify]]\nkind = \"slack\"\nurl = \"{u}/slack\"\n[[notify]]\nkind = \"ntfy\"\nurl = \"{u}/ntfy\"\n",
-        webhook("hook", &format!("{}/hook", rx.url)),
-        u = rx.url
-    );
-    let mon = Monitor::new(&emu.socket, &config);
-    assert_eq!(mon.check().code, 0);
-    let before = rx.requests().len();
-    join(&emu, n);
-    let t = std::time::Instant::now();
-    let out = std::process::Command::new("/usr/bin/time")
-        .arg("-f")
-        .arg("MAXRSS %M")
-        .arg(support::bin())
-        .arg("--config")
-        .arg(&mon.config)
-        .arg("check")
-        .env("TAILSCALE_MONITOR_LOG", "warn")
-        .output()
-        .unwrap();
-    let elapsed = t.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let rss_kib: f64 = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("MAXRSS "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
-    let sent = rx.requests().len() - before;
-    let logged = mon.count_events("device.new");
-    println!(
-        "BENCH storm_devices={n} channels=3 messages_sent={sent} events_logged={logged} check_seconds={:.2} peak_rss_mib={:.1}",
-        elapsed.as_secs_f64(),
-        rss_kib / 1024.0
-    );
 }
 
 #[test]
