@@ -100,7 +100,10 @@ impl Smtp {
     fn spawn(port: Option<u16>) -> Smtp {
         let dir = tempfile::tempdir().unwrap();
         let maildir = dir.path().join("Maildir");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/smtp_server.py");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/it/support/smtp_server.py"
+        );
         let mut cmd = Command::new(python());
         cmd.arg(script).arg(&maildir);
         if let Some(p) = port {
