@@ -1,0 +1,146 @@
+//! The file as serde reads it: every table and key, unknown ones refused (`deny_unknown_fields`).
+
+use super::*;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) tailscale: RawTailscale,
+    #[serde(default)]
+    pub(super) state: RawState,
+    #[serde(default)]
+    pub(super) daemon: RawDaemon,
+    #[serde(default)]
+    pub(super) alerts: RawAlerts,
+    #[serde(default)]
+    pub(super) notify: Vec<Spanned<RawNotify>>,
+    #[serde(default)]
+    pub(super) metrics: RawMetrics,
+    #[serde(default)]
+    pub(super) digest: RawDigest,
+    pub(super) control: Option<Spanned<RawControl>>,
+    pub(super) webhooks: Option<Spanned<RawWebhooks>>,
+    #[serde(default)]
+    pub(super) watch: Vec<Spanned<RawWatch>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWatch {
+    pub(super) name: Option<String>,
+    #[serde(default)]
+    pub(super) devices: Vec<String>,
+    pub(super) offline_after: Option<Spanned<String>>,
+    pub(super) back_after: Option<Spanned<String>>,
+    pub(super) severity: Option<Spanned<String>>,
+    pub(super) schedule: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWebhooks {
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) secret_file: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawControl {
+    pub(super) kind: Option<Spanned<String>>,
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) api_key_file: Option<Spanned<PathBuf>>,
+    pub(super) interval: Option<Spanned<String>>,
+    pub(super) tailnet: Option<String>,
+    pub(super) oauth_client_id: Option<String>,
+    pub(super) oauth_secret_file: Option<Spanned<PathBuf>>,
+    pub(super) api_url: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDigest {
+    pub(super) every: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) token_file: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTailscale {
+    pub(super) socket: Option<PathBuf>,
+    pub(super) privileged_socket: Option<PathBuf>,
+    pub(super) source: Option<Spanned<String>>,
+    pub(super) cli: Option<PathBuf>,
+    pub(super) timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawState {
+    pub(super) dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDaemon {
+    pub(super) interval: Option<Spanned<String>>,
+    pub(super) reconcile: Option<Spanned<String>>,
+    pub(super) grace: Option<Spanned<String>>,
+    pub(super) batch_window: Option<Spanned<String>>,
+    pub(super) access_interval: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlerts {
+    pub(super) key_expiry_warning: Option<Spanned<String>>,
+    pub(super) peer_connected: Option<Spanned<String>>,
+    pub(super) peer_connected_quiet: Option<Spanned<String>>,
+    pub(super) delivery_max_age: Option<Spanned<String>>,
+    pub(super) coalesce_window: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    pub(super) kind: Spanned<String>,
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) min_severity: Option<Spanned<String>>,
+    pub(super) events: Option<Spanned<Vec<String>>>,
+    // email
+    pub(super) to: Option<Spanned<OneOrMany>>,
+    pub(super) from: Option<Spanned<String>>,
+    pub(super) smtp: Option<Spanned<String>>,
+    pub(super) sendmail: Option<Spanned<PathBuf>>,
+    pub(super) password_file: Option<Spanned<PathBuf>>,
+    pub(super) password_env: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    // HTTP channels
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) secret_file: Option<Spanned<PathBuf>>,
+    pub(super) token_file: Option<Spanned<PathBuf>>,
+    pub(super) chat_id: Option<Spanned<String>>,
+    pub(super) api_url: Option<Spanned<String>>,
+    // exec
+    pub(super) command: Option<Spanned<Vec<String>>>,
+    // pushover, pagerduty, matrix, apprise
+    pub(super) user_key_file: Option<Spanned<PathBuf>>,
+    pub(super) routing_key_file: Option<Spanned<PathBuf>>,
+    pub(super) homeserver: Option<Spanned<String>>,
+    pub(super) room: Option<Spanned<String>>,
+    pub(super) urls_file: Option<Spanned<PathBuf>>,
+    pub(super) program: Option<Spanned<PathBuf>>,
+}

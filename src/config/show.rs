@@ -1,0 +1,208 @@
+//! The effective configuration as TOML, secrets redacted (`config check`).
+
+use super::*;
+
+impl Config {
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn render(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        let d = |d: Duration| q(&humantime::format_duration(d).to_string());
+        let mut out = String::new();
+        out += &format!(
+            "[tailscale]\nsource = {}\nsocket = {}\nprivileged_socket = {}\ncli = {}\ntimeout = {}\n\n",
+            q(match self.source.kind {
+                SourceKind::LocalApi => "localapi",
+                SourceKind::Cli => "cli",
+            }),
+            q(&self.source.socket.display().to_string()),
+            q(&self.source.privileged_socket.display().to_string()),
+            q(&self.source.cli.display().to_string()),
+            d(self.source.timeout)
+        );
+        out += &format!(
+            "[state]\ndir = {}\n\n",
+            q(&self.state_dir.display().to_string())
+        );
+        if let Some(l) = self.metrics_listen {
+            out += &format!("[metrics]\nlisten = {}\n", q(&l.to_string()));
+            if self.metrics_token.is_some() {
+                out += "token_file = \"(set)\"\n";
+            }
+            out += "\n";
+        }
+        if let Some(e) = self.digest_every {
+            out += &format!("[digest]\nevery = {}\n\n", d(e));
+        }
+        out += &format!(
+            "[daemon]\ninterval = {}\nreconcile = {}\ngrace = {}\nbatch_window = {}\naccess_interval = {}\n\n",
+            d(self.daemon.interval),
+            d(self.daemon.reconcile),
+            d(self.daemon.grace),
+            d(self.daemon.batch_window),
+            d(self.daemon.access_interval)
+        );
+        out += &format!(
+            "[alerts]\nkey_expiry_warning = {}\npeer_connected = {}\npeer_connected_quiet = {}\ndelivery_max_age = {}\ncoalesce_window = {}\n",
+            d(self.policy.key_expiry_warn.to_std().unwrap_or_default()),
+            q(match self.policy.connect_alert {
+                ConnectAlert::New => "new",
+                ConnectAlert::All => "all",
+                ConnectAlert::None => "none",
+            }),
+            d(self.policy.connect_quiet.to_std().unwrap_or_default()),
+            d(self.delivery_max_age),
+            d(self.coalesce_window)
+        );
+        for c in &self.channels {
+            out += &format!(
+                "\n[[notify]]\nname = {}\nmin_severity = {}\n",
+                q(&c.name),
+                q(c.route.min_severity.as_str())
+            );
+            if let Some(k) = &c.route.kinds {
+                let v: Vec<String> = k.iter().map(|k| q(k.as_str())).collect();
+                out += &format!("events = [{}]\n", v.join(", "));
+            }
+            out += &format!(
+                "kind = {}\ntimeout = {}\n",
+                q(c.kind.as_str()),
+                d(c.timeout)
+            );
+            match &c.kind {
+                ChannelKind::Email(e) => {
+                    let to: Vec<String> = e.to.iter().map(|m| q(&m.to_string())).collect();
+                    let smtp = match &e.transport {
+                        MailTransport::Sendmail { program } => format!(
+                            "\"sendmail\"\nsendmail = {}",
+                            q(&program.display().to_string())
+                        ),
+                        t => q(&t.to_string()),
+                    };
+                    out += &format!(
+                        "to = [{}]\nfrom = {}\nsmtp = {smtp}\n",
+                        to.join(", "),
+                        q(&e.from.to_string()),
+                    );
+                    if let MailTransport::Smtp {
+                        password: Some(_), ..
+                    } = e.transport
+                    {
+                        out += "# password: set (redacted)\n";
+                    }
+                }
+                ChannelKind::Webhook { url, secret } => {
+                    out += &format!("url = {}\n", q(&crate::sanitize::redact_url(url)));
+                    if secret.is_some() {
+                        out += "# secret: set (redacted)\n";
+                    }
+                }
+                ChannelKind::Slack { url }
+                | ChannelKind::Discord { url }
+                | ChannelKind::Teams { url }
+                | ChannelKind::Mattermost { url }
+                | ChannelKind::GoogleChat { url } => {
+                    out += &format!("url = {}\n", q(&crate::sanitize::redact_secret_url(url)))
+                }
+                ChannelKind::Ntfy { url, .. }
+                | ChannelKind::Gotify { url, .. }
+                | ChannelKind::Alertmanager { url } => {
+                    out += &format!("url = {}\n", q(&crate::sanitize::redact_url(url)))
+                }
+                ChannelKind::Telegram {
+                    api_url, chat_id, ..
+                } => {
+                    out += &format!(
+                        "api_url = {}\nchat_id = {}\n# token: set (redacted)\n",
+                        q(&crate::sanitize::redact_url(api_url)),
+                        q(chat_id)
+                    )
+                }
+                ChannelKind::Exec { command } => {
+                    let v: Vec<String> = command.iter().map(|a| q(a)).collect();
+                    out += &format!("command = [{}]\n", v.join(", "));
+                }
+                ChannelKind::PagerDuty { url, .. } => {
+                    out += &format!(
+                        "url = {}\n# routing_key: set (redacted)\n",
+                        q(&crate::sanitize::redact_url(url))
+                    )
+                }
+                ChannelKind::Pushover { url, .. } => {
+                    out += &format!(
+                        "url = {}\n# token, user_key: set (redacted)\n",
+                        q(&crate::sanitize::redact_url(url))
+                    )
+                }
+                ChannelKind::Matrix {
+                    homeserver, room, ..
+                } => {
+                    out += &format!(
+                        "homeserver = {}\nroom = {}\n# token: set (redacted)\n",
+                        q(&crate::sanitize::redact_url(homeserver)),
+                        q(room)
+                    )
+                }
+                ChannelKind::Apprise { program, urls_file } => {
+                    out += &format!(
+                        "program = {}\nurls_file = {}\n",
+                        q(&program.display().to_string()),
+                        q(&urls_file.display().to_string())
+                    )
+                }
+            }
+        }
+        if let Some(c) = &self.control {
+            out += "\n[control]\n";
+            match &c.api {
+                ControlApi::Headscale { url, .. } => {
+                    out += &format!(
+                        "kind = \"headscale\"\nurl = {}\napi_key_file = \"(redacted)\"\n",
+                        q(&crate::sanitize::redact_url(url))
+                    );
+                }
+                ControlApi::Tailscale {
+                    api_url,
+                    tailnet,
+                    auth,
+                } => {
+                    out += &format!(
+                        "kind = \"tailscale\"\napi_url = {}\ntailnet = {}\n",
+                        q(&crate::sanitize::redact_url(api_url)),
+                        q(tailnet)
+                    );
+                    match auth {
+                        TailscaleAuth::ApiKey(_) => out += "api_key_file = \"(redacted)\"\n",
+                        TailscaleAuth::OAuth { client_id, .. } => {
+                            out += &format!(
+                                "oauth_client_id = {}\noauth_secret_file = \"(redacted)\"\n",
+                                q(client_id)
+                            )
+                        }
+                    }
+                }
+            }
+            out += &format!("interval = {}\n", d(c.interval));
+        }
+        for w in &self.policy.watches {
+            let devs: Vec<String> = w.devices.iter().map(|d| q(d)).collect();
+            out += &format!(
+                "\n[[watch]]\nname = {}\ndevices = [{}]\noffline_after = {}\nback_after = {}\nseverity = {}\n",
+                q(&w.name),
+                devs.join(", "),
+                d(w.offline_after.to_std().unwrap_or_default()),
+                d(w.back_after.to_std().unwrap_or_default()),
+                q(w.severity.as_str())
+            );
+            if w.schedule.is_some() {
+                out += "# schedule: set (outside it nothing is alerted)\n";
+            }
+        }
+        if let Some(w) = &self.webhooks {
+            out += &format!(
+                "\n[webhooks]\nlisten = {}\nsecret_file = \"(redacted)\"\n",
+                q(&w.listen.to_string())
+            );
+        }
+        out
+    }
+}
