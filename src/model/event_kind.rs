@@ -1,0 +1,131 @@
+//! Every kind of event, in one table: its variant, its stable name and its default severity.
+//! The enum, its serde names, [`EventKind::ALL`], [`EventKind::as_str`] and
+//! [`EventKind::severity`] are generated from it; the README's event table is checked against it
+//! (`every_kind_is_in_the_readme_table`).
+
+use serde::{Deserialize, Serialize};
+
+use super::Severity;
+
+macro_rules! event_kinds {
+    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal, $severity:ident;)*) => {
+        /// Every kind of event the monitor can report. The string form (`device.new`, …) is
+        /// stable: it is stored, printed, sent in webhooks and used in config filters.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum EventKind {
+            $($(#[doc = $doc])* #[serde(rename = $name)] $variant,)*
+        }
+
+        impl EventKind {
+            pub const ALL: [EventKind; [$(EventKind::$variant),*].len()] = [$(EventKind::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(EventKind::$variant => $name,)* }
+            }
+
+            /// The default severity of this kind.
+            pub fn severity(self) -> Severity {
+                match self { $(EventKind::$variant => Severity::$severity,)* }
+            }
+        }
+    };
+}
+
+event_kinds! {
+    UserNew => "user.new", Critical;
+    UserRemoved => "user.removed", Info;
+    DeviceNew => "device.new", Critical;
+    DeviceRekeyed => "device.rekeyed", Warning;
+    DeviceRenamed => "device.renamed", Warning;
+    DeviceOwnerChanged => "device.owner_changed", Critical;
+    DeviceAddressesChanged => "device.addresses_changed", Warning;
+    DeviceTagsChanged => "device.tags_changed", Warning;
+    DeviceRoutesChanged => "device.routes_changed", Warning;
+    DeviceExitNodeOffered => "device.exit_node_offered", Warning;
+    DeviceKeyExpiryDisabled => "device.key_expiry_disabled", Warning;
+    DeviceKeyExpiring => "device.key_expiring", Warning;
+    DeviceExpired => "device.expired", Warning;
+    DeviceRemoved => "device.removed", Info;
+    PeerConnected => "peer.connected", Info;
+    DeviceOffline => "device.offline", Warning;
+    DeviceOnline => "device.online", Info;
+    DevicePendingApproval => "device.pending_approval", Critical;
+    DeviceApproved => "device.approved", Info;
+    DeviceUnlisted => "device.unlisted", Critical;
+    PolicyChanged => "policy.changed", Critical;
+    SettingsChanged => "settings.changed", Warning;
+    PostureDegraded => "posture.degraded", Warning;
+    PostureImproved => "posture.improved", Info;
+    AccessWidened => "access.widened", Critical;
+    AccessSshWidened => "access.ssh_widened", Critical;
+    AccessNarrowed => "access.narrowed", Info;
+    AccessCapabilityGranted => "access.capability_granted", Warning;
+    NodeTailnetLockDisabled => "node.tailnet_lock_disabled", Critical;
+    NodeTailnetLockChanged => "node.tailnet_lock_changed", Warning;
+    NodeSshChanged => "node.ssh_changed", Warning;
+    NodeRoutesChanged => "node.routes_changed", Warning;
+    NodeUpdateAvailable => "node.update_available", Warning;
+    /// This node now belongs to another tailnet (`CurrentTailnet.StableID` changed).
+    NodeTailnetChanged => "node.tailnet_changed", Critical;
+    MonitorBaseline => "monitor.baseline", Info;
+    MonitorSourceDown => "monitor.source_down", Critical;
+    MonitorSourceRecovered => "monitor.source_recovered", Info;
+    /// One part of the node view (access, Tailnet Lock, prefs) cannot be read; the rest is
+    /// watched as before. Raised once per outage of that part.
+    MonitorPartUnavailable => "monitor.part_unavailable", Warning;
+    MonitorPartRecovered => "monitor.part_recovered", Info;
+    MonitorDeliveryFailed => "monitor.delivery_failed", Critical;
+    /// The periodic summary (`[digest] every`).
+    MonitorDigest => "monitor.digest", Info;
+    /// `run` cannot write its state database (disk full, I/O error); sent directly, not queued.
+    MonitorStoreFailed => "monitor.store_failed", Critical;
+    MonitorStoreRecovered => "monitor.store_recovered", Info;
+    /// A `test-notify` message; never logged.
+    MonitorTest => "monitor.test", Info;
+}
+
+impl EventKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's table of events names every kind once, with its default severity, and no
+    /// kind that does not exist.
+    #[test]
+    fn every_kind_is_in_the_readme_table() {
+        let readme = include_str!("../../README.md");
+        for k in EventKind::ALL {
+            let row = format!("| `{}` | {}", k.as_str(), k.severity().as_str());
+            assert_eq!(readme.matches(&row).count(), 1, "README row {row}");
+        }
+        for line in readme.lines() {
+            let mut cells = line.split('|').map(str::trim).skip(1);
+            let (Some(kind), Some(sev)) = (cells.next(), cells.next()) else {
+                continue;
+            };
+            let listed = kind.strip_prefix('`').and_then(|k| k.strip_suffix('`'));
+            if let (Some(k), true) = (
+                listed,
+                ["critical", "warning", "info"]
+                    .iter()
+                    .any(|s| sev.starts_with(s)),
+            ) {
+                assert!(
+                    EventKind::parse(k).is_some(),
+                    "README lists `{k}`, which is no kind"
+                );
+            }
+        }
+    }
+}
