@@ -1,17 +1,30 @@
 //! tailscale-monitor: a security monitor for Tailscale and Headscale tailnets.
 //!
-//! Start reading at [`monitor`], which walks one pass end to end:
+//! One pass, the same for `check`, `run` and `demo` ([`monitor::read`] then [`monitor::commit`]):
 //!
 //! ```text
-//!  source ──Snapshot──▶ diff (pure) ──events──▶ store (one transaction) ──▶ notify (outbox)
+//!  source ──Snapshot──▶ diff + posture (pure) ──Outcome──▶ store (one transaction) ──▶ notify (outbox)
 //! ```
 //!
-//! - [`source`] turns tailscaled's LocalAPI (or `tailscale status --json`) into a [`model::Snapshot`],
-//!   or an error — never an empty tailnet for a broken daemon.
-//! - [`diff`] is the pure core: what is known × the snapshot → events. No I/O.
-//! - [`store`] records state, the append-only event log and the delivery outbox atomically.
-//! - [`notify`] renders and delivers, retrying until a channel accepts.
-//! - [`cli`] and [`daemon`] are the `check`/`run` front ends.
+//! Where things live:
+//! - [`model`]: plain data, no I/O. The snapshot and its devices, the events ([`model::EventKind`]
+//!   is one table), the known state and the outcome ([`model::state`]), routes, policy text.
+//! - [`source`]: the reads. tailscaled's LocalAPI (status, the IPN bus, the netmap), the CLI, the
+//!   control plane (`source::control`: Headscale API, Tailscale Admin API and its webhooks).
+//!   An error is an error, never an empty tailnet.
+//! - [`diff`]: the pure core, known × snapshot → events, by concern: `membership`,
+//!   `device_changes`, `connections`, `lookalikes`, `health`, `parts`, [`diff::access`],
+//!   [`diff::control`], [`diff::presence`].
+//! - [`posture`]: the hardening audit (pure), by area, evaluated once per control read.
+//! - [`store`]: SQLite. The schema, the pass's transaction, the known state, the hash-chained log,
+//!   the outbox, meta and the metrics counters.
+//! - [`notify`]: rendering (text, HTML, defanged names) and the channels; a row leaves the outbox
+//!   only when its channel took it.
+//! - [`monitor`]: the pass. [`outage`]: the store failing and recovering. [`digest`]: the digest.
+//! - [`cli`]: one file per command; [`daemon`]: `run` (the bus, the schedule, SIGHUP).
+//! - [`config`]: the file, by section, with `file:line` errors and secrets that never print.
+//! - [`privileged`]: the small root side that reads the packet filter for tailscaled >= 1.104.
+//! - [`listener`], [`metrics`], [`sanitize`]: the HTTP listeners, `/metrics`, the one sanitizer.
 
 /// The version and the git commit it was built from (`build.rs`).
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TM_GIT_COMMIT"), ")");
