@@ -1,0 +1,131 @@
+//! "What to do": the advice per event kind, after the event's own fix.
+
+use super::*;
+
+/// What the administrator should do about an event.
+pub(super) fn action(e: &Event) -> String {
+    let generic = kind_action(e);
+    if e.fix.is_empty() {
+        generic
+    } else {
+        format!("{} — {generic}", sanitize::line(&e.fix, 600))
+    }
+}
+
+pub(super) fn kind_action(e: &Event) -> String {
+    let d = e.device.as_ref();
+    let console = d.and_then(|d| d.addresses.first()).map_or_else(
+        || "https://login.tailscale.com/admin/machines".to_owned(),
+        |ip| format!("https://login.tailscale.com/admin/machines/{ip}"),
+    );
+    let hs_id = d.and_then(|d| d.node_id).map_or_else(
+        || "<ID from `headscale nodes list`>".to_owned(),
+        |n| n.to_string(),
+    );
+    match e.kind {
+        EventKind::DeviceNew | EventKind::DeviceRekeyed | EventKind::DeviceOwnerChanged => format!(
+            "If you do not recognize this, remove the device now — Tailscale admin console: {console} \
+             (… menu → Remove); Headscale: `headscale nodes delete --identifier {hs_id}`. Then find out \
+             who could add it: review auth keys, consider device approval and Tailnet Lock."
+        ),
+        EventKind::UserNew => "If you did not invite this user, suspend or remove them in the admin console \
+             (https://login.tailscale.com/admin/users) or with `headscale users destroy`, and review their devices."
+            .to_owned(),
+        EventKind::DeviceRoutesChanged | EventKind::DeviceExitNodeOffered => format!(
+            "Routes let a device carry other devices' traffic. If this was not approved on purpose, \
+             disable them — admin console: {console} (Edit route settings); Headscale: \
+             `headscale nodes approve-routes --identifier {hs_id} --routes ''`."
+        ),
+        EventKind::DeviceKeyExpiryDisabled => format!(
+            "A key that never expires stays valid if the device is stolen. Re-enable key expiry unless \
+             this is a server — admin console: {console} (… menu → Enable key expiry)."
+        ),
+        EventKind::DeviceKeyExpiring | EventKind::DeviceExpired => {
+            "Re-authenticate the device (`tailscale up --force-reauth` on it) or remove it if it is no longer used."
+                .to_owned()
+        }
+        EventKind::DeviceTagsChanged | EventKind::DeviceAddressesChanged | EventKind::DeviceRenamed => format!(
+            "Tags and names decide which ACL rules apply. Confirm the change was intended: {console}"
+        ),
+        EventKind::DeviceRemoved | EventKind::UserRemoved => {
+            "For your records. If nobody in your team removed it, someone else has admin access.".to_owned()
+        }
+        EventKind::PeerConnected => "For your records: a peer opened a WireGuard session with this server.".to_owned(),
+        EventKind::AccessWidened | EventKind::AccessSshWidened | EventKind::AccessCapabilityGranted => {
+            "The tailnet policy now lets these sources reach this server. If nobody on your team changed the \
+             policy on purpose, someone with admin access did: restore the ACL (Tailscale: Access controls \
+             in the admin console, https://login.tailscale.com/admin/acls; Headscale: `headscale policy get` / \
+             `headscale policy set --file`), then review who holds admin rights. \
+             `tailscale-monitor access` shows the whole current model."
+                .to_owned()
+        }
+        EventKind::DeviceOffline => "Check the device (power, network, tailscaled). If this server itself is \
+             offline, fix its connectivity first."
+            .to_owned(),
+        EventKind::DeviceOnline => "Nothing to do: it is reachable again.".to_owned(),
+        EventKind::DevicePendingApproval => format!(
+            "Approve it only if you know it: Tailscale admin console {console} (… menu → Approve), or remove \
+             it there. Until approved it cannot reach anything."
+        ),
+        EventKind::DeviceApproved => "For your records: the device can now join the tailnet.".to_owned(),
+        EventKind::DeviceUnlisted => "Treat this server's tailnet as compromised until explained: compare `tailscale \
+             status` here with the admin console or `headscale nodes list`, and check who holds admin rights."
+            .to_owned(),
+        EventKind::PolicyChanged => "Review the diff. If nobody on your team made this change, restore the previous \
+             policy (Tailscale: https://login.tailscale.com/admin/acls; Headscale: `headscale policy set --file`) \
+             and review who holds admin rights."
+            .to_owned(),
+        EventKind::PostureDegraded => "Check the evidence above; if the change was not intended, apply the fix shown. \
+             `tailscale-monitor posture` prints the whole report."
+            .to_owned(),
+        EventKind::MonitorDigest => "For your records. `tailscale-monitor events`, `devices`, `access`, `posture` and `audit` show each part in full.".to_owned(),
+        EventKind::PostureImproved => "For your records: a hardening check passes again.".to_owned(),
+        EventKind::SettingsChanged => "Confirm the change in the admin console (https://login.tailscale.com/admin/settings) \
+             and revert it if it was not intended."
+            .to_owned(),
+        EventKind::AccessNarrowed => "For your records: fewer sources can reach this server. If this breaks \
+             something, review the recent policy change."
+            .to_owned(),
+        EventKind::NodeTailnetLockDisabled => "Tailnet Lock protects you against a compromised control plane adding \
+             nodes. Find out who disabled it (`tailscale lock status`, the admin console's configuration log) \
+             and re-enable it with `tailscale lock init` if it was not on purpose."
+            .to_owned(),
+        EventKind::NodeTailnetLockChanged => "Check the trusted keys with `tailscale lock status`: every key should \
+             belong to a device you control."
+            .to_owned(),
+        EventKind::NodeSshChanged => "Tailscale SSH on this server was turned on or off (`tailscale set --ssh`). \
+             Whoever can write to tailscaled's socket did this; confirm it was you."
+            .to_owned(),
+        EventKind::NodeRoutesChanged => "This server now advertises different routes (or an exit node), so more \
+             traffic can flow through it. Confirm with `tailscale debug prefs`; undo with \
+             `tailscale set --advertise-routes= --advertise-exit-node=false`."
+            .to_owned(),
+        EventKind::NodeUpdateAvailable => "Update tailscaled on this server (your package manager, or `tailscale update`)."
+            .to_owned(),
+        EventKind::NodeTailnetChanged => "This server was moved to another tailnet: the devices it now trusts are \
+             another organisation's. If you did not do this, log it out at once (`tailscale logout`) \
+             and find out who had its key or the admin console."
+            .to_owned(),
+        EventKind::MonitorBaseline => "Review the list: every device and user should be one you recognize. \
+             From now on you will be alerted about every change."
+            .to_owned(),
+        EventKind::MonitorSourceDown => "Until this is fixed the monitor cannot see changes. Check `systemctl status \
+             tailscaled` and `tailscale status` on this server."
+            .to_owned(),
+        EventKind::MonitorSourceRecovered => "Nothing to do; changes made during the outage are reported separately."
+            .to_owned(),
+        EventKind::MonitorPartUnavailable => "Everything else is still watched and alerted. Apply the fix above; the \
+             monitor keeps what it last recorded of this part and says so once it can read it again."
+            .to_owned(),
+        EventKind::MonitorPartRecovered => "Nothing to do; a change made meanwhile is reported separately."
+            .to_owned(),
+        EventKind::MonitorDeliveryFailed => "Fix the failing channel (see the error); the alerts stay queued and are \
+             retried."
+            .to_owned(),
+        EventKind::MonitorStoreFailed => "Until the state database can be written the monitor records nothing: free \
+             disk space or fix the error above. It retries on its own; changes made meanwhile are reported then."
+            .to_owned(),
+        EventKind::MonitorStoreRecovered => "Nothing to do; changes made meanwhile are reported separately.".to_owned(),
+        EventKind::MonitorTest => "Nothing: this is a test. If you can read it, this channel works.".to_owned(),
+    }
+}
