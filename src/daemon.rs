@@ -297,7 +297,7 @@ impl Daemon {
             let wait = report
                 .control_error
                 .as_ref()
-                .and_then(|e| e.retry_after)
+                .and_then(|e| e.retry_after())
                 .unwrap_or(self.control_interval());
             self.control_due = false;
             self.control_at = Instant::now() + wait;

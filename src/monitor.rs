@@ -270,7 +270,7 @@ fn record(
     // read it (the caller waits the `Retry-After`).
     let (control, control_error) = match control {
         Some(c) => match c.result {
-            Err(e) if e.retry_after.is_some() => (None, Some(e)),
+            Err(e @ ControlError::RateLimited { .. }) => (None, Some(e)),
             Err(e) => (
                 Some(ControlSeen {
                     source: c.source,
@@ -293,7 +293,7 @@ fn record(
     let committed = store.commit_pass(routes, now, |known, health| {
         let c = control.as_ref().map(|c| ControlRead {
             source: &c.source,
-            result: c.result.as_ref().map_err(|e| e.message.as_str()),
+            result: c.result.as_ref().map_err(|e| e.message()),
             server: c.server.as_ref(),
         });
         pass_outcome(

@@ -92,7 +92,7 @@ pub fn status_line(
         code = code.max(1);
         text += &format!(
             " (control plane unreadable: {})",
-            sanitize::line(&e.message, 200)
+            sanitize::line(e.message(), 200)
         );
     }
     if outbox.failing > 0 {

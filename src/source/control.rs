@@ -19,20 +19,40 @@ use crate::model::control::ControlSnapshot;
 /// Per request to the control plane's API.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Why the control plane could not be read.
+/// Why the control plane could not be read. Callers branch on the kind: a rate limit is the
+/// control plane asking to come back later, not an outage.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ControlError {
-    pub message: String,
-    /// From a 429's `Retry-After`, when given.
-    pub retry_after: Option<Duration>,
+pub enum ControlError {
+    /// A 429: come back after `retry_after` (its `Retry-After`, clamped; 60 s when absent).
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
+    /// Anything else: unreachable, refused, an HTTP error, an answer too large or malformed.
+    #[error("{0}")]
+    Unreadable(String),
 }
 
 impl ControlError {
     fn new(message: impl Into<String>) -> Self {
-        ControlError {
-            message: message.into(),
-            retry_after: None,
+        ControlError::Unreadable(message.into())
+    }
+
+    /// The one-line cause, naming the API.
+    pub fn message(&self) -> &str {
+        match self {
+            ControlError::RateLimited { message, .. } | ControlError::Unreadable(message) => {
+                message
+            }
+        }
+    }
+
+    /// When a rate-limited read may be tried again.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ControlError::RateLimited { retry_after, .. } => Some(*retry_after),
+            ControlError::Unreadable(_) => None,
         }
     }
 }
@@ -166,16 +186,17 @@ pub(crate) async fn http_error(what: &str, resp: reqwest::Response) -> ControlEr
         429 => " — rate limited",
         _ => "",
     };
-    ControlError {
-        message: format!(
-            "{what}: HTTP {status}: {}{hint}",
-            crate::sanitize::line(&msg, 200)
-        ),
-        retry_after: if status.as_u16() == 429 {
-            Some(retry_after.unwrap_or(Duration::from_secs(60)))
-        } else {
-            None
-        },
+    let message = format!(
+        "{what}: HTTP {status}: {}{hint}",
+        crate::sanitize::line(&msg, 200)
+    );
+    if status.as_u16() == 429 {
+        ControlError::RateLimited {
+            message,
+            retry_after: retry_after.unwrap_or(Duration::from_secs(60)),
+        }
+    } else {
+        ControlError::Unreadable(message)
     }
 }
 
