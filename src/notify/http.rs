@@ -280,12 +280,26 @@ pub async fn send(
     if status.is_success() {
         return Ok(());
     }
-    let body = resp.text().await.unwrap_or_default();
+    let body = error_body(resp).await;
     Err(SendError::http(
         status,
         sanitize::line(&format!("{}: HTTP {status}: {body}", kind.as_str()), 300),
         0,
     ))
+}
+
+/// The start of an error answer, for the one-line message (F11: a channel that answers an error
+/// with a gigabyte costs 4 KiB and no more; the rest is never read).
+async fn error_body(mut resp: reqwest::Response) -> String {
+    const MAX: usize = 4 << 10;
+    let mut buf = Vec::new();
+    while buf.len() < MAX {
+        match resp.chunk().await {
+            Ok(Some(c)) => buf.extend_from_slice(&c[..c.len().min(MAX - buf.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// A Teams Workflows message: one Adaptive Card whose text blocks are Markdown-escaped.
@@ -362,7 +376,7 @@ async fn pagerduty(
             })?;
         if !resp.status().is_success() {
             let status = resp.status();
-            let body = resp.text().await.unwrap_or_default();
+            let body = error_body(resp).await;
             return Err(SendError::http(
                 status,
                 sanitize::line(&format!("pagerduty: HTTP {status}: {body}"), 300),
