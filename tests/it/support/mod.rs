@@ -524,3 +524,30 @@ pub fn webhook(name: &str, url: &str) -> String {
         "[[notify]]\nkind = \"webhook\"\nname = \"{name}\"\nurl = \"{url}\"\ntimeout = \"20s\"\n"
     )
 }
+
+/// Runs `cmd` to its end and returns its standard output and its peak RSS in KiB (`wait4` of
+/// that one child, so other tests' processes do not count).
+pub fn run_measured(cmd: &mut std::process::Command) -> (String, u64) {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value, and wait4 writes only into the two locals.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4");
+    // Reaped above: dropping the handle must not wait again.
+    drop(child);
+    (out, usage.ru_maxrss as u64)
+}
