@@ -1,6 +1,14 @@
 //! Errors that name the file, the line and the key; durations checked when they are parsed.
 
-use super::*;
+use std::fmt;
+use std::time::Duration;
+
+use toml::Spanned;
+
+/// A config error, already rendered as one line: `path:line: what (key \`k\`)`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
 
 /// The longest duration a config key takes (F20: `"1000000y"` must be an error, not a panic).
 pub(super) const MAX_DURATION: Duration = Duration::from_secs(100 * 366 * 86_400);

@@ -13,7 +13,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use lettre::message::Mailbox;
-use serde::Deserialize;
 use toml::Spanned;
 
 use crate::diff::{ConnectAlert, Policy};
@@ -32,6 +31,7 @@ mod tests;
 
 pub use channels::*;
 pub use control::*;
+pub use ctx::ConfigError;
 use ctx::*;
 use raw::*;
 pub use secret::Secret;
@@ -46,10 +46,6 @@ pub const DEFAULT_SENDMAIL: &str = "/usr/sbin/sendmail";
 /// Environment variable read for the SMTP password when no `password_file`/`password_env` is set.
 pub const PASSWORD_ENV: &str = "TAILSCALE_MONITOR_SMTP_PASSWORD";
 
-/// A config error, already rendered as one line: `path:line: what (key \`k\`)`.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
 
 /// The keys a SIGHUP cannot apply (they hold a listener, the database or the IPN bus): `run`
 /// says so in its log and keeps their running values until a restart; `config check` lists them.

@@ -1,6 +1,9 @@
 //! The file as serde reads it: every table and key, unknown ones refused (`deny_unknown_fields`).
 
-use super::*;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -1,6 +1,12 @@
 //! Secrets: a value that never prints, read from a file only its owner (and group) may read.
 
-use super::*;
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::ctx::{ConfigError, Ctx};
 
 /// A secret value that never shows up in Debug output or printed config.
 #[derive(Clone, PartialEq, Eq)]
