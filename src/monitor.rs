@@ -348,68 +348,6 @@ pub async fn deliver(
     .await
 }
 
-/// Sends `monitor.store_failed` straight to every channel whose filter takes it and whose name is
-/// not in `told` (the outbox lives in the database that failed); adds the channels that accepted it
-/// to `told`.
-pub async fn alert_store_failed(
-    cfg: &Config,
-    host: &str,
-    path: &std::path::Path,
-    since: chrono::DateTime<Utc>,
-    error: &str,
-    told: &mut Vec<String>,
-) {
-    let mut ev = Event::new(
-        EventKind::MonitorStoreFailed,
-        since,
-        format!(
-            "tailscale-monitor on {host} cannot use its state database {}",
-            path.display()
-        ),
-    );
-    ev.detail = error.to_owned();
-    let cx = render::Context::new(host);
-    for ch in &cfg.channels {
-        if told.contains(&ch.name) || !ch.route.accepts(&ev) {
-            continue;
-        }
-        match notify::send(ch, &cx, &[&ev], false).await {
-            Ok(()) => told.push(ch.name.clone()),
-            Err(err) => {
-                warn!(channel = %ch.name, error = %err, "could not send monitor.store_failed")
-            }
-        }
-    }
-}
-
-/// Logs `monitor.store_recovered`, queued on `routes`: the state database, failing since `since`
-/// (with `error`, when known), could be written again.
-pub fn record_store_recovered(
-    store: &mut Store,
-    routes: &[Route],
-    since: chrono::DateTime<Utc>,
-    error: Option<&str>,
-) -> Result<(), StoreError> {
-    let now = Utc::now();
-    let took = (now - since).to_std().unwrap_or_default();
-    let mut ev = Event::new(
-        EventKind::MonitorStoreRecovered,
-        now,
-        format!(
-            "The state database {} can be written again, after {}",
-            store.path().display(),
-            humantime::format_duration(std::time::Duration::from_secs(took.as_secs()))
-        ),
-    );
-    ev.detail = match error {
-        Some(e) => format!("It failed from {}: {e}", since.to_rfc3339()),
-        None => format!("It failed from {}.", since.to_rfc3339()),
-    };
-    store.record_event(routes, ev)?;
-    info!(after = ?took, "state database writable again");
-    Ok(())
-}
-
 /// This machine's host name, for messages.
 pub fn local_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -10,8 +10,12 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
+use tracing::{info, warn};
+
 use crate::config::Config;
 use crate::model::route::Route;
+use crate::model::{Event, EventKind};
+use crate::notify::{self, render};
 use crate::store::{Store, StoreError};
 
 /// The mark file's name in the state directory.
@@ -60,7 +64,7 @@ impl StoreOutage {
     pub async fn tell(&mut self, cfg: &Config, host: &str, db: &Path, error: &str) {
         self.error = Some(error.to_owned());
         let before = self.told.len();
-        crate::monitor::alert_store_failed(cfg, host, db, self.since, error, &mut self.told).await;
+        alert_store_failed(cfg, host, db, self.since, error, &mut self.told).await;
         if self.told.len() > before {
             mark(&cfg.state_dir);
         }
@@ -74,10 +78,72 @@ impl StoreOutage {
         routes: &[Route],
         state_dir: &Path,
     ) -> Result<(), StoreError> {
-        crate::monitor::record_store_recovered(store, routes, self.since, self.error.as_deref())?;
+        record_store_recovered(store, routes, self.since, self.error.as_deref())?;
         let _ = std::fs::remove_file(state_dir.join(MARK));
         Ok(())
     }
+}
+
+/// Sends `monitor.store_failed` straight to every channel whose filter takes it and whose name is
+/// not in `told` (the outbox lives in the database that failed); adds the channels that accepted it
+/// to `told`.
+async fn alert_store_failed(
+    cfg: &Config,
+    host: &str,
+    path: &std::path::Path,
+    since: chrono::DateTime<Utc>,
+    error: &str,
+    told: &mut Vec<String>,
+) {
+    let mut ev = Event::new(
+        EventKind::MonitorStoreFailed,
+        since,
+        format!(
+            "tailscale-monitor on {host} cannot use its state database {}",
+            path.display()
+        ),
+    );
+    ev.detail = error.to_owned();
+    let cx = render::Context::new(host);
+    for ch in &cfg.channels {
+        if told.contains(&ch.name) || !ch.route.accepts(&ev) {
+            continue;
+        }
+        match notify::send(ch, &cx, &[&ev], false).await {
+            Ok(()) => told.push(ch.name.clone()),
+            Err(err) => {
+                warn!(channel = %ch.name, error = %err, "could not send monitor.store_failed")
+            }
+        }
+    }
+}
+
+/// Logs `monitor.store_recovered`, queued on `routes`: the state database, failing since `since`
+/// (with `error`, when known), could be written again.
+fn record_store_recovered(
+    store: &mut Store,
+    routes: &[Route],
+    since: chrono::DateTime<Utc>,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let took = (now - since).to_std().unwrap_or_default();
+    let mut ev = Event::new(
+        EventKind::MonitorStoreRecovered,
+        now,
+        format!(
+            "The state database {} can be written again, after {}",
+            store.path().display(),
+            humantime::format_duration(std::time::Duration::from_secs(took.as_secs()))
+        ),
+    );
+    ev.detail = match error {
+        Some(e) => format!("It failed from {}: {e}", since.to_rfc3339()),
+        None => format!("It failed from {}.", since.to_rfc3339()),
+    };
+    store.record_event(routes, ev)?;
+    info!(after = ?took, "state database writable again");
+    Ok(())
 }
 
 /// An empty file: creating it needs no free blocks. If even that fails, the next attempt tells

@@ -1,5 +1,6 @@
 //! `[control]` and `[webhooks]`: the control view's API, its credentials and its interval.
 
+use super::keys::{http_url, no_plain_http};
 use super::*;
 
 #[derive(Debug, Clone)]

@@ -6,13 +6,10 @@
 //! (SMTP passwords) are read from files or the environment, never from the main file, and are
 //! never printed: [`Secret`] redacts itself.
 
-use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-use lettre::message::Mailbox;
 use toml::Spanned;
 
 use crate::diff::{ConnectAlert, Policy};
@@ -22,6 +19,7 @@ use crate::model::{EventKind, Severity};
 mod channels;
 mod control;
 mod ctx;
+mod keys;
 mod raw;
 mod secret;
 mod show;
@@ -29,23 +27,23 @@ mod socket;
 #[cfg(test)]
 mod tests;
 
+pub use crate::notify::channels::email::{
+    Email as EmailConfig, MailTransport, SmtpTls, DEFAULT_SENDMAIL, PASSWORD_ENV,
+};
+pub use crate::notify::channels::ChannelKind;
 pub use channels::*;
 pub use control::*;
 pub use ctx::ConfigError;
 use ctx::*;
+pub use keys::{is_loopback, shown_url, toml_str, Keys, UrlUse};
 use raw::*;
+pub(crate) use raw::{OneOrMany, RawNotify};
 pub use secret::Secret;
 use secret::*;
 pub use socket::default_socket;
 
 pub const DEFAULT_PATH: &str = "/etc/tailscale-monitor/config.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/tailscale-monitor";
-/// The local MTA's program for `smtp = "sendmail"` unless `sendmail` names another.
-pub const DEFAULT_SENDMAIL: &str = "/usr/sbin/sendmail";
-
-/// Environment variable read for the SMTP password when no `password_file`/`password_env` is set.
-pub const PASSWORD_ENV: &str = "TAILSCALE_MONITOR_SMTP_PASSWORD";
-
 
 /// The keys a SIGHUP cannot apply (they hold a listener, the database or the IPN bus): `run`
 /// says so in its log and keeps their running values until a restart; `config check` lists them.

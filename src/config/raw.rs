@@ -111,39 +111,39 @@ pub(super) struct RawAlerts {
 
 #[derive(Deserialize)]
 #[serde(untagged)]
-pub(super) enum OneOrMany {
+pub enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawNotify {
-    pub(super) kind: Spanned<String>,
-    pub(super) name: Option<Spanned<String>>,
-    pub(super) min_severity: Option<Spanned<String>>,
-    pub(super) events: Option<Spanned<Vec<String>>>,
+pub struct RawNotify {
+    pub(crate) kind: Spanned<String>,
+    pub(crate) name: Option<Spanned<String>>,
+    pub(crate) min_severity: Option<Spanned<String>>,
+    pub(crate) events: Option<Spanned<Vec<String>>>,
     // email
-    pub(super) to: Option<Spanned<OneOrMany>>,
-    pub(super) from: Option<Spanned<String>>,
-    pub(super) smtp: Option<Spanned<String>>,
-    pub(super) sendmail: Option<Spanned<PathBuf>>,
-    pub(super) password_file: Option<Spanned<PathBuf>>,
-    pub(super) password_env: Option<Spanned<String>>,
-    pub(super) timeout: Option<Spanned<String>>,
+    pub(crate) to: Option<Spanned<OneOrMany>>,
+    pub(crate) from: Option<Spanned<String>>,
+    pub(crate) smtp: Option<Spanned<String>>,
+    pub(crate) sendmail: Option<Spanned<PathBuf>>,
+    pub(crate) password_file: Option<Spanned<PathBuf>>,
+    pub(crate) password_env: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<String>>,
     // HTTP channels
-    pub(super) url: Option<Spanned<String>>,
-    pub(super) secret_file: Option<Spanned<PathBuf>>,
-    pub(super) token_file: Option<Spanned<PathBuf>>,
-    pub(super) chat_id: Option<Spanned<String>>,
-    pub(super) api_url: Option<Spanned<String>>,
+    pub(crate) url: Option<Spanned<String>>,
+    pub(crate) secret_file: Option<Spanned<PathBuf>>,
+    pub(crate) token_file: Option<Spanned<PathBuf>>,
+    pub(crate) chat_id: Option<Spanned<String>>,
+    pub(crate) api_url: Option<Spanned<String>>,
     // exec
-    pub(super) command: Option<Spanned<Vec<String>>>,
+    pub(crate) command: Option<Spanned<Vec<String>>>,
     // pushover, pagerduty, matrix, apprise
-    pub(super) user_key_file: Option<Spanned<PathBuf>>,
-    pub(super) routing_key_file: Option<Spanned<PathBuf>>,
-    pub(super) homeserver: Option<Spanned<String>>,
-    pub(super) room: Option<Spanned<String>>,
-    pub(super) urls_file: Option<Spanned<PathBuf>>,
-    pub(super) program: Option<Spanned<PathBuf>>,
+    pub(crate) user_key_file: Option<Spanned<PathBuf>>,
+    pub(crate) routing_key_file: Option<Spanned<PathBuf>>,
+    pub(crate) homeserver: Option<Spanned<String>>,
+    pub(crate) room: Option<Spanned<String>>,
+    pub(crate) urls_file: Option<Spanned<PathBuf>>,
+    pub(crate) program: Option<Spanned<PathBuf>>,
 }

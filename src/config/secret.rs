@@ -13,6 +13,11 @@ use super::ctx::{ConfigError, Ctx};
 pub struct Secret(pub(super) String);
 
 impl Secret {
+    /// A secret from a value read elsewhere (an environment variable).
+    pub(crate) fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -5,9 +5,11 @@
 //! `check` tries everything pending, since cron is its own backoff). Nothing here can lose an
 //! event: the worst case is a duplicate when the process dies between a send and its commit.
 
-pub mod email;
+pub mod channels;
 pub mod http;
 pub mod render;
+
+pub use http::SendError;
 
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use tracing::{error, info, warn};
 
-use crate::config::{Channel, ChannelKind};
+use crate::config::Channel;
 use crate::model::{Event, EventKind};
 use crate::store::{Store, StoreError};
 
@@ -43,43 +45,6 @@ pub fn backoff(attempts: i64) -> chrono::Duration {
 /// How many batches one drain sends through a channel at most (the rest waits for the next).
 const MAX_BATCHES: usize = 20;
 
-/// Why a channel did not take a batch.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct SendError {
-    /// One line, without secrets.
-    pub message: String,
-    /// How many events of the batch, in order, the channel accepted before it failed (channels
-    /// that send one request per event; 0 for the others).
-    pub accepted: usize,
-    /// The provider refused this message for good (an HTTP 4xx other than 408 and 429): sending
-    /// the same message again cannot succeed.
-    pub permanent: bool,
-}
-
-impl From<String> for SendError {
-    fn from(message: String) -> Self {
-        SendError {
-            message,
-            accepted: 0,
-            permanent: false,
-        }
-    }
-}
-
-impl SendError {
-    /// The error for an HTTP answer `status`, after `accepted` events went through.
-    pub fn http(status: reqwest::StatusCode, message: String, accepted: usize) -> Self {
-        SendError {
-            message,
-            accepted,
-            permanent: status.is_client_error()
-                && status != reqwest::StatusCode::REQUEST_TIMEOUT
-                && status != reqwest::StatusCode::TOO_MANY_REQUESTS,
-        }
-    }
-}
-
 /// Sends a batch of events through one channel, as one message. `test` marks a `test-notify`.
 pub async fn send(
     ch: &Channel,
@@ -88,10 +53,15 @@ pub async fn send(
     test: bool,
 ) -> Result<(), SendError> {
     let rendered = render::render(cx, events);
-    match &ch.kind {
-        ChannelKind::Email(cfg) => Ok(email::send(cfg, ch.timeout, &rendered).await?),
-        other => http::send(other, ch.timeout, cx, events, &rendered, test).await,
-    }
+    ch.kind
+        .send(&channels::Message {
+            cx,
+            events,
+            rendered: &rendered,
+            timeout: ch.timeout,
+            test,
+        })
+        .await
 }
 
 /// A stable id for a set of outbox rows (sorted): `tsm-` and 24 hex digits of their SHA-256.
