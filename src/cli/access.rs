@@ -26,7 +26,17 @@ pub(super) async fn access(explicit: Option<&Path>, json: bool) -> anyhow::Resul
         monitor::whois_sources(api, &mut snap).await;
     }
     let view = snap.node.clone().expect("checked above");
-    let model = crate::diff::access::canonical(&view, &snap);
+    // Addresses of devices that left this node's peer list are named as the monitor knew them
+    // (as in the alerts), when its state can be read.
+    let known = if cfg.state_dir.join("state.db").exists() {
+        Store::open(&cfg.state_dir)
+            .and_then(|s| s.known())
+            .map(|k| k.devices)
+            .unwrap_or_default()
+    } else {
+        Default::default()
+    };
+    let model = crate::diff::access::canonical_with(&view, &snap, &known);
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(

@@ -204,14 +204,15 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
         out.tailnet_id = Some(cur.tailnet_id.clone());
     }
     if let Some(view) = &cur.node {
-        let new = access::canonical(view, cur);
+        let new = access::canonical_with(view, cur, &known.devices);
         match &known.access {
             Some(old) => {
                 // Two parts, compared each where both sides could be read: who may reach this
                 // server (an unknown model is never compared: no false "narrowed"), and this
                 // node's trust signals (a Tailnet Lock change is seen whatever the filter).
                 if old.known && new.known {
-                    out.events.extend(access::events(old, &new, cur, now));
+                    let old = access::reattributed(old, view, cur);
+                    out.events.extend(access::events(&old, &new, cur, now));
                 }
                 out.events
                     .extend(access::trust_events(&old.trust, &new.trust, now));

@@ -263,8 +263,15 @@ fn access_story(rel: Release) {
     let m = wait_mail(&smtp, "access.widened for mallory-pc", 90, |m| {
         m.text.contains("access.widened")
     });
-    let line = format!("(mallory-pc, {mpc_ip}) may now reach this server ");
-    assert!(m.text.contains(&line), "{line} in {}", m.text);
+    // Named by its device, or, when headscale sent the policy before the peer (seen under load),
+    // by its address: the alert is not held back for the name.
+    let named = format!("(mallory-pc, {mpc_ip}) may now reach this server ");
+    let early = format!("{mpc_ip} (no device this server knows) may now reach this server ");
+    assert!(
+        m.text.contains(&named) || m.text.contains(&early),
+        "{named} in {}",
+        m.text
+    );
     // The user behind the device, by name (tailscaled may list a new peer a moment before its
     // user profile; the live model has both).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -276,7 +283,6 @@ fn access_story(rel: Release) {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(m.text.contains("this server on tcp 22"), "{}", m.text);
-    assert!(m.text.contains("mallory"), "{}", m.text);
     assert!(m.text.contains("SSH port 22"), "{}", m.text);
     assert!(m.subject.contains("CRITICAL"), "{}", m.subject);
 
@@ -302,11 +308,28 @@ fn access_story(rel: Release) {
     wait_mail(&smtp, "access.narrowed", 90, |m| {
         m.text.contains("access.narrowed")
     });
-    assert_eq!(count(&smtp, "access.widened"), 1, "one widening mailed");
+    // On failure, every mail's event lines, to tell a repeated change from a repeated send.
+    let mails = || {
+        smtp.mails()
+            .iter()
+            .map(|m| {
+                let lines: Vec<&str> = m.text.lines().filter(|l| l.starts_with('[')).collect();
+                format!("{}\n  {}", m.subject, lines.join("\n  "))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        count(&smtp, "access.widened"),
+        1,
+        "one widening mailed:\n{}",
+        mails()
+    );
     assert_eq!(
         count(&smtp, "access.ssh_widened"),
         1,
-        "one SSH widening mailed"
+        "one SSH widening mailed:\n{}",
+        mails()
     );
     let r = mon.run(&["access"]);
     assert_eq!(r.code, 0, "{r:?}");

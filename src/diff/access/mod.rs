@@ -38,7 +38,21 @@ pub use trust::trust_events;
 
 /// The canonical model of what this node was told.
 pub fn canonical(view: &NodeView, snap: &Snapshot) -> Access {
-    let r = Resolver::new(snap, view);
+    model(Resolver::new(snap, view), view)
+}
+
+/// [`canonical`], with an address that the snapshot no longer lists named by the device the
+/// monitor knows for it: a device that leaves the peer list keeps its grants under its name, so
+/// that they are neither "new" under a bare address nor "narrowed" for the device.
+pub fn canonical_with(
+    view: &NodeView,
+    snap: &Snapshot,
+    known: &BTreeMap<StableNodeId, crate::model::state::KnownDevice>,
+) -> Access {
+    model(Resolver::new(snap, view).with_known(known), view)
+}
+
+fn model(r: Resolver, view: &NodeView) -> Access {
     let mut access = Access {
         known: view.rules.is_some(),
         trust: view.trust.clone(),
@@ -139,5 +153,65 @@ pub fn merged(old: &Access, new: Access) -> Access {
             trust,
             ..old.clone()
         }
+    }
+}
+
+/// The last model, with each bare address it named (`ip:…`: a source the filter listed before
+/// tailscaled listed the device) named by the device that now holds it. Headscale can send a
+/// policy change before the peer it opens to; the widening is alerted then, under the address,
+/// and the peer's arrival a moment later is the same grant, not another one.
+pub fn reattributed(old: &Access, view: &NodeView, snap: &Snapshot) -> Access {
+    let r = Resolver::new(snap, view);
+    let rename = |p: &Principal| -> Principal {
+        match p
+            .key
+            .strip_prefix("ip:")
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+        {
+            Some(ip) => {
+                let named = r.ip(ip);
+                if named.key.starts_with("node:") {
+                    named
+                } else {
+                    p.clone()
+                }
+            }
+            None => p.clone(),
+        }
+    };
+    type Key = (String, String, String);
+    let mut reach: BTreeMap<Key, Reach> = BTreeMap::new();
+    for x in &old.reach {
+        let who = rename(&x.who);
+        let e = reach
+            .entry((who.key.clone(), x.target.clone(), x.proto.clone()))
+            .or_insert_with(|| Reach {
+                who,
+                target: x.target.clone(),
+                proto: x.proto.clone(),
+                ports: Vec::new(),
+            });
+        e.ports.extend(&x.ports);
+    }
+    let mut ssh: Vec<SshGrant> = old
+        .ssh
+        .iter()
+        .map(|g| SshGrant {
+            who: rename(&g.who),
+            ..g.clone()
+        })
+        .collect();
+    ssh.sort();
+    ssh.dedup();
+    Access {
+        reach: reach
+            .into_values()
+            .map(|mut x| {
+                x.ports = merge(std::mem::take(&mut x.ports));
+                x
+            })
+            .collect(),
+        ssh,
+        ..old.clone()
     }
 }

@@ -10,6 +10,9 @@ pub(super) struct Resolver<'a> {
     netmap_peers: BTreeMap<IpAddr, &'a NetmapPeer>,
     /// The netmap's peers by stable ID: their owner when `/status` lacks the user profile yet.
     netmap_by_id: BTreeMap<&'a str, &'a NetmapPeer>,
+    /// Devices the monitor knows that this snapshot no longer lists (they left the peer list):
+    /// a grant to their addresses stays theirs, so that it is not "new" under a bare address.
+    known_by_ip: BTreeMap<IpAddr, &'a Device>,
     self_ips: Vec<IpAddr>,
 }
 
@@ -41,8 +44,27 @@ impl<'a> Resolver<'a> {
             by_ip,
             netmap_peers,
             netmap_by_id,
+            known_by_ip: BTreeMap::new(),
             self_ips,
         }
+    }
+
+    /// Also names addresses by the devices the monitor knows (`known`), when the snapshot does
+    /// not list them.
+    pub(super) fn with_known(
+        mut self,
+        known: &'a BTreeMap<StableNodeId, crate::model::state::KnownDevice>,
+    ) -> Self {
+        for k in known.values() {
+            for a in &k.device.addresses {
+                if let Ok(ip) = a.parse::<IpAddr>() {
+                    if !self.by_ip.contains_key(&ip) {
+                        self.known_by_ip.insert(ip, &k.device);
+                    }
+                }
+            }
+        }
+        self
     }
 
     pub(super) fn device(&self, d: &Device) -> Principal {
@@ -85,6 +107,10 @@ impl<'a> Resolver<'a> {
                 key: format!("node:{}", p.id),
                 label: format!("{} ({}, {v4})", p.owner, p.hostname),
             };
+        }
+        // Named as when it was visible: the same principal, so the same grant.
+        if let Some(d) = self.known_by_ip.get(&ip) {
+            return self.device(d);
         }
         let label = match self.snap.ip_whois.get(&ip.to_string()) {
             Some(w) => format!("{ip} ({w})"),

@@ -477,3 +477,47 @@ fn baseline_lists_who_can_reach_this_server() {
         .any(|r| r.who.contains("alice@") && r.ssh == "root (check)"));
     assert!(out.access.is_some());
 }
+
+/// A device that leaves this node's peer list while an SSH rule still names its addresses keeps
+/// its grant under its own name: no "may now SSH" for its bare addresses, no "narrowed" for it
+/// (seen on real headscale and tailscaled 1.104.2 under load: the peer went before the policy).
+#[test]
+fn a_device_that_leaves_the_peer_list_keeps_its_grants_under_its_name() {
+    let grant = || {
+        Some(vec![SshRule {
+            principals: vec![
+                SshPrincipal::NodeIp(MAL4.into()),
+                SshPrincipal::NodeIp(MAL6.into()),
+            ],
+            users: [("root".to_owned(), "root".to_owned())].into(),
+            action: SshAction::Accept,
+            recorded: false,
+        }])
+    };
+    let before = snap(vec![], grant());
+    let mut after = snap(vec![], grant());
+    after.devices.remove(&StableNodeId("nMAL".into()));
+    let ev = between(&before, &after);
+    assert_eq!(kinds(&ev), ["device.removed"], "{ev:#?}");
+}
+
+/// Headscale can send a policy change before the peer it opens to: the widening is alerted under
+/// the bare address, and the peer's arrival a moment later is the same grant, not another one.
+#[test]
+fn a_source_named_by_address_then_by_its_device_is_one_grant() {
+    let open = || vec![rule(&[MAL4, MAL6], &[(22, 22)], &[6])];
+    let mut none = snap(vec![], None);
+    none.devices.remove(&StableNodeId("nMAL".into()));
+    let mut early = snap(open(), None);
+    early.devices.remove(&StableNodeId("nMAL".into()));
+    let ev = between(&none, &early);
+    assert_eq!(kinds(&ev), ["access.widened", "access.widened"], "{ev:#?}");
+    assert!(
+        ev[0].summary.contains("no device this server knows"),
+        "{}",
+        ev[0].summary
+    );
+    let named = snap(open(), None);
+    let ev = between(&early, &named);
+    assert_eq!(kinds(&ev), ["device.new"], "{ev:#?}");
+}
