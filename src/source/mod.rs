@@ -13,6 +13,7 @@ pub mod netmap;
 pub mod server;
 pub mod sim;
 pub mod status_json;
+pub mod wire;
 
 use crate::config::{SourceConfig, SourceKind};
 use crate::model::Snapshot;

@@ -14,29 +14,13 @@
 use std::collections::BTreeMap;
 
 use serde::de::IgnoredAny;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
+use super::wire::{null_default, present};
 use crate::model::access::{
     CapGrant, DstPorts, FilterRule, NetmapPeer, NodeTrust, SshAction, SshPrincipal, SshRule,
     TailnetLock,
 };
-
-/// `Some(None)` for an explicit `null`, `None` (with `#[serde(default)]`) for an absent key.
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
-}
-
-fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
 
 #[derive(Deserialize)]
 struct Notify {

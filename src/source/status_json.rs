@@ -9,49 +9,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
+use super::wire::{go_time, map_values, null_default};
 use crate::model::{Device, NodeKey, PeerConn, Snapshot, StableNodeId, User, UserId};
-
-fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
-/// The values of a JSON object (or `null`), in document order, without allocating its keys.
-fn map_values<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    struct Values<T>(std::marker::PhantomData<T>);
-    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Values<T> {
-        type Value = Vec<T>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("an object or null")
-        }
-        fn visit_unit<E>(self) -> Result<Vec<T>, E> {
-            Ok(Vec::new())
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Vec<T>, A::Error> {
-            let mut out = Vec::with_capacity(m.size_hint().unwrap_or(0));
-            while let Some((serde::de::IgnoredAny, v)) = m.next_entry()? {
-                out.push(v);
-            }
-            Ok(out)
-        }
-    }
-    d.deserialize_any(Values(std::marker::PhantomData))
-}
-
-/// A Go `time.Time` as [`parse_time`] reads it, straight from the document (no copy of the
-/// string): `null`, the zero time and garbage are `None`.
-fn go_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-    crate::model::opt_time(d, |v| Ok(parse_time(Some(v))))
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
