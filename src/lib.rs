@@ -31,19 +31,19 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TM_GIT_
 
 pub mod cli;
 pub mod config;
-pub mod daemon;
+pub(crate) mod daemon;
 pub mod diff;
-pub mod digest;
+pub(crate) mod digest;
 #[cfg(test)]
 mod fuzz;
-pub mod listener;
-pub mod metrics;
+pub(crate) mod listener;
+pub(crate) mod metrics;
 pub mod model;
-pub mod monitor;
+pub(crate) mod monitor;
 pub mod notify;
-pub mod outage;
-pub mod posture;
-pub mod privileged;
-pub mod sanitize;
+pub(crate) mod outage;
+pub(crate) mod posture;
+pub(crate) mod privileged;
+pub(crate) mod sanitize;
 pub mod source;
 pub mod store;

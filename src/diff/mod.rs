@@ -10,10 +10,10 @@
 //! - a device that is known but was removed and comes back under the same ID is not "new";
 //! - nothing here ever sees a failed read: sources return errors, not empty snapshots.
 
-pub mod access;
-pub mod control;
-pub mod parts;
-pub mod presence;
+pub(crate) mod access;
+pub(crate) mod control;
+pub(crate) mod parts;
+pub(crate) mod presence;
 
 mod connections;
 mod device_changes;

@@ -5,15 +5,15 @@
 //! empty tailnet and a broken daemon must not look alike (that is how the old script wiped its
 //! state).
 
-pub mod cli;
-pub mod control;
-pub mod ipnbus;
-pub mod localapi;
-pub mod netmap;
-pub mod server;
-pub mod sim;
+pub(crate) mod cli;
+pub(crate) mod control;
+pub(crate) mod ipnbus;
+pub(crate) mod localapi;
+pub(crate) mod netmap;
+pub(crate) mod server;
+pub(crate) mod sim;
 pub mod status_json;
-pub mod wire;
+pub(crate) mod wire;
 
 use crate::config::{SourceConfig, SourceKind};
 use crate::model::Snapshot;
