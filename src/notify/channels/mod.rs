@@ -7,6 +7,44 @@ use crate::config::{ConfigError, Keys};
 pub use super::http::Message;
 use super::http::SendError;
 
+/// A chat whose incoming-webhook URL is itself the credential (https only, never in a file
+/// others can read): one POST of `body(message)` as JSON. Slack, Discord, Teams, Mattermost and
+/// Google Chat differ only in that body.
+macro_rules! secret_webhook {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, $body:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $ty {
+            pub url: url::Url,
+        }
+
+        impl super::Room for $ty {
+            const NAME: &'static str = $name;
+
+            fn parse(k: &crate::config::Keys) -> Result<Self, crate::config::ConfigError> {
+                Ok($ty {
+                    url: k.url(crate::config::UrlUse::Secret)?,
+                })
+            }
+
+            fn show(&self, out: &mut String) {
+                crate::notify::http::show_url(out, "url", &self.url, true);
+            }
+
+            async fn send(
+                &self,
+                m: &super::Message<'_>,
+            ) -> Result<(), crate::notify::http::SendError> {
+                let body: fn(&super::Message) -> serde_json::Value = $body;
+                let req = crate::notify::http::client()
+                    .post(self.url.clone())
+                    .json(&body(m));
+                crate::notify::http::finish(Self::NAME, req, m.timeout).await
+            }
+        }
+    };
+}
+
 pub mod alertmanager;
 pub mod apprise;
 pub mod discord;

@@ -1,37 +1,15 @@
-//! Microsoft Teams Workflows webhook: one Adaptive Card whose text blocks are Markdown-escaped.
+//! Microsoft Teams Workflows webhook.
 
 use serde_json::{json, Value};
 
-use super::{Message, Room};
-use crate::config::{ConfigError, Keys, UrlUse};
-use crate::notify::http::{self, SendError};
 use crate::sanitize;
 
-#[derive(Debug, Clone)]
-pub struct Teams {
-    pub url: url::Url,
-}
-
-impl Room for Teams {
-    const NAME: &'static str = "teams";
-
-    fn parse(k: &Keys) -> Result<Self, ConfigError> {
-        Ok(Teams {
-            url: k.url(UrlUse::Secret)?,
-        })
-    }
-
-    fn show(&self, out: &mut String) {
-        http::show_url(out, "url", &self.url, true);
-    }
-
-    async fn send(&self, m: &Message<'_>) -> Result<(), SendError> {
-        let req = http::client()
-            .post(self.url.clone())
-            .json(&card(m.rendered));
-        http::finish(Self::NAME, req, m.timeout).await
-    }
-}
+secret_webhook!(
+    /// One Adaptive Card whose text blocks are Markdown-escaped.
+    Teams,
+    "teams",
+    |m| card(m.rendered)
+);
 
 /// A Teams Workflows message: one Adaptive Card whose text blocks are Markdown-escaped.
 pub fn card(r: &crate::notify::render::Rendered) -> Value {
