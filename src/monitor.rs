@@ -105,11 +105,16 @@ pub async fn read(
     store: &mut Store,
     reuse_view: Option<&NodeView>,
 ) -> Result<Result<Snapshot, SourceError>, StoreError> {
+    if let (Source::LocalApi(api), Some(view)) = (source, reuse_view) {
+        // `run` between netmap changes: only `/status` is read, and the known state is usually
+        // cached already; no copy of the view for another worker.
+        store.preload()?;
+        return Ok(api.snapshot_with(Some(view)).await);
+    }
     let mut reading = tokio::task::JoinSet::new();
     if let Source::LocalApi(api) = source {
         let api = api.clone();
-        let view = reuse_view.cloned();
-        reading.spawn(async move { api.snapshot_with(view.as_ref()).await });
+        reading.spawn(async move { api.snapshot().await });
     }
     store.preload()?;
     Ok(match reading.join_next().await {
