@@ -525,10 +525,30 @@ pub fn webhook(name: &str, url: &str) -> String {
     )
 }
 
-/// Runs `cmd` to its end and returns its standard output and its peak RSS in KiB (`wait4` of
-/// that one child, so other tests' processes do not count).
-pub fn run_measured(cmd: &mut std::process::Command) -> (String, u64) {
+/// Runs `cmd` to its end with its data segment (heap, anonymous mappings, thread stacks) bounded
+/// to `limit` bytes (`RLIMIT_DATA`), and returns its standard output and exit status. A child
+/// that tries to grow past the bound fails to allocate and aborts. This is a bound, not a
+/// measurement: `wait4`'s peak RSS of a child spawned from this (large, multi-threaded) test
+/// process includes this process's own peak, carried over the child's `execve`.
+pub fn run_bounded(
+    cmd: &mut std::process::Command,
+    limit: u64,
+) -> (String, std::process::ExitStatus) {
     use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and touches nothing of the parent's.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: limit as libc::rlim_t,
+                rlim_max: limit as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_DATA, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -541,13 +561,6 @@ pub fn run_measured(cmd: &mut std::process::Command) -> (String, u64) {
         .unwrap()
         .read_to_string(&mut out)
         .unwrap();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value, and wait4 writes only into the two locals.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4");
-    // Reaped above: dropping the handle must not wait again.
-    drop(child);
-    (out, usage.ru_maxrss as u64)
+    let status = child.wait().unwrap();
+    (out, status)
 }
