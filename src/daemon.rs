@@ -384,6 +384,15 @@ impl Daemon {
         }
     }
 
+    /// What the guard dropped since the last look: `guard.blocked` goes out at once.
+    async fn guard_poll(&mut self) -> anyhow::Result<()> {
+        let events = crate::guard::poll(&mut self.store, &self.cfg, Utc::now()).await?;
+        if !events.is_empty() {
+            self.send_now().await?;
+        }
+        Ok(())
+    }
+
     async fn send_now(&mut self) -> anyhow::Result<()> {
         self.deliver_at = None;
         self.last_sent = Some(Instant::now());
@@ -416,6 +425,8 @@ impl Daemon {
                     .as_ref()
                     .map(|c| ControlSource::new(c, crate::source::control::TIMEOUT));
                 self.control_due = true;
+                // `[guard]` takes effect (or its table goes) at this pass.
+                self.schedule(Instant::now());
                 info!(channels = self.cfg.channels.len(), "config reloaded");
             }
             Err(e) => error!(error = %e, "SIGHUP: config not reloaded, keeping the old one"),
@@ -573,6 +584,11 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
                 };
                 if let Err(e) = r {
                     d.store_failed(e.into()).await;
+                }
+            }
+            _ = sleep(crate::guard::POLL), if d.cfg.guard.enforcing() && d.store_outage.is_none() => {
+                if let Err(e) = d.guard_poll().await {
+                    d.store_failed(e).await;
                 }
             }
             _ = sleep(watchdog.unwrap_or(far)), if watchdog.is_some() => {

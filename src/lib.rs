@@ -36,6 +36,7 @@ pub mod diff;
 pub(crate) mod digest;
 #[cfg(test)]
 mod fuzz;
+pub(crate) mod guard;
 pub(crate) mod listener;
 pub(crate) mod metrics;
 pub mod model;

@@ -10,6 +10,7 @@
 pub mod access;
 pub mod control;
 pub mod event_kind;
+pub mod guard;
 pub mod policy;
 pub mod posture;
 pub mod presence;
@@ -211,6 +212,10 @@ pub struct Snapshot {
     /// `whois` labels of filter sources that are no device in this snapshot (filled at the edge).
     #[serde(default)]
     pub ip_whois: BTreeMap<String, String>,
+    /// `/status` `TUN`: tailscaled uses a kernel interface (`false`: userspace networking, which
+    /// the guard cannot enforce in the kernel; `None`: not reported).
+    #[serde(default)]
+    pub tun: Option<bool>,
 }
 
 impl Snapshot {

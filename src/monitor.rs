@@ -141,8 +141,16 @@ pub async fn commit(
         None => None,
     };
     let routes = cfg.routes();
-    let report = record(store, &routes, &cfg.policy, seen, control)?;
+    let mut report = record(store, &routes, &cfg.policy, seen, control)?;
     let mut queued_more = false;
+    // The guard follows what the pass saw; a source outage changes nothing.
+    if let Ok(snap) = &report.seen {
+        let now = Utc::now();
+        let mut guarded = crate::guard::enforce(store, cfg, snap.tun, now).await?;
+        guarded.extend(crate::guard::poll(store, cfg, now).await?);
+        queued_more |= !guarded.is_empty();
+        report.events.extend(guarded);
+    }
     if let Some(o) = outage.take() {
         if let Err(e) = o.recovered(store, &routes, &cfg.state_dir) {
             *outage = Some(o);

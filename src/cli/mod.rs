@@ -25,6 +25,7 @@ mod check;
 mod demo;
 mod devices;
 mod events;
+mod guard;
 mod posture;
 mod test_notify;
 
@@ -121,6 +122,13 @@ pub enum Command {
         #[arg(long = "anchor", value_name = "ID:HASH")]
         anchors: Vec<String>,
     },
+    /// The guard: only devices approved here reach this server over Tailscale, whatever the
+    /// admin console says ([guard] mode = "enforce", applied with nftables by the privileged
+    /// relay).
+    Guard {
+        #[command(subcommand)]
+        command: guard::GuardCommand,
+    },
     /// Prints the man page, tailscale-monitor(1), in roff (`… man | man -l -`).
     Man,
     /// Prints a shell completion script (bash, zsh or fish).
@@ -205,10 +213,19 @@ pub async fn main(cli: Cli) -> ExitCode {
             Ok(code) => return ExitCode::from(code),
             Err(e) => Err(e),
         },
-        Command::Events { since, json, limit } => events::events(explicit, since.as_deref(), json, limit),
+        Command::Events { since, json, limit } => {
+            events::events(explicit, since.as_deref(), json, limit)
+        }
         Command::Config {
             command: ConfigCommand::Check,
-        } => load(explicit, false).map(|c| {
+        } => {
+            let loaded = load(explicit, false);
+            if let Some(c) = loaded.as_ref().ok().filter(|c| c.guard.enforcing()) {
+                if guard::known_tun(c).await == Some(false) {
+                    eprintln!("warning: [guard] mode = \"enforce\", but tailscaled runs in userspace networking mode (`/status` TUN is false): the guard cannot filter in the kernel and does NOT protect this server");
+                }
+            }
+            loaded.map(|c| {
             print!("{}", c.render());
             println!(
                 "\n# `systemctl reload` (SIGHUP) applies every key but these, which need a restart: {}",
@@ -216,6 +233,9 @@ pub async fn main(cli: Cli) -> ExitCode {
             );
             if c.channels.is_empty() {
                 eprintln!("warning: no [[notify]] channel: alerts are only logged");
+            }
+            for w in c.guard.warnings() {
+                eprintln!("warning: {}", sanitize::line(&w, 300));
             }
             // A watch that matches no known device is most likely a typo.
             if !c.policy.watches.is_empty() && c.state_dir.join("state.db").exists() {
@@ -242,8 +262,10 @@ pub async fn main(cli: Cli) -> ExitCode {
                     .unwrap_or(Path::new("(defaults)"))
                     .display()
             );
-        }),
+        })
+        }
         Command::Demo => demo::demo(explicit).await,
+        Command::Guard { command } => guard::guard(explicit, command).await,
         Command::Man => {
             let mut out = Vec::new();
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
@@ -266,7 +288,9 @@ pub async fn main(cli: Cli) -> ExitCode {
             Ok(false) => return ExitCode::from(2),
             Err(e) => Err(e),
         },
-        Command::TestNotify { channel } => test_notify::test_notify(explicit, channel.as_deref()).await,
+        Command::TestNotify { channel } => {
+            test_notify::test_notify(explicit, channel.as_deref()).await
+        }
         Command::Privileged {
             stdio,
             listen,

@@ -19,6 +19,7 @@ use crate::model::{EventKind, Severity};
 mod channels;
 mod control;
 mod ctx;
+mod guard;
 mod keys;
 mod raw;
 mod secret;
@@ -35,6 +36,7 @@ pub use channels::*;
 pub use control::*;
 pub use ctx::ConfigError;
 use ctx::*;
+pub use guard::{valid_interface, GuardConfig, GuardMode};
 pub use keys::{is_loopback, shown_url, toml_str, Keys, UrlUse};
 use raw::*;
 pub(crate) use raw::{OneOrMany, RawNotify};
@@ -114,6 +116,8 @@ pub struct Config {
     pub control: Option<ControlConfig>,
     /// `[webhooks]`: the Tailscale webhook receiver of `run`, if configured.
     pub webhooks: Option<WebhooksConfig>,
+    /// `[guard]`: the approval of devices at this server, enforced with nftables.
+    pub guard: GuardConfig,
 }
 
 impl Config {
@@ -282,7 +286,13 @@ impl Config {
             connect_quiet: chrono_d(quiet, "alerts.peer_connected_quiet")?,
             connect_alert,
             watches,
+            guard: None,
         };
+        let mut policy = policy;
+        let guard = guard::parse(&cx, &raw.guard)?;
+        if guard.enforcing() {
+            policy.guard = Some(guard.approve_new.clone());
+        }
 
         let mut channels: Vec<Channel> = Vec::new();
         for n in &raw.notify {
@@ -348,6 +358,7 @@ impl Config {
         }
         Ok(Config {
             path: None,
+            guard,
             control,
             webhooks,
             source,

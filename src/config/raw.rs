@@ -26,6 +26,24 @@ pub(super) struct RawConfig {
     pub(super) webhooks: Option<Spanned<RawWebhooks>>,
     #[serde(default)]
     pub(super) watch: Vec<Spanned<RawWatch>>,
+    #[serde(default)]
+    pub(super) guard: RawGuard,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGuard {
+    pub(super) mode: Option<Spanned<String>>,
+    pub(super) interface: Option<Spanned<String>>,
+    pub(super) approve_new: Option<Spanned<RawApproveNew>>,
+}
+
+/// `"never"`, or a list of stable IDs, tags and logins.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawApproveNew {
+    Word(String),
+    List(Vec<String>),
 }
 
 #[derive(Deserialize, Default)]

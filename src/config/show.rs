@@ -53,6 +53,29 @@ impl Config {
             d(self.delivery_max_age),
             d(self.coalesce_window)
         );
+        out += &format!(
+            "\n[guard]\nmode = {}\ninterface = {}\napprove_new = {}\n",
+            q(if self.guard.enforcing() {
+                "enforce"
+            } else {
+                "off"
+            }),
+            q(&self.guard.interface),
+            match &self.guard.approve_new {
+                crate::model::guard::ApproveNew::Never => q("never"),
+                crate::model::guard::ApproveNew::Matching(v) => format!(
+                    "[{}]",
+                    v.iter()
+                        .map(|s| q(match s {
+                            crate::model::guard::Selector::Id(x)
+                            | crate::model::guard::Selector::Tag(x)
+                            | crate::model::guard::Selector::Login(x) => x,
+                        }))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        );
         for c in &self.channels {
             out += &format!(
                 "\n[[notify]]\nname = {}\nmin_severity = {}\n",

@@ -304,5 +304,6 @@ pub(super) fn baseline(cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> O
         presence_due: None,
         watched: Vec::new(),
         tailnet_id: (!cur.tailnet_id.is_empty()).then(|| cur.tailnet_id.clone()),
+        approvals: Vec::new(),
     }
 }

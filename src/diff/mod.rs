@@ -17,6 +17,7 @@ pub(crate) mod presence;
 
 mod connections;
 mod device_changes;
+mod guard;
 mod health;
 mod lookalikes;
 mod membership;
@@ -60,6 +61,8 @@ pub struct Policy {
     pub connect_alert: ConnectAlert,
     /// `[[watch]]`: devices whose presence is alerted.
     pub watches: Vec<crate::model::presence::Watch>,
+    /// `[guard] mode = "enforce"`: which new devices `approve_new` lets in (`None`: no guard).
+    pub guard: Option<crate::model::guard::ApproveNew>,
 }
 
 impl Default for Policy {
@@ -69,6 +72,7 @@ impl Default for Policy {
             connect_quiet: Duration::hours(1),
             connect_alert: ConnectAlert::New,
             watches: Vec::new(),
+            guard: None,
         }
     }
 }
@@ -85,6 +89,9 @@ pub fn pass_outcome(
     now: DateTime<Utc>,
 ) -> (Outcome, Health, bool) {
     let (mut out, h, seen) = node_outcome(known, health, result, policy, now);
+    if let (Some(approve_new), Ok(snap)) = (&policy.guard, result) {
+        guard::new_devices(&mut out, approve_new, snap, now);
+    }
     if let Some(c) = control {
         // The posture audit, once per read: its drift goes to the control view's events, its
         // summary to the baseline.

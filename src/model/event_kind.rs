@@ -82,6 +82,19 @@ event_kinds! {
     MonitorStoreRecovered => "monitor.store_recovered", Info;
     /// A `test-notify` message; never logged.
     MonitorTest => "monitor.test", Info;
+    /// `guard approve`, `guard init` or `approve_new` let a device in at this server.
+    GuardApproved => "guard.approved", Info;
+    /// `guard revoke`: a device is shut out again.
+    GuardRevoked => "guard.revoked", Warning;
+    /// A device this server never approved tried to reach it (or route through it).
+    GuardBlocked => "guard.blocked", Critical;
+    /// `[guard] mode = "enforce"`, and the guard is not in force (userspace networking, no
+    /// privileged relay, nftables refused): raised once per reason.
+    GuardUnenforced => "guard.unenforced", Critical;
+    /// The guard is in force again after `guard.unenforced`.
+    GuardEnforced => "guard.enforced", Info;
+    /// `guard off`: the enforcement was removed by hand.
+    GuardDisabled => "guard.disabled", Critical;
 }
 
 impl EventKind {

@@ -18,9 +18,22 @@
 //!
 //! `netmap` is `POST /localapi/v0/debug?action=current-netmap` (tailscaled >= 1.104 serves the
 //! packet filter to nobody else), cut down to the filter, the SSH policy and this node's own ID
-//! and addresses: no peer, no key. One more narrow action (the guard's address set) is one more
-//! [`Op`] with its own validated arguments.
+//! and addresses: no peer, no key.
+//!
+//! The guard's three (`[guard]`, [`nft`]):
+//!
+//! ```text
+//! → {"v":1,"op":"guard_apply","guard":{"interface":"tailscale0","set":{"v4":["100.64.0.2",…],"v6":[…]}}}
+//! → {"v":1,"op":"guard_remove"}
+//! ← {"v":1,"ok":true}
+//! → {"v":1,"op":"guard_read"}
+//! ← {"v":1,"guard":{"present":true,"interface":"tailscale0","set":{…},"blocked":[{"addr":…,"proto":"tcp","port":22,"packets":3}]}}
+//! ```
+//!
+//! `guard_apply` takes addresses inside the tailnet's ranges only, for the monitor's own table,
+//! and an interface name; anything else is refused before `nft` runs.
 
+pub mod nft;
 pub mod server;
 
 use std::path::{Path, PathBuf};
@@ -30,14 +43,16 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use crate::model::guard::{Enforced, GuardSet};
 pub use crate::source::netmap::FilterOnly;
 
 /// The protocol version both sides speak.
 pub const PROTOCOL: u32 = 1;
 /// Where the socket unit (and `privileged --listen`'s example) puts the socket.
 pub const DEFAULT_SOCKET: &str = "/run/tailscale-monitor/privileged.sock";
-/// The longest request line the root side reads.
-pub const MAX_REQUEST: u64 = 4 << 10;
+/// The longest request line the root side reads (a guard set of 16,384 IPv6 and as many IPv4
+/// addresses is about 1.1 MB).
+pub const MAX_REQUEST: u64 = 2 << 20;
 /// The longest answer the monitor reads (a filter of 10,000 rules is about 2 MB).
 pub const MAX_REPLY: u64 = 32 << 20;
 
@@ -47,6 +62,20 @@ pub const MAX_REPLY: u64 = 32 << 20;
 pub enum Op {
     /// This node's packet filter and SSH policy, from tailscaled's live netmap.
     Netmap,
+    /// Puts the guard's set in force (creating its table when needed).
+    GuardApply,
+    /// Removes the guard's table.
+    GuardRemove,
+    /// What the guard's table holds, and the sources it dropped.
+    GuardRead,
+}
+
+/// `guard_apply`'s arguments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardArgs {
+    pub interface: String,
+    pub set: GuardSet,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,6 +83,8 @@ pub enum Op {
 pub struct Request {
     pub v: u32,
     pub op: Op,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardArgs>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -62,6 +93,10 @@ pub struct Reply {
     pub v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netmap: Option<FilterOnly>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Enforced>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -77,13 +112,14 @@ pub enum RelayError {
     Failed { path: PathBuf, what: String },
 }
 
-/// Asks the relay at `socket` for this node's filter and SSH policy.
-pub async fn netmap(socket: &Path, timeout: Duration) -> Result<FilterOnly, RelayError> {
+/// Sends `req` to the relay at `socket` and reads its one answer (an `error` answer is an
+/// error).
+async fn exchange(socket: &Path, req: &Request, timeout: Duration) -> Result<Reply, RelayError> {
     let failed = |what: String| RelayError::Failed {
         path: socket.to_owned(),
         what,
     };
-    let exchange = async {
+    let talk = async {
         let mut stream = UnixStream::connect(socket)
             .await
             .map_err(|e| match e.kind() {
@@ -93,11 +129,7 @@ pub async fn netmap(socket: &Path, timeout: Duration) -> Result<FilterOnly, Rela
                 std::io::ErrorKind::PermissionDenied => RelayError::Denied(socket.to_owned()),
                 _ => failed(e.to_string()),
             })?;
-        let mut line = serde_json::to_vec(&Request {
-            v: PROTOCOL,
-            op: Op::Netmap,
-        })
-        .expect("request serializes");
+        let mut line = serde_json::to_vec(req).expect("request serializes");
         line.push(b'\n');
         stream
             .write_all(&line)
@@ -115,7 +147,7 @@ pub async fn netmap(socket: &Path, timeout: Duration) -> Result<FilterOnly, Rela
         }
         Ok(answer)
     };
-    let answer = tokio::time::timeout(timeout, exchange)
+    let answer = tokio::time::timeout(timeout, talk)
         .await
         .map_err(|_| failed(format!("no answer within {timeout:?}")))??;
     if answer.len() as u64 > MAX_REPLY {
@@ -136,23 +168,74 @@ pub async fn netmap(socket: &Path, timeout: Duration) -> Result<FilterOnly, Rela
             reply.v
         )));
     }
-    match (reply.netmap, reply.error) {
-        (_, Some(e)) => Err(failed(crate::sanitize::line(&e, 300))),
-        (Some(n), None) => {
-            if n.self_id.is_empty()
-                || n.self_addresses.is_empty()
-                || n.self_addresses
-                    .iter()
-                    .any(|a| a.parse::<std::net::IpAddr>().is_err())
-            {
-                return Err(failed(
-                    "the netmap names no valid self node (is tailscaled logged in?)".into(),
-                ));
-            }
-            Ok(n)
-        }
-        (None, None) => Err(failed("an answer with neither netmap nor error".into())),
+    if let Some(e) = &reply.error {
+        return Err(failed(crate::sanitize::line(e, 300)));
     }
+    Ok(reply)
+}
+
+fn request(op: Op) -> Request {
+    Request {
+        v: PROTOCOL,
+        op,
+        guard: None,
+    }
+}
+
+/// Asks the relay at `socket` for this node's filter and SSH policy.
+pub async fn netmap(socket: &Path, timeout: Duration) -> Result<FilterOnly, RelayError> {
+    let reply = exchange(socket, &request(Op::Netmap), timeout).await?;
+    let failed = |what: &str| RelayError::Failed {
+        path: socket.to_owned(),
+        what: what.to_owned(),
+    };
+    let n = reply
+        .netmap
+        .ok_or_else(|| failed("an answer with neither netmap nor error"))?;
+    if n.self_id.is_empty()
+        || n.self_addresses.is_empty()
+        || n.self_addresses
+            .iter()
+            .any(|a| a.parse::<std::net::IpAddr>().is_err())
+    {
+        return Err(failed(
+            "the netmap names no valid self node (is tailscaled logged in?)",
+        ));
+    }
+    Ok(n)
+}
+
+/// Puts the guard's `set` in force on `interface`.
+pub async fn guard_apply(
+    socket: &Path,
+    interface: &str,
+    set: &GuardSet,
+    timeout: Duration,
+) -> Result<(), RelayError> {
+    let req = Request {
+        guard: Some(GuardArgs {
+            interface: interface.to_owned(),
+            set: set.clone(),
+        }),
+        ..request(Op::GuardApply)
+    };
+    exchange(socket, &req, timeout).await.map(|_| ())
+}
+
+/// Removes the guard's table.
+pub async fn guard_remove(socket: &Path, timeout: Duration) -> Result<(), RelayError> {
+    exchange(socket, &request(Op::GuardRemove), timeout)
+        .await
+        .map(|_| ())
+}
+
+/// What the guard's table holds now.
+pub async fn guard_read(socket: &Path, timeout: Duration) -> Result<Enforced, RelayError> {
+    let reply = exchange(socket, &request(Op::GuardRead), timeout).await?;
+    reply.guard.ok_or_else(|| RelayError::Failed {
+        path: socket.to_owned(),
+        what: "an answer without the guard's table".into(),
+    })
 }
 
 #[cfg(test)]
@@ -177,11 +260,7 @@ mod tests {
 
     #[test]
     fn the_wire_is_what_the_module_doc_says() {
-        let req = serde_json::to_string(&Request {
-            v: 1,
-            op: Op::Netmap,
-        })
-        .unwrap();
+        let req = serde_json::to_string(&request(Op::Netmap)).unwrap();
         assert_eq!(req, r#"{"v":1,"op":"netmap"}"#);
         for bad in [
             r#"{"v":1,"op":"shell"}"#,

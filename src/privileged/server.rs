@@ -234,6 +234,10 @@ async fn answer(req: Request, opts: &Options) -> Reply {
         v: PROTOCOL,
         ..Reply::default()
     };
+    if req.op != Op::GuardApply && req.guard.is_some() {
+        reply.error = Some("only guard_apply takes `guard`".into());
+        return reply;
+    }
     match req.op {
         Op::Netmap => {
             let api = LocalApi::new(&opts.tailscaled, TAILSCALED_TIMEOUT);
@@ -245,6 +249,27 @@ async fn answer(req: Request, opts: &Options) -> Reply {
                 Err((_, e)) => reply.error = Some(e.0),
             }
         }
+        Op::GuardApply => match &req.guard {
+            None => reply.error = Some("guard_apply needs `guard`".into()),
+            Some(g) => match super::nft::apply(&g.interface, &g.set).await {
+                Ok(()) => {
+                    info!(interface = %g.interface, v4 = g.set.v4.len(), v6 = g.set.v6.len(), "guard: set applied");
+                    reply.ok = Some(true);
+                }
+                Err(e) => reply.error = Some(e),
+            },
+        },
+        Op::GuardRemove => match super::nft::remove().await {
+            Ok(()) => {
+                info!("guard: table removed");
+                reply.ok = Some(true);
+            }
+            Err(e) => reply.error = Some(e),
+        },
+        Op::GuardRead => match super::nft::read().await {
+            Ok(e) => reply.guard = Some(e),
+            Err(e) => reply.error = Some(e),
+        },
     }
     reply
 }

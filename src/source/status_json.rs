@@ -21,6 +21,8 @@ pub struct Status {
     pub version: String,
     #[serde(deserialize_with = "null_default")]
     pub backend_state: String,
+    #[serde(rename = "TUN")]
+    pub tun: Option<bool>,
     #[serde(rename = "AuthURL", deserialize_with = "null_default")]
     pub auth_url: String,
     #[serde(rename = "TailscaleIPs", deserialize_with = "null_default")]
@@ -185,6 +187,7 @@ impl Status {
                 .unwrap_or_default(),
             tailnet: self.current_tailnet.map(|t| t.name).unwrap_or_default(),
             dns_suffix,
+            tun: self.tun,
             self_id: StableNodeId(self_ps.id.clone()),
             update_available: self
                 .client_version

@@ -31,6 +31,7 @@ pub use crate::model::route::Route;
 use crate::model::state::{Known, KnownDevice, KnownUser, Outcome};
 pub use crate::model::Health;
 
+mod guard;
 mod known;
 mod log;
 mod meta;
@@ -41,6 +42,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
+pub use guard::BlockedRow;
 pub use log::Checkpoint;
 use meta::*;
 use schema::MIGRATIONS;

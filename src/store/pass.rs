@@ -136,6 +136,21 @@ impl Store {
                 prev = hash;
             }
         }
+        for a in &outcome.approvals {
+            if a.approved {
+                tx.execute(
+                    "INSERT INTO guard_approved (device_id, at, by) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(device_id) DO UPDATE SET at = ?2, by = ?3",
+                    params![a.device.0, now_s, a.by],
+                )
+            } else {
+                tx.execute(
+                    "DELETE FROM guard_approved WHERE device_id = ?1",
+                    params![a.device.0],
+                )
+            }
+            .map_err(&e)?;
+        }
         tx.commit().map_err(&e)?;
         known.apply(&outcome, seen_ok);
         self.cache = Some(Cache {

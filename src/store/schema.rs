@@ -114,4 +114,17 @@ CREATE TRIGGER outbox_counted_update AFTER UPDATE OF attempts, delivered_ms, dea
     WHERE channel = NEW.channel;
 END;
 "#,
+    // The guard (`[guard]`): the devices this server's owner approved (each change is also a
+    // `guard.approved` / `guard.revoked` event in the chain), and the sources it dropped, with
+    // when each was last alerted (`guard.blocked`, once per device and hour).
+    r#"
+CREATE TABLE guard_approved (device_id TEXT PRIMARY KEY, at TEXT NOT NULL, by TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE guard_blocked (
+    addr TEXT PRIMARY KEY,
+    device_id TEXT,
+    first_ms INTEGER NOT NULL,
+    alerted_ms INTEGER,
+    packets INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+"#,
 ];

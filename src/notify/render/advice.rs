@@ -28,6 +28,27 @@ pub(super) fn kind_action(e: &Event) -> String {
              (… menu → Remove); Headscale: `headscale nodes delete --identifier {hs_id}`. Then find out \
              who could add it: review auth keys, consider device approval and Tailnet Lock."
         ),
+        EventKind::GuardBlocked => format!(
+            "The guard dropped it: nothing got through. If you know this device and want it in, run \
+             `tailscale-monitor guard approve {}` on this server. If not, remove it from the tailnet \
+             (admin console: {console}; Headscale: `headscale nodes delete --identifier {hs_id}`) and find \
+             out who added it.",
+            d.map_or("<device>", |d| d.id.0.as_str())
+        ),
+        EventKind::GuardApproved => "For your records: this device can now reach this server (as far as the \
+             tailnet policy lets it). `tailscale-monitor guard revoke <device>` shuts it out again."
+            .to_owned(),
+        EventKind::GuardRevoked => "For your records: this device is dropped at this server again. \
+             `tailscale-monitor guard status` lists what is approved."
+            .to_owned(),
+        EventKind::GuardUnenforced => "Until this is fixed, the guard does not protect this server: devices \
+             the tailnet policy lets in can connect, approved or not. `tailscale-monitor guard status` says why."
+            .to_owned(),
+        EventKind::GuardEnforced => "For your records: only approved devices can reach this server again.".to_owned(),
+        EventKind::GuardDisabled => "Every device the tailnet policy lets in can reach this server now. If you \
+             did not run `guard off` yourself, someone with root on this server did. \
+             `tailscale-monitor guard on` puts the guard back in force."
+            .to_owned(),
         EventKind::UserNew => "If you did not invite this user, suspend or remove them in the admin console \
              (https://login.tailscale.com/admin/users) or with `headscale users destroy`, and review their devices."
             .to_owned(),

@@ -1,0 +1,57 @@
+//! The guard's part of a pass: a new device is either let in by `[guard] approve_new` (its
+//! approval committed with the pass, and logged as `guard.approved`) or said, in its
+//! `device.new` message, to be blocked at this server until its owner approves it here.
+
+use chrono::{DateTime, Utc};
+
+use crate::model::guard::{ApprovalChange, ApproveNew};
+use crate::model::state::Outcome;
+use crate::model::{Event, EventKind, Snapshot};
+
+pub(super) fn new_devices(
+    out: &mut Outcome,
+    approve_new: &ApproveNew,
+    snap: &Snapshot,
+    now: DateTime<Utc>,
+) {
+    let mut approved = Vec::new();
+    for e in out
+        .events
+        .iter_mut()
+        .filter(|e| e.kind == EventKind::DeviceNew)
+    {
+        let Some(d) = &e.device else { continue };
+        if d.is_self {
+            continue;
+        }
+        let login = snap.users.get(&d.user_id).map(|u| u.login.as_str());
+        match approve_new.matches(d, login) {
+            Some(sel) => {
+                let by = format!("approve_new ({sel:?})");
+                let mut a = Event::new(
+                    EventKind::GuardApproved,
+                    now,
+                    format!(
+                        "The guard lets {} in at this server: `[guard] approve_new` matches it",
+                        d.display_name()
+                    ),
+                );
+                a.device = Some(d.clone());
+                a.detail = format!("by {by}");
+                out.approvals.push(ApprovalChange {
+                    device: d.id.clone(),
+                    approved: true,
+                    by,
+                });
+                approved.push(a);
+            }
+            None => {
+                e.fix = format!(
+                    "Blocked at this server by the guard until you run `tailscale-monitor guard approve {}`",
+                    d.id.0
+                );
+            }
+        }
+    }
+    out.events.extend(approved);
+}

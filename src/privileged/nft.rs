@@ -1,0 +1,404 @@
+//! The guard's nftables table, as the root side writes and reads it: documents of nftables'
+//! JSON interface (`nft -j`, libnftables-json(5)) built from validated values only, never rule
+//! text. One table of the monitor's own (`inet tailscale_monitor_guard`), so that nothing else's
+//! rules are touched and `guard off` is one `delete table`.
+//!
+//! ```text
+//! table inet tailscale_monitor_guard {
+//!   set approved4 { type ipv4_addr }          set approved6 { type ipv6_addr }
+//!   set seen4 { type ipv4_addr . inet_proto . inet_service; flags dynamic,timeout; timeout 1h; size 16384; counter }
+//!   set seen6 { … ipv6_addr … }
+//!   chain input   { type filter hook input   priority -10; policy accept; RULES }
+//!   chain forward { type filter hook forward priority -10; policy accept; RULES }
+//! }
+//! RULES, for IPv4 (and the same with ip6, fd7a:115c:a1e0::/48, @approved6, @seen6):
+//!   iifname IF ip saddr 100.64.0.0/10 ip saddr != @approved4 meta l4proto { tcp, udp } add @seen4 { ip saddr . meta l4proto . th dport }
+//!   iifname IF ip saddr 100.64.0.0/10 ip saddr != @approved4 meta l4proto != { tcp, udp } add @seen4 { ip saddr . meta l4proto . 0 }
+//!   iifname IF ip saddr 100.64.0.0/10 ip saddr != @approved4 drop
+//! ```
+//!
+//! Priority -10 runs before tailscaled's own chains (priority 0), which accept everything on its
+//! interface. The drop is a rule of its own: a full `seen` set only stops the record, never the
+//! drop. Every apply is one transaction (the sets are flushed and refilled, the rules rewritten),
+//! so a packet sees the old set or the new one, never none; the `seen` sets and their counters
+//! survive it.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+use crate::model::guard::{
+    in_tailnet, Blocked, Enforced, GuardSet, MAX_ADDRESSES, TAILNET_V4, TAILNET_V6,
+};
+
+pub const TABLE: &str = "tailscale_monitor_guard";
+/// How long a dropped source stays in a `seen` set after its last packet.
+const SEEN_TIMEOUT_S: u64 = 3600;
+const SEEN_SIZE: u64 = 16_384;
+/// Where Debian (and most systems) install `nft`; never looked up in a `PATH`.
+const NFT: [&str; 3] = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"];
+const NFT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest `nft -j list table` output read (16,384 seen elements per family is about 5 MB).
+const MAX_LIST: usize = 24 << 20;
+
+/// Checks what the monitor asked for: an interface name, and addresses inside the tailnet's
+/// ranges only, at most [`MAX_ADDRESSES`] per family.
+pub fn validate(interface: &str, set: &GuardSet) -> Result<(), String> {
+    if !crate::config::valid_interface(interface) {
+        return Err("the interface is not a valid interface name".into());
+    }
+    if set.v4.len() > MAX_ADDRESSES || set.v6.len() > MAX_ADDRESSES {
+        return Err(format!("more than {MAX_ADDRESSES} addresses in a family"));
+    }
+    let outside = set
+        .v4
+        .iter()
+        .map(|a| IpAddr::V4(*a))
+        .chain(set.v6.iter().map(|a| IpAddr::V6(*a)))
+        .find(|a| !in_tailnet(*a));
+    if let Some(a) = outside {
+        return Err(format!(
+            "{a} is outside the tailnet's ranges (100.64.0.0/10, fd7a:115c:a1e0::/48)"
+        ));
+    }
+    Ok(())
+}
+
+fn t() -> Value {
+    json!({"family": "inet", "table": TABLE})
+}
+
+fn with(mut base: Value, extra: Value) -> Value {
+    if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    base
+}
+
+fn rules(chain: &str, interface: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (proto, range, len, approved, seen) in [
+        (
+            "ip",
+            TAILNET_V4.0.to_string(),
+            TAILNET_V4.1,
+            "@approved4",
+            "@seen4",
+        ),
+        (
+            "ip6",
+            TAILNET_V6.0.to_string(),
+            TAILNET_V6.1,
+            "@approved6",
+            "@seen6",
+        ),
+    ] {
+        let saddr = json!({"payload": {"protocol": proto, "field": "saddr"}});
+        let base = vec![
+            json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": interface}}),
+            json!({"match": {"op": "==", "left": saddr, "right": {"prefix": {"addr": range, "len": len}}}}),
+            json!({"match": {"op": "!=", "left": saddr, "right": approved}}),
+        ];
+        let l4 = json!({"meta": {"key": "l4proto"}});
+        let ported = json!({"set": ["tcp", "udp"]});
+        let mut tcp_udp = base.clone();
+        tcp_udp.push(json!({"match": {"op": "==", "left": l4, "right": ported}}));
+        tcp_udp.push(
+            json!({"set": {"op": "add", "set": seen, "elem": {"concat": [
+                saddr, l4, {"payload": {"protocol": "th", "field": "dport"}}
+            ]}}}),
+        );
+        let mut other = base.clone();
+        other.push(json!({"match": {"op": "!=", "left": l4, "right": ported}}));
+        other.push(json!({"set": {"op": "add", "set": seen, "elem": {"concat": [saddr, l4, 0]}}}));
+        let mut drop = base;
+        drop.push(json!({"drop": null}));
+        for expr in [tcp_udp, other, drop] {
+            out.push(json!({"add": {"rule": with(t(), json!({"chain": chain, "expr": expr}))}}));
+        }
+    }
+    out
+}
+
+/// The one transaction that puts `set` in force on `interface`. The `seen` sets are created
+/// only where `existing` lacks them (the kernel marks them dynamic, and an `add` that does not
+/// say so would be refused), so their elements and counters survive.
+pub fn apply_document(interface: &str, set: &GuardSet, existing: &[String]) -> Value {
+    let mut cmds = vec![
+        json!({"metainfo": {"json_schema_version": 1}}),
+        json!({"add": {"table": {"family": "inet", "name": TABLE}}}),
+    ];
+    for (name, ty) in [
+        ("approved4", json!("ipv4_addr")),
+        ("approved6", json!("ipv6_addr")),
+    ] {
+        cmds.push(json!({"add": {"set": with(t(), json!({"name": name, "type": ty}))}}));
+    }
+    for (name, addr) in [("seen4", "ipv4_addr"), ("seen6", "ipv6_addr")] {
+        if existing.iter().any(|e| e == name) {
+            continue;
+        }
+        cmds.push(json!({"add": {"set": with(t(), json!({
+            "name": name,
+            "type": [addr, "inet_proto", "inet_service"],
+            "flags": ["timeout"],
+            "timeout": SEEN_TIMEOUT_S,
+            "size": SEEN_SIZE,
+            "stmt": [{"counter": null}],
+        }))}}));
+    }
+    for hook in ["input", "forward"] {
+        cmds.push(json!({"add": {"chain": with(t(), json!({
+            "name": hook, "type": "filter", "hook": hook, "prio": -10, "policy": "accept"
+        }))}}));
+        cmds.push(json!({"flush": {"chain": with(t(), json!({"name": hook}))}}));
+        cmds.extend(rules(hook, interface));
+    }
+    let v4: Vec<String> = set.v4.iter().map(Ipv4Addr::to_string).collect();
+    let v6: Vec<String> = set.v6.iter().map(Ipv6Addr::to_string).collect();
+    for (name, elems) in [("approved4", v4), ("approved6", v6)] {
+        cmds.push(json!({"flush": {"set": with(t(), json!({"name": name}))}}));
+        if !elems.is_empty() {
+            cmds.push(json!({"add": {"element": with(t(), json!({"name": name, "elem": elems}))}}));
+        }
+    }
+    json!({ "nftables": cmds })
+}
+
+/// The transaction that removes the table, whether or not it exists.
+pub fn remove_document() -> Value {
+    json!({"nftables": [
+        {"metainfo": {"json_schema_version": 1}},
+        {"add": {"table": {"family": "inet", "name": TABLE}}},
+        {"delete": {"table": {"family": "inet", "name": TABLE}}},
+    ]})
+}
+
+fn nft_path() -> Result<&'static str, String> {
+    NFT.into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .ok_or_else(|| "nft is not installed (Debian: apt install nftables)".to_owned())
+}
+
+/// Runs `nft -j` with `args`, `input` on its standard input, in an empty environment.
+async fn nft(args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    let mut cmd = tokio::process::Command::new(nft_path()?);
+    cmd.arg("-j")
+        .args(args)
+        .env_clear()
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| format!("running nft: {e}"))?;
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        stdin
+            .write_all(input)
+            .await
+            .map_err(|e| format!("writing to nft: {e}"))?;
+    }
+    let out = tokio::time::timeout(NFT_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| format!("nft did not finish within {NFT_TIMEOUT:?}"))?
+        .map_err(|e| format!("running nft: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "nft failed ({}): {}",
+            out.status,
+            crate::sanitize::line(err.trim(), 300)
+        ));
+    }
+    if out.stdout.len() > MAX_LIST {
+        return Err(format!("nft printed more than {MAX_LIST} bytes"));
+    }
+    Ok(out.stdout)
+}
+
+pub async fn apply(interface: &str, set: &GuardSet) -> Result<(), String> {
+    validate(interface, set)?;
+    let existing = match nft(&["list", "table", "inet", TABLE], None).await {
+        Ok(out) => set_names(&out),
+        Err(e) if e.contains("No such file or directory") => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let doc = apply_document(interface, set, &existing).to_string();
+    nft(&["-f", "-"], Some(doc.as_bytes())).await.map(|_| ())
+}
+
+pub async fn remove() -> Result<(), String> {
+    let doc = remove_document().to_string();
+    nft(&["-f", "-"], Some(doc.as_bytes())).await.map(|_| ())
+}
+
+/// What is in force: the table's sets, its interface, and the dropped sources.
+pub async fn read() -> Result<Enforced, String> {
+    match nft(&["list", "table", "inet", TABLE], None).await {
+        Ok(out) => parse_list(&out),
+        Err(e) if e.contains("No such file or directory") => Ok(Enforced::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The names of the sets in a listing of the table.
+fn set_names(out: &[u8]) -> Vec<String> {
+    let doc: Value = serde_json::from_slice(out).unwrap_or_default();
+    doc["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["set"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Parses `nft -j list table inet tailscale_monitor_guard`.
+pub fn parse_list(out: &[u8]) -> Result<Enforced, String> {
+    let doc: Value = serde_json::from_slice(out).map_err(|e| format!("nft's JSON: {e}"))?;
+    let items = doc["nftables"]
+        .as_array()
+        .ok_or("nft's JSON has no `nftables` array")?;
+    let mut e = Enforced {
+        present: false,
+        ..Enforced::default()
+    };
+    for item in items {
+        if item["table"]["name"] == TABLE {
+            e.present = true;
+        }
+        let set = &item["set"];
+        if let Some(name) = set["name"].as_str() {
+            for el in set["elem"].as_array().into_iter().flatten() {
+                match name {
+                    "approved4" => e
+                        .set
+                        .v4
+                        .extend(el.as_str().and_then(|s| s.parse::<Ipv4Addr>().ok())),
+                    "approved6" => e
+                        .set
+                        .v6
+                        .extend(el.as_str().and_then(|s| s.parse::<Ipv6Addr>().ok())),
+                    "seen4" | "seen6" => e.blocked.extend(seen(el)),
+                    _ => {}
+                }
+            }
+        }
+        if let Some(expr) = item["rule"]["expr"].as_array() {
+            for x in expr {
+                if x["match"]["left"]["meta"]["key"] == "iifname" {
+                    if let Some(i) = x["match"]["right"].as_str() {
+                        e.interface = i.to_owned();
+                    }
+                }
+            }
+        }
+    }
+    e.set.v4.sort();
+    e.set.v6.sort();
+    e.blocked
+        .sort_by(|a, b| (a.addr, &a.proto, a.port).cmp(&(b.addr, &b.proto, b.port)));
+    Ok(e)
+}
+
+fn seen(el: &Value) -> Option<Blocked> {
+    let inner = &el["elem"];
+    let val = inner["val"]["concat"].as_array()?;
+    let addr: IpAddr = val.first()?.as_str()?.parse().ok()?;
+    let proto = match val.get(1)? {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let port = val.get(2)?.as_u64().and_then(|p| u16::try_from(p).ok())?;
+    Some(Blocked {
+        addr,
+        proto: crate::sanitize::line(&proto, 16),
+        port,
+        packets: inner["counter"]["packets"].as_u64().unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tailnet_addresses_and_a_real_interface_name_pass() {
+        let ok = GuardSet {
+            v4: vec!["100.64.0.2".parse().unwrap()],
+            v6: vec!["fd7a:115c:a1e0::2".parse().unwrap()],
+        };
+        assert!(validate("tailscale0", &ok).is_ok());
+        for bad in [
+            "",
+            "a b",
+            "tailscale0\"; flush ruleset",
+            "0123456789abcdef",
+            "..",
+        ] {
+            assert!(validate(bad, &ok).is_err(), "{bad:?}");
+        }
+        let out = GuardSet {
+            v4: vec!["10.0.0.1".parse().unwrap()],
+            v6: vec![],
+        };
+        assert!(validate("tailscale0", &out)
+            .unwrap_err()
+            .contains("10.0.0.1"));
+        let out = GuardSet {
+            v4: vec![],
+            v6: vec!["::".parse().unwrap()],
+        };
+        assert!(validate("tailscale0", &out).is_err());
+    }
+
+    #[test]
+    fn the_document_names_only_its_own_table() {
+        let doc = apply_document("tailscale0", &GuardSet::default(), &[]).to_string();
+        for (i, _) in doc.match_indices("\"table\":") {
+            let rest = &doc[i..];
+            assert!(
+                rest.starts_with(&format!("\"table\":\"{TABLE}\""))
+                    || rest.starts_with(&format!(
+                        "\"table\":{{\"family\":\"inet\",\"name\":\"{TABLE}\""
+                    )),
+                "{}",
+                &rest[..60.min(rest.len())]
+            );
+        }
+        // No element is added to an empty set (nft refuses an empty `elem`).
+        assert!(!doc.contains("\"element\""));
+    }
+
+    #[test]
+    fn a_listing_reads_back() {
+        let out = br#"{"nftables":[{"metainfo":{"version":"1.0.6","json_schema_version":1}},
+          {"table":{"family":"inet","name":"tailscale_monitor_guard","handle":1}},
+          {"set":{"family":"inet","name":"approved4","table":"tailscale_monitor_guard","type":"ipv4_addr","elem":["100.64.0.3","100.64.0.2"]}},
+          {"set":{"family":"inet","name":"seen4","table":"tailscale_monitor_guard","type":["ipv4_addr","inet_proto","inet_service"],
+            "elem":[{"elem":{"val":{"concat":["100.64.0.9","tcp",8080]},"expires":3597,"counter":{"packets":2,"bytes":120}}}]}},
+          {"rule":{"family":"inet","table":"tailscale_monitor_guard","chain":"input","expr":[{"match":{"op":"==","left":{"meta":{"key":"iifname"}},"right":"tailscale0"}}]}}]}"#;
+        let e = parse_list(out).unwrap();
+        assert!(e.present);
+        assert_eq!(e.interface, "tailscale0");
+        assert_eq!(e.set.v4.len(), 2);
+        assert_eq!(e.set.v4[0].to_string(), "100.64.0.2");
+        assert_eq!(
+            e.blocked,
+            vec![Blocked {
+                addr: "100.64.0.9".parse().unwrap(),
+                proto: "tcp".into(),
+                port: 8080,
+                packets: 2
+            }]
+        );
+    }
+}
