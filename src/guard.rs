@@ -31,6 +31,9 @@ const APPLIED: &str = "guard_applied";
 const UNENFORCED: &str = "guard_unenforced";
 /// Set by `guard off`: nothing is enforced until `guard on` or `guard init`.
 pub const OFF: &str = "guard_off";
+/// Set by `guard init`: until then `enforce` locks nobody out (the owner has not reviewed the
+/// devices yet) and says so.
+pub const INITIALIZED: &str = "guard_initialized";
 
 /// Why the guard is not in force, as said once per reason.
 fn unenforced(
@@ -113,6 +116,16 @@ pub async fn enforce(
             "userspace",
             "tailscaled runs in userspace networking mode (`/status` TUN is false), so there is no kernel interface to filter; no table was created",
             "run tailscaled with a TUN device (the default; not `--tun=userspace-networking`), or set `[guard] mode = \"off\"`",
+            now,
+        );
+    }
+    if store.guard_note(INITIALIZED)?.is_none() {
+        return unenforced(
+            store,
+            &routes,
+            "uninitialized",
+            "`[guard] mode = \"enforce\"` is set, but no device has been approved yet",
+            "review the devices (`tailscale-monitor devices`), then run `tailscale-monitor guard init` to approve those known now and put the guard in force",
             now,
         );
     }

@@ -129,7 +129,8 @@ async fn commit(
 /// Applies the set now (not at the daemon's next pass), says what is in force, and delivers
 /// what was queued.
 async fn apply_now(cfg: &Config, store: &mut Store) -> anyhow::Result<()> {
-    let events = guard::enforce(store, cfg, None, Utc::now()).await?;
+    let tun = known_tun(cfg).await;
+    let events = guard::enforce(store, cfg, tun, Utc::now()).await?;
     for e in &events {
         eprintln!("{}: {}", e.kind, sanitize::line(&e.summary, 300));
     }
@@ -163,6 +164,7 @@ pub(super) async fn guard(explicit: Option<&Path>, cmd: GuardCommand) -> anyhow:
                     bail!("no baseline yet: run `tailscale-monitor check` first, review what it reports, then `guard init`");
                 }
                 store.set_guard_note(OFF, None)?;
+                store.set_guard_note(guard::INITIALIZED, Some(&Utc::now().to_rfc3339()))?;
                 commit(&cfg, &mut store, changes, &by).await
             } else {
                 store.set_guard_note(OFF, None)?;

@@ -10,6 +10,7 @@ mod channels;
 mod control;
 mod deb;
 mod emulator;
+mod guard;
 mod mail;
 mod posture;
 mod presence;

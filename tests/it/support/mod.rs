@@ -3,6 +3,7 @@
 
 pub mod admin_api;
 pub mod emulator;
+pub mod netns;
 pub mod real;
 pub mod receiver;
 pub mod smtp;

@@ -1,0 +1,227 @@
+//! The guard on real daemons: tailscaled 1.104.2 in kernel TUN mode in namespaces this test
+//! creates, real headscale, real nftables, the real privileged relay (as root, inside the
+//! server's namespace, where its `nft` runs), and a real SMTP server.
+
+use std::time::{Duration, Instant};
+
+use crate::support::netns::{Bridge, KernelNode, Netns};
+use crate::support::real::{cur_release, Headscale, Node};
+use crate::support::smtp::{Mail, Smtp};
+use crate::support::{self, email_channel, Monitor};
+
+const PORT: u16 = 8080;
+
+fn wait_mail(smtp: &Smtp, what: &str, secs: u64, pred: impl Fn(&Mail) -> bool) -> Mail {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(m) = smtp.mails().into_iter().find(|m| pred(m)) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no mail with {what} within {secs} s; got: {:#?}",
+            smtp.mails().iter().map(|m| &m.subject).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn count(smtp: &Smtp, needle: &str) -> usize {
+    smtp.mails()
+        .iter()
+        .filter(|m| m.text.contains(needle))
+        .count()
+}
+
+/// The relay as root inside `ns` (its `nft` acts on that namespace), its socket in `dir`.
+fn relay_in(ns: &mut Netns, dir: &std::path::Path, tailscaled: &std::path::Path) -> std::path::PathBuf {
+    let socket = dir.join("privileged.sock");
+    let mut c = ns.cmd(support::bin());
+    c.args(["privileged", "--listen"])
+        .arg(&socket)
+        .args(["--group", "root", "--socket"])
+        .arg(tailscaled)
+        .env("TAILSCALE_MONITOR_LOG", "info");
+    ns.spawn(c);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "the relay did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    socket
+}
+
+fn connects_within(ns: &Netns, ip: &str, secs: u64) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if ns.connects(ip, PORT) {
+            return Some(start.elapsed());
+        }
+    }
+    None
+}
+
+fn table_exists(ns: &Netns) -> bool {
+    ns.nft(&["list", "table", "inet", "tailscale_monitor_guard"])
+        .status
+        .success()
+}
+
+#[test]
+#[ignore = "needs root, real tailscaled/headscale and nftables: run tests/run-all.sh"]
+fn only_approved_devices_reach_the_server_whatever_the_control_plane_says() {
+    let rel = cur_release();
+    let hs = Headscale::start();
+    let bridge = Bridge::start(&hs);
+    let ops = hs.user("ops");
+    let key = hs.preauth_key(ops);
+    let mut srv = KernelNode::join(&rel, &bridge, "srv", 1, &key, &[]);
+    let laptop = KernelNode::join(&rel, &bridge, "laptop", 2, &key, &[]);
+    let srv_ip = srv.ip();
+    srv.ns.listen(PORT);
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay = relay_in(&mut srv.ns, relay_dir.path(), &srv.socket.clone());
+
+    // Before the guard: the tailnet (headscale's allow-all default) lets the laptop in.
+    assert!(
+        connects_within(&laptop.ns, &srv_ip, 90).is_some(),
+        "the laptop never reached the server over the tailnet"
+    );
+
+    let smtp = Smtp::start();
+    let mon = Monitor::new(
+        &srv.socket,
+        &(email_channel(smtp.port)
+            + "\n[daemon]\nbatch_window = \"1ms\"\n\n[guard]\nmode = \"enforce\"\n"),
+    );
+    mon.set_privileged_socket(&relay);
+    // Enforce before `guard init`: nobody is locked out, and the owner is told why.
+    let r = mon.check();
+    assert_eq!(r.code, 2, "{r:?}");
+    wait_mail(&smtp, "guard.unenforced (not initialized)", 30, |m| {
+        m.text.contains("guard.unenforced") && m.text.contains("guard init")
+    });
+    assert!(!table_exists(&srv.ns), "no table before guard init");
+    let r = mon.run(&["guard", "init"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(table_exists(&srv.ns));
+    assert!(
+        connects_within(&laptop.ns, &srv_ip, 30).is_some(),
+        "an approved device reaches the server"
+    );
+
+    let daemon = mon.spawn_run();
+    // A node of a new user joins; headscale's policy lets it reach the server.
+    let mallory = hs.user("mallory");
+    let mkey = hs.preauth_key(mallory);
+    let evil = KernelNode::join(&rel, &bridge, "evil", 3, &mkey, &[]);
+    let evil_ip = evil.ip();
+    let m = wait_mail(&smtp, "device.new evil", 90, |m| {
+        m.text.contains("New device evil")
+    });
+    assert!(
+        m.text.contains("Blocked at this server by the guard until you run `tailscale-monitor guard approve"),
+        "{}",
+        m.text
+    );
+    assert!(connects_within(&evil.ns, &srv_ip, 5).is_none(), "blocked");
+    let m = wait_mail(&smtp, "guard.blocked evil", 60, |m| {
+        m.text.contains("guard.blocked") && m.text.contains("evil")
+    });
+    assert!(m.text.contains(&format!("tcp/{PORT}")), "{}", m.text);
+    assert!(m.text.contains("mallory"), "{}", m.text);
+    // More attempts: counted, not mailed again.
+    let packets = |mon: &Monitor| -> u64 {
+        let r = mon.run(&["guard", "status", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        v["blocked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["packets"].as_u64().unwrap())
+            .sum()
+    };
+    let before = packets(&mon);
+    assert!(connects_within(&evil.ns, &srv_ip, 5).is_none());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while packets(&mon) <= before {
+        assert!(Instant::now() < deadline, "the new attempts were never counted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(count(&smtp, "guard.blocked"), 1, "once per device and window");
+
+    // Approved here: in at once.
+    let r = mon.run(&["guard", "approve", "evil"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let took = connects_within(&evil.ns, &srv_ip, 10).expect("approved, it connects");
+    eprintln!("guard approve → connected in {took:?}");
+    wait_mail(&smtp, "guard.approved evil", 30, |m| {
+        m.text.contains("guard.approved") && m.text.contains("evil")
+    });
+    // Revoked: out again.
+    let r = mon.run(&["guard", "revoke", &evil_ip]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!evil.ns.connects(&srv_ip, PORT), "revoked, it is dropped");
+
+    // The monitor dies: enforcement stays.
+    let mut daemon = daemon;
+    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGKILL) };
+    let _ = daemon.0.wait();
+    assert!(table_exists(&srv.ns));
+    assert!(!evil.ns.connects(&srv_ip, PORT), "still dropped after kill -9");
+    assert!(laptop.ns.connects(&srv_ip, PORT), "the approved one still gets in");
+
+    // guard off: the table goes, and the policy alone decides.
+    let r = mon.run(&["guard", "off"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!table_exists(&srv.ns));
+    assert!(connects_within(&evil.ns, &srv_ip, 10).is_some());
+    wait_mail(&smtp, "guard.disabled", 30, |m| m.text.contains("guard.disabled"));
+    // A pass after `guard off` does not put it back.
+    mon.check();
+    assert!(!table_exists(&srv.ns));
+    let r = mon.run(&["guard", "on"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(table_exists(&srv.ns));
+    assert!(!evil.ns.connects(&srv_ip, PORT));
+}
+
+#[test]
+#[ignore = "needs root, real tailscaled/headscale and nftables: run tests/run-all.sh"]
+fn in_userspace_mode_enforce_says_once_that_it_cannot_and_creates_no_table() {
+    let rel = cur_release();
+    let hs = Headscale::start();
+    let ops = hs.user("ops");
+    let key = hs.preauth_key(ops);
+    let web = Node::join(&rel, &hs, "web", &key);
+    // The relay in a namespace of its own, to see that it is asked for no table.
+    let mut ns = Netns::new("us", 9);
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay = relay_in(&mut ns, relay_dir.path(), web.socket());
+    let smtp = Smtp::start();
+    let mon = Monitor::new(
+        web.socket(),
+        &(email_channel(smtp.port) + "\n[guard]\nmode = \"enforce\"\n"),
+    );
+    mon.set_privileged_socket(&relay);
+    let r = mon.check();
+    assert!(r.code == 1 || r.code == 2, "{r:?}");
+    let r = mon.run(&["guard", "init"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    mon.check();
+    mon.check();
+    wait_mail(&smtp, "guard.unenforced (userspace)", 30, |m| {
+        m.text.contains("guard.unenforced") && m.text.contains("userspace")
+    });
+    assert_eq!(count(&smtp, "userspace networking mode"), 1, "one message");
+    let r = mon.run(&["config", "check"]);
+    assert!(r.stderr.contains("userspace networking mode"), "{r:?}");
+    let r = mon.run(&["guard", "status"]);
+    assert!(
+        r.stdout.contains("NOT ENFORCED") && r.stdout.contains("userspace"),
+        "{r:?}"
+    );
+    let tables = ns.nft(&["list", "tables"]);
+    assert!(tables.status.success());
+    assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "", "no table");
+}

@@ -1,0 +1,271 @@
+//! Real tailscaled in kernel TUN mode, each node in a network namespace this test creates
+//! (`../shared/spec/netns-testing.md`): a veth pair with a TEST-NET-1 address so that tailscaled
+//! sees the network up, and headscale (in the root namespace, on loopback) reached through a
+//! unix-socket bridge, so that every packet stays on loopback or inside the test's namespaces.
+//! Needs root, `ip`, `socat` and `nft`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::real::{Headscale, Release};
+
+fn run(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ip(args: &[&str]) {
+    run(Command::new("ip").args(args), &format!("ip {}", args.join(" ")));
+}
+
+/// This run's prefix; namespaces of runs whose process is gone are removed first.
+fn prefix() -> String {
+    let me = std::process::id();
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if let Some(pid) = name
+                .strip_prefix("tmg-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                if pid != me && !Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = Command::new("ip").args(["netns", "del", name]).status();
+                }
+            }
+        }
+    }
+    format!("tmg-{me}")
+}
+
+fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} within {secs} s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A network namespace, removed (with what runs in it) when dropped.
+pub struct Netns {
+    pub name: String,
+    children: Vec<Child>,
+}
+
+impl Netns {
+    /// A namespace with `lo` up and one veth pair (`d0` at 192.0.2.`n`/24, the default route).
+    pub fn new(label: &str, n: u8) -> Netns {
+        let name = format!("{}-{label}", prefix());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        ip(&["netns", "add", &name]);
+        let ns = Netns {
+            name,
+            children: Vec::new(),
+        };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ip(&["-n", &ns.name, "link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+        ip(&["-n", &ns.name, "addr", "add", &format!("192.0.2.{n}/24"), "dev", "d0"]);
+        ip(&["-n", &ns.name, "link", "set", "d0", "up"]);
+        ip(&["-n", &ns.name, "link", "set", "d1", "up"]);
+        ip(&["-n", &ns.name, "route", "add", "default", "dev", "d0"]);
+        ns
+    }
+
+    /// `cmd` run inside the namespace.
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Starts `cmd` (from [`Netns::cmd`]); it is killed with the namespace.
+    pub fn spawn(&mut self, mut cmd: Command) {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning in {}: {e}", self.name));
+        self.children.push(child);
+    }
+
+    /// Whether a TCP connection to `addr:port` from here gets the listener's greeting.
+    pub fn connects(&self, addr: &str, port: u16) -> bool {
+        let out = self
+            .cmd("timeout")
+            .args([
+                "4",
+                "socat",
+                "-T2",
+                "-",
+                &format!("TCP:{addr}:{port},connect-timeout=2"),
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("guarded-hello")
+    }
+
+    /// A TCP listener on `port` that greets every connection.
+    pub fn listen(&mut self, port: u16) {
+        let mut c = self.cmd("socat");
+        c.args([
+            &format!("TCP-LISTEN:{port},fork,reuseaddr"),
+            "SYSTEM:echo guarded-hello",
+        ]);
+        self.spawn(c);
+    }
+
+    /// `nft` run inside the namespace.
+    pub fn nft(&self, args: &[&str]) -> Output {
+        self.cmd("nft").args(args).output().unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// headscale's port, reachable from every namespace through a unix socket.
+pub struct Bridge {
+    pub port: u16,
+    pub socket: PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Bridge {
+    pub fn start(hs: &Headscale) -> Bridge {
+        let port: u16 = hs.url.rsplit(':').next().unwrap().parse().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("hs.sock");
+        let child = Command::new("socat")
+            .arg(format!("UNIX-LISTEN:{},fork", socket.display()))
+            .arg(format!("TCP:127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("socat (apt install socat)");
+        wait("the headscale bridge", 30, || socket.exists());
+        Bridge {
+            port,
+            socket,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// Listens on 127.0.0.1:`port` inside `ns`, forwarding to headscale.
+    pub fn into(&self, ns: &mut Netns) {
+        let mut c = ns.cmd("socat");
+        c.arg(format!(
+            "TCP-LISTEN:{},bind=127.0.0.1,fork,reuseaddr",
+            self.port
+        ))
+        .arg(format!("UNIX-CONNECT:{}", self.socket.display()));
+        ns.spawn(c);
+        let (name, port) = (ns.name.clone(), self.port);
+        wait("the bridge inside the namespace", 30, || {
+            Command::new("ip")
+                .args(["netns", "exec", &name, "bash", "-c"])
+                .arg(format!("echo > /dev/tcp/127.0.0.1/{port}"))
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// tailscaled in kernel TUN mode (`tailscale0`) in its own namespace, joined to headscale.
+pub struct KernelNode {
+    pub ns: Netns,
+    pub socket: PathBuf,
+    pub release: Release,
+    pub dir: tempfile::TempDir,
+}
+
+impl KernelNode {
+    pub fn join(
+        rel: &Release,
+        bridge: &Bridge,
+        name: &str,
+        n: u8,
+        key: &str,
+        extra: &[&str],
+    ) -> KernelNode {
+        let mut ns = Netns::new(name, n);
+        bridge.into(&mut ns);
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("tailscaled.sock");
+        let log = std::fs::File::create(dir.path().join("tailscaled.log")).unwrap();
+        let mut c = ns.cmd(&rel.tailscaled);
+        c.arg("--tun=tailscale0")
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--statedir={}", dir.path().display()))
+            .arg("--port=0")
+            .env("TS_DEBUG_USE_DERP_HTTP", "1")
+            .env("TS_NO_LOGS_NO_SUPPORT", "true")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        ns.spawn(c);
+        let node = KernelNode {
+            ns,
+            socket,
+            release: rel.clone(),
+            dir,
+        };
+        wait(&format!("tailscaled {name} (kernel mode)"), 60, || {
+            node.socket.exists() && node.cli(&["version"]).status.success()
+        });
+        let mut args = vec![
+            "up".to_owned(),
+            format!("--login-server=http://127.0.0.1:{}", bridge.port),
+            format!("--authkey={key}"),
+            format!("--hostname={name}"),
+            "--accept-dns=false".to_owned(),
+            "--timeout=60s".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = node.cli(&a);
+        assert!(
+            out.status.success(),
+            "tailscale up ({name}): {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(node.dir.path().join("tailscaled.log")).unwrap_or_default()
+        );
+        node
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&self.release.tailscale)
+            .arg(format!("--socket={}", self.socket.display()))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn ip(&self) -> String {
+        let out = self.cli(&["ip", "-4"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
