@@ -34,7 +34,11 @@ fn count(smtp: &Smtp, needle: &str) -> usize {
 }
 
 /// The relay as root inside `ns` (its `nft` acts on that namespace), its socket in `dir`.
-fn relay_in(ns: &mut Netns, dir: &std::path::Path, tailscaled: &std::path::Path) -> std::path::PathBuf {
+fn relay_in(
+    ns: &mut Netns,
+    dir: &std::path::Path,
+    tailscaled: &std::path::Path,
+) -> std::path::PathBuf {
     let socket = dir.join("privileged.sock");
     let mut c = ns.cmd(support::bin());
     c.args(["privileged", "--listen"])
@@ -120,7 +124,9 @@ fn only_approved_devices_reach_the_server_whatever_the_control_plane_says() {
         m.text.contains("New device evil")
     });
     assert!(
-        m.text.contains("Blocked at this server by the guard until you run `tailscale-monitor guard approve"),
+        m.text.contains(
+            "Blocked at this server by the guard until you run `tailscale-monitor guard approve"
+        ),
         "{}",
         m.text
     );
@@ -145,10 +151,17 @@ fn only_approved_devices_reach_the_server_whatever_the_control_plane_says() {
     assert!(connects_within(&evil.ns, &srv_ip, 5).is_none());
     let deadline = Instant::now() + Duration::from_secs(30);
     while packets(&mon) <= before {
-        assert!(Instant::now() < deadline, "the new attempts were never counted");
+        assert!(
+            Instant::now() < deadline,
+            "the new attempts were never counted"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(count(&smtp, "guard.blocked"), 1, "once per device and window");
+    assert_eq!(
+        count(&smtp, "guard.blocked"),
+        1,
+        "once per device and window"
+    );
 
     // Approved here: in at once.
     let r = mon.run(&["guard", "approve", "evil"]);
@@ -168,15 +181,23 @@ fn only_approved_devices_reach_the_server_whatever_the_control_plane_says() {
     unsafe { libc::kill(daemon.0.id() as i32, libc::SIGKILL) };
     let _ = daemon.0.wait();
     assert!(table_exists(&srv.ns));
-    assert!(!evil.ns.connects(&srv_ip, PORT), "still dropped after kill -9");
-    assert!(laptop.ns.connects(&srv_ip, PORT), "the approved one still gets in");
+    assert!(
+        !evil.ns.connects(&srv_ip, PORT),
+        "still dropped after kill -9"
+    );
+    assert!(
+        laptop.ns.connects(&srv_ip, PORT),
+        "the approved one still gets in"
+    );
 
     // guard off: the table goes, and the policy alone decides.
     let r = mon.run(&["guard", "off"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!table_exists(&srv.ns));
     assert!(connects_within(&evil.ns, &srv_ip, 10).is_some());
-    wait_mail(&smtp, "guard.disabled", 30, |m| m.text.contains("guard.disabled"));
+    wait_mail(&smtp, "guard.disabled", 30, |m| {
+        m.text.contains("guard.disabled")
+    });
     // A pass after `guard off` does not put it back.
     mon.check();
     assert!(!table_exists(&srv.ns));
@@ -223,5 +244,9 @@ fn in_userspace_mode_enforce_says_once_that_it_cannot_and_creates_no_table() {
     );
     let tables = ns.nft(&["list", "tables"]);
     assert!(tables.status.success());
-    assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "", "no table");
+    assert_eq!(
+        String::from_utf8_lossy(&tables.stdout).trim(),
+        "",
+        "no table"
+    );
 }

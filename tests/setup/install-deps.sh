@@ -12,6 +12,7 @@
 #   msmtp                     from Debian: a real sendmail-compatible MTA client for `smtp = "sendmail"`
 #   prometheus-alertmanager   from Debian (skip with TM_WITH_ALERTMANAGER=0)
 #   cargo-deb                 from crates.io, into $CACHE/cargo-deb (the Debian package test)
+#   nftables, socat, iproute2 from Debian: the guard's kernel-mode tests in network namespaces
 set -euo pipefail
 
 CACHE=${TM_CACHE:-$HOME/.cache/tailscale-monitor}
@@ -148,6 +149,11 @@ fi
 apt_install msmtp
 # systemd-analyze and systemd-socket-activate, for the privileged relay's units.
 command -v systemd-socket-activate >/dev/null 2>&1 || apt_install systemd
+
+# --- The guard ---------------------------------------------------------------------------------
+# nft (the guard's table, applied by the privileged relay), socat (the unix-socket bridge that
+# lets kernel-mode nodes in network namespaces reach headscale on loopback), iproute2 (ip netns).
+apt_install nftables socat iproute2
 
 # --- Alertmanager -------------------------------------------------------------------------------
 # promtool (package prometheus) checks the /metrics exposition.

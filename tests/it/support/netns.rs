@@ -22,7 +22,10 @@ fn run(cmd: &mut Command, what: &str) -> Output {
 }
 
 fn ip(args: &[&str]) {
-    run(Command::new("ip").args(args), &format!("ip {}", args.join(" ")));
+    run(
+        Command::new("ip").args(args),
+        &format!("ip {}", args.join(" ")),
+    );
 }
 
 /// This run's prefix; namespaces of runs whose process is gone are removed first.
@@ -70,8 +73,18 @@ impl Netns {
             children: Vec::new(),
         };
         ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ip(&["-n", &ns.name, "link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
-        ip(&["-n", &ns.name, "addr", "add", &format!("192.0.2.{n}/24"), "dev", "d0"]);
+        ip(&[
+            "-n", &ns.name, "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+        ]);
+        ip(&[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            &format!("192.0.2.{n}/24"),
+            "dev",
+            "d0",
+        ]);
         ip(&["-n", &ns.name, "link", "set", "d0", "up"]);
         ip(&["-n", &ns.name, "link", "set", "d1", "up"]);
         ip(&["-n", &ns.name, "route", "add", "default", "dev", "d0"]);
