@@ -174,6 +174,8 @@ struct Daemon {
     netmap_due: bool,
     /// Stable IDs of the devices `[[watch]]` covers: their presence notifies cost a pass.
     watched: std::collections::HashSet<String>,
+    /// When the guard's counters are read next (`[guard] mode = "enforce"`).
+    guard_at: Instant,
 }
 
 impl Daemon {
@@ -510,6 +512,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
         last_pass_at: None,
         netmap_due: true,
         watched: std::collections::HashSet::new(),
+        guard_at: Instant::now() + crate::guard::POLL,
     };
     d.control = d
         .cfg
@@ -586,7 +589,8 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
                     d.store_failed(e.into()).await;
                 }
             }
-            _ = sleep(crate::guard::POLL), if d.cfg.guard.enforcing() && d.store_outage.is_none() => {
+            _ = sleep_until(d.guard_at), if d.cfg.guard.enforcing() && d.store_outage.is_none() => {
+                d.guard_at = Instant::now() + crate::guard::POLL;
                 if let Err(e) = d.guard_poll().await {
                     d.store_failed(e).await;
                 }

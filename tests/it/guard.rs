@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::netns::{Bridge, KernelNode, Netns};
+use crate::support::netns::{Bridge, KernelNode, Netns, BEHIND};
 use crate::support::real::{cur_release, Headscale, Node};
 use crate::support::smtp::{Mail, Smtp};
 use crate::support::{self, email_channel, Monitor};
@@ -205,6 +205,131 @@ fn only_approved_devices_reach_the_server_whatever_the_control_plane_says() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(table_exists(&srv.ns));
     assert!(!evil.ns.connects(&srv_ip, PORT));
+
+    // `mode = "off"` and a reload of the running daemon remove the table too.
+    let daemon = mon.spawn_run_logged();
+    daemon.wait_log("tailscale-monitor running", 1, 60);
+    let text = std::fs::read_to_string(&mon.config).unwrap();
+    std::fs::write(
+        &mon.config,
+        text.replace("mode = \"enforce\"", "mode = \"off\""),
+    )
+    .unwrap();
+    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGHUP) };
+    daemon.wait_log("config reloaded", 1, 60);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while table_exists(&srv.ns) {
+        assert!(
+            Instant::now() < deadline,
+            "mode = off and SIGHUP left the table"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(connects_within(&evil.ns, &srv_ip, 10).is_some());
+}
+
+/// `tailscale set --exit-node`, retried until the control plane has told the client that the
+/// server offers one.
+fn use_exit_node(node: &KernelNode, ip: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = node.cli(&["set", &format!("--exit-node={ip}")]);
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tailscale set --exit-node: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+#[ignore = "needs root, real tailscaled/headscale and nftables: run tests/run-all.sh"]
+fn an_unapproved_device_cannot_route_through_the_server_as_an_exit_node() {
+    let rel = cur_release();
+    let hs = Headscale::start();
+    let bridge = Bridge::start(&hs);
+    let ops = hs.user("ops");
+    let key = hs.preauth_key(ops);
+    let mut srv = KernelNode::join(&rel, &bridge, "xsrv", 11, &key, &["--advertise-exit-node"]);
+    let id = hs
+        .nodes()
+        .into_iter()
+        .find(|n| n["given_name"] == "xsrv" || n["name"] == "xsrv")
+        .and_then(|n| n["id"].as_u64())
+        .expect("xsrv in headscale");
+    let out = hs.cmd(&[
+        "nodes",
+        "approve-routes",
+        "-i",
+        &id.to_string(),
+        "-r",
+        "0.0.0.0/0,::/0",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    // Behind the server, a host the exit node forwards to.
+    let mut dst = Netns::new("xdst", 12);
+    srv.ns.link_to(&dst, "198.51.100.1", "198.51.100.2");
+    dst.listen(PORT);
+    let laptop = KernelNode::join(&rel, &bridge, "xlaptop", 13, &key, &[]);
+    let srv_ip = srv.ip();
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay = relay_in(&mut srv.ns, relay_dir.path(), &srv.socket.clone());
+    use_exit_node(&laptop, &srv_ip);
+    assert!(
+        connects_within(&laptop.ns, BEHIND, 90).is_some(),
+        "the laptop never reached the host behind the exit node:\n{}\n{}",
+        srv.diag(),
+        laptop.diag()
+    );
+
+    let smtp = Smtp::start();
+    let mon = Monitor::new(
+        &srv.socket,
+        &(email_channel(smtp.port) + "\n[guard]\nmode = \"enforce\"\n"),
+    );
+    mon.set_privileged_socket(&relay);
+    mon.check();
+    let r = mon.run(&["guard", "init"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(table_exists(&srv.ns));
+    assert!(
+        connects_within(&laptop.ns, BEHIND, 30).is_some(),
+        "an approved device still routes through the server"
+    );
+
+    let mallory = hs.user("mallory");
+    let evil = KernelNode::join(&rel, &bridge, "xevil", 14, &hs.preauth_key(mallory), &[]);
+    use_exit_node(&evil, &srv_ip);
+    mon.check();
+    assert!(
+        connects_within(&evil.ns, BEHIND, 8).is_none(),
+        "an unapproved device routed through the server"
+    );
+    // Its packets reached the server and the guard's forward hook dropped them.
+    let evil_ip = evil.ip();
+    let r = mon.run(&["guard", "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(
+        v["table"]["blocked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["addr"] == evil_ip.as_str()
+                && b["port"] == PORT
+                && b["packets"].as_u64().unwrap() > 0),
+        "{}",
+        r.stdout
+    );
+    let r = mon.run(&["guard", "approve", "xevil"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        connects_within(&evil.ns, BEHIND, 30).is_some(),
+        "once approved, it routes (so the guard was what refused it)"
+    );
 }
 
 #[test]

@@ -56,6 +56,9 @@ fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The address [`Netns::link_to`] puts behind the other namespace (TEST-NET-3).
+pub const BEHIND: &str = "203.0.113.10";
+
 /// A network namespace, removed (with what runs in it) when dropped.
 pub struct Netns {
     pub name: String,
@@ -66,7 +69,10 @@ impl Netns {
     /// A namespace with `lo` up and one veth pair (`d0` at 192.0.2.`n`/24, the default route).
     pub fn new(label: &str, n: u8) -> Netns {
         let name = format!("{}-{label}", prefix());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         ip(&["netns", "add", &name]);
         let ns = Netns {
             name,
@@ -132,6 +138,81 @@ impl Netns {
             "SYSTEM:echo guarded-hello",
         ]);
         self.spawn(c);
+    }
+
+    /// A veth link from this namespace (`e0`, `mine`/24) to `other` (`e1`, `theirs`/24), which
+    /// then routes everything through this one.
+    pub fn link_to(&self, other: &Netns, mine: &str, theirs: &str) {
+        ip(&[
+            "-n",
+            &self.name,
+            "link",
+            "add",
+            "e0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "e1",
+            "netns",
+            &other.name,
+        ]);
+        ip(&[
+            "-n",
+            &self.name,
+            "addr",
+            "add",
+            &format!("{mine}/24"),
+            "dev",
+            "e0",
+        ]);
+        ip(&[
+            "-n",
+            &other.name,
+            "addr",
+            "add",
+            &format!("{theirs}/24"),
+            "dev",
+            "e1",
+        ]);
+        ip(&["-n", &self.name, "link", "set", "e0", "up"]);
+        ip(&["-n", &other.name, "link", "set", "e1", "up"]);
+        ip(&[
+            "-n",
+            &other.name,
+            "route",
+            "replace",
+            "default",
+            "via",
+            mine,
+            "dev",
+            "e1",
+        ]);
+        // A host address behind `other` that this namespace reaches through a gateway, not on a
+        // subnet of its own: tailscaled's exit node leaves its directly attached LANs out of
+        // 0.0.0.0/0 ("guest wifi", ipnlocal's shrinkDefaultRoute).
+        ip(&[
+            "-n",
+            &other.name,
+            "addr",
+            "add",
+            &format!("{BEHIND}/32"),
+            "dev",
+            "lo",
+        ]);
+        ip(&[
+            "-n",
+            &self.name,
+            "route",
+            "add",
+            &format!("{BEHIND}/32"),
+            "via",
+            theirs,
+        ]);
+        run(
+            self.cmd("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]),
+            "sysctl ip_forward",
+        );
     }
 
     /// `nft` run inside the namespace.
@@ -275,6 +356,38 @@ impl KernelNode {
             .args(args)
             .output()
             .unwrap()
+    }
+
+    /// What a failed assertion needs: routes, rules, the firewall and tailscaled's view.
+    pub fn diag(&self) -> String {
+        let mut out = format!("==== {}\n", self.ns.name);
+        for args in [
+            &["ip", "rule"][..],
+            &["ip", "route", "show", "table", "all"],
+            &["ip", "addr"],
+            &["nft", "list", "ruleset"],
+        ] {
+            let o = self.ns.cmd(args[0]).args(&args[1..]).output().unwrap();
+            out += &format!(
+                "$ {}\n{}{}\n",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let st = self.cli(&["status"]);
+        out += &format!(
+            "$ tailscale status\n{}\n",
+            String::from_utf8_lossy(&st.stdout)
+        );
+        let log =
+            std::fs::read_to_string(self.dir.path().join("tailscaled.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        out += &format!(
+            "tailscaled.log (last 40):\n{}\n",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+        out
     }
 
     pub fn ip(&self) -> String {
