@@ -164,6 +164,9 @@ pub struct ServerFacts {
     pub uid: u32,
     /// Under systemd (`INVOCATION_ID`): `NoNewPrivs` and seccomp mode from `/proc/self/status`.
     pub sandbox: Option<(bool, u32)>,
+    /// `[guard] mode = "enforce"` is configured.
+    #[serde(default)]
+    pub guard_enforce: bool,
 }
 
 /// What the store keeps between passes: each check's last status.

@@ -135,6 +135,7 @@ pub fn evaluate(i: &Inputs) -> Report {
         ("keys", keys::keys),
         ("server", server::server),
         ("server", server::visibility),
+        ("server", server::guard),
     ] {
         o.area = area;
         checks(&mut o, i);

@@ -48,6 +48,25 @@ pub(super) fn visibility(o: &mut Out, i: &Inputs) {
     o.add("SV-07", title, Severity::Warning, status, evidence, &fix);
 }
 
+/// SV-08 (only with `[guard] mode = "enforce"`): the guard can filter in the kernel here, which
+/// userspace networking rules out.
+pub(super) fn guard(o: &mut Out, i: &Inputs) {
+    if !i.server.is_some_and(|s| s.guard_enforce) {
+        return;
+    }
+    let title = "The guard can be enforced on this server (a kernel TUN interface)";
+    let fix = "run tailscaled with a TUN device (not --tun=userspace-networking), or set [guard] mode = \"off\"";
+    let (status, evidence) = match i.node.map(|n| n.tun) {
+        None | Some(None) => (Status::Unknown, "tailscaled could not be read".to_owned()),
+        Some(Some(true)) => (Status::Pass, "/status TUN is true".to_owned()),
+        Some(Some(false)) => (
+            Status::Fail,
+            "/status TUN is false: userspace networking, so the guard protects nothing".to_owned(),
+        ),
+    };
+    o.add("SV-08", title, Severity::Critical, status, evidence, fix);
+}
+
 pub(super) fn server(o: &mut Out, i: &Inputs) {
     let hs = is_headscale(i);
     let trust = i.node.and_then(|n| n.node.as_ref()).map(|v| &v.trust);

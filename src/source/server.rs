@@ -75,5 +75,6 @@ pub fn facts(cfg: &Config) -> ServerFacts {
         // SAFETY: geteuid has no preconditions and cannot fail.
         uid: unsafe { libc::geteuid() },
         sandbox: sandbox(),
+        guard_enforce: cfg.guard.enforcing(),
     }
 }

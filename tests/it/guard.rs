@@ -367,6 +367,13 @@ fn in_userspace_mode_enforce_says_once_that_it_cannot_and_creates_no_table() {
         r.stdout.contains("NOT ENFORCED") && r.stdout.contains("userspace"),
         "{r:?}"
     );
+    let r = mon.run(&["posture"]);
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("SV-08"))
+        .unwrap_or_else(|| panic!("no SV-08 in {r:?}"));
+    assert!(line.to_lowercase().contains("fail"), "{line}");
     let tables = ns.nft(&["list", "tables"]);
     assert!(tables.status.success());
     assert_eq!(
