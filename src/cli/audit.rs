@@ -89,6 +89,20 @@ pub(super) fn audit(explicit: Option<&Path>, anchors: &[String]) -> anyhow::Resu
         );
         intact = false;
     }
+    let approved = store.unlogged_approvals()?;
+    if !approved.is_empty() {
+        println!(
+            "ALTERED: {} device(s) approved at the guard with no guard.approved event in the log (written into the approvals, so let in silently): {}",
+            approved.len(),
+            approved
+                .iter()
+                .take(10)
+                .map(|id| sanitize::line(id, 40))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        intact = false;
+    }
     // What no anchor given can vouch for: rows after the newest one (F8). Keep the anchor of the
     // newest alert or digest to cover them.
     if let (Some(newest), Some((head, _))) = (newest_anchor, &head) {

@@ -335,3 +335,64 @@ fn filters_and_duplicate_names() {
     ));
     assert!(e.contains("distinct `name`"), "{e}");
 }
+
+/// `[guard]`: the contract's three keys, their defaults, and one-line errors naming the key.
+#[test]
+fn guard_keys() {
+    use crate::model::guard::{ApproveNew, Selector};
+    let c = Config::from_toml("", "config.toml").unwrap();
+    assert_eq!(c.guard, GuardConfig::default());
+    assert!(!c.guard.enforcing() && c.policy.guard.is_none());
+    assert_eq!(c.guard.interface, "tailscale0");
+    let c = Config::from_toml(
+        "[guard]\nmode = \"enforce\"\ninterface = \"ts1\"\napprove_new = [\"nABC123CNTRL\", \"tag:ci\", \"alice@example.com\"]\n",
+        "config.toml",
+    )
+    .unwrap();
+    assert!(c.guard.enforcing());
+    assert_eq!(c.guard.interface, "ts1");
+    assert_eq!(
+        c.guard.approve_new,
+        ApproveNew::Matching(vec![
+            Selector::Id("nABC123CNTRL".into()),
+            Selector::Tag("tag:ci".into()),
+            Selector::Login("alice@example.com".into()),
+        ])
+    );
+    assert_eq!(c.policy.guard, Some(c.guard.approve_new.clone()));
+    let w = c.guard.warnings();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w[0].contains("tag:ci") && w[1].contains("alice@example.com"));
+    assert!(c
+        .render()
+        .contains("[guard]\nmode = \"enforce\"\ninterface = \"ts1\""));
+    let c = Config::from_toml("[guard]\napprove_new = \"never\"\n", "config.toml").unwrap();
+    assert_eq!(c.guard.approve_new, ApproveNew::Never);
+    for (text, needle) in [
+        (
+            "[guard]\nmode = \"on\"\n",
+            "config.toml:2: `on` is not one of \"off\", \"enforce\" (key `guard.mode`)",
+        ),
+        (
+            "[guard]\ninterface = \"eth0; flush ruleset\"\n",
+            "(key `guard.interface`)",
+        ),
+        (
+            "[guard]\ninterface = \"0123456789abcdef\"\n",
+            "is not an interface name",
+        ),
+        (
+            "[guard]\napprove_new = \"always\"\n",
+            "neither \"never\" nor a list",
+        ),
+        (
+            "[guard]\napprove_new = [\"a b\"]\n",
+            "(key `guard.approve_new`)",
+        ),
+        ("[guard]\nmodes = \"off\"\n", "unknown field `modes`"),
+    ] {
+        let e = err(text);
+        assert!(e.contains(needle), "{text:?}: {e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+}

@@ -534,3 +534,76 @@ fn kinds_round_trip_through_their_names() {
         assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
     }
 }
+
+/// `[guard] approve_new`: a stable ID listed is approved with the pass that sees it join (one
+/// transaction, logged as `guard.approved`); another new device's `device.new` says it is
+/// blocked until `guard approve`. A login matches only that user's untagged devices.
+#[test]
+fn the_guard_approves_new_devices_it_lists_and_says_the_others_are_blocked() {
+    use crate::model::guard::{ApproveNew, Selector};
+    let (known, mut devices, mut users) = base();
+    devices.push(dev("nNEW1", "ci-runner", 2, "100.64.0.9"));
+    devices.push(dev("nNEW2", "evil", 4, "100.64.0.10"));
+    let mut tagged = dev("nNEW3", "box", 5, "100.64.0.11");
+    tagged.tags = vec!["tag:x".into()];
+    devices.push(tagged);
+    users.push(user(4, "mallory@x"));
+    users.push(user(5, "carol@x"));
+    let policy = Policy {
+        guard: Some(ApproveNew::Matching(vec![
+            Selector::parse("nNEW1"),
+            Selector::parse("carol@x"),
+        ])),
+        ..Policy::default()
+    };
+    let (out, _, _) = pass_outcome(
+        &known,
+        &Health::default(),
+        Ok(&snapshot(&devices, &users)),
+        None,
+        &policy,
+        now(),
+    );
+    let approved: Vec<&str> = out.approvals.iter().map(|a| a.device.0.as_str()).collect();
+    assert_eq!(
+        approved,
+        ["nNEW1"],
+        "a login does not approve a tagged device"
+    );
+    assert!(out.approvals[0].approved);
+    let granted: Vec<&Event> = out
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::GuardApproved)
+        .collect();
+    assert_eq!(granted.len(), 1);
+    assert_eq!(granted[0].device.as_ref().unwrap().id.0, "nNEW1");
+    let new = |id: &str| {
+        out.events
+            .iter()
+            .find(|e| e.kind == EventKind::DeviceNew && e.device.as_ref().unwrap().id.0 == id)
+            .unwrap()
+    };
+    assert!(new("nNEW1").fix.is_empty());
+    assert!(
+        new("nNEW2")
+            .fix
+            .contains("tailscale-monitor guard approve nNEW2"),
+        "{}",
+        new("nNEW2").fix
+    );
+    // Without the guard, nothing of it.
+    let (out, _, _) = pass_outcome(
+        &known,
+        &Health::default(),
+        Ok(&snapshot(&devices, &users)),
+        None,
+        &Policy::default(),
+        now(),
+    );
+    assert!(out.approvals.is_empty());
+    assert!(out
+        .events
+        .iter()
+        .all(|e| e.fix.is_empty() && e.kind != EventKind::GuardApproved));
+}

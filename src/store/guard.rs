@@ -129,6 +129,21 @@ impl Store {
         tx.commit().map_err(&e)
     }
 
+    /// Approved devices whose latest approval event is missing from the log: a row written into
+    /// `guard_approved` by hand lets a device in without anything ever saying so.
+    pub fn unlogged_approvals(&self) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT device_id FROM guard_approved a WHERE NOT EXISTS (
+                   SELECT 1 FROM events e WHERE e.kind = 'guard.approved' AND e.device_id = a.device_id
+                 ) ORDER BY device_id",
+            )
+            .map_err(self.err())?;
+        let rows = st.query_map([], |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+    }
+
     /// Forgets the dropped sources (the table was removed: its counters are gone too).
     pub fn clear_blocked(&mut self) -> Result<()> {
         self.conn

@@ -458,3 +458,65 @@ fn garbage_file_is_a_clear_error_and_is_not_overwritten() {
         .unwrap()
         .starts_with(b"this is not a database"));
 }
+
+/// An approval is committed with its event, and one written into the table by hand is found.
+#[test]
+fn approvals_come_with_their_event_and_a_planted_one_is_found() {
+    use crate::model::guard::ApprovalChange;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state")).unwrap();
+    let mut d = crate::model::Device {
+        id: StableNodeId("nOK".into()),
+        node_id: None,
+        node_key: crate::model::NodeKey("nodekey:1".into()),
+        hostname: "ok".into(),
+        dns_name: String::new(),
+        os: String::new(),
+        user_id: UserId(1),
+        addresses: vec!["100.64.0.2".into()],
+        tags: vec![],
+        routes: vec![],
+        exit_node: false,
+        key_expiry: None,
+        expired: false,
+        created: None,
+        is_self: false,
+        shared: false,
+    };
+    let mut e = Event::new(EventKind::GuardApproved, Utc::now(), "approved");
+    e.device = Some(d.clone());
+    let change = |id: &str, approved| ApprovalChange {
+        device: StableNodeId(id.into()),
+        approved,
+        by: "alice".into(),
+    };
+    s.record_approvals(&route(), vec![change("nOK", true)], vec![e], Utc::now())
+        .unwrap();
+    assert_eq!(s.approvals().unwrap()[0].by, "alice");
+    assert!(s.unlogged_approvals().unwrap().is_empty());
+    s.conn
+        .execute(
+            "INSERT INTO guard_approved (device_id, at, by) VALUES ('nPLANTED', 'x', 'nobody')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(s.unlogged_approvals().unwrap(), ["nPLANTED"]);
+    d.id = StableNodeId("nPLANTED".into());
+    let mut e = Event::new(EventKind::GuardRevoked, Utc::now(), "revoked");
+    e.device = Some(d);
+    s.record_approvals(
+        &route(),
+        vec![change("nPLANTED", false)],
+        vec![e],
+        Utc::now(),
+    )
+    .unwrap();
+    let ids: Vec<String> = s
+        .approvals()
+        .unwrap()
+        .into_iter()
+        .map(|a| a.device.0)
+        .collect();
+    assert_eq!(ids, ["nOK"]);
+    assert!(s.unlogged_approvals().unwrap().is_empty());
+}
