@@ -7,9 +7,9 @@
 use std::time::Instant;
 
 use chrono::Utc;
-use tailscale_monitor::diff::{diff, Known, KnownDevice, KnownUser, Policy};
-use tailscale_monitor::source::status_json::Status;
-use tailscale_monitor::store::Store;
+use tailscale_monitor::Status;
+use tailscale_monitor::Store;
+use tailscale_monitor::{diff, Known, KnownDevice, KnownUser, Policy};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -83,7 +83,7 @@ fn main() {
         // Baseline of the old document, then the pass with the new one: the two real transactions.
         store
             .commit_pass(&[], Utc::now(), |k, h| {
-                tailscale_monitor::diff::pass_outcome(
+                tailscale_monitor::pass_outcome(
                     k,
                     h,
                     Ok(&prev),
@@ -97,7 +97,7 @@ fn main() {
         let t = Instant::now();
         store
             .commit_pass(&[], Utc::now(), |k, h| {
-                tailscale_monitor::diff::pass_outcome(
+                tailscale_monitor::pass_outcome(
                     k,
                     h,
                     Ok(&cur),

@@ -29,22 +29,32 @@
 /// The version and the git commit it was built from (`build.rs`).
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TM_GIT_COMMIT"), ")");
 
-pub mod cli;
-pub mod config;
+pub(crate) mod cli;
+pub(crate) mod config;
 pub(crate) mod daemon;
-pub mod diff;
+pub(crate) mod diff;
 pub(crate) mod digest;
 #[cfg(test)]
 mod fuzz;
 pub(crate) mod guard;
 pub(crate) mod listener;
 pub(crate) mod metrics;
-pub mod model;
+pub(crate) mod model;
 pub(crate) mod monitor;
-pub mod notify;
+pub(crate) mod notify;
 pub(crate) mod outage;
 pub(crate) mod posture;
 pub(crate) mod privileged;
 pub(crate) mod sanitize;
-pub mod source;
-pub mod store;
+pub(crate) mod source;
+pub(crate) mod store;
+
+// What the binary, the integration tests and `examples/parse_diff.rs` use; everything else is
+// crate-private, so that the compiler reports what nothing uses.
+pub use cli::{main, Cli, Command};
+pub use config::{Secret, RESTART_ONLY};
+pub use diff::{diff, pass_outcome, Policy};
+pub use model::state::{Known, KnownDevice, KnownUser};
+pub use notify::http::signature;
+pub use source::status_json::Status;
+pub use store::Store;

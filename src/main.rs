@@ -19,13 +19,13 @@ async fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    let cli = tailscale_monitor::cli::Cli::parse();
+    let cli = tailscale_monitor::Cli::parse();
     // `check` runs from cron, which mails whatever reaches stderr: only errors by default (each
     // said once per outage), the rest is in the status line and the log.
     let default = match cli.command {
-        tailscale_monitor::cli::Command::Check => "error",
+        tailscale_monitor::Command::Check => "error",
         // One process per request under the socket unit: only what went wrong reaches the journal.
-        tailscale_monitor::cli::Command::Privileged { stdio: true, .. } => "warn",
+        tailscale_monitor::Command::Privileged { stdio: true, .. } => "warn",
         _ => "info",
     };
     let filter = EnvFilter::try_from_env("TAILSCALE_MONITOR_LOG")
@@ -35,5 +35,5 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    tailscale_monitor::cli::main(cli).await
+    tailscale_monitor::main(cli).await
 }

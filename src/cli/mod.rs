@@ -29,8 +29,6 @@ mod guard;
 mod posture;
 mod test_notify;
 
-pub use check::status_line;
-
 #[derive(Parser, Debug)]
 #[command(
     name = "tailscale-monitor",

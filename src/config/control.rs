@@ -36,16 +36,6 @@ pub enum TailscaleAuth {
     OAuth { client_id: String, secret: Secret },
 }
 
-impl ControlConfig {
-    /// How messages name this source: "headscale API https://hs.example.com".
-    pub fn describe(&self) -> String {
-        match &self.api {
-            ControlApi::Headscale { url, .. } => format!("headscale API {url}"),
-            ControlApi::Tailscale { api_url, .. } => format!("Tailscale Admin API {api_url}"),
-        }
-    }
-}
-
 pub(super) fn control(cx: &Ctx, c: &Spanned<RawControl>) -> Result<ControlConfig, ConfigError> {
     let r = c.get_ref();
     let kind = r.kind.as_ref().ok_or_else(|| {

@@ -28,15 +28,11 @@ mod socket;
 #[cfg(test)]
 mod tests;
 
-pub use crate::notify::channels::email::{
-    Email as EmailConfig, MailTransport, SmtpTls, DEFAULT_SENDMAIL, PASSWORD_ENV,
-};
-pub use crate::notify::channels::ChannelKind;
 pub use channels::*;
 pub use control::*;
 pub use ctx::ConfigError;
 use ctx::*;
-pub use guard::{valid_interface, GuardConfig, GuardMode};
+pub use guard::{valid_interface, GuardConfig};
 pub use keys::{is_loopback, shown_url, toml_str, Keys, UrlUse};
 use raw::*;
 pub(crate) use raw::{OneOrMany, RawNotify};

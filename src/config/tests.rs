@@ -1,6 +1,8 @@
 //! The config contract: every key, its errors and its defaults.
 
 use super::socket::first_trusted;
+use crate::notify::channels::email::{MailTransport, SmtpTls, DEFAULT_SENDMAIL, PASSWORD_ENV};
+use crate::notify::channels::ChannelKind;
 
 use super::*;
 

@@ -28,7 +28,6 @@ pub use connections::connection_candidates;
 use connections::*;
 use device_changes::*;
 use health::*;
-pub use health::{source_down, source_recovered};
 use lookalikes::*;
 pub use membership::diff;
 

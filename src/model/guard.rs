@@ -37,10 +37,6 @@ impl GuardSet {
     pub fn len(&self) -> usize {
         self.v4.len() + self.v6.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// One approval as the store keeps it.

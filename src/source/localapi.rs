@@ -4,7 +4,7 @@
 //! client sends. Every failure becomes a one-line [`SourceError`] that names the socket and, where
 //! it helps, what to do — never an empty snapshot.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -67,10 +67,6 @@ impl LocalApi {
     pub fn with_relay(mut self, relay: impl Into<PathBuf>) -> Self {
         self.relay = Some(relay.into());
         self
-    }
-
-    pub fn socket(&self) -> &Path {
-        &self.socket
     }
 
     fn err(&self, what: impl Into<String>) -> SourceError {

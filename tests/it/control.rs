@@ -268,11 +268,7 @@ fn post(port: u16, sig: Option<&str>, body: &[u8]) -> u16 {
 
 fn signature(secret: &str, t: i64, body: &[u8]) -> String {
     // Tailscale signs its webhooks exactly as the monitor signs its own.
-    tailscale_monitor::notify::http::signature(
-        &tailscale_monitor::config::Secret::for_tests(secret),
-        t,
-        body,
-    )
+    tailscale_monitor::signature(&tailscale_monitor::Secret::for_tests(secret), t, body)
 }
 
 #[test]

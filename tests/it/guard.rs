@@ -382,3 +382,88 @@ fn in_userspace_mode_enforce_says_once_that_it_cannot_and_creates_no_table() {
         "no table"
     );
 }
+
+fn stats(label: &str, mut v: Vec<Duration>) {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let p = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "BENCH guard {label}: n={} p50={:.1} ms p99={:.1} ms min={:.1} ms max={:.1} ms",
+        v.len(),
+        ms(p(0.5)),
+        ms(p(0.99)),
+        ms(v[0]),
+        ms(v[v.len() - 1])
+    );
+}
+
+/// From the start of `guard approve` to the first TCP connection of the approved device that
+/// succeeds, against the same with the address added to the kernel's set by hand
+/// (`nft add element`, the floor); TM_BENCH_ROUNDS rounds (default 10), each after a revoke.
+#[test]
+#[ignore = "benchmark: run bench/latency.sh"]
+fn bench_guard_approve_to_connect() {
+    let rounds: usize = std::env::var("TM_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let rel = cur_release();
+    let hs = Headscale::start();
+    let bridge = Bridge::start(&hs);
+    let ops = hs.user("ops");
+    let key = hs.preauth_key(ops);
+    let mut srv = KernelNode::join(&rel, &bridge, "bsrv", 21, &key, &[]);
+    let evil = KernelNode::join(&rel, &bridge, "bevil", 22, &key, &[]);
+    let srv_ip = srv.ip();
+    let evil_ip = evil.ip();
+    srv.ns.listen(PORT);
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay = relay_in(&mut srv.ns, relay_dir.path(), &srv.socket.clone());
+    assert!(connects_within(&evil.ns, &srv_ip, 90).is_some());
+    let mon = Monitor::new(&srv.socket, "[guard]\nmode = \"enforce\"\n");
+    mon.set_privileged_socket(&relay);
+    mon.check();
+    assert_eq!(mon.run(&["guard", "init"]).code, 0);
+    let (mut guard, mut floor, mut command) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        assert_eq!(mon.run(&["guard", "revoke", "bevil"]).code, 0);
+        assert!(!evil.ns.connects(&srv_ip, PORT));
+        let start = Instant::now();
+        assert_eq!(mon.run(&["guard", "approve", "bevil"]).code, 0);
+        command.push(start.elapsed());
+        while !evil.ns.connects(&srv_ip, PORT) {
+            assert!(start.elapsed() < Duration::from_secs(30));
+        }
+        guard.push(start.elapsed());
+
+        assert_eq!(mon.run(&["guard", "revoke", "bevil"]).code, 0);
+        assert!(!evil.ns.connects(&srv_ip, PORT));
+        let start = Instant::now();
+        let out = srv.ns.nft(&[
+            "add",
+            "element",
+            "inet",
+            "tailscale_monitor_guard",
+            "approved4",
+            &format!("{{ {evil_ip} }}"),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        while !evil.ns.connects(&srv_ip, PORT) {
+            assert!(start.elapsed() < Duration::from_secs(30));
+        }
+        floor.push(start.elapsed());
+        // Back to what the monitor applied (the next revoke then starts from its own set).
+        let _ = srv.ns.nft(&[
+            "delete",
+            "element",
+            "inet",
+            "tailscale_monitor_guard",
+            "approved4",
+            &format!("{{ {evil_ip} }}"),
+        ]);
+        assert_eq!(mon.run(&["guard", "approve", "bevil"]).code, 0);
+    }
+    stats("`guard approve` → connected", guard);
+    stats("`guard approve` command alone", command);
+    stats("baseline `nft add element` → connected", floor);
+}

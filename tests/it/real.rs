@@ -12,7 +12,7 @@ use std::time::Duration;
 use support::real::{self, Headscale, Node, Release};
 use support::smtp::{Mail, Smtp};
 use support::{email_channel, Monitor};
-use tailscale_monitor::source::status_json::Status;
+use tailscale_monitor::Status;
 
 fn wait_mail(smtp: &Smtp, what: &str, secs: u64, pred: impl Fn(&Mail) -> bool) -> Mail {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
