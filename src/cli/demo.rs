@@ -3,10 +3,13 @@
 use super::*;
 
 pub(super) async fn demo(explicit: Option<&Path>) -> anyhow::Result<()> {
-    let cfg = match explicit {
+    let mut cfg = match explicit {
         Some(p) => Config::load(p)?,
         None => Config::defaults(),
     };
+    // The simulated tailnet must never decide what this server's kernel lets in.
+    cfg.guard = crate::config::GuardConfig::default();
+    cfg.policy.guard = None;
     let channels = &cfg.channels;
     // mkdtemp: an unpredictable name, created 0700 by this process (F6: never a directory another
     // user could have made first, with a `state.db` link in it).

@@ -313,6 +313,31 @@ fn demo_runs_without_config() {
     }
 }
 
+/// `demo` with a config that enforces the guard neither asks the relay for anything nor reports
+/// on this server's guard: a simulated tailnet must not decide what this server's kernel lets in.
+#[test]
+fn demo_never_touches_the_guard() {
+    let (_d, _emu, mon) = setup();
+    let relay_dir = tempfile::tempdir().unwrap();
+    let socket = relay_dir.path().join("privileged.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    mon.set_privileged_socket(&socket);
+    let text = std::fs::read_to_string(&mon.config).unwrap() + "\n[guard]\nmode = \"enforce\"\n";
+    std::fs::write(&mon.config, text).unwrap();
+    let r = mon.run(&["demo"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("device.new"), "{r:?}");
+    assert!(
+        !r.stdout.contains("guard.") && !r.stderr.contains("guard"),
+        "the demo says nothing of this server's guard: {r:?}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "demo connected to the privileged relay"
+    );
+}
+
 #[test]
 fn run_daemon_detects_and_stops_cleanly_on_sigterm() {
     let (_d, emu, mon) = setup();
