@@ -39,6 +39,15 @@ fn relay_in(
     dir: &std::path::Path,
     tailscaled: &std::path::Path,
 ) -> std::path::PathBuf {
+    relay_with_pid(ns, dir, tailscaled).0
+}
+
+/// [`relay_in`], and the relay's pid.
+fn relay_with_pid(
+    ns: &mut Netns,
+    dir: &std::path::Path,
+    tailscaled: &std::path::Path,
+) -> (std::path::PathBuf, u32) {
     let socket = dir.join("privileged.sock");
     let mut c = ns.cmd(support::bin());
     c.args(["privileged", "--listen"])
@@ -46,13 +55,13 @@ fn relay_in(
         .args(["--group", "root", "--socket"])
         .arg(tailscaled)
         .env("TAILSCALE_MONITOR_LOG", "info");
-    ns.spawn(c);
+    let pid = ns.spawn(c);
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
         assert!(Instant::now() < deadline, "the relay did not listen");
         std::thread::sleep(Duration::from_millis(20));
     }
-    socket
+    (socket, pid)
 }
 
 fn connects_within(ns: &Netns, ip: &str, secs: u64) -> Option<Duration> {
@@ -418,7 +427,7 @@ fn bench_guard_approve_to_connect() {
     let evil_ip = evil.ip();
     srv.ns.listen(PORT);
     let relay_dir = tempfile::tempdir().unwrap();
-    let relay = relay_in(&mut srv.ns, relay_dir.path(), &srv.socket.clone());
+    let (relay, relay_pid) = relay_with_pid(&mut srv.ns, relay_dir.path(), &srv.socket.clone());
     assert!(connects_within(&evil.ns, &srv_ip, 90).is_some());
     let mon = Monitor::new(&srv.socket, "[guard]\nmode = \"enforce\"\n");
     mon.set_privileged_socket(&relay);
@@ -466,4 +475,49 @@ fn bench_guard_approve_to_connect() {
     stats("`guard approve` → connected", guard);
     stats("`guard approve` command alone", command);
     stats("baseline `nft add element` → connected", floor);
+
+    // The idle cost of `run`: CPU of the monitor and the relay, and bytes the monitor writes,
+    // over TM_BENCH_IDLE_SECS (default 60) with the guard enforcing, against `mode = "off"`.
+    let secs: u64 = std::env::var("TM_BENCH_IDLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let ticks = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let written = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/io"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("write_bytes: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let hz = 100.0;
+    for mode in ["enforce", "off"] {
+        let text = std::fs::read_to_string(&mon.config).unwrap();
+        let text = text
+            .replace("mode = \"enforce\"", &format!("mode = \"{mode}\""))
+            .replace("mode = \"off\"", &format!("mode = \"{mode}\""));
+        std::fs::write(&mon.config, text).unwrap();
+        let daemon = mon.spawn_run_logged();
+        daemon.wait_log("tailscale-monitor running", 1, 60);
+        std::thread::sleep(Duration::from_secs(5));
+        let pid = daemon.0.id();
+        let (m0, r0, w0) = (ticks(pid), ticks(relay_pid), written(pid));
+        std::thread::sleep(Duration::from_secs(secs));
+        let (m1, r1, w1) = (ticks(pid), ticks(relay_pid), written(pid));
+        println!(
+            "BENCH guard idle mode={mode}: {secs} s, monitor CPU {:.2} %, relay CPU {:.2} %, monitor wrote {} bytes",
+            (m1 - m0) as f64 / hz / secs as f64 * 100.0,
+            (r1 - r0) as f64 / hz / secs as f64 * 100.0,
+            w1 - w0
+        );
+        drop(daemon);
+    }
 }

@@ -104,13 +104,16 @@ impl Netns {
         c
     }
 
-    /// Starts `cmd` (from [`Netns::cmd`]); it is killed with the namespace.
-    pub fn spawn(&mut self, mut cmd: Command) {
+    /// Starts `cmd` (from [`Netns::cmd`]); it is killed with the namespace. Returns its pid
+    /// (`ip netns exec` execs the program, so it is the program's).
+    pub fn spawn(&mut self, mut cmd: Command) -> u32 {
         let child = cmd
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("spawning in {}: {e}", self.name));
+        let pid = child.id();
         self.children.push(child);
+        pid
     }
 
     /// Whether a TCP connection to `addr:port` from here gets the listener's greeting.
