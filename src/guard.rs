@@ -69,7 +69,7 @@ fn fingerprint(interface: &str, set: &GuardSet) -> String {
 
 /// The set the guard should hold now.
 pub fn wanted(store: &mut Store) -> Result<GuardSet, StoreError> {
-    let approved = store.approved_ids()?;
+    let approved = store.approved_keys()?;
     let known = store.known_now()?;
     Ok(desired(known.devices.values(), &approved))
 }

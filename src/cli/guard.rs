@@ -117,6 +117,7 @@ async fn commit(
     let changes = changes
         .into_iter()
         .map(|(k, approved)| ApprovalChange {
+            node_key: k.device.node_key.0.clone(),
             device: k.device.id,
             approved,
             by: by.to_owned(),
@@ -149,12 +150,16 @@ pub(super) async fn guard(explicit: Option<&Path>, cmd: GuardCommand) -> anyhow:
         GuardCommand::Status { json } => status(&cfg, &mut store, json).await,
         GuardCommand::Init | GuardCommand::On => {
             if let GuardCommand::Init = cmd {
-                let approved = store.approved_ids()?;
+                let approved = store.approved_keys()?;
                 let known: Vec<KnownDevice> = store
                     .known_now()?
                     .devices
                     .values()
-                    .filter(|k| !k.removed && !k.device.is_self && !approved.contains(&k.device.id))
+                    .filter(|k| {
+                        !k.removed
+                            && !k.device.is_self
+                            && approved.get(&k.device.id) != Some(&k.device.node_key.0)
+                    })
                     .cloned()
                     .collect();
                 println!("approving {} device(s) known now", known.len());
@@ -173,12 +178,14 @@ pub(super) async fn guard(explicit: Option<&Path>, cmd: GuardCommand) -> anyhow:
             }
         }
         GuardCommand::Approve { devices } | GuardCommand::Revoke { devices } => {
-            let approved = store.approved_ids()?;
+            let approved = store.approved_keys()?;
             let known: Vec<KnownDevice> = store.known_now()?.devices.values().cloned().collect();
             let mut changes = Vec::new();
             for d in &devices {
                 let k = resolve(&known, d)?;
-                if approved.contains(&k.device.id) == approve {
+                let current = approved.get(&k.device.id) == Some(&k.device.node_key.0);
+                let listed = approved.contains_key(&k.device.id);
+                if (approve && current) || (!approve && !listed) {
                     println!(
                         "{} ({}) is already {}",
                         sanitize::line(k.device.display_name(), 80),
@@ -316,6 +323,12 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
         if enforced { "ENFORCED" } else { "NOT ENFORCED" },
         sanitize::line(&why, 300)
     );
+    let rekeyed = |a: &crate::model::guard::Approval| {
+        known
+            .devices
+            .get(&a.device)
+            .is_some_and(|k| !k.removed && k.device.node_key.0 != a.node_key)
+    };
     out += &format!("\napproved ({}):\n", approvals.len());
     for a in &approvals {
         let (n, addrs, removed) =
@@ -326,14 +339,24 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
             a.device.0,
             sanitize::line(&addrs, 32),
             sanitize::line(&format!("{} by {}", a.at, a.by), 80),
-            if removed { " (left the tailnet)" } else { "" }
+            if removed {
+                " (left the tailnet)"
+            } else if rekeyed(a) {
+                " (NEW NODE KEY since: blocked until approved again)"
+            } else {
+                ""
+            }
         );
     }
     let waiting: Vec<&KnownDevice> = known
         .devices
         .values()
         .filter(|k| {
-            !k.removed && !k.device.is_self && !approvals.iter().any(|a| a.device == k.device.id)
+            !k.removed
+                && !k.device.is_self
+                && !approvals
+                    .iter()
+                    .any(|a| a.device == k.device.id && a.node_key == k.device.node_key.0)
         })
         .collect();
     out += &format!("\nnot approved ({}):\n", waiting.len());

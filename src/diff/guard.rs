@@ -18,6 +18,18 @@ pub(super) fn new_devices(
     for e in out
         .events
         .iter_mut()
+        .filter(|e| e.kind == EventKind::DeviceRekeyed)
+    {
+        if let Some(d) = &e.device {
+            e.fix = format!(
+                "If this device was approved at this server's guard, its new key is not: it is blocked here until you run `tailscale-monitor guard approve {}`",
+                d.id.0
+            );
+        }
+    }
+    for e in out
+        .events
+        .iter_mut()
         .filter(|e| e.kind == EventKind::DeviceNew)
     {
         let Some(d) = &e.device else { continue };
@@ -40,6 +52,7 @@ pub(super) fn new_devices(
                 a.detail = format!("by {by}");
                 out.approvals.push(ApprovalChange {
                     device: d.id.clone(),
+                    node_key: d.node_key.0.clone(),
                     approved: true,
                     by,
                 });

@@ -592,6 +592,24 @@ fn the_guard_approves_new_devices_it_lists_and_says_the_others_are_blocked() {
         "{}",
         new("nNEW2").fix
     );
+    // A known device re-keyed: approvals are of node keys, so its message says it is blocked
+    // until approved again.
+    let mut rekeyed = devices.clone();
+    rekeyed[1].node_key = NodeKey("nodekey:swapped".into());
+    let (out2, _, _) = pass_outcome(
+        &known,
+        &Health::default(),
+        Ok(&snapshot(&rekeyed[..3], &users)),
+        None,
+        &policy,
+        now(),
+    );
+    let e = out2
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::DeviceRekeyed)
+        .unwrap();
+    assert!(e.fix.contains("guard approve nA"), "{}", e.fix);
     // Without the guard, nothing of it.
     let (out, _, _) = pass_outcome(
         &known,

@@ -2,7 +2,7 @@
 //! Plain data and one pure function; the store keeps the approvals, the privileged side applies
 //! the set with nftables.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
@@ -39,10 +39,13 @@ impl GuardSet {
     }
 }
 
-/// One approval as the store keeps it.
+/// One approval as the store keeps it: of a device *with its node key*. A key the control plane
+/// swaps in (`device.rekeyed`) is not approved until the owner approves it again, so a console
+/// that hands an approved device's identity to another machine does not hand it the way in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
     pub device: StableNodeId,
+    pub node_key: String,
     /// RFC 3339.
     pub at: String,
     /// The local user who approved it (or `approve_new`, or `guard init`).
@@ -53,6 +56,8 @@ pub struct Approval {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalChange {
     pub device: StableNodeId,
+    /// The node key approved (ignored for a revocation).
+    pub node_key: String,
     pub approved: bool,
     pub by: String,
 }
@@ -63,14 +68,14 @@ pub struct ApprovalChange {
 /// this server itself hold no place in it.
 pub fn desired<'a>(
     devices: impl IntoIterator<Item = &'a KnownDevice>,
-    approved: &BTreeSet<StableNodeId>,
+    approved: &BTreeMap<StableNodeId, String>,
 ) -> GuardSet {
     let mut claims: BTreeMap<IpAddr, bool> = BTreeMap::new();
     for k in devices {
         if k.removed || k.device.is_self {
             continue;
         }
-        let ok = approved.contains(&k.device.id);
+        let ok = approved.get(&k.device.id) == Some(&k.device.node_key.0);
         for a in &k.device.addresses {
             let Ok(ip) = a.parse::<IpAddr>() else {
                 continue;
@@ -239,9 +244,9 @@ mod tests {
         gone.removed = true;
         let mut me = dev("nSelf", &["100.64.0.1"]);
         me.device.is_self = true;
-        let approved: BTreeSet<_> = ["nA", "nC", "nD", "nSelf"]
+        let approved: BTreeMap<_, _> = ["nA", "nC", "nD", "nSelf"]
             .into_iter()
-            .map(|s| StableNodeId(s.into()))
+            .map(|s| (StableNodeId(s.into()), String::new()))
             .collect();
         let set = desired([&a, &b, &c, &gone, &me], &approved);
         assert_eq!(
@@ -258,5 +263,10 @@ mod tests {
         let b_took_it = dev("nB", &["100.64.0.3", "100.64.0.4"]);
         let set = desired([&a, &b_took_it, &c], &approved);
         assert_eq!(set.v4, vec!["100.64.0.2".parse::<Ipv4Addr>().unwrap()]);
+        // A new node key under an approved ID is not approved.
+        let mut rekeyed = a.clone();
+        rekeyed.device.node_key = NodeKey("nodekey:attacker".into());
+        let set = desired([&rekeyed, &c], &approved);
+        assert_eq!(set.v4, vec!["100.64.0.4".parse::<Ipv4Addr>().unwrap()]);
     }
 }

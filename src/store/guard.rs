@@ -1,7 +1,7 @@
 //! What the guard keeps: the approvals (changed only with their event, in one transaction), the
 //! sources it dropped and when each was alerted, and a few notes in `meta` (`guard_*`).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use crate::model::guard::{Approval, ApprovalChange};
 
@@ -26,23 +26,28 @@ impl Store {
     pub fn approvals(&self) -> Result<Vec<Approval>> {
         let mut st = self
             .conn
-            .prepare("SELECT device_id, at, by FROM guard_approved ORDER BY device_id")
+            .prepare("SELECT device_id, node_key, at, by FROM guard_approved ORDER BY device_id")
             .map_err(self.err())?;
         let rows = st
             .query_map([], |r| {
                 Ok(Approval {
                     device: StableNodeId(r.get(0)?),
-                    at: r.get(1)?,
-                    by: r.get(2)?,
+                    node_key: r.get(1)?,
+                    at: r.get(2)?,
+                    by: r.get(3)?,
                 })
             })
             .map_err(self.err())?;
         rows.collect::<rusqlite::Result<_>>().map_err(self.err())
     }
 
-    /// The approved devices' IDs.
-    pub fn approved_ids(&self) -> Result<BTreeSet<StableNodeId>> {
-        Ok(self.approvals()?.into_iter().map(|a| a.device).collect())
+    /// The approved devices' IDs, each with the node key approved.
+    pub fn approved_keys(&self) -> Result<BTreeMap<StableNodeId, String>> {
+        Ok(self
+            .approvals()?
+            .into_iter()
+            .map(|a| (a.device, a.node_key))
+            .collect())
     }
 
     /// Changes approvals and logs their events (queued on `routes`) in one transaction.

@@ -139,9 +139,9 @@ impl Store {
         for a in &outcome.approvals {
             if a.approved {
                 tx.execute(
-                    "INSERT INTO guard_approved (device_id, at, by) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(device_id) DO UPDATE SET at = ?2, by = ?3",
-                    params![a.device.0, now_s, a.by],
+                    "INSERT INTO guard_approved (device_id, at, by, node_key) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(device_id) DO UPDATE SET at = ?2, by = ?3, node_key = ?4",
+                    params![a.device.0, now_s, a.by, a.node_key],
                 )
             } else {
                 tx.execute(

@@ -127,4 +127,8 @@ CREATE TABLE guard_blocked (
     packets INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 "#,
+    // An approval is of a device with its node key (a key swapped in is not approved).
+    r#"
+ALTER TABLE guard_approved ADD COLUMN node_key TEXT NOT NULL DEFAULT '';
+"#,
 ];

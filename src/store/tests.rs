@@ -487,6 +487,7 @@ fn approvals_come_with_their_event_and_a_planted_one_is_found() {
     e.device = Some(d.clone());
     let change = |id: &str, approved| ApprovalChange {
         device: StableNodeId(id.into()),
+        node_key: "nodekey:1".into(),
         approved,
         by: "alice".into(),
     };
