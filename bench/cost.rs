@@ -7,10 +7,11 @@ use crate::support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::measure::{proc_cpu_s, proc_field};
 use serde_json::{json, Value};
 use support::emulator::{self, Emulator};
 use support::receiver::Receiver;
-use support::{proc_cpu_s, proc_field, Monitor};
+use support::Monitor;
 
 fn sizes(var: &str, default: &str) -> Vec<usize> {
     std::env::var(var)

@@ -10,6 +10,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tests/setup/install-deps.sh
 . "${TM_CACHE:-$HOME/.cache/tailscale-monitor}/env"
-cargo test --release --test it -- --ignored --exact real::bench_detection_latency --nocapture 2>/dev/null | grep '^BENCH'
-cargo test --release --test it -- --ignored --exact real::bench_access_latency --nocapture 2>/dev/null | grep '^BENCH'
-cargo test --release --test it -- --ignored --exact guard::bench_guard_approve_to_connect --nocapture 2>/dev/null | grep '^BENCH'
+cargo test --release --test bench -- --ignored --exact latency::bench_detection_latency --nocapture 2>/dev/null | grep '^BENCH'
+cargo test --release --test bench -- --ignored --exact latency::bench_access_latency --nocapture 2>/dev/null | grep '^BENCH'
+cargo test --release --test bench -- --ignored --exact latency::bench_guard_approve_to_connect --nocapture 2>/dev/null | grep '^BENCH'

@@ -8,5 +8,7 @@
 mod support;
 
 mod cost;
+mod latency;
+mod measure;
 mod presence;
 mod storm;

@@ -398,3 +398,55 @@ impl KernelNode {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 }
+
+/// The port the tests' listeners greet on.
+pub const PORT: u16 = 8080;
+
+/// The relay as root inside `ns` (its `nft` acts on that namespace), its socket in `dir`.
+pub fn relay_in(
+    ns: &mut Netns,
+    dir: &std::path::Path,
+    tailscaled: &std::path::Path,
+) -> std::path::PathBuf {
+    relay_with_pid(ns, dir, tailscaled).0
+}
+
+/// [`relay_in`], and the relay's pid.
+pub fn relay_with_pid(
+    ns: &mut Netns,
+    dir: &std::path::Path,
+    tailscaled: &std::path::Path,
+) -> (std::path::PathBuf, u32) {
+    let socket = dir.join("privileged.sock");
+    let mut c = ns.cmd(super::bin());
+    c.args(["privileged", "--listen"])
+        .arg(&socket)
+        .args(["--group", "root", "--socket"])
+        .arg(tailscaled)
+        .env("TAILSCALE_MONITOR_LOG", "info");
+    let pid = ns.spawn(c);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "the relay did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (socket, pid)
+}
+
+/// How long until a connection from `ns` to `ip`:[`PORT`] gets the greeting (`None`: not within `secs`).
+pub fn connects_within(ns: &Netns, ip: &str, secs: u64) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if ns.connects(ip, PORT) {
+            return Some(start.elapsed());
+        }
+    }
+    None
+}
+
+/// Whether the guard's table exists in `ns`.
+pub fn table_exists(ns: &Netns) -> bool {
+    ns.nft(&["list", "table", "inet", "tailscale_monitor_guard"])
+        .status
+        .success()
+}

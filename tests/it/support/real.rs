@@ -507,3 +507,21 @@ impl Drop for Node {
         kill(&mut self.child);
     }
 }
+
+/// A headscale policy: the team may reach the server and each other; mallory only her own.
+pub const P0: &str = r#"{
+  // The team may reach the server and each other; mallory only her own devices.
+  "tagOwners": {"tag:server": ["ops@"]},
+  "acls": [
+    {"action": "accept", "src": ["ops@"], "dst": ["tag:server:*", "ops@:*"]},
+    {"action": "accept", "src": ["mallory@"], "dst": ["mallory@:*"]}
+  ]
+}"#;
+
+/// [`P0`] with more ACL entries and an `ssh` section.
+pub fn policy(extra_acls: &str, ssh: &str) -> String {
+    P0.replace(
+        "\"dst\": [\"mallory@:*\"]}\n  ]",
+        &format!("\"dst\": [\"mallory@:*\"]}}{extra_acls}\n  ]{ssh}"),
+    )
+}

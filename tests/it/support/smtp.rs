@@ -189,3 +189,27 @@ fn parse(raw: &[u8]) -> Mail {
             .unwrap_or_default(),
     }
 }
+
+/// The first mail `pred` accepts, waiting up to `secs`; fails naming `what` and the subjects.
+pub fn wait_mail(smtp: &Smtp, what: &str, secs: u64, pred: impl Fn(&Mail) -> bool) -> Mail {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(m) = smtp.mails().into_iter().find(|m| pred(m)) {
+            return m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no mail with {what} within {secs} s; got: {:#?}",
+            smtp.mails().iter().map(|m| &m.subject).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How many mails' text contains `needle`.
+pub fn count(smtp: &Smtp, needle: &str) -> usize {
+    smtp.mails()
+        .iter()
+        .filter(|m| m.text.contains(needle))
+        .count()
+}

@@ -1,0 +1,73 @@
+//! What the benchmarks measure with: `/proc` figures of a process, when a mail arrived,
+//! percentiles.
+
+use std::time::Duration;
+
+use crate::support::smtp::Smtp;
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
+pub fn proc_cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
+/// The first number after `key` in `/proc/<pid>/<file>` (`status` `VmRSS:`, `io` `write_bytes:`).
+pub fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// CPU seconds of a process and of the children it has reaped (the relay's `nft` runs).
+pub fn proc_cpu_with_children_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    f[11..15]
+        .iter()
+        .map(|x| x.parse::<f64>().unwrap())
+        .sum::<f64>()
+        / 100.0
+}
+
+/// When the SMTP server accepted the first mail whose text contains `needle` (Maildir mtime).
+pub fn mail_time(smtp: &Smtp, needle: &str) -> Option<std::time::SystemTime> {
+    for sub in ["new", "cur"] {
+        for e in std::fs::read_dir(smtp.maildir.join(sub)).ok()?.flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            if text.contains(needle) {
+                return e.metadata().ok()?.modified().ok();
+            }
+        }
+    }
+    None
+}
+
+/// Prints `BENCH <label>: n p50 p99 min max` in milliseconds.
+pub fn stats(label: &str, mut v: Vec<Duration>) {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let p = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "BENCH guard {label}: n={} p50={:.1} ms p99={:.1} ms min={:.1} ms max={:.1} ms",
+        v.len(),
+        ms(p(0.5)),
+        ms(p(0.99)),
+        ms(v[0]),
+        ms(v[v.len() - 1])
+    );
+}
