@@ -53,6 +53,14 @@ fn only_approved_devices_reach_the_server_whatever_the_control_plane_says() {
         connects_within(&laptop.ns, &srv_ip, 30).is_some(),
         "an approved device reaches the server"
     );
+    let r = mon.run(&["guard", "status"]);
+    assert!(
+        r.stdout
+            .contains("ENFORCED: only approved devices reach this server on tailscale0")
+            && r.stdout.contains("approved (1):")
+            && r.stdout.contains("laptop"),
+        "{r:?}"
+    );
 
     let daemon = mon.spawn_run();
     // A node of a new user joins; headscale's policy lets it reach the server.
