@@ -37,6 +37,9 @@ pub fn status_line(
                 | EventKind::AccessSshWidened
                 | EventKind::NodeTailnetLockDisabled
                 | EventKind::NodeTailnetChanged
+                | EventKind::GuardBlocked
+                | EventKind::GuardUnenforced
+                | EventKind::GuardDisabled
         )
     });
     let mut code = if new_member {

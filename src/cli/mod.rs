@@ -55,8 +55,8 @@ pub use crate::VERSION;
 pub enum Command {
     /// One pass for cron or Nagios: read the tailnet, record and mail changes, print one status line.
     /// Exit 0 nothing new, 1 warning-level changes (or undelivered alerts), 2 a new device or user,
-    /// wider access to this server or Tailnet Lock disabled, 3 the tailnet could not be read or the
-    /// config is bad.
+    /// wider access to this server, Tailnet Lock disabled, or the guard blocking a device or not in
+    /// force, 3 the tailnet could not be read or the config is bad.
     Check,
     /// The daemon: follows tailscaled's IPN bus in real time (full re-reads every `reconcile`, or
     /// every `interval` without the bus), retries deliveries with backoff, SIGHUP reloads the config.
