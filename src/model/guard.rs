@@ -62,15 +62,20 @@ pub struct ApprovalChange {
     pub by: String,
 }
 
-/// The set for the devices known now: every current tailnet address of an approved device that
-/// no unapproved device also claims (an address that moves to another device leaves the set in
-/// the pass that sees the move; one claimed twice is nobody's to let in). Removed devices and
-/// this server itself hold no place in it.
+/// The set for the devices known now: every current tailnet address of an approved device (with
+/// its approved node key) that no unapproved device also claims. A claim is an address of its
+/// own, or a route of its inside the tailnet's ranges (a hostile control plane could give an
+/// unapproved peer an approved device's address as a route, and WireGuard would then take that
+/// source from it). So an address that moves to another device leaves the set in the pass that
+/// sees the move, and one claimed twice is nobody's to let in. Default and other broad routes
+/// (an exit node's `0.0.0.0/0`) claim nothing here: WireGuard prefers the longest prefix, the
+/// device's own address. Removed devices and this server itself hold no place in it.
 pub fn desired<'a>(
     devices: impl IntoIterator<Item = &'a KnownDevice>,
     approved: &BTreeMap<StableNodeId, String>,
 ) -> GuardSet {
-    let mut claims: BTreeMap<IpAddr, bool> = BTreeMap::new();
+    let mut mine: BTreeMap<IpAddr, bool> = BTreeMap::new();
+    let mut claimed: Vec<ipnet::IpNet> = Vec::new();
     for k in devices {
         if k.removed || k.device.is_self {
             continue;
@@ -83,19 +88,43 @@ pub fn desired<'a>(
             if !in_tailnet(ip) {
                 continue;
             }
-            let e = claims.entry(ip).or_insert(ok);
+            let e = mine.entry(ip).or_insert(ok);
             *e &= ok;
+        }
+        if !ok {
+            claimed.extend(
+                k.device
+                    .routes
+                    .iter()
+                    .filter_map(|r| r.parse::<ipnet::IpNet>().ok())
+                    .filter(|n| {
+                        in_tailnet(n.network())
+                            && in_tailnet(n.broadcast())
+                            && n.prefix_len() > tailnet_len(n)
+                    }),
+            );
         }
     }
     let mut set = GuardSet::default();
-    for (ip, ok) in claims {
-        match (ip, ok) {
-            (IpAddr::V4(a), true) => set.v4.push(a),
-            (IpAddr::V6(a), true) => set.v6.push(a),
-            _ => {}
+    for (ip, ok) in mine {
+        if !ok || claimed.iter().any(|n| n.contains(&ip)) {
+            continue;
+        }
+        match ip {
+            IpAddr::V4(a) => set.v4.push(a),
+            IpAddr::V6(a) => set.v6.push(a),
         }
     }
     set
+}
+
+/// The prefix length of the tailnet range `n`'s family has (a route as broad as the whole
+/// range is no claim on one address).
+fn tailnet_len(n: &ipnet::IpNet) -> u8 {
+    match n {
+        ipnet::IpNet::V4(_) => TAILNET_V4.1,
+        ipnet::IpNet::V6(_) => TAILNET_V6.1,
+    }
 }
 
 /// One source the guard dropped, as nftables counted it (a `seen` set element).
@@ -263,6 +292,16 @@ mod tests {
         let b_took_it = dev("nB", &["100.64.0.3", "100.64.0.4"]);
         let set = desired([&a, &b_took_it, &c], &approved);
         assert_eq!(set.v4, vec!["100.64.0.2".parse::<Ipv4Addr>().unwrap()]);
+        // An unapproved device given an approved address as a route (a /32 inside the tailnet)
+        // takes it out of the set; an exit node's default route claims nothing.
+        let mut spoof = dev("nB", &["100.64.0.3"]);
+        spoof.device.routes = vec!["100.64.0.2/32".into(), "0.0.0.0/0".into(), "::/0".into()];
+        let set = desired([&a, &spoof, &c], &approved);
+        assert_eq!(set.v4, vec!["100.64.0.4".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            set.v6,
+            vec!["fd7a:115c:a1e0::2".parse::<Ipv6Addr>().unwrap()]
+        );
         // A new node key under an approved ID is not approved.
         let mut rekeyed = a.clone();
         rekeyed.device.node_key = NodeKey("nodekey:attacker".into());
