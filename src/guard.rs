@@ -189,8 +189,17 @@ pub async fn poll(
     };
     let mut out = Vec::new();
     let set = wanted(store)?;
-    if !enforced.present || enforced.set != set || enforced.interface != cfg.guard.interface {
-        // Changed behind the monitor's back (`nft flush ruleset`, another tool): put it back.
+    let ours = fingerprint(&cfg.guard.interface, &set);
+    let table = fingerprint(&enforced.interface, &enforced.set);
+    let applied = store.guard_note(APPLIED)?;
+    if enforced.present && table != ours && applied.as_deref() == Some(table.as_str()) {
+        // What was applied last, and the approvals or addresses moved on since (another process
+        // committed them and applies them): bring it up to date, nothing was tampered with.
+        store.set_guard_note(APPLIED, None)?;
+        out.extend(enforce(store, cfg, None, now).await?);
+    } else if !enforced.present || table != ours {
+        // Neither what was applied nor what should be: changed behind the monitor's back
+        // (`nft flush ruleset`, another tool). Put it back.
         warn!(
             present = enforced.present,
             "guard: the table is not what was applied; applying it again"

@@ -124,6 +124,25 @@ fn only_approved_devices_reach_the_server_whatever_the_control_plane_says() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!evil.ns.connects(&srv_ip, PORT), "revoked, it is dropped");
 
+    // Someone with root removes the table behind the monitor's back: `run` puts it back and
+    // says so.
+    let out = srv
+        .ns
+        .nft(&["delete", "table", "inet", "tailscale_monitor_guard"]);
+    assert!(out.status.success(), "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !table_exists(&srv.ns) {
+        assert!(Instant::now() < deadline, "run did not put the table back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_mail(&smtp, "guard.unenforced (table removed)", 30, |m| {
+        m.text.contains("removed outside the monitor")
+    });
+    assert!(
+        !evil.ns.connects(&srv_ip, PORT),
+        "dropped again once it is back"
+    );
+
     // The approved laptop gets a new node key (as a console swapping its identity to another
     // machine would give it): not approved any more until its owner says so again.
     let out = laptop.cli(&[
