@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::support::smtp::Smtp;
 
-/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
-pub fn proc_cpu_s(pid: u32) -> f64 {
+/// Clock ticks `fields` of `/proc/<pid>/stat` (after the command name) add up to, in seconds.
+fn stat_cpu_s(pid: u32, fields: std::ops::Range<usize>) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let f: Vec<&str> = stat
         .rsplit(')')
@@ -14,7 +14,21 @@ pub fn proc_cpu_s(pid: u32) -> f64 {
         .unwrap()
         .split_whitespace()
         .collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+    f[fields]
+        .iter()
+        .map(|x| x.parse::<f64>().unwrap())
+        .sum::<f64>()
+        / 100.0
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub fn proc_cpu_s(pid: u32) -> f64 {
+    stat_cpu_s(pid, 11..13)
+}
+
+/// CPU seconds of a process and of the children it has reaped (the relay's `nft` runs).
+pub fn proc_cpu_with_children_s(pid: u32) -> f64 {
+    stat_cpu_s(pid, 11..15)
 }
 
 /// The first number after `key` in `/proc/<pid>/<file>` (`status` `VmRSS:`, `io` `write_bytes:`).
@@ -26,22 +40,6 @@ pub fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap()
-}
-
-/// CPU seconds of a process and of the children it has reaped (the relay's `nft` runs).
-pub fn proc_cpu_with_children_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    f[11..15]
-        .iter()
-        .map(|x| x.parse::<f64>().unwrap())
-        .sum::<f64>()
-        / 100.0
 }
 
 /// When the SMTP server accepted the first mail whose text contains `needle` (Maildir mtime).

@@ -29,6 +29,8 @@ pub const BLOCKED_WINDOW: chrono::Duration = chrono::Duration::hours(1);
 
 const APPLIED: &str = "guard_applied";
 const UNENFORCED: &str = "guard_unenforced";
+/// The counters of the last poll that looked at them.
+const SEEN: &str = "guard_seen";
 /// Set by `guard off`: nothing is enforced until `guard on` or `guard init`.
 pub const OFF: &str = "guard_off";
 /// Set by `guard init`: until then `enforce` locks nobody out (the owner has not reviewed the
@@ -59,12 +61,17 @@ fn unenforced(
     Ok(vec![e])
 }
 
-fn fingerprint(interface: &str, set: &GuardSet) -> String {
-    let json = serde_json::to_vec(&(interface, set)).expect("set serializes");
+/// A short hex digest of `json`'s serialization, to tell "the same as last time" by a note.
+fn digest(value: &impl serde::Serialize) -> String {
+    let json = serde_json::to_vec(value).expect("serializes");
     Sha256::digest(json)[..16]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+fn fingerprint(interface: &str, set: &GuardSet) -> String {
+    digest(&(interface, set))
 }
 
 /// The set the guard should hold now.
@@ -188,41 +195,52 @@ pub async fn poll(
         }
     };
     let mut out = Vec::new();
-    let set = wanted(store)?;
-    let ours = fingerprint(&cfg.guard.interface, &set);
     let table = fingerprint(&enforced.interface, &enforced.set);
     let applied = store.guard_note(APPLIED)?;
-    if enforced.present && table != ours && applied.as_deref() == Some(table.as_str()) {
-        // What was applied last, and the approvals or addresses moved on since (another process
-        // committed them and applies them): bring it up to date, nothing was tampered with.
-        store.set_guard_note(APPLIED, None)?;
-        out.extend(enforce(store, cfg, None, now).await?);
-    } else if !enforced.present || table != ours {
-        // Neither what was applied nor what should be: changed behind the monitor's back
-        // (`nft flush ruleset`, another tool). Put it back.
-        warn!(
-            present = enforced.present,
-            "guard: the table is not what was applied; applying it again"
-        );
-        store.set_guard_note(APPLIED, None)?;
-        let what = if enforced.present {
-            "changed"
+    // What was applied last is in force: nothing to compute (a newer set is the next pass's).
+    if !enforced.present || applied.as_deref() != Some(table.as_str()) {
+        let ours = fingerprint(&cfg.guard.interface, &wanted(store)?);
+        if enforced.present && table == ours {
+            // Another process (`check`, a `guard` command) applied the newest set: note it.
+            store.set_guard_note(APPLIED, Some(&ours))?;
         } else {
-            "removed"
-        };
-        let mut e = Event::new(
-            EventKind::GuardUnenforced,
-            now,
-            format!("The guard's nftables table was {what} outside the monitor; it is put back"),
-        );
-        e.fix = "someone with root on this server changed the firewall: find out who (`journalctl`, shell histories)".into();
-        store.record_event(&cfg.routes(), e.clone())?;
-        store.set_guard_note(UNENFORCED, Some("tampered"))?;
-        out.push(e);
-        out.extend(enforce(store, cfg, None, now).await?);
+            tampered(store, cfg, &enforced, now, &mut out).await?;
+        }
     }
     out.extend(blocked(store, cfg, &enforced, now)?);
     Ok(out)
+}
+
+/// The table is neither what was applied nor what should be: changed behind the monitor's back
+/// (`nft flush ruleset`, another tool). Said, and put back.
+async fn tampered(
+    store: &mut Store,
+    cfg: &Config,
+    enforced: &Enforced,
+    now: DateTime<Utc>,
+    out: &mut Vec<Event>,
+) -> Result<(), StoreError> {
+    warn!(
+        present = enforced.present,
+        "guard: the table is not what was applied; applying it again"
+    );
+    store.set_guard_note(APPLIED, None)?;
+    let what = if enforced.present {
+        "changed"
+    } else {
+        "removed"
+    };
+    let mut e = Event::new(
+        EventKind::GuardUnenforced,
+        now,
+        format!("The guard's nftables table was {what} outside the monitor; it is put back"),
+    );
+    e.fix = "someone with root on this server changed the firewall: find out who (`journalctl`, shell histories)".into();
+    store.record_event(&cfg.routes(), e.clone())?;
+    store.set_guard_note(UNENFORCED, Some("tampered"))?;
+    out.push(e);
+    out.extend(enforce(store, cfg, None, now).await?);
+    Ok(())
 }
 
 fn blocked(
@@ -234,6 +252,13 @@ fn blocked(
     if enforced.blocked.is_empty() {
         return Ok(Vec::new());
     }
+    // Elements stay for an hour after their last packet: most polls see the same counters, and
+    // cost no more than comparing them with the last poll's.
+    let seen = digest(&enforced.blocked);
+    if store.guard_note(SEEN)?.as_deref() == Some(seen.as_str()) {
+        return Ok(Vec::new());
+    }
+    store.set_guard_note(SEEN, Some(&seen))?;
     let known = store.known_now()?.clone();
     // Who holds each address now (else who held it last).
     let mut owner: BTreeMap<String, &crate::model::Device> = BTreeMap::new();
@@ -259,7 +284,7 @@ fn blocked(
     let mut changed = Vec::new();
     let mut events = Vec::new();
     for (key, hits) in groups {
-        let packets: u64 = hits.iter().map(|b| b.packets).sum();
+        let packets = hits.iter().fold(0u64, |n, b| n.saturating_add(b.packets));
         let mut row = rows.get(&key).cloned().unwrap_or(BlockedRow {
             addr: key.clone(),
             device_id: None,

@@ -352,6 +352,32 @@ pub struct Event {
     pub record_only: bool,
 }
 
+#[cfg(test)]
+impl Device {
+    /// A plain Linux device `id` (hostname `id`, node key `nodekey:<id>`, user 1, no address),
+    /// for tests to adjust.
+    pub fn for_tests(id: &str) -> Device {
+        Device {
+            id: StableNodeId(id.into()),
+            node_id: None,
+            node_key: NodeKey(format!("nodekey:{id}")),
+            hostname: id.into(),
+            dns_name: String::new(),
+            os: "linux".into(),
+            user_id: UserId(1),
+            addresses: vec![],
+            tags: vec![],
+            routes: vec![],
+            exit_node: false,
+            key_expiry: None,
+            expired: false,
+            created: None,
+            is_self: false,
+            shared: false,
+        }
+    }
+}
+
 impl Event {
     pub fn new(kind: EventKind, at: DateTime<Utc>, summary: impl Into<String>) -> Self {
         Event {

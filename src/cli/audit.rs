@@ -75,33 +75,28 @@ pub(super) fn audit(explicit: Option<&Path>, anchors: &[String]) -> anyhow::Resu
             }
         }
     }
-    let unlogged = store.unlogged_devices()?;
-    if !unlogged.is_empty() {
-        println!(
-            "ALTERED: {} known device(s) that no logged event names (written into the known state, so never alerted): {}",
-            unlogged.len(),
-            unlogged
-                .iter()
-                .take(10)
-                .map(|id| sanitize::line(id, 40))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        intact = false;
-    }
-    let approved = store.unlogged_approvals()?;
-    if !approved.is_empty() {
-        println!(
-            "ALTERED: {} device(s) approved at the guard with no guard.approved event in the log (written into the approvals, so let in silently): {}",
-            approved.len(),
-            approved
-                .iter()
-                .take(10)
-                .map(|id| sanitize::line(id, 40))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        intact = false;
+    for (ids, what) in [
+        (
+            store.unlogged_devices()?,
+            "known device(s) that no logged event names (written into the known state, so never alerted)",
+        ),
+        (
+            store.unlogged_approvals()?,
+            "device(s) approved at the guard with no guard.approved event in the log (written into the approvals, so let in silently)",
+        ),
+    ] {
+        if !ids.is_empty() {
+            println!(
+                "ALTERED: {} {what}: {}",
+                ids.len(),
+                ids.iter()
+                    .take(10)
+                    .map(|id| sanitize::line(id, 40))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            intact = false;
+        }
     }
     // What no anchor given can vouch for: rows after the newest one (F8). Keep the anchor of the
     // newest alert or digest to cover them.

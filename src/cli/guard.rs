@@ -398,8 +398,9 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
     Ok(())
 }
 
-/// `/status` `TUN`, when tailscaled can be asked.
+/// `/status` `TUN`, when tailscaled can be asked (`?peers=false`: a few hundred bytes, not the
+/// whole tailnet and netmap).
 pub(super) async fn known_tun(cfg: &Config) -> Option<bool> {
     let api = crate::source::localapi::LocalApi::new(&cfg.source.socket, cfg.source.timeout);
-    api.snapshot().await.ok().and_then(|s| s.tun)
+    api.tun().await.ok().flatten()
 }

@@ -212,28 +212,14 @@ impl ApproveNew {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Device, NodeKey, UserId};
+    use crate::model::{Device, NodeKey};
 
     fn dev(id: &str, addrs: &[&str]) -> KnownDevice {
+        let mut device = Device::for_tests(id);
+        device.node_key = NodeKey(String::new());
+        device.addresses = addrs.iter().map(|s| s.to_string()).collect();
         KnownDevice {
-            device: Device {
-                id: StableNodeId(id.into()),
-                node_id: None,
-                node_key: NodeKey(String::new()),
-                hostname: id.into(),
-                dns_name: String::new(),
-                os: String::new(),
-                user_id: UserId(1),
-                addresses: addrs.iter().map(|s| s.to_string()).collect(),
-                tags: vec![],
-                routes: vec![],
-                exit_node: false,
-                key_expiry: None,
-                expired: false,
-                created: None,
-                is_self: false,
-                shared: false,
-            },
+            device,
             removed: false,
             expiring_alerted: None,
             last_handshake: None,

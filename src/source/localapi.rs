@@ -247,9 +247,17 @@ impl LocalApi {
     /// `/status` Self `Online` alone (`?peers=false`: no peer is encoded): whether this node is
     /// in a map poll with the control plane.
     pub async fn self_online(&self) -> Result<Option<bool>, SourceError> {
+        Ok(self.self_status().await?.self_.map(|p| p.online))
+    }
+
+    /// `/status` `TUN` alone (`?peers=false`): whether tailscaled uses a kernel interface.
+    pub async fn tun(&self) -> Result<Option<bool>, SourceError> {
+        Ok(self.self_status().await?.tun)
+    }
+
+    async fn self_status(&self) -> Result<Status, SourceError> {
         let body = self.get("/localapi/v0/status?peers=false").await?;
-        let s = Status::parse(&body).map_err(|e| self.err(e.to_string()))?;
-        Ok(s.self_.map(|p| p.online))
+        Status::parse(&body).map_err(|e| self.err(e.to_string()))
     }
 
     /// The whole node view: `/status`, then who may reach this node ([`LocalApi::node_view`]).

@@ -49,24 +49,7 @@ fn concurrent_first_opens_all_succeed() {
 
 fn known_device(id: &str) -> KnownDevice {
     KnownDevice {
-        device: crate::model::Device {
-            id: StableNodeId(id.into()),
-            node_id: None,
-            node_key: crate::model::NodeKey(format!("nodekey:{id}")),
-            hostname: id.into(),
-            dns_name: String::new(),
-            os: "linux".into(),
-            user_id: UserId(1),
-            addresses: vec![],
-            tags: vec![],
-            routes: vec![],
-            exit_node: false,
-            key_expiry: None,
-            expired: false,
-            created: None,
-            is_self: false,
-            shared: false,
-        },
+        device: crate::model::Device::for_tests(id),
         removed: false,
         expiring_alerted: None,
         last_handshake: None,
@@ -465,24 +448,9 @@ fn approvals_come_with_their_event_and_a_planted_one_is_found() {
     use crate::model::guard::ApprovalChange;
     let dir = tempfile::tempdir().unwrap();
     let mut s = Store::open(&dir.path().join("state")).unwrap();
-    let mut d = crate::model::Device {
-        id: StableNodeId("nOK".into()),
-        node_id: None,
-        node_key: crate::model::NodeKey("nodekey:1".into()),
-        hostname: "ok".into(),
-        dns_name: String::new(),
-        os: String::new(),
-        user_id: UserId(1),
-        addresses: vec!["100.64.0.2".into()],
-        tags: vec![],
-        routes: vec![],
-        exit_node: false,
-        key_expiry: None,
-        expired: false,
-        created: None,
-        is_self: false,
-        shared: false,
-    };
+    let mut d = crate::model::Device::for_tests("nOK");
+    d.node_key = crate::model::NodeKey("nodekey:1".into());
+    d.addresses = vec!["100.64.0.2".into()];
     let mut e = Event::new(EventKind::GuardApproved, Utc::now(), "approved");
     e.device = Some(d.clone());
     let change = |id: &str, approved| ApprovalChange {
