@@ -146,8 +146,7 @@ pub async fn commit(
     // The guard follows what the pass saw; a source outage changes nothing.
     if let Ok(snap) = &report.seen {
         let now = Utc::now();
-        let mut guarded = crate::guard::enforce(store, cfg, snap.tun, now).await?;
-        guarded.extend(crate::guard::poll(store, cfg, now).await?);
+        let guarded = crate::guard::after_pass(store, cfg, snap, now).await?;
         queued_more |= !guarded.is_empty();
         report.events.extend(guarded);
     }

@@ -1,7 +1,10 @@
 //! `guard status|init|approve|revoke|off|on`: the approvals of devices at this server.
 
-use crate::guard::{self, OFF};
-use crate::model::guard::ApprovalChange;
+use crate::diff::guard::approvable_routes;
+use crate::diff::guard::blocked::holder;
+use crate::diff::guard::doors::open_doors;
+use crate::guard;
+use crate::model::guard::{ApprovalChange, Door};
 use crate::model::state::KnownDevice;
 use crate::model::Event;
 
@@ -118,6 +121,7 @@ async fn commit(
         .into_iter()
         .map(|(k, approved)| ApprovalChange {
             node_key: k.device.node_key.0.clone(),
+            routes: approvable_routes(&k.device),
             device: k.device.id,
             approved,
             by: by.to_owned(),
@@ -150,7 +154,7 @@ pub(super) async fn guard(explicit: Option<&Path>, cmd: GuardCommand) -> anyhow:
         GuardCommand::Status { json } => status(&cfg, &mut store, json).await,
         GuardCommand::Init | GuardCommand::On => {
             if let GuardCommand::Init = cmd {
-                let approved = store.approved_keys()?;
+                let approved = store.approvals_by_device()?;
                 let known: Vec<KnownDevice> = store
                     .known_now()?
                     .devices
@@ -158,7 +162,7 @@ pub(super) async fn guard(explicit: Option<&Path>, cmd: GuardCommand) -> anyhow:
                     .filter(|k| {
                         !k.removed
                             && !k.device.is_self
-                            && approved.get(&k.device.id) != Some(&k.device.node_key.0)
+                            && !approved.get(&k.device.id).is_some_and(|a| current(a, k))
                     })
                     .cloned()
                     .collect();
@@ -168,22 +172,21 @@ pub(super) async fn guard(explicit: Option<&Path>, cmd: GuardCommand) -> anyhow:
                 if e.is_some() {
                     bail!("no baseline yet: run `tailscale-monitor check` first, review what it reports, then `guard init`");
                 }
-                store.set_guard_note(OFF, None)?;
-                store.set_guard_note(guard::INITIALIZED, Some(&Utc::now().to_rfc3339()))?;
+                guard::turn_on(&mut store, &cfg, true)?;
                 commit(&cfg, &mut store, changes, &by).await
             } else {
-                store.set_guard_note(OFF, None)?;
+                guard::turn_on(&mut store, &cfg, false)?;
                 println!("the guard is back in force");
                 apply_now(&cfg, &mut store).await
             }
         }
         GuardCommand::Approve { devices } | GuardCommand::Revoke { devices } => {
-            let approved = store.approved_keys()?;
+            let approved = store.approvals_by_device()?;
             let known: Vec<KnownDevice> = store.known_now()?.devices.values().cloned().collect();
             let mut changes = Vec::new();
             for d in &devices {
                 let k = resolve(&known, d)?;
-                let current = approved.get(&k.device.id) == Some(&k.device.node_key.0);
+                let current = approved.get(&k.device.id).is_some_and(|a| current(a, k));
                 let listed = approved.contains_key(&k.device.id);
                 if (approve && current) || (!approve && !listed) {
                     println!(
@@ -219,13 +222,10 @@ pub(super) async fn guard(explicit: Option<&Path>, cmd: GuardCommand) -> anyhow:
                 format!("The guard was turned off by {by}: every device the tailnet policy lets in can reach this server"),
             );
             e.detail = format!("by {by}");
-            store.set_guard_note(OFF, Some(&by))?;
-            store.record_event(&cfg.routes(), e)?;
             crate::privileged::guard_remove(&cfg.source.privileged_socket, guard::RELAY_TIMEOUT)
                 .await
                 .context("removing the guard's table")?;
-            store.set_guard_note("guard_applied", None)?;
-            store.clear_blocked()?;
+            guard::turned_off(&mut store, &cfg, &by, e)?;
             println!(
                 "the guard is off: its table is removed. `tailscale-monitor guard on` puts it back"
             );
@@ -235,16 +235,30 @@ pub(super) async fn guard(explicit: Option<&Path>, cmd: GuardCommand) -> anyhow:
     }
 }
 
+/// Whether approval `a` still covers `k`: the same node key, and no route since.
+fn current(a: &crate::model::guard::Approval, k: &KnownDevice) -> bool {
+    a.node_key == k.device.node_key.0
+        && approvable_routes(&k.device)
+            .iter()
+            .all(|r| a.routes.contains(r))
+}
+
 async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<()> {
     let approvals = store.approvals()?;
-    let off = store.guard_note(OFF)?;
-    let unenforced = store.guard_note("guard_unenforced")?;
-    let wanted = guard::wanted(store)?;
+    let state = store.guard_state()?;
+    let (wanted, left_out) = guard::wanted(store)?;
     let known = store.known_now()?.clone();
     let read =
         crate::privileged::guard_read(&cfg.source.privileged_socket, guard::RELAY_TIMEOUT).await;
-    let tun = known_tun(cfg).await;
-    let (enforced, why) = match (&read, cfg.guard.enforcing(), &off) {
+    let api = crate::source::localapi::LocalApi::new(&cfg.source.socket, cfg.source.timeout);
+    let tun = api.tun().await.ok().flatten();
+    let trust = api.doors_view().await;
+    let doors: Vec<Door> = match &trust {
+        Ok(t) => open_doors(t, tun),
+        Err(_) => Vec::new(),
+    };
+    let remote = trust.as_ref().is_ok_and(|t| t.remote_config == Some(true));
+    let (enforced, why) = match (&read, cfg.guard.enforcing(), &state.off) {
         (_, false, _) => (false, "[guard] mode is \"off\"".to_owned()),
         (_, true, Some(by)) => (
             false,
@@ -252,7 +266,7 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
         ),
         (_, true, None) if tun == Some(false) => (
             false,
-            "tailscaled runs in userspace networking mode: there is no kernel interface to filter"
+            "tailscaled runs in userspace networking mode: there is no kernel interface to filter, and every loopback listener on this host is reachable from the tailnet"
                 .to_owned(),
         ),
         (Err(e), true, None) => (
@@ -263,19 +277,24 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
             false,
             "the table is not in place (the monitor puts it there at its next pass)".to_owned(),
         ),
-        (Ok(t), true, None) if t.set != wanted => (
+        (Ok(t), true, None) if t.set != wanted || t.foreign => (
             false,
             "the table differs from the approvals (the monitor applies them at its next pass)"
                 .to_owned(),
         ),
+        (Ok(_), true, None) if remote => (
+            false,
+            "RemoteConfig is on: the control plane may change this node's prefs and call its LocalAPI, so it can undo the guard (`tailscale set --remote-config=false`)".to_owned(),
+        ),
         (Ok(_), true, None) => (
             true,
             format!(
-                "only approved devices reach this server on {}",
+                "on the kernel path, only approved devices and their approved routes reach this server on {} (replies to its own connections excepted)",
                 cfg.guard.interface
             ),
         ),
     };
+    let doors_unread = trust.as_ref().err().map(|e| e.to_string());
     let name = |id: &str| {
         known
             .devices
@@ -295,12 +314,16 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
             "interface": cfg.guard.interface,
             "enforced": enforced,
             "why": why,
-            "unenforced_reason": unenforced,
+            "unenforced_reason": state.unenforced,
+            "tailscaled_doors": match cfg.guard.tailscaled_doors { crate::config::Doors::Report => "report", crate::config::Doors::Close => "close" },
+            "doors": doors,
+            "doors_unread": doors_unread,
+            "left_out": left_out,
             "approved": approvals.iter().map(|a| serde_json::json!({
-                "id": a.device.0, "name": name(&a.device.0).map(|n| n.0), "at": a.at, "by": a.by,
+                "id": a.device.0, "name": name(&a.device.0).map(|n| n.0), "at": a.at, "by": a.by, "routes": a.routes,
             })).collect::<Vec<_>>(),
             "blocked": blocked.iter().map(|b| serde_json::json!({
-                "key": b.addr, "device": b.device_id, "name": b.device_id.as_deref().and_then(name).map(|n| n.0),
+                "key": b.key, "device": b.device_id, "name": b.device_id.as_deref().and_then(name).map(|n| n.0),
                 "first": b.first.to_rfc3339(), "alerted": b.alerted.map(|t| t.to_rfc3339()), "packets": b.packets,
             })).collect::<Vec<_>>(),
             "table": read.as_ref().ok(),
@@ -313,16 +336,35 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
     }
     let mut out = String::new();
     out += &format!(
-        "mode: {}   interface: {}\n{}: {}\n",
+        "mode: {}   interface: {}   tailscaled_doors: {}\n{}: {}\n",
         if cfg.guard.enforcing() {
             "enforce"
         } else {
             "off"
         },
         cfg.guard.interface,
+        match cfg.guard.tailscaled_doors {
+            crate::config::Doors::Report => "report",
+            crate::config::Doors::Close => "close",
+        },
         if enforced { "ENFORCED" } else { "NOT ENFORCED" },
         sanitize::line(&why, 300)
     );
+    if cfg.guard.enforcing() {
+        if let Some(e) = &doors_unread {
+            out += &format!(
+                "UNKNOWN: the doors tailscaled answers itself could not be read: {}\n",
+                sanitize::line(e, 200)
+            );
+        }
+        for d in &doors {
+            out += &format!(
+                "NOT GUARDED: {}\n    closes it: {}\n",
+                sanitize::line(&d.name, 300),
+                sanitize::line(&d.fix, 300)
+            );
+        }
+    }
     let rekeyed = |a: &crate::model::guard::Approval| {
         known
             .devices
@@ -333,11 +375,16 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
     for a in &approvals {
         let (n, addrs, removed) =
             name(&a.device.0).unwrap_or_else(|| ("?".into(), String::new(), true));
+        let routes = if a.routes.is_empty() {
+            String::new()
+        } else {
+            format!(" routes {}", a.routes.join(", "))
+        };
         out += &format!(
             "  {:<24} {:<16} {:<32} {}{}\n",
             sanitize::line(&n, 24),
             a.device.0,
-            sanitize::line(&addrs, 32),
+            sanitize::line(&format!("{addrs}{routes}"), 60),
             sanitize::line(&format!("{} by {}", a.at, a.by), 80),
             if removed {
                 " (left the tailnet)"
@@ -348,50 +395,97 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
             }
         );
     }
+    if !left_out.is_empty() {
+        out += &format!("\nleft out, though approved ({}):\n", left_out.len());
+        for l in &left_out {
+            let n = name(&l.device.0).map_or_else(|| l.device.0.clone(), |n| n.0);
+            let by = name(&l.by.0).map_or_else(|| l.by.0.clone(), |n| n.0);
+            out += &format!(
+                "  {} of {}: the unapproved {} may send from it too ({})\n",
+                l.net,
+                sanitize::line(&n, 40),
+                sanitize::line(&by, 40),
+                sanitize::line(&l.claim, 60)
+            );
+        }
+    }
+    let approvals_by: std::collections::BTreeMap<_, _> =
+        approvals.iter().map(|a| (&a.device, a)).collect();
     let waiting: Vec<&KnownDevice> = known
         .devices
         .values()
         .filter(|k| {
             !k.removed
                 && !k.device.is_self
-                && !approvals
-                    .iter()
-                    .any(|a| a.device == k.device.id && a.node_key == k.device.node_key.0)
+                && !approvals_by
+                    .get(&k.device.id)
+                    .is_some_and(|a| current(a, k))
         })
         .collect();
     out += &format!("\nnot approved ({}):\n", waiting.len());
     for k in waiting {
+        let why = match approvals_by.get(&k.device.id) {
+            Some(a) if a.node_key == k.device.node_key.0 => " (routes added since its approval)",
+            Some(_) => " (new node key)",
+            None => "",
+        };
         out += &format!(
-            "  {:<24} {:<16} {}   (`tailscale-monitor guard approve {}`)\n",
+            "  {:<24} {:<16} {}{why}   (`tailscale-monitor guard approve {}`)\n",
             sanitize::line(k.device.display_name(), 24),
             k.device.id.0,
-            sanitize::line(&k.device.addresses.join(", "), 40),
+            sanitize::line(
+                &k.device
+                    .addresses
+                    .iter()
+                    .chain(&k.device.routes)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                60
+            ),
             k.device.id.0
         );
     }
-    out += &format!("\nblocked attempts ({}):\n", blocked.len());
-    for b in &blocked {
-        let n = b
-            .device_id
-            .as_deref()
-            .and_then(name)
-            .map_or_else(|| b.addr.clone(), |n| n.0);
-        out += &format!(
-            "  {:<24} {} packet(s) since {}\n",
-            sanitize::line(&n, 24),
-            b.packets,
-            b.first.format("%Y-%m-%d %H:%M:%S UTC")
-        );
-    }
-    if let Ok(t) = &read {
-        for b in &t.blocked {
-            out += &format!(
-                "    {} {}/{}: {} packet(s)\n",
-                b.addr,
-                sanitize::line(&b.proto, 8),
-                b.port,
-                b.packets
-            );
+    // What the table counted, each source with the device it belongs to; else what was recorded.
+    match &read {
+        Ok(t) if t.present => {
+            out += &format!("\nblocked attempts ({} source(s)):\n", t.blocked.len());
+            for b in &t.blocked {
+                let who = holder(&known, b.addr).map_or_else(
+                    || "no device claims it".to_owned(),
+                    |(d, r)| {
+                        format!(
+                            "{}{}",
+                            sanitize::line(d.display_name(), 24),
+                            r.map_or_else(String::new, |r| format!(" (route {r})"))
+                        )
+                    },
+                );
+                out += &format!(
+                    "  {:<40} {}/{}: {} packet(s)   {}\n",
+                    b.addr,
+                    sanitize::line(&b.proto, 8),
+                    b.port,
+                    b.packets,
+                    who
+                );
+            }
+        }
+        _ => {
+            out += &format!("\nblocked attempts recorded ({}):\n", blocked.len());
+            for b in &blocked {
+                let n = b
+                    .device_id
+                    .as_deref()
+                    .and_then(name)
+                    .map_or_else(|| b.key.clone(), |n| n.0);
+                out += &format!(
+                    "  {:<24} {} packet(s) since {}\n",
+                    sanitize::line(&n, 24),
+                    b.packets,
+                    b.first.format("%Y-%m-%d %H:%M:%S UTC")
+                );
+            }
         }
     }
     print!("{out}");

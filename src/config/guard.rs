@@ -1,4 +1,5 @@
-//! `[guard]`: `mode`, `interface`, `approve_new` (a contract: these names stay).
+//! `[guard]`: `mode`, `interface`, `approve_new`, `tailscaled_doors` (a contract: these names
+//! stay).
 
 use toml::Spanned;
 
@@ -14,12 +15,23 @@ pub enum GuardMode {
     Enforce,
 }
 
+/// What the guard does about the ways in that tailscaled answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Doors {
+    /// The default: each open one is named (`guard status`, `guard.door_open`, posture).
+    Report,
+    /// The root side turns Tailscale SSH and the web client off, and keeps them off; serve stays
+    /// the owner's choice, and reported.
+    Close,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardConfig {
     pub mode: GuardMode,
     /// The Tailscale interface the rules match (`tailscale0`).
     pub interface: String,
     pub approve_new: ApproveNew,
+    pub tailscaled_doors: Doors,
 }
 
 impl Default for GuardConfig {
@@ -28,6 +40,7 @@ impl Default for GuardConfig {
             mode: GuardMode::Off,
             interface: "tailscale0".into(),
             approve_new: ApproveNew::Never,
+            tailscaled_doors: Doors::Report,
         }
     }
 }
@@ -44,12 +57,12 @@ impl GuardConfig {
             return Vec::new();
         };
         v.iter()
-            .filter(|s| s.trusts_control())
             .map(|s| {
+                // Stable IDs are the control plane's word too (headscale's are row numbers).
                 let (what, v) = match s {
                     Selector::Tag(t) => ("a tag", t),
                     Selector::Login(l) => ("an owner", l),
-                    Selector::Id(i) => ("an ID", i),
+                    Selector::Id(i) => ("a stable ID, which the control plane assigns", i),
                 };
                 format!(
                     "[guard] approve_new {v:?} is {what}: whoever controls the tailnet's admin console can give it to any device, which the guard then lets in without you"
@@ -93,10 +106,17 @@ pub(super) fn parse(cx: &Ctx<'_>, raw: &RawGuard) -> Result<GuardConfig, ConfigE
         None => ApproveNew::Never,
         Some(a) => approve_new(cx, a)?,
     };
+    let tailscaled_doors = cx.choice(
+        &raw.tailscaled_doors,
+        "guard.tailscaled_doors",
+        &[("report", Doors::Report), ("close", Doors::Close)],
+        Doors::Report,
+    )?;
     Ok(GuardConfig {
         mode,
         interface,
         approve_new,
+        tailscaled_doors,
     })
 }
 

@@ -36,6 +36,7 @@ pub(super) struct RawGuard {
     pub(super) mode: Option<Spanned<String>>,
     pub(super) interface: Option<Spanned<String>>,
     pub(super) approve_new: Option<Spanned<RawApproveNew>>,
+    pub(super) tailscaled_doors: Option<Spanned<String>>,
 }
 
 /// `"never"`, or a list of stable IDs, tags and logins.

@@ -363,8 +363,9 @@ fn guard_keys() {
     );
     assert_eq!(c.policy.guard, Some(c.guard.approve_new.clone()));
     let w = c.guard.warnings();
-    assert_eq!(w.len(), 2, "{w:?}");
-    assert!(w[0].contains("tag:ci") && w[1].contains("alice@example.com"));
+    // Review G15: a stable ID is the control plane's word too.
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(w[0].contains("stable ID") && w[1].contains("tag:ci") && w[2].contains("alice@example.com"));
     assert!(c
         .render()
         .contains("[guard]\nmode = \"enforce\"\ninterface = \"ts1\""));

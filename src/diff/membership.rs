@@ -303,6 +303,7 @@ pub(super) fn baseline(cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> O
             .then(|| presence::evaluate(&policy.watches, None, cur, now).1),
         presence_due: None,
         watched: Vec::new(),
+        guard: None,
         tailnet_id: (!cur.tailnet_id.is_empty()).then(|| cur.tailnet_id.clone()),
         approvals: Vec::new(),
     }

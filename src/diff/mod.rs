@@ -17,7 +17,7 @@ pub(crate) mod presence;
 
 mod connections;
 mod device_changes;
-mod guard;
+pub(crate) mod guard;
 mod health;
 mod lookalikes;
 mod membership;

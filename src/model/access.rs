@@ -86,6 +86,37 @@ pub struct NodeTrust {
     /// The newer tailscaled version available, when `ClientVersion` says this one is not latest.
     #[serde(default)]
     pub update_available: Option<String>,
+    /// `RunWebClient`: the web client on port 5252, answered by tailscaled itself.
+    #[serde(default)]
+    pub web_client: Option<bool>,
+    /// `RemoteConfig` (tailscale >= 1.102): the control plane may change any pref and call any
+    /// LocalAPI endpoint of this node.
+    #[serde(default)]
+    pub remote_config: Option<bool>,
+    /// `ShieldsUp`: tailscaled refuses every inbound connection.
+    #[serde(default)]
+    pub shields_up: Option<bool>,
+    /// `ExitNodeID`: the peer this node sends its traffic through (empty: none).
+    #[serde(default)]
+    pub exit_node_id: Option<String>,
+    /// What `serve-config` makes tailscaled answer itself.
+    #[serde(default)]
+    pub serve: Option<ServeDoors>,
+}
+
+/// The parts of tailscaled's `ServeConfig` (`ipn/serve.go`) that open a way into this node,
+/// background and foreground sessions together, each sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServeDoors {
+    /// `TCP` ports (serve and funnel listeners).
+    #[serde(default)]
+    pub tcp: Vec<u16>,
+    /// `AllowFunnel` host:ports: open to the whole internet through Tailscale's relays.
+    #[serde(default)]
+    pub funnel: Vec<String>,
+    /// `Services` names (`svc:…`): VIP services this node answers.
+    #[serde(default)]
+    pub services: Vec<String>,
 }
 
 impl NodeTrust {
@@ -163,16 +194,19 @@ pub enum Part {
     TailnetLock,
     /// `prefs`: the Tailscale SSH server and the advertised routes.
     Prefs,
+    /// `serve-config`: what `tailscale serve` and funnel make tailscaled answer itself.
+    Serve,
 }
 
 impl Part {
-    pub const ALL: [Part; 3] = [Part::Access, Part::TailnetLock, Part::Prefs];
+    pub const ALL: [Part; 4] = [Part::Access, Part::TailnetLock, Part::Prefs, Part::Serve];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Part::Access => "access",
             Part::TailnetLock => "tailnet_lock",
             Part::Prefs => "prefs",
+            Part::Serve => "serve",
         }
     }
 
@@ -186,6 +220,7 @@ impl Part {
             Part::Access => "who can reach this server (its packet filter and SSH policy)",
             Part::TailnetLock => "this node's Tailnet Lock state",
             Part::Prefs => "this node's Tailscale SSH server and advertised routes (prefs)",
+            Part::Serve => "what this node serves with `tailscale serve` (serve-config)",
         }
     }
 }

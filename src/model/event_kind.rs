@@ -65,6 +65,9 @@ event_kinds! {
     NodeSshChanged => "node.ssh_changed", Warning;
     NodeRoutesChanged => "node.routes_changed", Warning;
     NodeUpdateAvailable => "node.update_available", Warning;
+    /// `RemoteConfig` was turned on: the control plane may change any pref of this node and
+    /// call any of its LocalAPI endpoints.
+    NodeRemoteConfig => "node.remote_config", Critical;
     /// This node now belongs to another tailnet (`CurrentTailnet.StableID` changed).
     NodeTailnetChanged => "node.tailnet_changed", Critical;
     MonitorBaseline => "monitor.baseline", Info;
@@ -95,6 +98,11 @@ event_kinds! {
     GuardEnforced => "guard.enforced", Info;
     /// `guard off`: the enforcement was removed by hand.
     GuardDisabled => "guard.disabled", Critical;
+    /// With the guard enforcing, a way in that tailscaled answers itself (Tailscale SSH, the web
+    /// client, serve, the PeerAPI) is open, or was turned on and closed again: once per opening.
+    GuardDoorOpen => "guard.door_open", Critical;
+    /// Such a door is closed again.
+    GuardDoorClosed => "guard.door_closed", Info;
 }
 
 impl EventKind {

@@ -96,4 +96,15 @@ pub struct Outcome {
     pub watched: Vec<StableNodeId>,
     /// Approvals of the guard to record with their events (`guard approve`, `approve_new`).
     pub approvals: Vec<super::guard::ApprovalChange>,
+    /// The guard's state and the dropped sources' records, written with the events they explain.
+    pub guard: Option<GuardCommit>,
+}
+
+/// What a guard step writes, in the transaction of its events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GuardCommit {
+    pub state: super::guard::GuardState,
+    pub blocked: Vec<super::guard::BlockedRecord>,
+    /// Forget every dropped source (the table, and its counters, are gone).
+    pub clear_blocked: bool,
 }

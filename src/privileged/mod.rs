@@ -11,9 +11,9 @@
 //! Protocol version 1:
 //!
 //! ```text
-//! → {"v":1,"op":"netmap"}
-//! ← {"v":1,"netmap":{"self_id":"…","self_addresses":["100.64.0.1",…],"rules":[…]|null,"ssh":[…]|null}}
-//! ← {"v":1,"error":"one line"}                       (any failure)
+//! → {"v":2,"op":"netmap"}
+//! ← {"v":2,"netmap":{"self_id":"…","self_addresses":["100.64.0.1",…],"rules":[…]|null,"ssh":[…]|null}}
+//! ← {"v":2,"error":"one line"}                       (any failure)
 //! ```
 //!
 //! `netmap` is `POST /localapi/v0/debug?action=current-netmap` (tailscaled >= 1.104 serves the
@@ -23,15 +23,23 @@
 //! The guard's three (`[guard]`, [`nft`]):
 //!
 //! ```text
-//! → {"v":1,"op":"guard_apply","guard":{"interface":"tailscale0","set":{"v4":["100.64.0.2",…],"v6":[…]}}}
-//! → {"v":1,"op":"guard_remove"}
-//! ← {"v":1,"ok":true}
-//! → {"v":1,"op":"guard_read"}
-//! ← {"v":1,"guard":{"present":true,"interface":"tailscale0","set":{…},"blocked":[{"addr":…,"proto":"tcp","port":22,"packets":3}]}}
+//! → {"v":2,"op":"guard_apply","guard":{"interface":"tailscale0","set":{"v4":["100.64.0.2",…],"v6":[…]}}}
+//! → {"v":2,"op":"guard_remove"}
+//! ← {"v":2,"ok":true}
+//! → {"v":2,"op":"guard_read"}
+//! ← {"v":2,"guard":{"present":true,"interface":"tailscale0","set":{…},"blocked":[{"addr":…,"proto":"tcp","port":22,"packets":3}]}}
 //! ```
 //!
-//! `guard_apply` takes addresses inside the tailnet's ranges only, for the monitor's own table,
-//! and an interface name; anything else is refused before `nft` runs.
+//! `guard_apply` takes prefixes (no default route, none inside another), for the monitor's own
+//! table, and an interface name; anything else is refused before `nft` runs.
+//!
+//! And one for the doors tailscaled answers itself (`[guard] tailscaled_doors = "close"`), which
+//! takes nothing: `PATCH /localapi/v0/prefs` with `RunSSH` and `RunWebClient` false.
+//!
+//! ```text
+//! → {"v":2,"op":"doors_close"}
+//! ← {"v":2,"ok":true}
+//! ```
 
 pub mod nft;
 pub mod server;
@@ -46,8 +54,8 @@ use tokio::net::UnixStream;
 use crate::model::guard::{Enforced, GuardSet};
 pub use crate::source::netmap::FilterOnly;
 
-/// The protocol version both sides speak.
-pub const PROTOCOL: u32 = 1;
+/// The protocol version both sides speak (2: the guard's set holds prefixes).
+pub const PROTOCOL: u32 = 2;
 /// Where the socket unit (and `privileged --listen`'s example) puts the socket.
 pub const DEFAULT_SOCKET: &str = "/run/tailscale-monitor/privileged.sock";
 /// The longest request line the root side reads (a guard set of 16,384 IPv6 and as many IPv4
@@ -68,6 +76,8 @@ pub enum Op {
     GuardRemove,
     /// What the guard's table holds, and the sources it dropped.
     GuardRead,
+    /// Turns Tailscale SSH and the web client off (`[guard] tailscaled_doors = "close"`).
+    DoorsClose,
 }
 
 /// `guard_apply`'s arguments.
@@ -229,6 +239,13 @@ pub async fn guard_remove(socket: &Path, timeout: Duration) -> Result<(), RelayE
         .map(|_| ())
 }
 
+/// Turns Tailscale SSH and the web client off.
+pub async fn doors_close(socket: &Path, timeout: Duration) -> Result<(), RelayError> {
+    exchange(socket, &request(Op::DoorsClose), timeout)
+        .await
+        .map(|_| ())
+}
+
 /// What the guard's table holds now.
 pub async fn guard_read(socket: &Path, timeout: Duration) -> Result<Enforced, RelayError> {
     let reply = exchange(socket, &request(Op::GuardRead), timeout).await?;
@@ -248,8 +265,8 @@ mod tests {
         crate::fuzz::check(
             "relay lines",
             &[
-                br#"{"v":1,"op":"netmap"}"#,
-                br#"{"v":1,"netmap":{"self_id":"n1","self_addresses":["100.64.0.1"],"rules":[{"srcs":["*"],"dsts":[{"ip":"*","first":0,"last":65535}],"protos":[],"caps":[]}],"ssh":null}}"#,
+                br#"{"v":2,"op":"netmap"}"#,
+                br#"{"v":2,"netmap":{"self_id":"n1","self_addresses":["100.64.0.1"],"rules":[{"srcs":["*"],"dsts":[{"ip":"*","first":0,"last":65535}],"protos":[],"caps":[]}],"ssh":null}}"#,
             ],
             |b| {
                 let _ = serde_json::from_slice::<Request>(b);
@@ -261,20 +278,22 @@ mod tests {
     #[test]
     fn the_wire_is_what_the_module_doc_says() {
         let req = serde_json::to_string(&request(Op::Netmap)).unwrap();
-        assert_eq!(req, r#"{"v":1,"op":"netmap"}"#);
+        assert_eq!(req, r#"{"v":2,"op":"netmap"}"#);
+        let req = serde_json::to_string(&request(Op::DoorsClose)).unwrap();
+        assert_eq!(req, r#"{"v":2,"op":"doors_close"}"#);
         for bad in [
-            r#"{"v":1,"op":"shell"}"#,
-            r#"{"v":1,"op":"netmap","path":"/etc/shadow"}"#,
+            r#"{"v":2,"op":"shell"}"#,
+            r#"{"v":2,"op":"netmap","path":"/etc/shadow"}"#,
             r#"{"op":"netmap"}"#,
         ] {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
         }
         let err = serde_json::to_string(&Reply {
-            v: 1,
+            v: 2,
             error: Some("x".into()),
             ..Reply::default()
         })
         .unwrap();
-        assert_eq!(err, r#"{"v":1,"error":"x"}"#);
+        assert_eq!(err, r#"{"v":2,"error":"x"}"#);
     }
 }

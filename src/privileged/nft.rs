@@ -5,34 +5,42 @@
 //!
 //! ```text
 //! table inet tailscale_monitor_guard {
-//!   set approved4 { type ipv4_addr }          set approved6 { type ipv6_addr }
+//!   set approved4 { type ipv4_addr; flags interval }   set approved6 { type ipv6_addr; flags interval }
 //!   set seen4 { type ipv4_addr . inet_proto . inet_service; flags dynamic,timeout; timeout 1h; size 16384; counter }
 //!   set seen6 { … ipv6_addr … }
 //!   chain input   { type filter hook input   priority -10; policy accept; RULES }
 //!   chain forward { type filter hook forward priority -10; policy accept; RULES }
 //! }
-//! RULES, for IPv4 (and the same with ip6, fd7a:115c:a1e0::/48, @approved6, @seen6):
-//!   iifname IF ip saddr 100.64.0.0/10 ip saddr != @approved4 meta l4proto { tcp, udp } add @seen4 { ip saddr . meta l4proto . th dport }
-//!   iifname IF ip saddr 100.64.0.0/10 ip saddr != @approved4 meta l4proto != { tcp, udp } add @seen4 { ip saddr . meta l4proto . 0 }
-//!   iifname IF ip saddr 100.64.0.0/10 ip saddr != @approved4 drop
+//! RULES (default-deny on the interface):
+//!   iifname IF ct direction reply accept          # this server's own connections (MagicDNS too)
+//!   iifname IF ct state related accept            # their ICMP errors
+//!   iifname IF ip saddr @approved4 accept
+//!   iifname IF ip6 saddr @approved6 accept
+//!   iifname IF meta nfproto ipv4 meta l4proto { tcp, udp } add @seen4 { ip saddr . meta l4proto . th dport }
+//!   iifname IF meta nfproto ipv4 meta l4proto != { tcp, udp } add @seen4 { ip saddr . meta l4proto . 0 }
+//!   (the same two for ipv6 and @seen6)
+//!   iifname IF drop
 //! ```
 //!
-//! Priority -10 runs before tailscaled's own chains (priority 0), which accept everything on its
-//! interface. The drop is a rule of its own: a full `seen` set only stops the record, never the
-//! drop. Every apply is one transaction (the sets are flushed and refilled, the rules rewritten),
-//! so a packet sees the old set or the new one, never none; the `seen` sets and their counters
-//! survive it.
+//! No source range decides whether a packet is judged: a source outside the tailnet's ranges (a
+//! subnet route, a headscale that hands out other prefixes) is dropped unless it is in an
+//! approved set. A connection an approved device opened stays in the original direction, so a
+//! revocation cuts it at its next packet. Priority -10 runs before tailscaled's own chains
+//! (priority 0), which accept everything on its interface. The drop is a rule of its own: a full
+//! `seen` set only stops the record, never the drop. Every apply is one transaction (the sets
+//! are flushed and refilled, the rules rewritten), so a packet sees the old set or the new one,
+//! never none; the `seen` sets and their counters survive it.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use crate::model::guard::{
-    in_tailnet, Blocked, Enforced, GuardSet, MAX_ADDRESSES, TAILNET_V4, TAILNET_V6,
-};
+use ipnet::IpNet;
+
+use crate::model::guard::{Blocked, Enforced, GuardSet, MAX_ADDRESSES};
 
 pub const TABLE: &str = "tailscale_monitor_guard";
 /// How long a dropped source stays in a `seen` set after its last packet.
@@ -44,25 +52,27 @@ const NFT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest `nft -j list table` output read (16,384 seen elements per family is about 5 MB).
 const MAX_LIST: usize = 24 << 20;
 
-/// Checks what the monitor asked for: an interface name, and addresses inside the tailnet's
-/// ranges only, at most [`MAX_ADDRESSES`] per family.
+/// Checks what the monitor asked for: an interface name, and at most [`MAX_ADDRESSES`] prefixes
+/// per family, none of them a default route (which would let every source in) and none inside
+/// another (nftables refuses overlapping intervals).
 pub fn validate(interface: &str, set: &GuardSet) -> Result<(), String> {
     if !crate::config::valid_interface(interface) {
         return Err("the interface is not a valid interface name".into());
     }
     if set.v4.len() > MAX_ADDRESSES || set.v6.len() > MAX_ADDRESSES {
-        return Err(format!("more than {MAX_ADDRESSES} addresses in a family"));
+        return Err(format!("more than {MAX_ADDRESSES} prefixes in a family"));
     }
-    let outside = set
-        .v4
-        .iter()
-        .map(|a| IpAddr::V4(*a))
-        .chain(set.v6.iter().map(|a| IpAddr::V6(*a)))
-        .find(|a| !in_tailnet(*a));
-    if let Some(a) = outside {
-        return Err(format!(
-            "{a} is outside the tailnet's ranges (100.64.0.0/10, fd7a:115c:a1e0::/48)"
-        ));
+    if let Some(n) = set.nets().find(|n| n.prefix_len() == 0) {
+        return Err(format!("{n} would let every source in"));
+    }
+    if let Some(n) = set.nets().find(|n| n.trunc() != *n) {
+        return Err(format!("{n} has host bits set"));
+    }
+    let nets: Vec<IpNet> = set.nets().collect();
+    for (i, a) in nets.iter().enumerate() {
+        if let Some(b) = nets[i + 1..].iter().find(|b| a.contains(*b) || b.contains(a)) {
+            return Err(format!("{a} and {b} overlap"));
+        }
     }
     Ok(())
 }
@@ -81,63 +91,80 @@ fn with(mut base: Value, extra: Value) -> Value {
 }
 
 fn rules(chain: &str, interface: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    for (proto, range, len, approved, seen) in [
-        (
-            "ip",
-            TAILNET_V4.0.to_string(),
-            TAILNET_V4.1,
-            "@approved4",
-            "@seen4",
-        ),
-        (
-            "ip6",
-            TAILNET_V6.0.to_string(),
-            TAILNET_V6.1,
-            "@approved6",
-            "@seen6",
-        ),
-    ] {
+    let on = json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": interface}});
+    let rule = |mut expr: Vec<Value>| {
+        expr.insert(0, on.clone());
+        json!({"add": {"rule": with(t(), json!({"chain": chain, "expr": expr}))}})
+    };
+    let mut out = vec![
+        rule(vec![
+            json!({"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": "reply"}}),
+            json!({"accept": null}),
+        ]),
+        rule(vec![
+            json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "related"}}),
+            json!({"accept": null}),
+        ]),
+    ];
+    for (proto, approved) in [("ip", "@approved4"), ("ip6", "@approved6")] {
         let saddr = json!({"payload": {"protocol": proto, "field": "saddr"}});
-        let base = vec![
-            json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": interface}}),
-            json!({"match": {"op": "==", "left": saddr, "right": {"prefix": {"addr": range, "len": len}}}}),
-            json!({"match": {"op": "!=", "left": saddr, "right": approved}}),
-        ];
+        out.push(rule(vec![
+            json!({"match": {"op": "==", "left": saddr, "right": approved}}),
+            json!({"accept": null}),
+        ]));
+    }
+    for (proto, family, seen) in [("ip", "ipv4", "@seen4"), ("ip6", "ipv6", "@seen6")] {
+        let saddr = json!({"payload": {"protocol": proto, "field": "saddr"}});
+        let fam = json!({"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": family}});
         let l4 = json!({"meta": {"key": "l4proto"}});
         let ported = json!({"set": ["tcp", "udp"]});
-        let mut tcp_udp = base.clone();
-        tcp_udp.push(json!({"match": {"op": "==", "left": l4, "right": ported}}));
-        tcp_udp.push(
+        out.push(rule(vec![
+            fam.clone(),
+            json!({"match": {"op": "==", "left": l4, "right": ported}}),
             json!({"set": {"op": "add", "set": seen, "elem": {"concat": [
                 saddr, l4, {"payload": {"protocol": "th", "field": "dport"}}
             ]}}}),
-        );
-        let mut other = base.clone();
-        other.push(json!({"match": {"op": "!=", "left": l4, "right": ported}}));
-        other.push(json!({"set": {"op": "add", "set": seen, "elem": {"concat": [saddr, l4, 0]}}}));
-        let mut drop = base;
-        drop.push(json!({"drop": null}));
-        for expr in [tcp_udp, other, drop] {
-            out.push(json!({"add": {"rule": with(t(), json!({"chain": chain, "expr": expr}))}}));
-        }
+        ]));
+        out.push(rule(vec![
+            fam,
+            json!({"match": {"op": "!=", "left": l4, "right": ported}}),
+            json!({"set": {"op": "add", "set": seen, "elem": {"concat": [saddr, l4, 0]}}}),
+        ]));
     }
+    out.push(rule(vec![json!({"drop": null})]));
     out
+}
+
+/// One element of an interval set: an address for a host prefix, else the prefix.
+fn element(n: &IpNet) -> Value {
+    if n.prefix_len() == n.max_prefix_len() {
+        json!(n.addr().to_string())
+    } else {
+        json!({"prefix": {"addr": n.network().to_string(), "len": n.prefix_len()}})
+    }
 }
 
 /// The one transaction that puts `set` in force on `interface`. The `seen` sets are created
 /// only where `existing` lacks them (the kernel marks them dynamic, and an `add` that does not
-/// say so would be refused), so their elements and counters survive.
+/// say so would be refused), so their elements and counters survive. A table of an earlier
+/// layout (approved sets of single addresses, `existing` has `approved4` but not
+/// `approved4:interval`) is replaced in the same transaction.
 pub fn apply_document(interface: &str, set: &GuardSet, existing: &[String]) -> Value {
-    let mut cmds = vec![
-        json!({"metainfo": {"json_schema_version": 1}}),
-        json!({"add": {"table": {"family": "inet", "name": TABLE}}}),
-    ];
+    let mut cmds = vec![json!({"metainfo": {"json_schema_version": 1}})];
+    let old_layout = existing.iter().any(|e| e == "approved4")
+        && !existing.iter().any(|e| e == "approved4:interval");
+    let existing: &[String] = if old_layout {
+        cmds.push(json!({"delete": {"table": {"family": "inet", "name": TABLE}}}));
+        &[]
+    } else {
+        existing
+    };
+    cmds.push(json!({"add": {"table": {"family": "inet", "name": TABLE}}}));
     for (name, ty) in [
         ("approved4", json!("ipv4_addr")),
         ("approved6", json!("ipv6_addr")),
     ] {
-        cmds.push(json!({"add": {"set": with(t(), json!({"name": name, "type": ty}))}}));
+        cmds.push(json!({"add": {"set": with(t(), json!({"name": name, "type": ty, "flags": ["interval"]}))}}));
     }
     for (name, addr) in [("seen4", "ipv4_addr"), ("seen6", "ipv6_addr")] {
         if existing.iter().any(|e| e == name) {
@@ -159,8 +186,8 @@ pub fn apply_document(interface: &str, set: &GuardSet, existing: &[String]) -> V
         cmds.push(json!({"flush": {"chain": with(t(), json!({"name": hook}))}}));
         cmds.extend(rules(hook, interface));
     }
-    let v4: Vec<String> = set.v4.iter().map(Ipv4Addr::to_string).collect();
-    let v6: Vec<String> = set.v6.iter().map(Ipv6Addr::to_string).collect();
+    let v4: Vec<Value> = set.v4.iter().map(|n| element(&IpNet::V4(*n))).collect();
+    let v6: Vec<Value> = set.v6.iter().map(|n| element(&IpNet::V6(*n))).collect();
     for (name, elems) in [("approved4", v4), ("approved6", v6)] {
         cmds.push(json!({"flush": {"set": with(t(), json!({"name": name}))}}));
         if !elems.is_empty() {
@@ -249,15 +276,34 @@ pub async fn read() -> Result<Enforced, String> {
     }
 }
 
-/// The names of the sets in a listing of the table.
+/// The names of the sets in a listing of the table, and `NAME:interval` for those with the
+/// interval flag.
 fn set_names(out: &[u8]) -> Vec<String> {
     let doc: Value = serde_json::from_slice(out).unwrap_or_default();
-    doc["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i["set"]["name"].as_str().map(str::to_owned))
-        .collect()
+    let mut names = Vec::new();
+    for i in doc["nftables"].as_array().into_iter().flatten() {
+        let Some(name) = i["set"]["name"].as_str() else {
+            continue;
+        };
+        names.push(name.to_owned());
+        if i["set"]["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == "interval"))
+        {
+            names.push(format!("{name}:interval"));
+        }
+    }
+    names
+}
+
+/// An element of an approved set as nftables lists it: an address, or a prefix.
+fn listed_net(el: &Value) -> Option<IpNet> {
+    if let Some(s) = el.as_str() {
+        return s.parse::<IpAddr>().ok().map(IpNet::from);
+    }
+    let p = &el["prefix"];
+    let addr: IpAddr = p["addr"].as_str()?.parse().ok()?;
+    IpNet::new(addr, u8::try_from(p["len"].as_u64()?).ok()?).ok()
 }
 
 /// Parses `nft -j list table inet tailscale_monitor_guard`.
@@ -278,14 +324,12 @@ pub fn parse_list(out: &[u8]) -> Result<Enforced, String> {
         if let Some(name) = set["name"].as_str() {
             for el in set["elem"].as_array().into_iter().flatten() {
                 match name {
-                    "approved4" => e
-                        .set
-                        .v4
-                        .extend(el.as_str().and_then(|s| s.parse::<Ipv4Addr>().ok())),
-                    "approved6" => e
-                        .set
-                        .v6
-                        .extend(el.as_str().and_then(|s| s.parse::<Ipv6Addr>().ok())),
+                    "approved4" | "approved6" => match listed_net(el) {
+                        Some(IpNet::V4(n)) => e.set.v4.push(n),
+                        Some(IpNet::V6(n)) => e.set.v6.push(n),
+                        // A range that is no prefix: not what was applied.
+                        None => e.foreign = true,
+                    },
                     "seen4" | "seen6" => e.blocked.extend(seen(el)),
                     _ => {}
                 }
@@ -330,12 +374,13 @@ fn seen(el: &Value) -> Option<Blocked> {
 mod tests {
     use super::*;
 
+    fn set(nets: &[&str]) -> GuardSet {
+        GuardSet::from_nets(nets.iter().map(|s| s.parse::<IpNet>().unwrap()))
+    }
+
     #[test]
-    fn only_tailnet_addresses_and_a_real_interface_name_pass() {
-        let ok = GuardSet {
-            v4: vec!["100.64.0.2".parse().unwrap()],
-            v6: vec!["fd7a:115c:a1e0::2".parse().unwrap()],
-        };
+    fn prefixes_but_no_default_route_and_a_real_interface_name_pass() {
+        let ok = set(&["100.64.0.2/32", "fd7a:115c:a1e0::2/128", "192.168.77.0/24"]);
         assert!(validate("tailscale0", &ok).is_ok());
         for bad in [
             "",
@@ -346,18 +391,46 @@ mod tests {
         ] {
             assert!(validate(bad, &ok).is_err(), "{bad:?}");
         }
-        let out = GuardSet {
-            v4: vec!["10.0.0.1".parse().unwrap()],
-            v6: vec![],
-        };
-        assert!(validate("tailscale0", &out)
-            .unwrap_err()
-            .contains("10.0.0.1"));
-        let out = GuardSet {
-            v4: vec![],
-            v6: vec!["::".parse().unwrap()],
-        };
-        assert!(validate("tailscale0", &out).is_err());
+        for bad in [
+            GuardSet { v4: vec!["0.0.0.0/0".parse().unwrap()], v6: vec![] },
+            GuardSet { v4: vec![], v6: vec!["::/0".parse().unwrap()] },
+            GuardSet { v4: vec!["10.0.0.1/8".parse().unwrap()], v6: vec![] },
+            GuardSet {
+                v4: vec!["10.0.0.0/8".parse().unwrap(), "10.1.0.0/16".parse().unwrap()],
+                v6: vec![],
+            },
+        ] {
+            assert!(validate("tailscale0", &bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_rules_deny_by_default_and_let_replies_in() {
+        let doc = apply_document("tailscale0", &set(&["100.64.0.2/32", "10.5.0.0/16"]), &[]);
+        let text = doc.to_string();
+        let first = &doc["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["add"]["rule"]["chain"] == "input")
+            .unwrap()["add"]["rule"]["expr"];
+        assert_eq!(first[1]["match"]["left"], json!({"ct": {"key": "direction"}}));
+        assert_eq!(first[2], json!({"accept": null}));
+        // No rule looks at the tailnet's ranges: every source is judged.
+        assert!(!text.contains("100.64.0.0"), "{text}");
+        assert!(text.contains(r#""elem":["100.64.0.2"]"#) || text.contains(r#"{"prefix":{"addr":"10.5.0.0","len":16}}"#));
+        let rules: Vec<&Value> = doc["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["add"]["rule"]["chain"] == "input")
+            .collect();
+        // The last rule drops.
+        assert_eq!(rules.last().unwrap()["add"]["rule"]["expr"][1], json!({"drop": null}));
+        // An earlier layout is replaced in the same transaction.
+        let doc = apply_document("tailscale0", &GuardSet::default(), &["approved4".into(), "seen4".into()]);
+        assert!(doc["nftables"][1]["delete"]["table"].is_object());
+        assert!(doc.to_string().contains(r#""name":"seen4""#));
     }
 
     #[test]
@@ -382,15 +455,17 @@ mod tests {
     fn a_listing_reads_back() {
         let out = br#"{"nftables":[{"metainfo":{"version":"1.0.6","json_schema_version":1}},
           {"table":{"family":"inet","name":"tailscale_monitor_guard","handle":1}},
-          {"set":{"family":"inet","name":"approved4","table":"tailscale_monitor_guard","type":"ipv4_addr","elem":["100.64.0.3","100.64.0.2"]}},
+          {"set":{"family":"inet","name":"approved4","table":"tailscale_monitor_guard","type":"ipv4_addr","flags":["interval"],"elem":["100.64.0.3","100.64.0.2",{"prefix":{"addr":"10.5.0.0","len":16}}]}},
           {"set":{"family":"inet","name":"seen4","table":"tailscale_monitor_guard","type":["ipv4_addr","inet_proto","inet_service"],
             "elem":[{"elem":{"val":{"concat":["100.64.0.9","tcp",8080]},"expires":3597,"counter":{"packets":2,"bytes":120}}}]}},
           {"rule":{"family":"inet","table":"tailscale_monitor_guard","chain":"input","expr":[{"match":{"op":"==","left":{"meta":{"key":"iifname"}},"right":"tailscale0"}}]}}]}"#;
         let e = parse_list(out).unwrap();
         assert!(e.present);
         assert_eq!(e.interface, "tailscale0");
-        assert_eq!(e.set.v4.len(), 2);
-        assert_eq!(e.set.v4[0].to_string(), "100.64.0.2");
+        assert_eq!(e.set.v4.len(), 3);
+        assert_eq!(e.set.v4[0].to_string(), "10.5.0.0/16");
+        assert_eq!(e.set.v4[1].to_string(), "100.64.0.2/32");
+        assert!(!e.foreign);
         assert_eq!(
             e.blocked,
             vec![Blocked {

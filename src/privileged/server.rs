@@ -266,6 +266,21 @@ async fn answer(req: Request, opts: &Options) -> Reply {
             }
             Err(e) => reply.error = Some(e),
         },
+        Op::DoorsClose => {
+            let api = LocalApi::new(&opts.tailscaled, TAILSCALED_TIMEOUT);
+            match api.close_doors().await {
+                Ok((false, false)) => {
+                    info!("guard: Tailscale SSH and the web client turned off");
+                    reply.ok = Some(true);
+                }
+                Ok((ssh, web)) => {
+                    reply.error = Some(format!(
+                        "tailscaled kept RunSSH={ssh} RunWebClient={web} (is RemoteConfig on, or a policy forcing them?)"
+                    ))
+                }
+                Err(e) => reply.error = Some(e.0),
+            }
+        }
         Op::GuardRead => match super::nft::read().await {
             Ok(e) => reply.guard = Some(e),
             Err(e) => reply.error = Some(e),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -89,6 +89,16 @@ impl LocalApi {
         method: hyper::Method,
         path: &str,
     ) -> Result<Response<Incoming>, SourceError> {
+        self.request_with(method, path, Bytes::new()).await
+    }
+
+    /// Sends `method path` with `body` and returns the response with its body still streaming.
+    async fn request_with(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, SourceError> {
         let fut = async {
             let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
                 self.err(match e.kind() {
@@ -116,7 +126,8 @@ impl LocalApi {
                 .uri(path)
                 .header(hyper::header::HOST, HOST)
                 .header("Tailscale-Cap", CAPABILITY_VERSION.to_string())
-                .body(Empty::<Bytes>::new())
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(body))
                 .map_err(|e| self.err(format!("{method} {path}: {e}")))?;
             sender
                 .send_request(req)
@@ -171,6 +182,50 @@ impl LocalApi {
             ));
         }
         Ok(body)
+    }
+
+    /// `PATCH /localapi/v0/prefs` turning Tailscale SSH and the web client off (`ipn.MaskedPrefs`):
+    /// the guard's `tailscaled_doors = "close"`. Needs the LocalAPI's write permission (the root
+    /// side). Returns `RunSSH` and `RunWebClient` as tailscaled answers them.
+    pub async fn close_doors(&self) -> Result<(bool, bool), SourceError> {
+        let body = br#"{"RunSSHSet":true,"RunSSH":false,"RunWebClientSet":true,"RunWebClient":false}"#;
+        let resp = self
+            .request_with(hyper::Method::PATCH, "/localapi/v0/prefs", Bytes::from_static(body))
+            .await?;
+        let status = resp.status();
+        let body = tokio::time::timeout(self.timeout, read_body(resp.into_body(), 1 << 20))
+            .await
+            .map_err(|_| self.err("PATCH prefs: no answer in time".to_owned()))?
+            .map_err(|e| self.err(format!("PATCH prefs: reading body: {e}")))?;
+        if status != StatusCode::OK {
+            return Err(self.err(format!(
+                "PATCH prefs: HTTP {status}: {}",
+                crate::sanitize::line(&String::from_utf8_lossy(&body), 200)
+            )));
+        }
+        let mut t = NodeTrust::default();
+        netmap::parse_prefs(&body, &mut t).map_err(|e| self.err(e))?;
+        Ok((
+            t.ssh_server.unwrap_or(true),
+            t.web_client.unwrap_or(true),
+        ))
+    }
+
+    /// This node's prefs and serve config only (for `guard status`): the doors tailscaled
+    /// answers itself.
+    pub async fn doors_view(&self) -> Result<NodeTrust, SourceError> {
+        let mut t = NodeTrust::default();
+        let prefs = self.get("/localapi/v0/prefs").await?;
+        netmap::parse_prefs(&prefs, &mut t).map_err(|e| self.err(e))?;
+        match self
+            .fetch(hyper::Method::GET, "/localapi/v0/serve-config", 4 << 20)
+            .await
+        {
+            Ok(b) => t.serve = Some(netmap::parse_serve_config(&b).map_err(|e| self.err(e))?),
+            Err((Some(404), _)) => {}
+            Err((_, e)) => return Err(e),
+        }
+        Ok(t)
     }
 
     /// `POST /localapi/v0/debug?action=current-netmap`: the live netmap, packet filter included.
@@ -342,10 +397,11 @@ impl LocalApi {
     /// off. A daemon that has no such endpoint at all (404: an old daemon, a build without the
     /// feature) leaves that part unknown without a word.
     pub async fn node_view(&self) -> NodeView {
-        let (access, tka, prefs) = tokio::join!(
+        let (access, tka, prefs, serve) = tokio::join!(
             self.access(),
             self.fetch(hyper::Method::GET, "/localapi/v0/tka/status", 1 << 20),
-            self.fetch(hyper::Method::GET, "/localapi/v0/prefs", 1 << 20)
+            self.fetch(hyper::Method::GET, "/localapi/v0/prefs", 1 << 20),
+            self.fetch(hyper::Method::GET, "/localapi/v0/serve-config", 4 << 20)
         );
         let mut unread = Vec::new();
         let mut trust = NodeTrust::default();
@@ -387,6 +443,16 @@ impl LocalApi {
                     error: self.err(e).0,
                     fix: PART_FIX.into(),
                 });
+            }
+        }
+        if let Some(body) = part(&mut unread, Part::Serve, serve) {
+            match netmap::parse_serve_config(&body) {
+                Ok(s) => trust.serve = Some(s),
+                Err(e) => unread.push(Unread {
+                    part: Part::Serve,
+                    error: self.err(e).0,
+                    fix: PART_FIX.into(),
+                }),
             }
         }
         let (access, netmap_self) = match access {

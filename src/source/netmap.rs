@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use super::wire::{null_default, present};
 use crate::model::access::{
+    ServeDoors,
     CapGrant, DstPorts, FilterRule, NetmapPeer, NodeTrust, SshAction, SshPrincipal, SshRule,
     TailnetLock,
 };
@@ -460,13 +461,67 @@ pub fn parse_prefs(body: &[u8], trust: &mut NodeTrust) -> Result<(), String> {
         run_ssh: bool,
         #[serde(rename = "AdvertiseRoutes", default, deserialize_with = "null_default")]
         advertise_routes: Vec<String>,
+        #[serde(rename = "RunWebClient", default)]
+        run_web_client: bool,
+        /// Absent before tailscale 1.102: unknown there, not off.
+        #[serde(rename = "RemoteConfig", default)]
+        remote_config: Option<bool>,
+        #[serde(rename = "ShieldsUp", default)]
+        shields_up: bool,
+        #[serde(rename = "ExitNodeID", default, deserialize_with = "null_default")]
+        exit_node_id: String,
     }
     let p: Prefs = serde_json::from_slice(body).map_err(|e| format!("malformed prefs: {e}"))?;
     let mut routes = p.advertise_routes;
     routes.sort();
     trust.ssh_server = Some(p.run_ssh);
     trust.advertised_routes = Some(routes);
+    trust.web_client = Some(p.run_web_client);
+    trust.remote_config = p.remote_config;
+    trust.shields_up = Some(p.shields_up);
+    trust.exit_node_id = Some(p.exit_node_id);
     Ok(())
+}
+
+/// `GET /localapi/v0/serve-config` (`ipn.ServeConfig`, `ipn/serve.go`): the TCP ports, funnel
+/// host:ports and VIP services tailscaled answers itself, foreground sessions included. `null`
+/// (nothing served) is none.
+pub fn parse_serve_config(body: &[u8]) -> Result<ServeDoors, String> {
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Serve {
+        #[serde(rename = "TCP", deserialize_with = "null_default")]
+        tcp: BTreeMap<String, serde::de::IgnoredAny>,
+        #[serde(rename = "AllowFunnel", deserialize_with = "null_default")]
+        allow_funnel: BTreeMap<String, bool>,
+        #[serde(rename = "Services", deserialize_with = "null_default")]
+        services: BTreeMap<String, serde::de::IgnoredAny>,
+        #[serde(rename = "Foreground", deserialize_with = "null_default")]
+        foreground: BTreeMap<String, Serve>,
+    }
+    let s: Option<Serve> =
+        serde_json::from_slice(body).map_err(|e| format!("malformed serve-config: {e}"))?;
+    let s = s.unwrap_or_default();
+    let mut out = ServeDoors::default();
+    for c in std::iter::once(&s).chain(s.foreground.values()) {
+        for p in c.tcp.keys() {
+            let port = p
+                .parse::<u16>()
+                .map_err(|_| format!("serve-config: TCP port {:?} is not a port", crate::sanitize::line(p, 20)))?;
+            out.tcp.push(port);
+        }
+        out.funnel
+            .extend(c.allow_funnel.iter().filter(|(_, on)| **on).map(|(k, _)| crate::sanitize::line(k, 260)));
+        out.services
+            .extend(c.services.keys().map(|k| crate::sanitize::line(k, 80)));
+    }
+    for v in [&mut out.funnel, &mut out.services] {
+        v.sort();
+        v.dedup();
+    }
+    out.tcp.sort_unstable();
+    out.tcp.dedup();
+    Ok(out)
 }
 
 #[cfg(test)]

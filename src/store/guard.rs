@@ -1,24 +1,53 @@
-//! What the guard keeps: the approvals (changed only with their event, in one transaction), the
-//! sources it dropped and when each was alerted, and a few notes in `meta` (`guard_*`).
+//! What the guard keeps: the approvals (changed only with their event, in one transaction), its
+//! state ([`GuardState`], one record in `meta`), and the dropped sources with when each group was
+//! last alerted. A guard step writes all of it with its events, in the pass's one transaction
+//! ([`crate::model::state::GuardCommit`]).
 
 use std::collections::BTreeMap;
 
-use crate::model::guard::{Approval, ApprovalChange};
+use crate::model::guard::{Approval, ApprovalChange, BlockedRecord, GuardState};
+use crate::model::state::GuardCommit;
 
 use super::*;
 
-/// A dropped source as recorded: when it was first seen and last alerted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlockedRow {
-    pub addr: String,
-    pub device_id: Option<String>,
-    pub first: DateTime<Utc>,
-    pub alerted: Option<DateTime<Utc>>,
-    pub packets: u64,
-}
+const STATE: &str = "guard_state";
+/// The notes of earlier versions, read once into [`GuardState`].
+const OLD_NOTES: [&str; 5] = [
+    "guard_applied",
+    "guard_unenforced",
+    "guard_seen",
+    "guard_off",
+    "guard_initialized",
+];
 
 fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// Writes `g` inside the caller's transaction.
+pub(super) fn write(tx: &rusqlite::Transaction<'_>, g: &GuardCommit) -> rusqlite::Result<()> {
+    let state = serde_json::to_string(&g.state).expect("guard state serializes");
+    set_meta(tx, STATE, &state)?;
+    for k in OLD_NOTES {
+        tx.execute("DELETE FROM meta WHERE key = ?1", [k])?;
+    }
+    if g.clear_blocked {
+        tx.execute("DELETE FROM guard_blocked", [])?;
+    }
+    for r in &g.blocked {
+        tx.execute(
+            "INSERT INTO guard_blocked (addr, device_id, first_ms, alerted_ms, packets) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(addr) DO UPDATE SET device_id = ?2, first_ms = ?3, alerted_ms = ?4, packets = ?5",
+            params![
+                r.key,
+                r.device_id,
+                r.first.timestamp_millis(),
+                r.alerted.map(|t| t.timestamp_millis()),
+                i64::try_from(r.packets).unwrap_or(i64::MAX)
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -26,7 +55,9 @@ impl Store {
     pub fn approvals(&self) -> Result<Vec<Approval>> {
         let mut st = self
             .conn
-            .prepare("SELECT device_id, node_key, at, by FROM guard_approved ORDER BY device_id")
+            .prepare(
+                "SELECT device_id, node_key, at, by, routes FROM guard_approved ORDER BY device_id",
+            )
             .map_err(self.err())?;
         let rows = st
             .query_map([], |r| {
@@ -35,18 +66,20 @@ impl Store {
                     node_key: r.get(1)?,
                     at: r.get(2)?,
                     by: r.get(3)?,
+                    // A row that does not parse approves no route.
+                    routes: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
                 })
             })
             .map_err(self.err())?;
         rows.collect::<rusqlite::Result<_>>().map_err(self.err())
     }
 
-    /// The approved devices' IDs, each with the node key approved.
-    pub fn approved_keys(&self) -> Result<BTreeMap<StableNodeId, String>> {
+    /// The approvals, by device.
+    pub fn approvals_by_device(&self) -> Result<BTreeMap<StableNodeId, Approval>> {
         Ok(self
             .approvals()?
             .into_iter()
-            .map(|a| (a.device, a.node_key))
+            .map(|a| (a.device.clone(), a))
             .collect())
     }
 
@@ -72,27 +105,47 @@ impl Store {
         Ok(())
     }
 
-    /// A `guard_*` note in `meta`.
-    pub fn guard_note(&self, key: &str) -> Result<Option<String>> {
-        debug_assert!(key.starts_with("guard_"));
-        get_meta(&self.conn, key).map_err(self.err())
-    }
-
-    /// Sets (or, with `None`, clears) a `guard_*` note.
-    pub fn set_guard_note(&mut self, key: &str, value: Option<&str>) -> Result<()> {
-        debug_assert!(key.starts_with("guard_"));
-        match value {
-            Some(v) => set_meta(&self.conn, key, v),
-            None => self
-                .conn
-                .execute("DELETE FROM meta WHERE key = ?1", [key])
-                .map(|_| ()),
+    /// The guard's state (from the notes of an earlier version, the first time).
+    pub fn guard_state(&self) -> Result<GuardState> {
+        let get = |k: &str| get_meta(&self.conn, k).map_err(self.err());
+        if let Some(s) = get(STATE)? {
+            return Ok(serde_json::from_str(&s).unwrap_or_default());
         }
-        .map_err(self.err())
+        Ok(GuardState {
+            applied: get("guard_applied")?,
+            unenforced: get("guard_unenforced")?,
+            seen: get("guard_seen")?,
+            off: get("guard_off")?,
+            initialized: get("guard_initialized")?,
+            ..GuardState::default()
+        })
     }
 
-    /// The dropped sources recorded so far.
-    pub fn blocked(&self) -> Result<Vec<BlockedRow>> {
+    /// Writes the guard's state, its records and `events` (queued on `routes`) in one
+    /// transaction.
+    pub fn record_guard(
+        &mut self,
+        routes: &[Route],
+        commit: GuardCommit,
+        events: Vec<Event>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.commit_pass(routes, now, |_, h| {
+            (
+                Outcome {
+                    events,
+                    guard: Some(commit),
+                    ..Outcome::default()
+                },
+                h.clone(),
+                false,
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The dropped sources recorded so far, by group.
+    pub fn blocked(&self) -> Result<Vec<BlockedRecord>> {
         let mut st = self
             .conn
             .prepare(
@@ -101,8 +154,8 @@ impl Store {
             .map_err(self.err())?;
         let rows = st
             .query_map([], |r| {
-                Ok(BlockedRow {
-                    addr: r.get(0)?,
+                Ok(BlockedRecord {
+                    key: r.get(0)?,
                     device_id: r.get(1)?,
                     first: from_ms(r.get(2)?),
                     alerted: r.get::<_, Option<i64>>(3)?.map(from_ms),
@@ -111,27 +164,6 @@ impl Store {
             })
             .map_err(self.err())?;
         rows.collect::<rusqlite::Result<_>>().map_err(self.err())
-    }
-
-    /// Writes the rows that changed (one transaction).
-    pub fn save_blocked(&mut self, rows: &[BlockedRow]) -> Result<()> {
-        let e = self.err();
-        let tx = self.conn.transaction().map_err(&e)?;
-        for r in rows {
-            tx.execute(
-                "INSERT INTO guard_blocked (addr, device_id, first_ms, alerted_ms, packets) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(addr) DO UPDATE SET device_id = ?2, first_ms = ?3, alerted_ms = ?4, packets = ?5",
-                params![
-                    r.addr,
-                    r.device_id,
-                    r.first.timestamp_millis(),
-                    r.alerted.map(|t| t.timestamp_millis()),
-                    i64::try_from(r.packets).unwrap_or(i64::MAX)
-                ],
-            )
-            .map_err(&e)?;
-        }
-        tx.commit().map_err(&e)
     }
 
     /// Approved devices whose latest approval event is missing from the log: a row written into
@@ -147,14 +179,6 @@ impl Store {
             .map_err(self.err())?;
         let rows = st.query_map([], |r| r.get(0)).map_err(self.err())?;
         rows.collect::<rusqlite::Result<_>>().map_err(self.err())
-    }
-
-    /// Forgets the dropped sources (the table was removed: its counters are gone too).
-    pub fn clear_blocked(&mut self) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM guard_blocked", [])
-            .map(|_| ())
-            .map_err(self.err())
     }
 }
 

@@ -42,7 +42,6 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
-pub use guard::BlockedRow;
 pub use log::Checkpoint;
 use meta::*;
 use schema::MIGRATIONS;

@@ -139,9 +139,15 @@ impl Store {
         for a in &outcome.approvals {
             if a.approved {
                 tx.execute(
-                    "INSERT INTO guard_approved (device_id, at, by, node_key) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(device_id) DO UPDATE SET at = ?2, by = ?3, node_key = ?4",
-                    params![a.device.0, now_s, a.by, a.node_key],
+                    "INSERT INTO guard_approved (device_id, at, by, node_key, routes) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(device_id) DO UPDATE SET at = ?2, by = ?3, node_key = ?4, routes = ?5",
+                    params![
+                        a.device.0,
+                        now_s,
+                        a.by,
+                        a.node_key,
+                        serde_json::to_string(&a.routes).expect("routes serialize")
+                    ],
                 )
             } else {
                 tx.execute(
@@ -150,6 +156,9 @@ impl Store {
                 )
             }
             .map_err(&e)?;
+        }
+        if let Some(g) = &outcome.guard {
+            super::guard::write(&tx, g).map_err(&e)?;
         }
         tx.commit().map_err(&e)?;
         known.apply(&outcome, seen_ok);

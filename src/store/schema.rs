@@ -131,4 +131,9 @@ CREATE TABLE guard_blocked (
     r#"
 ALTER TABLE guard_approved ADD COLUMN node_key TEXT NOT NULL DEFAULT '';
 "#,
+    // An approval covers the routes the device had then (JSON list); a route added later waits
+    // for the next approval.
+    r#"
+ALTER TABLE guard_approved ADD COLUMN routes TEXT NOT NULL DEFAULT '[]';
+"#,
 ];

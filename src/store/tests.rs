@@ -456,6 +456,7 @@ fn approvals_come_with_their_event_and_a_planted_one_is_found() {
     let change = |id: &str, approved| ApprovalChange {
         device: StableNodeId(id.into()),
         node_key: "nodekey:1".into(),
+        routes: vec!["10.5.0.0/16".into()],
         approved,
         by: "alice".into(),
     };

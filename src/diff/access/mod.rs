@@ -145,6 +145,14 @@ pub fn merged(old: &Access, new: Access) -> Access {
             .or_else(|| old.trust.advertised_routes.clone()),
         // From `/status`, read with the snapshot: `None` is "up to date", not "unknown".
         update_available: new.trust.update_available,
+        web_client: new.trust.web_client.or(old.trust.web_client),
+        remote_config: new.trust.remote_config.or(old.trust.remote_config),
+        shields_up: new.trust.shields_up.or(old.trust.shields_up),
+        exit_node_id: new
+            .trust
+            .exit_node_id
+            .or_else(|| old.trust.exit_node_id.clone()),
+        serve: new.trust.serve.or_else(|| old.trust.serve.clone()),
     };
     if new.known {
         Access { trust, ..new }

@@ -419,6 +419,8 @@ fn trust_signals() {
         ssh_server: Some(false),
         advertised_routes: Some(vec![]),
         update_available: None,
+        remote_config: Some(false),
+        ..NodeTrust::default()
     };
     let ev = trust_events(
         &base,
@@ -437,6 +439,8 @@ fn trust_signals() {
             ssh_server: Some(true),
             advertised_routes: Some(vec!["0.0.0.0/0".into(), "::/0".into()]),
             update_available: Some("1.104.0".into()),
+            remote_config: Some(true),
+            ..NodeTrust::default()
         },
         now(),
     );
@@ -446,10 +450,14 @@ fn trust_signals() {
             "node.tailnet_lock_changed",
             "node.ssh_changed",
             "node.routes_changed",
+            "node.remote_config",
             "node.update_available"
         ]
     );
-    assert!(ev.iter().all(|e| e.severity == Severity::Warning));
+    assert!(ev
+        .iter()
+        .all(|e| e.severity == Severity::Warning || e.kind == EventKind::NodeRemoteConfig));
+    assert_eq!(ev[3].severity, Severity::Critical);
     assert!(ev[2].summary.contains("exit node"), "{}", ev[2].summary);
     // Unknown on one side: nothing.
     assert!(trust_events(&base, &NodeTrust::default(), now()).is_empty());

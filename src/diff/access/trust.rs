@@ -76,6 +76,16 @@ pub fn trust_events(old: &NodeTrust, new: &NodeTrust, now: DateTime<Utc>) -> Vec
             out.push(e);
         }
     }
+    if let (Some(false), Some(true)) = (old.remote_config, new.remote_config) {
+        let mut e = Event::new(
+            EventKind::NodeRemoteConfig,
+            now,
+            "RemoteConfig was turned on for this node: the control plane may now change any of its prefs and call any LocalAPI endpoint, so it can open Tailscale SSH or undo the guard",
+        );
+        e.changes = vec![ch("remote config", "off".into(), "on".into())];
+        e.fix = "`tailscale set --remote-config=false` unless the tailnet's admins own this server".into();
+        out.push(e);
+    }
     if let Some(v) = &new.update_available {
         if old.update_available.as_ref() != Some(v) {
             let mut e = Event::new(

@@ -44,6 +44,18 @@ pub(super) fn kind_action(e: &Event) -> String {
         EventKind::GuardUnenforced => "Until this is fixed, the guard does not protect this server: devices \
              the tailnet policy lets in can connect, approved or not. `tailscale-monitor guard status` says why."
             .to_owned(),
+        EventKind::GuardDoorOpen => "tailscaled answers this door itself, before the kernel: the guard cannot \
+             drop an unapproved device there, and the tailnet policy (which the admin console writes) decides \
+             alone. Close it (the fix above), or set `[guard] tailscaled_doors = \"close\"` for Tailscale SSH \
+             and the web client; `tailscale-monitor guard status` lists every open door."
+            .to_owned(),
+        EventKind::GuardDoorClosed => "For your records: this door is closed again; `tailscale-monitor guard \
+             status` lists those still open."
+            .to_owned(),
+        EventKind::NodeRemoteConfig => "If you did not turn it on, someone with tailscaled's write permission on \
+             this server, or the control plane itself, did: turn it off (`tailscale set --remote-config=false`) \
+             and find out who."
+            .to_owned(),
         EventKind::GuardEnforced => "For your records: only approved devices can reach this server again.".to_owned(),
         EventKind::GuardDisabled => "Every device the tailnet policy lets in can reach this server now. If you \
              did not run `guard off` yourself, someone with root on this server did. \

@@ -1,6 +1,13 @@
 //! The guard's part of a pass: a new device is either let in by `[guard] approve_new` (its
 //! approval committed with the pass, and logged as `guard.approved`) or said, in its
-//! `device.new` message, to be blocked at this server until its owner approves it here.
+//! `device.new` message, to be blocked at this server until its owner approves it here. And
+//! the guard's own decisions, pure like the rest of the core: the set let in ([`set`]), which
+//! dropped packets become `guard.blocked` ([`blocked`]), and which ways in tailscaled answers
+//! itself ([`doors`]).
+
+pub(crate) mod blocked;
+pub(crate) mod doors;
+pub(crate) mod set;
 
 use chrono::{DateTime, Utc};
 
@@ -53,6 +60,7 @@ pub(super) fn new_devices(
                 out.approvals.push(ApprovalChange {
                     device: d.id.clone(),
                     node_key: d.node_key.0.clone(),
+                    routes: approvable_routes(d),
                     approved: true,
                     by,
                 });
@@ -67,4 +75,18 @@ pub(super) fn new_devices(
         }
     }
     out.events.extend(approved);
+}
+
+/// The routes an approval of `d` covers: its subnet and 4via6 routes, never a default route (an
+/// exit node's `0.0.0.0/0` would let any source in; replies to this server's own connections
+/// through it pass as replies).
+pub fn approvable_routes(d: &crate::model::Device) -> Vec<String> {
+    d.routes
+        .iter()
+        .filter(|r| {
+            r.parse::<ipnet::IpNet>()
+                .is_ok_and(|n| n.prefix_len() > 0)
+        })
+        .cloned()
+        .collect()
 }
