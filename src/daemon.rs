@@ -456,7 +456,18 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
     );
 
     let counters = std::sync::Arc::new(crate::metrics::Counters::default());
-    let metrics_task = match cfg.metrics_listen {
+    let tun = crate::source::localapi::LocalApi::new(&cfg.source.socket, cfg.source.timeout)
+        .tun()
+        .await
+        .ok()
+        .flatten();
+    let refused = cfg
+        .metrics_listen
+        .and_then(|a| crate::metrics::userspace_refusal(a, cfg.metrics_token.is_some(), tun));
+    if let Some(why) = &refused {
+        error!("not serving /metrics: {why}");
+    }
+    let metrics_task = match cfg.metrics_listen.filter(|_| refused.is_none()) {
         Some(addr) => {
             let (listener, store) = crate::metrics::bind(addr, &cfg.state_dir).await?;
             Some(tokio::spawn(crate::metrics::serve(

@@ -169,6 +169,21 @@ pub async fn bind(
     Ok((listener, Store::open(state_dir)?))
 }
 
+/// Why `/metrics` must not be served at `addr`: in userspace networking mode (`/status` TUN false)
+/// tailscaled dials 127.0.0.1 for every tailnet connection to this node, so a loopback listener
+/// without a token is open to the whole tailnet.
+pub fn userspace_refusal(
+    addr: std::net::SocketAddr,
+    token: bool,
+    tun: Option<bool>,
+) -> Option<String> {
+    (addr.ip().is_loopback() && !token && tun == Some(false)).then(|| {
+        format!(
+            "[metrics] listen = \"{addr}\" has no token_file, and tailscaled runs in userspace networking mode: it dials 127.0.0.1 for every tailnet connection to this node, so every device of the tailnet could read /metrics; set [metrics] token_file, or run tailscaled with a TUN device"
+        )
+    })
+}
+
 /// Serves `/metrics` and `/healthz` until the task is dropped.
 /// With `token`, only a request that carries it as `Authorization: Bearer` is answered (401
 /// otherwise, before any store read).

@@ -40,6 +40,8 @@ pub fn status_line(
                 | EventKind::GuardBlocked
                 | EventKind::GuardUnenforced
                 | EventKind::GuardDisabled
+                | EventKind::GuardDoorOpen
+                | EventKind::NodeRemoteConfig
         )
     });
     let mut code = if new_member {

@@ -218,10 +218,31 @@ pub async fn main(cli: Cli) -> ExitCode {
             command: ConfigCommand::Check,
         } => {
             let loaded = load(explicit, false);
-            if let Some(c) = loaded.as_ref().ok().filter(|c| c.guard.enforcing()) {
-                if guard::known_tun(c).await == Some(false) {
+            let mut refused = None;
+            if let Ok(c) = &loaded {
+                let tun = guard::known_tun(c).await;
+                if c.guard.enforcing() && tun == Some(false) {
                     eprintln!("warning: [guard] mode = \"enforce\", but tailscaled runs in userspace networking mode (`/status` TUN is false): the guard cannot filter in the kernel and does NOT protect this server");
                 }
+                if tun == Some(false) {
+                    let listeners: Vec<String> = c
+                        .metrics_listen
+                        .iter()
+                        .map(|a| format!("[metrics] listen {a}"))
+                        .chain(c.webhooks.iter().map(|w| format!("[webhooks] listen {}", w.listen)))
+                        .collect();
+                    eprintln!(
+                        "warning: tailscaled runs in userspace networking mode: it dials 127.0.0.1 for every tailnet connection to this node, so every TCP listener on loopback is reachable from the tailnet{}",
+                        if listeners.is_empty() { String::new() } else { format!(" (this monitor's: {})", listeners.join(", ")) }
+                    );
+                }
+                refused = c
+                    .metrics_listen
+                    .and_then(|a| crate::metrics::userspace_refusal(a, c.metrics_token.is_some(), tun));
+            }
+            if let Some(why) = refused {
+                eprintln!("tailscale-monitor: {why}");
+                return ExitCode::from(1);
             }
             loaded.map(|c| {
             print!("{}", c.render());

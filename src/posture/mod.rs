@@ -136,6 +136,7 @@ pub fn evaluate(i: &Inputs) -> Report {
         ("server", server::server),
         ("server", server::visibility),
         ("server", server::guard),
+        ("server", server::remote_config),
     ] {
         o.area = area;
         checks(&mut o, i);

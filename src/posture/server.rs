@@ -65,6 +65,63 @@ pub(super) fn guard(o: &mut Out, i: &Inputs) {
         ),
     };
     o.add("SV-08", title, Severity::Critical, status, evidence, fix);
+    doors(o, i);
+}
+
+/// SV-09 (only with `[guard] mode = "enforce"`): no way in that tailscaled answers itself, before
+/// the kernel and so before the guard, is open (the PeerAPI, always there, is named in the
+/// evidence); in userspace networking mode every loopback listener is one.
+fn doors(o: &mut Out, i: &Inputs) {
+    let title = "No way into this server bypasses the guard (Tailscale SSH, web client, serve, funnel, services)";
+    let fix = "close each door `tailscale-monitor guard status` lists as NOT GUARDED (Tailscale SSH: `tailscale set --ssh=false` and OpenSSH on the tailnet address, or `[guard] tailscaled_doors = \"close\"`)";
+    let tun = i.node.and_then(|n| n.tun);
+    let trust = i.node.and_then(|n| n.node.as_ref()).map(|v| &v.trust);
+    let (status, evidence) = match trust {
+        None => (Status::Unknown, "tailscaled's prefs could not be read".to_owned()),
+        Some(t) if t.ssh_server.is_none() => {
+            (Status::Unknown, "tailscaled's prefs could not be read".to_owned())
+        }
+        Some(t) => {
+            let open: Vec<String> = crate::diff::guard::doors::open_doors(t, tun)
+                .into_iter()
+                .filter(|d| d.key != "peerapi")
+                .map(|d| d.name)
+                .collect();
+            let peerapi = if tun == Some(true) && t.shields_up != Some(true) {
+                " (the PeerAPI is always answered by tailscaled; what peers may do there is the control plane's grant)"
+            } else {
+                ""
+            };
+            if open.is_empty() {
+                (Status::Pass, format!("none open{peerapi}"))
+            } else {
+                (Status::Fail, format!("NOT GUARDED: {}{peerapi}", open.join("; ")))
+            }
+        }
+    };
+    o.add("SV-09", title, Severity::Critical, status, evidence, fix);
+}
+
+/// SV-10: `RemoteConfig` is off (tailscale 1.102+): on, the control plane may change any pref and
+/// call any LocalAPI endpoint of this node.
+pub(super) fn remote_config(o: &mut Out, i: &Inputs) {
+    let title = "RemoteConfig is off (the control plane cannot change this node's prefs)";
+    let fix = "tailscale set --remote-config=false";
+    let trust = i.node.and_then(|n| n.node.as_ref()).map(|v| &v.trust);
+    let (status, evidence) = match trust.map(|t| t.remote_config) {
+        None => (Status::Unknown, "tailscaled's prefs could not be read".to_owned()),
+        Some(None) => (
+            Status::Unknown,
+            "prefs have no RemoteConfig (tailscale before 1.102: not offered)".to_owned(),
+        ),
+        Some(Some(false)) => (Status::Pass, "prefs RemoteConfig is false".to_owned()),
+        Some(Some(true)) => (
+            Status::Fail,
+            "prefs RemoteConfig is true: the control plane can open Tailscale SSH, serve, or undo the guard"
+                .to_owned(),
+        ),
+    };
+    o.add("SV-10", title, Severity::Critical, status, evidence, fix);
 }
 
 pub(super) fn server(o: &mut Out, i: &Inputs) {

@@ -56,7 +56,7 @@ fn only_approved_devices_reach_the_server_whatever_the_control_plane_says() {
     let r = mon.run(&["guard", "status"]);
     assert!(
         r.stdout
-            .contains("ENFORCED: only approved devices reach this server on tailscale0")
+            .contains("ENFORCED: on the kernel path, only approved devices and their approved routes reach this server on tailscale0")
             && r.stdout.contains("approved (1):")
             && r.stdout.contains("laptop"),
         "{r:?}"

@@ -11,6 +11,7 @@ mod control;
 mod deb;
 mod emulator;
 mod guard;
+mod guard_doors;
 mod mail;
 mod posture;
 mod presence;

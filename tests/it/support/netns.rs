@@ -133,6 +133,43 @@ impl Netns {
         String::from_utf8_lossy(&out.stdout).contains("guarded-hello")
     }
 
+    /// What a TCP connection from here to `addr:port` reads in its first seconds (an SSH
+    /// server's banner), empty when nothing answers.
+    pub fn banner(&self, addr: &str, port: u16) -> String {
+        let out = self
+            .cmd("timeout")
+            .args([
+                "6",
+                "socat",
+                "-T3",
+                "-",
+                &format!("TCP:{addr}:{port},connect-timeout=3"),
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Whether a DNS query from here to `server`:53 gets an answer (any answer: NXDOMAIN counts).
+    pub fn dns_answers(&self, server: &str, name: &str) -> bool {
+        let family = if server.contains(':') { "AF_INET6" } else { "AF_INET" };
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend(label.as_bytes());
+        }
+        q.extend([0, 0, 1, 0, 1]);
+        let hex: String = q.iter().map(|b| format!("{b:02x}")).collect();
+        let code = format!(
+            "import socket\ns=socket.socket(socket.{family},socket.SOCK_DGRAM)\ns.settimeout(3)\n\
+             s.sendto(bytes.fromhex('{hex}'),('{server}',53))\n\
+             try:\n print('answer', len(s.recv(512)))\nexcept Exception as e:\n print('none', e)"
+        );
+        let out = self.cmd("python3").args(["-c", &code]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).starts_with("answer")
+    }
+
     /// A TCP listener on `port` that greets every connection.
     pub fn listen(&mut self, port: u16) {
         let mut c = self.cmd("socat");
