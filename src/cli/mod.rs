@@ -229,16 +229,20 @@ pub async fn main(cli: Cli) -> ExitCode {
                         .metrics_listen
                         .iter()
                         .map(|a| format!("[metrics] listen {a}"))
-                        .chain(c.webhooks.iter().map(|w| format!("[webhooks] listen {}", w.listen)))
+                        .chain(
+                            c.webhooks
+                                .iter()
+                                .map(|w| format!("[webhooks] listen {}", w.listen)),
+                        )
                         .collect();
                     eprintln!(
                         "warning: tailscaled runs in userspace networking mode: it dials 127.0.0.1 for every tailnet connection to this node, so every TCP listener on loopback is reachable from the tailnet{}",
                         if listeners.is_empty() { String::new() } else { format!(" (this monitor's: {})", listeners.join(", ")) }
                     );
                 }
-                refused = c
-                    .metrics_listen
-                    .and_then(|a| crate::metrics::userspace_refusal(a, c.metrics_token.is_some(), tun));
+                refused = c.metrics_listen.and_then(|a| {
+                    crate::metrics::userspace_refusal(a, c.metrics_token.is_some(), tun)
+                });
             }
             if let Some(why) = refused {
                 eprintln!("tailscale-monitor: {why}");

@@ -365,7 +365,9 @@ fn guard_keys() {
     let w = c.guard.warnings();
     // Review G15: a stable ID is the control plane's word too.
     assert_eq!(w.len(), 3, "{w:?}");
-    assert!(w[0].contains("stable ID") && w[1].contains("tag:ci") && w[2].contains("alice@example.com"));
+    assert!(
+        w[0].contains("stable ID") && w[1].contains("tag:ci") && w[2].contains("alice@example.com")
+    );
     assert!(c
         .render()
         .contains("[guard]\nmode = \"enforce\"\ninterface = \"ts1\""));

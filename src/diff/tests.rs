@@ -610,6 +610,28 @@ fn the_guard_approves_new_devices_it_lists_and_says_the_others_are_blocked() {
         .find(|e| e.kind == EventKind::DeviceRekeyed)
         .unwrap();
     assert!(e.fix.contains("guard approve nA"), "{}", e.fix);
+    // A route added to a known device: it waits for the next approval, and the message says so.
+    let mut routed = devices.clone();
+    routed[1].routes = vec!["10.5.0.0/16".into()];
+    let (out3, _, _) = pass_outcome(
+        &known,
+        &Health::default(),
+        Ok(&snapshot(&routed[..3], &users)),
+        None,
+        &policy,
+        now(),
+    );
+    let e = out3
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::DeviceRoutesChanged)
+        .unwrap();
+    assert!(
+        e.fix
+            .contains("dropped here until you run `tailscale-monitor guard approve nA`"),
+        "{}",
+        e.fix
+    );
     // Without the guard, nothing of it.
     let (out, _, _) = pass_outcome(
         &known,

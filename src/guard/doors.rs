@@ -46,7 +46,9 @@ pub async fn observe(
                 info!(doors = ?closable, "guard: closed tailscaled's own doors");
                 closed_again = closable.iter().map(|s| s.to_string()).collect();
             }
-            Err(e) => warn!(error = %e, doors = ?closable, "guard: cannot close tailscaled's own doors"),
+            Err(e) => {
+                warn!(error = %e, doors = ?closable, "guard: cannot close tailscaled's own doors")
+            }
         }
     }
     let (events, keys) = door_events(&open, &step.state.doors, &closed_again, now);

@@ -57,7 +57,12 @@ impl Step {
     }
 
     /// Writes what changed (nothing when nothing did).
-    fn commit(self, store: &mut Store, cfg: &Config, now: DateTime<Utc>) -> Result<Vec<Event>, StoreError> {
+    fn commit(
+        self,
+        store: &mut Store,
+        cfg: &Config,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Event>, StoreError> {
         let changed = self.state != self.commit.state
             || !self.commit.blocked.is_empty()
             || self.commit.clear_blocked
@@ -314,7 +319,12 @@ pub fn turn_on(store: &mut Store, cfg: &Config, init: bool) -> Result<(), StoreE
 }
 
 /// `guard off`: the table is gone (the caller removed it), and `event` says by whom.
-pub fn turned_off(store: &mut Store, cfg: &Config, by: &str, event: Event) -> Result<(), StoreError> {
+pub fn turned_off(
+    store: &mut Store,
+    cfg: &Config,
+    by: &str,
+    event: Event,
+) -> Result<(), StoreError> {
     let mut step = Step::load(store)?;
     step.state.off = Some(by.to_owned());
     step.state.applied = None;

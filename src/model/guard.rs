@@ -241,13 +241,22 @@ mod tests {
     #[test]
     fn a_set_keeps_no_prefix_inside_another() {
         let set = GuardSet::from_nets(
-            ["100.64.0.2/32", "10.1.0.0/16", "10.1.2.0/24", "100.64.0.2/32", "fd7a:115c:a1e0::2/128"]
-                .iter()
-                .map(|s| s.parse::<IpNet>().unwrap()),
+            [
+                "100.64.0.2/32",
+                "10.1.0.0/16",
+                "10.1.2.0/24",
+                "100.64.0.2/32",
+                "fd7a:115c:a1e0::2/128",
+            ]
+            .iter()
+            .map(|s| s.parse::<IpNet>().unwrap()),
         );
         assert_eq!(
             set.v4,
-            vec!["10.1.0.0/16".parse::<Ipv4Net>().unwrap(), "100.64.0.2/32".parse().unwrap()]
+            vec![
+                "10.1.0.0/16".parse::<Ipv4Net>().unwrap(),
+                "100.64.0.2/32".parse().unwrap()
+            ]
         );
         assert_eq!(set.v6.len(), 1);
     }

@@ -77,10 +77,14 @@ fn doors(o: &mut Out, i: &Inputs) {
     let tun = i.node.and_then(|n| n.tun);
     let trust = i.node.and_then(|n| n.node.as_ref()).map(|v| &v.trust);
     let (status, evidence) = match trust {
-        None => (Status::Unknown, "tailscaled's prefs could not be read".to_owned()),
-        Some(t) if t.ssh_server.is_none() => {
-            (Status::Unknown, "tailscaled's prefs could not be read".to_owned())
-        }
+        None => (
+            Status::Unknown,
+            "tailscaled's prefs could not be read".to_owned(),
+        ),
+        Some(t) if t.ssh_server.is_none() => (
+            Status::Unknown,
+            "tailscaled's prefs could not be read".to_owned(),
+        ),
         Some(t) => {
             let open: Vec<String> = crate::diff::guard::doors::open_doors(t, tun)
                 .into_iter()
@@ -95,7 +99,10 @@ fn doors(o: &mut Out, i: &Inputs) {
             if open.is_empty() {
                 (Status::Pass, format!("none open{peerapi}"))
             } else {
-                (Status::Fail, format!("NOT GUARDED: {}{peerapi}", open.join("; ")))
+                (
+                    Status::Fail,
+                    format!("NOT GUARDED: {}{peerapi}", open.join("; ")),
+                )
             }
         }
     };

@@ -70,7 +70,10 @@ pub fn validate(interface: &str, set: &GuardSet) -> Result<(), String> {
     }
     let nets: Vec<IpNet> = set.nets().collect();
     for (i, a) in nets.iter().enumerate() {
-        if let Some(b) = nets[i + 1..].iter().find(|b| a.contains(*b) || b.contains(a)) {
+        if let Some(b) = nets[i + 1..]
+            .iter()
+            .find(|b| a.contains(*b) || b.contains(a))
+        {
             return Err(format!("{a} and {b} overlap"));
         }
     }
@@ -91,7 +94,8 @@ fn with(mut base: Value, extra: Value) -> Value {
 }
 
 fn rules(chain: &str, interface: &str) -> Vec<Value> {
-    let on = json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": interface}});
+    let on =
+        json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": interface}});
     let rule = |mut expr: Vec<Value>| {
         expr.insert(0, on.clone());
         json!({"add": {"rule": with(t(), json!({"chain": chain, "expr": expr}))}})
@@ -115,7 +119,8 @@ fn rules(chain: &str, interface: &str) -> Vec<Value> {
     }
     for (proto, family, seen) in [("ip", "ipv4", "@seen4"), ("ip6", "ipv6", "@seen6")] {
         let saddr = json!({"payload": {"protocol": proto, "field": "saddr"}});
-        let fam = json!({"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": family}});
+        let fam =
+            json!({"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": family}});
         let l4 = json!({"meta": {"key": "l4proto"}});
         let ported = json!({"set": ["tcp", "udp"]});
         out.push(rule(vec![
@@ -392,11 +397,23 @@ mod tests {
             assert!(validate(bad, &ok).is_err(), "{bad:?}");
         }
         for bad in [
-            GuardSet { v4: vec!["0.0.0.0/0".parse().unwrap()], v6: vec![] },
-            GuardSet { v4: vec![], v6: vec!["::/0".parse().unwrap()] },
-            GuardSet { v4: vec!["10.0.0.1/8".parse().unwrap()], v6: vec![] },
             GuardSet {
-                v4: vec!["10.0.0.0/8".parse().unwrap(), "10.1.0.0/16".parse().unwrap()],
+                v4: vec!["0.0.0.0/0".parse().unwrap()],
+                v6: vec![],
+            },
+            GuardSet {
+                v4: vec![],
+                v6: vec!["::/0".parse().unwrap()],
+            },
+            GuardSet {
+                v4: vec!["10.0.0.1/8".parse().unwrap()],
+                v6: vec![],
+            },
+            GuardSet {
+                v4: vec![
+                    "10.0.0.0/8".parse().unwrap(),
+                    "10.1.0.0/16".parse().unwrap(),
+                ],
                 v6: vec![],
             },
         ] {
@@ -414,11 +431,17 @@ mod tests {
             .iter()
             .find(|c| c["add"]["rule"]["chain"] == "input")
             .unwrap()["add"]["rule"]["expr"];
-        assert_eq!(first[1]["match"]["left"], json!({"ct": {"key": "direction"}}));
+        assert_eq!(
+            first[1]["match"]["left"],
+            json!({"ct": {"key": "direction"}})
+        );
         assert_eq!(first[2], json!({"accept": null}));
         // No rule looks at the tailnet's ranges: every source is judged.
         assert!(!text.contains("100.64.0.0"), "{text}");
-        assert!(text.contains(r#""elem":["100.64.0.2"]"#) || text.contains(r#"{"prefix":{"addr":"10.5.0.0","len":16}}"#));
+        assert!(
+            text.contains(r#""elem":["100.64.0.2"]"#)
+                || text.contains(r#"{"prefix":{"addr":"10.5.0.0","len":16}}"#)
+        );
         let rules: Vec<&Value> = doc["nftables"]
             .as_array()
             .unwrap()
@@ -426,9 +449,16 @@ mod tests {
             .filter(|c| c["add"]["rule"]["chain"] == "input")
             .collect();
         // The last rule drops.
-        assert_eq!(rules.last().unwrap()["add"]["rule"]["expr"][1], json!({"drop": null}));
+        assert_eq!(
+            rules.last().unwrap()["add"]["rule"]["expr"][1],
+            json!({"drop": null})
+        );
         // An earlier layout is replaced in the same transaction.
-        let doc = apply_document("tailscale0", &GuardSet::default(), &["approved4".into(), "seen4".into()]);
+        let doc = apply_document(
+            "tailscale0",
+            &GuardSet::default(),
+            &["approved4".into(), "seen4".into()],
+        );
         assert!(doc["nftables"][1]["delete"]["table"].is_object());
         assert!(doc.to_string().contains(r#""name":"seen4""#));
     }

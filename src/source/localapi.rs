@@ -188,9 +188,14 @@ impl LocalApi {
     /// the guard's `tailscaled_doors = "close"`. Needs the LocalAPI's write permission (the root
     /// side). Returns `RunSSH` and `RunWebClient` as tailscaled answers them.
     pub async fn close_doors(&self) -> Result<(bool, bool), SourceError> {
-        let body = br#"{"RunSSHSet":true,"RunSSH":false,"RunWebClientSet":true,"RunWebClient":false}"#;
+        let body =
+            br#"{"RunSSHSet":true,"RunSSH":false,"RunWebClientSet":true,"RunWebClient":false}"#;
         let resp = self
-            .request_with(hyper::Method::PATCH, "/localapi/v0/prefs", Bytes::from_static(body))
+            .request_with(
+                hyper::Method::PATCH,
+                "/localapi/v0/prefs",
+                Bytes::from_static(body),
+            )
             .await?;
         let status = resp.status();
         let body = tokio::time::timeout(self.timeout, read_body(resp.into_body(), 1 << 20))
@@ -205,10 +210,7 @@ impl LocalApi {
         }
         let mut t = NodeTrust::default();
         netmap::parse_prefs(&body, &mut t).map_err(|e| self.err(e))?;
-        Ok((
-            t.ssh_server.unwrap_or(true),
-            t.web_client.unwrap_or(true),
-        ))
+        Ok((t.ssh_server.unwrap_or(true), t.web_client.unwrap_or(true)))
     }
 
     /// This node's prefs and serve config only (for `guard status`): the doors tailscaled

@@ -18,9 +18,8 @@ use serde::Deserialize;
 
 use super::wire::{null_default, present};
 use crate::model::access::{
-    ServeDoors,
-    CapGrant, DstPorts, FilterRule, NetmapPeer, NodeTrust, SshAction, SshPrincipal, SshRule,
-    TailnetLock,
+    CapGrant, DstPorts, FilterRule, NetmapPeer, NodeTrust, ServeDoors, SshAction, SshPrincipal,
+    SshRule, TailnetLock,
 };
 
 #[derive(Deserialize)]
@@ -505,13 +504,20 @@ pub fn parse_serve_config(body: &[u8]) -> Result<ServeDoors, String> {
     let mut out = ServeDoors::default();
     for c in std::iter::once(&s).chain(s.foreground.values()) {
         for p in c.tcp.keys() {
-            let port = p
-                .parse::<u16>()
-                .map_err(|_| format!("serve-config: TCP port {:?} is not a port", crate::sanitize::line(p, 20)))?;
+            let port = p.parse::<u16>().map_err(|_| {
+                format!(
+                    "serve-config: TCP port {:?} is not a port",
+                    crate::sanitize::line(p, 20)
+                )
+            })?;
             out.tcp.push(port);
         }
-        out.funnel
-            .extend(c.allow_funnel.iter().filter(|(_, on)| **on).map(|(k, _)| crate::sanitize::line(k, 260)));
+        out.funnel.extend(
+            c.allow_funnel
+                .iter()
+                .filter(|(_, on)| **on)
+                .map(|(k, _)| crate::sanitize::line(k, 260)),
+        );
         out.services
             .extend(c.services.keys().map(|k| crate::sanitize::line(k, 80)));
     }

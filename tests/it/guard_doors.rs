@@ -39,7 +39,14 @@ fn every_door_into_the_server_is_closed_or_named() {
     let bridge = Bridge::start(&hs);
     let ops = hs.user("ops");
     let key = hs.preauth_key(ops);
-    let mut srv = KernelNode::join(&rel, &bridge, "dsrv", 21, &key, &["--ssh", "--accept-routes"]);
+    let mut srv = KernelNode::join(
+        &rel,
+        &bridge,
+        "dsrv",
+        21,
+        &key,
+        &["--ssh", "--accept-routes"],
+    );
     let laptop = KernelNode::join(&rel, &bridge, "dlap", 22, &key, &[]);
     let srv_ip = srv.ip();
     srv.ns.listen(PORT);
@@ -68,10 +75,18 @@ fn every_door_into_the_server_is_closed_or_named() {
     wait_mail(&smtp, "guard.door_open (Tailscale SSH)", 30, |m| {
         m.text.contains("guard.door_open") && m.text.contains("Tailscale SSH (port 22)")
     });
-    assert_eq!(mon.count_events("guard.door_open"), 2, "SSH and the PeerAPI");
+    assert_eq!(
+        mon.count_events("guard.door_open"),
+        2,
+        "SSH and the PeerAPI"
+    );
     let r = mon.check();
     assert_ne!(r.code, 2, "said once per opening: {r:?}");
-    assert_eq!(mon.count_events("guard.door_open"), 2, "said once per opening");
+    assert_eq!(
+        mon.count_events("guard.door_open"),
+        2,
+        "said once per opening"
+    );
     let r = mon.run(&["guard", "status"]);
     assert!(
         r.stdout.contains("ENFORCED: on the kernel path")
@@ -94,7 +109,9 @@ fn every_door_into_the_server_is_closed_or_named() {
 
     // MagicDNS keeps answering on a guarded server (its answers are replies).
     assert!(srv.ns.dns_answers("100.100.100.100", "dlap.tailnet.test"));
-    assert!(srv.ns.dns_answers("fd7a:115c:a1e0::53", "dlap.tailnet.test"));
+    assert!(srv
+        .ns
+        .dns_answers("fd7a:115c:a1e0::53", "dlap.tailnet.test"));
 
     // A new user's node: the kernel path is closed to it, Tailscale SSH answers it.
     let mallory = hs.user("mallory");
@@ -105,7 +122,10 @@ fn every_door_into_the_server_is_closed_or_named() {
     until("evil reaches Tailscale SSH", 60, || {
         evil.ns.banner(&srv_ip, 22).contains("SSH-2.0-Tailscale")
     });
-    assert!(!evil.ns.connects(&srv_ip, PORT), "the kernel path is closed");
+    assert!(
+        !evil.ns.connects(&srv_ip, PORT),
+        "the kernel path is closed"
+    );
     // The server's own connection to the unapproved node gets its reply.
     evil.ns.listen(PORT);
     assert!(
@@ -171,10 +191,14 @@ fn every_door_into_the_server_is_closed_or_named() {
         "192.168.77.0/24",
     ]);
     assert!(out.status.success(), "{out:?}");
-    until("the server routes 192.168.77.0/24 to the router", 90, || {
-        let st = srv.cli(&["status", "--json"]);
-        String::from_utf8_lossy(&st.stdout).contains("192.168.77.0/24")
-    });
+    until(
+        "the server routes 192.168.77.0/24 to the router",
+        90,
+        || {
+            let st = srv.cli(&["status", "--json"]);
+            String::from_utf8_lossy(&st.stdout).contains("192.168.77.0/24")
+        },
+    );
     mon.check();
     assert!(
         connects_within(&lan, &srv_ip, 8).is_none(),

@@ -83,7 +83,8 @@ pub fn trust_events(old: &NodeTrust, new: &NodeTrust, now: DateTime<Utc>) -> Vec
             "RemoteConfig was turned on for this node: the control plane may now change any of its prefs and call any LocalAPI endpoint, so it can open Tailscale SSH or undo the guard",
         );
         e.changes = vec![ch("remote config", "off".into(), "on".into())];
-        e.fix = "`tailscale set --remote-config=false` unless the tailnet's admins own this server".into();
+        e.fix = "`tailscale set --remote-config=false` unless the tailnet's admins own this server"
+            .into();
         out.push(e);
     }
     if let Some(v) = &new.update_available {

@@ -19,12 +19,12 @@ const EXAMPLES: usize = 5;
 
 /// The device that may send from `ip`, and how: a present device's own address first, then a
 /// removed one's, then the narrowest route that holds it.
-pub fn holder<'a>(known: &'a Known, ip: IpAddr) -> Option<(&'a Device, Option<&'a str>)> {
+pub fn holder(known: &Known, ip: IpAddr) -> Option<(&Device, Option<&str>)> {
     let text = ip.to_string();
     let mut best: Option<(&Device, Option<&str>, u8)> = None;
     for k in known.devices.values() {
         let d = &k.device;
-        if d.addresses.iter().any(|a| *a == text) {
+        if d.addresses.contains(&text) {
             let rank = if k.removed { 1 } else { 2 };
             if best.is_none_or(|b| b.2 < 200 + rank) {
                 best = Some((d, None, 200 + rank));
@@ -81,13 +81,19 @@ pub fn blocked_events(
             packets: 0,
         });
         // Elements expire after an hour of silence: fewer packets than recorded is a new run.
-        let base = if packets < row.packets { 0 } else { row.packets };
+        let base = if packets < row.packets {
+            0
+        } else {
+            row.packets
+        };
         if packets == base {
             continue;
         }
         row.device_id = g.device.map(|d| d.id.0.clone());
         if row.alerted.is_none_or(|t| now - t >= window) {
-            events.push(event(known, &g.hits, g.device, g.route, packets, row.first, now));
+            events.push(event(
+                known, &g.hits, g.device, g.route, packets, row.first, now,
+            ));
             row.alerted = Some(now);
         }
         row.packets = packets;
@@ -123,7 +129,11 @@ fn event(
                 "{} source address(es) that no device of the tailnet claims ({}{})",
                 sources.len(),
                 shown.join(", "),
-                if more > 0 { format!(", and {more} more") } else { String::new() }
+                if more > 0 {
+                    format!(", and {more} more")
+                } else {
+                    String::new()
+                }
             )
         }
     };
@@ -221,7 +231,9 @@ mod tests {
         assert!(events[0].summary.contains("nE"), "{}", events[0].summary);
         assert!(events[0].detail.starts_with("5 packet(s)"));
         assert!(
-            events[1].summary.contains("2 source address(es) that no device")
+            events[1]
+                .summary
+                .contains("2 source address(es) that no device")
                 && events[1].summary.contains("10.1.0.1, 10.1.0.2"),
             "{}",
             events[1].summary
@@ -249,10 +261,21 @@ mod tests {
     #[test]
     fn many_unclaimed_sources_are_one_event() {
         let seen: Vec<Blocked> = (0..2000u32)
-            .map(|i| hit(&std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string(), 80, 1))
+            .map(|i| {
+                hit(
+                    &std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string(),
+                    80,
+                    1,
+                )
+            })
             .collect();
-        let (events, rows) =
-            blocked_events(&known(), &seen, &BTreeMap::new(), Duration::hours(1), Utc::now());
+        let (events, rows) = blocked_events(
+            &known(),
+            &seen,
+            &BTreeMap::new(),
+            Duration::hours(1),
+            Utc::now(),
+        );
         assert_eq!(events.len(), 1);
         assert!(events[0].summary.contains("2000 source address(es)"));
         assert!(events[0].summary.contains("and 1995 more"));

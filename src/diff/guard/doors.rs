@@ -186,11 +186,25 @@ mod tests {
         let keys = |d: Vec<Door>| d.into_iter().map(|d| d.key).collect::<Vec<_>>();
         assert_eq!(
             keys(open_doors(&t, Some(true))),
-            ["ssh", "web_client", "serve:443", "serve:8443", "funnel:srv.ts.net:443", "service:svc:db", "peerapi"]
+            [
+                "ssh",
+                "web_client",
+                "serve:443",
+                "serve:8443",
+                "funnel:srv.ts.net:443",
+                "service:svc:db",
+                "peerapi"
+            ]
         );
         // Unknown is not open, and shields-up closes every one.
-        assert_eq!(keys(open_doors(&NodeTrust::default(), None)), Vec::<String>::new());
-        assert_eq!(keys(open_doors(&NodeTrust::default(), Some(false))), ["loopback"]);
+        assert_eq!(
+            keys(open_doors(&NodeTrust::default(), None)),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            keys(open_doors(&NodeTrust::default(), Some(false))),
+            ["loopback"]
+        );
         t.shields_up = Some(true);
         assert!(open_doors(&t, Some(true)).is_empty());
     }

@@ -37,6 +37,20 @@ pub(super) fn new_devices(
     for e in out
         .events
         .iter_mut()
+        .filter(|e| e.kind == EventKind::DeviceRoutesChanged)
+    {
+        if let Some(d) = &e.device {
+            if !approvable_routes(d).is_empty() {
+                e.fix = format!(
+                    "If this device is approved at this server's guard, a route it did not have then is not: traffic from it is dropped here until you run `tailscale-monitor guard approve {}`",
+                    d.id.0
+                );
+            }
+        }
+    }
+    for e in out
+        .events
+        .iter_mut()
         .filter(|e| e.kind == EventKind::DeviceNew)
     {
         let Some(d) = &e.device else { continue };
@@ -83,10 +97,7 @@ pub(super) fn new_devices(
 pub fn approvable_routes(d: &crate::model::Device) -> Vec<String> {
     d.routes
         .iter()
-        .filter(|r| {
-            r.parse::<ipnet::IpNet>()
-                .is_ok_and(|n| n.prefix_len() > 0)
-        })
+        .filter(|r| r.parse::<ipnet::IpNet>().is_ok_and(|n| n.prefix_len() > 0))
         .cloned()
         .collect()
 }

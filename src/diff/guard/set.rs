@@ -7,7 +7,8 @@
 //! - an approved device's current addresses, and the routes it had when it was approved;
 //! - minus everything that overlaps a *claim*: an address or a route of an unapproved device
 //!   (any length, inside or outside the tailnet's ranges), a route of an approved device that
-//!   was added after its approval, and the default route of the exit node this server uses.
+//!   was added after its approval, and the default route of the exit node this server uses
+//!   when that node is not approved.
 //!
 //! Everything else is dropped at the interface (replies to this server's own connections
 //! excepted, by conntrack, on the root side).
@@ -56,9 +57,7 @@ pub fn desired<'a>(
         if k.removed || d.is_self {
             continue;
         }
-        let approval = approvals
-            .get(&d.id)
-            .filter(|a| a.node_key == d.node_key.0);
+        let approval = approvals.get(&d.id).filter(|a| a.node_key == d.node_key.0);
         for a in &d.addresses {
             let Some(n) = net(a) else { continue };
             if approval.is_some() {
@@ -72,7 +71,9 @@ pub fn desired<'a>(
             let approved = approval.is_some_and(|a| a.routes.iter().any(|x| x == r));
             if approved && n.prefix_len() > 0 {
                 wanted.push((&d.id, n, r));
-            } else if n.prefix_len() > 0 || exit_node == Some(&d.id) {
+            } else if n.prefix_len() > 0 || (exit_node == Some(&d.id) && approval.is_none()) {
+                // A default route claims everything only on the exit node this server uses, and
+                // not when the owner approved that node: it is then trusted with it.
                 broad.push(Claim {
                     device: &d.id,
                     net: n,
@@ -163,7 +164,11 @@ mod tests {
 
     #[test]
     fn only_approved_current_unshared_addresses_and_routes() {
-        let a = dev("nA", &["100.64.0.2", "fd7a:115c:a1e0::2"], &["192.168.1.0/24"]);
+        let a = dev(
+            "nA",
+            &["100.64.0.2", "fd7a:115c:a1e0::2"],
+            &["192.168.1.0/24"],
+        );
         let b = dev("nB", &["100.64.0.3"], &[]);
         let c = dev("nC", &["100.64.0.4"], &[]);
         let mut gone = dev("nD", &["100.64.0.5"], &[]);
@@ -221,6 +226,10 @@ mod tests {
         let (set, left) = desired([&a, &exit], &approved, Some(&StableNodeId("nX".into())));
         assert_eq!(set.len(), 0);
         assert_eq!(left.len(), 2);
+        // Unless the owner approved that exit node.
+        let approved = approve(&[&a, &exit]);
+        let (set, _) = desired([&a, &exit], &approved, Some(&StableNodeId("nX".into())));
+        assert_eq!(set.len(), 3);
     }
 
     /// Issue 26: a route is let in only as approved with its device; a route added later waits,
@@ -236,7 +245,10 @@ mod tests {
         r.device.routes.push("100.64.0.0/24".into());
         let (set, left) = desired([&r, &a], &approved, None);
         assert_eq!(v4(&set), ["10.5.0.0/16", "100.64.0.7/32"]);
-        assert_eq!((left[0].device.0.as_str(), left[0].by.0.as_str()), ("nA", "nR"));
+        assert_eq!(
+            (left[0].device.0.as_str(), left[0].by.0.as_str()),
+            ("nA", "nR")
+        );
         // An unapproved device claims part of the approved subnet.
         r.device.routes.pop();
         let m = dev("nM", &["100.64.0.9"], &["10.5.3.0/24"]);

@@ -153,7 +153,11 @@ impl Netns {
 
     /// Whether a DNS query from here to `server`:53 gets an answer (any answer: NXDOMAIN counts).
     pub fn dns_answers(&self, server: &str, name: &str) -> bool {
-        let family = if server.contains(':') { "AF_INET6" } else { "AF_INET" };
+        let family = if server.contains(':') {
+            "AF_INET6"
+        } else {
+            "AF_INET"
+        };
         let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
         for label in name.split('.') {
             q.push(label.len() as u8);
