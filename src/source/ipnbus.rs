@@ -173,7 +173,7 @@ impl NodeWire {
             addresses,
             tags,
             routes,
-            key_expiry: crate::source::status_json::parse_time(self.key_expiry.as_deref())
+            key_expiry: crate::source::wire::parse_time(self.key_expiry.as_deref())
                 .map(|t| t.timestamp()),
             expired: self.expired,
         })

@@ -137,12 +137,6 @@ pub enum StatusError {
     NoSelf,
 }
 
-/// Parses Go's RFC 3339 times; the zero time (`0001-01-01T00:00:00Z`) and garbage mean "unknown".
-pub fn parse_time(s: Option<&str>) -> Option<DateTime<Utc>> {
-    let t = DateTime::parse_from_rfc3339(s?).ok()?.with_timezone(&Utc);
-    (t.timestamp() > 0).then_some(t)
-}
-
 impl Status {
     pub fn parse(bytes: &[u8]) -> Result<Status, StatusError> {
         serde_json::from_slice(bytes).map_err(|e| StatusError::Malformed(e.to_string()))

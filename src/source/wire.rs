@@ -39,10 +39,16 @@ where
     d.deserialize_any(Values(std::marker::PhantomData))
 }
 
-/// A Go `time.Time` as [`super::status_json::parse_time`] reads it, straight from the document (no copy of the
+/// Parses Go's RFC 3339 times; the zero time (`0001-01-01T00:00:00Z`) and garbage mean "unknown".
+pub fn parse_time(s: Option<&str>) -> Option<DateTime<Utc>> {
+    let t = DateTime::parse_from_rfc3339(s?).ok()?.with_timezone(&Utc);
+    (t.timestamp() > 0).then_some(t)
+}
+
+/// A Go `time.Time` as [`parse_time`] reads it, straight from the document (no copy of the
 /// string): `null`, the zero time and garbage are `None`.
 pub(crate) fn go_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-    crate::model::opt_time(d, |v| Ok(super::status_json::parse_time(Some(v))))
+    crate::model::opt_time(d, |v| Ok(parse_time(Some(v))))
 }
 
 /// `Some(None)` for an explicit `null`, `None` (with `#[serde(default)]`) for an absent key.

@@ -8,7 +8,7 @@ use crate::support;
 use serde_json::{json, Value};
 use support::emulator::{self, Emulator};
 use support::smtp::Smtp;
-use support::{email_channel, Monitor};
+use support::{email_channel, posture_finding, Monitor};
 
 const WEB01: [&str; 2] = ["100.101.1.1", "fd7a:115c:a1e0::1"];
 
@@ -655,4 +655,51 @@ fn through_the_relay_a_peer_that_arrives_with_its_filter_is_named() {
         !summary.contains("no device this server knows"),
         "{summary}"
     );
+}
+
+/// Issue 26: `RemoteConfig` turned on hands the control plane this node's prefs and LocalAPI:
+/// critical (`node.remote_config`, `check` exits 2), and posture SV-10 fails.
+#[test]
+fn remote_config_turned_on_is_critical() {
+    let (_d, emu, mon) = setup("");
+    emu.set_prefs(Some(json!({"RunSSH": false, "RemoteConfig": false})));
+    assert_eq!(mon.check().code, 0);
+    let r = mon.run(&["posture", "--json"]);
+    assert_eq!(posture_finding(&r.stdout, "SV-10")["status"], "pass");
+    emu.set_prefs(Some(json!({"RunSSH": false, "RemoteConfig": true})));
+    let r = mon.check();
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(mon.count_events("node.remote_config"), 1);
+    let r = mon.run(&["posture", "--json"]);
+    assert_eq!(posture_finding(&r.stdout, "SV-10")["status"], "fail");
+    // Before 1.102 there is no such pref: unknown, never "off".
+    emu.set_prefs(Some(json!({"RunSSH": false})));
+    let r = mon.run(&["posture", "--json"]);
+    assert_eq!(posture_finding(&r.stdout, "SV-10")["status"], "unknown");
+}
+
+/// Issue 26: in userspace networking mode tailscaled dials 127.0.0.1 for every tailnet
+/// connection, so a token-less `/metrics` on loopback is open to the tailnet: `config check`
+/// fails on it and `run` does not serve it, each saying why.
+#[test]
+fn in_userspace_mode_a_tokenless_metrics_on_loopback_is_refused() {
+    let (_d, emu, mon) = setup("\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let mut doc = emulator::tailnet();
+    doc["TUN"] = json!(false);
+    emu.set_status(doc.clone());
+    let r = mon.run(&["config", "check"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("every device of the tailnet could read /metrics")
+            && r.stderr.contains("[metrics] listen 127.0.0.1:0"),
+        "{r:?}"
+    );
+    let daemon = mon.spawn_run_logged();
+    daemon.wait_log("not serving /metrics", 1, 30);
+    assert_eq!(daemon.log_count("metrics listening"), 0);
+    // With a TUN device: served.
+    doc["TUN"] = json!(true);
+    emu.set_status(doc);
+    assert_eq!(mon.run(&["config", "check"]).code, 0);
 }
