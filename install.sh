@@ -85,7 +85,7 @@ fi
 # files of one link, never through a symlink (a hard link to a root-owned file stays root's).
 install -d -m 0700 -o "$user" -g "$user" "$state"
 find -P "$state" -xdev \( -type d -o -type f -links 1 \) ! -user "$user" -exec chown -h "$user:$user" {} +
-units=(tailscale-monitor.service tailscale-monitor-privileged.socket tailscale-monitor-privileged@.service)
+units=(tailscale-monitor.service tailscale-monitor-privileged.socket tailscale-monitor-privileged@.service tailscale-monitor-guard-restore.service)
 if [ -d /etc/systemd/system ]; then
   for u in "${units[@]}"; do
     sed "s|/usr/local/bin/tailscale-monitor|$PREFIX/bin/tailscale-monitor|" "contrib/$u" > "/etc/systemd/system/$u"
@@ -96,6 +96,8 @@ if [ -d /etc/systemd/system ]; then
     # The relay answers only root and the tailscale-monitor group, one request per connection.
     systemctl enable --now tailscale-monitor-privileged.socket
     echo "install: privileged relay enabled (tailscale-monitor-privileged.socket)"
+    # The guard fails closed from boot; it restores only what the root side applied.
+    systemctl enable tailscale-monitor-guard-restore.service
   else
     echo "install: systemd is not running: enable tailscale-monitor-privileged.socket once it is, or run"
     echo "  $PREFIX/bin/tailscale-monitor privileged --listen /run/tailscale-monitor/privileged.sock --group $user"

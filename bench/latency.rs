@@ -194,10 +194,15 @@ fn bench_guard_approve_to_connect() {
     let srv_ip = srv.ip();
     let evil_ip = evil.ip();
     srv.ns.listen(PORT);
-    let relay_dir = tempfile::tempdir().unwrap();
-    let (relay, relay_pid) = relay_with_pid(&mut srv.ns, relay_dir.path(), &srv.socket.clone());
     assert!(connects_within(&evil.ns, &srv_ip, 90).is_some());
     let mon = Monitor::new(&srv.socket, "[guard]\nmode = \"enforce\"\n");
+    let relay_dir = tempfile::tempdir().unwrap();
+    let (relay, relay_pid) = relay_with_pid(
+        &mut srv.ns,
+        relay_dir.path(),
+        &srv.socket.clone(),
+        &mon.config,
+    );
     mon.set_privileged_socket(&relay);
     mon.check();
     assert_eq!(mon.run(&["guard", "init"]).code, 0);

@@ -386,9 +386,10 @@ impl Daemon {
         }
     }
 
-    /// What the guard dropped since the last look: `guard.blocked` goes out at once.
-    async fn guard_poll(&mut self) -> anyhow::Result<()> {
-        let events = crate::guard::poll(&mut self.store, &self.cfg, Utc::now()).await?;
+    /// What the guard dropped since the last look (read off the main loop, within a deadline):
+    /// `guard.blocked` goes out at once.
+    async fn guard_table(&mut self, read: crate::model::guard::Enforced) -> anyhow::Result<()> {
+        let events = crate::guard::on_table(&mut self.store, &self.cfg, read, Utc::now()).await?;
         if !events.is_empty() {
             self.send_now().await?;
         }
@@ -542,6 +543,8 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
         .then(|| Duration::from_micros(watchdog_usec / 2));
     let far = Duration::from_secs(86400 * 365);
+    let (guard_tx, mut guard_rx) = mpsc::channel::<Option<crate::model::guard::Enforced>>(1);
+    let mut guard_reading = false;
 
     loop {
         let pass_at = d.pass_at.unwrap_or_else(|| Instant::now() + far);
@@ -600,10 +603,28 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
                     d.store_failed(e.into()).await;
                 }
             }
-            _ = sleep_until(d.guard_at), if d.cfg.guard.enforcing() && d.store_outage.is_none() => {
+            _ = sleep_until(d.guard_at), if d.cfg.guard.enforcing() && d.store_outage.is_none() && !guard_reading => {
                 d.guard_at = Instant::now() + crate::guard::POLL;
-                if let Err(e) = d.guard_poll().await {
-                    d.store_failed(e).await;
+                match crate::guard::poll_due(&d.store, &d.cfg) {
+                    Ok(true) => {
+                        // The root side's read (nft, up to a few MB of JSON) runs on another task
+                        // with its deadline; the loop keeps pinging the watchdog meanwhile.
+                        guard_reading = true;
+                        let (cfg, tx) = (d.cfg.clone(), guard_tx.clone());
+                        tokio::spawn(async move {
+                            let _ = tx.send(crate::guard::read_table(&cfg).await).await;
+                        });
+                    }
+                    Ok(false) => {}
+                    Err(e) => d.store_failed(e.into()).await,
+                }
+            }
+            Some(read) = guard_rx.recv() => {
+                guard_reading = false;
+                if let Some(read) = read {
+                    if let Err(e) = d.guard_table(read).await {
+                        d.store_failed(e).await;
+                    }
                 }
             }
             _ = sleep(watchdog.unwrap_or(far)), if watchdog.is_some() => {

@@ -24,8 +24,8 @@ async fn main() -> ExitCode {
     // said once per outage), the rest is in the status line and the log.
     let default = match cli.command {
         tailscale_monitor::Command::Check => "error",
-        // One process per request under the socket unit: only what went wrong reaches the journal.
-        tailscale_monitor::Command::Privileged { stdio: true, .. } => "warn",
+        // The root side's record of every change (review G14): info under the socket unit too.
+        tailscale_monitor::Command::Privileged { .. } => "info",
         _ => "info",
     };
     let filter = EnvFilter::try_from_env("TAILSCALE_MONITOR_LOG")

@@ -17,7 +17,7 @@ bin=target/release/tailscale-monitor
 "$bin" completions bash > "$out/tailscale-monitor.bash"
 "$bin" completions zsh > "$out/_tailscale-monitor"
 "$bin" completions fish > "$out/tailscale-monitor.fish"
-for u in tailscale-monitor.service tailscale-monitor-privileged.socket tailscale-monitor-privileged@.service; do
+for u in tailscale-monitor.service tailscale-monitor-privileged.socket tailscale-monitor-privileged@.service tailscale-monitor-guard-restore.service; do
     sed 's|/usr/local/bin/tailscale-monitor|/usr/bin/tailscale-monitor|; s|(install.sh creates it)|(the package creates it)|' \
         "contrib/$u" > "$out/$u"
 done

@@ -4,9 +4,8 @@ use crate::diff::guard::approvable_routes;
 use crate::diff::guard::blocked::holder;
 use crate::diff::guard::doors::open_doors;
 use crate::guard;
-use crate::model::guard::{ApprovalChange, Door};
+use crate::model::guard::{Decision, Door};
 use crate::model::state::KnownDevice;
-use crate::model::Event;
 
 use super::*;
 
@@ -39,12 +38,6 @@ pub enum GuardCommand {
     On,
 }
 
-fn context(explicit: Option<&Path>) -> anyhow::Result<(Config, Store)> {
-    let cfg = load(explicit, true)?;
-    let store = open_store(explicit)?;
-    Ok((cfg, store))
-}
-
 /// The known devices `arg` names: a stable ID, an address, or a hostname (or MagicDNS name)
 /// that exactly one present device has.
 fn resolve<'a>(known: &'a [KnownDevice], arg: &str) -> anyhow::Result<&'a KnownDevice> {
@@ -52,8 +45,21 @@ fn resolve<'a>(known: &'a [KnownDevice], arg: &str) -> anyhow::Result<&'a KnownD
     if let Some(k) = known.iter().find(|k| k.device.id.0 == arg) {
         return Ok(k);
     }
-    if let Some(k) = present().find(|k| k.device.addresses.iter().any(|a| a == arg)) {
-        return Ok(k);
+    let holders: Vec<&KnownDevice> = present()
+        .filter(|k| k.device.addresses.iter().any(|a| a == arg))
+        .collect();
+    match holders.as_slice() {
+        [one] => return Ok(one),
+        [] => {}
+        many => bail!(
+            "{:?} is held by {} devices ({}): a control plane gave one address twice; give the stable ID",
+            sanitize::line(arg, 80),
+            many.len(),
+            many.iter()
+                .map(|k| k.device.id.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
     let by_name: Vec<&KnownDevice> = present()
         .filter(|k| {
@@ -87,152 +93,184 @@ fn resolve<'a>(known: &'a [KnownDevice], arg: &str) -> anyhow::Result<&'a KnownD
     }
 }
 
-fn change_event(k: &KnownDevice, approved: bool, by: &str) -> Event {
-    let name = k.device.display_name();
-    let (kind, summary) = if approved {
-        (
-            EventKind::GuardApproved,
-            format!("The guard lets {name} in at this server (approved by {by})"),
+/// The owner's commands run as root: approvals live where only root writes. The connection to
+/// the root side is made now, as root (it checks these credentials); then this process becomes
+/// the state directory's owner, so that what it writes to the monitor's store stays the
+/// monitor's.
+fn connect_as_owner(cfg: &Config) -> anyhow::Result<std::os::unix::net::UnixStream> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("this is the owner's: approvals live where only root writes. Run it with sudo (`sudo tailscale-monitor guard …`)");
+    }
+    let stream = crate::privileged::connect_now(&cfg.source.privileged_socket)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    drop_to_state_owner(&cfg.state_dir)?;
+    Ok(stream)
+}
+
+/// Becomes the owner of `dir` (the monitor's user), for good.
+fn drop_to_state_owner(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir).with_context(|| {
+        format!(
+            "the state directory {} (run `tailscale-monitor check` as the monitor's user first)",
+            dir.display()
         )
-    } else {
-        (
-            EventKind::GuardRevoked,
-            format!("The guard shuts {name} out at this server again (revoked by {by})"),
-        )
+    })?;
+    let (uid, gid) = (m.uid(), m.gid());
+    if uid == 0 {
+        return Ok(());
+    }
+    // SAFETY: plain system calls with valid arguments; the process gives up root for good.
+    let ok = unsafe {
+        libc::setgroups(0, std::ptr::null()) == 0
+            && libc::setresgid(gid, gid, gid) == 0
+            && libc::setresuid(uid, uid, uid) == 0
     };
-    let mut e = Event::new(kind, Utc::now(), summary);
-    e.device = Some(k.device.clone());
-    e.detail = format!("by {by}");
-    e
+    if !ok {
+        bail!(
+            "becoming uid {uid} (the owner of {}): {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
 
-/// Records `changes` with their events, puts the new set in force at once, and delivers.
-async fn commit(
-    cfg: &Config,
-    store: &mut Store,
-    changes: Vec<(KnownDevice, bool)>,
-    by: &str,
-) -> anyhow::Result<()> {
-    let events = changes
-        .iter()
-        .map(|(k, a)| change_event(k, *a, by))
-        .collect();
-    let changes = changes
-        .into_iter()
-        .map(|(k, approved)| ApprovalChange {
-            node_key: k.device.node_key.0.clone(),
-            routes: approvable_routes(&k.device),
-            device: k.device.id,
-            approved,
-            by: by.to_owned(),
-        })
-        .collect();
-    store.record_approvals(&cfg.routes(), changes, events, Utc::now())?;
-    apply_now(cfg, store).await
+/// What the owner confirms: the device's name, stable ID, node key, addresses and routes.
+fn confirm(k: &KnownDevice, verb: &str) {
+    println!(
+        "{verb} {}: stable ID {}, node key {}, addresses {}{}",
+        sanitize::line(k.device.display_name(), 60),
+        sanitize::line(&k.device.id.0, 60),
+        sanitize::line(&k.device.node_key.0, 90),
+        sanitize::line(&k.device.addresses.join(", "), 80),
+        if k.device.routes.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", routes {}",
+                sanitize::line(&k.device.routes.join(", "), 120)
+            )
+        }
+    );
 }
 
-/// Applies the set now (not at the daemon's next pass), says what is in force, and delivers
-/// what was queued.
-async fn apply_now(cfg: &Config, store: &mut Store) -> anyhow::Result<()> {
+/// After an owner's command: the root side's decision mirrored (with its events), said, and
+/// delivered.
+async fn after(cfg: &Config, store: &mut Store, d: &Decision) -> anyhow::Result<()> {
     let tun = known_tun(cfg).await;
     let events = guard::enforce(store, cfg, tun, Utc::now()).await?;
     for e in &events {
         eprintln!("{}: {}", e.kind, sanitize::line(&e.summary, 300));
     }
-    if !cfg.guard.enforcing() {
-        eprintln!("note: [guard] mode is \"off\": recorded, but nothing is enforced until mode = \"enforce\"");
+    println!(
+        "the root side lets {} prefix(es) in on {}{}",
+        d.set.len(),
+        d.interface,
+        if d.mode != "enforce" {
+            " (its config says mode = \"off\": nothing is enforced)"
+        } else if d.off.is_some() {
+            " (the guard is off)"
+        } else {
+            ""
+        }
+    );
+    for l in &d.left_out {
+        println!(
+            "  left out: {} of {} (the unapproved {} may send from it: {})",
+            l.net,
+            sanitize::line(&l.device, 40),
+            sanitize::line(&l.by, 90),
+            sanitize::line(&l.claim, 60)
+        );
     }
     let _ = monitor::deliver(store, cfg, &monitor::local_hostname(), false).await?;
     Ok(())
 }
 
 pub(super) async fn guard(explicit: Option<&Path>, cmd: GuardCommand) -> anyhow::Result<()> {
-    let (cfg, mut store) = context(explicit)?;
-    let by = guard::local_user();
-    let approve = matches!(cmd, GuardCommand::Approve { .. });
-    match cmd {
-        GuardCommand::Status { json } => status(&cfg, &mut store, json).await,
-        GuardCommand::Init | GuardCommand::On => {
-            if let GuardCommand::Init = cmd {
-                let approved = store.approvals_by_device()?;
-                let known: Vec<KnownDevice> = store
-                    .known_now()?
-                    .devices
-                    .values()
-                    .filter(|k| {
-                        !k.removed
-                            && !k.device.is_self
-                            && !approved.get(&k.device.id).is_some_and(|a| current(a, k))
-                    })
-                    .cloned()
-                    .collect();
-                println!("approving {} device(s) known now", known.len());
-                let changes = known.into_iter().map(|k| (k, true)).collect();
-                let e = (!store.known_now()?.baseline_done).then_some(());
-                if e.is_some() {
-                    bail!("no baseline yet: run `tailscale-monitor check` first, review what it reports, then `guard init`");
-                }
-                guard::turn_on(&mut store, &cfg, true)?;
-                commit(&cfg, &mut store, changes, &by).await
-            } else {
-                guard::turn_on(&mut store, &cfg, false)?;
-                println!("the guard is back in force");
-                apply_now(&cfg, &mut store).await
+    let cfg = load(explicit, true)?;
+    if let GuardCommand::Status { json } = cmd {
+        let mut store = open_store(explicit)?;
+        return status(&cfg, &mut store, json).await;
+    }
+    let stream = connect_as_owner(&cfg)?;
+    let mut store = open_store(explicit)?;
+    let socket = cfg.source.privileged_socket.clone();
+    let ask = |op, approve, revoke| {
+        crate::privileged::guard_admin_on(
+            stream,
+            &socket,
+            op,
+            approve,
+            revoke,
+            guard::RELAY_TIMEOUT,
+        )
+    };
+    let d = match cmd {
+        GuardCommand::Status { .. } => unreachable!("handled above"),
+        GuardCommand::Init => {
+            let known = store.known_now()?.clone();
+            if !known.baseline_done {
+                bail!("no baseline yet: run `tailscale-monitor check` first, review what it reports, then `guard init`");
             }
-        }
-        GuardCommand::Approve { devices } | GuardCommand::Revoke { devices } => {
-            let approved = store.approvals_by_device()?;
-            let known: Vec<KnownDevice> = store.known_now()?.devices.values().cloned().collect();
-            let mut changes = Vec::new();
-            for d in &devices {
-                let k = resolve(&known, d)?;
-                let current = approved.get(&k.device.id).is_some_and(|a| current(a, k));
-                let listed = approved.contains_key(&k.device.id);
-                if (approve && current) || (!approve && !listed) {
+            let mut reviewed = Vec::new();
+            for k in known.devices.values().filter(|k| !k.removed && !k.device.is_self) {
+                if k.after_baseline {
                     println!(
-                        "{} ({}) is already {}",
-                        sanitize::line(k.device.display_name(), 80),
+                        "NOT approving {} ({}): it joined after the baseline you reviewed; `sudo tailscale-monitor guard approve {}` once you know it",
+                        sanitize::line(k.device.display_name(), 60),
                         k.device.id.0,
-                        if approve { "approved" } else { "not approved" }
-                    );
-                    continue;
-                }
-                if !changes
-                    .iter()
-                    .any(|(c, _): &(KnownDevice, bool)| c.device.id == k.device.id)
-                {
-                    println!(
-                        "{} {} ({})",
-                        if approve { "approving" } else { "revoking" },
-                        sanitize::line(k.device.display_name(), 80),
                         k.device.id.0
                     );
-                    changes.push((k.clone(), approve));
+                } else {
+                    confirm(k, "approving");
+                    reviewed.push(crate::privileged::Confirmed {
+                        id: k.device.id.0.clone(),
+                        node_key: k.device.node_key.0.clone(),
+                    });
                 }
             }
-            if changes.is_empty() {
-                return Ok(());
+            println!("approving {} device(s) of the baseline", reviewed.len());
+            ask(crate::privileged::Op::GuardInit, Some(reviewed), None).await
+        }
+        GuardCommand::Approve { devices } => {
+            let known: Vec<KnownDevice> = store.known_now()?.devices.values().cloned().collect();
+            let mut list = Vec::new();
+            for d in &devices {
+                let k = resolve(&known, d)?;
+                if k.removed {
+                    bail!("{} has left the tailnet: nothing to approve", k.device.id.0);
+                }
+                if !list.iter().any(|c: &crate::privileged::Confirmed| c.id == k.device.id.0) {
+                    confirm(k, "approving");
+                    list.push(crate::privileged::Confirmed {
+                        id: k.device.id.0.clone(),
+                        node_key: k.device.node_key.0.clone(),
+                    });
+                }
             }
-            commit(&cfg, &mut store, changes, &by).await
+            ask(crate::privileged::Op::GuardApprove, Some(list), None).await
+        }
+        GuardCommand::Revoke { devices } => {
+            let known: Vec<KnownDevice> = store.known_now()?.devices.values().cloned().collect();
+            let mut ids: Vec<String> = Vec::new();
+            for d in &devices {
+                let k = resolve(&known, d)?;
+                confirm(k, "revoking");
+                ids.push(k.device.id.0.clone());
+            }
+            ask(crate::privileged::Op::GuardRevoke, None, Some(ids)).await
         }
         GuardCommand::Off => {
-            let mut e = Event::new(
-                EventKind::GuardDisabled,
-                Utc::now(),
-                format!("The guard was turned off by {by}: every device the tailnet policy lets in can reach this server"),
-            );
-            e.detail = format!("by {by}");
-            crate::privileged::guard_remove(&cfg.source.privileged_socket, guard::RELAY_TIMEOUT)
-                .await
-                .context("removing the guard's table")?;
-            guard::turned_off(&mut store, &cfg, &by, e)?;
-            println!(
-                "the guard is off: its table is removed. `tailscale-monitor guard on` puts it back"
-            );
-            let _ = monitor::deliver(&mut store, &cfg, &monitor::local_hostname(), false).await?;
-            Ok(())
+            println!("turning the guard off: every device the tailnet policy lets in can reach this server until `sudo tailscale-monitor guard on`");
+            ask(crate::privileged::Op::GuardOff, None, None).await
         }
+        GuardCommand::On => ask(crate::privileged::Op::GuardOn, None, None).await,
     }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    after(&cfg, &mut store, &d).await
 }
 
 /// Whether approval `a` still covers `k`: the same node key, and no route since.
@@ -244,12 +282,17 @@ fn current(a: &crate::model::guard::Approval, k: &KnownDevice) -> bool {
 }
 
 async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<()> {
-    let approvals = store.approvals()?;
     let state = store.guard_state()?;
-    let (wanted, left_out) = guard::wanted(store)?;
+    let (expected, _) = guard::expected(store)?;
     let known = store.known_now()?.clone();
+    // The root side's decision (a sync: it applies only what it decided) and its table.
+    let decision =
+        crate::privileged::guard_sync(&cfg.source.privileged_socket, guard::RELAY_TIMEOUT).await;
     let read =
         crate::privileged::guard_read(&cfg.source.privileged_socket, guard::RELAY_TIMEOUT).await;
+    let d = decision.as_ref().ok().cloned().unwrap_or_default();
+    let approvals = d.approvals.clone();
+    let left_out = d.left_out.clone();
     let api = crate::source::localapi::LocalApi::new(&cfg.source.socket, cfg.source.timeout);
     let tun = api.tun().await.ok().flatten();
     let trust = api.doors_view().await;
@@ -258,8 +301,23 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
         Err(_) => Vec::new(),
     };
     let remote = trust.as_ref().is_ok_and(|t| t.remote_config == Some(true));
-    let (enforced, why) = match (&read, cfg.guard.enforcing(), &state.off) {
+    let (enforced, why) = match (&read, cfg.guard.enforcing(), &d.off) {
         (_, false, _) => (false, "[guard] mode is \"off\"".to_owned()),
+        (_, true, _) if decision.is_err() => (
+            false,
+            format!(
+                "cannot ask the root side: {}",
+                decision.as_ref().err().map(|e| e.to_string()).unwrap_or_default()
+            ),
+        ),
+        (_, true, _) if d.mode != "enforce" => (
+            false,
+            "the root side's config says mode = \"off\" (it reads the config file, which must be root's and writable by no one else)".to_owned(),
+        ),
+        (_, true, None) if !d.initialized => (
+            false,
+            "no device approved yet: `sudo tailscale-monitor guard init` after reviewing the baseline".to_owned(),
+        ),
         (_, true, Some(by)) => (
             false,
             format!("turned off with `guard off` by {by}; `guard on` puts it back"),
@@ -273,14 +331,20 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
             false,
             format!("cannot read the table through the privileged relay: {e}"),
         ),
+        (_, true, None) if d.no_interface => (
+            false,
+            format!("the interface {} does not exist", d.interface),
+        ),
         (Ok(t), true, None) if !t.present => (
             false,
             "the table is not in place (the monitor puts it there at its next pass)".to_owned(),
         ),
-        (Ok(t), true, None) if t.set != wanted || t.foreign => (
+        (Ok(t), true, None) if t.differs.is_some() || t.set != d.set || t.foreign => (
             false,
-            "the table differs from the approvals (the monitor applies them at its next pass)"
-                .to_owned(),
+            format!(
+                "the table is not what the root side applied: {}",
+                t.differs.clone().unwrap_or_else(|| "its approved sets differ".into())
+            ),
         ),
         (Ok(_), true, None) if remote => (
             false,
@@ -290,7 +354,7 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
             true,
             format!(
                 "on the kernel path, only approved devices and their approved routes reach this server on {} (replies to its own connections excepted)",
-                cfg.guard.interface
+                d.interface
             ),
         ),
     };
@@ -319,6 +383,9 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
             "doors": doors,
             "doors_unread": doors_unread,
             "left_out": left_out,
+            "set": d.set,
+            "expected": expected,
+            "anomalies": d.anomalies,
             "approved": approvals.iter().map(|a| serde_json::json!({
                 "id": a.device.0, "name": name(&a.device.0).map(|n| n.0), "at": a.at, "by": a.by, "routes": a.routes,
             })).collect::<Vec<_>>(),
@@ -398,8 +465,8 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
     if !left_out.is_empty() {
         out += &format!("\nleft out, though approved ({}):\n", left_out.len());
         for l in &left_out {
-            let n = name(&l.device.0).map_or_else(|| l.device.0.clone(), |n| n.0);
-            let by = name(&l.by.0).map_or_else(|| l.by.0.clone(), |n| n.0);
+            let n = name(&l.device).map_or_else(|| l.device.clone(), |n| n.0);
+            let by = name(&l.by).map_or_else(|| l.by.clone(), |n| n.0);
             out += &format!(
                 "  {} of {}: the unapproved {} may send from it too ({})\n",
                 l.net,
@@ -408,6 +475,26 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
                 sanitize::line(&l.claim, 60)
             );
         }
+    }
+    if !d.anomalies.is_empty() {
+        out += &format!(
+            "\npeers without an identity of their own ({}), never approved:\n",
+            d.anomalies.len()
+        );
+        for a in &d.anomalies {
+            out += &format!(
+                "  {} {}\n",
+                sanitize::line(&a.node_key, 90),
+                if a.what == "no_stable_id" {
+                    "has no stable ID".to_owned()
+                } else {
+                    format!("shares the stable ID {}", sanitize::line(&a.id, 40))
+                }
+            );
+        }
+    }
+    if decision.is_ok() && expected != d.set {
+        out += "\nthe root side's set is not what the monitor computes from /status (see `--json`: set, expected)\n";
     }
     let approvals_by: std::collections::BTreeMap<_, _> =
         approvals.iter().map(|a| (&a.device, a)).collect();

@@ -143,11 +143,16 @@ pub enum Command {
     /// foreground server where there is no systemd (`--listen`).
     Privileged {
         /// Serve the one connection on standard input (systemd socket activation, Accept=yes).
-        #[arg(long, conflicts_with = "listen", required_unless_present = "listen")]
+        #[arg(long, conflicts_with_all = ["listen", "restore"], required_unless_present_any = ["listen", "restore"])]
         stdio: bool,
-        /// Create the socket at PATH (mode 0660, group --group) and serve until killed.
-        #[arg(long, value_name = "PATH")]
+        /// Create the socket at PATH (in a directory only root may write; mode 0660, group
+        /// --group) and serve until killed.
+        #[arg(long, value_name = "PATH", conflicts_with = "restore")]
         listen: Option<PathBuf>,
+        /// At boot, before tailscaled: put the guard's last table back from the root side's own
+        /// copy (or a table that lets nobody in), then exit (tailscale-monitor-guard-restore.service).
+        #[arg(long)]
+        restore: bool,
         /// The group whose members may ask (besides root): the monitor's.
         #[arg(long, value_name = "NAME", default_value = "tailscale-monitor")]
         group: String,
@@ -158,6 +163,14 @@ pub enum Command {
             default_value = "/var/run/tailscale/tailscaled.sock"
         )]
         socket: PathBuf,
+        /// Where the guard's root side keeps its records (approvals, the last table applied):
+        /// a directory only root may write.
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = crate::privileged::root::DEFAULT_STATE_DIR
+        )]
+        state_dir: PathBuf,
     },
 }
 
@@ -317,9 +330,19 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Privileged {
             stdio,
             listen,
+            restore,
             group,
             socket,
-        } => privileged(stdio, listen.as_deref(), &group, socket).await,
+            state_dir,
+        } => {
+            let paths = crate::privileged::root::RootPaths {
+                config: explicit
+                    .map_or_else(|| PathBuf::from(config::DEFAULT_PATH), Path::to_owned),
+                state: state_dir,
+                tailscaled: socket,
+            };
+            privileged(stdio, listen.as_deref(), restore, &group, paths).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -373,23 +396,31 @@ fn open_store(explicit: Option<&Path>) -> anyhow::Result<Store> {
     Ok(Store::open(&cfg.state_dir)?)
 }
 
-/// `privileged`: the root side. It reads no config file (the monitor's user can influence what
-/// the monitor reads; nothing of the monitor's reaches this side but the request line).
+/// `privileged`: the root side. Of the config file it reads only the `[guard]` table, and only
+/// from a file that root alone may write; nothing of the monitor's reaches it but the request
+/// line.
 async fn privileged(
     stdio: bool,
     listen: Option<&Path>,
+    restore: bool,
     group: &str,
-    socket: PathBuf,
+    paths: crate::privileged::root::RootPaths,
 ) -> anyhow::Result<()> {
     use crate::privileged::server;
+    if restore {
+        return crate::privileged::root::restore(&paths)
+            .await
+            .map_err(|e| anyhow::anyhow!("restoring the guard's table: {e}"));
+    }
     let opts = server::Options {
-        tailscaled: socket,
+        tailscaled: paths.tailscaled.clone(),
         gid: Some(server::group_id(group)?),
+        paths,
     };
     match (stdio, listen) {
         (true, _) => server::serve_stdio(opts).await,
         (false, Some(path)) => server::listen(path, opts).await,
-        (false, None) => bail!("give --stdio or --listen PATH"),
+        (false, None) => bail!("give --stdio, --listen PATH or --restore"),
     }
 }
 

@@ -32,7 +32,7 @@ pub use channels::*;
 pub use control::*;
 pub use ctx::ConfigError;
 use ctx::*;
-pub use guard::{valid_interface, Doors, GuardConfig};
+pub use guard::{valid_interface, Doors, GuardConfig, GuardMode};
 pub use keys::{is_loopback, shown_url, toml_str, Keys, UrlUse};
 use raw::*;
 pub(crate) use raw::{OneOrMany, RawNotify};

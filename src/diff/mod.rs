@@ -89,7 +89,7 @@ pub fn pass_outcome(
 ) -> (Outcome, Health, bool) {
     let (mut out, h, seen) = node_outcome(known, health, result, policy, now);
     if let (Some(approve_new), Ok(snap)) = (&policy.guard, result) {
-        guard::new_devices(&mut out, approve_new, snap, now);
+        guard::new_devices(&mut out, approve_new, snap);
     }
     if let Some(c) = control {
         // The posture audit, once per read: its drift goes to the control view's events, its

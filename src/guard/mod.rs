@@ -18,8 +18,8 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::diff::guard::blocked::blocked_events;
-use crate::diff::guard::set::desired;
-use crate::model::guard::{Enforced, GuardSet, GuardState, LeftOut};
+use crate::diff::guard::set::{desired, peers_of_known};
+use crate::model::guard::{ApprovalChange, Decision, Enforced, GuardSet, GuardState, LeftOut};
 use crate::model::state::GuardCommit;
 use crate::model::{Event, EventKind, Snapshot, StableNodeId};
 use crate::privileged::{self, RelayError};
@@ -107,12 +107,14 @@ fn fingerprint(interface: &str, set: &GuardSet) -> String {
     digest(&(interface, set))
 }
 
-/// The set the guard should hold now, and what was left out of it and why.
-pub fn wanted(store: &mut Store) -> Result<(GuardSet, Vec<LeftOut>), StoreError> {
-    let approvals = store.approvals_by_device()?;
-    let exit = store.guard_state()?.exit_node.map(StableNodeId);
+/// The set the monitor computes from what it knows (its check on the root side's answer), and
+/// what was left out of it and why. `approvals` are the root side's (as mirrored).
+pub fn expected(store: &mut Store) -> Result<(GuardSet, Vec<LeftOut>), StoreError> {
+    let approvals = store.approvals()?;
+    let exit = store.guard_state()?.exit_node;
     let known = store.known_now()?;
-    Ok(desired(known.devices.values(), &approvals, exit.as_ref()))
+    let peers = peers_of_known(known.devices.values());
+    Ok(desired(&peers, &approvals, exit.as_deref()))
 }
 
 /// Why the relay failed, and what to do about it.
@@ -124,7 +126,8 @@ pub fn relay_fix(e: &RelayError) -> &'static str {
     }
 }
 
-/// The guard's part of a pass that read `snap`: the doors, then the set, then the counters.
+/// The guard's part of a pass that read `snap`: the doors, then the root side's decision, then
+/// the counters.
 pub async fn after_pass(
     store: &mut Store,
     cfg: &Config,
@@ -137,8 +140,73 @@ pub async fn after_pass(
     Ok(out)
 }
 
-/// Puts the current set in force, or removes the table when `mode = "off"` and it was applied.
-/// `tun` is `/status` `TUN` (`None`: not read). Returns the events it recorded.
+/// The root side's approvals into the store's mirror: each difference an event, with who made
+/// it where the root side says (`approve_new`, an owner's `guard approve`).
+fn mirror(
+    store: &mut Store,
+    step: &mut Step,
+    d: &Decision,
+    now: DateTime<Utc>,
+) -> Result<Vec<ApprovalChange>, StoreError> {
+    let mine = store.approvals()?;
+    let known = store.known_now()?;
+    let mut changes = Vec::new();
+    let device = |id: &StableNodeId| known.devices.get(id).map(|k| k.device.clone());
+    for a in &d.approvals {
+        let same = mine
+            .iter()
+            .any(|m| m.device == a.device && m.node_key == a.node_key && m.routes == a.routes);
+        if same {
+            continue;
+        }
+        let name =
+            device(&a.device).map_or_else(|| a.device.0.clone(), |d| d.display_name().to_owned());
+        let mut e = Event::new(
+            EventKind::GuardApproved,
+            now,
+            format!(
+                "The guard lets {name} in at this server (approved by {})",
+                a.by
+            ),
+        );
+        e.device = device(&a.device);
+        e.detail = format!("by {}", a.by);
+        step.event(e);
+        changes.push(ApprovalChange {
+            device: a.device.clone(),
+            node_key: a.node_key.clone(),
+            routes: a.routes.clone(),
+            approved: true,
+            by: a.by.clone(),
+        });
+    }
+    for m in &mine {
+        if d.approvals.iter().any(|a| a.device == m.device) {
+            continue;
+        }
+        let name =
+            device(&m.device).map_or_else(|| m.device.0.clone(), |d| d.display_name().to_owned());
+        let mut e = Event::new(
+            EventKind::GuardRevoked,
+            now,
+            format!("The guard shuts {name} out at this server again (revoked at its root side)"),
+        );
+        e.device = device(&m.device);
+        step.event(e);
+        changes.push(ApprovalChange {
+            device: m.device.clone(),
+            node_key: String::new(),
+            routes: Vec::new(),
+            approved: false,
+            by: "the root side".into(),
+        });
+    }
+    Ok(changes)
+}
+
+/// Asks the root side to put its decision in force, mirrors it, and says what changed: the
+/// approvals, why the guard is not in force, suspicious peers, a set that is not what the monitor
+/// expects. `tun` is `/status` `TUN` (`None`: not read).
 pub async fn enforce(
     store: &mut Store,
     cfg: &Config,
@@ -147,17 +215,19 @@ pub async fn enforce(
 ) -> Result<Vec<Event>, StoreError> {
     let mut step = Step::load(store)?;
     let socket = &cfg.source.privileged_socket;
-    if !cfg.guard.enforcing() || step.state.off.is_some() {
+    if !cfg.guard.enforcing() {
+        // The root side reads the same file: its sync removes a table left in force.
         if step.state.applied.is_some() {
-            match privileged::guard_remove(socket, RELAY_TIMEOUT).await {
-                Ok(()) => {
+            match privileged::guard_sync(socket, RELAY_TIMEOUT).await {
+                Ok(d) if d.mode == "off" => {
                     info!("guard: enforcement removed (mode is off)");
                     step.state.applied = None;
                     step.state.doors.clear();
                     step.commit.clear_blocked = true;
                 }
+                Ok(_) => warn!("guard: the root side's config still says enforce"),
                 Err(e) => {
-                    warn!(error = %e, "guard: cannot remove the table; retrying at the next pass")
+                    warn!(error = %e, "guard: cannot reach the root side; retrying at the next pass")
                 }
             }
         }
@@ -172,110 +242,236 @@ pub async fn enforce(
         );
         return step.commit(store, cfg, now);
     }
-    if step.state.initialized.is_none() {
+    let d = match privileged::guard_sync(socket, RELAY_TIMEOUT).await {
+        Ok(d) => d,
+        Err(e) => {
+            step.unenforced(
+                "relay",
+                &format!("the root side could not put it in force: {e}"),
+                relay_fix(&e),
+                now,
+            );
+            return step.commit(store, cfg, now);
+        }
+    };
+    let changes = mirror(store, &mut step, &d, now)?;
+    step.commit.approvals = changes;
+    step.state.version = d.version;
+    step.state.initialized = d.initialized.then(|| "root".to_owned());
+    if step.state.off.is_none() {
+        if let Some(by) = &d.off {
+            let mut e = Event::new(
+                EventKind::GuardDisabled,
+                now,
+                format!("The guard was turned off by {by}: every device the tailnet policy lets in can reach this server"),
+            );
+            e.detail = format!("by {by}");
+            step.event(e);
+        }
+    }
+    step.state.off = d.off.clone();
+    if d.off.is_some() && step.state.applied.take().is_some() {
+        step.state.doors.clear();
+        step.commit.clear_blocked = true;
+    }
+    for a in &d.anomalies {
+        if step.state.anomalies.contains(&a.node_key) {
+            continue;
+        }
+        let what = if a.what == "no_stable_id" {
+            "has no stable ID".to_owned()
+        } else {
+            format!("shares the stable ID {} with another peer", a.id)
+        };
+        let mut e = Event::new(
+            EventKind::GuardSuspiciousPeer,
+            now,
+            format!("A peer of this server ({}) {what}: it is never approved, and the guard lets nothing it may send from in", a.node_key),
+        );
+        e.fix =
+            "find out who added it: a control plane that hides a peer's identity is hostile".into();
+        step.event(e);
+        step.state.anomalies.push(a.node_key.clone());
+    }
+    step.state
+        .anomalies
+        .retain(|k| d.anomalies.iter().any(|a| &a.node_key == k));
+    if d.mode != "enforce" {
+        step.unenforced(
+            "root_config",
+            "the root side's config says `[guard] mode = \"off\"` (it reads the monitor's config file, which must be root's and writable by no one else)",
+            "make /etc/tailscale-monitor/config.toml owned by root and not writable by others, with `[guard] mode = \"enforce\"`",
+            now,
+        );
+    } else if d.off.is_some() {
+        // Said by `guard.disabled`.
+    } else if !d.initialized {
         step.unenforced(
             "uninitialized",
             "`[guard] mode = \"enforce\"` is set, but no device has been approved yet",
-            "review the devices (`tailscale-monitor devices`), then run `tailscale-monitor guard init` to approve those known now and put the guard in force",
+            "review the devices (`tailscale-monitor devices`), then run `sudo tailscale-monitor guard init` to approve those of the baseline and put the guard in force",
             now,
         );
-        return step.commit(store, cfg, now);
-    }
-    let (set, _) = wanted(store)?;
-    let print = fingerprint(&cfg.guard.interface, &set);
-    if step.state.applied.as_deref() == Some(print.as_str()) {
-        return step.commit(store, cfg, now);
-    }
-    match privileged::guard_apply(socket, &cfg.guard.interface, &set, RELAY_TIMEOUT).await {
-        Ok(()) => {
-            info!(interface = %cfg.guard.interface, prefixes = set.len(), "guard: set in force");
-            step.state.applied = Some(print);
-            if step.state.unenforced.take().is_some() {
-                step.event(Event::new(
-                    EventKind::GuardEnforced,
-                    now,
-                    format!(
-                        "The guard is in force again: {} approved address(es) and route(s) let in on {}",
-                        set.len(),
-                        cfg.guard.interface
-                    ),
-                ));
-            }
-        }
-        Err(e) => step.unenforced(
-            "relay",
-            &format!("the set could not be applied: {e}"),
-            relay_fix(&e),
+    } else if d.no_interface {
+        step.unenforced(
+            "no_interface",
+            &format!(
+                "the interface {} does not exist (tailscaled not in kernel TUN mode, or down)",
+                d.interface
+            ),
+            "run tailscaled with a TUN device, or set `[guard] interface` to its name",
             now,
-        ),
+        );
+    } else {
+        let print = fingerprint(&d.interface, &d.set);
+        if d.applied || step.state.applied.as_deref() != Some(print.as_str()) {
+            info!(interface = %d.interface, prefixes = d.set.len(), "guard: in force");
+        }
+        step.state.applied = Some(print);
+        if step.state.unenforced.take().is_some() {
+            step.event(Event::new(
+                EventKind::GuardEnforced,
+                now,
+                format!(
+                    "The guard is in force again: {} approved address(es) and route(s) let in on {}",
+                    d.set.len(),
+                    d.interface
+                ),
+            ));
+        }
+        // The monitor's own computation, from `/status`, against the root side's answer.
+        let (mine, _) = {
+            let approvals = d.approvals.clone();
+            let exit = step.state.exit_node.clone();
+            let known = store.known_now()?;
+            let peers = peers_of_known(known.devices.values());
+            desired(&peers, &approvals, exit.as_deref())
+        };
+        if mine == d.set {
+            step.state.mismatch = None;
+        } else {
+            let more: Vec<String> = d
+                .set
+                .nets()
+                .filter(|n| !mine.nets().any(|m| m == *n))
+                .map(|n| n.to_string())
+                .collect();
+            let less: Vec<String> = mine
+                .nets()
+                .filter(|n| !d.set.nets().any(|m| m == *n))
+                .map(|n| n.to_string())
+                .collect();
+            let what = format!(
+                "the root side lets in {} that the monitor would not, and leaves out {}",
+                if more.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    more.join(", ")
+                },
+                if less.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    less.join(", ")
+                }
+            );
+            let n = match &step.state.mismatch {
+                Some((w, n)) if *w == what => n + 1,
+                _ => 1,
+            };
+            if n == 2 {
+                let mut e = Event::new(
+                    EventKind::GuardMismatch,
+                    now,
+                    format!("The guard's set is not what the monitor expects: {what}"),
+                );
+                e.fix = "compare `tailscale-monitor guard status --json` with `tailscale status --json`".into();
+                step.event(e);
+            }
+            step.state.mismatch = Some((what, n));
+        }
     }
     step.commit(store, cfg, now)
 }
 
-/// Reads what the guard dropped (and that its table is still what was applied); raises
+/// Reads what the guard dropped (and that its table is still, whole, what root applied); raises
 /// `guard.blocked` for a group whose packets grew, at most once per [`BLOCKED_WINDOW`].
 pub async fn poll(
     store: &mut Store,
     cfg: &Config,
     now: DateTime<Utc>,
 ) -> Result<Vec<Event>, StoreError> {
-    let state = store.guard_state()?;
-    if !cfg.guard.enforcing() || state.off.is_some() || state.applied.is_none() {
+    if !poll_due(store, cfg)? {
         return Ok(Vec::new());
     }
-    let enforced = match privileged::guard_read(&cfg.source.privileged_socket, RELAY_TIMEOUT).await
-    {
-        Ok(e) => e,
-        Err(e) => {
-            warn!(error = %e, "guard: cannot read the table");
-            return Ok(Vec::new());
-        }
-    };
-    let table = fingerprint(&enforced.interface, &enforced.set);
-    // What was applied last is in force: nothing to compute (a newer set is the next pass's).
-    if !enforced.present || enforced.foreign || state.applied.as_deref() != Some(table.as_str()) {
-        let ours = fingerprint(&cfg.guard.interface, &wanted(store)?.0);
-        let mut step = Step::load(store)?;
-        if enforced.present && !enforced.foreign && table == ours {
-            // Another process (`check`, a `guard` command) applied the newest set: note it.
-            step.state.applied = Some(ours);
-            step.commit(store, cfg, now)?;
-        } else {
-            return tampered(store, cfg, step, &enforced, now).await;
-        }
+    match read_table(cfg).await {
+        Some(e) => on_table(store, cfg, e, now).await,
+        None => Ok(Vec::new()),
     }
-    blocked(store, cfg, &enforced, now)
 }
 
-/// The table is neither what was applied nor what should be: changed behind the monitor's back
-/// (`nft flush ruleset`, another tool). Said, and put back.
-async fn tampered(
+/// Whether the table is the guard's to read now.
+pub fn poll_due(store: &Store, cfg: &Config) -> Result<bool, StoreError> {
+    let state = store.guard_state()?;
+    Ok(cfg.guard.enforcing() && state.off.is_none() && state.applied.is_some())
+}
+
+/// The root side's reading of the table, within [`RELAY_TIMEOUT`] (no store: `run` does it off
+/// its main loop). `None`: it could not be read (logged).
+pub async fn read_table(cfg: &Config) -> Option<Enforced> {
+    match privileged::guard_read(&cfg.source.privileged_socket, RELAY_TIMEOUT).await {
+        Ok(e) => Some(e),
+        Err(e) => {
+            warn!(error = %e, "guard: cannot read the table");
+            None
+        }
+    }
+}
+
+/// What a reading of the table means: tampering (put back), newer approvals (mirrored), and
+/// `guard.blocked`.
+pub async fn on_table(
     store: &mut Store,
     cfg: &Config,
-    mut step: Step,
-    enforced: &Enforced,
+    enforced: Enforced,
     now: DateTime<Utc>,
 ) -> Result<Vec<Event>, StoreError> {
-    warn!(
-        present = enforced.present,
-        "guard: the table is not what was applied; applying it again"
-    );
-    step.state.applied = None;
-    let what = if enforced.present {
-        "changed"
-    } else {
-        "removed"
-    };
-    let mut e = Event::new(
-        EventKind::GuardUnenforced,
-        now,
-        format!("The guard's nftables table was {what} outside the monitor; it is put back"),
-    );
-    e.fix = "someone with root on this server changed the firewall: find out who (`journalctl`, shell histories)".into();
-    step.event(e);
-    step.state.unenforced = Some("tampered".into());
-    let mut out = step.commit(store, cfg, now)?;
-    out.extend(enforce(store, cfg, None, now).await?);
+    let state = store.guard_state()?;
+    let mut out = Vec::new();
+    if let Some(why) = &enforced.differs {
+        let mut step = Step::load(store)?;
+        warn!(differs = %why, "guard: the table is not what root applied; applying it again");
+        step.state.applied = None;
+        let mut e = if enforced.rebooted {
+            let mut e = Event::new(
+                EventKind::GuardUnenforced,
+                now,
+                "The guard's table was not restored when this machine booted; it is put back now",
+            );
+            e.fix = "enable the restore unit: `systemctl enable tailscale-monitor-guard-restore.service` (it loads the table before tailscaled starts)".into();
+            e
+        } else {
+            let mut e = Event::new(
+                EventKind::GuardUnenforced,
+                now,
+                if enforced.present {
+                    format!("The guard's nftables table was changed outside the monitor ({why}); it is put back")
+                } else {
+                    "The guard's nftables table was removed outside the monitor; it is put back"
+                        .to_owned()
+                },
+            );
+            e.fix = "someone with root on this server changed the firewall: find out who (`journalctl`, shell histories)".into();
+            e
+        };
+        e.detail = why.clone();
+        step.event(e);
+        step.state.unenforced = Some("tampered".into());
+        out.extend(step.commit(store, cfg, now)?);
+        out.extend(enforce(store, cfg, None, now).await?);
+    } else if enforced.version != state.version {
+        out.extend(enforce(store, cfg, None, now).await?);
+    }
+    out.extend(blocked(store, cfg, &enforced, now)?);
     Ok(out)
 }
 
@@ -306,58 +502,4 @@ fn blocked(
     step.commit.blocked = rows;
     step.events = events;
     step.commit(store, cfg, now)
-}
-
-/// `guard init` / `guard on`: clears `off` (and, for init, notes when).
-pub fn turn_on(store: &mut Store, cfg: &Config, init: bool) -> Result<(), StoreError> {
-    let mut step = Step::load(store)?;
-    step.state.off = None;
-    if init {
-        step.state.initialized = Some(Utc::now().to_rfc3339());
-    }
-    step.commit(store, cfg, Utc::now()).map(|_| ())
-}
-
-/// `guard off`: the table is gone (the caller removed it), and `event` says by whom.
-pub fn turned_off(
-    store: &mut Store,
-    cfg: &Config,
-    by: &str,
-    event: Event,
-) -> Result<(), StoreError> {
-    let mut step = Step::load(store)?;
-    step.state.off = Some(by.to_owned());
-    step.state.applied = None;
-    step.state.doors.clear();
-    step.commit.clear_blocked = true;
-    step.event(event);
-    step.commit(store, cfg, Utc::now()).map(|_| ())
-}
-
-/// The local user running a command: the login user (`/proc/self/loginuid`, which `sudo` and
-/// `runuser` keep) and, when different, the user it runs as.
-pub fn local_user() -> String {
-    let name = |uid: u32| -> String {
-        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut buf = vec![0 as libc::c_char; 4096];
-        let mut out: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: valid pointers; `buf` outlives the call; read only when `out` is set.
-        let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
-        if rc != 0 || out.is_null() {
-            return format!("uid {uid}");
-        }
-        // SAFETY: getpwuid_r filled `pw_name` with a NUL-terminated string inside `buf`.
-        let s = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
-        crate::sanitize::line(&s.to_string_lossy(), 64)
-    };
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
-    let login = std::fs::read_to_string("/proc/self/loginuid")
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .filter(|&u| u != u32::MAX);
-    match login {
-        Some(l) if l != uid => format!("{} (as {})", name(l), name(uid)),
-        _ => name(uid),
-    }
 }

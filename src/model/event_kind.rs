@@ -103,6 +103,12 @@ event_kinds! {
     GuardDoorOpen => "guard.door_open", Critical;
     /// Such a door is closed again.
     GuardDoorClosed => "guard.door_closed", Info;
+    /// A peer without a stable ID of its own, or sharing one with another peer: never approved,
+    /// and a claim on what it may send from (review G4).
+    GuardSuspiciousPeer => "guard.suspicious_peer", Critical;
+    /// The root side's set is not what the monitor computes from what it sees, for more than one
+    /// sync.
+    GuardMismatch => "guard.mismatch", Warning;
 }
 
 impl EventKind {

@@ -113,6 +113,16 @@ pub struct GuardState {
     /// route lets it send from any address, so it claims them all.
     #[serde(default)]
     pub exit_node: Option<String>,
+    /// The root side's approvals version last mirrored into the store.
+    #[serde(default)]
+    pub version: u64,
+    /// The node keys of peers already said to have no identity of their own (review G4).
+    #[serde(default)]
+    pub anomalies: Vec<String>,
+    /// How the root side's set differs from the monitor's own computation, and since how many
+    /// syncs (said once it persists).
+    #[serde(default)]
+    pub mismatch: Option<(String, u32)>,
 }
 
 /// A way into this server that tailscaled answers itself, before the kernel and so before the
@@ -136,10 +146,12 @@ pub struct Door {
 /// it too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeftOut {
-    pub device: StableNodeId,
+    /// The approved device's stable ID.
+    pub device: String,
     pub net: String,
-    /// The unapproved device whose address or route holds it, and which one.
-    pub by: StableNodeId,
+    /// The unapproved peer whose address or route holds it (its stable ID, else its node key),
+    /// and which one.
+    pub by: String,
     pub claim: String,
 }
 
@@ -182,6 +194,71 @@ pub struct Enforced {
     /// An approved set holds an element that is no prefix (a range): not what was applied.
     #[serde(default)]
     pub foreign: bool,
+    /// What the root side found against the table it applied last, checked whole (chains,
+    /// hooks, priorities, rules, sets, the interface): `None` when it is that table.
+    #[serde(default)]
+    pub differs: Option<String>,
+    /// The table is absent and this machine booted since it was applied (the restore unit did
+    /// not run): not tampering.
+    #[serde(default)]
+    pub rebooted: bool,
+    /// The root side's approvals changed since (a counter): the monitor mirrors them then.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// One peer as WireGuard knows it, with no name: what the set is computed from, on both sides.
+/// Keyed by node key; the stable ID may be empty or shared (then it is never approved).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub id: String,
+    pub node_key: String,
+    /// Its own addresses.
+    pub addresses: Vec<IpNet>,
+    /// Its other `AllowedIPs` (and primary routes): what else it may send from.
+    pub routes: Vec<IpNet>,
+}
+
+/// A peer the guard cannot trust its identity for (review G4): raised, and a claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anomaly {
+    pub node_key: String,
+    /// The stable ID it gave (empty: none).
+    pub id: String,
+    /// `no_stable_id` or `shared_stable_id`.
+    pub what: String,
+}
+
+/// What the root side decided, as it answers `guard_sync`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The root side's own config: `enforce` or `off`.
+    pub mode: String,
+    pub interface: String,
+    /// `guard init` has run (by the root side's record).
+    pub initialized: bool,
+    /// `guard off`, by whom.
+    #[serde(default)]
+    pub off: Option<String>,
+    /// The interface does not exist (no kernel TUN: userspace networking, or tailscaled down).
+    #[serde(default)]
+    pub no_interface: bool,
+    /// Every approval the root side keeps.
+    #[serde(default)]
+    pub approvals: Vec<Approval>,
+    /// The approvals' version (a counter, bumped with each change).
+    #[serde(default)]
+    pub version: u64,
+    /// The set in force (or that would be, when not enforcing).
+    #[serde(default)]
+    pub set: GuardSet,
+    #[serde(default)]
+    pub left_out: Vec<LeftOut>,
+    #[serde(default)]
+    pub anomalies: Vec<Anomaly>,
+    /// Whether this request changed the table.
+    #[serde(default)]
+    pub applied: bool,
 }
 
 /// `[guard] approve_new`: which new devices are let in without `guard approve`.
@@ -217,19 +294,33 @@ impl Selector {
     }
 
     pub fn matches(&self, d: &super::Device, login: Option<&str>) -> bool {
+        self.matches_parts(&d.id.0, &d.tags, login)
+    }
+
+    /// [`Selector::matches`] on the parts the root side has (no name).
+    pub fn matches_parts(&self, id: &str, tags: &[String], login: Option<&str>) -> bool {
         match self {
-            Selector::Id(id) => d.id.0 == *id,
-            Selector::Tag(t) => d.tags.iter().any(|x| x == t),
-            Selector::Login(l) => login == Some(l.as_str()) && d.tags.is_empty(),
+            Selector::Id(x) => id == x,
+            Selector::Tag(t) => tags.iter().any(|x| x == t),
+            Selector::Login(l) => login == Some(l.as_str()) && tags.is_empty(),
         }
     }
 }
 
 impl ApproveNew {
     pub fn matches(&self, d: &super::Device, login: Option<&str>) -> Option<&Selector> {
+        self.matches_parts(&d.id.0, &d.tags, login)
+    }
+
+    pub fn matches_parts(
+        &self,
+        id: &str,
+        tags: &[String],
+        login: Option<&str>,
+    ) -> Option<&Selector> {
         match self {
             ApproveNew::Never => None,
-            ApproveNew::Matching(v) => v.iter().find(|s| s.matches(d, login)),
+            ApproveNew::Matching(v) => v.iter().find(|s| s.matches_parts(id, tags, login)),
         }
     }
 }

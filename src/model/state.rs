@@ -104,6 +104,8 @@ pub struct Outcome {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GuardCommit {
     pub state: super::guard::GuardState,
+    /// The root side's approvals, mirrored.
+    pub approvals: Vec<super::guard::ApprovalChange>,
     pub blocked: Vec<super::guard::BlockedRecord>,
     /// Forget every dropped source (the table, and its counters, are gone).
     pub clear_blocked: bool,

@@ -11,37 +11,34 @@
 //! Protocol version 1:
 //!
 //! ```text
-//! → {"v":2,"op":"netmap"}
-//! ← {"v":2,"netmap":{"self_id":"…","self_addresses":["100.64.0.1",…],"rules":[…]|null,"ssh":[…]|null}}
-//! ← {"v":2,"error":"one line"}                       (any failure)
+//! → {"v":3,"op":"netmap"}
+//! ← {"v":3,"netmap":{"self_id":"…","self_addresses":["100.64.0.1",…],"rules":[…]|null,"ssh":[…]|null}}
+//! ← {"v":3,"error":"one line"}                       (any failure)
 //! ```
 //!
 //! `netmap` is `POST /localapi/v0/debug?action=current-netmap` (tailscaled >= 1.104 serves the
 //! packet filter to nobody else), cut down to the filter, the SSH policy and this node's own ID
-//! and addresses: no peer, no key.
+//! and addresses: no peer, no key. It runs on a thread without any capability.
 //!
-//! The guard's three (`[guard]`, [`nft`]):
-//!
-//! ```text
-//! → {"v":2,"op":"guard_apply","guard":{"interface":"tailscale0","set":{"v4":["100.64.0.2",…],"v6":[…]}}}
-//! → {"v":2,"op":"guard_remove"}
-//! ← {"v":2,"ok":true}
-//! → {"v":2,"op":"guard_read"}
-//! ← {"v":2,"guard":{"present":true,"interface":"tailscale0","set":{…},"blocked":[{"addr":…,"proto":"tcp","port":22,"packets":3}]}}
-//! ```
-//!
-//! `guard_apply` takes prefixes (no default route, none inside another), for the monitor's own
-//! table, and an interface name; anything else is refused before `nft` runs.
-//!
-//! And one for the doors tailscaled answers itself (`[guard] tailscaled_doors = "close"`), which
-//! takes nothing: `PATCH /localapi/v0/prefs` with `RunSSH` and `RunWebClient` false.
+//! The guard (`[guard]`, [`root`], [`nft`]): the root side owns the decision. The monitor may
+//! ask it to sync (apply what root decided, from root's own config, records and netmap), read
+//! the table (checked whole) and close tailscaled's own doors when root's config says so; only
+//! root (`SO_PEERCRED` uid 0, the owner's `sudo`) may approve, revoke, init, or turn it off or on.
 //!
 //! ```text
-//! → {"v":2,"op":"doors_close"}
-//! ← {"v":2,"ok":true}
+//! → {"v":3,"op":"guard_sync"}                      ← {"v":3,"decision":{…}}
+//! → {"v":3,"op":"guard_read"}                      ← {"v":3,"guard":{"present":true,"differs":null,…}}
+//! → {"v":3,"op":"doors_close"}                     ← {"v":3,"ok":true}
+//! → {"v":3,"op":"guard_approve","approve":[{"id":"n1","node_key":"nodekey:…"}]}   (uid 0)
+//! → {"v":3,"op":"guard_init","approve":[…]}        (uid 0)
+//! → {"v":3,"op":"guard_revoke","revoke":["n1"]}    (uid 0)
+//! → {"v":3,"op":"guard_off"} / {"v":3,"op":"guard_on"}   (uid 0)
 //! ```
+//!
+//! No request carries a set, an interface or a name of the monitor's choosing.
 
 pub mod nft;
+pub mod root;
 pub mod server;
 
 use std::path::{Path, PathBuf};
@@ -51,11 +48,12 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::model::guard::{Enforced, GuardSet};
+use crate::model::guard::{Decision, Enforced};
 pub use crate::source::netmap::FilterOnly;
+pub use root::Confirmed;
 
-/// The protocol version both sides speak (2: the guard's set holds prefixes).
-pub const PROTOCOL: u32 = 2;
+/// The protocol version both sides speak (3: the root side owns the guard's decision).
+pub const PROTOCOL: u32 = 3;
 /// Where the socket unit (and `privileged --listen`'s example) puts the socket.
 pub const DEFAULT_SOCKET: &str = "/run/tailscale-monitor/privileged.sock";
 /// The longest request line the root side reads (a guard set of 16,384 IPv6 and as many IPv4
@@ -70,22 +68,32 @@ pub const MAX_REPLY: u64 = 32 << 20;
 pub enum Op {
     /// This node's packet filter and SSH policy, from tailscaled's live netmap.
     Netmap,
-    /// Puts the guard's set in force (creating its table when needed).
-    GuardApply,
-    /// Removes the guard's table.
-    GuardRemove,
-    /// What the guard's table holds, and the sources it dropped.
+    /// Puts what root decided in force, and says what that is.
+    GuardSync,
+    /// What the guard's table holds (checked whole), and the sources it dropped.
     GuardRead,
-    /// Turns Tailscale SSH and the web client off (`[guard] tailscaled_doors = "close"`).
+    /// Turns Tailscale SSH and the web client off (root's `tailscaled_doors = "close"` only).
     DoorsClose,
+    /// Approves devices by stable ID and node key (uid 0).
+    GuardApprove,
+    /// Approves devices and puts the guard in force (uid 0).
+    GuardInit,
+    /// Shuts devices out again (uid 0).
+    GuardRevoke,
+    /// Removes the enforcement until `guard_on` (uid 0).
+    GuardOff,
+    /// Puts it back (uid 0).
+    GuardOn,
 }
 
-/// `guard_apply`'s arguments.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GuardArgs {
-    pub interface: String,
-    pub set: GuardSet,
+impl Op {
+    /// Whether only root may ask.
+    pub fn root_only(self) -> bool {
+        matches!(
+            self,
+            Op::GuardApprove | Op::GuardInit | Op::GuardRevoke | Op::GuardOff | Op::GuardOn
+        )
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -94,7 +102,9 @@ pub struct Request {
     pub v: u32,
     pub op: Op,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guard: Option<GuardArgs>,
+    pub approve: Option<Vec<Confirmed>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -103,6 +113,8 @@ pub struct Reply {
     pub v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netmap: Option<FilterOnly>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<Enforced>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,16 +141,44 @@ async fn exchange(socket: &Path, req: &Request, timeout: Duration) -> Result<Rep
         path: socket.to_owned(),
         what,
     };
+    let stream = tokio::time::timeout(timeout, UnixStream::connect(socket))
+        .await
+        .map_err(|_| failed(format!("no connection within {timeout:?}")))?
+        .map_err(|e| connect_error(socket, e))?;
+    exchange_on(stream, socket, req, timeout).await
+}
+
+fn connect_error(socket: &Path, e: std::io::Error) -> RelayError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            RelayError::Absent(socket.to_owned())
+        }
+        std::io::ErrorKind::PermissionDenied => RelayError::Denied(socket.to_owned()),
+        _ => RelayError::Failed {
+            path: socket.to_owned(),
+            what: e.to_string(),
+        },
+    }
+}
+
+/// Connects to the relay now (blocking; the root side checks the credentials this process has
+/// at this moment), for a request sent later with [`guard_admin_on`].
+pub fn connect_now(socket: &Path) -> Result<std::os::unix::net::UnixStream, RelayError> {
+    std::os::unix::net::UnixStream::connect(socket).map_err(|e| connect_error(socket, e))
+}
+
+/// [`exchange`] on a connection already made.
+async fn exchange_on(
+    mut stream: UnixStream,
+    socket: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Reply, RelayError> {
+    let failed = |what: String| RelayError::Failed {
+        path: socket.to_owned(),
+        what,
+    };
     let talk = async {
-        let mut stream = UnixStream::connect(socket)
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                    RelayError::Absent(socket.to_owned())
-                }
-                std::io::ErrorKind::PermissionDenied => RelayError::Denied(socket.to_owned()),
-                _ => failed(e.to_string()),
-            })?;
         let mut line = serde_json::to_vec(req).expect("request serializes");
         line.push(b'\n');
         stream
@@ -188,7 +228,8 @@ fn request(op: Op) -> Request {
     Request {
         v: PROTOCOL,
         op,
-        guard: None,
+        approve: None,
+        revoke: None,
     }
 }
 
@@ -215,28 +256,40 @@ pub async fn netmap(socket: &Path, timeout: Duration) -> Result<FilterOnly, Rela
     Ok(n)
 }
 
-/// Puts the guard's `set` in force on `interface`.
-pub async fn guard_apply(
-    socket: &Path,
-    interface: &str,
-    set: &GuardSet,
-    timeout: Duration,
-) -> Result<(), RelayError> {
-    let req = Request {
-        guard: Some(GuardArgs {
-            interface: interface.to_owned(),
-            set: set.clone(),
-        }),
-        ..request(Op::GuardApply)
-    };
-    exchange(socket, &req, timeout).await.map(|_| ())
+fn decision(socket: &Path, reply: Reply) -> Result<Decision, RelayError> {
+    reply.decision.ok_or_else(|| RelayError::Failed {
+        path: socket.to_owned(),
+        what: "an answer without the guard's decision".into(),
+    })
 }
 
-/// Removes the guard's table.
-pub async fn guard_remove(socket: &Path, timeout: Duration) -> Result<(), RelayError> {
-    exchange(socket, &request(Op::GuardRemove), timeout)
-        .await
-        .map(|_| ())
+/// Asks the root side to put what it decided in force.
+pub async fn guard_sync(socket: &Path, timeout: Duration) -> Result<Decision, RelayError> {
+    let reply = exchange(socket, &request(Op::GuardSync), timeout).await?;
+    decision(socket, reply)
+}
+
+/// An owner's request (uid 0) on `stream` ([`connect_now`], made as root): approve (`init`: and
+/// put in force), revoke, off, on.
+pub async fn guard_admin_on(
+    stream: std::os::unix::net::UnixStream,
+    socket: &Path,
+    op: Op,
+    approve: Option<Vec<Confirmed>>,
+    revoke: Option<Vec<String>>,
+    timeout: Duration,
+) -> Result<Decision, RelayError> {
+    let req = Request {
+        approve,
+        revoke,
+        ..request(op)
+    };
+    stream
+        .set_nonblocking(true)
+        .map_err(|e| connect_error(socket, e))?;
+    let stream = UnixStream::from_std(stream).map_err(|e| connect_error(socket, e))?;
+    let reply = exchange_on(stream, socket, &req, timeout).await?;
+    decision(socket, reply)
 }
 
 /// Turns Tailscale SSH and the web client off.
@@ -265,8 +318,8 @@ mod tests {
         crate::fuzz::check(
             "relay lines",
             &[
-                br#"{"v":2,"op":"netmap"}"#,
-                br#"{"v":2,"netmap":{"self_id":"n1","self_addresses":["100.64.0.1"],"rules":[{"srcs":["*"],"dsts":[{"ip":"*","first":0,"last":65535}],"protos":[],"caps":[]}],"ssh":null}}"#,
+                br#"{"v":3,"op":"netmap"}"#,
+                br#"{"v":3,"netmap":{"self_id":"n1","self_addresses":["100.64.0.1"],"rules":[{"srcs":["*"],"dsts":[{"ip":"*","first":0,"last":65535}],"protos":[],"caps":[]}],"ssh":null}}"#,
             ],
             |b| {
                 let _ = serde_json::from_slice::<Request>(b);
@@ -278,22 +331,22 @@ mod tests {
     #[test]
     fn the_wire_is_what_the_module_doc_says() {
         let req = serde_json::to_string(&request(Op::Netmap)).unwrap();
-        assert_eq!(req, r#"{"v":2,"op":"netmap"}"#);
+        assert_eq!(req, r#"{"v":3,"op":"netmap"}"#);
         let req = serde_json::to_string(&request(Op::DoorsClose)).unwrap();
-        assert_eq!(req, r#"{"v":2,"op":"doors_close"}"#);
+        assert_eq!(req, r#"{"v":3,"op":"doors_close"}"#);
         for bad in [
-            r#"{"v":2,"op":"shell"}"#,
-            r#"{"v":2,"op":"netmap","path":"/etc/shadow"}"#,
+            r#"{"v":3,"op":"shell"}"#,
+            r#"{"v":3,"op":"netmap","path":"/etc/shadow"}"#,
             r#"{"op":"netmap"}"#,
         ] {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
         }
         let err = serde_json::to_string(&Reply {
-            v: 2,
+            v: 3,
             error: Some("x".into()),
             ..Reply::default()
         })
         .unwrap();
-        assert_eq!(err, r#"{"v":2,"error":"x"}"#);
+        assert_eq!(err, r#"{"v":3,"error":"x"}"#);
     }
 }

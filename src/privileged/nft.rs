@@ -45,7 +45,14 @@ use crate::model::guard::{Blocked, Enforced, GuardSet, MAX_ADDRESSES};
 pub const TABLE: &str = "tailscale_monitor_guard";
 /// How long a dropped source stays in a `seen` set after its last packet.
 const SEEN_TIMEOUT_S: u64 = 3600;
-const SEEN_SIZE: u64 = 16_384;
+/// The most sources recorded per family: reading a full set back (`nft -j list set`, parsed)
+/// stays far inside the relay unit's `MemoryMax` (BENCHMARKS.md), and no apply or revoke ever
+/// reads it (they list the table tersely).
+pub const SEEN_SIZE: u64 = 4096;
+/// Each source may add this many records at once, then one a second (`meter4`/`meter6`): one
+/// scanner cannot fill the record alone.
+const METER_BURST: u64 = 120;
+const METER_RATE_PER_MINUTE: u64 = 60;
 /// Where Debian (and most systems) install `nft`; never looked up in a `PATH`.
 const NFT: [&str; 3] = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"];
 const NFT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,15 +124,22 @@ fn rules(chain: &str, interface: &str) -> Vec<Value> {
             json!({"accept": null}),
         ]));
     }
-    for (proto, family, seen) in [("ip", "ipv4", "@seen4"), ("ip6", "ipv6", "@seen6")] {
+    for (proto, family, seen, meter) in [
+        ("ip", "ipv4", "@seen4", "@meter4"),
+        ("ip6", "ipv6", "@seen6", "@meter6"),
+    ] {
         let saddr = json!({"payload": {"protocol": proto, "field": "saddr"}});
         let fam =
             json!({"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": family}});
         let l4 = json!({"meta": {"key": "l4proto"}});
         let ported = json!({"set": ["tcp", "udp"]});
+        let meter = json!({"set": {"op": "add", "set": meter, "elem": saddr, "stmt": [
+            {"limit": {"rate": METER_RATE_PER_MINUTE, "burst": METER_BURST, "per": "minute"}}
+        ]}});
         out.push(rule(vec![
             fam.clone(),
             json!({"match": {"op": "==", "left": l4, "right": ported}}),
+            meter.clone(),
             json!({"set": {"op": "add", "set": seen, "elem": {"concat": [
                 saddr, l4, {"payload": {"protocol": "th", "field": "dport"}}
             ]}}}),
@@ -133,6 +147,7 @@ fn rules(chain: &str, interface: &str) -> Vec<Value> {
         out.push(rule(vec![
             fam,
             json!({"match": {"op": "!=", "left": l4, "right": ported}}),
+            meter,
             json!({"set": {"op": "add", "set": seen, "elem": {"concat": [saddr, l4, 0]}}}),
         ]));
     }
@@ -157,7 +172,8 @@ fn element(n: &IpNet) -> Value {
 pub fn apply_document(interface: &str, set: &GuardSet, existing: &[String]) -> Value {
     let mut cmds = vec![json!({"metainfo": {"json_schema_version": 1}})];
     let old_layout = existing.iter().any(|e| e == "approved4")
-        && !existing.iter().any(|e| e == "approved4:interval");
+        && !(existing.iter().any(|e| e == "approved4:interval")
+            && existing.iter().any(|e| e == "meter4"));
     let existing: &[String] = if old_layout {
         cmds.push(json!({"delete": {"table": {"family": "inet", "name": TABLE}}}));
         &[]
@@ -170,6 +186,18 @@ pub fn apply_document(interface: &str, set: &GuardSet, existing: &[String]) -> V
         ("approved6", json!("ipv6_addr")),
     ] {
         cmds.push(json!({"add": {"set": with(t(), json!({"name": name, "type": ty, "flags": ["interval"]}))}}));
+    }
+    for (name, addr) in [("meter4", "ipv4_addr"), ("meter6", "ipv6_addr")] {
+        if existing.iter().any(|e| e == name) {
+            continue;
+        }
+        cmds.push(json!({"add": {"set": with(t(), json!({
+            "name": name,
+            "type": addr,
+            "flags": ["timeout"],
+            "timeout": 60,
+            "size": SEEN_SIZE,
+        }))}}));
     }
     for (name, addr) in [("seen4", "ipv4_addr"), ("seen6", "ipv6_addr")] {
         if existing.iter().any(|e| e == name) {
@@ -256,15 +284,21 @@ async fn nft(args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>, String> {
     Ok(out.stdout)
 }
 
-pub async fn apply(interface: &str, set: &GuardSet) -> Result<(), String> {
+/// Puts `set` in force on `interface` and returns the table as it now stands (terse and
+/// normalized, [`normalize`]): what later reads are checked against.
+pub async fn apply(interface: &str, set: &GuardSet) -> Result<Value, String> {
     validate(interface, set)?;
-    let existing = match nft(&["list", "table", "inet", TABLE], None).await {
+    let existing = match nft(&["-t", "list", "table", "inet", TABLE], None).await {
         Ok(out) => set_names(&out),
         Err(e) if e.contains("No such file or directory") => Vec::new(),
         Err(e) => return Err(e),
     };
     let doc = apply_document(interface, set, &existing).to_string();
-    nft(&["-f", "-"], Some(doc.as_bytes())).await.map(|_| ())
+    nft(&["-f", "-"], Some(doc.as_bytes())).await?;
+    match structure().await? {
+        Some(v) => Ok(v),
+        None => Err("the table is not there after it was applied".into()),
+    }
 }
 
 pub async fn remove() -> Result<(), String> {
@@ -272,13 +306,126 @@ pub async fn remove() -> Result<(), String> {
     nft(&["-f", "-"], Some(doc.as_bytes())).await.map(|_| ())
 }
 
-/// What is in force: the table's sets, its interface, and the dropped sources.
-pub async fn read() -> Result<Enforced, String> {
-    match nft(&["list", "table", "inet", TABLE], None).await {
-        Ok(out) => parse_list(&out),
-        Err(e) if e.contains("No such file or directory") => Ok(Enforced::default()),
+/// Whether the table exists.
+pub async fn exists() -> Result<bool, String> {
+    match nft(&["-t", "list", "table", "inet", TABLE], None).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.contains("No such file or directory") => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// The table's structure and its approved sets, normalized (`None`: no table): chains, hooks,
+/// priorities, policies, every rule, every set's definition, and the approved sets' elements;
+/// no handles, and not the records (`seen`, `meter`), which the kernel changes itself.
+pub async fn structure() -> Result<Option<Value>, String> {
+    let terse = match nft(&["-t", "list", "table", "inet", TABLE], None).await {
+        Ok(out) => out,
+        Err(e) if e.contains("No such file or directory") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut items = normalize(&terse)?;
+    for name in ["approved4", "approved6"] {
+        let out = nft(&["list", "set", "inet", TABLE, name], None).await?;
+        let doc: Value = serde_json::from_slice(&out).map_err(|e| format!("nft's JSON: {e}"))?;
+        let elems = doc["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|i| i["set"]["elem"].as_array().cloned())
+            .unwrap_or_default();
+        items.push(json!({"elements": {"set": name, "elem": elems}}));
+    }
+    Ok(Some(Value::Array(items)))
+}
+
+/// A terse listing without `metainfo` and handles (which change with every apply).
+pub fn normalize(out: &[u8]) -> Result<Vec<Value>, String> {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.remove("handle");
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut doc: Value = serde_json::from_slice(out).map_err(|e| format!("nft's JSON: {e}"))?;
+    let items = doc["nftables"]
+        .as_array_mut()
+        .ok_or("nft's JSON has no `nftables` array")?;
+    let mut out = Vec::new();
+    for i in items.iter_mut() {
+        if i.get("metainfo").is_some() {
+            continue;
+        }
+        strip(i);
+        out.push(i.take());
+    }
+    Ok(out)
+}
+
+/// How `now` (from [`structure`]) differs from what was applied, in one line (`None`: the same).
+pub fn differs(applied: &Value, now: &Value) -> Option<String> {
+    if applied == now {
+        return None;
+    }
+    let (a, n) = (
+        applied.as_array().cloned().unwrap_or_default(),
+        now.as_array().cloned().unwrap_or_default(),
+    );
+    let what = |v: &Value| -> String {
+        let kind = v
+            .as_object()
+            .and_then(|m| m.keys().next().cloned())
+            .unwrap_or_default();
+        let body = &v[&kind];
+        match kind.as_str() {
+            "rule" => format!("a rule in chain {}", body["chain"].as_str().unwrap_or("?")),
+            "elements" => format!("the elements of {}", body["set"].as_str().unwrap_or("?")),
+            k => format!("{k} {}", body["name"].as_str().unwrap_or("?")),
+        }
+    };
+    if let Some(x) = n.iter().find(|x| !a.contains(x)) {
+        return Some(format!("{} is not what was applied", what(x)));
+    }
+    if let Some(x) = a.iter().find(|x| !n.contains(x)) {
+        return Some(format!("{} that was applied is missing", what(x)));
+    }
+    Some("its items are in another order than applied".into())
+}
+
+/// The sources the guard dropped, from the `seen` sets (each at most [`SEEN_SIZE`] elements).
+pub async fn blocked() -> Result<Vec<Blocked>, String> {
+    let mut out = Vec::new();
+    for name in ["seen4", "seen6"] {
+        let list = nft(&["list", "set", "inet", TABLE, name], None).await?;
+        out.extend(parse_list(&list)?.blocked);
+    }
+    out.sort_by(|a, b| (a.addr, &a.proto, a.port).cmp(&(b.addr, &b.proto, b.port)));
+    Ok(out)
+}
+
+/// The approved sets as they are now.
+pub async fn approved() -> Result<GuardSet, String> {
+    let mut set = GuardSet::default();
+    for name in ["approved4", "approved6"] {
+        let list = nft(&["list", "set", "inet", TABLE, name], None).await?;
+        let e = parse_list(&list)?;
+        set.v4.extend(e.set.v4);
+        set.v6.extend(e.set.v6);
+    }
+    Ok(set)
+}
+
+/// Whether `name` is an interface in this network namespace.
+pub fn interface_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated string; if_nametoindex only reads it.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }
 
 /// The names of the sets in a listing of the table, and `NAME:interval` for those with the

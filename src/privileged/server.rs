@@ -7,10 +7,12 @@
 //! - `--listen PATH`: a foreground server for systems without systemd, which creates the socket
 //!   itself (mode 0660, owned by root and `--group`).
 //!
-//! Each connection: the peer's credentials are checked (root, or a member of `--group`), one
-//! request line of at most [`MAX_REQUEST`] bytes is read within a few seconds, and one answer is
-//! written. It must never take a path, a command or a name from the request, never write a file,
-//! and never pass on a key or a peer.
+//! Each connection: the peer's credentials are checked (root, or a member of `--group`; the
+//! guard's owner operations root only), one request line of at most [`MAX_REQUEST`] bytes is
+//! read within a few seconds, and one answer is written within a few seconds too. It never takes
+//! a path, a command, a set, an interface or a name from the request, writes only its own records
+//! (in the guard's state directory), and never passes on a key or a peer. The netmap read runs
+//! on a thread without any capability. Every change is logged at info, under `--stdio` too.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, info, warn};
 
+use super::root::{self, RootPaths};
 use super::{Op, Reply, Request, MAX_REQUEST, PROTOCOL};
 use crate::source::localapi::LocalApi;
 use crate::source::netmap;
@@ -29,8 +32,13 @@ use crate::source::netmap;
 /// How long a client has to send its request, and tailscaled to answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const TAILSCALED_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once by `--listen`; more wait in the kernel's backlog.
+/// How long a client has to read the answer (review G13).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once by `--listen` for group members, and for each one of them; root
+/// has slots of its own, so that members cannot keep the owner out. More wait in the backlog.
 const MAX_CONNECTIONS: usize = 8;
+const MAX_PER_UID: usize = 2;
+const ROOT_SLOTS: usize = 2;
 
 /// What the root side needs to know, all from its own command line (never from the monitor).
 #[derive(Debug, Clone)]
@@ -39,6 +47,8 @@ pub struct Options {
     pub tailscaled: PathBuf,
     /// The group whose members may ask (besides root).
     pub gid: Option<libc::gid_t>,
+    /// The guard's config file and records.
+    pub paths: RootPaths,
 }
 
 /// The numeric ID of group `name`.
@@ -76,17 +86,49 @@ pub async fn listen(path: &Path, opts: Options) -> anyhow::Result<()> {
     let listener = bind(path, opts.gid)?;
     info!(socket = %path.display(), tailscaled = %opts.tailscaled.display(), "privileged relay listening");
     let opts = Arc::new(opts);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let members = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let root_slots = Arc::new(tokio::sync::Semaphore::new(ROOT_SLOTS));
+    let per_uid: Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>> = Arc::default();
     let mut backoff = Duration::from_millis(50);
     loop {
-        let permit = slots.clone().acquire_owned().await.expect("never closed");
         match listener.accept().await {
             Ok((stream, _)) => {
                 backoff = Duration::from_millis(50);
+                let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+                let permit = if uid == 0 {
+                    root_slots.clone().try_acquire_owned()
+                } else {
+                    let mut m = per_uid.lock().expect("not poisoned");
+                    let n = m.entry(uid).or_default();
+                    if *n >= MAX_PER_UID {
+                        warn!(
+                            uid,
+                            "privileged relay: too many connections from one user; closed"
+                        );
+                        continue;
+                    }
+                    match members.clone().try_acquire_owned() {
+                        Ok(p) => {
+                            *n += 1;
+                            Ok(p)
+                        }
+                        Err(e) => Err(e),
+                    }
+                };
+                let Ok(permit) = permit else {
+                    warn!(uid, "privileged relay: every slot is busy; closed");
+                    continue;
+                };
                 let opts = opts.clone();
+                let per_uid = per_uid.clone();
                 tokio::spawn(async move {
                     handle(stream, &opts).await;
                     drop(permit);
+                    if uid != 0 {
+                        if let Some(n) = per_uid.lock().expect("not poisoned").get_mut(&uid) {
+                            *n = n.saturating_sub(1);
+                        }
+                    }
                 });
             }
             Err(e) => {
@@ -102,7 +144,21 @@ pub async fn listen(path: &Path, opts: Options) -> anyhow::Result<()> {
 /// Creates the socket: a stale socket at `path` is replaced, anything else is an error; the new
 /// one is never reachable with wider permissions than 0660 root:`gid`.
 fn bind(path: &Path, gid: Option<libc::gid_t>) -> anyhow::Result<UnixListener> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    // The directory must be root's and no one else's to write: then nobody can swap the socket
+    // for a link between the bind and the chown/chmod below (review G12).
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let m = std::fs::symlink_metadata(dir)
+        .with_context(|| format!("the socket's directory {}", dir.display()))?;
+    if !m.is_dir() || m.uid() != 0 || m.mode() & 0o022 != 0 {
+        bail!(
+            "{} must be a directory owned by root that only root may write (mkdir -m 0755 {0}; chown root:root {0})",
+            dir.display()
+        );
+    }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
             .with_context(|| format!("removing the stale socket {}", path.display()))?,
@@ -118,8 +174,11 @@ fn bind(path: &Path, gid: Option<libc::gid_t>) -> anyhow::Result<UnixListener> {
     unsafe { libc::umask(old) };
     let listener = bound.with_context(|| format!("binding {}", path.display()))?;
     if let Some(gid) = gid {
-        std::os::unix::fs::chown(path, None, Some(gid))
+        std::os::unix::fs::lchown(path, None, Some(gid))
             .with_context(|| format!("chown of {}", path.display()))?;
+        if !std::fs::symlink_metadata(path)?.file_type().is_socket() {
+            bail!("{} is not the socket just bound", path.display());
+        }
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
             .with_context(|| format!("chmod of {}", path.display()))?;
     }
@@ -178,8 +237,20 @@ async fn handle(mut stream: UnixStream, opts: &Options) {
             return;
         }
     };
+    let pid = stream.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(0);
     let reply = match read_request(&mut stream).await {
-        Ok(Some(req)) => answer(req, opts).await,
+        Ok(Some(req)) if req.op.root_only() && uid != 0 => {
+            warn!(uid, pid, op = ?req.op, "privileged relay: an owner's operation asked by a group member; refused");
+            Reply {
+                v: PROTOCOL,
+                error: Some(format!(
+                    "{:?} is the owner's: run it as root (sudo tailscale-monitor guard …)",
+                    req.op
+                )),
+                ..Reply::default()
+            }
+        }
+        Ok(Some(req)) => answer(req, opts, &who(uid, pid)).await,
         Ok(None) => {
             // A client that gave up (its pass was cancelled), or a probe: nothing to answer.
             debug!(uid, "privileged relay: the client left without a request");
@@ -198,10 +269,84 @@ async fn handle(mut stream: UnixStream, opts: &Options) {
     }
     let mut line = serde_json::to_vec(&reply).expect("reply serializes");
     line.push(b'\n');
-    if let Err(e) = stream.write_all(&line).await {
-        debug!(error = %e, "privileged relay: the client left before the answer");
+    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&line)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(error = %e, "privileged relay: the client left before the answer"),
+        Err(_) => warn!(
+            uid,
+            pid, "privileged relay: the client did not read its answer in time; closed"
+        ),
     }
-    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.shutdown()).await;
+}
+
+/// Who asked, for the records: the login user of the peer process (`sudo` keeps it), and the uid.
+fn who(uid: u32, pid: i32) -> String {
+    let name = |uid: u32| -> String {
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut buf = vec![0 as libc::c_char; 4096];
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: valid pointers; `buf` outlives the call; read only when `out` is set.
+        let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+        if rc != 0 || out.is_null() {
+            return format!("uid {uid}");
+        }
+        // SAFETY: getpwuid_r filled `pw_name` with a NUL-terminated string inside `buf`.
+        let s = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+        crate::sanitize::line(&s.to_string_lossy(), 64)
+    };
+    let login = std::fs::read_to_string(format!("/proc/{pid}/loginuid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|&u| u != u32::MAX);
+    match login {
+        Some(l) if l != uid => format!("{} (as {})", name(l), name(uid)),
+        _ => name(uid),
+    }
+}
+
+/// Runs `f` on a thread of its own that holds no capability (it stays uid 0, which tailscaled's
+/// LocalAPI checks): the netmap read needs root's uid, not `CAP_NET_ADMIN`.
+async fn without_capabilities<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: libc::c_int,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let mut h = Header {
+            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+            pid: 0,
+        };
+        let d = [Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        // SAFETY: valid header and two data structs, as capset(2) takes for version 3; it acts on
+        // this thread only.
+        let rc = unsafe { libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) };
+        let out = if rc == 0 {
+            Ok(f())
+        } else {
+            Err(format!(
+                "dropping capabilities: {}",
+                std::io::Error::last_os_error()
+            ))
+        };
+        let _ = tx.send(out);
+    });
+    rx.await.map_err(|_| "the netmap thread died".to_owned())?
 }
 
 async fn read_request(stream: &mut UnixStream) -> Result<Option<Request>, String> {
@@ -229,44 +374,68 @@ async fn read_request(stream: &mut UnixStream) -> Result<Option<Request>, String
     Ok(Some(req))
 }
 
-async fn answer(req: Request, opts: &Options) -> Reply {
+async fn answer(req: Request, opts: &Options, by: &str) -> Reply {
     let mut reply = Reply {
         v: PROTOCOL,
         ..Reply::default()
     };
-    if req.op != Op::GuardApply && req.guard.is_some() {
-        reply.error = Some("only guard_apply takes `guard`".into());
+    let takes_approve = matches!(req.op, Op::GuardApprove | Op::GuardInit);
+    if (req.approve.is_some() && !takes_approve)
+        || (req.revoke.is_some() && req.op != Op::GuardRevoke)
+    {
+        reply.error = Some("a field this operation does not take".into());
         return reply;
     }
+    let paths = &opts.paths;
+    let decided = |r: Result<crate::model::guard::Decision, String>, reply: &mut Reply| match r {
+        Ok(d) => reply.decision = Some(d),
+        Err(e) => reply.error = Some(e),
+    };
     match req.op {
         Op::Netmap => {
-            let api = LocalApi::new(&opts.tailscaled, TAILSCALED_TIMEOUT);
-            match api.current_netmap().await {
-                Ok(body) => match netmap::parse_filter_only(&body) {
-                    Ok(f) => reply.netmap = Some(f),
-                    Err(e) => reply.error = Some(e),
-                },
-                Err((_, e)) => reply.error = Some(e.0),
+            let socket = opts.tailscaled.clone();
+            let read = without_capabilities(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                rt.block_on(async {
+                    let api = LocalApi::new(&socket, TAILSCALED_TIMEOUT);
+                    match api.current_netmap().await {
+                        Ok(body) => netmap::parse_filter_only(&body),
+                        Err((_, e)) => Err(e.0),
+                    }
+                })
+            })
+            .await;
+            match read.and_then(|r| r) {
+                Ok(f) => reply.netmap = Some(f),
+                Err(e) => reply.error = Some(e),
             }
         }
-        Op::GuardApply => match &req.guard {
-            None => reply.error = Some("guard_apply needs `guard`".into()),
-            Some(g) => match super::nft::apply(&g.interface, &g.set).await {
-                Ok(()) => {
-                    info!(interface = %g.interface, v4 = g.set.v4.len(), v6 = g.set.v6.len(), "guard: set applied");
-                    reply.ok = Some(true);
-                }
-                Err(e) => reply.error = Some(e),
-            },
-        },
-        Op::GuardRemove => match super::nft::remove().await {
-            Ok(()) => {
-                info!("guard: table removed");
-                reply.ok = Some(true);
-            }
+        Op::GuardSync => decided(root::sync(paths).await, &mut reply),
+        Op::GuardRead => match root::read(paths).await {
+            Ok(e) => reply.guard = Some(e),
             Err(e) => reply.error = Some(e),
         },
+        Op::GuardApprove | Op::GuardInit => match req.approve {
+            None => reply.error = Some("needs `approve`".into()),
+            Some(v) => decided(
+                root::approve(paths, &v, req.op == Op::GuardInit, by).await,
+                &mut reply,
+            ),
+        },
+        Op::GuardRevoke => match req.revoke {
+            None => reply.error = Some("needs `revoke`".into()),
+            Some(v) => decided(root::revoke(paths, &v, by).await, &mut reply),
+        },
+        Op::GuardOff => decided(root::switch(paths, true, by).await, &mut reply),
+        Op::GuardOn => decided(root::switch(paths, false, by).await, &mut reply),
         Op::DoorsClose => {
+            if let Err(e) = root::doors_may_close(paths) {
+                reply.error = Some(e);
+                return reply;
+            }
             let api = LocalApi::new(&opts.tailscaled, TAILSCALED_TIMEOUT);
             match api.close_doors().await {
                 Ok((false, false)) => {
@@ -281,10 +450,6 @@ async fn answer(req: Request, opts: &Options) -> Reply {
                 Err(e) => reply.error = Some(e.0),
             }
         }
-        Op::GuardRead => match super::nft::read().await {
-            Ok(e) => reply.guard = Some(e),
-            Err(e) => reply.error = Some(e),
-        },
     }
     reply
 }

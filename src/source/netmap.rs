@@ -236,6 +236,73 @@ pub fn parse_current_netmap(body: &[u8]) -> Result<NetmapAccess, String> {
     access_of(nm)
 }
 
+/// A `tailcfg.Node` peer as the guard's root side reads it: keys and prefixes, plus the tags and
+/// owner `approve_new` matches on (compared, never printed).
+#[derive(Deserialize)]
+struct GuardPeerWire {
+    #[serde(rename = "StableID", default)]
+    stable_id: String,
+    #[serde(rename = "Key", default)]
+    key: String,
+    #[serde(rename = "User", default)]
+    user: i64,
+    #[serde(rename = "Addresses", default, deserialize_with = "null_default")]
+    addresses: Vec<String>,
+    #[serde(rename = "AllowedIPs", default, deserialize_with = "null_default")]
+    allowed_ips: Vec<String>,
+    #[serde(rename = "PrimaryRoutes", default, deserialize_with = "null_default")]
+    primary_routes: Vec<String>,
+    #[serde(rename = "Tags", default, deserialize_with = "null_default")]
+    tags: Vec<String>,
+}
+
+/// One peer for the guard's root side.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuardPeer {
+    pub peer: crate::model::guard::Peer,
+    pub tags: Vec<String>,
+    pub login: Option<String>,
+}
+
+/// The root side's parse of `current-netmap` for the guard: every peer (keyed by node key, none
+/// skipped), its addresses and its other `AllowedIPs`, and this node's own stable ID.
+pub fn parse_guard_peers(body: &[u8]) -> Result<(String, Vec<GuardPeer>), String> {
+    let nm: NetMap<Vec<GuardPeerWire>, BTreeMap<String, ProfileWire>> =
+        serde_json::from_slice(body).map_err(|e| format!("malformed netmap: {e}"))?;
+    let me = nm.self_node.unwrap_or_default();
+    let net = crate::diff::guard::set::net;
+    let peers = nm
+        .peers
+        .into_iter()
+        .map(|p| {
+            let addresses: Vec<ipnet::IpNet> = p.addresses.iter().filter_map(|a| net(a)).collect();
+            let mut routes: Vec<ipnet::IpNet> = p
+                .allowed_ips
+                .iter()
+                .chain(&p.primary_routes)
+                .filter_map(|r| net(r))
+                .filter(|n| !addresses.contains(n))
+                .collect();
+            routes.sort();
+            routes.dedup();
+            GuardPeer {
+                login: nm
+                    .user_profiles
+                    .get(&p.user.to_string())
+                    .map(|u| u.login_name.clone()),
+                tags: p.tags,
+                peer: crate::model::guard::Peer {
+                    id: p.stable_id,
+                    node_key: p.key,
+                    addresses,
+                    routes,
+                },
+            }
+        })
+        .collect();
+    Ok((me.stable_id, peers))
+}
+
 /// The privileged relay's parse of `current-netmap`: peers and profiles skipped unread.
 pub fn parse_filter_only(body: &[u8]) -> Result<FilterOnly, String> {
     let nm: NetMap<IgnoredAny, IgnoredAny> = serde_json::from_slice(body)

@@ -136,7 +136,8 @@ impl Store {
                 prev = hash;
             }
         }
-        for a in &outcome.approvals {
+        let mirrored = outcome.guard.iter().flat_map(|g| &g.approvals);
+        for a in outcome.approvals.iter().chain(mirrored) {
             if a.approved {
                 tx.execute(
                     "INSERT INTO guard_approved (device_id, at, by, node_key, routes) VALUES (?1, ?2, ?3, ?4, ?5)

@@ -548,6 +548,7 @@ fn the_relay_units_verify() {
         "tailscale-monitor-privileged.socket",
         "tailscale-monitor-privileged@.service",
         "tailscale-monitor.service",
+        "tailscale-monitor-guard-restore.service",
     ] {
         let text = std::fs::read_to_string(format!("{root}/contrib/{unit}"))
             .unwrap()
@@ -562,6 +563,7 @@ fn the_relay_units_verify() {
         .arg(dir.path().join("tailscale-monitor-privileged.socket"))
         .arg(dir.path().join("tailscale-monitor-privileged@.service"))
         .arg(dir.path().join("tailscale-monitor.service"))
+        .arg(dir.path().join("tailscale-monitor-guard-restore.service"))
         .current_dir(dir.path())
         .output()
         .expect("systemd-analyze");

@@ -136,8 +136,14 @@ fn install_upgrade_remove_and_purge_the_debian_package() {
     );
     let relay = std::fs::read_to_string(dir.join("tailscale-monitor-privileged@.service")).unwrap();
     assert!(
-        relay.contains("ExecStart=/usr/bin/tailscale-monitor privileged --stdio"),
+        relay.contains("ExecStart=/usr/bin/tailscale-monitor --config /etc/tailscale-monitor/config.toml privileged --stdio"),
         "{relay}"
+    );
+    let restore =
+        std::fs::read_to_string(dir.join("tailscale-monitor-guard-restore.service")).unwrap();
+    assert!(
+        restore.contains("Before=tailscaled.service") && restore.contains("privileged --restore"),
+        "{restore}"
     );
     let wants = "/etc/systemd/system/sockets.target.wants/tailscale-monitor-privileged.socket";
     assert!(

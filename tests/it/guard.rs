@@ -23,8 +23,6 @@ fn only_approved_devices_reach_the_server_whatever_the_control_plane_says() {
     let laptop = KernelNode::join(&rel, &bridge, "laptop", 2, &key, &[]);
     let srv_ip = srv.ip();
     srv.ns.listen(PORT);
-    let relay_dir = tempfile::tempdir().unwrap();
-    let relay = relay_in(&mut srv.ns, relay_dir.path(), &srv.socket.clone());
 
     // Before the guard: the tailnet (headscale's allow-all default) lets the laptop in.
     assert!(
@@ -37,6 +35,13 @@ fn only_approved_devices_reach_the_server_whatever_the_control_plane_says() {
         &srv.socket,
         &(email_channel(smtp.port)
             + "\n[daemon]\nbatch_window = \"1ms\"\n\n[guard]\nmode = \"enforce\"\n"),
+    );
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay = relay_in(
+        &mut srv.ns,
+        relay_dir.path(),
+        &srv.socket.clone(),
+        &mon.config,
     );
     mon.set_privileged_socket(&relay);
     // Enforce before `guard init`: nobody is locked out, and the owner is told why.
@@ -73,7 +78,7 @@ fn only_approved_devices_reach_the_server_whatever_the_control_plane_says() {
     });
     assert!(
         m.text.contains(
-            "Blocked at this server by the guard until you run `tailscale-monitor guard approve"
+            "Blocked at this server by the guard until you run `sudo tailscale-monitor guard approve"
         ),
         "{}",
         m.text
@@ -270,8 +275,6 @@ fn an_unapproved_device_cannot_route_through_the_server_as_an_exit_node() {
     dst.listen(PORT);
     let laptop = KernelNode::join(&rel, &bridge, "xlaptop", 13, &key, &[]);
     let srv_ip = srv.ip();
-    let relay_dir = tempfile::tempdir().unwrap();
-    let relay = relay_in(&mut srv.ns, relay_dir.path(), &srv.socket.clone());
     use_exit_node(&laptop, &srv_ip);
     assert!(
         connects_within(&laptop.ns, BEHIND, 90).is_some(),
@@ -284,6 +287,13 @@ fn an_unapproved_device_cannot_route_through_the_server_as_an_exit_node() {
     let mon = Monitor::new(
         &srv.socket,
         &(email_channel(smtp.port) + "\n[guard]\nmode = \"enforce\"\n"),
+    );
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay = relay_in(
+        &mut srv.ns,
+        relay_dir.path(),
+        &srv.socket.clone(),
+        &mon.config,
     );
     mon.set_privileged_socket(&relay);
     mon.check();
@@ -336,13 +346,13 @@ fn in_userspace_mode_enforce_says_once_that_it_cannot_and_creates_no_table() {
     let web = Node::join(&rel, &hs, "web", &key);
     // The relay in a namespace of its own, to see that it is asked for no table.
     let mut ns = Netns::new("us", 9);
-    let relay_dir = tempfile::tempdir().unwrap();
-    let relay = relay_in(&mut ns, relay_dir.path(), web.socket());
     let smtp = Smtp::start();
     let mon = Monitor::new(
         web.socket(),
         &(email_channel(smtp.port) + "\n[guard]\nmode = \"enforce\"\n"),
     );
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay = relay_in(&mut ns, relay_dir.path(), web.socket(), &mon.config);
     mon.set_privileged_socket(&relay);
     let r = mon.check();
     assert_eq!(r.code, 2, "not in force is critical: {r:?}");

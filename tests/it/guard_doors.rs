@@ -50,8 +50,6 @@ fn every_door_into_the_server_is_closed_or_named() {
     let laptop = KernelNode::join(&rel, &bridge, "dlap", 22, &key, &[]);
     let srv_ip = srv.ip();
     srv.ns.listen(PORT);
-    let relay_dir = tempfile::tempdir().unwrap();
-    let relay = relay_in(&mut srv.ns, relay_dir.path(), &srv.socket.clone());
     assert!(
         connects_within(&laptop.ns, &srv_ip, 90).is_some(),
         "the laptop never reached the server over the tailnet"
@@ -64,6 +62,13 @@ fn every_door_into_the_server_is_closed_or_named() {
         &srv.socket,
         &(email_channel(smtp.port)
             + "\n[daemon]\nbatch_window = \"1ms\"\n\n[guard]\nmode = \"enforce\"\n"),
+    );
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay = relay_in(
+        &mut srv.ns,
+        relay_dir.path(),
+        &srv.socket.clone(),
+        &mon.config,
     );
     mon.set_privileged_socket(&relay);
     mon.check();

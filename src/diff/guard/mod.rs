@@ -1,6 +1,7 @@
-//! The guard's part of a pass: a new device is either let in by `[guard] approve_new` (its
-//! approval committed with the pass, and logged as `guard.approved`) or said, in its
-//! `device.new` message, to be blocked at this server until its owner approves it here. And
+//! The guard's part of a pass: a new device's `device.new` message says whether `[guard]
+//! approve_new` matches it (the root side, which owns the approvals, then lets it in, and its
+//! `guard.approved` follows) or that it is blocked at this server until its owner approves it
+//! here. And
 //! the guard's own decisions, pure like the rest of the core: the set let in ([`set`]), which
 //! dropped packets become `guard.blocked` ([`blocked`]), and which ways in tailscaled answers
 //! itself ([`doors`]).
@@ -9,19 +10,11 @@ pub(crate) mod blocked;
 pub(crate) mod doors;
 pub(crate) mod set;
 
-use chrono::{DateTime, Utc};
-
-use crate::model::guard::{ApprovalChange, ApproveNew};
+use crate::model::guard::ApproveNew;
 use crate::model::state::Outcome;
-use crate::model::{Event, EventKind, Snapshot};
+use crate::model::{EventKind, Snapshot};
 
-pub(super) fn new_devices(
-    out: &mut Outcome,
-    approve_new: &ApproveNew,
-    snap: &Snapshot,
-    now: DateTime<Utc>,
-) {
-    let mut approved = Vec::new();
+pub(super) fn new_devices(out: &mut Outcome, approve_new: &ApproveNew, snap: &Snapshot) {
     for e in out
         .events
         .iter_mut()
@@ -29,7 +22,7 @@ pub(super) fn new_devices(
     {
         if let Some(d) = &e.device {
             e.fix = format!(
-                "If this device was approved at this server's guard, its new key is not: it is blocked here until you run `tailscale-monitor guard approve {}`",
+                "If this device was approved at this server's guard, its new key is not: it is blocked here until you run `sudo tailscale-monitor guard approve {}`",
                 d.id.0
             );
         }
@@ -42,7 +35,7 @@ pub(super) fn new_devices(
         if let Some(d) = &e.device {
             if !approvable_routes(d).is_empty() {
                 e.fix = format!(
-                    "If this device is approved at this server's guard, a route it did not have then is not: traffic from it is dropped here until you run `tailscale-monitor guard approve {}`",
+                    "If this device is approved at this server's guard, a route it did not have then is not: traffic from it is dropped here until you run `sudo tailscale-monitor guard approve {}`",
                     d.id.0
                 );
             }
@@ -58,37 +51,16 @@ pub(super) fn new_devices(
             continue;
         }
         let login = snap.users.get(&d.user_id).map(|u| u.login.as_str());
-        match approve_new.matches(d, login) {
-            Some(sel) => {
-                let by = format!("approve_new ({sel:?})");
-                let mut a = Event::new(
-                    EventKind::GuardApproved,
-                    now,
-                    format!(
-                        "The guard lets {} in at this server: `[guard] approve_new` matches it",
-                        d.display_name()
-                    ),
-                );
-                a.device = Some(d.clone());
-                a.detail = format!("by {by}");
-                out.approvals.push(ApprovalChange {
-                    device: d.id.clone(),
-                    node_key: d.node_key.0.clone(),
-                    routes: approvable_routes(d),
-                    approved: true,
-                    by,
-                });
-                approved.push(a);
-            }
-            None => {
-                e.fix = format!(
-                    "Blocked at this server by the guard until you run `tailscale-monitor guard approve {}`",
-                    d.id.0
-                );
-            }
-        }
+        e.fix = match approve_new.matches(d, login) {
+            Some(sel) => format!(
+                "`[guard] approve_new` matches it ({sel:?}): the guard's root side lets it in at this server, and says so (`guard.approved`)"
+            ),
+            None => format!(
+                "Blocked at this server by the guard until you run `sudo tailscale-monitor guard approve {}`",
+                d.id.0
+            ),
+        };
     }
-    out.events.extend(approved);
 }
 
 /// The routes an approval of `d` covers: its subnet and 4via6 routes, never a default route (an

@@ -49,6 +49,13 @@ pub(super) fn kind_action(e: &Event) -> String {
              alone. Close it (the fix above), or set `[guard] tailscaled_doors = \"close\"` for Tailscale SSH \
              and the web client; `tailscale-monitor guard status` lists every open door."
             .to_owned(),
+        EventKind::GuardSuspiciousPeer => "A control plane that hands this server a peer without an identity of its \
+             own is hiding it from the console's device list: find out who added it (Headscale: `headscale nodes \
+             list`). The guard lets nothing it may send from in."
+            .to_owned(),
+        EventKind::GuardMismatch => "The guard applies the root side's decision. If this persists, compare \
+             `tailscale-monitor guard status --json` (root's set) with `tailscale status --json`."
+            .to_owned(),
         EventKind::GuardDoorClosed => "For your records: this door is closed again; `tailscale-monitor guard \
              status` lists those still open."
             .to_owned(),

@@ -463,6 +463,8 @@ impl PrivilegedRelay {
             .arg(socket)
             .args(["--group", group, "--socket"])
             .arg(tailscaled)
+            .arg("--state-dir")
+            .arg(socket.with_file_name("guard-state"))
             .env("TAILSCALE_MONITOR_LOG", "warn")
             .spawn()
             .unwrap();

@@ -443,13 +443,34 @@ impl KernelNode {
 /// The port the tests' listeners greet on.
 pub const PORT: u16 = 8080;
 
-/// The relay as root inside `ns` (its `nft` acts on that namespace), its socket in `dir`.
+/// The relay as root inside `ns` (its `nft` acts on that namespace), its socket in `dir` and its
+/// records in `dir/guard`; it takes its `[guard]` settings from `config` (the monitor's).
 pub fn relay_in(
     ns: &mut Netns,
     dir: &std::path::Path,
     tailscaled: &std::path::Path,
+    config: &std::path::Path,
 ) -> std::path::PathBuf {
-    relay_with_pid(ns, dir, tailscaled).0
+    relay_with_pid(ns, dir, tailscaled, config).0
+}
+
+/// The relay's command line in `ns` (for `--restore` too).
+pub fn relay_cmd(
+    ns: &Netns,
+    dir: &std::path::Path,
+    tailscaled: &std::path::Path,
+    config: &std::path::Path,
+) -> Command {
+    let mut c = ns.cmd(super::bin());
+    c.arg("--config")
+        .arg(config)
+        .arg("privileged")
+        .args(["--group", "root", "--socket"])
+        .arg(tailscaled)
+        .arg("--state-dir")
+        .arg(dir.join("guard"))
+        .env("TAILSCALE_MONITOR_LOG", "info");
+    c
 }
 
 /// [`relay_in`], and the relay's pid.
@@ -457,14 +478,11 @@ pub fn relay_with_pid(
     ns: &mut Netns,
     dir: &std::path::Path,
     tailscaled: &std::path::Path,
+    config: &std::path::Path,
 ) -> (std::path::PathBuf, u32) {
     let socket = dir.join("privileged.sock");
-    let mut c = ns.cmd(super::bin());
-    c.args(["privileged", "--listen"])
-        .arg(&socket)
-        .args(["--group", "root", "--socket"])
-        .arg(tailscaled)
-        .env("TAILSCALE_MONITOR_LOG", "info");
+    let mut c = relay_cmd(ns, dir, tailscaled, config);
+    c.arg("--listen").arg(&socket);
     let pid = ns.spawn(c);
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
