@@ -98,10 +98,6 @@ fn resolve<'a>(known: &'a [KnownDevice], arg: &str) -> anyhow::Result<&'a KnownD
 /// the state directory's owner, so that what it writes to the monitor's store stays the
 /// monitor's.
 fn connect_as_owner(cfg: &Config) -> anyhow::Result<std::os::unix::net::UnixStream> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("this is the owner's: approvals live where only root writes. Run it with sudo (`sudo tailscale-monitor guard …`)");
-    }
     let stream = crate::privileged::connect_now(&cfg.source.privileged_socket)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     drop_to_state_owner(&cfg.state_dir)?;
@@ -190,6 +186,10 @@ async fn after(cfg: &Config, store: &mut Store, d: &Decision) -> anyhow::Result<
 }
 
 pub(super) async fn guard(explicit: Option<&Path>, cmd: GuardCommand) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if !matches!(cmd, GuardCommand::Status { .. }) && unsafe { libc::geteuid() } != 0 {
+        bail!("this is the owner's: approvals live where only root writes. Run it with sudo (`sudo tailscale-monitor guard …`)");
+    }
     let cfg = load(explicit, true)?;
     if let GuardCommand::Status { json } = cmd {
         let mut store = open_store(explicit)?;
@@ -285,9 +285,9 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
     let state = store.guard_state()?;
     let (expected, _) = guard::expected(store)?;
     let known = store.known_now()?.clone();
-    // The root side's decision (a sync: it applies only what it decided) and its table.
+    // The root side's decision (changing nothing) and its table.
     let decision =
-        crate::privileged::guard_sync(&cfg.source.privileged_socket, guard::RELAY_TIMEOUT).await;
+        crate::privileged::guard_plan(&cfg.source.privileged_socket, guard::RELAY_TIMEOUT).await;
     let read =
         crate::privileged::guard_read(&cfg.source.privileged_socket, guard::RELAY_TIMEOUT).await;
     let d = decision.as_ref().ok().cloned().unwrap_or_default();

@@ -254,6 +254,35 @@ pub async fn enforce(
             return step.commit(store, cfg, now);
         }
     };
+    if let (Some(why), true) = (&d.repaired, d.applied) {
+        let mut e = if d.rebooted {
+            let mut e = Event::new(
+                EventKind::GuardUnenforced,
+                now,
+                "The guard's table was not restored when this machine booted; it is put back now",
+            );
+            e.fix = "enable the restore unit: `systemctl enable tailscale-monitor-guard-restore.service` (it loads the table before tailscaled starts)".into();
+            e
+        } else {
+            let gone = why == "the table is gone";
+            let mut e = Event::new(
+                EventKind::GuardUnenforced,
+                now,
+                if gone {
+                    "The guard's nftables table was removed outside the monitor; it is put back"
+                        .to_owned()
+                } else {
+                    format!("The guard's nftables table was changed outside the monitor ({why}); it is put back")
+                },
+            );
+            e.fix = "someone with root on this server changed the firewall: find out who (`journalctl`, shell histories)".into();
+            e
+        };
+        e.detail = why.clone();
+        warn!(differs = %why, "guard: the table was not what root applied; put back");
+        step.event(e);
+        step.state.unenforced = None;
+    }
     let changes = mirror(store, &mut step, &d, now)?;
     step.commit.approvals = changes;
     step.state.version = d.version;
@@ -438,35 +467,8 @@ pub async fn on_table(
     let state = store.guard_state()?;
     let mut out = Vec::new();
     if let Some(why) = &enforced.differs {
-        let mut step = Step::load(store)?;
-        warn!(differs = %why, "guard: the table is not what root applied; applying it again");
-        step.state.applied = None;
-        let mut e = if enforced.rebooted {
-            let mut e = Event::new(
-                EventKind::GuardUnenforced,
-                now,
-                "The guard's table was not restored when this machine booted; it is put back now",
-            );
-            e.fix = "enable the restore unit: `systemctl enable tailscale-monitor-guard-restore.service` (it loads the table before tailscaled starts)".into();
-            e
-        } else {
-            let mut e = Event::new(
-                EventKind::GuardUnenforced,
-                now,
-                if enforced.present {
-                    format!("The guard's nftables table was changed outside the monitor ({why}); it is put back")
-                } else {
-                    "The guard's nftables table was removed outside the monitor; it is put back"
-                        .to_owned()
-                },
-            );
-            e.fix = "someone with root on this server changed the firewall: find out who (`journalctl`, shell histories)".into();
-            e
-        };
-        e.detail = why.clone();
-        step.event(e);
-        step.state.unenforced = Some("tampered".into());
-        out.extend(step.commit(store, cfg, now)?);
+        // The sync puts it back, and says so (`Decision::repaired`).
+        warn!(differs = %why, "guard: the table is not what root applied; asking root to put it back");
         out.extend(enforce(store, cfg, None, now).await?);
     } else if enforced.version != state.version {
         out.extend(enforce(store, cfg, None, now).await?);

@@ -259,6 +259,13 @@ pub struct Decision {
     /// Whether this request changed the table.
     #[serde(default)]
     pub applied: bool,
+    /// The table was not what root applied last (changed or removed by someone else): how. Put
+    /// back when the request applies.
+    #[serde(default)]
+    pub repaired: Option<String>,
+    /// It was gone, and this machine booted since it was applied (the restore unit did not run).
+    #[serde(default)]
+    pub rebooted: bool,
 }
 
 /// `[guard] approve_new`: which new devices are let in without `guard approve`.

@@ -27,6 +27,7 @@
 //!
 //! ```text
 //! → {"v":3,"op":"guard_sync"}                      ← {"v":3,"decision":{…}}
+//! → {"v":3,"op":"guard_plan"}                      ← the same, changing nothing
 //! → {"v":3,"op":"guard_read"}                      ← {"v":3,"guard":{"present":true,"differs":null,…}}
 //! → {"v":3,"op":"doors_close"}                     ← {"v":3,"ok":true}
 //! → {"v":3,"op":"guard_approve","approve":[{"id":"n1","node_key":"nodekey:…"}]}   (uid 0)
@@ -70,6 +71,8 @@ pub enum Op {
     Netmap,
     /// Puts what root decided in force, and says what that is.
     GuardSync,
+    /// What root decided, changing nothing (`guard status`).
+    GuardPlan,
     /// What the guard's table holds (checked whole), and the sources it dropped.
     GuardRead,
     /// Turns Tailscale SSH and the web client off (root's `tailscaled_doors = "close"` only).
@@ -266,6 +269,12 @@ fn decision(socket: &Path, reply: Reply) -> Result<Decision, RelayError> {
 /// Asks the root side to put what it decided in force.
 pub async fn guard_sync(socket: &Path, timeout: Duration) -> Result<Decision, RelayError> {
     let reply = exchange(socket, &request(Op::GuardSync), timeout).await?;
+    decision(socket, reply)
+}
+
+/// What the root side decided, changing nothing.
+pub async fn guard_plan(socket: &Path, timeout: Duration) -> Result<Decision, RelayError> {
+    let reply = exchange(socket, &request(Op::GuardPlan), timeout).await?;
     decision(socket, reply)
 }
 

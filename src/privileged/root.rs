@@ -255,8 +255,10 @@ fn approvable(p: &GuardPeer) -> Vec<String> {
 }
 
 /// Puts what root decided in force: removes the table when the guard is off, applies the set
-/// when it differs from what is there (checked whole). Every change is logged (review G14).
-pub async fn sync(paths: &RootPaths) -> Result<Decision, String> {
+/// when it differs from what is there (checked whole), and says when it put back a table
+/// changed or removed by someone else. Every change is logged (review G14). `apply` false: what
+/// it would do, changing nothing (`guard status`).
+pub async fn sync(paths: &RootPaths, apply: bool) -> Result<Decision, String> {
     let cfg = load_config(&paths.config)?;
     let mut st = paths.load()?;
     let mut d = Decision {
@@ -270,6 +272,11 @@ pub async fn sync(paths: &RootPaths) -> Result<Decision, String> {
         ..Decision::default()
     };
     if cfg.mode == GuardMode::Off || st.off.is_some() {
+        if !apply {
+            d.approvals = st.approvals;
+            d.version = st.version;
+            return Ok(d);
+        }
         if nft::exists().await? {
             nft::remove().await?;
             info!("guard: table removed (the guard is off)");
@@ -295,6 +302,7 @@ pub async fn sync(paths: &RootPaths) -> Result<Decision, String> {
         if let Some(sel) = cfg
             .approve_new
             .matches_parts(&p.peer.id, &p.tags, p.login.as_deref())
+            .filter(|_| apply)
         {
             info!(device = %p.peer.id, node_key = %p.peer.node_key, by = ?sel, "guard: approved by approve_new");
             st.approvals.retain(|a| a.device.0 != p.peer.id);
@@ -327,6 +335,17 @@ pub async fn sync(paths: &RootPaths) -> Result<Decision, String> {
     let same = st.applied.as_ref().is_some_and(|a| {
         a.interface == cfg.interface && a.set == set && now.as_ref() == Some(&a.structure)
     });
+    // What root applied last is not what is there: someone else changed or removed it.
+    if let Some(a) = &st.applied {
+        d.repaired = match &now {
+            None => Some("the table is gone".to_owned()),
+            Some(n) => nft::differs(&a.structure, n),
+        };
+        d.rebooted = now.is_none() && a.boot_id != boot_id();
+    }
+    if !apply {
+        return Ok(d);
+    }
     if !same {
         let before = st
             .applied
@@ -440,7 +459,7 @@ pub async fn approve(
     }
     st.version += 1;
     paths.save(&st)?;
-    sync(paths).await
+    sync(paths, true).await
 }
 
 /// Revokes `ids` (uid 0 only).
@@ -454,7 +473,7 @@ pub async fn revoke(paths: &RootPaths, ids: &[String], by: &str) -> Result<Decis
     }
     st.version += 1;
     paths.save(&st)?;
-    sync(paths).await
+    sync(paths, true).await
 }
 
 /// `guard off` (true) or `guard on` (false), uid 0 only.
@@ -464,7 +483,7 @@ pub async fn switch(paths: &RootPaths, off: bool, by: &str) -> Result<Decision, 
     st.version += 1;
     info!(by, off, "guard: turned {}", if off { "off" } else { "on" });
     paths.save(&st)?;
-    sync(paths).await
+    sync(paths, true).await
 }
 
 /// At boot, before tailscaled: the last table applied, from root's own copy; or, when the guard

@@ -413,7 +413,8 @@ async fn answer(req: Request, opts: &Options, by: &str) -> Reply {
                 Err(e) => reply.error = Some(e),
             }
         }
-        Op::GuardSync => decided(root::sync(paths).await, &mut reply),
+        Op::GuardSync => decided(root::sync(paths, true).await, &mut reply),
+        Op::GuardPlan => decided(root::sync(paths, false).await, &mut reply),
         Op::GuardRead => match root::read(paths).await {
             Ok(e) => reply.guard = Some(e),
             Err(e) => reply.error = Some(e),

@@ -386,3 +386,202 @@ fn in_userspace_mode_enforce_says_once_that_it_cannot_and_creates_no_table() {
         "no table"
     );
 }
+
+/// Sends one request line to the relay at `socket` as uid 65534 in group root (the relay's group
+/// here): what a compromised monitor user can do.
+fn as_member(socket: &std::path::Path, line: &str) -> String {
+    use std::io::Write;
+    let mut c = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=0", "--clear-groups", "--"])
+        .args(["socat", "-T5", "-"])
+        .arg(format!("UNIX-CONNECT:{}", socket.display()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(c.stdin.take().unwrap(), "{line}").unwrap();
+    let out = c.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issue 27 (review G7, G9, G11): the root side owns the decision. The monitor's user can ask it
+/// to sync and read, never to admit anyone, turn it off, or filter another interface; `sudo
+/// guard approve` works; a rule inserted by hand is tampering, found and put back; the table is
+/// restored from root's own copy at boot, before tailscaled, and holds from the first packet.
+#[test]
+#[ignore = "needs root, real tailscaled/headscale and nftables: run tests/run-all.sh"]
+fn the_root_side_owns_the_decision() {
+    use std::os::unix::fs::PermissionsExt;
+    let rel = cur_release();
+    let hs = Headscale::start();
+    let bridge = Bridge::start(&hs);
+    let ops = hs.user("ops");
+    let key = hs.preauth_key(ops);
+    let mut srv = KernelNode::join(&rel, &bridge, "rsrv", 31, &key, &[]);
+    let laptop = KernelNode::join(&rel, &bridge, "rlap", 32, &key, &[]);
+    let mallory = hs.user("mallory");
+    let evil = KernelNode::join(&rel, &bridge, "revil", 33, &hs.preauth_key(mallory), &[]);
+    let srv_ip = srv.ip();
+    srv.ns.listen(PORT);
+    assert!(
+        connects_within(&evil.ns, &srv_ip, 90).is_some(),
+        "the tailnet lets evil in"
+    );
+    let smtp = Smtp::start();
+    let mon = Monitor::new(
+        &srv.socket,
+        &(email_channel(smtp.port)
+            + "\n[daemon]\nbatch_window = \"1ms\"\n\n[guard]\nmode = \"enforce\"\n"),
+    );
+    let relay_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(relay_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let relay = relay_in(
+        &mut srv.ns,
+        relay_dir.path(),
+        &srv.socket.clone(),
+        &mon.config,
+    );
+    mon.set_privileged_socket(&relay);
+    mon.check();
+    // Everything known at the baseline is approved, evil included: revoke it, as root.
+    assert_eq!(mon.run(&["guard", "init"]).code, 0);
+    let r = mon.run(&["guard", "revoke", "revil"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("stable ID") && r.stdout.contains("node key nodekey:"),
+        "{r:?}"
+    );
+    assert!(!evil.ns.connects(&srv_ip, PORT));
+    assert!(connects_within(&laptop.ns, &srv_ip, 30).is_some());
+    // The table's rules and sets, and what the approved sets hold (not the records' timers).
+    let table = || {
+        let t = "tailscale_monitor_guard";
+        let mut out = srv.ns.nft(&["-t", "list", "table", "inet", t]).stdout;
+        for s in ["approved4", "approved6"] {
+            out.extend(srv.ns.nft(&["list", "set", "inet", t, s]).stdout);
+        }
+        String::from_utf8(out).unwrap()
+    };
+    let before = table();
+
+    // The monitor's user: no owner's operation, no set, no interface of its own choosing.
+    let st: serde_json::Value =
+        serde_json::from_slice(&srv.cli(&["status", "--json"]).stdout).unwrap();
+    let peer = st["Peer"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|p| p["HostName"] == "revil")
+        .expect("evil in the server's /status");
+    let (id, nk) = (
+        peer["ID"].as_str().unwrap().to_owned(),
+        peer["PublicKey"].as_str().unwrap().to_owned(),
+    );
+    for line in [
+        format!(r#"{{"v":3,"op":"guard_approve","approve":[{{"id":"{id}","node_key":"{nk}"}}]}}"#),
+        format!(r#"{{"v":3,"op":"guard_init","approve":[{{"id":"{id}","node_key":"{nk}"}}]}}"#),
+        r#"{"v":3,"op":"guard_off"}"#.to_owned(),
+        r#"{"v":3,"op":"guard_revoke","revoke":["1"]}"#.to_owned(),
+    ] {
+        let a = as_member(&relay, &line);
+        assert!(a.contains("the owner's"), "{line} -> {a}");
+    }
+    for line in [
+        r#"{"v":2,"op":"guard_apply","guard":{"interface":"lo","set":{"v4":["100.64.0.0/10"],"v6":[]}}}"#,
+        r#"{"v":3,"op":"guard_apply","guard":{"interface":"lo","set":{"v4":["100.64.0.0/10"],"v6":[]}}}"#,
+        r#"{"v":3,"op":"guard_sync","guard":{"interface":"lo"}}"#,
+        r#"{"v":3,"op":"guard_remove"}"#,
+    ] {
+        let a = as_member(&relay, line);
+        assert!(a.contains("\"error\""), "{line} -> {a}");
+    }
+    let a = as_member(&relay, r#"{"v":3,"op":"guard_sync"}"#);
+    assert!(
+        a.contains("\"decision\""),
+        "a member may ask root to sync: {a}"
+    );
+    assert_eq!(
+        table(),
+        before,
+        "nothing the monitor's user sent changed the table"
+    );
+    assert!(!evil.ns.connects(&srv_ip, PORT), "and evil is still out");
+    // The CLI says so too, before anything else.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(crate::support::bin())
+        .args(["--config", "/nonexistent", "guard", "approve", "revil"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("sudo"),
+        "{out:?}"
+    );
+    // sudo (uid 0) may.
+    assert_eq!(mon.run(&["guard", "approve", "revil"]).code, 0);
+    assert!(connects_within(&evil.ns, &srv_ip, 30).is_some());
+    wait_mail(&smtp, "guard.approved revil", 60, |m| {
+        m.text.contains("guard.approved") && m.text.contains("revil")
+    });
+    assert_eq!(mon.run(&["guard", "revoke", "revil"]).code, 0);
+    assert!(!evil.ns.connects(&srv_ip, PORT));
+
+    // G7: an accept inserted by hand is tampering: named, and put back.
+    let out = srv.ns.nft(&[
+        "insert",
+        "rule",
+        "inet",
+        "tailscale_monitor_guard",
+        "input",
+        "iifname",
+        "tailscale0",
+        "accept",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        connects_within(&evil.ns, &srv_ip, 10).is_some(),
+        "the inserted accept works"
+    );
+    let r = mon.run(&["guard", "status"]);
+    assert!(
+        r.stdout.contains("NOT ENFORCED") && r.stdout.contains("not what the root side applied"),
+        "{r:?}"
+    );
+    mon.check();
+    wait_mail(&smtp, "guard.unenforced (changed)", 30, |m| {
+        m.text.contains("changed outside the monitor")
+    });
+    assert!(!evil.ns.connects(&srv_ip, PORT), "put back");
+
+    // G9: a reboot (the table gone with the kernel's ruleset) and the restore unit's command
+    // before anything else runs: in force from root's own copy, from the first packet.
+    let out = srv
+        .ns
+        .nft(&["delete", "table", "inet", "tailscale_monitor_guard"]);
+    assert!(out.status.success(), "{out:?}");
+    let mut restore = crate::support::netns::relay_cmd(
+        &srv.ns,
+        relay_dir.path(),
+        &srv.socket.clone(),
+        &mon.config,
+    );
+    let out = restore.arg("--restore").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !evil.ns.connects(&srv_ip, PORT),
+        "dropped from the first packet"
+    );
+    assert!(
+        laptop.ns.connects(&srv_ip, PORT),
+        "the approved laptop gets in"
+    );
+    let mails = smtp.mails().len();
+    let r = mon.check();
+    assert_ne!(r.code, 2, "a restored table is no tampering: {r:?}");
+    assert_eq!(
+        mon.count_events("guard.unenforced"),
+        2,
+        "uninitialized, then the inserted rule"
+    );
+    let _ = mails;
+}
