@@ -585,3 +585,44 @@ pub(super) async fn known_tun(cfg: &Config) -> Option<bool> {
     let api = crate::source::localapi::LocalApi::new(&cfg.source.socket, cfg.source.timeout);
     api.tun().await.ok().flatten()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Device;
+
+    fn known(id: &str, host: &str, addrs: &[&str]) -> KnownDevice {
+        let mut device = Device::for_tests(id);
+        device.hostname = host.into();
+        device.addresses = addrs.iter().map(|s| s.to_string()).collect();
+        KnownDevice {
+            device,
+            removed: false,
+            expiring_alerted: None,
+            last_handshake: None,
+            after_baseline: false,
+        }
+    }
+
+    /// Review G8: a name must match exactly one present device, and an address two devices hold
+    /// is refused, never the first of them.
+    #[test]
+    fn a_device_is_named_exactly_or_not_at_all() {
+        let all = vec![
+            known("n1", "laptop", &["100.64.0.2"]),
+            known("n2", "evil", &["100.64.0.9"]),
+            known("n3", "twin", &["100.64.0.9"]),
+            known("n4", "laptop", &["100.64.0.4"]),
+        ];
+        assert_eq!(resolve(&all, "n2").unwrap().device.id.0, "n2");
+        assert_eq!(resolve(&all, "100.64.0.2").unwrap().device.id.0, "n1");
+        let e = resolve(&all, "100.64.0.9").unwrap_err().to_string();
+        assert!(
+            e.contains("held by 2 devices") && e.contains("n2, n3"),
+            "{e}"
+        );
+        let e = resolve(&all, "laptop").unwrap_err().to_string();
+        assert!(e.contains("names 2 devices"), "{e}");
+        assert!(resolve(&all, "nobody").is_err());
+    }
+}

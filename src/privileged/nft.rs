@@ -401,10 +401,83 @@ pub async fn blocked() -> Result<Vec<Blocked>, String> {
     let mut out = Vec::new();
     for name in ["seen4", "seen6"] {
         let list = nft(&["list", "set", "inet", TABLE, name], None).await?;
-        out.extend(parse_list(&list)?.blocked);
+        out.extend(parse_seen(&list)?);
     }
     out.sort_by(|a, b| (a.addr, &a.proto, a.port).cmp(&(b.addr, &b.proto, b.port)));
     Ok(out)
+}
+
+/// The elements of a listed `seen` set, read straight from nft's bytes into [`Blocked`] (no
+/// JSON tree: a full set is thousands of elements, and the root side runs under `MemoryMax`).
+pub fn parse_seen(out: &[u8]) -> Result<Vec<Blocked>, String> {
+    use serde::Deserialize;
+    use std::borrow::Cow;
+    #[derive(Deserialize)]
+    struct Doc<'a> {
+        #[serde(borrow)]
+        nftables: Vec<Item<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Item<'a> {
+        #[serde(borrow, default)]
+        set: Option<SetW<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct SetW<'a> {
+        #[serde(borrow, default)]
+        elem: Vec<ElemW<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct ElemW<'a> {
+        #[serde(borrow)]
+        elem: Inner<'a>,
+    }
+    #[derive(Deserialize)]
+    struct Inner<'a> {
+        #[serde(borrow)]
+        val: Concat<'a>,
+        #[serde(default)]
+        counter: Option<Counter>,
+    }
+    #[derive(Deserialize)]
+    struct Concat<'a> {
+        #[serde(borrow)]
+        concat: (Cow<'a, str>, Proto<'a>, u64),
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Proto<'a> {
+        Name(#[serde(borrow)] Cow<'a, str>),
+        Number(u64),
+    }
+    #[derive(Deserialize)]
+    struct Counter {
+        #[serde(default)]
+        packets: u64,
+    }
+    let doc: Doc<'_> = serde_json::from_slice(out).map_err(|e| format!("nft's JSON: {e}"))?;
+    let mut v = Vec::new();
+    for e in doc
+        .nftables
+        .into_iter()
+        .filter_map(|i| i.set)
+        .flat_map(|s| s.elem)
+    {
+        let (addr, proto, port) = e.elem.val.concat;
+        let (Ok(addr), Ok(port)) = (addr.parse::<IpAddr>(), u16::try_from(port)) else {
+            continue;
+        };
+        v.push(Blocked {
+            addr,
+            proto: match proto {
+                Proto::Name(n) => crate::sanitize::line(&n, 16),
+                Proto::Number(n) => n.to_string(),
+            },
+            port,
+            packets: e.elem.counter.map_or(0, |c| c.packets),
+        });
+    }
+    Ok(v)
 }
 
 /// The approved sets as they are now.
