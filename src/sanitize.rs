@@ -204,19 +204,29 @@ pub fn cap_escaped(text: &str, max: usize) -> String {
 /// query values, and the secret path parts of chat webhooks (Slack `/services/T…/B…/<secret>`,
 /// Discord `/api/webhooks/<id>/<token>`, Mattermost `/hooks/<key>`, Google Chat `key=`/`token=`,
 /// Teams workflow `sig=`) are replaced by `REDACTED`.
+/// Query parameters that carry a credential.
+const SECRET_QUERY: [&str; 10] = [
+    "token",
+    "key",
+    "access_token",
+    "auth",
+    "sig",
+    "signature",
+    "secret",
+    "apikey",
+    "api_key",
+    "password",
+];
+
+/// The first query parameter of `url` that carries a credential, if any: such a URL is itself a
+/// credential, and is refused in clear as one (F10).
+pub fn secret_query(url: &url::Url) -> Option<String> {
+    url.query_pairs()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .find(|k| SECRET_QUERY.contains(&k.as_str()))
+}
+
 pub fn redact_url(url: &url::Url) -> String {
-    const SECRET_QUERY: [&str; 10] = [
-        "token",
-        "key",
-        "access_token",
-        "auth",
-        "sig",
-        "signature",
-        "secret",
-        "apikey",
-        "api_key",
-        "password",
-    ];
     let mut u = url.clone();
     if u.password().is_some() {
         let _ = u.set_password(Some("REDACTED"));

@@ -84,14 +84,26 @@ impl Keys<'_> {
     ) -> Result<url::Url, ConfigError> {
         let u = http_url(self.cx, raw, key)?;
         let password = u.password().is_some();
+        let query = crate::sanitize::secret_query(&u);
         // A URL that is itself a credential, or that carries one (a token, a routing key, a
-        // password): never in clear over the network.
-        if use_ != UrlUse::Plain || password {
-            no_plain_http(self.cx, raw, key, &u)?;
+        // password, a `?token=`): never in clear over the network.
+        if use_ != UrlUse::Plain || password || query.is_some() {
+            no_plain_http(self.cx, raw, key, &u).map_err(|e| match &query {
+                Some(q) if use_ == UrlUse::Plain && !password => self.cx.at(
+                    raw,
+                    key,
+                    format!(
+                        "`{}` carries a credential in its query (`{q}=`) and would send it in clear over http:// to another host: use https:// (plain http:// only to a loopback address)",
+                        shown_url(raw.get_ref())
+                    ),
+                ),
+                _ => e,
+            })?;
         }
         let secret = match use_ {
             UrlUse::Secret => Some(format!("a {} webhook URL is a secret", self.kind())),
             _ if password => Some("this URL holds a password".to_owned()),
+            _ if query.is_some() => Some("this URL carries a credential in its query".to_owned()),
             _ => None,
         };
         if let (Some(what), true) = (secret, self.cx.public) {

@@ -98,6 +98,38 @@ fn credentials_over_plain_http_are_refused_except_to_loopback() {
     }
 }
 
+/// Issue 28 (F10, one step further): a URL whose query carries a secret-looking parameter is a
+/// credential: refused over plain http:// except to loopback, whatever the channel, and the error
+/// says why without repeating the secret.
+#[test]
+fn a_secret_in_a_url_query_is_a_credential() {
+    for q in [
+        "token=abc123",
+        "key=abc123",
+        "API_KEY=abc123",
+        "x=1&sig=abc123",
+    ] {
+        let e = err(&format!(
+            "[[notify]]\nkind = \"webhook\"\nurl = \"http://hooks.example.com/in?{q}\"\n"
+        ));
+        assert!(
+            e.contains("carries a credential in its query") && e.contains("in clear"),
+            "{q}: {e}"
+        );
+        assert!(!e.contains("abc123"), "{q}: {e}");
+    }
+    for ok in [
+        "http://127.0.0.1:9/in?token=abc",
+        "https://hooks.example.com/in?token=abc",
+        "http://hooks.example.com/in?page=2",
+    ] {
+        let text = format!("[[notify]]\nkind = \"webhook\"\nurl = \"{ok}\"\n");
+        if let Err(e) = Config::from_toml(&text, "config.toml") {
+            assert!(!e.to_string().contains("in clear"), "{ok}: {e}");
+        }
+    }
+}
+
 /// F18: a config error never repeats a webhook URL's secret path or a password.
 #[test]
 fn config_errors_do_not_repeat_secret_urls() {

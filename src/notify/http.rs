@@ -192,8 +192,14 @@ pub(crate) async fn error_body(mut resp: reqwest::Response) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// A child process that inherits none of the monitor's environment (which may hold
-/// `TAILSCALE_MONITOR_SMTP_PASSWORD` and the like): a fixed `PATH` and `LANG` only.
+/// The only variables a child may get from the monitor's environment (which may hold
+/// `TAILSCALE_MONITOR_SMTP_PASSWORD` and the like): who and where it runs, for a local MTA's own
+/// config (`~/.msmtprc`) and its dates. Nothing else, whatever its name (F12).
+const CHILD_ENV: [&str; 4] = ["HOME", "USER", "LOGNAME", "TZ"];
+
+/// Every child process the monitor starts (exec, apprise, sendmail, the `tailscale` CLI): an
+/// environment built from an allowlist, a fixed `PATH` and `LANG`, and [`CHILD_ENV`] as the
+/// monitor has them.
 pub(crate) fn child_command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(program);
     c.env_clear()
@@ -202,6 +208,11 @@ pub(crate) fn child_command(program: impl AsRef<std::ffi::OsStr>) -> tokio::proc
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         )
         .env("LANG", "C.UTF-8");
+    for k in CHILD_ENV {
+        if let Some(v) = std::env::var_os(k) {
+            c.env(k, v);
+        }
+    }
     c
 }
 

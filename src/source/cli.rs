@@ -6,7 +6,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::process::Command;
 
 use super::status_json::Status;
 use super::SourceError;
@@ -31,7 +30,7 @@ impl Cli {
     pub async fn status(&self) -> Result<Snapshot, SourceError> {
         let err =
             |what: String| SourceError(format!("{} status --json: {what}", self.program.display()));
-        let mut cmd = Command::new(&self.program);
+        let mut cmd = crate::notify::http::child_command(&self.program);
         if let Some(s) = &self.socket {
             cmd.arg(format!("--socket={}", s.display()));
         }

@@ -471,3 +471,69 @@ fn sendmail_transport_through_msmtp_retries_until_the_relay_is_up() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(smtp.mails().len(), 1, "delivered once");
 }
+
+/// Issue 28 (F12, one step further): every child's environment is built from an allowlist, the
+/// `sendmail` transport's and the `tailscale` CLI source's included: a secret the monitor has in
+/// its environment (`TAILSCALE_MONITOR_SMTP_PASSWORD`, anything else) reaches none of them.
+#[test]
+fn no_child_gets_the_monitors_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("status.json"),
+        serde_json::to_string(&emulator::tailnet()).unwrap(),
+    )
+    .unwrap();
+    let cli = support::script(
+        d,
+        "tailscale",
+        &format!("env > {0}/cli.env\ncat {0}/status.json\n", d.display()),
+    );
+    let sendmail = support::script(
+        d,
+        "sendmail",
+        &format!("env > {0}/sendmail.env\ncat > {0}/mail.txt\n", d.display()),
+    );
+    let mon = Monitor::new(
+        std::path::Path::new("/nonexistent"),
+        &format!(
+            "[[notify]]\nkind = \"email\"\nto = [\"admin@example.com\"]\n\
+             from = \"tailscale-monitor@web-01.example.com\"\nsmtp = \"sendmail\"\n\
+             sendmail = \"{}\"\n",
+            sendmail.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&mon.config).unwrap().replace(
+        "[tailscale]\n",
+        &format!(
+            "[tailscale]\nsource = \"cli\"\ncli = \"{}\"\n",
+            cli.display()
+        ),
+    );
+    std::fs::write(&mon.config, text).unwrap();
+    let r: support::Run = mon
+        .cmd(&["check"])
+        .env("TAILSCALE_MONITOR_SMTP_PASSWORD", "hunter2-secret")
+        .env("AWS_SECRET_ACCESS_KEY", "aws-secret")
+        .env("HOME", d)
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 0, "{r:?}");
+    let mail = std::fs::read_to_string(d.join("mail.txt")).expect("sendmail got the baseline");
+    assert!(mail.contains("monitor.baseline"), "{mail}");
+    // The shell adds PWD, SHLVL and `_` itself.
+    let allowed = [
+        "PATH", "LANG", "HOME", "USER", "LOGNAME", "TZ", "PWD", "SHLVL", "_",
+    ];
+    for f in ["cli.env", "sendmail.env"] {
+        let env = std::fs::read_to_string(d.join(f)).unwrap();
+        let names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
+        assert!(
+            names.iter().all(|n| allowed.contains(n)),
+            "{f} lists {names:?}"
+        );
+        assert!(!env.contains("secret"), "{f}: {env}");
+        assert!(env.contains(&format!("HOME={}", d.display())), "{f}: {env}");
+    }
+}

@@ -10,9 +10,7 @@ use std::str::FromStr;
 
 use lettre::message::{header, Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::{
-    AsyncSendmailTransport, AsyncSmtpTransport, AsyncTransport, Message as Mail, Tokio1Executor,
-};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message as Mail, Tokio1Executor};
 use toml::Spanned;
 
 use super::{Message, Room};
@@ -263,6 +261,45 @@ pub fn build(cfg: &Email, r: &Rendered) -> Result<Mail, String> {
 }
 
 /// Sends one message; the error is one line naming the transport.
+/// `program -i -f FROM -- TO…` with the message on its standard input, as lettre's sendmail
+/// transport runs it, but with an environment built from an allowlist (F12): the MTA never sees
+/// the monitor's secrets.
+async fn sendmail(program: &std::path::Path, msg: &Mail) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let env = msg.envelope();
+    let mut c = crate::notify::http::child_command(program);
+    c.arg("-i");
+    if let Some(from) = env.from() {
+        c.arg("-f").arg(from.to_string());
+    }
+    c.arg("--")
+        .args(env.to().iter().map(|a| a.to_string()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = c.spawn().map_err(|e| format!("running it: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin
+        .write_all(&msg.formatted())
+        .await
+        .map_err(|e| format!("writing the message: {e}"))?;
+    drop(stdin);
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| format!("waiting for it: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    Err(format!(
+        "exited with {}: {}",
+        out.status,
+        crate::sanitize::line(err.trim(), 300)
+    ))
+}
+
 pub async fn send(cfg: &Email, timeout: std::time::Duration, r: &Rendered) -> Result<(), String> {
     let msg = build(cfg, r)?;
     let target = cfg.transport.to_string();
@@ -273,12 +310,10 @@ pub async fn send(cfg: &Email, timeout: std::time::Duration, r: &Rendered) -> Re
                     "{target}: no such program — install a local MTA (e.g. `apt install postfix` or msmtp-mta), set `sendmail` to its program, or use smtp://"
                 ));
             }
-            let t = AsyncSendmailTransport::<Tokio1Executor>::new_with_command(program.as_os_str());
-            tokio::time::timeout(timeout, t.send(msg))
+            tokio::time::timeout(timeout, sendmail(program, &msg))
                 .await
                 .map_err(|_| format!("{target}: no answer within {:?}", timeout))?
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(|e| format!("{target}: {e}"))
         }
         MailTransport::Smtp {
             host,
