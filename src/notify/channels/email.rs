@@ -270,7 +270,7 @@ async fn sendmail(program: &std::path::Path, msg: &Mail) -> Result<(), String> {
     let mut c = crate::notify::http::child_command(program);
     c.arg("-i");
     if let Some(from) = env.from() {
-        c.arg("-f").arg(from.to_string());
+        c.arg("-f").arg(from);
     }
     c.arg("--")
         .args(env.to().iter().map(|a| a.to_string()))
