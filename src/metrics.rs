@@ -127,6 +127,15 @@ pub fn render(m: &Metrics, c: &Counters) -> String {
         vec![(String::new(), c.passes.load(Relaxed) as i64)],
     );
     family(
+        "tailscale_monitor_webhooks_refused_total",
+        "counter",
+        "Requests to [webhooks] listen refused (unsigned, bad signature, replayed, too large, too slow).",
+        vec![(
+            String::new(),
+            crate::source::control::webhooks::REFUSED.load(Relaxed) as i64,
+        )],
+    );
+    family(
         "tailscale_monitor_presence_notifies_total",
         "counter",
         "IPN bus notifies that changed only presence and cost no pass.",

@@ -281,7 +281,7 @@ fn only_a_verified_webhook_triggers_a_read_of_the_control_plane() {
     let (_d, _emu, api, mon) = setup(
         false,
         &format!(
-            "[daemon]\nbatch_window = \"1ms\"\n\n[webhooks]\nlisten = \"127.0.0.1:0\"\nsecret_file = \"{}\"\n",
+            "[daemon]\nbatch_window = \"1ms\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[webhooks]\nlisten = \"127.0.0.1:0\"\nsecret_file = \"{}\"\n",
             secret_file.display()
         ),
     );
@@ -292,6 +292,7 @@ fn only_a_verified_webhook_triggers_a_read_of_the_control_plane() {
     std::fs::write(&mon.config, text).unwrap();
     let daemon = mon.spawn_run_logged();
     let port = daemon.bound_port("webhooks listening");
+    let metrics = daemon.bound_port("metrics listening");
     assert!(mon.wait_for_event("monitor.baseline", 60));
     let reads = api.hits("/api/v2/tailnet/-/devices").len();
     api.with(|s| s.devices.push(hidden_device(false)));
@@ -310,7 +311,26 @@ fn only_a_verified_webhook_triggers_a_read_of_the_control_plane() {
         assert_eq!(post(port, sig.as_deref(), b), 401, "{sig:?}");
     }
     assert_eq!(post(port, Some(&signature(secret, now, &big)), &big), 413);
-    daemon.wait_log("webhook refused", forged.len() + 1, 60);
+    let refused_total = || -> u64 {
+        let (_, text) = support::http_get(metrics, "/metrics").expect("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix("tailscale_monitor_webhooks_refused_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("the refused counter on /metrics")
+    };
+    assert_eq!(refused_total(), forged.len() as u64 + 1);
+    // Issue 28 (F16, one step further): a stranger's thousand requests are counted, not logged
+    // a thousand times: one line per minute at most, with the count since the last.
+    for _ in 0..1000 {
+        assert_eq!(post(port, None, body), 401);
+    }
+    assert_eq!(refused_total(), forged.len() as u64 + 1001);
+    daemon.wait_log("webhook refused", 1, 60);
+    assert_eq!(
+        daemon.log_count("webhook refused"),
+        1,
+        "one line, not 1,006"
+    );
 
     let valid = signature(secret, now, body);
     assert_eq!(post(port, Some(&valid), body), 200);
@@ -319,8 +339,12 @@ fn only_a_verified_webhook_triggers_a_read_of_the_control_plane() {
         mon.wait_for_event("device.pending_approval", 60),
         "the webhook made run read the API"
     );
-    daemon.wait_log("webhook refused", forged.len() + 2, 60);
     daemon.wait_log("webhook verified", 1, 1);
+    assert_eq!(
+        refused_total(),
+        forged.len() as u64 + 1002,
+        "the replay is counted"
+    );
     let after = api.hits("/api/v2/tailnet/-/devices").len();
     assert_eq!(after, reads + 1, "one read, for the one valid request");
 

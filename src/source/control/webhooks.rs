@@ -166,6 +166,34 @@ impl Seen {
     }
 }
 
+/// Requests refused since the process started (on `/metrics`).
+pub static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// At most one log line per this long about refused requests (F16: a stranger who sends
+/// thousands cannot push the lines that matter out of journald's rate limit).
+const REFUSED_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+static REFUSED_LOG: Mutex<Option<(std::time::Instant, u64)>> = Mutex::new(None);
+
+/// Counts a refused request, and logs it unless a line was written in the last
+/// [`REFUSED_LOG_EVERY`]; the next line says how many were refused in between.
+fn refused(peer: SocketAddr, why: &dyn std::fmt::Display) {
+    let total = REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let mut last = REFUSED_LOG.lock().expect("refused log lock");
+    let now = std::time::Instant::now();
+    match *last {
+        Some((at, logged)) if now.duration_since(at) < REFUSED_LOG_EVERY => {
+            let _ = logged;
+        }
+        Some((_, logged)) => {
+            warn!(%peer, reason = %why, since_last_line = total - logged, total, "webhook refused (counted on /metrics: tailscale_monitor_webhooks_refused_total)");
+            *last = Some((now, total));
+        }
+        None => {
+            warn!(%peer, reason = %why, total, "webhook refused (further refusals are logged at most once a minute, with their count)");
+            *last = Some((now, total));
+        }
+    }
+}
+
 /// Binds `addr` (a taken port is a startup error) and logs the address bound.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     let l = tokio::net::TcpListener::bind(addr)
@@ -215,7 +243,7 @@ async fn handle(
     let sig = match sig {
         Ok(s) => s,
         Err(why) => {
-            warn!(%peer, reason = %why, "webhook refused");
+            refused(peer, &why);
             return Ok(reply(401, "unauthorized"));
         }
     };
@@ -223,11 +251,11 @@ async fn handle(
     let body = match tokio::time::timeout(BODY_TIMEOUT, body).await {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(_)) => {
-            warn!(%peer, "webhook refused: body larger than {MAX_BODY} bytes");
+            refused(peer, &format!("body larger than {MAX_BODY} bytes"));
             return Ok(reply(413, "body too large"));
         }
         Err(_) => {
-            warn!(%peer, "webhook refused: body not complete within {BODY_TIMEOUT:?}");
+            refused(peer, &format!("body not complete within {BODY_TIMEOUT:?}"));
             return Ok(reply(408, "body too slow"));
         }
     };
@@ -239,7 +267,7 @@ async fn handle(
         }
     });
     if let Err(why) = verdict {
-        warn!(%peer, reason = %why, "webhook refused");
+        refused(peer, &why);
         return Ok(reply(401, "unauthorized"));
     }
     // Only for the log: the facts come from the API.
