@@ -6,10 +6,18 @@
 //! new header line, a terminal escape, or a bidi override that makes text read differently.
 
 /// True for characters that must not appear in output built from untrusted text: C0/C1 controls
-/// (CR, LF, ESC, …), Unicode line/paragraph separators, bidi controls, and other invisible
-/// format characters that can disguise a name.
+/// (CR, LF, ESC, …), every character of Unicode's `Cf` (format) category (bidi controls,
+/// zero-width characters, invisible operators, shorthand format controls, tags…), line and
+/// paragraph separators, and the other characters that render as nothing (fillers, variation
+/// selectors, blanks) and so can disguise a name. One rule, from the Unicode tables
+/// (`unicode-general-category`), so that the next invisible character is covered too.
 fn is_forbidden(c: char) -> bool {
+    use unicode_general_category::{get_general_category, GeneralCategory as G};
     c.is_control()
+        || matches!(
+            get_general_category(c),
+            G::Format | G::LineSeparator | G::ParagraphSeparator | G::Control
+        )
         || matches!(c,
             '\u{2028}' | '\u{2029}'                 // line / paragraph separator
             | '\u{200B}'..='\u{200F}'               // zero-width, LRM, RLM
@@ -150,18 +158,38 @@ pub fn unlink(text: &str, keep: &[&str]) -> String {
     out
 }
 
-/// A word that a chat or mail client would make a link of: a URL, `www.…`, or a domain name
-/// whose last label is letters (`a.example`; not `100.64.0.1`, `1.104.2` or an address).
+/// A word that a chat or mail client would make a link of: one holding a URL, `www.`, or a
+/// domain-shaped run anywhere in it, whatever surrounds it (`!evil.com`, `x/evil.com`,
+/// `login-bank.com/@x`). A login (`user@domain`, nothing else) is a login: at most a mailto:
+/// link, which opens nothing.
 fn link_like(word: &str) -> bool {
-    if word.contains("://") || word.starts_with("www.") {
+    if word.contains("://") || word.contains("www.") {
         return true;
     }
-    if word.contains('@') {
-        // A login: at most a mailto: link, which opens nothing.
+    if is_login(word) {
         return false;
     }
-    let host = word.split(['/', '?', '#', ':']).next().unwrap_or("");
-    let labels: Vec<&str> = host.split('.').collect();
+    word.split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '.'))
+        .any(domain_shaped)
+}
+
+/// `user@domain` and nothing else.
+fn is_login(word: &str) -> bool {
+    let mut parts = word.split('@');
+    let (Some(user), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    !user.is_empty()
+        && !user.contains(['/', '?', '#', ':'])
+        && !domain.is_empty()
+        && domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '-' || c == '.')
+}
+
+/// A domain name whose last label is letters (`a.example`; not `100.64.0.1` or `1.104.2`).
+fn domain_shaped(run: &str) -> bool {
+    let labels: Vec<&str> = run.trim_matches(['.', '-']).split('.').collect();
     labels.len() >= 2
         && labels
             .iter()
@@ -373,6 +401,44 @@ mod tests {
     }
 
     /// F17: every invisible or bidi character the review lists is neutralised.
+    #[test]
+    fn every_format_character_is_neutralised() {
+        use unicode_general_category::{get_general_category, GeneralCategory};
+        let cf: Vec<char> = (0..=0x10FFFFu32)
+            .filter_map(char::from_u32)
+            .filter(|c| get_general_category(*c) == GeneralCategory::Format)
+            .collect();
+        assert!(cf.len() > 150, "the Cf table: {}", cf.len());
+        // Issue 28's two: U+206A and U+1BCA0.
+        assert!(cf.contains(&'\u{206A}') && cf.contains(&'\u{1BCA0}'));
+        for c in cf {
+            let out = line(&format!("login{c}bank"), 80);
+            assert!(!out.contains(c), "U+{:04X} passed: {out:?}", c as u32);
+        }
+    }
+
+    /// Issue 28 (F17, one step further): a URL- or domain-shaped run is defanged whatever
+    /// surrounds it; a login stays a login.
+    #[test]
+    fn defanging_does_not_depend_on_what_surrounds_a_domain() {
+        for domain in ["login-bank.com", "evil.example", "WWW.Evil.Com"] {
+            for pre in ["", "!", "~", "x/", "(", "\"", "@", "a@b/", "*", "%", "+"] {
+                for post in ["", "/@x", "!", ".", "?q=1", ":8080", "/path", "@x", "#top"] {
+                    let token = format!("{pre}{domain}{post}");
+                    let out = unlink(&format!("device {token} joined"), &[]);
+                    // `www.` is a link wherever it stands.
+                    let login = is_login(&token) && !token.to_lowercase().contains("www.");
+                    assert_eq!(
+                        out.contains(domain),
+                        login,
+                        "{token:?} -> {out:?} (a login: {login})"
+                    );
+                }
+            }
+        }
+        assert_eq!(unlink("alice@example.com", &[]), "alice@example.com");
+    }
+
     #[test]
     fn strips_the_invisible_characters_that_disguise_a_name() {
         for c in [
