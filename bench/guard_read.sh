@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The guard's poll at its worst: 16,384 blocked sources per family offered to the `seen` sets,
 # then one `guard_read` through the root side, timed, with the root side's peak memory (its
-# process and its `nft` children, in a memory cgroup limited like the unit's MemoryMax=64M).
+# process and its `nft` children, in a memory cgroup limited like the unit's MemoryMax=128M).
 # Baseline in the same run: the earlier design's read, `nft -j list table` of the whole table,
 # in a cgroup of its own.
 #
@@ -56,12 +56,12 @@ count6=$(ip netns exec "$ns" nft list set inet tailscale_monitor_guard seen6 | g
 # Memory cgroups (v1 here; v2 where mounted so), limited like the unit.
 if [ -d /sys/fs/cgroup/memory ]; then
   cg=/sys/fs/cgroup/memory/tmbench-$$; mkdir -p "$cg/relay" "$cg/nft"
-  for g in relay nft; do echo $((64 << 20)) > "$cg/$g/memory.limit_in_bytes"; done
+  for g in relay nft; do echo $((128 << 20)) > "$cg/$g/memory.limit_in_bytes"; done
   peak() { cat "$cg/$1/memory.max_usage_in_bytes"; }
   fails() { cat "$cg/$1/memory.failcnt"; }
 else
   cg=/sys/fs/cgroup/tmbench-$$; mkdir -p "$cg/relay" "$cg/nft"
-  for g in relay nft; do echo $((64 << 20)) > "$cg/$g/memory.max"; done
+  for g in relay nft; do echo $((128 << 20)) > "$cg/$g/memory.max"; done
   peak() { cat "$cg/$1/memory.peak"; }
   fails() { grep -o 'max [0-9]*' "$cg/$1/memory.events" | cut -d' ' -f2; }
 fi
@@ -86,5 +86,5 @@ done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "sources offered: 16384 per family; held: seen4 $count, seen6 $count6"
 echo "root side's own peak RSS (VmHWM): $(awk '/VmHWM/ {print int($2/1024)}' /proc/$relay/status) MiB"
-echo "guard_read through the root side: median $(median "${read_times[@]}") ms over $rounds; peak memory $(( $(peak relay) >> 20 )) MiB (limit 64 MiB, hits: $(fails relay))"
-echo "baseline, nft -j list table alone: median $(median "${base_times[@]}") ms; peak memory $(( $(peak nft) >> 20 )) MiB (limit 64 MiB, hits: $(fails nft))"
+echo "guard_read through the root side: median $(median "${read_times[@]}") ms over $rounds; peak memory $(( $(peak relay) >> 20 )) MiB (limit 128 MiB, hits: $(fails relay))"
+echo "baseline, nft -j list table alone: median $(median "${base_times[@]}") ms; peak memory $(( $(peak nft) >> 20 )) MiB (limit 128 MiB, hits: $(fails nft))"

@@ -3,7 +3,9 @@
 //!
 //! - a request head must arrive within [`HEADER_TIMEOUT`] and fit in [`MAX_HEAD`] bytes (hyper
 //!   answers 431 or closes otherwise); a connection lives at most [`CONNECTION_TIMEOUT`];
-//! - at most [`MAX_CONNECTIONS`] connections are served at once; more wait in the kernel backlog;
+//! - at most [`MAX_CONNECTIONS`] connections are served at once, and at most [`MAX_PER_SOURCE`]
+//!   from one peer address: one client holding half-sent heads cannot keep the others out (F4).
+//!   A connection over either share is closed at once;
 //! - an `accept()` error (EMFILE, ENFILE, ENOBUFS …) is logged once per streak and retried with a
 //!   backoff, never a busy loop and never the end of the listener.
 //!
@@ -25,6 +27,8 @@ use tracing::{debug, warn};
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections served at once for one peer address.
+pub const MAX_PER_SOURCE: usize = 8;
 /// The time a client has to send a whole request head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a connection (keep-alive included) is served.
@@ -41,9 +45,10 @@ where
     Fut: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let per_source: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
+        Arc::default();
     let mut backoff = BACKOFF_MIN;
     loop {
-        let permit = slots.clone().acquire_owned().await.expect("never closed");
         let (stream, peer) = match listener.accept().await {
             Ok(c) => {
                 backoff = BACKOFF_MIN;
@@ -57,6 +62,35 @@ where
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
+        };
+        // This source's share, then a slot: over either, the connection is closed at once (the
+        // client sees a reset and may retry; the others are served meanwhile).
+        let ip = peer.ip();
+        {
+            let mut m = per_source.lock().expect("not poisoned");
+            let n = m.entry(ip).or_default();
+            if *n >= MAX_PER_SOURCE {
+                debug!(listener = what, %peer, "over its share of connections; closed");
+                continue;
+            }
+            *n += 1;
+        }
+        let release = {
+            let per_source = per_source.clone();
+            move || {
+                let mut m = per_source.lock().expect("not poisoned");
+                if let Some(n) = m.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        m.remove(&ip);
+                    }
+                }
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            debug!(listener = what, %peer, "every slot is busy; closed");
+            release();
+            continue;
         };
         let handle = handle.clone();
         tokio::spawn(async move {
@@ -73,6 +107,7 @@ where
                 Err(_) => debug!(listener = what, %peer, "connection timed out"),
             }
             drop(permit);
+            release();
         });
     }
 }
