@@ -7,6 +7,7 @@
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
+mod control_memory;
 mod cost;
 mod latency;
 mod measure;

@@ -130,9 +130,14 @@ pub fn parse_retry_after(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<
     Some(Duration::from_secs(secs).clamp(Duration::from_secs(1), MAX_RETRY_AFTER))
 }
 
-/// The largest answer read from the control plane (a 50,000-device list is about 40 MB): a
-/// larger one is an error, never a read into memory without end (F11).
-pub const MAX_ANSWER: usize = 128 << 20;
+/// The largest answer read from the control plane: a 50,000-device list is about 40 MB. A larger
+/// one is an error, never a read into memory without end (F11). Sized so that the largest answer
+/// accepted, parsed, fits the unit's `MemoryMax=512M` with room to spare (BENCHMARKS.md: "The
+/// control plane's largest answers").
+pub const MAX_ANSWER: usize = 48 << 20;
+/// The largest tailnet policy read (real ones are kilobytes; a policy is held as text and as a
+/// parsed tree, twice when it is replaced): 4 MiB.
+pub const MAX_POLICY: usize = 4 << 20;
 
 /// The whole body, at most `max` bytes (a longer one is an error naming the limit).
 pub(crate) async fn body_bounded(
@@ -160,7 +165,15 @@ pub(crate) async fn body_bounded(
 pub(crate) async fn json_bounded<T: serde::de::DeserializeOwned>(
     resp: reqwest::Response,
 ) -> Result<T, String> {
-    let body = body_bounded(resp, MAX_ANSWER).await?;
+    json_bounded_to(resp, MAX_ANSWER).await
+}
+
+/// [`json_bounded`] with a limit of its own.
+pub(crate) async fn json_bounded_to<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    max: usize,
+) -> Result<T, String> {
+    let body = body_bounded(resp, max).await?;
     serde_json::from_slice(&body).map_err(|e| format!("malformed JSON: {e}"))
 }
 

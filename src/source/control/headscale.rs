@@ -156,7 +156,7 @@ impl Headscale {
         let resp = self.get("/api/v1/policy").await?;
         let policy = match resp.status().as_u16() {
             200..=299 => {
-                let p: Policy = super::json_bounded(resp)
+                let p: Policy = super::json_bounded_to(resp, super::MAX_POLICY)
                     .await
                     .map_err(|e| self.err(format!("GET /api/v1/policy: {e}")))?;
                 (!p.policy.trim().is_empty()).then(|| PolicyDoc {

@@ -404,7 +404,7 @@ impl TailscaleApi {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
-            let text = super::body_bounded(r, super::MAX_ANSWER)
+            let text = super::body_bounded(r, super::MAX_POLICY)
                 .await
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .map_err(|e| self.err(format!("acl: {e}")))?;
