@@ -705,3 +705,26 @@ fn in_userspace_mode_a_tokenless_metrics_on_loopback_is_refused() {
     emu.set_status(doc);
     assert_eq!(mon.run(&["config", "check"]).code, 0);
 }
+
+/// Review G12: `privileged --listen` refuses a socket directory that anyone but root may write
+/// (whoever could would swap the socket for a link between the bind and the chown), and serves
+/// from one that only root may.
+#[test]
+#[ignore = "needs root (the relay checks the directory's owner): run tests/run-all.sh"]
+fn the_relay_listens_only_in_a_directory_only_root_may_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new(support::bin())
+        .args(["privileged", "--listen"])
+        .arg(dir.path().join("privileged.sock"))
+        .args(["--group", "root", "--socket", "/nonexistent"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("that only root may write"),
+        "{err}"
+    );
+    assert!(!dir.path().join("privileged.sock").exists());
+}
