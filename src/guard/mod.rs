@@ -135,9 +135,44 @@ pub async fn after_pass(
     now: DateTime<Utc>,
 ) -> Result<Vec<Event>, StoreError> {
     let mut out = doors::observe(store, cfg, snap, now).await?;
-    out.extend(enforce(store, cfg, snap.tun, now).await?);
+    if sync_due(store, cfg, now)? {
+        out.extend(enforce(store, cfg, snap.tun, now).await?);
+    }
     out.extend(poll(store, cfg, now).await?);
     Ok(out)
+}
+
+/// The longest a pass goes without asking the root side to sync (the safety net).
+const RESYNC: chrono::Duration = chrono::Duration::minutes(10);
+
+/// What a sync is asked for: the peers as the monitor knows them, the exit node, the approvals'
+/// version and the mode.
+fn sync_input(store: &mut Store, cfg: &Config, state: &GuardState) -> Result<String, StoreError> {
+    let known = store.known_now()?;
+    let peers = peers_of_known(known.devices.values());
+    Ok(digest(&(
+        &peers,
+        &state.exit_node,
+        state.version,
+        cfg.guard.enforcing(),
+        &cfg.guard.interface,
+    )))
+}
+
+/// Whether a pass must ask the root side to sync: something it decides from changed, the guard
+/// is not in force, or the last sync is older than [`RESYNC`]. A pass that changes nothing costs
+/// the root side nothing (the 2 s read still checks the table).
+fn sync_due(store: &mut Store, cfg: &Config, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    let state = store.guard_state()?;
+    if !cfg.guard.enforcing() || state.applied.is_none() || state.unenforced.is_some() {
+        return Ok(true);
+    }
+    let input = sync_input(store, cfg, &state)?;
+    Ok(match &state.synced {
+        Some((i, at)) if *i == input => chrono::DateTime::parse_from_rfc3339(at)
+            .map_or(true, |t| now - t.with_timezone(&Utc) >= RESYNC),
+        _ => true,
+    })
 }
 
 /// The root side's approvals into the store's mirror: each difference an event, with who made
@@ -286,6 +321,7 @@ pub async fn enforce(
     let changes = mirror(store, &mut step, &d, now)?;
     step.commit.approvals = changes;
     step.state.version = d.version;
+    step.state.synced = Some((sync_input(store, cfg, &step.state)?, now.to_rfc3339()));
     step.state.initialized = d.initialized.then(|| "root".to_owned());
     if step.state.off.is_none() {
         if let Some(by) = &d.off {

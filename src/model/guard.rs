@@ -123,6 +123,11 @@ pub struct GuardState {
     /// syncs (said once it persists).
     #[serde(default)]
     pub mismatch: Option<(String, u32)>,
+    /// A digest of what the last sync was asked for (the peers as `/status` shows them, the exit
+    /// node, the approvals' version), and when (RFC 3339): a pass that changes none of it asks
+    /// the root side nothing.
+    #[serde(default)]
+    pub synced: Option<(String, String)>,
 }
 
 /// A way into this server that tailscaled answers itself, before the kernel and so before the
