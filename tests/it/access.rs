@@ -728,3 +728,48 @@ fn the_relay_listens_only_in_a_directory_only_root_may_write() {
     );
     assert!(!dir.path().join("privileged.sock").exists());
 }
+
+/// Review G13: members of the relay's group that connect and never read (or never send) cannot
+/// keep root out: each user has two connections at most, root has slots of its own, and every
+/// answer has a deadline.
+#[test]
+#[ignore = "needs root and setpriv: run tests/run-all.sh"]
+fn members_that_do_not_read_cannot_keep_root_out() {
+    use std::io::{BufRead, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.path().join("privileged.sock");
+    let _relay =
+        support::PrivilegedRelay::start(&socket, std::path::Path::new("/nonexistent"), "root");
+    // Twenty connections of uid 65534 (in group root): requests sent, answers never read, and
+    // connections that never send at all.
+    let mut held = Vec::new();
+    for i in 0..20 {
+        let mut c = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=0", "--clear-groups", "--"])
+            .args(["socat", "-u", "-"])
+            .arg(format!("UNIX-CONNECT:{}", socket.display()))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        if i % 2 == 0 {
+            writeln!(c.stdin.as_mut().unwrap(), r#"{{"v":3,"op":"guard_read"}}"#).unwrap();
+        }
+        held.push(c);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Root is answered.
+    let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    writeln!(s, r#"{{"v":3,"op":"guard_read"}}"#).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    assert!(line.contains("\"guard\""), "root's answer: {line:?}");
+    for mut c in held {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}

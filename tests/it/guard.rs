@@ -553,8 +553,10 @@ fn the_root_side_owns_the_decision() {
     });
     assert!(!evil.ns.connects(&srv_ip, PORT), "put back");
 
-    // G9: a reboot (the table gone with the kernel's ruleset) and the restore unit's command
-    // before anything else runs: in force from root's own copy, from the first packet.
+    // G9: a reboot: tailscaled stopped (tailscale0 gone), the kernel's ruleset gone, the
+    // restore unit's command before tailscaled starts again: in force from root's own copy,
+    // from the first packet tailscaled lets through.
+    srv.stop_daemon();
     let out = srv
         .ns
         .nft(&["delete", "table", "inet", "tailscale_monitor_guard"]);
@@ -567,15 +569,30 @@ fn the_root_side_owns_the_decision() {
     );
     let out = restore.arg("--restore").output().unwrap();
     assert!(out.status.success(), "{out:?}");
+    srv.start_daemon();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !srv.cli(&["status"]).status.success() {
+        assert!(Instant::now() < deadline, "tailscaled came back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The table was there before tailscale0 was: no packet ever met the server without it.
     assert!(
-        !evil.ns.connects(&srv_ip, PORT),
-        "dropped from the first packet"
+        connects_within(&laptop.ns, &srv_ip, 90).is_some(),
+        "the approved laptop gets in once the tunnel is back"
     );
+    let evil_ip = evil.ip();
+    assert!(!evil.ns.connects(&srv_ip, PORT), "evil is dropped");
+    let r = mon.run(&["guard", "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert!(
-        laptop.ns.connects(&srv_ip, PORT),
-        "the approved laptop gets in"
+        v["table"]["blocked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["addr"] == evil_ip.as_str() && b["packets"].as_u64().unwrap() > 0),
+        "evil's packets reached the restored table and were dropped: {}",
+        r.stdout
     );
-    let mails = smtp.mails().len();
     let r = mon.check();
     assert_ne!(r.code, 2, "a restored table is no tampering: {r:?}");
     assert_eq!(
@@ -583,5 +600,4 @@ fn the_root_side_owns_the_decision() {
         2,
         "uninitialized, then the inserted rule"
     );
-    let _ = mails;
 }

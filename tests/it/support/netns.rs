@@ -339,6 +339,7 @@ pub struct KernelNode {
     pub socket: PathBuf,
     pub release: Release,
     pub dir: tempfile::TempDir,
+    daemon: u32,
 }
 
 impl KernelNode {
@@ -354,26 +355,14 @@ impl KernelNode {
         bridge.into(&mut ns);
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("tailscaled.sock");
-        let log = std::fs::File::create(dir.path().join("tailscaled.log")).unwrap();
-        let mut c = ns.cmd(&rel.tailscaled);
-        c.arg("--tun=tailscale0")
-            .arg(format!("--socket={}", socket.display()))
-            .arg(format!("--statedir={}", dir.path().display()))
-            .arg("--port=0")
-            .env("TS_DEBUG_USE_DERP_HTTP", "1")
-            .env("TS_NO_LOGS_NO_SUPPORT", "true")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        ns.spawn(c);
-        let node = KernelNode {
+        let mut node = KernelNode {
             ns,
             socket,
             release: rel.clone(),
             dir,
+            daemon: 0,
         };
-        wait(&format!("tailscaled {name} (kernel mode)"), 60, || {
-            node.socket.exists() && node.cli(&["version"]).status.success()
-        });
+        node.start_daemon();
         let mut args = vec![
             "up".to_owned(),
             format!("--login-server=http://127.0.0.1:{}", bridge.port),
@@ -392,6 +381,39 @@ impl KernelNode {
             std::fs::read_to_string(node.dir.path().join("tailscaled.log")).unwrap_or_default()
         );
         node
+    }
+
+    /// Starts tailscaled (again: with its state, it comes back logged in).
+    pub fn start_daemon(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tailscaled.log"))
+            .unwrap();
+        let mut c = self.ns.cmd(&self.release.tailscaled);
+        c.arg("--tun=tailscale0")
+            .arg(format!("--socket={}", self.socket.display()))
+            .arg(format!("--statedir={}", self.dir.path().display()))
+            .arg("--port=0")
+            .env("TS_DEBUG_USE_DERP_HTTP", "1")
+            .env("TS_NO_LOGS_NO_SUPPORT", "true")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.daemon = self.ns.spawn(c);
+        wait("tailscaled (kernel mode)", 60, || {
+            self.socket.exists() && self.cli(&["version"]).status.success()
+        });
+    }
+
+    /// Stops tailscaled (SIGTERM; it removes `tailscale0`) and waits until it is gone.
+    pub fn stop_daemon(&mut self) {
+        unsafe { libc::kill(self.daemon as i32, libc::SIGTERM) };
+        let pid = self.daemon;
+        wait("tailscaled to exit", 60, || {
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))
+        });
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
