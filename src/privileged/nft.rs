@@ -40,7 +40,7 @@ use tokio::io::AsyncWriteExt;
 
 use ipnet::IpNet;
 
-use crate::model::guard::{Blocked, Enforced, GuardSet, MAX_ADDRESSES};
+use crate::model::guard::{Blocked, GuardSet, MAX_ADDRESSES};
 
 pub const TABLE: &str = "tailscale_monitor_guard";
 /// How long a dropped source stays in a `seen` set after its last packet.
@@ -295,8 +295,8 @@ pub async fn apply(interface: &str, set: &GuardSet) -> Result<Value, String> {
     };
     let doc = apply_document(interface, set, &existing).to_string();
     nft(&["-f", "-"], Some(doc.as_bytes())).await?;
-    match structure().await? {
-        Some(v) => Ok(v),
+    match listed().await? {
+        Some(l) => Ok(l.structure),
         None => Err("the table is not there after it was applied".into()),
     }
 }
@@ -315,32 +315,85 @@ pub async fn exists() -> Result<bool, String> {
     }
 }
 
-/// The table's structure and its approved sets, normalized (`None`: no table): chains, hooks,
-/// priorities, policies, every rule, every set's definition, and the approved sets' elements;
-/// no handles, and not the records (`seen`, `meter`), which the kernel changes itself.
-pub async fn structure() -> Result<Option<Value>, String> {
-    let terse = match nft(&["-t", "list", "table", "inet", TABLE], None).await {
-        Ok(out) => out,
-        Err(e) if e.contains("No such file or directory") => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut items = normalize(&terse)?;
-    for name in ["approved4", "approved6"] {
-        let out = nft(&["list", "set", "inet", TABLE, name], None).await?;
-        let doc: Value = serde_json::from_slice(&out).map_err(|e| format!("nft's JSON: {e}"))?;
-        let elems = doc["nftables"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find_map(|i| i["set"]["elem"].as_array().cloned())
-            .unwrap_or_default();
-        items.push(json!({"elements": {"set": name, "elem": elems}}));
-    }
-    Ok(Some(Value::Array(items)))
+/// The table as one `nft -j list table` shows it, read in one pass: its structure (as
+/// [`structure`] gives it), the approved sets, and the records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub structure: Value,
+    pub set: GuardSet,
+    pub blocked: Vec<Blocked>,
 }
 
-/// A terse listing without `metainfo` and handles (which change with every apply).
-pub fn normalize(out: &[u8]) -> Result<Vec<Value>, String> {
+/// One `nft -j list table` (`None`: no table), parsed in one pass without a JSON tree of the
+/// records (each `seen` element is read straight into a [`Blocked`]): the 2 s read costs one
+/// `nft` run, and a full record stays cheap to read.
+pub async fn listed() -> Result<Option<Listed>, String> {
+    match nft(&["list", "table", "inet", TABLE], None).await {
+        Ok(out) => parse_listed(&out).map(Some),
+        Err(e) if e.contains("No such file or directory") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Parses a full listing into what [`structure`], [`approved`] and [`blocked`] give together.
+pub fn parse_listed(out: &[u8]) -> Result<Listed, String> {
+    use serde::Deserialize;
+    use std::borrow::Cow;
+    #[derive(Deserialize)]
+    struct Doc<'a> {
+        #[serde(borrow)]
+        nftables: Vec<Item<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Item<'a> {
+        #[serde(borrow, default)]
+        set: Option<SetItem<'a>>,
+        #[serde(flatten)]
+        rest: serde_json::Map<String, Value>,
+    }
+    #[derive(Deserialize)]
+    struct SetItem<'a> {
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        #[serde(borrow, default)]
+        elem: Vec<Elem<'a>>,
+        #[serde(flatten)]
+        def: serde_json::Map<String, Value>,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Elem<'a> {
+        Seen(#[serde(borrow)] SeenElem<'a>),
+        Other(Value),
+    }
+    #[derive(Deserialize)]
+    struct SeenElem<'a> {
+        #[serde(borrow)]
+        elem: SeenInner<'a>,
+    }
+    #[derive(Deserialize)]
+    struct SeenInner<'a> {
+        #[serde(borrow)]
+        val: SeenConcat<'a>,
+        #[serde(default)]
+        counter: Option<SeenCounter>,
+    }
+    #[derive(Deserialize)]
+    struct SeenConcat<'a> {
+        #[serde(borrow)]
+        concat: (Cow<'a, str>, SeenProto<'a>, u64),
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum SeenProto<'a> {
+        Name(#[serde(borrow)] Cow<'a, str>),
+        Number(u64),
+    }
+    #[derive(Deserialize)]
+    struct SeenCounter {
+        #[serde(default)]
+        packets: u64,
+    }
     fn strip(v: &mut Value) {
         match v {
             Value::Object(m) => {
@@ -351,22 +404,83 @@ pub fn normalize(out: &[u8]) -> Result<Vec<Value>, String> {
             _ => {}
         }
     }
-    let mut doc: Value = serde_json::from_slice(out).map_err(|e| format!("nft's JSON: {e}"))?;
-    let items = doc["nftables"]
-        .as_array_mut()
-        .ok_or("nft's JSON has no `nftables` array")?;
-    let mut out = Vec::new();
-    for i in items.iter_mut() {
-        if i.get("metainfo").is_some() {
+    let doc: Doc<'_> = serde_json::from_slice(out).map_err(|e| format!("nft's JSON: {e}"))?;
+    let mut items = Vec::new();
+    let mut elements: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut listed = Listed {
+        structure: Value::Null,
+        set: GuardSet::default(),
+        blocked: Vec::new(),
+    };
+    for it in doc.nftables {
+        if let Some(s) = it.set {
+            let mut def = s.def;
+            def.insert("name".into(), Value::String(s.name.to_string()));
+            let mut v = Value::Object(def);
+            strip(&mut v);
+            items.push(json!({ "set": v }));
+            match s.name.as_ref() {
+                "approved4" | "approved6" => {
+                    let mut vals = Vec::new();
+                    for e in s.elem {
+                        let v = match e {
+                            Elem::Other(v) => v,
+                            Elem::Seen(_) => return Err("an approved set holds records".into()),
+                        };
+                        match listed_net(&v) {
+                            Some(IpNet::V4(n)) => listed.set.v4.push(n),
+                            Some(IpNet::V6(n)) => listed.set.v6.push(n),
+                            None => {}
+                        }
+                        vals.push(v);
+                    }
+                    elements.push((s.name.to_string(), vals));
+                }
+                "seen4" | "seen6" => {
+                    for e in s.elem {
+                        let Elem::Seen(e) = e else { continue };
+                        let (addr, proto, port) = e.elem.val.concat;
+                        let (Ok(addr), Ok(port)) = (addr.parse::<IpAddr>(), u16::try_from(port))
+                        else {
+                            continue;
+                        };
+                        listed.blocked.push(Blocked {
+                            addr,
+                            proto: match proto {
+                                SeenProto::Name(n) => crate::sanitize::line(&n, 16),
+                                SeenProto::Number(n) => n.to_string(),
+                            },
+                            port,
+                            packets: e.elem.counter.map_or(0, |c| c.packets),
+                        });
+                    }
+                }
+                _ => {}
+            }
             continue;
         }
-        strip(i);
-        out.push(i.take());
+        if it.rest.contains_key("metainfo") || it.rest.is_empty() {
+            continue;
+        }
+        let mut v = Value::Object(it.rest);
+        strip(&mut v);
+        items.push(v);
     }
-    Ok(out)
+    // As `structure` lists them: approved4, then approved6, after the table's items.
+    elements.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, elem) in elements {
+        items.push(json!({"elements": {"set": name, "elem": elem}}));
+    }
+    listed.set.v4.sort();
+    listed.set.v6.sort();
+    listed
+        .blocked
+        .sort_by(|a, b| (a.addr, &a.proto, a.port).cmp(&(b.addr, &b.proto, b.port)));
+    listed.structure = Value::Array(items);
+    Ok(listed)
 }
 
-/// How `now` (from [`structure`]) differs from what was applied, in one line (`None`: the same).
+/// How `now` (from [`listed`]) differs from what was applied, in one line (`None`: the same).
 pub fn differs(applied: &Value, now: &Value) -> Option<String> {
     if applied == now {
         return None;
@@ -394,102 +508,6 @@ pub fn differs(applied: &Value, now: &Value) -> Option<String> {
         return Some(format!("{} that was applied is missing", what(x)));
     }
     Some("its items are in another order than applied".into())
-}
-
-/// The sources the guard dropped, from the `seen` sets (each at most [`SEEN_SIZE`] elements).
-pub async fn blocked() -> Result<Vec<Blocked>, String> {
-    let mut out = Vec::new();
-    for name in ["seen4", "seen6"] {
-        let list = nft(&["list", "set", "inet", TABLE, name], None).await?;
-        out.extend(parse_seen(&list)?);
-    }
-    out.sort_by(|a, b| (a.addr, &a.proto, a.port).cmp(&(b.addr, &b.proto, b.port)));
-    Ok(out)
-}
-
-/// The elements of a listed `seen` set, read straight from nft's bytes into [`Blocked`] (no
-/// JSON tree: a full set is thousands of elements, and the root side runs under `MemoryMax`).
-pub fn parse_seen(out: &[u8]) -> Result<Vec<Blocked>, String> {
-    use serde::Deserialize;
-    use std::borrow::Cow;
-    #[derive(Deserialize)]
-    struct Doc<'a> {
-        #[serde(borrow)]
-        nftables: Vec<Item<'a>>,
-    }
-    #[derive(Deserialize)]
-    struct Item<'a> {
-        #[serde(borrow, default)]
-        set: Option<SetW<'a>>,
-    }
-    #[derive(Deserialize)]
-    struct SetW<'a> {
-        #[serde(borrow, default)]
-        elem: Vec<ElemW<'a>>,
-    }
-    #[derive(Deserialize)]
-    struct ElemW<'a> {
-        #[serde(borrow)]
-        elem: Inner<'a>,
-    }
-    #[derive(Deserialize)]
-    struct Inner<'a> {
-        #[serde(borrow)]
-        val: Concat<'a>,
-        #[serde(default)]
-        counter: Option<Counter>,
-    }
-    #[derive(Deserialize)]
-    struct Concat<'a> {
-        #[serde(borrow)]
-        concat: (Cow<'a, str>, Proto<'a>, u64),
-    }
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Proto<'a> {
-        Name(#[serde(borrow)] Cow<'a, str>),
-        Number(u64),
-    }
-    #[derive(Deserialize)]
-    struct Counter {
-        #[serde(default)]
-        packets: u64,
-    }
-    let doc: Doc<'_> = serde_json::from_slice(out).map_err(|e| format!("nft's JSON: {e}"))?;
-    let mut v = Vec::new();
-    for e in doc
-        .nftables
-        .into_iter()
-        .filter_map(|i| i.set)
-        .flat_map(|s| s.elem)
-    {
-        let (addr, proto, port) = e.elem.val.concat;
-        let (Ok(addr), Ok(port)) = (addr.parse::<IpAddr>(), u16::try_from(port)) else {
-            continue;
-        };
-        v.push(Blocked {
-            addr,
-            proto: match proto {
-                Proto::Name(n) => crate::sanitize::line(&n, 16),
-                Proto::Number(n) => n.to_string(),
-            },
-            port,
-            packets: e.elem.counter.map_or(0, |c| c.packets),
-        });
-    }
-    Ok(v)
-}
-
-/// The approved sets as they are now.
-pub async fn approved() -> Result<GuardSet, String> {
-    let mut set = GuardSet::default();
-    for name in ["approved4", "approved6"] {
-        let list = nft(&["list", "set", "inet", TABLE, name], None).await?;
-        let e = parse_list(&list)?;
-        set.v4.extend(e.set.v4);
-        set.v6.extend(e.set.v6);
-    }
-    Ok(set)
 }
 
 /// Whether `name` is an interface in this network namespace.
@@ -529,70 +547,6 @@ fn listed_net(el: &Value) -> Option<IpNet> {
     let p = &el["prefix"];
     let addr: IpAddr = p["addr"].as_str()?.parse().ok()?;
     IpNet::new(addr, u8::try_from(p["len"].as_u64()?).ok()?).ok()
-}
-
-/// Parses `nft -j list table inet tailscale_monitor_guard`.
-pub fn parse_list(out: &[u8]) -> Result<Enforced, String> {
-    let doc: Value = serde_json::from_slice(out).map_err(|e| format!("nft's JSON: {e}"))?;
-    let items = doc["nftables"]
-        .as_array()
-        .ok_or("nft's JSON has no `nftables` array")?;
-    let mut e = Enforced {
-        present: false,
-        ..Enforced::default()
-    };
-    for item in items {
-        if item["table"]["name"] == TABLE {
-            e.present = true;
-        }
-        let set = &item["set"];
-        if let Some(name) = set["name"].as_str() {
-            for el in set["elem"].as_array().into_iter().flatten() {
-                match name {
-                    "approved4" | "approved6" => match listed_net(el) {
-                        Some(IpNet::V4(n)) => e.set.v4.push(n),
-                        Some(IpNet::V6(n)) => e.set.v6.push(n),
-                        // A range that is no prefix: not what was applied.
-                        None => e.foreign = true,
-                    },
-                    "seen4" | "seen6" => e.blocked.extend(seen(el)),
-                    _ => {}
-                }
-            }
-        }
-        if let Some(expr) = item["rule"]["expr"].as_array() {
-            for x in expr {
-                if x["match"]["left"]["meta"]["key"] == "iifname" {
-                    if let Some(i) = x["match"]["right"].as_str() {
-                        e.interface = i.to_owned();
-                    }
-                }
-            }
-        }
-    }
-    e.set.v4.sort();
-    e.set.v6.sort();
-    e.blocked
-        .sort_by(|a, b| (a.addr, &a.proto, a.port).cmp(&(b.addr, &b.proto, b.port)));
-    Ok(e)
-}
-
-fn seen(el: &Value) -> Option<Blocked> {
-    let inner = &el["elem"];
-    let val = inner["val"]["concat"].as_array()?;
-    let addr: IpAddr = val.first()?.as_str()?.parse().ok()?;
-    let proto = match val.get(1)? {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        _ => return None,
-    };
-    let port = val.get(2)?.as_u64().and_then(|p| u16::try_from(p).ok())?;
-    Some(Blocked {
-        addr,
-        proto: crate::sanitize::line(&proto, 16),
-        port,
-        packets: inner["counter"]["packets"].as_u64().unwrap_or(0),
-    })
 }
 
 #[cfg(test)]
@@ -702,28 +656,51 @@ mod tests {
     }
 
     #[test]
-    fn a_listing_reads_back() {
+    fn a_listing_reads_back_in_one_pass() {
         let out = br#"{"nftables":[{"metainfo":{"version":"1.0.6","json_schema_version":1}},
           {"table":{"family":"inet","name":"tailscale_monitor_guard","handle":1}},
-          {"set":{"family":"inet","name":"approved4","table":"tailscale_monitor_guard","type":"ipv4_addr","flags":["interval"],"elem":["100.64.0.3","100.64.0.2",{"prefix":{"addr":"10.5.0.0","len":16}}]}},
-          {"set":{"family":"inet","name":"seen4","table":"tailscale_monitor_guard","type":["ipv4_addr","inet_proto","inet_service"],
+          {"set":{"family":"inet","name":"approved4","table":"tailscale_monitor_guard","type":"ipv4_addr","handle":2,"flags":["interval"],"elem":["100.64.0.3","100.64.0.2",{"prefix":{"addr":"10.5.0.0","len":16}}]}},
+          {"set":{"family":"inet","name":"meter4","table":"tailscale_monitor_guard","type":"ipv4_addr","handle":3,"size":4096,"flags":["timeout"],"timeout":60,"elem":[{"elem":{"val":"100.64.0.9","expires":50}}]}},
+          {"set":{"family":"inet","name":"seen4","table":"tailscale_monitor_guard","type":["ipv4_addr","inet_proto","inet_service"],"handle":4,
             "elem":[{"elem":{"val":{"concat":["100.64.0.9","tcp",8080]},"expires":3597,"counter":{"packets":2,"bytes":120}}}]}},
-          {"rule":{"family":"inet","table":"tailscale_monitor_guard","chain":"input","expr":[{"match":{"op":"==","left":{"meta":{"key":"iifname"}},"right":"tailscale0"}}]}}]}"#;
-        let e = parse_list(out).unwrap();
-        assert!(e.present);
-        assert_eq!(e.interface, "tailscale0");
-        assert_eq!(e.set.v4.len(), 3);
-        assert_eq!(e.set.v4[0].to_string(), "10.5.0.0/16");
-        assert_eq!(e.set.v4[1].to_string(), "100.64.0.2/32");
-        assert!(!e.foreign);
+          {"rule":{"family":"inet","table":"tailscale_monitor_guard","chain":"input","handle":9,"expr":[{"match":{"op":"==","left":{"meta":{"key":"iifname"}},"right":"tailscale0"}}]}}]}"#;
+        let l = parse_listed(out).unwrap();
+        assert_eq!(l.set.v4.len(), 3);
+        assert_eq!(l.set.v4[0].to_string(), "10.5.0.0/16");
+        assert_eq!(l.set.v4[1].to_string(), "100.64.0.2/32");
         assert_eq!(
-            e.blocked,
+            l.blocked,
             vec![Blocked {
                 addr: "100.64.0.9".parse().unwrap(),
                 proto: "tcp".into(),
                 port: 8080,
                 packets: 2
             }]
+        );
+        // The structure: no handles, no records, the approved elements at the end.
+        let text = l.structure.to_string();
+        assert!(
+            !text.contains("handle") && !text.contains("expires"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"{"elements":{"elem":["100.64.0.3","100.64.0.2"#),
+            "{text}"
+        );
+        // The same table with other records and handles: the same structure.
+        let other = String::from_utf8_lossy(out)
+            .replace("\"handle\":9", "\"handle\":12")
+            .replace("\"packets\":2", "\"packets\":7");
+        assert_eq!(
+            parse_listed(other.as_bytes()).unwrap().structure,
+            l.structure
+        );
+        // An element added by hand to an approved set: another structure.
+        let widened = String::from_utf8_lossy(out)
+            .replace("\"100.64.0.3\",", "\"100.64.0.3\",\"100.64.0.9\",");
+        assert_ne!(
+            parse_listed(widened.as_bytes()).unwrap().structure,
+            l.structure
         );
     }
 }

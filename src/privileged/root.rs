@@ -331,7 +331,7 @@ pub async fn sync(paths: &RootPaths, apply: bool) -> Result<Decision, String> {
         d.no_interface = true;
         return Ok(d);
     }
-    let now = nft::structure().await?;
+    let now = nft::listed().await?.map(|l| l.structure);
     let same = st.applied.as_ref().is_some_and(|a| {
         a.interface == cfg.interface && a.set == set && now.as_ref() == Some(&a.structure)
     });
@@ -381,7 +381,7 @@ pub async fn read(paths: &RootPaths) -> Result<Enforced, String> {
         version: st.version,
         ..Enforced::default()
     };
-    let Some(now) = nft::structure().await? else {
+    let Some(now) = nft::listed().await? else {
         e.rebooted = st.applied.as_ref().is_some_and(|a| a.boot_id != boot_id());
         if st.applied.is_some() {
             e.differs = Some("the table is gone".into());
@@ -389,8 +389,9 @@ pub async fn read(paths: &RootPaths) -> Result<Enforced, String> {
         return Ok(e);
     };
     e.present = true;
-    e.set = nft::approved().await?;
-    e.blocked = nft::blocked().await?;
+    e.set = now.set;
+    e.blocked = now.blocked;
+    let now = now.structure;
     match &st.applied {
         None => e.differs = Some("a table root never applied is in place".into()),
         Some(a) => {
