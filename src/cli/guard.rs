@@ -48,18 +48,21 @@ fn resolve<'a>(known: &'a [KnownDevice], arg: &str) -> anyhow::Result<&'a KnownD
     let holders: Vec<&KnownDevice> = present()
         .filter(|k| k.device.addresses.iter().any(|a| a == arg))
         .collect();
-    match holders.as_slice() {
-        [one] => return Ok(one),
-        [] => {}
-        many => bail!(
-            "{:?} is held by {} devices ({}): a control plane gave one address twice; give the stable ID",
+    let several = |many: &[&KnownDevice], what: &str| {
+        anyhow::anyhow!(
+            "{:?} {what} {} devices ({}): give the stable ID",
             sanitize::line(arg, 80),
             many.len(),
             many.iter()
                 .map(|k| k.device.id.0.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        ),
+        )
+    };
+    match holders.as_slice() {
+        [one] => return Ok(one),
+        [] => {}
+        many => return Err(several(many, "is an address held by")),
     }
     let by_name: Vec<&KnownDevice> = present()
         .filter(|k| {
@@ -81,15 +84,7 @@ fn resolve<'a>(known: &'a [KnownDevice], arg: &str) -> anyhow::Result<&'a KnownD
             "no device this server knows is {:?} (give a stable ID, a hostname or an address; `tailscale-monitor devices` lists them)",
             sanitize::line(arg, 80)
         ),
-        many => bail!(
-            "{:?} names {} devices ({}): give the stable ID",
-            sanitize::line(arg, 80),
-            many.len(),
-            many.iter()
-                .map(|k| k.device.id.0.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        many => Err(several(many, "names")),
     }
 }
 
@@ -339,7 +334,7 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
             false,
             "the table is not in place (the monitor puts it there at its next pass)".to_owned(),
         ),
-        (Ok(t), true, None) if t.differs.is_some() || t.set != d.set || t.foreign => (
+        (Ok(t), true, None) if t.differs.is_some() || t.set != d.set => (
             false,
             format!(
                 "the table is not what the root side applied: {}",

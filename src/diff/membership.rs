@@ -305,6 +305,5 @@ pub(super) fn baseline(cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> O
         watched: Vec::new(),
         guard: None,
         tailnet_id: (!cur.tailnet_id.is_empty()).then(|| cur.tailnet_id.clone()),
-        approvals: Vec::new(),
     }
 }

@@ -196,9 +196,6 @@ pub struct Enforced {
     /// The sources dropped since the table was made (elements expire after an hour of silence).
     #[serde(default)]
     pub blocked: Vec<Blocked>,
-    /// An approved set holds an element that is no prefix (a range): not what was applied.
-    #[serde(default)]
-    pub foreign: bool,
     /// What the root side found against the table it applied last, checked whole (chains,
     /// hooks, priorities, rules, sets, the interface): `None` when it is that table.
     #[serde(default)]

@@ -94,8 +94,6 @@ pub struct Outcome {
     pub presence_due: Option<DateTime<Utc>>,
     /// The devices a `[[watch]]` covers now (for `run` to pass on their presence changes).
     pub watched: Vec<StableNodeId>,
-    /// Approvals of the guard to record with their events (`guard approve`, `approve_new`).
-    pub approvals: Vec<super::guard::ApprovalChange>,
     /// The guard's state and the dropped sources' records, written with the events they explain.
     pub guard: Option<GuardCommit>,
 }

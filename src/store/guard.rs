@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::guard::{Approval, ApprovalChange, BlockedRecord, GuardState};
+#[cfg(test)]
+use crate::model::guard::ApprovalChange;
+use crate::model::guard::{Approval, BlockedRecord, GuardState};
 use crate::model::state::GuardCommit;
 
 use super::*;
@@ -83,7 +85,9 @@ impl Store {
             .collect())
     }
 
-    /// Changes approvals and logs their events (queued on `routes`) in one transaction.
+    /// Mirrors approval changes with their events (queued on `routes`) in one transaction, the
+    /// guard's state unchanged.
+    #[cfg(test)]
     pub fn record_approvals(
         &mut self,
         routes: &[Route],
@@ -91,18 +95,12 @@ impl Store {
         events: Vec<Event>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.commit_pass(routes, now, |_, h| {
-            (
-                Outcome {
-                    events,
-                    approvals: changes,
-                    ..Outcome::default()
-                },
-                h.clone(),
-                false,
-            )
-        })?;
-        Ok(())
+        let commit = GuardCommit {
+            state: self.guard_state()?,
+            approvals: changes,
+            ..GuardCommit::default()
+        };
+        self.record_guard(routes, commit, events, now)
     }
 
     /// The guard's state (from the notes of an earlier version, the first time).

@@ -136,8 +136,7 @@ impl Store {
                 prev = hash;
             }
         }
-        let mirrored = outcome.guard.iter().flat_map(|g| &g.approvals);
-        for a in outcome.approvals.iter().chain(mirrored) {
+        for a in outcome.guard.iter().flat_map(|g| &g.approvals) {
             if a.approved {
                 tx.execute(
                     "INSERT INTO guard_approved (device_id, at, by, node_key, routes) VALUES (?1, ?2, ?3, ?4, ?5)

@@ -15,31 +15,21 @@ use crate::model::state::Outcome;
 use crate::model::{EventKind, Snapshot};
 
 pub(super) fn new_devices(out: &mut Outcome, approve_new: &ApproveNew, snap: &Snapshot) {
-    for e in out
-        .events
-        .iter_mut()
-        .filter(|e| e.kind == EventKind::DeviceRekeyed)
-    {
-        if let Some(d) = &e.device {
-            e.fix = format!(
-                "If this device was approved at this server's guard, its new key is not: it is blocked here until you run `sudo tailscale-monitor guard approve {}`",
-                d.id.0
-            );
-        }
-    }
-    for e in out
-        .events
-        .iter_mut()
-        .filter(|e| e.kind == EventKind::DeviceRoutesChanged)
-    {
-        if let Some(d) = &e.device {
-            if !approvable_routes(d).is_empty() {
-                e.fix = format!(
-                    "If this device is approved at this server's guard, a route it did not have then is not: traffic from it is dropped here until you run `sudo tailscale-monitor guard approve {}`",
-                    d.id.0
-                );
+    // An approval covers a node key and the routes of its moment: a new key or a new route waits
+    // for the next approval.
+    for e in out.events.iter_mut() {
+        let Some(d) = &e.device else { continue };
+        let what = match e.kind {
+            EventKind::DeviceRekeyed => "its new key is not: it is blocked here",
+            EventKind::DeviceRoutesChanged if !approvable_routes(d).is_empty() => {
+                "a route it did not have then is not: traffic from it is dropped here"
             }
-        }
+            _ => continue,
+        };
+        e.fix = format!(
+            "If this device is approved at this server's guard, {what} until you run `sudo tailscale-monitor guard approve {}`",
+            d.id.0
+        );
     }
     for e in out
         .events
