@@ -7,23 +7,7 @@ use support::emulator::{self, Emulator};
 use support::Monitor;
 
 fn peak_check(mon: &Monitor) -> (i32, f64) {
-    let out = std::process::Command::new("/usr/bin/time")
-        .arg("-f")
-        .arg("MAXRSS %M")
-        .arg(support::bin())
-        .arg("--config")
-        .arg(&mon.config)
-        .arg("check")
-        .env("TAILSCALE_MONITOR_LOG", "error")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let kib: f64 = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("MAXRSS "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
-    (out.status.code().unwrap_or(-1), kib / 1024.0)
+    crate::measure::peak_rss_mib(&mon.config, &["check"])
 }
 
 fn device(i: usize) -> Value {

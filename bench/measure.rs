@@ -31,6 +31,26 @@ pub fn proc_cpu_with_children_s(pid: u32) -> f64 {
     stat_cpu_s(pid, 11..15)
 }
 
+/// Runs the monitor with `args` under GNU time: its exit status, and its peak RSS in MiB.
+pub fn peak_rss_mib(config: &std::path::Path, args: &[&str]) -> (i32, f64) {
+    let out = std::process::Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("MAXRSS %M")
+        .arg(crate::support::bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("TAILSCALE_MONITOR_LOG", "error")
+        .output()
+        .unwrap();
+    let kib: f64 = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find_map(|l| l.strip_prefix("MAXRSS "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    (out.status.code().unwrap_or(-1), kib / 1024.0)
+}
+
 /// The first number after `key` in `/proc/<pid>/<file>` (`status` `VmRSS:`, `io` `write_bytes:`).
 pub fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/{file}"))

@@ -28,28 +28,13 @@ fn bench_storm() {
     let before = rx.requests().len();
     join(&emu, n);
     let t = std::time::Instant::now();
-    let out = std::process::Command::new("/usr/bin/time")
-        .arg("-f")
-        .arg("MAXRSS %M")
-        .arg(support::bin())
-        .arg("--config")
-        .arg(&mon.config)
-        .arg("check")
-        .env("TAILSCALE_MONITOR_LOG", "warn")
-        .output()
-        .unwrap();
+    let (_, rss_mib) = crate::measure::peak_rss_mib(&mon.config, &["check"]);
     let elapsed = t.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let rss_kib: f64 = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("MAXRSS "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
     let sent = rx.requests().len() - before;
     let logged = mon.count_events("device.new");
     println!(
         "BENCH storm_devices={n} channels=3 messages_sent={sent} events_logged={logged} check_seconds={:.2} peak_rss_mib={:.1}",
         elapsed.as_secs_f64(),
-        rss_kib / 1024.0
+        rss_mib
     );
 }

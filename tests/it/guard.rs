@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::netns::{
-    connects_within, relay_in, table_exists, Bridge, KernelNode, Netns, BEHIND, PORT,
+    connects_within, guarded, table_exists, Bridge, KernelNode, Netns, BEHIND, PORT,
 };
 use crate::support::real::{cur_release, Headscale, Node};
 use crate::support::smtp::{count, wait_mail, Smtp};
@@ -31,19 +31,13 @@ fn only_approved_devices_reach_the_server_whatever_the_control_plane_says() {
     );
 
     let smtp = Smtp::start();
-    let mon = Monitor::new(
-        &srv.socket,
+    let g = guarded(
+        &mut srv.ns,
+        &srv.socket.clone(),
         &(email_channel(smtp.port)
             + "\n[daemon]\nbatch_window = \"1ms\"\n\n[guard]\nmode = \"enforce\"\n"),
     );
-    let relay_dir = tempfile::tempdir().unwrap();
-    let relay = relay_in(
-        &mut srv.ns,
-        relay_dir.path(),
-        &srv.socket.clone(),
-        &mon.config,
-    );
-    mon.set_privileged_socket(&relay);
+    let (mon, _relay, _dir) = (g.mon, g.relay, g.dir);
     // Enforce before `guard init`: nobody is locked out, and the owner is told why.
     let r = mon.check();
     assert_eq!(r.code, 2, "not in force is critical: {r:?}");
@@ -284,18 +278,12 @@ fn an_unapproved_device_cannot_route_through_the_server_as_an_exit_node() {
     );
 
     let smtp = Smtp::start();
-    let mon = Monitor::new(
-        &srv.socket,
+    let g = guarded(
+        &mut srv.ns,
+        &srv.socket.clone(),
         &(email_channel(smtp.port) + "\n[guard]\nmode = \"enforce\"\n"),
     );
-    let relay_dir = tempfile::tempdir().unwrap();
-    let relay = relay_in(
-        &mut srv.ns,
-        relay_dir.path(),
-        &srv.socket.clone(),
-        &mon.config,
-    );
-    mon.set_privileged_socket(&relay);
+    let (mon, _relay, _dir) = (g.mon, g.relay, g.dir);
     mon.check();
     let r = mon.run(&["guard", "init"]);
     assert_eq!(r.code, 0, "{r:?}");
@@ -347,13 +335,12 @@ fn in_userspace_mode_enforce_says_once_that_it_cannot_and_creates_no_table() {
     // The relay in a namespace of its own, to see that it is asked for no table.
     let mut ns = Netns::new("us", 9);
     let smtp = Smtp::start();
-    let mon = Monitor::new(
+    let g = guarded(
+        &mut ns,
         web.socket(),
         &(email_channel(smtp.port) + "\n[guard]\nmode = \"enforce\"\n"),
     );
-    let relay_dir = tempfile::tempdir().unwrap();
-    let relay = relay_in(&mut ns, relay_dir.path(), web.socket(), &mon.config);
-    mon.set_privileged_socket(&relay);
+    let (mon, _relay, _dir) = (g.mon, g.relay, g.dir);
     let r = mon.check();
     assert_eq!(r.code, 2, "not in force is critical: {r:?}");
     let r = mon.run(&["guard", "init"]);
@@ -411,7 +398,6 @@ fn as_member(socket: &std::path::Path, line: &str) -> String {
 #[test]
 #[ignore = "needs root, real tailscaled/headscale and nftables: run tests/run-all.sh"]
 fn the_root_side_owns_the_decision() {
-    use std::os::unix::fs::PermissionsExt;
     let rel = cur_release();
     let hs = Headscale::start();
     let bridge = Bridge::start(&hs);
@@ -428,20 +414,13 @@ fn the_root_side_owns_the_decision() {
         "the tailnet lets evil in"
     );
     let smtp = Smtp::start();
-    let mon = Monitor::new(
-        &srv.socket,
+    let g = guarded(
+        &mut srv.ns,
+        &srv.socket.clone(),
         &(email_channel(smtp.port)
             + "\n[daemon]\nbatch_window = \"1ms\"\n\n[guard]\nmode = \"enforce\"\n"),
     );
-    let relay_dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(relay_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let relay = relay_in(
-        &mut srv.ns,
-        relay_dir.path(),
-        &srv.socket.clone(),
-        &mon.config,
-    );
-    mon.set_privileged_socket(&relay);
+    let (mon, relay, relay_dir) = (g.mon, g.relay, g.dir);
     mon.check();
     // Everything known at the baseline is approved, evil included: revoke it, as root.
     assert_eq!(mon.run(&["guard", "init"]).code, 0);

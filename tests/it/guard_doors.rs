@@ -9,10 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::netns::{connects_within, relay_in, Bridge, KernelNode, Netns, PORT};
+use crate::support::netns::{connects_within, guarded, Bridge, KernelNode, Netns, PORT};
 use crate::support::real::{cur_release, Headscale};
 use crate::support::smtp::{wait_mail, Smtp};
-use crate::support::{email_channel, posture_finding, Monitor};
+use crate::support::{email_channel, posture_finding};
 
 fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -58,19 +58,13 @@ fn every_door_into_the_server_is_closed_or_named() {
     assert!(dns_before, "MagicDNS answers before the guard");
 
     let smtp = Smtp::start();
-    let mon = Monitor::new(
-        &srv.socket,
+    let g = guarded(
+        &mut srv.ns,
+        &srv.socket.clone(),
         &(email_channel(smtp.port)
             + "\n[daemon]\nbatch_window = \"1ms\"\n\n[guard]\nmode = \"enforce\"\n"),
     );
-    let relay_dir = tempfile::tempdir().unwrap();
-    let relay = relay_in(
-        &mut srv.ns,
-        relay_dir.path(),
-        &srv.socket.clone(),
-        &mon.config,
-    );
-    mon.set_privileged_socket(&relay);
+    let (mon, _relay, _dir) = (g.mon, g.relay, g.dir);
     mon.check();
     assert_eq!(mon.run(&["guard", "init"]).code, 0);
 

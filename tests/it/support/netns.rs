@@ -465,17 +465,6 @@ impl KernelNode {
 /// The port the tests' listeners greet on.
 pub const PORT: u16 = 8080;
 
-/// The relay as root inside `ns` (its `nft` acts on that namespace), its socket in `dir` and its
-/// records in `dir/guard`; it takes its `[guard]` settings from `config` (the monitor's).
-pub fn relay_in(
-    ns: &mut Netns,
-    dir: &std::path::Path,
-    tailscaled: &std::path::Path,
-    config: &std::path::Path,
-) -> std::path::PathBuf {
-    relay_with_pid(ns, dir, tailscaled, config).0
-}
-
 /// The relay's command line in `ns` (for `--restore` too).
 pub fn relay_cmd(
     ns: &Netns,
@@ -495,7 +484,8 @@ pub fn relay_cmd(
     c
 }
 
-/// [`relay_in`], and the relay's pid.
+/// The relay as root inside `ns` (its `nft` acts on that namespace), its socket in `dir` and its
+/// records in `dir/guard`, taking its `[guard]` from `config`; and its pid.
 pub fn relay_with_pid(
     ns: &mut Netns,
     dir: &std::path::Path,
@@ -512,6 +502,24 @@ pub fn relay_with_pid(
         std::thread::sleep(Duration::from_millis(20));
     }
     (socket, pid)
+}
+
+/// A monitor of the tailscaled at `tailscaled` with `config`, and the relay as root in `ns`,
+/// which takes its `[guard]` from that config; `dir` (0755) holds the relay's socket and records.
+pub struct Guarded {
+    pub mon: super::Monitor,
+    pub relay: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn guarded(ns: &mut Netns, tailscaled: &Path, config: &str) -> Guarded {
+    use std::os::unix::fs::PermissionsExt;
+    let mon = super::Monitor::new(tailscaled, config);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (relay, _) = relay_with_pid(ns, dir.path(), tailscaled, &mon.config);
+    mon.set_privileged_socket(&relay);
+    Guarded { mon, relay, dir }
 }
 
 /// How long until a connection from `ns` to `ip`:[`PORT`] gets the greeting (`None`: not within `secs`).
