@@ -235,14 +235,20 @@ impl RootPaths {
 }
 
 /// The peers tailscaled's netmap holds now, and the exit node this node uses.
+/// Read and parsed on a thread without any capability (tailscaled's answers are the control
+/// plane's words).
 async fn netmap(paths: &RootPaths) -> Result<(Vec<GuardPeer>, Option<String>), String> {
-    let api = LocalApi::new(&paths.tailscaled, TAILSCALED_TIMEOUT);
-    let body = api.current_netmap().await.map_err(|(_, e)| e.0)?;
-    let (_, peers) = parse_guard_peers(&body)?;
-    let mut trust = crate::model::access::NodeTrust::default();
-    let prefs = api.get("/localapi/v0/prefs").await.map_err(|e| e.0)?;
-    crate::source::netmap::parse_prefs(&prefs, &mut trust)?;
-    Ok((peers, trust.exit_node_id.filter(|s| !s.is_empty())))
+    let socket = paths.tailscaled.clone();
+    super::server::unprivileged(move || async move {
+        let api = LocalApi::new(&socket, TAILSCALED_TIMEOUT);
+        let body = api.current_netmap().await.map_err(|(_, e)| e.0)?;
+        let (_, peers) = parse_guard_peers(&body)?;
+        let mut trust = crate::model::access::NodeTrust::default();
+        let prefs = api.get("/localapi/v0/prefs").await.map_err(|e| e.0)?;
+        crate::source::netmap::parse_prefs(&prefs, &mut trust)?;
+        Ok((peers, trust.exit_node_id.filter(|s| !s.is_empty())))
+    })
+    .await
 }
 
 fn approvable(p: &GuardPeer) -> Vec<String> {

@@ -305,8 +305,26 @@ fn who(uid: u32, pid: i32) -> String {
     }
 }
 
-/// Runs `f` on a thread of its own that holds no capability (it stays uid 0, which tailscaled's
-/// LocalAPI checks): the netmap read needs root's uid, not `CAP_NET_ADMIN`.
+/// Runs the future `f` makes on a thread of its own that holds no capability (it stays uid 0,
+/// which tailscaled's LocalAPI checks): reading and parsing tailscaled's answers needs root's
+/// uid, not `CAP_NET_ADMIN`.
+pub(super) async fn unprivileged<T, Fut>(
+    f: impl FnOnce() -> Fut + Send + 'static,
+) -> Result<T, String>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    without_capabilities(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(f())
+    })
+    .await?
+}
+
 async fn without_capabilities<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
@@ -394,21 +412,15 @@ async fn answer(req: Request, opts: &Options, by: &str) -> Reply {
     match req.op {
         Op::Netmap => {
             let socket = opts.tailscaled.clone();
-            let read = without_capabilities(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                rt.block_on(async {
-                    let api = LocalApi::new(&socket, TAILSCALED_TIMEOUT);
-                    match api.current_netmap().await {
-                        Ok(body) => netmap::parse_filter_only(&body),
-                        Err((_, e)) => Err(e.0),
-                    }
-                })
+            let read = unprivileged(move || async move {
+                let api = LocalApi::new(&socket, TAILSCALED_TIMEOUT);
+                match api.current_netmap().await {
+                    Ok(body) => netmap::parse_filter_only(&body),
+                    Err((_, e)) => Err(e.0),
+                }
             })
             .await;
-            match read.and_then(|r| r) {
+            match read {
                 Ok(f) => reply.netmap = Some(f),
                 Err(e) => reply.error = Some(e),
             }
@@ -437,8 +449,15 @@ async fn answer(req: Request, opts: &Options, by: &str) -> Reply {
                 reply.error = Some(e);
                 return reply;
             }
-            let api = LocalApi::new(&opts.tailscaled, TAILSCALED_TIMEOUT);
-            match api.close_doors().await {
+            let socket = opts.tailscaled.clone();
+            let closed = unprivileged(move || async move {
+                LocalApi::new(&socket, TAILSCALED_TIMEOUT)
+                    .close_doors()
+                    .await
+                    .map_err(|e| e.0)
+            })
+            .await;
+            match closed {
                 Ok((false, false)) => {
                     info!("guard: Tailscale SSH and the web client turned off");
                     reply.ok = Some(true);
@@ -448,7 +467,7 @@ async fn answer(req: Request, opts: &Options, by: &str) -> Reply {
                         "tailscaled kept RunSSH={ssh} RunWebClient={web} (is RemoteConfig on, or a policy forcing them?)"
                     ))
                 }
-                Err(e) => reply.error = Some(e.0),
+                Err(e) => reply.error = Some(e),
             }
         }
     }
