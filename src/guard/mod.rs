@@ -147,16 +147,27 @@ const RESYNC: chrono::Duration = chrono::Duration::minutes(10);
 
 /// What a sync is asked for: the peers as the monitor knows them, the exit node, the approvals'
 /// version and the mode.
+/// Hashed in place (no copy of the devices: a pass runs it whatever changed).
 fn sync_input(store: &mut Store, cfg: &Config, state: &GuardState) -> Result<String, StoreError> {
+    use std::hash::{Hash, Hasher};
     let known = store.known_now()?;
-    let peers = peers_of_known(known.devices.values());
-    Ok(digest(&(
-        &peers,
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for k in known
+        .devices
+        .values()
+        .filter(|k| !k.removed && !k.device.is_self)
+    {
+        let d = &k.device;
+        (&d.id.0, &d.node_key.0, &d.addresses, &d.routes).hash(&mut h);
+    }
+    (
         &state.exit_node,
         state.version,
         cfg.guard.enforcing(),
         &cfg.guard.interface,
-    )))
+    )
+        .hash(&mut h);
+    Ok(format!("{:016x}", h.finish()))
 }
 
 /// Whether a pass must ask the root side to sync: something it decides from changed, the guard
