@@ -29,20 +29,16 @@
 /// The version and the git commit it was built from (`build.rs`).
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TM_GIT_COMMIT"), ")");
 
+pub(crate) mod app;
 pub(crate) mod cli;
 pub(crate) mod config;
-pub(crate) mod daemon;
 pub(crate) mod diff;
-pub(crate) mod digest;
 #[cfg(test)]
 mod fuzz;
-pub(crate) mod guard;
 pub(crate) mod listener;
 pub(crate) mod metrics;
 pub(crate) mod model;
-pub(crate) mod monitor;
 pub(crate) mod notify;
-pub(crate) mod outage;
 pub(crate) mod posture;
 pub(crate) mod privileged;
 pub(crate) mod sanitize;

@@ -23,7 +23,7 @@ pub(super) async fn access(explicit: Option<&Path>, json: bool) -> anyhow::Resul
         anyhow::bail!("this tailscaled's netmap carries no packet filter the monitor can read");
     }
     if let crate::source::Source::LocalApi(api) = &source {
-        monitor::whois_sources(api, &mut snap).await;
+        pass::whois_sources(api, &mut snap).await;
     }
     let view = snap.node.clone().expect("checked above");
     // Addresses of devices that left this node's peer list are named as the monitor knew them

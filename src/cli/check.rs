@@ -1,7 +1,7 @@
 //! `check`: one pass, the status line and the Nagios exit code; the store's outage told.
 
 use super::*;
-use crate::outage::StoreOutage;
+use crate::app::outage::StoreOutage;
 
 /// Nagios-style status line and exit code for one `check`.
 pub fn status_line(
@@ -132,7 +132,7 @@ pub(super) async fn check(explicit: Option<&Path>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return unknown(sanitize::error_line(&e)),
     };
-    let host = monitor::local_hostname();
+    let host = pass::local_hostname();
     let store_failed = |e: crate::store::StoreError| {
         let (cfg, host) = (&cfg, &host);
         async move { unknown(store_unusable(cfg, host, &e, "check").await) }
@@ -146,18 +146,18 @@ pub(super) async fn check(explicit: Option<&Path>) -> ExitCode {
         .control
         .as_ref()
         .map(|c| crate::source::control::ControlSource::new(c, crate::source::control::TIMEOUT));
-    let plan = monitor::Plan {
+    let plan = pass::Plan {
         reuse_view: None,
         control: control.as_ref(),
         digest: true,
     };
     // An outage an earlier run told is recorded as recovered by this pass.
     let mut outage = StoreOutage::from_mark(&cfg.state_dir);
-    let report = match monitor::pass(&source, &mut store, &cfg, &plan, &mut outage).await {
+    let report = match pass::pass(&source, &mut store, &cfg, &plan, &mut outage).await {
         Ok(p) => p.report,
         Err(e) => return store_failed(e).await,
     };
-    let delivery = match monitor::deliver(&mut store, &cfg, &host, true).await {
+    let delivery = match pass::deliver(&mut store, &cfg, &host, true).await {
         Ok(d) => d,
         Err(e) => return store_failed(e).await,
     };
@@ -171,7 +171,7 @@ pub(super) async fn check(explicit: Option<&Path>) -> ExitCode {
 }
 
 /// A state database that `cmd` (`check`, or `run` at startup) cannot use: tells the channels
-/// straight, at most once per [`crate::outage::ALERT_EVERY`], unless the invoking user
+/// straight, at most once per [`crate::app::outage::ALERT_EVERY`], unless the invoking user
 /// merely may not open it. Returns the one-line message for the terminal.
 pub(super) async fn store_unusable(
     cfg: &Config,

@@ -29,8 +29,8 @@ pub(super) async fn demo(explicit: Option<&Path>) -> anyhow::Result<()> {
             if let Source::Sim(s) = &source {
                 s.set(snap);
             }
-            let plan = monitor::Plan::default();
-            let report = monitor::pass(&source, &mut store, &cfg, &plan, &mut None)
+            let plan = pass::Plan::default();
+            let report = pass::pass(&source, &mut store, &cfg, &plan, &mut None)
                 .await?
                 .report;
             println!("=== Step {}: {title}", i + 1);
@@ -40,7 +40,7 @@ pub(super) async fn demo(explicit: Option<&Path>) -> anyhow::Result<()> {
             }
             println!("{}", text.trim_start_matches('\n'));
             if !channels.is_empty() {
-                let d = monitor::deliver(&mut store, &cfg, host, true).await?;
+                let d = pass::deliver(&mut store, &cfg, host, true).await?;
                 for (c, e) in &d.failed {
                     println!("  (channel {c} failed: {e})");
                 }

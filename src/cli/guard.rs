@@ -3,7 +3,7 @@
 use crate::diff::guard::approvable_routes;
 use crate::diff::guard::blocked::holder;
 use crate::diff::guard::doors::open_doors;
-use crate::guard;
+use crate::app::guard;
 use crate::model::guard::{Decision, Door};
 use crate::model::state::KnownDevice;
 
@@ -176,7 +176,7 @@ async fn after(cfg: &Config, store: &mut Store, d: &Decision) -> anyhow::Result<
             sanitize::line(&l.claim, 60)
         );
     }
-    let _ = monitor::deliver(store, cfg, &monitor::local_hostname(), false).await?;
+    let _ = pass::deliver(store, cfg, &pass::local_hostname(), false).await?;
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config};
 use crate::model::{EventKind, Severity};
-use crate::monitor::{self, PassReport};
+use crate::app::pass::{self, PassReport};
 use crate::notify::{render, DeliveryReport};
 use crate::sanitize;
 use crate::source::{sim, Source};
@@ -210,10 +210,10 @@ pub async fn main(cli: Cli) -> ExitCode {
                 });
                 match opened {
                     Err(e) => Err(anyhow::anyhow!(
-                        check::store_unusable(&cfg, &monitor::local_hostname(), &e, "run").await
+                        check::store_unusable(&cfg, &pass::local_hostname(), &e, "run").await
                     )),
                     // The recovery, if any, is queued: `run` delivers it at startup.
-                    Ok(store) => crate::daemon::run(explicit.map(Path::to_owned), cfg, store).await,
+                    Ok(store) => crate::app::daemon::run(explicit.map(Path::to_owned), cfg, store).await,
                 }
             }
             Err(e) => Err(e),

@@ -16,7 +16,7 @@ pub(super) async fn test_notify(explicit: Option<&Path>, only: Option<&str>) -> 
             None => bail!("no [[notify]] channel configured"),
         }
     }
-    let host = monitor::local_hostname();
+    let host = pass::local_hostname();
     let cx = render::Context::new(&host);
     let mut failed = 0;
     for ch in chosen {

@@ -38,8 +38,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::model::access::NodeView;
-use crate::monitor;
-use crate::outage::StoreOutage;
+use crate::app::pass;
+use crate::app::outage::StoreOutage;
 use crate::source::control::ControlSource;
 use crate::source::ipnbus::{self, Signal};
 use crate::source::localapi::{LocalApi, WatchError};
@@ -242,7 +242,7 @@ impl Daemon {
         } else {
             self.last_view.as_ref()
         };
-        let seen = monitor::read(&self.source, &mut self.store, reuse).await?;
+        let seen = pass::read(&self.source, &mut self.store, reuse).await?;
         self.netmap_due = false;
         match &seen {
             Ok(snap) => {
@@ -279,12 +279,12 @@ impl Daemon {
             }
         }
         let read_control = self.control.is_some() && self.control_due;
-        let plan = monitor::Plan {
+        let plan = pass::Plan {
             reuse_view: None,
             control: self.control.as_ref().filter(|_| read_control),
             digest: true,
         };
-        let passed = monitor::commit(
+        let passed = pass::commit(
             &self.source,
             &mut self.store,
             &self.cfg,
@@ -389,7 +389,7 @@ impl Daemon {
     /// What the guard dropped since the last look (read off the main loop, within a deadline):
     /// `guard.blocked` goes out at once.
     async fn guard_table(&mut self, read: crate::model::guard::Enforced) -> anyhow::Result<()> {
-        let events = crate::guard::on_table(&mut self.store, &self.cfg, read, Utc::now()).await?;
+        let events = crate::app::guard::on_table(&mut self.store, &self.cfg, read, Utc::now()).await?;
         if !events.is_empty() {
             self.send_now().await?;
         }
@@ -399,7 +399,7 @@ impl Daemon {
     async fn send_now(&mut self) -> anyhow::Result<()> {
         self.deliver_at = None;
         self.last_sent = Some(Instant::now());
-        monitor::deliver(&mut self.store, &self.cfg, &self.host, false).await?;
+        pass::deliver(&mut self.store, &self.cfg, &self.host, false).await?;
         Ok(())
     }
 
@@ -502,7 +502,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
     };
     let mut d = Daemon {
         source: Source::from_config(&cfg.source),
-        host: monitor::local_hostname(),
+        host: pass::local_hostname(),
         cfg,
         config_path,
         store,
@@ -524,7 +524,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
         last_pass_at: None,
         netmap_due: true,
         watched: std::collections::HashSet::new(),
-        guard_at: Instant::now() + crate::guard::POLL,
+        guard_at: Instant::now() + crate::app::guard::POLL,
     };
     d.control = d
         .cfg
@@ -535,7 +535,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
     d.guarded_pass().await;
     // Whatever a previous run left queued (a crash, kill -9, a long SMTP outage) is retried now,
     // not at its backoff time.
-    if let Err(e) = monitor::deliver(&mut d.store, &d.cfg, &d.host, true).await {
+    if let Err(e) = pass::deliver(&mut d.store, &d.cfg, &d.host, true).await {
         d.store_failed(e.into()).await;
     }
     let _ = sd_notify::notify(false, &[NotifyState::Ready]);
@@ -595,7 +595,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
             _ = sleep(DELIVERY_POLL) => {
                 let due = d.store.next_due().map(|t| t.is_some_and(|t| t <= Utc::now()));
                 let r = match due {
-                    Ok(true) => monitor::deliver(&mut d.store, &d.cfg, &d.host, false).await.map(|_| ()),
+                    Ok(true) => pass::deliver(&mut d.store, &d.cfg, &d.host, false).await.map(|_| ()),
                     Ok(false) => Ok(()),
                     Err(e) => Err(e),
                 };
@@ -604,15 +604,15 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
                 }
             }
             _ = sleep_until(d.guard_at), if d.cfg.guard.enforcing() && d.store_outage.is_none() && !guard_reading => {
-                d.guard_at = Instant::now() + crate::guard::POLL;
-                match crate::guard::poll_due(&d.store, &d.cfg) {
+                d.guard_at = Instant::now() + crate::app::guard::POLL;
+                match crate::app::guard::poll_due(&d.store, &d.cfg) {
                     Ok(true) => {
                         // The root side's read (nft, up to a few MB of JSON) runs on another task
                         // with its deadline; the loop keeps pinging the watchdog meanwhile.
                         guard_reading = true;
                         let (cfg, tx) = (d.cfg.clone(), guard_tx.clone());
                         tokio::spawn(async move {
-                            let _ = tx.send(crate::guard::read_table(&cfg).await).await;
+                            let _ = tx.send(crate::app::guard::read_table(&cfg).await).await;
                         });
                     }
                     Ok(false) => {}
@@ -649,7 +649,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
     let deadline = Instant::now() + SHUTDOWN_FLUSH;
     match tokio::time::timeout_at(
         deadline,
-        monitor::deliver(&mut d.store, &d.cfg, &d.host, true),
+        pass::deliver(&mut d.store, &d.cfg, &d.host, true),
     )
     .await
     {

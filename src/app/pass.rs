@@ -13,7 +13,7 @@ use crate::model::posture::ServerFacts;
 use crate::model::route::Route;
 use crate::model::{Event, EventKind, Severity, Snapshot};
 use crate::notify::{self, render, DeliveryReport};
-use crate::outage::StoreOutage;
+use crate::app::outage::StoreOutage;
 use crate::source::control::{ControlError, ControlSource};
 use crate::source::localapi::LocalApi;
 use crate::source::{Source, SourceError};
@@ -146,7 +146,7 @@ pub async fn commit(
     // The guard follows what the pass saw; a source outage changes nothing.
     if let Ok(snap) = &report.seen {
         let now = Utc::now();
-        let guarded = crate::guard::after_pass(store, cfg, snap, now).await?;
+        let guarded = crate::app::guard::after_pass(store, cfg, snap, now).await?;
         queued_more |= !guarded.is_empty();
         report.events.extend(guarded);
     }
@@ -158,7 +158,7 @@ pub async fn commit(
         queued_more = true;
     }
     if plan.digest {
-        queued_more |= crate::digest::record_if_due(store, &routes, cfg.digest_every, Utc::now())?;
+        queued_more |= crate::app::digest::record_if_due(store, &routes, cfg.digest_every, Utc::now())?;
     }
     Ok(Passed {
         report,
