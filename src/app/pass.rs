@@ -105,14 +105,14 @@ pub async fn read(
     store: &mut Store,
     reuse_view: Option<&NodeView>,
 ) -> Result<Result<Snapshot, SourceError>, StoreError> {
-    if let (Source::LocalApi(api), Some(view)) = (source, reuse_view) {
+    if let (Some(api), Some(view)) = (source.local_api(), reuse_view) {
         // `run` between netmap changes: only `/status` is read, and the known state is usually
         // cached already; no copy of the view for another worker.
         store.preload()?;
         return Ok(api.snapshot_with(Some(view)).await);
     }
     let mut reading = tokio::task::JoinSet::new();
-    if let Source::LocalApi(api) = source {
+    if let Some(api) = source.local_api() {
         let api = api.clone();
         reading.spawn(async move { api.snapshot().await });
     }
@@ -174,8 +174,8 @@ async fn enrich(
     seen: &mut Result<Snapshot, SourceError>,
     policy: &Policy,
 ) -> Result<(), StoreError> {
-    match (source, seen) {
-        (Source::LocalApi(api), Ok(snap)) => {
+    match (source.local_api(), seen) {
+        (Some(api), Ok(snap)) => {
             whois_sources(api, snap).await;
             whois(api, store, snap, policy).await
         }

@@ -22,7 +22,7 @@ pub(super) async fn access(explicit: Option<&Path>, json: bool) -> anyhow::Resul
     if view.rules.is_none() {
         anyhow::bail!("this tailscaled's netmap carries no packet filter the monitor can read");
     }
-    if let crate::source::Source::LocalApi(api) = &source {
+    if let Some(api) = source.local_api() {
         pass::whois_sources(api, &mut snap).await;
     }
     let view = snap.node.clone().expect("checked above");

@@ -145,7 +145,7 @@ pub(super) async fn check(explicit: Option<&Path>) -> ExitCode {
     let control = cfg
         .control
         .as_ref()
-        .map(|c| crate::source::control::ControlSource::new(c, crate::source::control::TIMEOUT));
+        .map(crate::source::control::ControlSource::from_config);
     let plan = pass::Plan {
         reuse_view: None,
         control: control.as_ref(),

@@ -265,7 +265,7 @@ pub async fn main(cli: Cli) -> ExitCode {
             print!("{}", c.render());
             println!(
                 "\n# `systemctl reload` (SIGHUP) applies every key but these, which need a restart: {}",
-                config::RESTART_ONLY.join(", ")
+                config::RESTART_ONLY.map(|r| r.key).join(", ")
             );
             if c.channels.is_empty() {
                 eprintln!("warning: no [[notify]] channel: alerts are only logged");

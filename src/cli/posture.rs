@@ -11,7 +11,7 @@ pub(super) async fn posture(explicit: Option<&Path>, json: bool) -> anyhow::Resu
     let control = cfg
         .control
         .as_ref()
-        .map(|c| crate::source::control::ControlSource::new(c, crate::source::control::TIMEOUT));
+        .map(crate::source::control::ControlSource::from_config);
     let control_read = match &control {
         Some(c) => Some(c.snapshot().await),
         None => None,

@@ -45,14 +45,54 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/tailscale-monitor";
 
 /// The keys a SIGHUP cannot apply (they hold a listener, the database or the IPN bus): `run`
 /// says so in its log and keeps their running values until a restart; `config check` lists them.
-pub const RESTART_ONLY: [&str; 6] = [
-    "[state] dir",
-    "[metrics] listen",
-    "[metrics] token_file",
-    "[webhooks] listen",
-    "[webhooks] secret_file",
-    "[tailscale] socket (for the IPN bus)",
+pub const RESTART_ONLY: [RestartOnly; 6] = [
+    RestartOnly {
+        key: "[state] dir",
+        differs: |a, b| a.state_dir != b.state_dir,
+        keep: |new, running| new.state_dir.clone_from(&running.state_dir),
+    },
+    RestartOnly {
+        key: "[metrics] listen",
+        differs: |a, b| a.metrics_listen != b.metrics_listen,
+        keep: |new, running| new.metrics_listen = running.metrics_listen,
+    },
+    RestartOnly {
+        key: "[metrics] token_file",
+        differs: |a, b| a.metrics_token != b.metrics_token,
+        keep: |new, running| new.metrics_token.clone_from(&running.metrics_token),
+    },
+    RestartOnly {
+        key: "[webhooks] listen",
+        differs: |a, b| a.webhooks.as_ref().map(|w| w.listen) != b.webhooks.as_ref().map(|w| w.listen),
+        keep: |new, running| keep_webhooks(new, running),
+    },
+    RestartOnly {
+        key: "[webhooks] secret_file",
+        differs: |a, b| {
+            a.webhooks.as_ref().map(|w| &w.secret) != b.webhooks.as_ref().map(|w| &w.secret)
+        },
+        keep: |new, running| keep_webhooks(new, running),
+    },
+    RestartOnly {
+        key: "[tailscale] socket (for the IPN bus)",
+        differs: |a, b| a.source.socket != b.source.socket,
+        keep: |new, running| new.source.socket.clone_from(&running.source.socket),
+    },
 ];
+
+/// One key that a SIGHUP does not apply: its name, how a new config differs in it, and how the
+/// running value is kept.
+pub struct RestartOnly {
+    pub key: &'static str,
+    differs: fn(&Config, &Config) -> bool,
+    keep: fn(&mut Config, &Config),
+}
+
+/// The webhook receiver is one task: its listen address and secret are kept together.
+fn keep_webhooks(new: &mut Config, running: &Config) {
+    new.webhooks.clone_from(&running.webhooks);
+}
+
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
@@ -397,36 +437,20 @@ impl Config {
 
     /// The keys of [`RESTART_ONLY`] whose values differ from `running`'s.
     pub fn restart_only_changes(&self, running: &Config) -> Vec<&'static str> {
-        let listen = |c: &Config| c.webhooks.as_ref().map(|w| w.listen);
-        let secret = |c: &Config| c.webhooks.as_ref().map(|w| w.secret.clone());
-        let changed = [
-            self.state_dir != running.state_dir,
-            self.metrics_listen != running.metrics_listen,
-            self.metrics_token != running.metrics_token,
-            listen(self) != listen(running),
-            secret(self) != secret(running),
-            self.source.socket != running.source.socket,
-        ];
         RESTART_ONLY
             .iter()
-            .zip(changed)
-            .filter_map(|(k, c)| c.then_some(*k))
+            .filter(|r| (r.differs)(self, running))
+            .map(|r| r.key)
             .collect()
     }
 
     /// This config, with the values of [`RESTART_ONLY`] taken from `running` (a SIGHUP applies
     /// everything else).
-    pub fn keeping_restart_only(self, running: &Config) -> Config {
-        let mut source = self.source.clone();
-        source.socket.clone_from(&running.source.socket);
-        Config {
-            state_dir: running.state_dir.clone(),
-            metrics_listen: running.metrics_listen,
-            metrics_token: running.metrics_token.clone(),
-            webhooks: running.webhooks.clone(),
-            source,
-            ..self
+    pub fn keeping_restart_only(mut self, running: &Config) -> Config {
+        for r in &RESTART_ONLY {
+            (r.keep)(&mut self, running);
         }
+        self
     }
 
     pub fn routes(&self) -> Vec<Route> {

@@ -47,7 +47,7 @@ pub fn as_device(d: &ControlDevice) -> Device {
         addresses: d.addresses.clone(),
         tags: d.tags.clone(),
         routes: d.routes.clone(),
-        exit_node: d.routes.iter().any(|r| r == "0.0.0.0/0" || r == "::/0"),
+        exit_node: crate::model::has_exit_route(&d.routes),
         key_expiry: if d.key_expiry_disabled {
             None
         } else {

@@ -14,10 +14,6 @@ pub(super) fn opt_time(t: Option<DateTime<Utc>>) -> String {
     t.map_or("disabled".to_owned(), |t| t.to_rfc3339())
 }
 
-pub(super) fn is_exit_route(r: &String) -> bool {
-    r == "0.0.0.0/0" || r == "::/0"
-}
-
 pub(super) fn device_changes(
     old: &Device,
     new: &Device,
@@ -97,7 +93,7 @@ pub(super) fn device_changes(
     let subnets = |d: &Device| -> Vec<String> {
         d.routes
             .iter()
-            .filter(|r| !is_exit_route(r))
+            .filter(|r| !crate::model::is_exit_route(r))
             .cloned()
             .collect()
     };

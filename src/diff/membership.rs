@@ -101,7 +101,8 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
                     prev.expiring_alerted.filter(|&t| Some(t) == dev.key_expiry);
                 let mut last_handshake = prev.last_handshake;
                 let changed = prev.device != *dev;
-                if changed {
+                // What is reported is what `run`'s bus filter compares: one definition.
+                if changed && prev.device.membership() != dev.membership() {
                     out.events
                         .extend(device_changes(&prev.device, dev, owner, cur, now));
                 }

@@ -123,7 +123,7 @@ impl NodeTrust {
     pub fn is_exit_node(&self) -> bool {
         self.advertised_routes
             .as_ref()
-            .is_some_and(|r| r.iter().any(|r| r == "0.0.0.0/0" || r == "::/0"))
+            .is_some_and(|r| super::has_exit_route(r))
     }
 }
 

@@ -12,6 +12,8 @@
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
+use crate::model::{Device, NodeKey, StableNodeId, UserId};
+
 pub const INITIAL_STATE: u64 = 1 << 1;
 /// The first message carries the whole netmap (packet filter, SSH policy): read once, then closed.
 pub const INITIAL_NETMAP: u64 = 1 << 3;
@@ -71,50 +73,18 @@ pub struct PeerState {
 pub enum Signal {
     /// Something about the tailnet or the daemon changed: re-read `/status`.
     Changed,
-    /// Only `PeersChanged`: these peers' membership facts, to compare with what is known. Where
-    /// nothing but presence (online, last seen, endpoints, DERP) changed, no pass is needed.
-    Peers(Vec<PeerFacts>),
+    /// Only `PeersChanged`: these peers, as far as their [`Membership`] goes, to compare with
+    /// what is known. Where nothing but presence (online, last seen, endpoints, DERP) changed,
+    /// no pass is needed.
+    ///
+    /// [`Membership`]: crate::model::Membership
+    Peers(Vec<Device>),
     /// A peer has an established WireGuard session with this node: re-read for `peer.connected`.
     Connected,
     /// Nothing the monitor cares about (engine stats, health, files …).
     Quiet,
     /// Not a Notify. The bus is not trusted blindly: re-read to be safe.
     Garbage,
-}
-
-/// The membership facts of one device: what a pass would compare. Built the same way from a
-/// `tailcfg.Node` of the bus and from a device of `/status`, so equal facts mean "presence only".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerFacts {
-    pub id: String,
-    pub key: String,
-    pub user: i64,
-    pub name: String,
-    pub hostname: String,
-    pub os: String,
-    pub addresses: Vec<String>,
-    pub tags: Vec<String>,
-    pub routes: Vec<String>,
-    pub key_expiry: Option<i64>,
-    pub expired: bool,
-}
-
-impl PeerFacts {
-    pub fn of(d: &crate::model::Device) -> PeerFacts {
-        PeerFacts {
-            id: d.id.0.clone(),
-            key: d.node_key.0.clone(),
-            user: d.user_id.0,
-            name: d.dns_name.clone(),
-            hostname: d.hostname.clone(),
-            os: d.os.clone(),
-            addresses: d.addresses.clone(),
-            tags: d.tags.clone(),
-            routes: d.routes.clone(),
-            key_expiry: d.key_expiry.map(|t| t.timestamp()),
-            expired: d.expired,
-        }
-    }
 }
 
 /// A `tailcfg.Node` of `PeersChanged`, as far as membership goes.
@@ -146,7 +116,8 @@ struct HostinfoWire {
 
 impl NodeWire {
     /// `None` when a fact is missing: the node cannot be told unchanged, so a pass must look.
-    fn facts(self) -> Option<PeerFacts> {
+    /// The fields that are not part of a device's membership are left empty.
+    fn device(self) -> Option<Device> {
         let hi = self.hostinfo?;
         if self.stable_id.is_empty() || self.key.is_empty() {
             return None;
@@ -163,19 +134,23 @@ impl NodeWire {
             self.primary_routes.unwrap_or_default(),
         );
         let tags = crate::model::as_set(self.tags.unwrap_or_default());
-        Some(PeerFacts {
-            id: self.stable_id,
-            key: self.key,
-            user: self.user,
-            name: self.name,
+        Some(Device {
+            id: StableNodeId(self.stable_id),
+            node_id: None,
+            node_key: NodeKey(self.key),
             hostname: hi.hostname?,
+            dns_name: self.name,
             os: hi.os?,
+            user_id: UserId(self.user),
             addresses,
             tags,
+            exit_node: crate::model::has_exit_route(&routes),
             routes,
-            key_expiry: crate::source::wire::parse_time(self.key_expiry.as_deref())
-                .map(|t| t.timestamp()),
+            key_expiry: crate::source::wire::parse_time(self.key_expiry.as_deref()),
             expired: self.expired,
+            created: None,
+            is_self: false,
+            shared: false,
         })
     }
 }
@@ -203,7 +178,7 @@ pub fn classify(line: &[u8]) -> Signal {
         return match serde_json::from_slice::<Only>(line).ok().and_then(|o| {
             o.peers
                 .into_iter()
-                .map(NodeWire::facts)
+                .map(NodeWire::device)
                 .collect::<Option<Vec<_>>>()
         }) {
             Some(facts) if !facts.is_empty() => Signal::Peers(facts),

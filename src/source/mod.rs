@@ -39,6 +39,15 @@ impl Source {
         }
     }
 
+    /// tailscaled's LocalAPI, when that is the source: the reads only it answers (the node view,
+    /// `whois`, this server's own status) are `None` for the CLI and the demo.
+    pub fn local_api(&self) -> Option<&localapi::LocalApi> {
+        match self {
+            Source::LocalApi(api) => Some(api),
+            Source::Cli(_) | Source::Sim(_) => None,
+        }
+    }
+
     pub async fn snapshot(&self) -> Result<Snapshot, SourceError> {
         match self {
             Source::LocalApi(s) => s.snapshot().await,

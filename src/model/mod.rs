@@ -148,6 +148,75 @@ fn rfc3339_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime
     })
 }
 
+/// What makes a device the same member of the tailnet: every [`Device`] field whose change a pass
+/// looks at (key, owner, names, OS, addresses, tags, routes, expiry). `run`'s IPN-bus filter
+/// compares it to tell a presence-only `PeersChanged` (no pass) from a real change, and the diff
+/// compares it to decide whether [`Device`]'s changes are looked for: one definition for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Membership<'a> {
+    pub id: &'a str,
+    pub key: &'a str,
+    pub user: i64,
+    pub name: &'a str,
+    pub hostname: &'a str,
+    pub os: &'a str,
+    pub addresses: &'a [String],
+    pub tags: &'a [String],
+    pub routes: &'a [String],
+    pub key_expiry: Option<DateTime<Utc>>,
+    pub expired: bool,
+}
+
+impl Membership<'_> {
+    /// A 64-bit digest, for `run` to keep per device between passes instead of a copy.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+}
+
+impl Device {
+    /// The device's [`Membership`]. Every field is named: a new `Device` field must be placed
+    /// here, in or out, before the crate compiles.
+    pub fn membership(&self) -> Membership<'_> {
+        let Device {
+            id,
+            node_key,
+            hostname,
+            dns_name,
+            os,
+            user_id,
+            addresses,
+            tags,
+            routes,
+            key_expiry,
+            expired,
+            // Derived from `routes`.
+            exit_node: _,
+            // Facts of the record, not of membership: not on the bus, never reported changed.
+            node_id: _,
+            created: _,
+            is_self: _,
+            shared: _,
+        } = self;
+        Membership {
+            id: &id.0,
+            key: &node_key.0,
+            user: user_id.0,
+            name: dns_name,
+            hostname,
+            os,
+            addresses,
+            tags,
+            routes,
+            key_expiry: *key_expiry,
+            expired: *expired,
+        }
+    }
+}
+
 impl Device {
     /// The best short name for messages: the hostname, else the first DNS label, else the ID.
     pub fn display_name(&self) -> &str {
@@ -238,6 +307,16 @@ impl Snapshot {
 }
 
 /// A list that means a set (tags, routes, addresses) in one canonical form: sorted, each once.
+/// A default route (`0.0.0.0/0` or `::/0`): what makes a device an exit node.
+pub fn is_exit_route(r: &str) -> bool {
+    r == "0.0.0.0/0" || r == "::/0"
+}
+
+/// Some of `routes` is a default route.
+pub fn has_exit_route(routes: &[String]) -> bool {
+    routes.iter().any(|r| is_exit_route(r))
+}
+
 /// tailscaled 1.104 sorts and de-duplicates a node's advertised routes and requested tags before
 /// it sends them; older daemons and control planes do not. Every edge converts with this, and
 /// the core compares with [`same_set`], so an upgrade that only reorders is no change.

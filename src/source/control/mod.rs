@@ -63,6 +63,11 @@ pub enum ControlSource {
 }
 
 impl ControlSource {
+    /// The configured control plane, with the default [`TIMEOUT`].
+    pub fn from_config(c: &ControlConfig) -> ControlSource {
+        ControlSource::new(c, TIMEOUT)
+    }
+
     pub fn new(c: &ControlConfig, timeout: Duration) -> ControlSource {
         match &c.api {
             ControlApi::Headscale { url, api_key } => ControlSource::Headscale(
