@@ -5,6 +5,7 @@
 use chrono::Utc;
 use tracing::{debug, error, info, warn};
 
+use crate::app::outage::StoreOutage;
 use crate::config::Config;
 use crate::diff::{connection_candidates, pass_outcome, ControlRead, Policy};
 use crate::model::access::NodeView;
@@ -13,7 +14,6 @@ use crate::model::posture::ServerFacts;
 use crate::model::route::Route;
 use crate::model::{Event, EventKind, Severity, Snapshot};
 use crate::notify::{self, render, DeliveryReport};
-use crate::app::outage::StoreOutage;
 use crate::source::control::{ControlError, ControlSource};
 use crate::source::localapi::LocalApi;
 use crate::source::{Source, SourceError};
@@ -158,7 +158,8 @@ pub async fn commit(
         queued_more = true;
     }
     if plan.digest {
-        queued_more |= crate::app::digest::record_if_due(store, &routes, cfg.digest_every, Utc::now())?;
+        queued_more |=
+            crate::app::digest::record_if_due(store, &routes, cfg.digest_every, Utc::now())?;
     }
     Ok(Passed {
         report,

@@ -1,6 +1,11 @@
 //! `access`: who may reach this server, from the node view.
 
-use super::*;
+use std::io::Write as _;
+use std::path::Path;
+
+use crate::cli::{load, pass};
+use crate::sanitize;
+use crate::store::Store;
 
 pub(super) async fn access(explicit: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let cfg = load(explicit, true)?;

@@ -1,6 +1,9 @@
 //! `audit`: the event log's chain, the anchors, the checkpoint and the known state.
 
-use super::*;
+use std::path::Path;
+
+use crate::cli::{open_store, shown_hash};
+use crate::sanitize;
 
 /// `audit`: true when the log is intact and every anchor matches.
 pub(super) fn audit(explicit: Option<&Path>, anchors: &[String]) -> anyhow::Result<bool> {

@@ -1,6 +1,21 @@
 //! `check`: one pass, the status line and the Nagios exit code; the store's outage told.
 
-use super::*;
+use std::path::Path;
+use std::process::ExitCode;
+
+use chrono::Utc;
+
+use crate::app::pass::{self, PassReport};
+use crate::cli::load;
+use crate::config::Config;
+use crate::model::event_kind::EventKind;
+use crate::model::Severity;
+use crate::notify::DeliveryReport;
+use crate::sanitize;
+use crate::source::Source;
+use crate::store::OutboxDepth;
+use crate::store::Store;
+
 use crate::app::outage::StoreOutage;
 
 /// Nagios-style status line and exit code for one `check`.

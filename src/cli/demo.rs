@@ -1,6 +1,14 @@
 //! `demo`: the pipeline against the built-in simulated tailnet.
 
-use super::*;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::cli::pass;
+use crate::config::Config;
+use crate::notify::render;
+use crate::source::{sim, Source};
+use crate::store::Store;
 
 pub(super) async fn demo(explicit: Option<&Path>) -> anyhow::Result<()> {
     let mut cfg = match explicit {

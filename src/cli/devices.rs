@@ -1,6 +1,10 @@
 //! `devices`: the known devices, watched ones first.
 
-use super::*;
+use std::io::Write as _;
+use std::path::Path;
+
+use crate::cli::open_store;
+use crate::sanitize;
 
 pub(super) fn devices(explicit: Option<&Path>, json: bool, all: bool) -> anyhow::Result<()> {
     let store = open_store(explicit)?;

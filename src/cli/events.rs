@@ -1,6 +1,12 @@
 //! `events`: the event log, newest first.
 
-use super::*;
+use std::io::Write as _;
+use std::path::Path;
+
+use chrono::Utc;
+
+use crate::cli::{open_store, parse_since};
+use crate::sanitize;
 
 pub(super) fn events(
     explicit: Option<&Path>,

@@ -1,13 +1,22 @@
 //! `guard status|init|approve|revoke|off|on`: the approvals of devices at this server.
 
+use crate::app::guard;
 use crate::diff::guard::approvable_routes;
 use crate::diff::guard::blocked::holder;
 use crate::diff::guard::doors::open_doors;
-use crate::app::guard;
 use crate::model::guard::{Decision, Door};
 use crate::model::state::KnownDevice;
 
-use super::*;
+use std::path::Path;
+
+use anyhow::{bail, Context as _};
+use chrono::Utc;
+use clap::Subcommand;
+
+use crate::cli::{load, open_store, pass};
+use crate::config::Config;
+use crate::sanitize;
+use crate::store::Store;
 
 #[derive(Subcommand, Debug)]
 pub enum GuardCommand {

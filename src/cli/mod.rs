@@ -11,13 +11,10 @@ use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
+use crate::app::pass;
 use crate::config::{self, Config};
-use crate::model::{EventKind, Severity};
-use crate::app::pass::{self, PassReport};
-use crate::notify::{render, DeliveryReport};
 use crate::sanitize;
-use crate::source::{sim, Source};
-use crate::store::{OutboxDepth, Store};
+use crate::store::Store;
 
 mod access;
 mod audit;
@@ -213,7 +210,9 @@ pub async fn main(cli: Cli) -> ExitCode {
                         check::store_unusable(&cfg, &pass::local_hostname(), &e, "run").await
                     )),
                     // The recovery, if any, is queued: `run` delivers it at startup.
-                    Ok(store) => crate::app::daemon::run(explicit.map(Path::to_owned), cfg, store).await,
+                    Ok(store) => {
+                        crate::app::daemon::run(explicit.map(Path::to_owned), cfg, store).await
+                    }
                 }
             }
             Err(e) => Err(e),

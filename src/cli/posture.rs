@@ -1,6 +1,12 @@
 //! `posture`: the hardening audit as a table or JSON.
 
-use super::*;
+use std::io::Write as _;
+use std::path::Path;
+
+use chrono::Utc;
+
+use crate::cli::load;
+use crate::sanitize;
 
 /// `posture`: the report, and its Nagios exit code.
 pub(super) async fn posture(explicit: Option<&Path>, json: bool) -> anyhow::Result<u8> {

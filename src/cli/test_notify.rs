@@ -1,6 +1,14 @@
 //! `test-notify`: a test message through each channel.
 
-use super::*;
+use std::path::Path;
+
+use anyhow::bail;
+use chrono::Utc;
+
+use crate::cli::{load, pass};
+use crate::model::event_kind::EventKind;
+use crate::notify::render;
+use crate::sanitize;
 
 pub(super) async fn test_notify(explicit: Option<&Path>, only: Option<&str>) -> anyhow::Result<()> {
     let cfg = load(explicit, false)?;

@@ -1,7 +1,17 @@
 //! `[[notify]]`: what every channel has (a name, a filter, a timeout); the rest of a channel's
 //! keys are read by its own room (`notify::channels`).
 
-use super::*;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::config::ctx::{ConfigError, Ctx};
+use crate::config::keys::Keys;
+use crate::config::raw::RawNotify;
+use crate::model::event_kind::EventKind;
+use crate::model::route::Route;
+use crate::model::Severity;
+
 use crate::notify::channels::ChannelKind;
 
 #[derive(Debug, Clone)]

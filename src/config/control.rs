@@ -1,7 +1,15 @@
 //! `[control]` and `[webhooks]`: the control view's API, its credentials and its interval.
 
 use super::keys::{http_url, no_plain_http};
-use super::*;
+
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::config::ctx::{ConfigError, Ctx};
+use crate::config::raw::RawControl;
+use crate::config::secret::read_secret;
+use crate::config::Secret;
 
 #[derive(Debug, Clone)]
 pub struct WebhooksConfig {

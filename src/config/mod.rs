@@ -10,11 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use toml::Spanned;
-
 use crate::diff::{ConnectAlert, Policy};
 use crate::model::route::Route;
-use crate::model::{EventKind, Severity};
+use crate::model::Severity;
 
 mod channels;
 mod control;
@@ -28,16 +26,20 @@ mod socket;
 #[cfg(test)]
 mod tests;
 
-pub use channels::*;
-pub use control::*;
+pub use channels::Channel;
+pub use control::{ControlApi, ControlConfig, TailscaleAuth, WebhooksConfig};
 pub use ctx::ConfigError;
-use ctx::*;
+
+use crate::config::channels::channel;
+use crate::config::control::control;
+use crate::config::ctx::Ctx;
+use crate::config::raw::RawConfig;
+use crate::config::secret::{read_secret, writable_only_by_owner};
+
 pub use guard::{valid_interface, Doors, GuardConfig, GuardMode};
 pub use keys::{is_loopback, shown_url, toml_str, Keys, UrlUse};
-use raw::*;
 pub(crate) use raw::{OneOrMany, RawNotify};
 pub use secret::Secret;
-use secret::*;
 pub use socket::default_socket;
 
 pub const DEFAULT_PATH: &str = "/etc/tailscale-monitor/config.toml";
@@ -63,7 +65,9 @@ pub const RESTART_ONLY: [RestartOnly; 6] = [
     },
     RestartOnly {
         key: "[webhooks] listen",
-        differs: |a, b| a.webhooks.as_ref().map(|w| w.listen) != b.webhooks.as_ref().map(|w| w.listen),
+        differs: |a, b| {
+            a.webhooks.as_ref().map(|w| w.listen) != b.webhooks.as_ref().map(|w| w.listen)
+        },
         keep: |new, running| keep_webhooks(new, running),
     },
     RestartOnly {
@@ -92,7 +96,6 @@ pub struct RestartOnly {
 fn keep_webhooks(new: &mut Config, running: &Config) {
     new.webhooks.clone_from(&running.webhooks);
 }
-
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {

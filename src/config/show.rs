@@ -1,6 +1,10 @@
 //! The effective configuration as TOML, secrets redacted (`config check`).
 
-use super::*;
+use std::time::Duration;
+
+use crate::config::control::{ControlApi, TailscaleAuth};
+use crate::config::{Config, SourceKind};
+use crate::diff::ConnectAlert;
 
 impl Config {
     /// The effective configuration as TOML, secrets redacted.

@@ -1,6 +1,6 @@
 //! Where tailscaled's LocalAPI socket is by default, per OS, and which candidate may be trusted.
 
-use super::*;
+use std::path::{Path, PathBuf};
 
 /// Default LocalAPI socket for this OS, preferring one that exists (Synology, QNAP, Gokrazy).
 pub fn default_socket() -> PathBuf {

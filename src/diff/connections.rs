@@ -1,6 +1,12 @@
 //! WireGuard sessions (`peer.connected`) and key expiry (`device.key_expiring`).
 
-use super::*;
+use chrono::{DateTime, Utc};
+
+use crate::diff::ConnectAlert;
+use crate::diff::Policy;
+use crate::model::event_kind::EventKind;
+use crate::model::state::KnownDevice;
+use crate::model::{Device, Event, Snapshot, StableNodeId, User};
 
 pub(super) fn expires_within(d: &Device, policy: &Policy, now: DateTime<Utc>) -> bool {
     d.key_expiry

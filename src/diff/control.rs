@@ -370,7 +370,7 @@ fn policy_event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::{KnownDevice, KnownUser};
+    use crate::model::state::{KnownDevice, KnownUser};
     use crate::model::Severity;
 
     fn now() -> DateTime<Utc> {

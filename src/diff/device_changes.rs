@@ -1,6 +1,9 @@
 //! What changed on a known device: key, owner, name, addresses, tags, routes, exit node, expiry.
 
-use super::*;
+use chrono::{DateTime, Utc};
+
+use crate::model::event_kind::EventKind;
+use crate::model::{Change, Device, Event, Snapshot, User, UserId};
 
 pub(super) fn list(v: &[String]) -> String {
     if v.is_empty() {

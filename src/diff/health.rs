@@ -1,6 +1,13 @@
 //! The node view's health around the diff: `monitor.source_down`/`source_recovered`.
 
-use super::*;
+use chrono::{DateTime, Utc};
+
+use crate::diff::parts;
+use crate::diff::{diff, Policy};
+use crate::model::event_kind::EventKind;
+use crate::model::state::Known;
+use crate::model::state::Outcome;
+use crate::model::{Event, Health, Snapshot};
 
 /// `monitor.source_down`: the tailnet could not be read. Raised once per outage.
 pub fn source_down(error: &str, now: DateTime<Utc>) -> Event {

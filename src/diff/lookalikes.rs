@@ -1,6 +1,9 @@
 //! The re-registration hint: a new device that looks like a known one.
 
-use super::*;
+use std::collections::{BTreeSet, HashMap};
+
+use crate::model::state::{Known, KnownDevice};
+use crate::model::{Device, StableNodeId};
 
 /// Known devices by hostname and by address, to explain when a new device looks like an old one
 /// (the re-registration the old script missed).

@@ -1,6 +1,21 @@
 //! Users and devices: new, changed, removed, back; the baseline of an empty store.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::diff::connections::{
+    connected, connected_of, expires_within, key_expiring, key_expiring_of,
+};
+use crate::diff::device_changes::device_changes;
+use crate::diff::lookalikes::Lookalikes;
+use crate::diff::Policy;
+use crate::diff::{access, presence};
+use crate::model::access::Access;
+use crate::model::event_kind::EventKind;
+use crate::model::state::Outcome;
+use crate::model::state::{Known, KnownDevice, KnownUser};
+use crate::model::{Change, Event, Snapshot};
 
 /// Compares the current snapshot with what is known. `now` is the detection time.
 pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Outcome {

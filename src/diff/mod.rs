@@ -25,21 +25,15 @@ mod membership;
 mod tests;
 
 pub use connections::connection_candidates;
-use connections::*;
-use device_changes::*;
-use health::*;
-use lookalikes::*;
-pub use membership::diff;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::diff::health::node_outcome;
+
+pub use membership::diff;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::model::access::Access;
-pub use crate::model::state::{Known, KnownDevice, KnownUser, Outcome};
-use crate::model::{
-    Change, Device, Event, EventKind, Health, Snapshot, StableNodeId, User, UserId,
-};
+pub use crate::model::state::{Known, Outcome};
+use crate::model::{EventKind, Health, Snapshot};
 
 /// Which `peer.connected` events are sent (all are logged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

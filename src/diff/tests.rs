@@ -3,6 +3,13 @@
 use super::membership::Ascending;
 
 use super::*;
+
+use std::collections::BTreeMap;
+
+use crate::model::{Device, StableNodeId, User, UserId};
+
+use crate::diff::health::{source_down, source_recovered};
+
 use crate::model::{NodeKey, Severity};
 
 fn t(s: &str) -> DateTime<Utc> {

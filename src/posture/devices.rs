@@ -1,6 +1,10 @@
 //! Devices: stale, long-lived keys disabled, outdated clients, unapproved routes, exit nodes.
 
-use super::*;
+use chrono::Duration;
+
+use crate::model::posture::Status;
+use crate::model::Severity;
+use crate::posture::{is_headscale, list, pass_if, unreadable, Inputs, Out, STALE_DAYS};
 
 pub(super) fn devices(o: &mut Out, i: &Inputs) {
     let hs = is_headscale(i);

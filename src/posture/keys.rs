@@ -1,6 +1,10 @@
 //! Auth and API keys: reusable, long-lived, unused.
 
-use super::*;
+use chrono::{DateTime, Duration, Utc};
+
+use crate::model::posture::KeyFacts;
+use crate::model::Severity;
+use crate::posture::{is_headscale, list, pass_if, readable, Inputs, Out, LONG_LIVED_DAYS};
 
 pub(super) fn key_risks(keys: &[KeyFacts], now: DateTime<Utc>) -> (Vec<String>, Vec<String>) {
     let label = |k: &KeyFacts| {

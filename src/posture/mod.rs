@@ -5,13 +5,11 @@
 //! A check whose data could not be read is `unknown` with the reason (a missing scope, no
 //! `[control]`), never `pass`; a feature the control plane lacks (Headscale) is `n/a`.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::model::control::ControlSnapshot;
-use crate::model::posture::{
-    Finding, KeyFacts, KnownPosture, PathFacts, Report, ServerFacts, Status,
-};
+use crate::model::posture::{Finding, KnownPosture, Report, ServerFacts, Status};
 use crate::model::{Event, EventKind, Severity, Snapshot};
 
 mod devices;

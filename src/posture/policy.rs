@@ -1,6 +1,11 @@
 //! The policy: wide-open rules, root SSH, autogroups, tests, parse limits.
 
-use super::*;
+use serde_json::Value;
+
+use crate::model::control::ControlSnapshot;
+use crate::model::posture::Status;
+use crate::model::Severity;
+use crate::posture::{list, unreadable, Check, Inputs, Out};
 
 /// The deepest policy read: json5 recurses without a limit, and a policy nested some 48,000
 /// deep overflows the stack (an abort nothing can catch). Real policies nest a handful deep.

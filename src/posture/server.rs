@@ -1,6 +1,8 @@
 //! This server: what it can see, its config and state files, its unit, its socket.
 
-use super::*;
+use crate::model::posture::{PathFacts, Status};
+use crate::model::Severity;
+use crate::posture::{is_headscale, pass_if, Inputs, Out};
 
 pub(super) fn path_problems(p: &PathFacts, owner_root: bool) -> Vec<String> {
     let mut v = Vec::new();

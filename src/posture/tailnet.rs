@@ -1,6 +1,11 @@
 //! Tailnet settings: approvals, key expiry, MFA, webhooks, log streaming, Tailnet Lock.
 
-use super::*;
+use crate::model::posture::Status;
+use crate::model::Severity;
+use crate::posture::{
+    is_headscale, pass_if, readable, setting, Inputs, Out, CRITICAL_WEBHOOK_EVENTS,
+    KEY_DURATION_DAYS,
+};
 
 pub(super) fn tailnet(o: &mut Out, i: &Inputs) {
     let hs = is_headscale(i);

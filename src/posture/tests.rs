@@ -3,6 +3,8 @@
 use super::policy::*;
 use super::*;
 
+use crate::model::posture::KeyFacts;
+
 /// Issue 20: any policy text parses or fails, without a panic or a stack overflow.
 #[test]
 fn fuzz_policy_text() {

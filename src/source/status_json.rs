@@ -254,8 +254,7 @@ impl PeerStatus {
     fn into_device(self, is_self: bool) -> (Device, PeerConn) {
         let addresses = crate::model::as_set(self.tailscale_ips);
         let routes = routes_beyond(&addresses, self.allowed_ips, self.primary_routes);
-        let exit_node =
-            self.exit_node_option || crate::model::has_exit_route(&routes);
+        let exit_node = self.exit_node_option || crate::model::has_exit_route(&routes);
         let tags = crate::model::as_set(self.tags);
         let conn = PeerConn {
             online: self.online,

@@ -10,7 +10,16 @@ use crate::model::guard::ApprovalChange;
 use crate::model::guard::{Approval, BlockedRecord, GuardState};
 use crate::model::state::GuardCommit;
 
-use super::*;
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+
+use super::Result;
+use crate::model::route::Route;
+use crate::model::state::Known;
+use crate::model::state::Outcome;
+use crate::model::{Event, StableNodeId};
+use crate::store::meta::{get_meta, set_meta};
+use crate::store::Store;
 
 const STATE: &str = "guard_state";
 /// The notes of earlier versions, read once into [`GuardState`].

@@ -7,7 +7,13 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 
-use super::*;
+use super::Result;
+use crate::model::access::Access;
+use crate::model::state::{Known, KnownDevice, KnownUser};
+use crate::model::{Health, StableNodeId, UserId};
+use crate::store::meta::{get_meta, load_health};
+use crate::store::Store;
+use crate::store::{parse_rfc3339, sqlite_err, DeviceRow, StoreError};
 
 /// The last handshake recorded per device ([`Store::last_handshakes`]).
 pub enum LastHandshakes<'a> {

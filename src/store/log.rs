@@ -5,7 +5,13 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
 
-use super::*;
+use super::Result;
+use crate::model::route::Route;
+use crate::model::state::Outcome;
+use crate::model::Event;
+use crate::store::meta::{get_meta, set_meta};
+use crate::store::Store;
+use crate::store::{parse_rfc3339, LoggedEvent, StoreError};
 
 impl Store {
     /// Logs one event of the monitor's own (not from a snapshot) and queues it on `routes`.

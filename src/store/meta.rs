@@ -1,6 +1,10 @@
 //! The `meta` table: one value per key (times, the health rows, the presence, the checkpoint).
 
-use super::*;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension as _};
+
+use crate::model::Health;
+use crate::store::parse_rfc3339;
 
 pub(super) fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
     conn.execute(

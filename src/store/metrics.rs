@@ -1,6 +1,9 @@
 //! What `/metrics` reads: counters the writes keep, a few rows whatever the size of the log.
 
-use super::*;
+use super::Result;
+use crate::store::meta::load_health;
+use crate::store::Metrics;
+use crate::store::Store;
 
 /// The queries of [`Store::metrics`] over the log and the outbox: counters only.
 pub(super) const METRICS_SQL: [&str; 4] = [

@@ -24,11 +24,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 
-use crate::model::access::Access;
-pub use crate::model::route::Route;
-use crate::model::state::{Known, KnownDevice, KnownUser, Outcome};
+use crate::model::state::{Known, KnownDevice};
 pub use crate::model::Health;
 
 mod guard;
@@ -43,10 +41,12 @@ mod schema;
 mod tests;
 
 pub use log::Checkpoint;
-use meta::*;
+
+use crate::store::meta::{get_meta, load_health};
+
 use schema::MIGRATIONS;
 
-use crate::model::{Event, EventKind, StableNodeId, UserId};
+use crate::model::Event;
 use known::load_known;
 use log::chain_hash;
 

@@ -4,7 +4,16 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, TransactionBehavior};
 
-use super::*;
+use std::time::Duration;
+
+use super::Result;
+use crate::model::event_kind::EventKind;
+use crate::model::route::Route;
+use crate::model::Event;
+use crate::store::Store;
+use crate::store::{
+    from_ms, ms, sqlite_err, LoggedEvent, OutboxDepth, Pending, Rerouted, StoreError,
+};
 
 impl Store {
     /// Claims at most `limit` due deliveries, oldest first (all pending ones if `ignore_backoff`),

@@ -1,7 +1,18 @@
 //! One pass in one transaction: the known state, the events appended to the chain, their
 //! deliveries queued, the health.
 
-use super::*;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension as _, TransactionBehavior};
+
+use super::Result;
+use crate::model::route::Route;
+use crate::model::state::Known;
+use crate::model::state::Outcome;
+use crate::model::Health;
+use crate::store::known::load_known;
+use crate::store::meta::{load_health, save_health, set_meta};
+use crate::store::Store;
+use crate::store::{chain_hash, ms, outbox, sqlite_err, Cache, Committed};
 
 impl Store {
     /// Runs one pass atomically: loads what is known, lets `decide` compute the outcome and the

@@ -3,6 +3,11 @@
 use super::metrics::METRICS_SQL;
 
 use super::*;
+
+use crate::model::route::Route;
+use crate::model::state::Outcome;
+use crate::model::StableNodeId;
+
 use crate::model::{EventKind, Severity};
 
 fn route() -> Vec<Route> {

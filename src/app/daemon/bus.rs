@@ -134,7 +134,10 @@ mod tests {
         snap.devices.insert(d.id.clone(), d.clone());
         let mut m = Members::default();
         m.seen(&snap);
-        assert!(!m.need_pass(std::slice::from_ref(&d)), "the same facts: presence only");
+        assert!(
+            !m.need_pass(std::slice::from_ref(&d)),
+            "the same facts: presence only"
+        );
         // Fields outside membership (not on the bus) do not count.
         let mut same = d.clone();
         same.created = Some(chrono::Utc::now());
@@ -158,6 +161,9 @@ mod tests {
         }
         assert!(m.need_pass(&[Device::for_tests("new")]), "an unknown peer");
         m.watching(&[d.id.clone()]);
-        assert!(m.need_pass(std::slice::from_ref(&d)), "a watched device's presence");
+        assert!(
+            m.need_pass(std::slice::from_ref(&d)),
+            "a watched device's presence"
+        );
     }
 }

@@ -320,11 +320,13 @@ async fn listeners(
     }
     if let Some(w) = &cfg.webhooks {
         let listener = crate::source::control::webhooks::bind(w.listen).await?;
-        tasks.0.push(tokio::spawn(crate::source::control::webhooks::serve(
-            listener,
-            w.secret.clone(),
-            hook_tx,
-        )));
+        tasks
+            .0
+            .push(tokio::spawn(crate::source::control::webhooks::serve(
+                listener,
+                w.secret.clone(),
+                hook_tx,
+            )));
     }
     Ok(())
 }
@@ -453,11 +455,8 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
     drop(tasks);
     info!("shutting down: flushing the outbox");
     let deadline = Instant::now() + SHUTDOWN_FLUSH;
-    match tokio::time::timeout_at(
-        deadline,
-        pass::deliver(&mut d.store, &d.cfg, &d.host, true),
-    )
-    .await
+    match tokio::time::timeout_at(deadline, pass::deliver(&mut d.store, &d.cfg, &d.host, true))
+        .await
     {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => error!(error = %e, "flushing the outbox"),

@@ -405,7 +405,11 @@ mod tests {
         let mut sc = started(t0);
         assert_eq!(sc.next(false), (t0 + DELIVERY_POLL, Wake::Poll));
         sc.fire(Wake::Poll, t0 + DELIVERY_POLL);
-        assert_eq!(sc.next(false), (t0 + 2 * DELIVERY_POLL, Wake::Poll), "every 2 s");
+        assert_eq!(
+            sc.next(false),
+            (t0 + 2 * DELIVERY_POLL, Wake::Poll),
+            "every 2 s"
+        );
         assert_eq!(next_but_poll(&mut sc), (t0 + s(10), Wake::Access));
     }
 
@@ -415,19 +419,26 @@ mod tests {
         let mut sc = started(t0);
         assert_eq!(sc.period(), s(30), "polling until the bus streams");
         sc.bus_up(true, t0);
-        assert_eq!(sc.period(), s(300), "reconcile while it streams WireGuard state");
+        assert_eq!(
+            sc.period(),
+            s(300),
+            "reconcile while it streams WireGuard state"
+        );
         assert_eq!(sc.next(false), (t0 + DEBOUNCE, Wake::Pass));
-        assert!(sc.pass_started(t0 + DEBOUNCE), "a bus (re)start reads the netmap");
+        assert!(
+            sc.pass_started(t0 + DEBOUNCE),
+            "a bus (re)start reads the netmap"
+        );
         assert_eq!(sc.full_at, t0 + DEBOUNCE + s(300));
         sc.bus_down(t0 + s(1));
         assert_eq!(sc.period(), s(30));
-        assert_eq!(
-            sc.full_at,
-            t0 + s(1) + s(30),
-            "the bus lost: polling again"
-        );
+        assert_eq!(sc.full_at, t0 + s(1) + s(30), "the bus lost: polling again");
         sc.bus_up(false, t0 + s(2));
-        assert_eq!(sc.period(), s(30), "no WireGuard state on the bus (< 1.102)");
+        assert_eq!(
+            sc.period(),
+            s(30),
+            "no WireGuard state on the bus (< 1.102)"
+        );
     }
 
     #[test]
@@ -436,13 +447,20 @@ mod tests {
         let mut sc = started(t0);
         sc.bus_notify(t0 + s(1));
         assert_eq!(sc.next(false), (t0 + s(1) + DEBOUNCE, Wake::Pass));
-        assert!(!sc.pass_started(t0 + s(1) + DEBOUNCE), "a PeersChanged pass reuses the view");
+        assert!(
+            !sc.pass_started(t0 + s(1) + DEBOUNCE),
+            "a PeersChanged pass reuses the view"
+        );
         // More notifies right after: no sooner than MIN_PASS_GAP after that pass.
         let t1 = t0 + s(1) + DEBOUNCE;
         sc.bus_notify(t1 + ms(1));
         assert_eq!(sc.pass_at, Some(t1 + MIN_PASS_GAP));
         sc.bus_notify(t1 + ms(2));
-        assert_eq!(sc.pass_at, Some(t1 + MIN_PASS_GAP), "one pass for the burst");
+        assert_eq!(
+            sc.pass_at,
+            Some(t1 + MIN_PASS_GAP),
+            "one pass for the burst"
+        );
         // A netmap notify asks for the netmap at that pass.
         sc.bus_netmap(t1 + ms(3));
         assert!(sc.pass_started(t1 + MIN_PASS_GAP));
@@ -470,10 +488,18 @@ mod tests {
             (t0 + s(30), Wake::Full),
             "the access re-read (t0 + 10 s) waits while tailscaled is unreachable; polling goes on"
         );
-        assert_eq!(sc.read_failed(t0 + s(30)), Some(s(31)), "grace counts from the first failure");
+        assert_eq!(
+            sc.read_failed(t0 + s(30)),
+            Some(s(31)),
+            "grace counts from the first failure"
+        );
         assert_eq!(sc.read_failed(t0 + s(61)), None, "past grace: recorded");
         sc.read_ok();
-        assert_eq!(sc.read_failed(t0 + s(100)), Some(s(60)), "a new outage, a new grace");
+        assert_eq!(
+            sc.read_failed(t0 + s(100)),
+            Some(s(60)),
+            "a new outage, a new grace"
+        );
     }
 
     #[test]
@@ -484,17 +510,30 @@ mod tests {
             to_send: true,
             ..PassDone::default()
         };
-        assert!(sc.pass_done(&to_send, t0 + s(1)), "after a quiet period: at once");
+        assert!(
+            sc.pass_done(&to_send, t0 + s(1)),
+            "after a quiet period: at once"
+        );
         sc.sent(t0 + s(1));
-        assert!(!sc.pass_done(&to_send, t0 + s(2)), "within the window: held");
+        assert!(
+            !sc.pass_done(&to_send, t0 + s(2)),
+            "within the window: held"
+        );
         assert_eq!(sc.deliver_at, Some(t0 + s(6)));
         assert!(!sc.pass_done(&to_send, t0 + s(3)));
-        assert_eq!(sc.deliver_at, Some(t0 + s(6)), "one more message for the burst");
+        assert_eq!(
+            sc.deliver_at,
+            Some(t0 + s(6)),
+            "one more message for the burst"
+        );
         assert_eq!(next_but_poll(&mut sc), (t0 + s(6), Wake::Deliver));
         sc.sent(t0 + s(6));
         assert_eq!(sc.deliver_at, None);
         assert!(sc.pass_done(&to_send, t0 + s(12)), "the window is over");
-        assert!(!sc.pass_done(&PassDone::default(), t0 + s(13)), "nothing to send");
+        assert!(
+            !sc.pass_done(&PassDone::default(), t0 + s(13)),
+            "nothing to send"
+        );
     }
 
     #[test]
@@ -554,7 +593,11 @@ mod tests {
         sc.fire(Wake::Guard, at);
         assert!(sc.guard_reading);
         sc.fire(Wake::Poll, at + DELIVERY_POLL);
-        assert_ne!(sc.next(false).1, Wake::Guard, "not while a read is under way");
+        assert_ne!(
+            sc.next(false).1,
+            Wake::Guard,
+            "not while a read is under way"
+        );
         sc.guard_read();
         assert!(!sc.guard_reading);
     }

@@ -1,6 +1,16 @@
 //! Two access models compared by principal, target and protocol: `access.*` events.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use crate::diff::access::ports::{merge, subtract};
+use crate::diff::access::THIS_SERVER;
+use crate::model::access::{
+    ports_text, ssh_action_text, Access, Principal, Reach, SshAction, SshGrant,
+};
+use crate::model::event_kind::EventKind;
+use crate::model::{Change, Event, Snapshot, StableNodeId};
 
 /// Ports whose opening is called out by name.
 pub(super) const WELL_KNOWN: [(u16, &str); 3] = [(22, "SSH"), (3389, "RDP"), (5900, "VNC")];

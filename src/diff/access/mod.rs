@@ -12,14 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use chrono::{DateTime, Utc};
-use ipnet::IpNet;
-
-use crate::model::access::{
-    ports_text, ssh_action_text, Access, CapEntry, NetmapPeer, NodeTrust, NodeView, Principal,
-    Reach, SshAction, SshGrant, SshPrincipal,
-};
-use crate::model::{Change, Device, Event, EventKind, Snapshot, StableNodeId};
+use crate::model::access::{Access, CapEntry, NodeTrust, NodeView, Principal, Reach, SshGrant};
+use crate::model::{Snapshot, StableNodeId};
 
 /// The target name of ports on this server itself.
 pub const THIS_SERVER: &str = "this server";
@@ -32,8 +26,10 @@ mod tests;
 mod trust;
 
 pub use events::events;
-use ports::*;
-use resolve::*;
+
+use crate::diff::access::ports::merge;
+use crate::diff::access::resolve::{proto_names, Resolver};
+
 pub use trust::trust_events;
 
 /// The canonical model of what this node was told.

@@ -1,7 +1,14 @@
 //! Each filter source resolved to the device and user behind it (through the snapshot or a
 //! `whois` label), and protocol numbers named.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::diff::access::THIS_SERVER;
+use crate::model::access::{NetmapPeer, NodeView, Principal, SshPrincipal};
+use crate::model::{Device, Snapshot, StableNodeId};
 
 pub(super) struct Resolver<'a> {
     snap: &'a Snapshot,

@@ -1,6 +1,13 @@
 //! The access model and its events against small netmaps and snapshots.
 
 use super::*;
+
+use chrono::{DateTime, Utc};
+
+use crate::model::access::{SshAction, SshPrincipal};
+use crate::model::event_kind::EventKind;
+use crate::model::{Device, Event};
+
 use crate::diff::{diff, Known, Policy};
 use crate::model::access::{DstPorts, FilterRule, SshRule, TailnetLock};
 use crate::model::{NodeKey, Severity, User, UserId};
@@ -102,7 +109,7 @@ fn between(a: &Snapshot, b: &Snapshot) -> Vec<Event> {
             .devices
             .values()
             .map(|d| {
-                let k = crate::diff::KnownDevice {
+                let k = crate::model::state::KnownDevice {
                     device: d.clone(),
                     removed: false,
                     expiring_alerted: None,
@@ -116,7 +123,7 @@ fn between(a: &Snapshot, b: &Snapshot) -> Vec<Event> {
             .users
             .values()
             .map(|u| {
-                let k = crate::diff::KnownUser {
+                let k = crate::model::state::KnownUser {
                     user: u.clone(),
                     removed: false,
                 };

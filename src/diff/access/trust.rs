@@ -1,6 +1,10 @@
 //! This node's own trust settings (routes it advertises, Tailnet Lock, prefs): `node.*` events.
 
-use super::*;
+use chrono::{DateTime, Utc};
+
+use crate::model::access::NodeTrust;
+use crate::model::event_kind::EventKind;
+use crate::model::{Change, Event};
 
 pub(super) fn routes_text(r: &[String]) -> String {
     if r.is_empty() {

@@ -1,6 +1,8 @@
 //! "What to do": the advice per event kind, after the event's own fix.
 
-use super::*;
+use crate::model::event_kind::EventKind;
+use crate::model::Event;
+use crate::sanitize;
 
 /// What the administrator should do about an event.
 pub(super) fn action(e: &Event) -> String {

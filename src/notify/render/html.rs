@@ -1,6 +1,11 @@
 //! One event as HTML (the mail HTML part), every value escaped.
 
-use super::*;
+use std::fmt::Write as _;
+
+use crate::model::{Event, Severity};
+use crate::notify::render::advice::action;
+use crate::notify::render::{device_rows, severity_label, when};
+use crate::sanitize;
 
 pub(super) fn event_html(out: &mut String, e: &Event) {
     let h = |v: &str| sanitize::html(v, 300);

@@ -17,8 +17,8 @@ mod html;
 mod tests;
 mod text;
 
-use advice::*;
-use html::*;
+use crate::notify::render::html::event_html;
+
 pub use text::event_text;
 
 /// Facts about the monitor itself that go into every message.

@@ -1,6 +1,13 @@
 //! One event as plain text (mail text parts, chats, the terminal).
 
-use super::*;
+use std::fmt::Write as _;
+
+use crate::model::event_kind::EventKind;
+use crate::model::Event;
+use crate::notify::render::advice::action;
+use crate::notify::render::{device_rows, severity_label, when};
+use crate::sanitize;
+use crate::sanitize::NAME_MAX;
 
 /// One event as plain text, for mail bodies and the terminal.
 pub fn event_text(out: &mut String, e: &Event) {
