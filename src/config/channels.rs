@@ -12,6 +12,8 @@ use crate::model::event_kind::EventKind;
 use crate::model::route::Route;
 use crate::model::Severity;
 
+// Two-way with `notify`: each channel parses its own keys (`notify::channels`) with the
+// config's key readers (`config::keys`), so adding a channel touches one room.
 use crate::notify::channels::ChannelKind;
 
 #[derive(Debug, Clone)]

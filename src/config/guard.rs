@@ -72,15 +72,6 @@ impl GuardConfig {
     }
 }
 
-/// A Linux interface name (what the root side also checks).
-pub fn valid_interface(s: &str) -> bool {
-    (1..16).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        && s != "."
-        && s != ".."
-}
-
 pub(super) fn parse(cx: &Ctx<'_>, raw: &RawGuard) -> Result<GuardConfig, ConfigError> {
     let mode = cx.choice(
         &raw.mode,
@@ -90,7 +81,7 @@ pub(super) fn parse(cx: &Ctx<'_>, raw: &RawGuard) -> Result<GuardConfig, ConfigE
     )?;
     let interface = match &raw.interface {
         None => "tailscale0".to_owned(),
-        Some(i) if valid_interface(i.get_ref()) => i.get_ref().clone(),
+        Some(i) if crate::model::guard::valid_interface(i.get_ref()) => i.get_ref().clone(),
         Some(i) => {
             return Err(cx.at(
                 i,

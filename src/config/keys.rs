@@ -186,7 +186,7 @@ pub fn shown_url(text: &str) -> String {
     crate::sanitize::line(&format!("{scheme}://{host}{more}"), 120)
 }
 
-pub(crate) fn http_url(
+pub(super) fn http_url(
     cx: &Ctx,
     raw: &Spanned<String>,
     key: &str,
@@ -210,7 +210,7 @@ pub(crate) fn http_url(
 
 /// `u` unchanged, unless it would send a credential in clear: plain `http://` is for loopback
 /// only (a local proxy, a local Headscale), as for SMTP (F10).
-pub(crate) fn no_plain_http(
+pub(super) fn no_plain_http(
     cx: &Ctx,
     raw: &Spanned<String>,
     key: &str,

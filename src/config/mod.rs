@@ -14,13 +14,13 @@ use crate::diff::{ConnectAlert, Policy};
 use crate::model::route::Route;
 use crate::model::Severity;
 
-mod channels;
+pub(crate) mod channels;
 mod control;
-mod ctx;
+pub(crate) mod ctx;
 mod guard;
-mod keys;
-mod raw;
-mod secret;
+pub(crate) mod keys;
+pub(crate) mod raw;
+pub(crate) mod secret;
 mod show;
 mod socket;
 #[cfg(test)]
@@ -36,9 +36,8 @@ use crate::config::ctx::Ctx;
 use crate::config::raw::RawConfig;
 use crate::config::secret::{read_secret, writable_only_by_owner};
 
-pub use guard::{valid_interface, Doors, GuardConfig, GuardMode};
-pub use keys::{is_loopback, shown_url, toml_str, Keys, UrlUse};
-pub(crate) use raw::{OneOrMany, RawNotify};
+pub use guard::{Doors, GuardConfig, GuardMode};
+
 pub use secret::Secret;
 pub use socket::default_socket;
 
@@ -208,7 +207,7 @@ impl Config {
             privileged_socket: raw
                 .tailscale
                 .privileged_socket
-                .unwrap_or_else(|| PathBuf::from(crate::privileged::DEFAULT_SOCKET)),
+                .unwrap_or_else(|| PathBuf::from(socket::DEFAULT_PRIVILEGED_SOCKET)),
             cli: raw
                 .tailscale
                 .cli

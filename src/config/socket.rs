@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// Where the socket unit (and `privileged --listen`'s example) puts the socket.
+pub const DEFAULT_PRIVILEGED_SOCKET: &str = "/run/tailscale-monitor/privileged.sock";
+
 /// Default LocalAPI socket for this OS, preferring one that exists (Synology, QNAP, Gokrazy).
 pub fn default_socket() -> PathBuf {
     if cfg!(target_os = "macos") {

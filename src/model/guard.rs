@@ -334,6 +334,15 @@ impl ApproveNew {
     }
 }
 
+/// A Linux interface name (what the root side also checks).
+pub fn valid_interface(s: &str) -> bool {
+    (1..16).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && s != "."
+        && s != ".."
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use super::render::{Context, Rendered};
-use crate::config::Secret;
+use crate::config::secret::Secret;
 use crate::model::Event;
 use crate::model::Severity;
 use crate::sanitize;
@@ -175,7 +175,10 @@ pub(crate) fn show_url(out: &mut String, key: &str, url: &url::Url, secret: bool
     } else {
         sanitize::redact_url(url)
     };
-    out.push_str(&format!("{key} = {}\n", crate::config::toml_str(&shown)));
+    out.push_str(&format!(
+        "{key} = {}\n",
+        crate::config::keys::toml_str(&shown)
+    ));
 }
 
 /// The start of an error answer, for the one-line message (F11: a channel that answers an error

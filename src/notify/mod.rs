@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use tracing::{error, info, warn};
 
-use crate::config::Channel;
+use crate::config::channels::Channel;
 use crate::model::{Event, EventKind};
 use crate::store::{Store, StoreError};
 

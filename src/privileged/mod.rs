@@ -38,6 +38,7 @@
 //!
 //! No request carries a set, an interface or a name of the monitor's choosing.
 
+pub mod caps;
 pub mod nft;
 pub mod root;
 pub mod server;
@@ -55,8 +56,6 @@ pub use root::Confirmed;
 
 /// The protocol version both sides speak (3: the root side owns the guard's decision).
 pub const PROTOCOL: u32 = 3;
-/// Where the socket unit (and `privileged --listen`'s example) puts the socket.
-pub const DEFAULT_SOCKET: &str = "/run/tailscale-monitor/privileged.sock";
 /// The longest request line the root side reads (a guard set of 16,384 IPv6 and as many IPv4
 /// addresses is about 1.1 MB).
 pub const MAX_REQUEST: u64 = 2 << 20;

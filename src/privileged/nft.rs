@@ -63,7 +63,7 @@ const MAX_LIST: usize = 24 << 20;
 /// per family, none of them a default route (which would let every source in) and none inside
 /// another (nftables refuses overlapping intervals).
 pub fn validate(interface: &str, set: &GuardSet) -> Result<(), String> {
-    if !crate::config::valid_interface(interface) {
+    if !crate::model::guard::valid_interface(interface) {
         return Err("the interface is not a valid interface name".into());
     }
     if set.v4.len() > MAX_ADDRESSES || set.v6.len() > MAX_ADDRESSES {

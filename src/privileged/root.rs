@@ -22,8 +22,11 @@ use serde_json::Value;
 use tracing::info;
 
 use super::nft;
-use crate::config::{valid_interface, Doors, GuardMode};
+// The root side reads `[guard]` with the monitor's own config parser (`config` never imports
+// `privileged`).
+use crate::config::{Doors, GuardMode};
 use crate::diff::guard::set::{anomalies, desired};
+use crate::model::guard::valid_interface;
 use crate::model::guard::{Approval, ApproveNew, Decision, Enforced, GuardSet, Selector};
 use crate::model::StableNodeId;
 use crate::source::localapi::LocalApi;
@@ -239,7 +242,7 @@ impl RootPaths {
 /// plane's words).
 async fn netmap(paths: &RootPaths) -> Result<(Vec<GuardPeer>, Option<String>), String> {
     let socket = paths.tailscaled.clone();
-    super::server::unprivileged(move || async move {
+    super::caps::unprivileged(move || async move {
         let api = LocalApi::new(&socket, TAILSCALED_TIMEOUT);
         let body = api.current_netmap().await.map_err(|(_, e)| e.0)?;
         let (_, peers) = parse_guard_peers(&body)?;

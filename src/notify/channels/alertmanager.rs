@@ -4,7 +4,8 @@
 use serde_json::{json, Value};
 
 use super::{Message, Room};
-use crate::config::{ConfigError, Keys, UrlUse};
+use crate::config::ctx::ConfigError;
+use crate::config::keys::{Keys, UrlUse};
 use crate::model::Event;
 use crate::notify::http::{self, SendError};
 use crate::notify::render::Context;

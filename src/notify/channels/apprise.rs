@@ -6,7 +6,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use super::{Message, Room};
-use crate::config::{toml_str, ConfigError, Keys};
+use crate::config::ctx::ConfigError;
+use crate::config::keys::{toml_str, Keys};
 use crate::notify::http::{self, SendError};
 use crate::notify::render::Rendered;
 use crate::sanitize;

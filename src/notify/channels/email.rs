@@ -14,9 +14,10 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message as Mail, Tokio1Executor
 use toml::Spanned;
 
 use super::{Message, Room};
-use crate::config::{
-    is_loopback, shown_url, toml_str, ConfigError, Keys, OneOrMany, RawNotify, Secret,
-};
+use crate::config::ctx::ConfigError;
+use crate::config::keys::{is_loopback, shown_url, toml_str, Keys};
+use crate::config::raw::{OneOrMany, RawNotify};
+use crate::config::secret::Secret;
 use crate::notify::http::SendError;
 use crate::notify::render::Rendered;
 

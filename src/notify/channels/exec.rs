@@ -7,7 +7,8 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use super::{Message, Room};
-use crate::config::{toml_str, ConfigError, Keys};
+use crate::config::ctx::ConfigError;
+use crate::config::keys::{toml_str, Keys};
 use crate::notify::http::{self, SendError};
 use crate::sanitize;
 

@@ -1,8 +1,9 @@
 //! The channels, one room each: its `[[notify]]` keys and their validation (through
-//! [`config::Keys`](crate::config::Keys)), its redacted display, its payload and its send. Adding
+//! [`config::Keys`](crate::config::keys::Keys)), its redacted display, its payload and its send. Adding
 //! a channel is a file here and one line in the registry below.
 
-use crate::config::{ConfigError, Keys};
+use crate::config::ctx::ConfigError;
+use crate::config::keys::Keys;
 
 pub use super::http::Message;
 use super::http::SendError;
@@ -21,9 +22,9 @@ macro_rules! secret_webhook {
         impl super::Room for $ty {
             const NAME: &'static str = $name;
 
-            fn parse(k: &crate::config::Keys) -> Result<Self, crate::config::ConfigError> {
+            fn parse(k: &crate::config::keys::Keys) -> Result<Self, crate::config::ctx::ConfigError> {
                 Ok($ty {
-                    url: k.url(crate::config::UrlUse::Secret)?,
+                    url: k.url(crate::config::keys::UrlUse::Secret)?,
                 })
             }
 

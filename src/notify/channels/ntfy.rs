@@ -1,7 +1,9 @@
 //! ntfy: a POST of the text to the topic URL, priority by severity.
 
 use super::{Message, Room};
-use crate::config::{ConfigError, Keys, Secret, UrlUse};
+use crate::config::ctx::ConfigError;
+use crate::config::keys::{Keys, UrlUse};
+use crate::config::secret::Secret;
 use crate::model::Severity;
 use crate::notify::http::{self, SendError};
 use crate::sanitize;

@@ -3,7 +3,9 @@
 use serde_json::json;
 
 use super::{Message, Room};
-use crate::config::{ConfigError, Keys, Secret, UrlUse};
+use crate::config::ctx::ConfigError;
+use crate::config::keys::{Keys, UrlUse};
+use crate::config::secret::Secret;
 use crate::model::Severity;
 use crate::notify::http::{self, SendError};
 use crate::sanitize;

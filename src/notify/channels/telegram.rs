@@ -3,7 +3,9 @@
 use serde_json::json;
 
 use super::{Message, Room};
-use crate::config::{toml_str, ConfigError, Keys, Secret};
+use crate::config::ctx::ConfigError;
+use crate::config::keys::{toml_str, Keys};
+use crate::config::secret::Secret;
 use crate::notify::http::{self, SendError};
 
 #[derive(Debug, Clone)]

@@ -1,7 +1,9 @@
 //! Generic webhook: a POST of the documented JSON, signed with HMAC-SHA256 when a secret is set.
 
 use super::{Message, Room};
-use crate::config::{ConfigError, Keys, Secret, UrlUse};
+use crate::config::ctx::ConfigError;
+use crate::config::keys::{Keys, UrlUse};
+use crate::config::secret::Secret;
 use crate::notify::http::{self, SendError, SIGNATURE_HEADER};
 
 #[derive(Debug, Clone)]
