@@ -1,132 +1,121 @@
-//! One event as HTML (the mail HTML part), every value escaped.
+//! The HTML writer of [`blocks`](super::blocks): the mail's HTML part. Every value passes
+//! `sanitize::html`.
 
 use std::fmt::Write as _;
 
 use crate::model::{Event, Severity};
-use crate::notify::render::advice::action;
-use crate::notify::render::{device_rows, severity_label, when};
+use crate::notify::render::blocks::{blocks, Block, Piece};
+use crate::notify::render::severity_label;
 use crate::sanitize;
 
+fn spans(pieces: &[Piece<'_>]) -> String {
+    pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Fixed(s) => html_escape::encode_safe(s).into_owned(),
+            Piece::Value(v, max) => sanitize::html(v, *max),
+        })
+        .collect()
+}
+
+const TABLE: &str = "<table border=\"1\" cellpadding=\"3\" style=\"border-collapse:collapse\">";
+
 pub(super) fn event_html(out: &mut String, e: &Event) {
-    let h = |v: &str| sanitize::html(v, 300);
-    let color = match e.severity {
-        Severity::Critical => "#b00020",
-        Severity::Warning => "#b26a00",
-        Severity::Info => "#555",
-    };
-    let _ = write!(
-        out,
-        "<h3 style=\"color:{color}\">{} · {} — {}</h3><table cellpadding=\"2\">\
-         <tr><td><b>When</b></td><td>{}</td></tr>",
-        severity_label(e.severity),
-        e.kind,
-        h(&e.summary),
-        when(e.at)
-    );
-    if let Some(d) = &e.device {
-        for (k, v) in device_rows(d, e.user.as_ref()) {
-            let _ = write!(out, "<tr><td><b>{k}</b></td><td>{}</td></tr>", h(&v));
+    // The facts (the rows after the heading) are one table.
+    let mut facts = false;
+    for b in blocks(e) {
+        if facts && !matches!(b, Block::Row { .. }) {
+            out.push_str("</table>");
+            facts = false;
         }
-    } else if let Some(u) = &e.user {
-        let _ = write!(
-            out,
-            "<tr><td><b>User</b></td><td>{} ({}), ID {}</td></tr>",
-            h(&u.login),
-            h(&u.display_name),
-            u.id
-        );
-    }
-    for c in &e.changes {
-        let _ = write!(
-            out,
-            "<tr><td><b>Changed</b></td><td>{}: {} → {}</td></tr>",
-            h(&c.field),
-            h(&c.old),
-            h(&c.new)
-        );
-    }
-    if !e.detail.is_empty() {
-        let _ = write!(
-            out,
-            "<tr><td><b>Note</b></td><td>{}</td></tr>",
-            h(&e.detail)
-        );
-    }
-    out.push_str("</table>");
-    if !e.users.is_empty() {
-        let _ = write!(out, "<p><b>Users ({})</b></p><ul>", e.users.len());
-        for u in &e.users {
-            let _ = write!(
+        let _ = match b {
+            Block::Heading {
+                severity,
+                kind,
+                summary,
+            } => {
+                let color = match severity {
+                    Severity::Critical => "#b00020",
+                    Severity::Warning => "#b26a00",
+                    Severity::Info => "#555",
+                };
+                write!(
+                    out,
+                    "<h3 style=\"color:{color}\">{} · {kind} — {}</h3>",
+                    severity_label(severity),
+                    spans(&summary)
+                )
+            }
+            Block::Row { label, value } => {
+                if !facts {
+                    out.push_str("<table cellpadding=\"2\">");
+                    facts = true;
+                }
+                write!(
+                    out,
+                    "<tr><td><b>{}</b></td><td>{}</td></tr>",
+                    sanitize::html(&label, 100),
+                    spans(&value)
+                )
+            }
+            Block::List { title, items } => {
+                let _ = write!(out, "<p><b>{title}</b></p><ul>");
+                for i in &items {
+                    let _ = write!(out, "<li>{}</li>", spans(i));
+                }
+                write!(out, "</ul>")
+            }
+            Block::Table {
+                title,
+                columns,
+                rows,
+                empty,
+            } => {
+                let _ = write!(out, "<p><b>{title}</b></p>");
+                match empty.filter(|_| rows.is_empty()) {
+                    Some(empty) => write!(out, "<p>{empty}</p>"),
+                    None => {
+                        out.push_str(TABLE);
+                        out.push_str("<tr>");
+                        for (header, _) in columns {
+                            let _ = write!(out, "<th>{header}</th>");
+                        }
+                        out.push_str("</tr>");
+                        for row in &rows {
+                            out.push_str("<tr>");
+                            for cell in row {
+                                let _ = write!(out, "<td>{}</td>", spans(cell));
+                            }
+                            out.push_str("</tr>");
+                        }
+                        write!(out, "</table>")
+                    }
+                }
+            }
+            Block::Lines { lines, .. } => {
+                out.push_str("<pre style=\"background:#f6f6f6;padding:6px\">");
+                for l in lines {
+                    let color = match l.chars().next() {
+                        Some('+') => "#0a0",
+                        Some('-') => "#b00020",
+                        _ => "#555",
+                    };
+                    let _ = writeln!(
+                        out,
+                        "<span style=\"color:{color}\">{}</span>",
+                        sanitize::html(l, 300)
+                    );
+                }
+                write!(out, "</pre>")
+            }
+            Block::Action(a) => write!(
                 out,
-                "<li>{} ({}), ID {}</li>",
-                h(&u.login),
-                h(&u.display_name),
-                u.id
-            );
-        }
-        out.push_str("</ul>");
+                "<p><b>What to do:</b> {}</p>",
+                sanitize::html(&a, 2000)
+            ),
+        };
     }
-    if !e.devices.is_empty() {
-        let _ = write!(
-            out,
-            "<p><b>Devices ({})</b></p><table border=\"1\" cellpadding=\"3\" style=\"border-collapse:collapse\">\
-             <tr><th>Device</th><th>User</th><th>Addresses</th><th>OS</th><th>Node ID</th></tr>",
-            e.devices.len()
-        );
-        for d in &e.devices {
-            let owner = e
-                .users
-                .iter()
-                .find(|u| u.id == d.user_id)
-                .map_or("?", |u| u.login.as_str());
-            let _ = write!(
-                out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                h(d.display_name()),
-                h(owner),
-                h(&d.addresses.join(", ")),
-                h(&d.os),
-                h(&d.id.0)
-            );
-        }
+    if facts {
         out.push_str("</table>");
     }
-    if !e.diff.is_empty() {
-        out.push_str("<pre style=\"background:#f6f6f6;padding:6px\">");
-        for l in &e.diff {
-            let color = match l.chars().next() {
-                Some('+') => "#0a0",
-                Some('-') => "#b00020",
-                _ => "#555",
-            };
-            let _ = writeln!(out, "<span style=\"color:{color}\">{}</span>", h(l));
-        }
-        out.push_str("</pre>");
-    }
-    if let Some(rows) = &e.access {
-        let _ = write!(
-            out,
-            "<p><b>Who can reach this server ({})</b></p>",
-            rows.len()
-        );
-        if rows.is_empty() {
-            out.push_str("<p>Nobody: the policy lets no other device in.</p>");
-        } else {
-            out.push_str(
-                "<table border=\"1\" cellpadding=\"3\" style=\"border-collapse:collapse\">\
-                 <tr><th>Who</th><th>Ports</th><th>SSH as</th></tr>",
-            );
-            for r in rows {
-                let _ = write!(
-                    out,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    h(&r.who),
-                    h(&r.ports),
-                    h(&r.ssh)
-                );
-            }
-            out.push_str("</table>");
-        }
-    }
-    let _ = write!(out, "<p><b>What to do:</b> {}</p>", h(&action(e)));
 }

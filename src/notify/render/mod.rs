@@ -12,6 +12,7 @@ use crate::model::{Device, Event, EventKind, Severity, User};
 use crate::sanitize::{self, NAME_MAX, SUBJECT_MAX};
 
 mod advice;
+pub(crate) mod blocks;
 mod html;
 #[cfg(test)]
 mod tests;

@@ -172,3 +172,49 @@ fn subject_names_the_worst_event_and_counts_the_rest() {
     );
     assert!(s.ends_with("(+1 more)"), "{s}");
 }
+
+/// One walk: every section the blocks hold is in both the text and the HTML, each value escaped
+/// for its syntax (the writers never look at the event itself).
+#[test]
+fn text_and_html_write_the_same_blocks() {
+    let mut e = hostile();
+    e.changes = vec![crate::model::Change {
+        field: "tags".into(),
+        old: "(none)".into(),
+        new: "tag:<b>".into(),
+    }];
+    e.detail = "a note & more".into();
+    e.users = vec![e.user.clone().unwrap()];
+    e.devices = vec![e.device.clone().unwrap()];
+    e.diff = vec!["+ added".into(), "- removed".into()];
+    e.access = Some(vec![]);
+    let r = render(&Context::new("web-01"), &[&e]);
+    for b in blocks::blocks(&e) {
+        let (title, value) = match &b {
+            blocks::Block::Row { label, value } => (label.to_string(), value.clone()),
+            blocks::Block::List { title, items } => (title.clone(), items[0].clone()),
+            blocks::Block::Table {
+                title, rows, empty, ..
+            } => match rows.first() {
+                Some(row) => (title.clone(), row[0].clone()),
+                None => (
+                    title.clone(),
+                    vec![blocks::Piece::Fixed(empty.unwrap().into())],
+                ),
+            },
+            _ => continue,
+        };
+        assert!(r.text.contains(&title), "{title} in the text");
+        assert!(r.html.contains(&title), "{title} in the HTML");
+        for p in value {
+            if let blocks::Piece::Value(v, max) = p {
+                assert!(r.text.contains(&sanitize::line(&v, max)), "{v} in the text");
+                assert!(r.html.contains(&sanitize::html(&v, max)), "{v} in the HTML");
+            }
+        }
+    }
+    assert!(!r.html.contains("<b>\""), "{}", r.html);
+    assert!(r
+        .text
+        .contains("Nobody: the policy lets no other device in."));
+}
