@@ -1,30 +1,60 @@
 //! tailscale-monitor: a security monitor for Tailscale and Headscale tailnets.
 //!
-//! One pass, the same for `check`, `run` and `demo` ([`monitor::read`] then [`monitor::commit`]):
+//! Start at [`app::pass`]: one pass, the same for `check`, `run` and `demo` ([`app::pass::read`]
+//! then [`app::pass::commit`]):
 //!
 //! ```text
 //!  source ──Snapshot──▶ diff + posture (pure) ──Outcome──▶ store (one transaction) ──▶ notify (outbox)
 //! ```
 //!
-//! Where things live:
-//! - [`model`]: plain data, no I/O. The snapshot and its devices, the events ([`model::EventKind`]
-//!   is one table), the known state and the outcome ([`model::state`]), routes, policy text.
+//! Where things live (no room imports one above it but for the notes at the import):
+//! - [`model`]: plain data, no I/O. The snapshot and its devices ([`model::Device::membership`]
+//!   is what makes a device the same member), the events ([`model::EventKind`] is one table),
+//!   the known state and the outcome ([`model::state`]), the guard's state ([`model::guard`]).
 //! - [`source`]: the reads. tailscaled's LocalAPI (status, the IPN bus, the netmap), the CLI, the
 //!   control plane (`source::control`: Headscale API, Tailscale Admin API and its webhooks).
 //!   An error is an error, never an empty tailnet.
 //! - [`diff`]: the pure core, known × snapshot → events, by concern: `membership`,
 //!   `device_changes`, `connections`, `lookalikes`, `health`, `parts`, [`diff::access`],
-//!   [`diff::control`], [`diff::presence`].
+//!   [`diff::control`], [`diff::presence`], [`diff::guard`] (which addresses the guard lets in,
+//!   which doors are open, what it blocked).
 //! - [`posture`]: the hardening audit (pure), by area, evaluated once per control read.
 //! - [`store`]: SQLite. The schema, the pass's transaction, the known state, the hash-chained log,
-//!   the outbox, meta and the metrics counters.
-//! - [`notify`]: rendering (text, HTML, defanged names) and the channels; a row leaves the outbox
-//!   only when its channel took it.
-//! - [`monitor`]: the pass. [`outage`]: the store failing and recovering. [`digest`]: the digest.
-//! - [`cli`]: one file per command; [`daemon`]: `run` (the bus, the schedule, SIGHUP).
-//! - [`config`]: the file, by section, with `file:line` errors and secrets that never print.
-//! - [`privileged`]: the small root side that reads the packet filter for tailscaled >= 1.104.
+//!   the outbox, meta, the guard's state and the metrics counters.
+//! - [`notify`]: rendering ([`notify::render::blocks`] is the one walk over an event; the text
+//!   and HTML writers format its blocks) and the channels; a row leaves the outbox only when its
+//!   channel took it.
+//! - [`app`]: the application. [`app::pass`], [`app::outage`] (the store failing and recovering),
+//!   [`app::digest`], [`app::guard`] (the guard's I/O: the relay, its poll) and [`app::daemon`]
+//!   (`run`: [`app::daemon::schedule`] owns every deadline, `bus`, `reload`).
+//! - [`cli`]: one file per command. [`config`]: the file, by section, with `file:line` errors and
+//!   secrets that never print.
+//! - [`privileged`]: the root side (`tailscale-monitor privileged`): it reads tailscaled's netmap
+//!   for the monitor, owns the guard's approvals and decision, and applies the nftables table
+//!   (`privileged::nft`); the monitor's client of it.
 //! - [`listener`], [`metrics`], [`sanitize`]: the HTTP listeners, `/metrics`, the one sanitizer.
+//!
+//! Adding …
+//! - **a channel**: a file in `notify/channels/` (its keys, their check, its redacted display, its
+//!   payload, its send, behind the `Room` trait) and one line in that folder's `registry!`; keys
+//!   no channel had before also go into `config/raw.rs` (`RawNotify`). Its test starts the real
+//!   server in `tests/it/channels.rs`; the README's channel table gets a row.
+//! - **an event kind**: one row in `model/event_kind.rs` (a test wants its README row, the
+//!   compiler its advice in `notify/render/advice.rs`), its detector in `diff/<concern>.rs`
+//!   with a unit test in `diff/tests.rs`; `cli/check.rs` says whether it makes `check` exit 2.
+//! - **a posture check**: a row in `posture/catalog.rs` (id, area, title, severity, fix; a test
+//!   wants it in the README's list) and its judgement in `posture/<area>.rs`.
+//! - **a guard rule**: which addresses get in is `diff/guard/set.rs` (pure, shared by the
+//!   monitor and the root side); a door tailscaled answers itself is `diff/guard/doors.rs`; what
+//!   the kernel does is `privileged/nft.rs::rules`; what root decides and keeps is
+//!   `privileged/root.rs`; when the monitor asks is `app/guard/`. Unit tests beside each; the
+//!   kernel story is `tests/it/guard.rs`.
+//! - **a web page**: another writer of `notify::render::blocks` (beside `text.rs` and
+//!   `html.rs`), served by its own room that reads the store as `cli` does and is started by
+//!   `app::daemon` like the other listeners.
+//! - **an export format**: a pure function from a logged event (`store::log`) to its record, beside
+//!   the writers in `notify/render/`, and its sink as a channel room or an `app/` step that reads
+//!   the log from its own checkpoint.
 
 /// The version and the git commit it was built from (`build.rs`).
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TM_GIT_COMMIT"), ")");
