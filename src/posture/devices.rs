@@ -2,27 +2,19 @@
 
 use chrono::Duration;
 
-use crate::model::posture::Status;
-use crate::model::Severity;
+use crate::model::posture::{DeviceFacts, Status};
 use crate::posture::{is_headscale, list, pass_if, unreadable, Inputs, Out, STALE_DAYS};
+
+/// A fact of a device that a check flags.
+type Flag = fn(&DeviceFacts) -> bool;
 
 pub(super) fn devices(o: &mut Out, i: &Inputs) {
     let hs = is_headscale(i);
     let Some(c) = i.control else {
-        for (id, title, sev) in [
-            (
-                "DV-01",
-                "Key expiry is on for user devices",
-                Severity::Warning,
-            ),
-            ("DV-02", "Tagged devices' keys expire", Severity::Info),
-            ("DV-03", "No device unseen for 60+ days", Severity::Info),
-            ("DV-04", "No external (shared-in) devices", Severity::Info),
-            ("DV-05", "Devices are up to date", Severity::Info),
-            ("DV-06", "No node key in use twice", Severity::Critical),
-            ("DV-07", "No Tailnet Lock errors", Severity::Warning),
+        for id in [
+            "DV-01", "DV-02", "DV-03", "DV-04", "DV-05", "DV-06", "DV-07",
         ] {
-            o.add(id, title, sev, Status::Unknown, unreadable(i), "");
+            o.add(id, Status::Unknown, unreadable(i), "");
         }
         return;
     };
@@ -40,16 +32,7 @@ pub(super) fn devices(o: &mut Out, i: &Inputs) {
         .map(name)
         .collect();
     o.judge(
-        (
-            "DV-01",
-            "Key expiry is on for user devices",
-            Severity::Warning,
-            if hs {
-                "headscale nodes expire <id> and re-register with an expiring key; set node.expiry"
-            } else {
-                "admin console → Machines → … → Enable key expiry"
-            },
-        ),
+        "DV-01",
         user_no_expiry.is_empty(),
         format!(
             "all {} user-owned device(s) have key expiry",
@@ -64,12 +47,7 @@ pub(super) fn devices(o: &mut Out, i: &Inputs) {
         .map(name)
         .collect();
     o.judge(
-        (
-            "DV-02",
-            "Tagged devices' keys expire",
-            Severity::Info,
-            "enable key expiry on tagged servers and rotate them with an OAuth client or auth key",
-        ),
+        "DV-02",
         tagged_no_expiry.is_empty(),
         "every tagged device's key expires",
         format!(
@@ -97,8 +75,6 @@ pub(super) fn devices(o: &mut Out, i: &Inputs) {
         .any(|id| facts.get(id).is_some_and(|f| f.last_seen.is_some()));
     o.add(
         "DV-03",
-        "No device unseen for 60+ days",
-        Severity::Info,
         match (stale.is_empty(), seen_known || c.devices.is_empty()) {
             (false, _) => Status::Fail,
             (true, true) => Status::Pass,
@@ -109,71 +85,47 @@ pub(super) fn devices(o: &mut Out, i: &Inputs) {
         } else {
             format!("last seen more than 60 days ago: {}", list(&stale))
         },
-        if hs {
-            "headscale nodes delete -i <id>"
-        } else {
-            "admin console → Machines → remove devices no longer in use"
-        },
+        o.fix("DV-03"),
     );
-    let by_fact = |f: fn(&crate::model::posture::DeviceFacts) -> bool| -> Vec<String> {
+    let by_fact = |f: Flag| -> Vec<String> {
         c.devices
             .values()
             .filter(|d| facts.get(&d.id).is_some_and(f))
             .map(name)
             .collect()
     };
-    #[allow(clippy::type_complexity)]
-    let flags: [(
-        &str,
-        &str,
-        Severity,
-        fn(&crate::model::posture::DeviceFacts) -> bool,
-        &str,
-        &str,
-    ); 4] = [
+    // Each check, the fact it flags, and how the evidence names the devices.
+    let flags: [(&str, Flag, &str); 4] = [
         (
             "DV-04",
-            "No external (shared-in) devices",
-            Severity::Info,
             |f| f.is_external == Some(true),
             "shared in from another tailnet",
-            "admin console → Machines → review shared-in devices and remove unneeded shares",
         ),
         (
             "DV-05",
-            "Devices are up to date",
-            Severity::Info,
             |f| f.update_available == Some(true),
             "update available on",
-            "update those clients, or turn on Settings → Device management → Auto-updates",
         ),
         (
             "DV-06",
-            "No node key in use twice",
-            Severity::Critical,
             |f| f.multiple_connections == Some(true),
             "connected more than once with the same node key (a cloned node?)",
-            "remove the device and re-register it; find the copy of its state",
         ),
         (
             "DV-07",
-            "No Tailnet Lock errors",
-            Severity::Warning,
             |f| !f.tailnet_lock_error.is_empty(),
             "failing Tailnet Lock checks",
-            "tailscale lock sign the devices you trust; remove the others",
         ),
     ];
-    for (id, title, sev, pred, what, fix) in flags {
+    for (id, pred, what) in flags {
+        let fix = o.fix(id);
         if hs {
-            o.not_on_headscale(id, title, sev);
+            o.not_on_headscale(id);
             continue;
         }
         let hits = by_fact(pred);
         o.add(
             id,
-            title,
-            sev,
             pass_if(hits.is_empty()),
             if hits.is_empty() {
                 format!(

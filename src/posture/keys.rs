@@ -3,7 +3,6 @@
 use chrono::{DateTime, Duration, Utc};
 
 use crate::model::posture::KeyFacts;
-use crate::model::Severity;
 use crate::posture::{is_headscale, list, pass_if, readable, Inputs, Out, LONG_LIVED_DAYS};
 
 pub(super) fn key_risks(keys: &[KeyFacts], now: DateTime<Utc>) -> (Vec<String>, Vec<String>) {
@@ -50,66 +49,24 @@ pub(super) fn keys(o: &mut Out, i: &Inputs) {
     } else {
         ("Admin API /keys?all=true", "Admin API /keys?all=true")
     };
-    let auth_fix = if hs {
-        "headscale preauthkeys expire --id <id>; create single-use keys with --expiration 1h"
-    } else {
-        "admin console → Settings → Keys → revoke; create one-off keys that expire in a day"
-    };
-    #[allow(clippy::type_complexity)]
-    let rows: [(
-        &str,
-        &str,
-        Severity,
-        Option<&Option<Vec<KeyFacts>>>,
-        bool,
-        &str,
-        &str,
-    ); 3] = [
-        (
-            "KY-01",
-            "No reusable auth keys",
-            Severity::Warning,
-            cp.map(|p| &p.auth_keys),
-            true,
-            auth_src,
-            auth_fix,
-        ),
-        (
-            "KY-02",
-            "No long-lived or non-expiring auth keys",
-            Severity::Warning,
-            cp.map(|p| &p.auth_keys),
-            false,
-            auth_src,
-            auth_fix,
-        ),
-        (
-            "KY-03",
-            "No long-lived API keys",
-            Severity::Warning,
-            cp.map(|p| &p.api_keys),
-            false,
-            api_src,
-            if hs {
-                "headscale apikeys expire --prefix <prefix>; create keys with --expiration 30d"
-            } else {
-                "admin console → Settings → Keys → revoke; prefer OAuth clients"
-            },
-        ),
+    // Each check's keys, whether it flags reusable keys (else long-lived ones), and where read.
+    let rows = [
+        ("KY-01", cp.map(|p| &p.auth_keys), true, auth_src),
+        ("KY-02", cp.map(|p| &p.auth_keys), false, auth_src),
+        ("KY-03", cp.map(|p| &p.api_keys), false, api_src),
     ];
-    for (id, title, sev, data, reusable, src, fix) in rows {
+    for (id, data, reusable, src) in rows {
+        let fix = o.fix(id);
         let scope = if hs {
             format!("{src} was refused: the API key may not list keys")
         } else {
             format!("{src} was refused: missing scope auth_keys:read")
         };
-        if let Some(keys) = readable(o, i, (id, title, sev, fix), false, data, &scope) {
+        if let Some(keys) = readable(o, i, (id, fix), false, data, &scope) {
             let (r, l) = key_risks(keys, i.now);
             let hits = if reusable { r } else { l };
             o.add(
                 id,
-                title,
-                sev,
                 pass_if(hits.is_empty()),
                 if hits.is_empty() {
                     format!("{} key(s) read from {src}; none of this kind", keys.len())

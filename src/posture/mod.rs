@@ -10,8 +10,9 @@ use serde_json::Value;
 
 use crate::model::control::ControlSnapshot;
 use crate::model::posture::{Finding, KnownPosture, Report, ServerFacts, Status};
-use crate::model::{Event, EventKind, Severity, Snapshot};
+use crate::model::{Event, EventKind, Snapshot};
 
+pub(crate) mod catalog;
 mod devices;
 mod keys;
 mod policy;
@@ -50,6 +51,8 @@ const CRITICAL_WEBHOOK_EVENTS: [&str; 5] = [
 struct Out {
     findings: Vec<Finding>,
     area: &'static str,
+    /// The control plane is Headscale: its fixes where they differ.
+    headscale: bool,
 }
 
 /// Pass when the condition holds, else fail.
@@ -61,43 +64,43 @@ fn pass_if(ok: bool) -> Status {
     }
 }
 
-/// A check's ID, title, severity and fix.
-type Check<'a> = (&'a str, &'a str, Severity, &'a str);
-
 impl Out {
-    /// A pass/fail finding of `check`: `pass` is the evidence when `ok` holds, `fail` when not.
-    fn judge(&mut self, check: Check, ok: bool, pass: impl Into<String>, fail: impl Into<String>) {
-        let (id, title, severity, fix) = check;
+    /// The fix of check `id` for this control plane, from the catalog.
+    fn fix(&self, id: &str) -> &'static str {
+        let s = catalog::spec(id);
+        match s.fix_headscale {
+            Some(f) if self.headscale => f,
+            _ => s.fix,
+        }
+    }
+
+    /// A pass/fail finding of check `id`, with its fix: `pass` is the evidence when `ok` holds,
+    /// `fail` when not.
+    fn judge(&mut self, id: &str, ok: bool, pass: impl Into<String>, fail: impl Into<String>) {
         let evidence = if ok { pass.into() } else { fail.into() };
-        self.add(id, title, severity, pass_if(ok), evidence, fix);
+        let fix = self.fix(id);
+        self.add(id, pass_if(ok), evidence, fix);
     }
 
     /// A check Headscale has no equivalent of.
-    fn not_on_headscale(&mut self, id: &str, title: &str, severity: Severity) {
-        self.add(
-            id,
-            title,
-            severity,
-            Status::NotAvailable,
-            "not available on Headscale",
-            "",
-        );
+    fn not_on_headscale(&mut self, id: &str) {
+        self.add(id, Status::NotAvailable, "not available on Headscale", "");
     }
 
-    fn add(
-        &mut self,
-        id: &str,
-        title: &str,
-        severity: Severity,
-        status: Status,
-        evidence: impl Into<String>,
-        fix: &str,
-    ) {
+    /// A finding of check `id`: its title, area and severity come from the catalog.
+    fn add(&mut self, id: &str, status: Status, evidence: impl Into<String>, fix: &str) {
+        let s = catalog::spec(id);
+        debug_assert!(
+            s.area == self.area || s.area == "manual",
+            "{id} is a {} check, added in {}",
+            s.area,
+            self.area
+        );
         self.findings.push(Finding {
-            id: id.into(),
-            area: self.area.into(),
-            title: title.into(),
-            severity,
+            id: s.id.into(),
+            area: s.area.into(),
+            title: s.title.into(),
+            severity: s.severity,
             status,
             evidence: evidence.into(),
             fix: fix.into(),
@@ -124,6 +127,7 @@ pub fn evaluate(i: &Inputs) -> Report {
     let mut o = Out {
         findings: Vec::new(),
         area: "tailnet",
+        headscale: is_headscale(i),
     };
     tailnet::tailnet(&mut o, i);
     o.findings.sort_by(|a, b| a.id.cmp(&b.id));
@@ -140,13 +144,12 @@ pub fn evaluate(i: &Inputs) -> Report {
         checks(&mut o, i);
     }
     o.area = "manual";
+    let fix = o.fix("MN-01");
     o.add(
         "MN-01",
-        "MFA is enforced at the identity provider",
-        Severity::Warning,
         Status::Manual,
         "no API exposes it: check your identity provider",
-        "require MFA for every account that can log in to the tailnet (https://tailscale.com/kb/1075/multifactor-auth)",
+        fix,
     );
     Report {
         findings: o.findings,
@@ -161,13 +164,12 @@ fn unreadable(i: &Inputs) -> String {
     format!("control view not read: {}", i.control_note)
 }
 
-/// A part of the control view a check reads: `Some(data)`, or `None` once the finding that says
-/// why there is none is added (n/a on Headscale, the control view unread, `missing` refused).
-#[allow(clippy::too_many_arguments)]
+/// A part of the control view check `id` reads: `Some(data)`, or `None` once the finding that
+/// says why there is none is added (n/a on Headscale, the control view unread, `missing` refused).
 fn readable<'a, T>(
     o: &mut Out,
     i: &Inputs,
-    (id, title, sev, fix): (&str, &str, Severity, &str),
+    (id, fix): (&str, &str),
     not_on_headscale: bool,
     part: Option<&'a Option<T>>,
     missing: &str,
@@ -181,7 +183,7 @@ fn readable<'a, T>(
         Some(None) => (Status::Unknown, format!("unknown ({missing})")),
         Some(Some(data)) => return Some(data),
     };
-    o.add(id, title, sev, status, evidence, fix);
+    o.add(id, status, evidence, fix);
     None
 }
 

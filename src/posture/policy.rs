@@ -4,8 +4,7 @@ use serde_json::Value;
 
 use crate::model::control::ControlSnapshot;
 use crate::model::posture::Status;
-use crate::model::Severity;
-use crate::posture::{list, unreadable, Check, Inputs, Out};
+use crate::posture::{list, unreadable, Inputs, Out};
 
 /// The deepest policy read: json5 recurses without a limit, and a policy nested some 48,000
 /// deep overflows the stack (an abort nothing can catch). Real policies nest a handful deep.
@@ -69,24 +68,19 @@ pub(super) fn strings(v: &Value) -> Vec<&str> {
 }
 
 pub(super) fn policy(o: &mut Out, i: &Inputs) {
-    let checks: [Check; 6] = [
-        ("PL-01", "No allow-all rule (* → *:*)", Severity::Critical, "replace the rule with grants for the sources and ports each group needs (https://tailscale.com/kb/1192/acl-samples)"),
-        ("PL-02", "autogroup:danger-all is not used", Severity::Critical, "remove autogroup:danger-all; name the sources instead"),
-        ("PL-03", "No SSH accept to root from broad sources", Severity::Critical, "use \"action\": \"check\" and named users, e.g. {\"action\": \"check\", \"src\": [\"group:admins\"], \"dst\": [\"tag:server\"], \"users\": [\"autogroup:nonroot\"]}"),
-        ("PL-04", "Tag owners are not every member", Severity::Warning, "give tagOwners to a group of admins, e.g. \"tag:server\": [\"group:admins\"]"),
-        ("PL-05", "The policy has tests", Severity::Info, "add a \"tests\" section asserting what must and must not be reachable (https://tailscale.com/kb/1337/policy-syntax#tests)"),
-        ("PL-06", "autoApprovers are not broad", Severity::Warning, "auto-approve routes and exit nodes only for tags owned by admins, e.g. \"exitNode\": [\"tag:exit\"]"),
-    ];
+    let checks = ["PL-01", "PL-02", "PL-03", "PL-04", "PL-05", "PL-06"];
     let Some(c) = i.control else {
-        for (id, title, sev, fix) in checks {
-            o.add(id, title, sev, Status::Unknown, unreadable(i), fix);
+        for id in checks {
+            let fix = o.fix(id);
+            o.add(id, Status::Unknown, unreadable(i), fix);
         }
         return;
     };
     let doc = match policy_json(c) {
         None if c.kind == "headscale" => {
             // Headscale without a policy allows everything.
-            for (id, title, sev, fix) in checks {
+            for id in checks {
+                let fix = o.fix(id);
                 let (st, ev) = match id {
                     "PL-01" => (
                         Status::Fail,
@@ -99,16 +93,15 @@ pub(super) fn policy(o: &mut Out, i: &Inputs) {
                         "no policy is set (nothing of this kind)".to_owned(),
                     ),
                 };
-                o.add(id, title, sev, st, ev, fix);
+                o.add(id, st, ev, fix);
             }
             return;
         }
         None => {
-            for (id, title, sev, fix) in checks {
+            for id in checks {
+                let fix = o.fix(id);
                 o.add(
                     id,
-                    title,
-                    sev,
                     Status::Unknown,
                     "unknown (missing scope policy_file:read)",
                     fix,
@@ -117,8 +110,9 @@ pub(super) fn policy(o: &mut Out, i: &Inputs) {
             return;
         }
         Some(Err(e)) => {
-            for (id, title, sev, fix) in checks {
-                o.add(id, title, sev, Status::Unknown, e.clone(), fix);
+            for id in checks {
+                let fix = o.fix(id);
+                o.add(id, Status::Unknown, e.clone(), fix);
             }
             return;
         }

@@ -1,7 +1,6 @@
 //! This server: what it can see, its config and state files, its unit, its socket.
 
 use crate::model::posture::{PathFacts, Status};
-use crate::model::Severity;
 use crate::posture::{is_headscale, pass_if, Inputs, Out};
 
 pub(super) fn path_problems(p: &PathFacts, owner_root: bool) -> Vec<String> {
@@ -26,7 +25,6 @@ pub(super) fn path_problems(p: &PathFacts, owner_root: bool) -> Vec<String> {
 /// SV-07: the monitor can see who may reach this server (on tailscaled >= 1.104 only through the
 /// privileged relay, or as root).
 pub(super) fn visibility(o: &mut Out, i: &Inputs) {
-    let title = "Who can reach this server is visible to the monitor";
     let (status, evidence, fix) = match i.node.map(|n| n.node.as_ref()) {
         None => (
             Status::Unknown,
@@ -47,7 +45,7 @@ pub(super) fn visibility(o: &mut Out, i: &Inputs) {
             ),
         },
     };
-    o.add("SV-07", title, Severity::Warning, status, evidence, &fix);
+    o.add("SV-07", status, evidence, &fix);
 }
 
 /// SV-08 (only with `[guard] mode = "enforce"`): the guard can filter in the kernel here, which
@@ -56,8 +54,7 @@ pub(super) fn guard(o: &mut Out, i: &Inputs) {
     if !i.server.is_some_and(|s| s.guard_enforce) {
         return;
     }
-    let title = "The guard can be enforced on this server (a kernel TUN interface)";
-    let fix = "run tailscaled with a TUN device (not --tun=userspace-networking), or set [guard] mode = \"off\"";
+    let fix = o.fix("SV-08");
     let (status, evidence) = match i.node.map(|n| n.tun) {
         None | Some(None) => (Status::Unknown, "tailscaled could not be read".to_owned()),
         Some(Some(true)) => (Status::Pass, "/status TUN is true".to_owned()),
@@ -66,7 +63,7 @@ pub(super) fn guard(o: &mut Out, i: &Inputs) {
             "/status TUN is false: userspace networking, so the guard protects nothing".to_owned(),
         ),
     };
-    o.add("SV-08", title, Severity::Critical, status, evidence, fix);
+    o.add("SV-08", status, evidence, fix);
     doors(o, i);
 }
 
@@ -74,8 +71,7 @@ pub(super) fn guard(o: &mut Out, i: &Inputs) {
 /// the kernel and so before the guard, is open (the PeerAPI, always there, is named in the
 /// evidence); in userspace networking mode every loopback listener is one.
 fn doors(o: &mut Out, i: &Inputs) {
-    let title = "No way into this server bypasses the guard (Tailscale SSH, web client, serve, funnel, services)";
-    let fix = "close each door `tailscale-monitor guard status` lists as NOT GUARDED (Tailscale SSH: `tailscale set --ssh=false` and OpenSSH on the tailnet address, or `[guard] tailscaled_doors = \"close\"`)";
+    let fix = o.fix("SV-09");
     let tun = i.node.and_then(|n| n.tun);
     let trust = i.node.and_then(|n| n.node.as_ref()).map(|v| &v.trust);
     let (status, evidence) = match trust {
@@ -108,14 +104,13 @@ fn doors(o: &mut Out, i: &Inputs) {
             }
         }
     };
-    o.add("SV-09", title, Severity::Critical, status, evidence, fix);
+    o.add("SV-09", status, evidence, fix);
 }
 
 /// SV-10: `RemoteConfig` is off (tailscale 1.102+): on, the control plane may change any pref and
 /// call any LocalAPI endpoint of this node.
 pub(super) fn remote_config(o: &mut Out, i: &Inputs) {
-    let title = "RemoteConfig is off (the control plane cannot change this node's prefs)";
-    let fix = "tailscale set --remote-config=false";
+    let fix = o.fix("SV-10");
     let trust = i.node.and_then(|n| n.node.as_ref()).map(|v| &v.trust);
     let (status, evidence) = match trust.map(|t| t.remote_config) {
         None => (Status::Unknown, "tailscaled's prefs could not be read".to_owned()),
@@ -130,37 +125,29 @@ pub(super) fn remote_config(o: &mut Out, i: &Inputs) {
                 .to_owned(),
         ),
     };
-    o.add("SV-10", title, Severity::Critical, status, evidence, fix);
+    o.add("SV-10", status, evidence, fix);
 }
 
 pub(super) fn server(o: &mut Out, i: &Inputs) {
     let hs = is_headscale(i);
     let trust = i.node.and_then(|n| n.node.as_ref()).map(|v| &v.trust);
-    let title = "Tailnet Lock is on (this node)";
-    let fix =
-        "tailscale lock init … on a trusted node (https://tailscale.com/kb/1226/tailnet-lock)";
+    let fix = o.fix("SV-01");
     match (hs, trust.map(|t| &t.tailnet_lock)) {
-        (true, _) => o.not_on_headscale("SV-01", title, Severity::Warning),
+        (true, _) => o.not_on_headscale("SV-01"),
         (_, None) => o.add(
             "SV-01",
-            title,
-            Severity::Warning,
             Status::Unknown,
             "tailscaled could not be read",
             fix,
         ),
         (_, Some(None)) => o.add(
             "SV-01",
-            title,
-            Severity::Warning,
             Status::Unknown,
             "tka/status not available on this tailscaled",
             fix,
         ),
         (_, Some(Some(l))) => o.add(
             "SV-01",
-            title,
-            Severity::Warning,
             pass_if(l.enabled),
             format!(
                 "LocalAPI tka/status: Enabled = {}, {} trusted key(s)",
@@ -170,12 +157,9 @@ pub(super) fn server(o: &mut Out, i: &Inputs) {
             fix,
         ),
     }
-    let title = "tailscaled is up to date";
     match i.node {
         None => o.add(
             "SV-02",
-            title,
-            Severity::Warning,
             Status::Unknown,
             "tailscaled could not be read",
             "tailscale update",
@@ -187,8 +171,6 @@ pub(super) fn server(o: &mut Out, i: &Inputs) {
                 .or_else(|| trust.and_then(|t| t.update_available.clone()));
             o.add(
                 "SV-02",
-                title,
-                Severity::Warning,
                 if newer.is_some() {
                     Status::Fail
                 } else {
@@ -204,37 +186,14 @@ pub(super) fn server(o: &mut Out, i: &Inputs) {
                         n.version
                     ),
                 },
-                "tailscale update (or your package manager)",
+                o.fix("SV-02"),
             );
         }
     }
     let Some(s) = i.server else {
-        for (id, title, sev) in [
-            (
-                "SV-03",
-                "The monitor's files are owned right and not writable by others",
-                Severity::Critical,
-            ),
-            (
-                "SV-04",
-                "The monitor's binary and config are immutable (chattr +i)",
-                Severity::Info,
-            ),
-            (
-                "SV-05",
-                "The systemd sandbox is in effect",
-                Severity::Warning,
-            ),
-            (
-                "SV-06",
-                "The socket read is tailscaled's",
-                Severity::Critical,
-            ),
-        ] {
+        for id in ["SV-03", "SV-04", "SV-05", "SV-06"] {
             o.add(
                 id,
-                title,
-                sev,
                 Status::Unknown,
                 "this server's facts were not collected",
                 "",
@@ -263,11 +222,13 @@ pub(super) fn server(o: &mut Out, i: &Inputs) {
     }
     o.add(
         "SV-03",
-        "The monitor's files are owned right and not writable by others",
-        Severity::Critical,
         pass_if(problems.is_empty()),
-        if problems.is_empty() { format!("checked {}", seen.join(", ")) } else { problems.join("; ") },
-        "chown root:tailscale-monitor /etc/tailscale-monitor/config.toml; chmod 0640 it; chmod 0755 the binary; chmod o-w everything",
+        if problems.is_empty() {
+            format!("checked {}", seen.join(", "))
+        } else {
+            problems.join("; ")
+        },
+        o.fix("SV-03"),
     );
     let files: Vec<&PathFacts> = [&s.binary, &s.config].into_iter().flatten().collect();
     let unsupported: Vec<String> = files
@@ -282,8 +243,6 @@ pub(super) fn server(o: &mut Out, i: &Inputs) {
         .collect();
     o.add(
         "SV-04",
-        "The monitor's binary and config are immutable (chattr +i)",
-        Severity::Info,
         if !mutable.is_empty() {
             Status::Fail
         } else if !unsupported.is_empty() || files.is_empty() {
@@ -294,40 +253,37 @@ pub(super) fn server(o: &mut Out, i: &Inputs) {
         if !mutable.is_empty() {
             format!("lsattr shows no i on {}", mutable.join(", "))
         } else if !unsupported.is_empty() {
-            format!("the filesystem does not report attributes for {}", unsupported.join(", "))
+            format!(
+                "the filesystem does not report attributes for {}",
+                unsupported.join(", ")
+            )
         } else {
-            format!("immutable: {}", files.iter().map(|p| p.path.as_str()).collect::<Vec<_>>().join(", "))
+            format!(
+                "immutable: {}",
+                files
+                    .iter()
+                    .map(|p| p.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         },
-        "chattr +i /usr/bin/tailscale-monitor /etc/tailscale-monitor/config.toml (chattr -i before an upgrade or edit)",
+        o.fix("SV-04"),
     );
-    let title = "The systemd sandbox is in effect";
-    let fix = "run it with the shipped unit (contrib/tailscale-monitor.service: NoNewPrivileges, SystemCallFilter, ProtectSystem=strict)";
+    let fix = o.fix("SV-05");
     match s.sandbox {
-        None => o.add("SV-05", title, Severity::Warning, Status::Unknown, "not running under systemd (no INVOCATION_ID); `run` under the unit reports this itself", fix),
-        Some((nnp, seccomp)) => o.add(
-            "SV-05",
-            title,
-            Severity::Warning,
-            pass_if(nnp && seccomp == 2),
-            format!("/proc/self/status: NoNewPrivs = {}, Seccomp = {seccomp}", u8::from(nnp)),
-            fix,
-        ),
+        None => o.add("SV-05", Status::Unknown, "not running under systemd (no INVOCATION_ID); `run` under the unit reports this itself", fix),
+        Some((nnp, seccomp)) => o.add("SV-05", pass_if(nnp && seccomp == 2), format!("/proc/self/status: NoNewPrivs = {}, Seccomp = {seccomp}", u8::from(nnp)), fix),
     }
-    let title = "The socket read is tailscaled's";
-    let fix = "point [tailscale] socket at tailscaled's socket (/run/tailscale/tailscaled.sock), owned by root";
+    let fix = o.fix("SV-06");
     match &s.socket {
         None => o.add(
             "SV-06",
-            title,
-            Severity::Critical,
             Status::Unknown,
             "no LocalAPI socket configured",
             fix,
         ),
         Some(p) if !p.error.is_empty() => o.add(
             "SV-06",
-            title,
-            Severity::Critical,
             Status::Unknown,
             format!("{}: {}", p.path, p.error),
             fix,
@@ -337,8 +293,6 @@ pub(super) fn server(o: &mut Out, i: &Inputs) {
             let ok = is_socket && p.uid == 0;
             o.add(
                 "SV-06",
-                title,
-                Severity::Critical,
                 pass_if(ok),
                 format!(
                     "{}: {}, owned by uid {}",

@@ -2,6 +2,7 @@
 
 use super::policy::*;
 use super::*;
+use crate::model::Severity;
 
 use crate::model::posture::KeyFacts;
 
@@ -256,4 +257,34 @@ fn drift_is_pass_to_fail_and_back_never_unknown() {
     let ev = drift(Some(&known(&b)), &a, now());
     assert_eq!(ev[0].kind, EventKind::PostureImproved);
     assert_eq!(ev[0].severity, Severity::Info);
+}
+
+/// The catalog is what a report holds: every check once, with the catalog's area, title and
+/// severity, whatever could be read.
+#[test]
+fn every_check_of_the_catalog_is_reported_once() {
+    let server = crate::model::posture::ServerFacts {
+        guard_enforce: true,
+        ..Default::default()
+    };
+    let r = evaluate(&Inputs {
+        control: None,
+        control_note: "no [control] configured",
+        node: None,
+        server: Some(&server),
+        now: now(),
+    });
+    let ids: Vec<&str> = r.findings.iter().map(|f| f.id.as_str()).collect();
+    let mut want: Vec<&str> = super::catalog::CHECKS.iter().map(|s| s.id).collect();
+    want.sort_unstable();
+    let mut got = ids.clone();
+    got.sort_unstable();
+    assert_eq!(got, want);
+    for f in &r.findings {
+        let s = super::catalog::spec(&f.id);
+        assert_eq!(
+            (f.area.as_str(), f.title.as_str(), f.severity),
+            (s.area, s.title, s.severity)
+        );
+    }
 }
