@@ -223,11 +223,7 @@ pub async fn whois_sources(api: &LocalApi, snap: &mut Snapshot) {
     for ip in wanted.into_iter().take(MAX_LOOKUPS) {
         match api.whois(&ip).await {
             Ok(w) => {
-                let label = w
-                    .strip_prefix(&format!("whois {ip}: "))
-                    .unwrap_or(&w)
-                    .to_owned();
-                snap.ip_whois.insert(ip, label);
+                snap.ip_whois.insert(ip, w);
             }
             Err(e) => debug!(error = %e, "whois of a filter source failed"),
         }
@@ -279,30 +275,11 @@ fn record(
     control: Option<ControlSeen>,
 ) -> Result<PassReport, StoreError> {
     let now = Utc::now();
+    let control_error = control.as_ref().and_then(|c| c.result.as_ref().err().cloned());
     // A 429 is the control plane asking to come back later, not an outage: this pass did not
     // read it (the caller waits the `Retry-After`).
-    let (control, control_error) = match control {
-        Some(c) => match c.result {
-            Err(e @ ControlError::RateLimited { .. }) => (None, Some(e)),
-            Err(e) => (
-                Some(ControlSeen {
-                    source: c.source,
-                    result: Err(e.clone()),
-                    server: c.server,
-                }),
-                Some(e),
-            ),
-            Ok(snap) => (
-                Some(ControlSeen {
-                    source: c.source,
-                    result: Ok(snap),
-                    server: c.server,
-                }),
-                None,
-            ),
-        },
-        None => (None, None),
-    };
+    let control =
+        control.filter(|c| !matches!(c.result, Err(ControlError::RateLimited { .. })));
     let committed = store.commit_pass(routes, now, |known, health| {
         let c = control.as_ref().map(|c| ControlRead {
             source: &c.source,

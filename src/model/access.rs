@@ -83,7 +83,9 @@ pub struct NodeTrust {
     /// `AdvertiseRoutes` (sorted): subnets and, for an exit node, `0.0.0.0/0` and `::/0`.
     #[serde(default)]
     pub advertised_routes: Option<Vec<String>>,
-    /// The newer tailscaled version available, when `ClientVersion` says this one is not latest.
+    /// The newer tailscaled version available, when `ClientVersion` says this one is not latest:
+    /// recorded here by the core from [`Snapshot::update_available`](crate::model::Snapshot), its
+    /// one home; no source puts it in a view.
     #[serde(default)]
     pub update_available: Option<String>,
     /// `RunWebClient`: the web client on port 5252, answered by tailscaled itself.

@@ -148,6 +148,37 @@ fn rfc3339_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime
     })
 }
 
+/// What LocalAPI `whois` says is behind a tailnet address (every value from whoever registered
+/// the device: rendered through the sanitizer like any name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoIs {
+    pub ip: String,
+    /// The node's MagicDNS name.
+    pub node: String,
+    pub hostname: String,
+    pub os: String,
+    pub stable_id: String,
+    pub login: String,
+    pub display_name: String,
+}
+
+impl WhoIs {
+    /// `node N (host, os, id) of login (display name)`: how a message names it.
+    pub fn label(&self) -> String {
+        format!(
+            "node {} ({}, {}, {}) of {} ({})",
+            self.node, self.hostname, self.os, self.stable_id, self.login, self.display_name
+        )
+    }
+}
+
+impl fmt::Display for WhoIs {
+    /// `whois IP: ` and the label, as a connection event's detail says it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "whois {}: {}", self.ip, self.label())
+    }
+}
+
 /// What makes a device the same member of the tailnet: every [`Device`] field whose change a pass
 /// looks at (key, owner, names, OS, addresses, tags, routes, expiry). `run`'s IPN-bus filter
 /// compares it to tell a presence-only `PeersChanged` (no pass) from a real change, and the diff
@@ -268,7 +299,7 @@ pub struct Snapshot {
     pub conns: BTreeMap<StableNodeId, PeerConn>,
     /// What LocalAPI `whois` said about peers that just connected (filled at the edge).
     #[serde(default)]
-    pub whois: BTreeMap<StableNodeId, String>,
+    pub whois: BTreeMap<StableNodeId, WhoIs>,
     /// Who may reach this node, as tailscaled was told (`None`: this source cannot tell).
     #[serde(default)]
     pub node: Option<access::NodeView>,
@@ -280,7 +311,7 @@ pub struct Snapshot {
     pub update_available: Option<String>,
     /// `whois` labels of filter sources that are no device in this snapshot (filled at the edge).
     #[serde(default)]
-    pub ip_whois: BTreeMap<String, String>,
+    pub ip_whois: BTreeMap<String, WhoIs>,
     /// `/status` `TUN`: tailscaled uses a kernel interface (`false`: userspace networking, which
     /// the guard cannot enforce in the kernel; `None`: not reported).
     #[serde(default)]

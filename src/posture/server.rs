@@ -165,10 +165,7 @@ pub(super) fn server(o: &mut Out, i: &Inputs) {
             "tailscale update",
         ),
         Some(n) => {
-            let newer = n
-                .update_available
-                .clone()
-                .or_else(|| trust.and_then(|t| t.update_available.clone()));
+            let newer = n.update_available.clone();
             o.add(
                 "SV-02",
                 if newer.is_some() {

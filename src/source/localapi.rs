@@ -242,9 +242,9 @@ impl LocalApi {
         .await
     }
 
-    /// `GET /localapi/v0/whois?addr=IP`: who is behind a tailnet address, as one line
-    /// (unsanitized: it comes from the tailnet).
-    pub async fn whois(&self, ip: &str) -> Result<String, SourceError> {
+    /// `GET /localapi/v0/whois?addr=IP`: who is behind a tailnet address (unsanitized: it comes
+    /// from the tailnet).
+    pub async fn whois(&self, ip: &str) -> Result<crate::model::WhoIs, SourceError> {
         #[derive(serde::Deserialize, Default)]
         #[serde(default, rename_all = "PascalCase")]
         struct Node {
@@ -282,15 +282,15 @@ impl LocalApi {
         let body = self.get(&format!("/localapi/v0/whois?addr={ip}")).await?;
         let w: WhoIs = serde_json::from_slice(&body)
             .map_err(|e| self.err(format!("whois {ip}: malformed JSON: {e}")))?;
-        Ok(format!(
-            "whois {ip}: node {} ({}, {}, {}) of {} ({})",
-            w.node.name,
-            w.node.hostinfo.hostname,
-            w.node.hostinfo.os,
-            w.node.stable_id,
-            w.user_profile.login_name,
-            w.user_profile.display_name
-        ))
+        Ok(crate::model::WhoIs {
+            ip: ip.to_string(),
+            node: w.node.name,
+            hostname: w.node.hostinfo.hostname,
+            os: w.node.hostinfo.os,
+            stable_id: w.node.stable_id,
+            login: w.user_profile.login_name,
+            display_name: w.user_profile.display_name,
+        })
     }
 
     /// One snapshot from `GET /localapi/v0/status` (devices and users only).
@@ -380,7 +380,6 @@ impl LocalApi {
                 },
             );
         }
-        view.trust.update_available = snap.update_available.take();
         // The netmap's peers only name what `/status` cannot: a peer it lists with its owner's
         // profile is named from there.
         view.peers.retain(|p| {

@@ -122,12 +122,7 @@ impl Daemon {
                         warn!(part = u.part.as_str(), error = %u.error, fix = %u.fix, "not visible: {}", u.part.what());
                     }
                 }
-                // `update_available` comes from `/status`, not the view: a reused view must not
-                // carry an old one.
-                view = Some(snap.node.clone().map(|mut v| {
-                    v.trust.update_available = None;
-                    v
-                }));
+                view = Some(snap.node.clone());
             }
             Err(e) => {
                 if let Some(left) = self.schedule.read_failed(Instant::now()) {

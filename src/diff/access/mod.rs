@@ -54,6 +54,8 @@ fn model(r: Resolver, view: &NodeView) -> Access {
         trust: view.trust.clone(),
         ..Access::default()
     };
+    // Recorded with the node's trust, read with `/status` (the snapshot is its one home).
+    access.trust.update_available = r.snap.update_available.clone();
     type Key = (String, String, String);
     let mut reach: BTreeMap<Key, (Principal, Vec<(u16, u16)>)> = BTreeMap::new();
     let mut caps: BTreeSet<CapEntry> = BTreeSet::new();

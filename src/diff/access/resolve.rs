@@ -11,7 +11,7 @@ use crate::model::access::{NetmapPeer, NodeView, Principal, SshPrincipal};
 use crate::model::{Device, Snapshot, StableNodeId};
 
 pub(super) struct Resolver<'a> {
-    snap: &'a Snapshot,
+    pub(super) snap: &'a Snapshot,
     by_ip: BTreeMap<IpAddr, &'a Device>,
     /// Peers of the netmap that `/status` did not list (the filter can arrive first).
     netmap_peers: BTreeMap<IpAddr, &'a NetmapPeer>,
@@ -120,7 +120,7 @@ impl<'a> Resolver<'a> {
             return self.device(d);
         }
         let label = match self.snap.ip_whois.get(&ip.to_string()) {
-            Some(w) => format!("{ip} ({w})"),
+            Some(w) => format!("{ip} ({})", w.label()),
             None => format!("{ip} (no device this server knows)"),
         };
         Principal {
