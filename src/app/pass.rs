@@ -275,11 +275,12 @@ fn record(
     control: Option<ControlSeen>,
 ) -> Result<PassReport, StoreError> {
     let now = Utc::now();
-    let control_error = control.as_ref().and_then(|c| c.result.as_ref().err().cloned());
+    let control_error = control
+        .as_ref()
+        .and_then(|c| c.result.as_ref().err().cloned());
     // A 429 is the control plane asking to come back later, not an outage: this pass did not
     // read it (the caller waits the `Retry-After`).
-    let control =
-        control.filter(|c| !matches!(c.result, Err(ControlError::RateLimited { .. })));
+    let control = control.filter(|c| !matches!(c.result, Err(ControlError::RateLimited { .. })));
     let committed = store.commit_pass(routes, now, |known, health| {
         let c = control.as_ref().map(|c| ControlRead {
             source: &c.source,

@@ -3,6 +3,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
+use super::table::row;
 use crate::cli::{load, pass};
 use crate::sanitize;
 use crate::store::Store;
@@ -44,24 +45,28 @@ pub(super) async fn access(explicit: Option<&Path>, json: bool) -> anyhow::Resul
     let model = crate::diff::access::canonical_with(&view, &snap, &known);
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(
-            out,
-            "{}",
-            sanitize::json_text(&serde_json::to_string_pretty(&model)?)
-        )?;
+        super::table::print_json(&model)?;
         return Ok(());
     }
     let s = |v: &str, n| sanitize::line(v, n);
     let rows = model.rows();
-    writeln!(out, "{:<26} {:<46} {:<30} SSH AS", "SOURCE", "WHO", "PORTS")?;
+    const WIDTHS: [usize; 3] = [26, 46, 30];
+    writeln!(
+        out,
+        "{}",
+        row(&WIDTHS, &["SOURCE", "WHO", "PORTS", "SSH AS"])
+    )?;
     for r in &rows {
-        writeln!(
-            out,
-            "{:<26} {:<46} {:<30} {}",
+        let cells = [
             s(&r.source, 26),
             s(&r.who, 46),
             s(&r.ports, 60),
-            s(&r.ssh, 60)
+            s(&r.ssh, 60),
+        ];
+        writeln!(
+            out,
+            "{}",
+            row(&WIDTHS, &cells.each_ref().map(String::as_str))
         )?;
     }
     writeln!(

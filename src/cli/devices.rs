@@ -3,6 +3,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
+use super::table::row;
 use crate::cli::open_store;
 use crate::sanitize;
 
@@ -79,19 +80,21 @@ pub(super) fn devices(explicit: Option<&Path>, json: bool, all: bool) -> anyhow:
                 "authorized": d.authorized,
             })
         }));
-        writeln!(
-            out,
-            "{}",
-            sanitize::json_text(&serde_json::to_string_pretty(&v)?)
-        )?;
+        super::table::print_json(&v)?;
         return Ok(());
     }
     let s = |v: &str, n| sanitize::line(v, n);
-    writeln!(
-        out,
-        "{:<24} {:<28} {:<34} {:<10} {:<20} {:<20} VIEW",
-        "NAME", "USER", "ADDRESSES", "OS", "FIRST SEEN", "LAST SEEN"
-    )?;
+    const WIDTHS: [usize; 6] = [24, 28, 34, 10, 20, 20];
+    let header = [
+        "NAME",
+        "USER",
+        "ADDRESSES",
+        "OS",
+        "FIRST SEEN",
+        "LAST SEEN",
+        "VIEW",
+    ];
+    writeln!(out, "{}", row(&WIDTHS, &header))?;
     for r in &rows {
         let d = &r.known.device;
         let mut name = s(d.display_name(), 22);
@@ -101,35 +104,42 @@ pub(super) fn devices(explicit: Option<&Path>, json: bool, all: bool) -> anyhow:
         if r.known.removed {
             name += " (gone)";
         }
-        writeln!(
-            out,
-            "{:<24} {:<28} {:<34} {:<10} {:<20} {:<20} {}{}",
+        let cells = [
             name,
             s(&login(d), 28),
             s(&d.addresses.join(","), 34),
             s(&d.os, 10),
-            r.first_seen.format("%Y-%m-%d %H:%M"),
-            r.last_seen.format("%Y-%m-%d %H:%M"),
-            view(d),
+            r.first_seen.format("%Y-%m-%d %H:%M").to_string(),
+            r.last_seen.format("%Y-%m-%d %H:%M").to_string(),
+            view(d).to_string(),
             state(d).map_or(String::new(), |x| format!("; {x}")),
+        ];
+        writeln!(
+            out,
+            "{}",
+            row(&WIDTHS, &cells.each_ref().map(String::as_str))
         )?;
     }
     for d in &hidden {
-        writeln!(
-            out,
-            "{:<24} {:<28} {:<34} {:<10} {:<20} {:<20} control only{}",
+        let cells = [
             s(&d.hostname, 22),
             s(&d.user, 28),
             s(&d.addresses.join(","), 34),
             s(&d.os, 10),
             d.created
                 .map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M").to_string()),
-            "-",
+            "-".to_owned(),
+            "control only".to_owned(),
             if d.authorized {
-                ""
+                String::new()
             } else {
-                ", waiting for approval"
+                ", waiting for approval".to_owned()
             },
+        ];
+        writeln!(
+            out,
+            "{}",
+            row(&WIDTHS, &cells.each_ref().map(String::as_str))
         )?;
     }
     let mut summary = format!("{} device(s)", rows.len() + hidden.len());

@@ -28,11 +28,7 @@ pub(super) fn events(
                 v
             })
             .collect();
-        writeln!(
-            out,
-            "{}",
-            sanitize::json_text(&serde_json::to_string_pretty(&v)?)
-        )?;
+        super::table::print_json(&v)?;
         return Ok(());
     }
     for l in &events {

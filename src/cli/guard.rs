@@ -399,10 +399,7 @@ async fn status(cfg: &Config, store: &mut Store, json: bool) -> anyhow::Result<(
             })).collect::<Vec<_>>(),
             "table": read.as_ref().ok(),
         });
-        println!(
-            "{}",
-            sanitize::json_text(&serde_json::to_string_pretty(&v)?)
-        );
+        super::table::print_json(&v)?;
         return Ok(());
     }
     let mut out = String::new();

@@ -24,6 +24,7 @@ mod devices;
 mod events;
 mod guard;
 mod posture;
+mod table;
 mod test_notify;
 
 #[derive(Parser, Debug)]

@@ -43,11 +43,7 @@ pub(super) async fn posture(explicit: Option<&Path>, json: bool) -> anyhow::Resu
     };
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(
-            out,
-            "{}",
-            sanitize::json_text(&serde_json::to_string_pretty(&report)?)
-        )?;
+        super::table::print_json(&report)?;
         return Ok(code);
     }
     let s = |v: &str, n| sanitize::line(v, n);

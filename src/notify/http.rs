@@ -72,13 +72,7 @@ pub fn signature(secret: &Secret, t: i64, body: &[u8]) -> String {
         Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("any key length");
     mac.update(format!("{t}.").as_bytes());
     mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("t={t},v1={hex}")
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// At most `max` characters of `text`, cut on a character boundary, marked when cut.

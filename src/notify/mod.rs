@@ -71,8 +71,7 @@ pub fn batch_id(ids: &[i64]) -> String {
     v.sort_unstable();
     let text: Vec<String> = v.iter().map(i64::to_string).collect();
     let h = Sha256::digest(text.join(",").as_bytes());
-    let hex: String = h.iter().take(12).map(|b| format!("{b:02x}")).collect();
-    format!("tsm-{hex}")
+    format!("tsm-{}", hex::encode(&h[..12]))
 }
 
 /// Sends everything due, one message per channel. A channel that has failed for longer than

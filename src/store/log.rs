@@ -217,5 +217,5 @@ pub(super) fn chain_hash(prev: &str, data: &str) -> String {
     h.update(prev.as_bytes());
     h.update(b"\n");
     h.update(data.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(h.finalize())
 }

@@ -97,10 +97,7 @@ impl Step {
 /// A short hex digest of `value`'s serialization, to tell "the same as last time".
 fn digest(value: &impl serde::Serialize) -> String {
     let json = serde_json::to_vec(value).expect("serializes");
-    Sha256::digest(json)[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&Sha256::digest(json)[..16])
 }
 
 fn fingerprint(interface: &str, set: &GuardSet) -> String {

@@ -132,7 +132,7 @@ pub fn verify_body(sig: &Signature, body: &[u8], secret: &[u8]) -> Result<(i64, 
     let expected = mac.finalize();
     for m in &sig.macs {
         if hmac::digest::CtOutput::<Hmac<Sha256>>::new((*m).into()) == expected {
-            return Ok((sig.t, m.iter().map(|b| format!("{b:02x}")).collect()));
+            return Ok((sig.t, hex::encode(m)));
         }
     }
     Err(Refused::BadSignature)
@@ -338,11 +338,7 @@ mod tests {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
         mac.update(format!("{t}.").as_bytes());
         mac.update(body);
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(mac.finalize().into_bytes())
     }
 
     #[test]
