@@ -11,6 +11,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 
+use super::emulator::{self, Emulator};
+use super::{webhook, Monitor};
+
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub method: String,
@@ -130,4 +133,39 @@ async fn handle(
     Ok(resp
         .body(Full::new(Bytes::from_static(b"{\"ok\":true}")))
         .unwrap())
+}
+
+/// The emulator's standard tailnet, a loopback receiver, and a monitor whose config is
+/// `config(receiver URL)`.
+pub fn with_receiver(
+    config: impl FnOnce(&str) -> String,
+) -> (tempfile::TempDir, Emulator, Receiver, Monitor) {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let rx = Receiver::start();
+    let mon = Monitor::new(&emu.socket, &config(&rx.url));
+    (dir, emu, rx, mon)
+}
+
+/// [`with_receiver`] whose first channel is the webhook `hook` at `/hook`; `extra` (given the
+/// receiver's URL) is appended to the config.
+pub fn with_hook(
+    extra: impl FnOnce(&str) -> String,
+) -> (tempfile::TempDir, Emulator, Receiver, Monitor) {
+    with_receiver(|url| webhook("hook", &format!("{url}/hook")) + &extra(url))
+}
+
+/// The kinds of every event the receiver got at `/hook`, in order.
+pub fn hook_kinds(rx: &Receiver) -> Vec<String> {
+    rx.at("/hook")
+        .iter()
+        .flat_map(|r| {
+            r.json()["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["kind"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
