@@ -162,3 +162,31 @@ fn mark(state_dir: &Path) {
         let _ = f.set_modified(std::time::SystemTime::now());
     }
 }
+
+/// A state database that `cmd` (`check`, or `run` at startup) cannot use: tells the channels
+/// straight, at most once per [`ALERT_EVERY`], unless the invoking user
+/// merely may not open it. Returns the one-line message for the terminal.
+pub async fn store_unusable(cfg: &Config, host: &str, e: &StoreError, cmd: &str) -> String {
+    let error = e.to_string();
+    if e.is_access_denied() {
+        return format!(
+            "{error} (run `{cmd}` as the user that owns the state, e.g. `runuser -u tailscale-monitor -- tailscale-monitor {cmd}`)"
+        );
+    }
+    if !StoreOutage::told_recently(&cfg.state_dir) {
+        let mut o =
+            StoreOutage::from_mark(&cfg.state_dir).unwrap_or_else(|| StoreOutage::new(Utc::now()));
+        o.tell(cfg, host, &cfg.state_dir.join("state.db"), &error)
+            .await;
+    }
+    error
+}
+
+/// Once the store works: if an earlier `check` or `run` start told a store failure, log
+/// `monitor.store_recovered` (delivered with the rest) and clear the mark.
+pub fn store_recovered(cfg: &Config, store: &mut Store) -> Result<(), StoreError> {
+    match StoreOutage::from_mark(&cfg.state_dir) {
+        Some(o) => o.recovered(store, &cfg.routes(), &cfg.state_dir),
+        None => Ok(()),
+    }
+}

@@ -150,7 +150,7 @@ pub(super) async fn check(explicit: Option<&Path>) -> ExitCode {
     let host = pass::local_hostname();
     let store_failed = |e: crate::store::StoreError| {
         let (cfg, host) = (&cfg, &host);
-        async move { unknown(store_unusable(cfg, host, &e, "check").await) }
+        async move { unknown(crate::app::outage::store_unusable(cfg, host, &e, "check").await) }
     };
     let mut store = match Store::open(&cfg.state_dir) {
         Ok(s) => s,
@@ -183,40 +183,4 @@ pub(super) async fn check(explicit: Option<&Path>) -> ExitCode {
     let (line, code) = status_line(&report, &delivery, &outbox);
     println!("{line}");
     ExitCode::from(code)
-}
-
-/// A state database that `cmd` (`check`, or `run` at startup) cannot use: tells the channels
-/// straight, at most once per [`crate::app::outage::ALERT_EVERY`], unless the invoking user
-/// merely may not open it. Returns the one-line message for the terminal.
-pub(super) async fn store_unusable(
-    cfg: &Config,
-    host: &str,
-    e: &crate::store::StoreError,
-    cmd: &str,
-) -> String {
-    let error = e.to_string();
-    if e.is_access_denied() {
-        return format!(
-            "{error} (run `{cmd}` as the user that owns the state, e.g. `runuser -u tailscale-monitor -- tailscale-monitor {cmd}`)"
-        );
-    }
-    if !StoreOutage::told_recently(&cfg.state_dir) {
-        let mut o =
-            StoreOutage::from_mark(&cfg.state_dir).unwrap_or_else(|| StoreOutage::new(Utc::now()));
-        o.tell(cfg, host, &cfg.state_dir.join("state.db"), &error)
-            .await;
-    }
-    error
-}
-
-/// Once the store works: if an earlier `check` or `run` start told a store failure, log
-/// `monitor.store_recovered` (delivered with the rest) and clear the mark.
-pub(super) fn store_recovered(
-    cfg: &Config,
-    store: &mut Store,
-) -> Result<(), crate::store::StoreError> {
-    match StoreOutage::from_mark(&cfg.state_dir) {
-        Some(o) => o.recovered(store, &cfg.routes(), &cfg.state_dir),
-        None => Ok(()),
-    }
 }

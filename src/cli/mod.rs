@@ -203,12 +203,18 @@ pub async fn main(cli: Cli) -> ExitCode {
             // at most hourly, so that a restart loop is not silent.
             Ok(cfg) => {
                 let opened = Store::open(&cfg.state_dir).and_then(|mut s| {
-                    check::store_recovered(&cfg, &mut s)?;
+                    crate::app::outage::store_recovered(&cfg, &mut s)?;
                     Ok(s)
                 });
                 match opened {
                     Err(e) => Err(anyhow::anyhow!(
-                        check::store_unusable(&cfg, &pass::local_hostname(), &e, "run").await
+                        crate::app::outage::store_unusable(
+                            &cfg,
+                            &pass::local_hostname(),
+                            &e,
+                            "run"
+                        )
+                        .await
                     )),
                     // The recovery, if any, is queued: `run` delivers it at startup.
                     Ok(store) => {
