@@ -3,11 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use chrono::Utc;
-
 use crate::app::pass::{self, PassReport};
 use crate::cli::load;
-use crate::config::Config;
 use crate::model::event_kind::EventKind;
 use crate::model::Severity;
 use crate::notify::DeliveryReport;
