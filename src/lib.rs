@@ -41,7 +41,7 @@
 //!   server in `tests/it/channels.rs`; the README's channel table gets a row.
 //! - **an event kind**: one row in `model/event_kind.rs` (a test wants its README row, the
 //!   compiler its advice in `notify/render/advice.rs`), its detector in `diff/<concern>.rs`
-//!   with a unit test in `diff/tests.rs`; `cli/check.rs` says whether it makes `check` exit 2.
+//!   with a unit test in `diff/tests.rs`; `check_critical` on its row if it makes `check` exit 2.
 //! - **a posture check**: a row in `posture/catalog.rs` (id, area, title, severity, fix; a test
 //!   wants it in the README's list) and its judgement in `posture/<area>.rs`.
 //! - **a guard rule**: which addresses get in is `diff/guard/set.rs` (pure, shared by the

@@ -40,22 +40,7 @@ pub fn status_line(
             3,
         );
     }
-    let new_member = report.events.iter().any(|e| {
-        matches!(
-            e.kind,
-            EventKind::DeviceNew
-                | EventKind::UserNew
-                | EventKind::AccessWidened
-                | EventKind::AccessSshWidened
-                | EventKind::NodeTailnetLockDisabled
-                | EventKind::NodeTailnetChanged
-                | EventKind::GuardBlocked
-                | EventKind::GuardUnenforced
-                | EventKind::GuardDisabled
-                | EventKind::GuardDoorOpen
-                | EventKind::NodeRemoteConfig
-        )
-    });
+    let new_member = report.events.iter().any(|e| e.kind.check_critical());
     let mut code = if new_member {
         2
     } else if report.max_severity() >= Some(Severity::Warning) {

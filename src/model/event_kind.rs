@@ -1,6 +1,7 @@
-//! Every kind of event, in one table: its variant, its stable name and its default severity.
-//! The enum, its serde names, [`EventKind::ALL`], [`EventKind::as_str`] and
-//! [`EventKind::severity`] are generated from it; the README's event table is checked against it
+//! Every kind of event, in one table: its variant, its stable name, its default severity and,
+//! marked `check_critical`, whether it makes `check` exit 2 (Nagios CRITICAL). The enum, its serde
+//! names, [`EventKind::ALL`], [`EventKind::as_str`], [`EventKind::severity`] and
+//! [`EventKind::check_critical`] are generated from it; the README's event table is checked against it
 //! (`every_kind_is_in_the_readme_table`).
 
 use serde::{Deserialize, Serialize};
@@ -8,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::Severity;
 
 macro_rules! event_kinds {
-    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal, $severity:ident;)*) => {
+    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal, $severity:ident $(, $critical:ident)?;)*) => {
         /// Every kind of event the monitor can report. The string form (`device.new`, …) is
         /// stable: it is stored, printed, sent in webhooks and used in config filters.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -27,14 +28,22 @@ macro_rules! event_kinds {
             pub fn severity(self) -> Severity {
                 match self { $(EventKind::$variant => Severity::$severity,)* }
             }
+
+            /// This kind makes `check` exit 2 (Nagios CRITICAL): someone or something new may
+            /// now reach this server, or the guard is not keeping them out.
+            pub fn check_critical(self) -> bool {
+                match self { $(EventKind::$variant => event_kinds!(@critical $($critical)?),)* }
+            }
         }
     };
+    (@critical check_critical) => { true };
+    (@critical) => { false };
 }
 
 event_kinds! {
-    UserNew => "user.new", Critical;
+    UserNew => "user.new", Critical, check_critical;
     UserRemoved => "user.removed", Info;
-    DeviceNew => "device.new", Critical;
+    DeviceNew => "device.new", Critical, check_critical;
     DeviceRekeyed => "device.rekeyed", Warning;
     DeviceRenamed => "device.renamed", Warning;
     DeviceOwnerChanged => "device.owner_changed", Critical;
@@ -56,20 +65,20 @@ event_kinds! {
     SettingsChanged => "settings.changed", Warning;
     PostureDegraded => "posture.degraded", Warning;
     PostureImproved => "posture.improved", Info;
-    AccessWidened => "access.widened", Critical;
-    AccessSshWidened => "access.ssh_widened", Critical;
+    AccessWidened => "access.widened", Critical, check_critical;
+    AccessSshWidened => "access.ssh_widened", Critical, check_critical;
     AccessNarrowed => "access.narrowed", Info;
     AccessCapabilityGranted => "access.capability_granted", Warning;
-    NodeTailnetLockDisabled => "node.tailnet_lock_disabled", Critical;
+    NodeTailnetLockDisabled => "node.tailnet_lock_disabled", Critical, check_critical;
     NodeTailnetLockChanged => "node.tailnet_lock_changed", Warning;
     NodeSshChanged => "node.ssh_changed", Warning;
     NodeRoutesChanged => "node.routes_changed", Warning;
     NodeUpdateAvailable => "node.update_available", Warning;
     /// `RemoteConfig` was turned on: the control plane may change any pref of this node and
     /// call any of its LocalAPI endpoints.
-    NodeRemoteConfig => "node.remote_config", Critical;
+    NodeRemoteConfig => "node.remote_config", Critical, check_critical;
     /// This node now belongs to another tailnet (`CurrentTailnet.StableID` changed).
-    NodeTailnetChanged => "node.tailnet_changed", Critical;
+    NodeTailnetChanged => "node.tailnet_changed", Critical, check_critical;
     MonitorBaseline => "monitor.baseline", Info;
     MonitorSourceDown => "monitor.source_down", Critical;
     MonitorSourceRecovered => "monitor.source_recovered", Info;
@@ -90,17 +99,17 @@ event_kinds! {
     /// `guard revoke`: a device is shut out again.
     GuardRevoked => "guard.revoked", Warning;
     /// A device this server never approved tried to reach it (or route through it).
-    GuardBlocked => "guard.blocked", Critical;
+    GuardBlocked => "guard.blocked", Critical, check_critical;
     /// `[guard] mode = "enforce"`, and the guard is not in force (userspace networking, no
     /// privileged relay, nftables refused): raised once per reason.
-    GuardUnenforced => "guard.unenforced", Critical;
+    GuardUnenforced => "guard.unenforced", Critical, check_critical;
     /// The guard is in force again after `guard.unenforced`.
     GuardEnforced => "guard.enforced", Info;
     /// `guard off`: the enforcement was removed by hand.
-    GuardDisabled => "guard.disabled", Critical;
+    GuardDisabled => "guard.disabled", Critical, check_critical;
     /// With the guard enforcing, a way in that tailscaled answers itself (Tailscale SSH, the web
     /// client, serve, the PeerAPI) is open, or was turned on and closed again: once per opening.
-    GuardDoorOpen => "guard.door_open", Critical;
+    GuardDoorOpen => "guard.door_open", Critical, check_critical;
     /// Such a door is closed again.
     GuardDoorClosed => "guard.door_closed", Info;
     /// A peer without a stable ID of its own, or sharing one with another peer: never approved,
