@@ -13,6 +13,12 @@ use support::emulator::{self, Emulator};
 use support::receiver::Receiver;
 use support::Monitor;
 
+/// `TM_BENCH_BEFORE`: an earlier build of the binary, measured beside this one in the same run
+/// (`bench/compare.sh REV` builds it).
+fn before() -> Option<std::path::PathBuf> {
+    std::env::var_os("TM_BENCH_BEFORE").map(Into::into)
+}
+
 fn sizes(var: &str, default: &str) -> Vec<usize> {
     std::env::var(var)
         .unwrap_or_else(|_| default.into())
@@ -94,6 +100,27 @@ fn bench_nothing_new_check() {
                 .min_by(|a, b| a.0.partial_cmp(&b.0).unwrap())
                 .unwrap()
         };
+        if let Some(b) = before() {
+            // The earlier build on the same state, alternately with this one, best of 5 each.
+            let earlier = check.replacen(&bin.display().to_string(), &b.display().to_string(), 1);
+            let (mut now_best, mut then_best) = (f64::MAX, f64::MAX);
+            let (mut now_rss, mut then_rss) = (0, 0);
+            for _ in 0..5 {
+                let (t, r, _) = timed(&check);
+                if t < now_best {
+                    (now_best, now_rss) = (t, r);
+                }
+                let (t, r, _) = timed(&earlier);
+                if t < then_best {
+                    (then_best, then_rss) = (t, r);
+                }
+            }
+            println!(
+                "BENCH before_after_check peers={n} this_s={now_best:.4} this_rss_mib={:.1} before_s={then_best:.4} before_rss_mib={:.1}",
+                now_rss as f64 / 1024.0,
+                then_rss as f64 / 1024.0
+            );
+        }
         let (t, rss, blocks) = best(&check);
         let (ot, orss, oblocks) = best(&old);
         println!(
@@ -118,20 +145,30 @@ fn bench_busy_run() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
+    let mut modes = vec![
+        ("presence patches", None),
+        ("baseline: full pass per notify", None),
+        ("idle", None),
+    ];
+    if let Some(b) = before() {
+        modes.push(("before: presence patches", Some(b.clone())));
+        modes.push(("before: idle", Some(b)));
+    }
     for n in sizes("TM_BENCH_BUSY_SIZES", "1000,10000") {
-        for mode in ["presence patches", "baseline: full pass per notify"] {
+        for (mode, build) in &modes {
             let dir = tempfile::tempdir().unwrap();
             let doc = generated(n);
             let emu = Emulator::start(dir.path(), doc.clone());
             emu.set_netmap(netmap(&doc));
             let rx = Receiver::start();
-            let mon = Monitor::new(
+            let mut mon = Monitor::new(
                 &emu.socket,
                 &format!(
                     "[daemon]\nbatch_window = \"1ms\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"{}/hook\"\n",
                     rx.url
                 ),
             );
+            mon.bin.clone_from(build);
             let daemon = mon.spawn_run();
             assert_eq!(rx.wait("/hook", 1, 300).len(), 1, "baseline");
             assert!(emu.wait_opened(1, 60));
@@ -148,8 +185,14 @@ fn bench_busy_run() {
             let start = Instant::now();
             let mut join_ms = None;
             for i in 0..secs {
+                if mode.ends_with("idle") {
+                    // Nothing happens: what `run` costs by itself.
+                    let next = start + Duration::from_secs(i + 1);
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                    continue;
+                }
                 let peer = &peers[i as usize % peers.len()];
-                let line = if mode.starts_with("presence") {
+                let line = if mode.ends_with("presence patches") {
                     json!({"PeersChanged": [emulator::node_of(peer, i % 2 == 1)]})
                 } else {
                     json!({"PeersChanged": [{"ID": 1}]})

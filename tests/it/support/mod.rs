@@ -23,6 +23,9 @@ pub struct Monitor {
     pub config: PathBuf,
     /// The unprivileged account every command runs as (`None`: the test's own user).
     user: Option<String>,
+    /// Another build of the binary every command runs (a benchmark's baseline); `None`: the one
+    /// under test.
+    pub bin: Option<PathBuf>,
 }
 
 /// What one run of the binary printed and returned.
@@ -64,6 +67,7 @@ impl Monitor {
             dir,
             config,
             user: None,
+            bin: None,
         }
     }
 
@@ -109,7 +113,7 @@ impl Monitor {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = match &self.user {
-            None => Command::new(bin()),
+            None => Command::new(self.bin.clone().unwrap_or_else(bin)),
             Some(u) => {
                 // setpriv execs the monitor in place: signals and the exit status are its own.
                 let mut c = Command::new("setpriv");
