@@ -3,7 +3,8 @@
 # builds measured alternately in the same run (a `check` that finds nothing new, best of 5 each;
 # `run` idle and on a busy tailnet, one after the other).
 #
-#   bench/compare.sh REV      (TM_BENCH_SIZES=1000,10000 TM_BENCH_BUSY_SIZES=1000,10000 TM_BENCH_SECS=60)
+#   bench/compare.sh REV      (TM_BENCH_SIZES=1000,10000 TM_BENCH_BUSY_SIZES=1000,10000 TM_BENCH_SECS=60
+#                              TM_BENCH_FILTER=cost:: — e.g. cost::bench_nothing_new_check alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rev=${1:?usage: bench/compare.sh REV}
@@ -19,4 +20,4 @@ cp target/release/tailscale-monitor "$work/before"
 export TM_BENCH_BEFORE="$work/before"
 export TM_BENCH_SIZES="${TM_BENCH_SIZES:-1000,10000}"
 echo "before: $(git rev-parse --short "$rev")   this: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')"
-cargo test --release --test bench cost:: -- --ignored --test-threads 1 --nocapture 2>/dev/null | grep -o 'BENCH.*'
+cargo test --release --test bench "${TM_BENCH_FILTER:-cost::}" -- --ignored --test-threads 1 --nocapture 2>/dev/null | grep -o 'BENCH.*'
