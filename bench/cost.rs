@@ -103,6 +103,12 @@ fn bench_nothing_new_check() {
         if let Some(b) = before() {
             // The earlier build on the same state, alternately with this one, best of 5 each.
             let earlier = check.replacen(&bin.display().to_string(), &b.display().to_string(), 1);
+            // An earlier build that refuses this state (a newer schema) would time its error.
+            let ok = Command::new("sh").args(["-c", &earlier]).status().unwrap();
+            assert!(
+                ok.success(),
+                "the earlier build's check failed on this state: {ok}"
+            );
             let (mut now_best, mut then_best) = (f64::MAX, f64::MAX);
             let (mut now_rss, mut then_rss) = (0, 0);
             for _ in 0..5 {

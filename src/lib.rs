@@ -74,6 +74,7 @@ pub(crate) mod privileged;
 pub(crate) mod sanitize;
 pub(crate) mod source;
 pub(crate) mod store;
+pub(crate) mod web;
 
 // What the binary, the integration tests and `examples/parse_diff.rs` use; everything else is
 // crate-private, so that the compiler reports what nothing uses.

@@ -327,7 +327,8 @@ pub async fn deliver(
     host: &str,
     ignore_backoff: bool,
 ) -> Result<DeliveryReport, StoreError> {
-    let cx = render::Context::new(host);
+    let mut cx = render::Context::new(host);
+    cx.web = cfg.web.as_ref().and_then(|w| w.url.clone());
     notify::deliver(
         store,
         &cfg.channels,

@@ -25,6 +25,7 @@ mod show;
 mod socket;
 #[cfg(test)]
 mod tests;
+mod web;
 
 pub use channels::Channel;
 pub use control::{ControlApi, ControlConfig, TailscaleAuth, WebhooksConfig};
@@ -37,6 +38,7 @@ use crate::config::raw::RawConfig;
 use crate::config::secret::{read_secret, writable_only_by_owner};
 
 pub use guard::{Doors, GuardConfig, GuardMode};
+pub use web::{WebConfig, WebListen};
 
 pub use secret::Secret;
 pub use socket::default_socket;
@@ -46,7 +48,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/tailscale-monitor";
 
 /// The keys a SIGHUP cannot apply (they hold a listener, the database or the IPN bus): `run`
 /// says so in its log and keeps their running values until a restart; `config check` lists them.
-pub const RESTART_ONLY: [RestartOnly; 6] = [
+pub const RESTART_ONLY: [RestartOnly; 7] = [
     RestartOnly {
         key: "[state] dir",
         differs: |a, b| a.state_dir != b.state_dir,
@@ -75,6 +77,11 @@ pub const RESTART_ONLY: [RestartOnly; 6] = [
             a.webhooks.as_ref().map(|w| &w.secret) != b.webhooks.as_ref().map(|w| &w.secret)
         },
         keep: |new, running| keep_webhooks(new, running),
+    },
+    RestartOnly {
+        key: "[web]",
+        differs: |a, b| a.web != b.web,
+        keep: |new, running| new.web.clone_from(&running.web),
     },
     RestartOnly {
         key: "[tailscale] socket (for the IPN bus)",
@@ -156,6 +163,8 @@ pub struct Config {
     pub webhooks: Option<WebhooksConfig>,
     /// `[guard]`: the approval of devices at this server, enforced with nftables.
     pub guard: GuardConfig,
+    /// `[web]`: the read-only web view `run` serves, if configured.
+    pub web: Option<WebConfig>,
 }
 
 impl Config {
@@ -331,6 +340,17 @@ impl Config {
         if guard.enforcing() {
             policy.guard = Some(guard.approve_new.clone());
         }
+        let web = web::parse(&cx, &raw.web)?;
+        if let Some(w) = &web {
+            if !guard.enforcing() && w.viewers.is_empty() {
+                let at = raw.web.listen.as_ref().expect("parsed");
+                return Err(cx.at(
+                    at,
+                    "web.viewers",
+                    "with the guard off, name the devices that may look (`viewers = [stable IDs]`): the control plane's word on who a viewer is is not enough",
+                ));
+            }
+        }
 
         let mut channels: Vec<Channel> = Vec::new();
         for n in &raw.notify {
@@ -397,6 +417,7 @@ impl Config {
         Ok(Config {
             path: None,
             guard,
+            web,
             control,
             webhooks,
             source,

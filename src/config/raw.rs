@@ -28,6 +28,17 @@ pub(super) struct RawConfig {
     pub(super) watch: Vec<Spanned<RawWatch>>,
     #[serde(default)]
     pub(super) guard: RawGuard,
+    #[serde(default)]
+    pub(super) web: RawWeb,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWeb {
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) token_file: Option<Spanned<PathBuf>>,
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) viewers: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -149,6 +149,23 @@ impl Config {
                 q(&w.listen.to_string())
             );
         }
+        if let Some(w) = &self.web {
+            out += &match &w.listen {
+                super::WebListen::Unix(p) => format!(
+                    "\n[web]\nlisten = {}\n",
+                    q(&format!("unix:{}", p.display()))
+                ),
+                super::WebListen::Tcp(a, _) => format!(
+                    "\n[web]\nlisten = {}\ntoken_file = \"(redacted)\"\n",
+                    q(&a.to_string())
+                ),
+            };
+            if let Some(u) = &w.url {
+                out += &format!("url = {}\n", q(u));
+            }
+            let v: Vec<String> = w.viewers.iter().map(|v| q(v)).collect();
+            out += &format!("viewers = [{}]\n", v.join(", "));
+        }
         out
     }
 }

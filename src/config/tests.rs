@@ -433,3 +433,33 @@ fn guard_keys() {
         assert!(!e.contains('\n'), "one line: {e}");
     }
 }
+
+/// `[web]`: a unix socket of the monitor's own, or loopback TCP with a token; with the guard off,
+/// the viewers named; each mistake a one-line error at its line.
+#[test]
+fn web_section_errors_name_the_key_and_the_line() {
+    let ok = Config::from_toml(
+        "[web]\nlisten = \"unix:/run/tailscale-monitor/web.sock\"\nviewers = [\"nABC123CNTRL\"]\nurl = \"https://srv.example.ts.net/\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    let w = ok.web.unwrap();
+    assert_eq!(
+        w.listen,
+        crate::config::WebListen::Unix("/run/tailscale-monitor/web.sock".into())
+    );
+    assert_eq!(w.url.as_deref(), Some("https://srv.example.ts.net"));
+    for (text, says) in [
+        ("[web]\nlisten = \"unix:/run/x.sock\"\n", "t.toml:2: with the guard off, name the devices"),
+        ("[web]\nlisten = \"unix:web.sock\"\nviewers = [\"n1\"]\n", "t.toml:2: a unix socket path must be absolute"),
+        ("[web]\nlisten = \"0.0.0.0:8080\"\nviewers = [\"n1\"]\n", "t.toml:2: a TCP address must be on loopback"),
+        ("[web]\nlisten = \"127.0.0.1:8080\"\nviewers = [\"n1\"]\n", "t.toml:2: a TCP listen address needs token_file"),
+        ("[web]\nurl = \"https://x\"\n", "t.toml:2: needs [web] listen"),
+        ("[web]\nlisten = \"unix:/run/x.sock\"\nviewers = [\"a b\"]\n", "t.toml:3: `a b` is not a stable ID"),
+        ("[web]\nlisten = \"unix:/run/x.sock\"\nviewers = [\"n1\"]\nurl = \"javascript:alert(1)\"\n", "t.toml:4: an http(s) URL with a host"),
+    ] {
+        let e = Config::from_toml(text, "t.toml").unwrap_err().to_string();
+        assert!(e.starts_with(says), "{text:?}: {e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+}

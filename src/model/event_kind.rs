@@ -118,6 +118,11 @@ event_kinds! {
     /// The root side's set is not what the monitor computes from what it sees, for more than one
     /// sync.
     GuardMismatch => "guard.mismatch", Warning;
+    /// Someone was refused the web view: a device neither approved in the guard nor a listed
+    /// viewer, a local user who is not root on its socket, or a wrong token.
+    WebRefused => "web.refused", Critical;
+    /// A device looked at the web view for the first time.
+    WebNewViewer => "web.new_viewer", Warning;
 }
 
 impl EventKind {

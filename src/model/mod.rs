@@ -155,6 +155,9 @@ pub struct WhoIs {
     pub ip: String,
     /// The node's MagicDNS name.
     pub node: String,
+    /// Its node key (`nodekey:…`): what the guard approved with its stable ID.
+    #[serde(default)]
+    pub node_key: String,
     pub hostname: String,
     pub os: String,
     pub stable_id: String,

@@ -249,6 +249,7 @@ impl LocalApi {
         #[serde(default, rename_all = "PascalCase")]
         struct Node {
             name: String,
+            key: String,
             #[serde(rename = "StableID")]
             stable_id: String,
             hostinfo: Hostinfo,
@@ -285,6 +286,7 @@ impl LocalApi {
         Ok(crate::model::WhoIs {
             ip: ip.to_string(),
             node: w.node.name,
+            node_key: w.node.key,
             hostname: w.node.hostinfo.hostname,
             os: w.node.hostinfo.os,
             stable_id: w.node.stable_id,

@@ -194,7 +194,11 @@ impl Store {
         Ok(None)
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(&self, data: &str, what: &str) -> Result<T> {
+    pub(super) fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        data: &str,
+        what: &str,
+    ) -> Result<T> {
         serde_json::from_str(data).map_err(|err| StoreError::Corrupt {
             path: self.path.clone(),
             what: what.to_owned(),

@@ -39,8 +39,10 @@ mod pass;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod web;
 
 pub use log::Checkpoint;
+pub use web::EventFilter;
 
 use crate::store::meta::{get_meta, load_health};
 

@@ -136,4 +136,11 @@ ALTER TABLE guard_approved ADD COLUMN node_key TEXT NOT NULL DEFAULT '';
     r#"
 ALTER TABLE guard_approved ADD COLUMN routes TEXT NOT NULL DEFAULT '[]';
 "#,
+    // The web view's timeline pages through the log newest first, filtered by kind, severity or
+    // device: each filter walks its own index, so a page costs the same at any size of the log.
+    r#"
+CREATE INDEX events_kind ON events(kind, id);
+CREATE INDEX events_severity ON events(severity, id);
+CREATE INDEX events_device ON events(device_id, id);
+"#,
 ];

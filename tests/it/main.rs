@@ -23,3 +23,4 @@ mod real;
 mod reload;
 mod storm;
 mod stream;
+mod web;

@@ -285,7 +285,7 @@ impl Drop for Tasks {
     }
 }
 
-/// Starts `/metrics` and the webhook receiver when configured. Their keys are restart-only
+/// Starts `/metrics`, the web view and the webhook receiver when configured. Their keys are restart-only
 /// ([`crate::config::RESTART_ONLY`]): these tasks keep the values they started with.
 async fn listeners(
     cfg: &Config,
@@ -312,6 +312,13 @@ async fn listeners(
             counters.clone(),
             cfg.metrics_token.clone(),
         )));
+    }
+    if let Some(w) = &cfg.web {
+        let bound = crate::web::listen::bind(&w.listen).await?;
+        let web = crate::web::Web::new(cfg, w, &pass::local_hostname())?;
+        tasks
+            .0
+            .push(tokio::spawn(crate::web::listen::serve(web, bound)));
     }
     if let Some(w) = &cfg.webhooks {
         let listener = crate::source::control::webhooks::bind(w.listen).await?;

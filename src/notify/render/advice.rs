@@ -58,6 +58,13 @@ pub(super) fn kind_action(e: &Event) -> String {
         EventKind::GuardMismatch => "The guard applies the root side's decision. If this persists, compare \
              `tailscale-monitor guard status --json` (root's set) with `tailscale status --json`."
             .to_owned(),
+        EventKind::WebRefused => "Nothing was shown. If this was not you from a device you have not approved, \
+             someone on the tailnet (or on this server) is looking for a way in: find the device in the admin \
+             console and remove it."
+            .to_owned(),
+        EventKind::WebNewViewer => "For your records. If you do not recognise the device, revoke its approval \
+             (`sudo tailscale-monitor guard revoke <device>`) or take it off `[web] viewers`."
+            .to_owned(),
         EventKind::GuardDoorClosed => "For your records: this door is closed again; `tailscale-monitor guard \
              status` lists those still open."
             .to_owned(),

@@ -33,6 +33,9 @@ pub struct Context {
     /// Identifies the outbox rows of this message: the same rows retried give the same value,
     /// which channels with idempotency keys use (Matrix transaction id).
     pub batch: Option<String>,
+    /// `[web] url`: each event links to its page of the web view (its device's, else the
+    /// timeline).
+    pub web: Option<String>,
 }
 
 /// A point of the event log's hash chain.
@@ -54,6 +57,7 @@ impl Context {
             host: host.to_owned(),
             anchor: None,
             batch: None,
+            web: None,
         }
     }
 }
@@ -186,6 +190,19 @@ fn storm_summary(text: &mut String, html: &mut String, events: &[&Event]) {
     let _ = write!(html, "<p>Details of the first {STORM}:</p>");
 }
 
+/// The web view's page of `e` (its device's, else the timeline at it), when `[web] url` is set.
+/// The device's stable ID is percent-encoded: nothing from the tailnet shapes the URL.
+fn web_link(cx: &Context, e: &Event) -> Option<String> {
+    let base = cx.web.as_deref()?;
+    Some(match &e.device {
+        Some(d) => format!(
+            "{base}/devices/{}",
+            percent_encoding::utf8_percent_encode(&d.id.0, percent_encoding::NON_ALPHANUMERIC)
+        ),
+        None => format!("{base}/timeline"),
+    })
+}
+
 /// Renders a batch of events (one pass, or what accumulated while a channel was down).
 pub fn render(cx: &Context, events: &[&Event]) -> Rendered {
     let keep = own_names(cx, events);
@@ -214,6 +231,11 @@ pub fn render(cx: &Context, events: &[&Event]) -> Rendered {
     for e in detailed {
         event_text(&mut text, e);
         event_html(&mut html, e);
+        if let Some(url) = web_link(cx, e) {
+            let _ = writeln!(text, "  Web view:   {url}");
+            let u = sanitize::html(&url, 400);
+            let _ = write!(html, "<p><a href=\"{u}\">Open in the web view</a></p>");
+        }
     }
     text.push_str("\n-- \ntailscale-monitor: review everything with `tailscale-monitor events`.\n");
     html.push_str("<p style=\"color:#666\">tailscale-monitor: review everything with <code>tailscale-monitor events</code>.");

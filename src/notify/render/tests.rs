@@ -218,3 +218,31 @@ fn text_and_html_write_the_same_blocks() {
         .text
         .contains("Nobody: the policy lets no other device in."));
 }
+
+/// `[web] url`: each event links to its device's page of the web view, the stable ID
+/// percent-encoded (a hostile ID cannot shape the URL), and an event without a device to the
+/// timeline.
+#[test]
+fn alerts_link_to_the_web_view() {
+    let mut cx = Context::new("web-01");
+    cx.web = Some("https://srv.example.ts.net".into());
+    let mut e = hostile();
+    e.device.as_mut().unwrap().id = StableNodeId("nE\"><a href=x>".into());
+    let r = render(&cx, &[&e]);
+    let link = "https://srv.example.ts.net/devices/nE%22%3E%3Ca%20href%3Dx%3E";
+    assert!(
+        r.text.contains(&format!("Web view:   {link}")),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.html.contains(&format!("<a href=\"{link}\">")),
+        "{}",
+        r.html
+    );
+    let base = Event::new(EventKind::MonitorBaseline, Utc::now(), "baseline");
+    let r = render(&cx, &[&base]);
+    assert!(r.text.contains("https://srv.example.ts.net/timeline"));
+    let r = render(&Context::new("web-01"), &[&base]);
+    assert!(!r.text.contains("Web view"), "no [web] url, no link");
+}
