@@ -235,3 +235,147 @@ fn the_monitors_own_user_on_the_socket_is_refused() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// What tailscaled's `tailscale serve` does for a browser on the tailnet, on loopback: each
+/// request is forwarded to the view's unix socket (as root, like tailscaled) with the viewer's
+/// address in `X-Forwarded-For` and any such header or identity header of the client's removed.
+/// Returns the port it listens on.
+fn serve_like_tailscaled(socket: PathBuf, viewer: &'static str) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match c.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let mut lines = head.split("\r\n").filter(|l| !l.is_empty());
+                let mut out = format!("{}\r\n", lines.next().unwrap_or_default());
+                for l in lines {
+                    let name = l.split(':').next().unwrap_or_default().to_ascii_lowercase();
+                    if name == "connection"
+                        || name.starts_with("x-forwarded-")
+                        || name.starts_with("tailscale-")
+                    {
+                        continue;
+                    }
+                    out += &format!("{l}\r\n");
+                }
+                out += &format!("X-Forwarded-For: {viewer}\r\nConnection: close\r\n\r\n");
+                let Ok(mut u) = UnixStream::connect(&socket) else {
+                    return;
+                };
+                if u.write_all(out.as_bytes()).is_err() {
+                    return;
+                }
+                let _ = std::io::copy(&mut u, &mut c);
+            });
+        }
+    });
+    port
+}
+
+/// The pages in Debian's Chromium (chromium-driver, Selenium from PyPI), against a history that
+/// holds the hostile-name corpus: each shows what it should, no injected script ran, and the
+/// console shows no Content-Security-Policy violation (an injected inline script or handler the
+/// policy had to block would be one).
+#[test]
+#[ignore = "needs Chromium, chromium-driver and Selenium (tests/setup/install-deps.sh): run tests/run-all.sh"]
+fn the_pages_in_a_real_browser_show_hostile_names_as_text() {
+    let (_d, emu, rx, mon, sock) = with_web();
+    let _daemon = mon.spawn_run();
+    assert_eq!(rx.wait("/hook", 1, 60).len(), 1, "baseline");
+    wait_for(&sock);
+    let mut doc = emulator::tailnet();
+    let hostile = [
+        ("nXSS1CNTRL", "<script>window.__pwned=1</script>"),
+        ("nXSS2CNTRL", "\"><img src=x onerror=\"window.__pwned=2\">"),
+        (
+            "nXSS3CNTRL",
+            "javascript:window.__pwned=3//@everyone <!channel>",
+        ),
+    ];
+    for (n, (id, name)) in hostile.iter().enumerate() {
+        emulator::add_peer(&mut doc, id, name, 6201, &format!("100.102.0.{}", n + 10));
+    }
+    emu.set_status(doc);
+    emu.push("{\"PeersChanged\":[{\"ID\":1}]}\n");
+    assert!(
+        rx.wait("/hook", 2, 60).len() >= 2,
+        "the joins are delivered"
+    );
+
+    let port = serve_like_tailscaled(sock.clone(), ALICE_LAPTOP.1);
+    let base = format!("http://127.0.0.1:{port}");
+    let pages = [
+        ("/timeline", "device.new"),
+        ("/devices", "bob-desktop"),
+        ("/devices/nXSS2CNTRL", "In this server's view"),
+        ("/access", "Who can reach this server"),
+        ("/posture", "TN-01"),
+        ("/guard", "Approved"),
+        ("/health", "Outbox"),
+    ];
+    let out = std::process::Command::new(format!(
+        "{}/venv/bin/python",
+        std::env::var("TM_CACHE").unwrap_or_else(|_| format!(
+            "{}/.cache/tailscale-monitor",
+            std::env::var("HOME").unwrap()
+        ))
+    ))
+    .arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/support/browser.py"
+    ))
+    .arg(std::env::var("TM_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()))
+    .arg(std::env::var("TM_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into()))
+    .arg("")
+    .args(pages.iter().map(|(p, _)| format!("{base}{p}")))
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(shown.len(), pages.len(), "{shown:?}");
+    for ((page, shows), s) in pages.iter().zip(&shown) {
+        let text = s["text"].as_str().unwrap();
+        assert!(text.contains(shows), "{page} shows {shows}: {text}");
+        assert!(s["pwned"].is_null(), "{page}: an injected script ran: {s}");
+        let console: Vec<&str> = s["console"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m.as_str())
+            .collect();
+        assert!(
+            !console
+                .iter()
+                .any(|m| m.contains("Content Security Policy") || m.contains("Refused to")),
+            "{page}: {console:?}"
+        );
+        for link in s["links"].as_array().unwrap() {
+            let l = link.as_str().unwrap_or_default();
+            assert!(l.starts_with(&base), "{page}: a link off the view: {l}");
+        }
+    }
+    // The names are there, as text.
+    let devices = shown[1]["text"].as_str().unwrap();
+    for (_, name) in hostile {
+        let visible = name.replace('"', "\"");
+        assert!(devices.contains(visible.trim()), "{visible} in {devices}");
+    }
+}

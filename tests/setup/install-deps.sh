@@ -13,6 +13,7 @@
 #   prometheus-alertmanager   from Debian (skip with TM_WITH_ALERTMANAGER=0)
 #   cargo-deb                 from crates.io, into $CACHE/cargo-deb (the Debian package test)
 #   nftables, socat, iproute2 from Debian: the guard's kernel-mode tests in network namespaces
+#   chromium, chromium-driver from Debian, selenium (PyPI, in the venv): the web view in a real browser
 set -euo pipefail
 
 CACHE=${TM_CACHE:-$HOME/.cache/tailscale-monitor}
@@ -55,6 +56,8 @@ if [ ! -x "$CACHE/venv/bin/aiosmtpd" ]; then
   python3 -m venv "$CACHE/venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$CACHE/venv"; }
   "$CACHE/venv/bin/pip" install -q 'aiosmtpd>=1.4'
 fi
+# Selenium (PyPI): drives Debian's Chromium through chromium-driver for the web view's tests.
+"$CACHE/venv/bin/python" -c 'import selenium' 2>/dev/null || "$CACHE/venv/bin/pip" install -q 'selenium>=4.20'
 # Apprise (PyPI): the real CLI behind the `apprise` channel.
 [ -x "$CACHE/venv/bin/apprise" ] || "$CACHE/venv/bin/pip" install -q 'apprise>=1.9'
 # Synapse (PyPI, matrix-synapse): a real Matrix homeserver for the `matrix` channel, in a venv
@@ -157,6 +160,7 @@ apt_install nftables socat iproute2
 
 # --- Alertmanager -------------------------------------------------------------------------------
 # promtool (package prometheus) checks the /metrics exposition.
+apt_install chromium chromium-driver
 if [ "${TM_WITH_ALERTMANAGER:-1}" = 1 ]; then apt_install prometheus-alertmanager prometheus; fi
 
 # --- Test accounts ------------------------------------------------------------------------------
@@ -193,5 +197,7 @@ export TM_TAILSCALE_CUR=$CACHE/bin/tailscale-$TS_CUR
 export TM_HEADSCALE=$CACHE/bin/headscale-$HS_VERSION
 export TM_APPRISE=$CACHE/venv/bin/apprise
 export TM_SYNAPSE_VENV=$CACHE/synapse
+export TM_CHROMIUM=/usr/bin/chromium
+export TM_CHROMEDRIVER=/usr/bin/chromedriver
 ENV
 echo "install-deps: ready ($CACHE/env)" >&2
