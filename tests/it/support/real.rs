@@ -389,6 +389,8 @@ pub struct Node {
     pub socket: PathBuf,
     pub release: Release,
     child: Option<Child>,
+    /// More tailscaled flags (`--socks5-server=127.0.0.1:0`).
+    daemon_args: Vec<String>,
 }
 
 impl Node {
@@ -399,6 +401,17 @@ impl Node {
 
     /// [`Node::join`] with `login_server` as the control plane's URL (a relay to headscale).
     pub fn join_via(release: &Release, login_server: &str, name: &str, key: &str) -> Node {
+        Node::join_with(release, login_server, name, key, &[])
+    }
+
+    /// [`Node::join_via`] with more tailscaled flags.
+    pub fn join_with(
+        release: &Release,
+        login_server: &str,
+        name: &str,
+        key: &str,
+        daemon_args: &[&str],
+    ) -> Node {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         // Traversable, not listable: the socket (0666, tailscaled's own) is reachable by an
@@ -411,6 +424,7 @@ impl Node {
             socket,
             release: release.clone(),
             child: None,
+            daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
         };
         n.start_daemon();
         n.up_via(login_server, key, &[]);
@@ -429,6 +443,7 @@ impl Node {
             .arg(format!("--socket={}", self.socket.display()))
             .arg(format!("--statedir={}", self.dir.path().display()))
             .arg("--port=0")
+            .args(&self.daemon_args)
             .env("TS_DEBUG_USE_DERP_HTTP", "1")
             .env("TS_NO_LOGS_NO_SUPPORT", "true")
             .stdin(Stdio::null())
@@ -499,6 +514,43 @@ impl Node {
 
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The port of the SOCKS5 server tailscaled opened (`--socks5-server=127.0.0.1:0`), as it
+    /// logged it.
+    pub fn socks5_port(&self) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("tailscaled.log")).unwrap_or_default();
+            if let Some(p) = log.lines().find_map(|l| {
+                l.split("SOCKS5 listening on ")
+                    .nth(1)
+                    .and_then(|a| a.trim().rsplit(':').next())
+                    .and_then(|p| p.parse().ok())
+            }) {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no SOCKS5 port in {}'s log",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// This node's stable ID and MagicDNS name (without the final dot).
+    pub fn identity(&self) -> (String, String) {
+        let s: Value = serde_json::from_str(&self.status_json()).unwrap();
+        (
+            s["Self"]["ID"].as_str().unwrap().to_owned(),
+            s["Self"]["DNSName"]
+                .as_str()
+                .unwrap()
+                .trim_end_matches('.')
+                .to_owned(),
+        )
     }
 }
 
