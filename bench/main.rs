@@ -13,3 +13,4 @@ mod latency;
 mod measure;
 mod presence;
 mod storm;
+mod web;

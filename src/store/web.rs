@@ -3,7 +3,6 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 
 use super::Result;
 use crate::store::meta::{get_meta, set_meta};
@@ -43,26 +42,26 @@ impl Store {
                 .map_err(self.err())?;
             before = before.min(first.map_or(0, |f| f + 1));
         }
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT id, pass, data FROM events
-                 WHERE id < ?1 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR severity = ?3)
-                   AND (?4 IS NULL OR device_id = ?4)
-                 ORDER BY id DESC LIMIT ?5",
-            )
-            .map_err(self.err())?;
+        // Only the filters given are in the query, so that SQLite walks their index (a `?2 IS
+        // NULL OR kind = ?2` would make it walk the log).
+        let mut sql = "SELECT id, pass, data FROM events WHERE id < ?".to_owned();
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&before];
+        for (column, value) in [
+            ("kind", &filter.kind),
+            ("severity", &filter.severity),
+            ("device_id", &filter.device),
+        ] {
+            if let Some(v) = value {
+                sql += &format!(" AND {column} = ?");
+                args.push(v);
+            }
+        }
+        sql += " ORDER BY id DESC LIMIT ?";
+        let limit = limit as i64;
+        args.push(&limit);
+        let mut st = self.conn.prepare_cached(&sql).map_err(self.err())?;
         let rows: Vec<(i64, i64, String)> = st
-            .query_map(
-                params![
-                    before,
-                    filter.kind,
-                    filter.severity,
-                    filter.device,
-                    limit as i64
-                ],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            .query_map(args.as_slice(), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .map_err(self.err())?
             .collect::<rusqlite::Result<_>>()
             .map_err(self.err())?;

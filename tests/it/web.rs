@@ -11,33 +11,11 @@ use crate::support;
 use support::emulator::{self, Emulator};
 use support::real::{self, Headscale, Node};
 use support::receiver::{hook_kinds, with_receiver, Receiver};
-use support::{webhook, Monitor};
+use support::{unix_get as get, webhook, Monitor};
 
 /// alice-laptop (alice@example.com) in the emulator's tailnet, and bob-desktop.
 const ALICE_LAPTOP: (&str, &str) = ("n00005A9ACNTRL", "100.101.1.2");
 const BOB_DESKTOP: &str = "100.101.1.5";
-
-/// One HTTP/1.1 GET on the socket, as tailscaled's serve sends it; the status, headers and body.
-pub fn get(socket: &Path, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
-    let mut s = UnixStream::connect(socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req += &format!("{k}: {v}\r\n");
-    }
-    req += "\r\n";
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_ascii_lowercase(), body.to_owned())
-}
 
 fn wait_for(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
