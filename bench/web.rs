@@ -30,7 +30,13 @@ fn bench_web_pages() {
             .unwrap();
         let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         // The viewer: the first peer of the generated tailnet.
-        let first = doc["Peer"].as_object().unwrap().values().next().unwrap().clone();
+        let first = doc["Peer"]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .clone();
         let (id, ip) = (
             first["ID"].as_str().unwrap().to_owned(),
             first["TailscaleIPs"][0].as_str().unwrap().to_owned(),
@@ -95,7 +101,9 @@ fn bench_web_pages() {
                    '', '' FROM n;",
             )
             .unwrap();
-            let c: i64 = db.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
+            let c: i64 = db
+                .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+                .unwrap();
             (c, ())
         };
         let timeline_1m_ms = best(&|| {

@@ -32,6 +32,8 @@
 //! - [`privileged`]: the root side (`tailscale-monitor privileged`): it reads tailscaled's netmap
 //!   for the monitor, owns the guard's approvals and decision, and applies the nftables table
 //!   (`privileged::nft`); the monitor's client of it.
+//! - [`web`]: the read-only web view `run` serves (`[web]`): who may look, the pages, one event
+//!   as its alert said it (a third writer of the blocks).
 //! - [`listener`], [`metrics`], [`sanitize`]: the HTTP listeners, `/metrics`, the one sanitizer.
 //!
 //! Adding …
@@ -49,9 +51,10 @@
 //!   the kernel does is `privileged/nft.rs::rules`; what root decides and keeps is
 //!   `privileged/root.rs`; when the monitor asks is `app/guard/`. Unit tests beside each; the
 //!   kernel story is `tests/it/guard.rs`.
-//! - **a web page**: another writer of `notify::render::blocks` (beside `text.rs` and
-//!   `html.rs`), served by its own room that reads the store as `cli` does and is started by
-//!   `app::daemon` like the other listeners.
+//! - **a web page**: a handler and a route in `web/pages.rs` (behind `web::viewer::authorize`,
+//!   like every page), reading the store through the view's connection; an event's content is
+//!   written from `notify::render::blocks` (`web/event.rs`), never walked again. Its test is in
+//!   `tests/it/web.rs`, in a real browser where it shows tailnet names.
 //! - **an export format**: a pure function from a logged event (`store::log`) to its record, beside
 //!   the writers in `notify/render/`, and its sink as a channel room or an `app/` step that reads
 //!   the log from its own checkpoint.

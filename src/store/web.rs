@@ -76,6 +76,14 @@ impl Store {
             .collect()
     }
 
+    /// The event `id` of the log, if there is one.
+    pub fn event_by_id(&self, id: i64) -> Result<Option<LoggedEvent>> {
+        Ok(self
+            .events_page(&EventFilter::default(), Some(id.saturating_add(1)), 1)?
+            .into_iter()
+            .find(|l| l.id == id))
+    }
+
     /// The viewers (`stable ID node key`) the web view has shown a page to.
     pub fn web_viewers(&self) -> Result<BTreeSet<String>> {
         Ok(get_meta(&self.conn, VIEWERS)

@@ -7,9 +7,11 @@
 //!   `whois` and let in only if the guard approved it with its node key (or, with the guard off,
 //!   `[web] viewers` lists it). The identity headers (`Tailscale-User-Login`) are the control
 //!   plane's word and are never read;
+//! - [`event`]: one event as its alert showed it (a writer of `notify::render::blocks`);
 //! - [`pages`]: the pages, GET only, rendered with maud (every value escaped by the template
 //!   language itself), under a Content-Security-Policy that allows no script and no inline style.
 
+pub(crate) mod event;
 pub(crate) mod listen;
 pub(crate) mod pages;
 pub(crate) mod viewer;

@@ -52,6 +52,7 @@ pub(crate) fn router(web: Arc<Web>) -> Router {
         .route("/timeline", get(timeline))
         .route("/devices", get(devices))
         .route("/devices/{id}", get(device))
+        .route("/events/{id}", get(event))
         .route("/access", get(access))
         .route("/posture", get(posture))
         .route("/guard", get(guard))
@@ -227,7 +228,7 @@ async fn timeline(
                     td { (when(e.at)) }
                     td class=(e.severity.as_str()) { (e.severity.as_str()) }
                     td { code { (e.kind.as_str()) } }
-                    td { (t(&e.summary, 300)) }
+                    td { a href={"/events/" (l.id)} { (t(&e.summary, 300)) } }
                     td {
                         @if let Some(d) = &e.device {
                             a href=(device_path(&d.id.0)) { (t(d.display_name(), 60)) }
@@ -429,6 +430,36 @@ async fn device(
         }
     };
     page(&web, &viewer, &title, body)
+}
+
+async fn event(
+    State(web): State<Arc<Web>>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<i64>,
+) -> Response {
+    let found = match with_store(&web, |s| {
+        Ok(match s.event_by_id(id)? {
+            Some(l) => Some((s.event_hash(id)?.unwrap_or_default(), l)),
+            None => None,
+        })
+    }) {
+        Ok(f) => f,
+        Err(e) => return failed(e),
+    };
+    let Some((hash, l)) = found else {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            HEADERS,
+            "404: no such event\n",
+        )
+            .into_response();
+    };
+    let body = html! {
+        (super::event::event(&l.event))
+        p { "Log anchor: " code { (l.id) ":" (hash) } " (`tailscale-monitor audit --anchor " (l.id) ":" (hash) "`)" }
+        @if let Some(d) = &l.event.device { p { a href=(device_path(&d.id.0)) { "The device's page" } } }
+    };
+    page(&web, &viewer, &format!("Event {id}"), body)
 }
 
 async fn access(State(web): State<Arc<Web>>, Extension(viewer): Extension<Viewer>) -> Response {

@@ -84,6 +84,16 @@ fn a_listed_viewer_sees_the_pages_and_anyone_else_is_refused_and_alerted() {
     }
     let (code, _, _) = get(&sock, "/devices/nNOSUCH", &alice);
     assert_eq!(code, 404);
+    // The baseline event on its own page, as its alert said it, with its anchor.
+    let (code, _, body) = get(&sock, "/events/1", &alice);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("monitor.baseline") && body.contains("What to do"),
+        "{body}"
+    );
+    assert!(body.contains("Log anchor: <code>1:"), "{body}");
+    let (code, _, _) = get(&sock, "/events/999999", &alice);
+    assert_eq!(code, 404);
 
     // Bob's desktop is on the tailnet but no viewer; a request without tailscaled's header, with
     // only the identity headers the control plane fills, names no one.

@@ -553,7 +553,8 @@ pub fn run_bounded(
 pub fn unix_get(socket: &Path, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
     use std::io::{Read as _, Write as _};
     let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     for (k, v) in headers {
         req += &format!("{k}: {v}\r\n");
