@@ -66,6 +66,7 @@ pub(crate) mod app;
 pub(crate) mod cli;
 pub(crate) mod config;
 pub(crate) mod diff;
+pub(crate) mod export;
 #[cfg(test)]
 mod fuzz;
 pub(crate) mod listener;

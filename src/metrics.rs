@@ -51,6 +51,12 @@ pub fn render(m: &Metrics, c: &Counters) -> String {
         vec![(String::new(), m.devices)],
     );
     family(
+        "tailscale_monitor_export_lag_events",
+        "gauge",
+        "Logged events an [[export]] has not yet handed to its collector.",
+        labelled("export", &m.export_lag),
+    );
+    family(
         "tailscale_monitor_users",
         "gauge",
         "Users in the tailnet as last seen.",

@@ -6,7 +6,11 @@ use crate::cli::{open_store, shown_hash};
 use crate::sanitize;
 
 /// `audit`: true when the log is intact and every anchor matches.
-pub(super) fn audit(explicit: Option<&Path>, anchors: &[String]) -> anyhow::Result<bool> {
+pub(super) async fn audit(
+    explicit: Option<&Path>,
+    anchors: &[String],
+    witnesses: &[String],
+) -> anyhow::Result<bool> {
     let parsed: Vec<(i64, String)> = anchors
         .iter()
         .map(|a| {
@@ -101,6 +105,9 @@ pub(super) fn audit(explicit: Option<&Path>, anchors: &[String]) -> anyhow::Resu
             intact = false;
         }
     }
+    for w in witnesses {
+        intact &= witness(&store, w).await?;
+    }
     // What no anchor given can vouch for: rows after the newest one (F8). Keep the anchor of the
     // newest alert or digest to cover them.
     if let (Some(newest), Some((head, _))) = (newest_anchor, &head) {
@@ -112,4 +119,72 @@ pub(super) fn audit(explicit: Option<&Path>, anchors: &[String]) -> anyhow::Resu
         }
     }
     Ok(intact)
+}
+
+/// The local chain against an exported copy (`--witness`): a file or URL of ECS or OCSF lines, or
+/// `journalctl -o json` output. True when they agree.
+async fn witness(store: &crate::store::Store, from: &str) -> anyhow::Result<bool> {
+    use anyhow::Context as _;
+    let text = if from.starts_with("https://") || from.starts_with("http://") {
+        reqwest::get(from)
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("--witness {}", sanitize::line(from, 200)))?
+            .text()
+            .await?
+    } else {
+        std::fs::read_to_string(from).with_context(|| format!("--witness {from}"))?
+    };
+    let copy: Vec<_> = text
+        .lines()
+        .filter_map(crate::export::witness::read_line)
+        .collect();
+    if copy.is_empty() {
+        anyhow::bail!(
+            "--witness {}: no exported event in it (expected ECS or OCSF lines of [[export]], or journalctl -o json output)",
+            sanitize::line(from, 200)
+        );
+    }
+    let local = store.chain()?;
+    let d = crate::export::witness::compare(&local, &copy);
+    let name = sanitize::line(from, 200);
+    if d.none() {
+        println!(
+            "witness {name}: {} exported event(s) agree with the local log",
+            copy.len()
+        );
+        return Ok(true);
+    }
+    let list = |v: &[i64]| {
+        v.iter()
+            .take(20)
+            .map(|i| format!("#{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+            + if v.len() > 20 { " …" } else { "" }
+    };
+    if !d.rewritten.is_empty() {
+        println!(
+            "ALTERED: event(s) {} were rewritten locally after {name} received them",
+            list(&d.rewritten)
+        );
+    }
+    if !d.deleted.is_empty() {
+        println!(
+            "ALTERED: event(s) {} that {name} received are gone from the local log",
+            list(&d.deleted)
+        );
+    }
+    if let Some((head, last)) = d.truncated_after {
+        println!(
+            "ALTERED: the local log ends at #{head}, but {name} received events up to #{last}: its tail was truncated"
+        );
+    }
+    if !d.missing_from_copy.is_empty() {
+        println!(
+            "MISSING: event(s) {} are in the local log but not in {name}",
+            list(&d.missing_from_copy)
+        );
+    }
+    Ok(false)
 }

@@ -158,11 +158,22 @@ pub(super) async fn check(explicit: Option<&Path>) -> ExitCode {
         Ok(d) => d,
         Err(e) => return store_failed(e).await,
     };
+    // The exports catch up (a collector that is down only leaves them behind: the lag says so).
+    if let Err(e) = crate::app::export::catch_up(&cfg, &mut store, &host) {
+        return store_failed(e).await;
+    }
     let outbox = match store.outbox_depth() {
         Ok(d) => d,
         Err(e) => return store_failed(e).await,
     };
-    let (line, code) = status_line(&report, &delivery, &outbox);
+    let (mut line, code) = status_line(&report, &delivery, &outbox);
+    if !cfg.exports.is_empty() {
+        let lag = store
+            .metrics()
+            .map(|m| m.export_lag.iter().map(|(_, n)| *n).max().unwrap_or(0))
+            .unwrap_or(0);
+        line += &format!(" export_lag={lag}");
+    }
     println!("{line}");
     ExitCode::from(code)
 }

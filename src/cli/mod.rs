@@ -117,6 +117,11 @@ pub enum Command {
         /// `ID:HASH` as printed at the foot of an alert ("Log anchor: …"); repeatable.
         #[arg(long = "anchor", value_name = "ID:HASH")]
         anchors: Vec<String>,
+        /// An exported copy of the log, kept elsewhere: a file (or URL) of `[[export]]`'s ECS or
+        /// OCSF lines, or `journalctl -o json` output; repeatable. Events rewritten, deleted or
+        /// truncated locally after they were exported are named.
+        #[arg(long = "witness", value_name = "PATH|URL")]
+        witnesses: Vec<String>,
     },
     /// The guard: only devices approved here reach this server over Tailscale, whatever the
     /// admin console says ([guard] mode = "enforce", applied with nftables by the privileged
@@ -325,11 +330,13 @@ pub async fn main(cli: Cli) -> ExitCode {
             let _ = std::io::stdout().write_all(&out);
             Ok(())
         }
-        Command::Audit { anchors } => match audit::audit(explicit, &anchors) {
-            Ok(true) => return ExitCode::SUCCESS,
-            Ok(false) => return ExitCode::from(2),
-            Err(e) => Err(e),
-        },
+        Command::Audit { anchors, witnesses } => {
+            match audit::audit(explicit, &anchors, &witnesses).await {
+                Ok(true) => return ExitCode::SUCCESS,
+                Ok(false) => return ExitCode::from(2),
+                Err(e) => Err(e),
+            }
+        }
         Command::TestNotify { channel } => {
             test_notify::test_notify(explicit, channel.as_deref()).await
         }

@@ -17,6 +17,7 @@ use crate::model::Severity;
 pub(crate) mod channels;
 mod control;
 pub(crate) mod ctx;
+mod export;
 mod guard;
 pub(crate) mod keys;
 pub(crate) mod raw;
@@ -37,6 +38,7 @@ use crate::config::ctx::Ctx;
 use crate::config::raw::RawConfig;
 use crate::config::secret::{read_secret, writable_only_by_owner};
 
+pub use export::{ExportConfig, ExportSink, FileFormat};
 pub use guard::{Doors, GuardConfig, GuardMode};
 pub use web::{WebConfig, WebListen};
 
@@ -165,6 +167,8 @@ pub struct Config {
     pub guard: GuardConfig,
     /// `[web]`: the read-only web view `run` serves, if configured.
     pub web: Option<WebConfig>,
+    /// `[[export]]`: where the event log is copied as it is written.
+    pub exports: Vec<ExportConfig>,
 }
 
 impl Config {
@@ -341,6 +345,21 @@ impl Config {
             policy.guard = Some(guard.approve_new.clone());
         }
         let web = web::parse(&cx, &raw.web)?;
+        let mut exports: Vec<ExportConfig> = Vec::new();
+        for e in &raw.export {
+            let x = export::parse(&cx, e)?;
+            if exports.iter().any(|o| o.name == x.name) {
+                return Err(cx.at(
+                    e,
+                    "name",
+                    format!(
+                        "two [[export]] tables are named `{}`: give each a distinct `name`",
+                        x.name
+                    ),
+                ));
+            }
+            exports.push(x);
+        }
         if let Some(w) = &web {
             if !guard.enforcing() && w.viewers.is_empty() {
                 let at = raw.web.listen.as_ref().expect("parsed");
@@ -418,6 +437,7 @@ impl Config {
             path: None,
             guard,
             web,
+            exports,
             control,
             webhooks,
             source,

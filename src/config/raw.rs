@@ -30,6 +30,21 @@ pub(super) struct RawConfig {
     pub(super) guard: RawGuard,
     #[serde(default)]
     pub(super) web: RawWeb,
+    #[serde(default)]
+    pub(super) export: Vec<Spanned<RawExport>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExport {
+    pub(super) kind: Spanned<String>,
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) format: Option<Spanned<String>>,
+    pub(super) address: Option<Spanned<String>>,
+    pub(super) pen: Option<Spanned<u32>>,
+    pub(super) socket: Option<Spanned<String>>,
+    pub(super) max_lag: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

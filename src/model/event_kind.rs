@@ -89,6 +89,9 @@ event_kinds! {
     MonitorDeliveryFailed => "monitor.delivery_failed", Critical;
     /// The periodic summary (`[digest] every`).
     MonitorDigest => "monitor.digest", Info;
+    /// An `[[export]]` has not handed its collector the events of the last `max_lag` (once per
+    /// backlog; it catches up by itself when the collector is back).
+    MonitorExportLagging => "monitor.export_lagging", Warning;
     /// `run` cannot write its state database (disk full, I/O error); sent directly, not queued.
     MonitorStoreFailed => "monitor.store_failed", Critical;
     MonitorStoreRecovered => "monitor.store_recovered", Info;

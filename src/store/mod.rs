@@ -29,6 +29,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::model::state::{Known, KnownDevice};
 pub use crate::model::Health;
 
+mod export;
 mod guard;
 mod known;
 mod log;
@@ -41,6 +42,7 @@ mod schema;
 mod tests;
 mod web;
 
+pub use export::Chained;
 pub use log::Checkpoint;
 pub use web::EventFilter;
 
@@ -146,6 +148,8 @@ pub struct Metrics {
     pub health: Health,
     /// Watched devices: name, watch, 1 online / 0 offline.
     pub presence: Vec<(String, String, i64)>,
+    /// Each `[[export]]` that has a cursor: how many logged events it has not handed over.
+    pub export_lag: Vec<(String, i64)>,
 }
 
 /// What [`Store::reroute_orphans`] did with the rows of one channel that is no longer configured.

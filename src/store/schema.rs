@@ -143,4 +143,8 @@ CREATE INDEX events_kind ON events(kind, id);
 CREATE INDEX events_severity ON events(severity, id);
 CREATE INDEX events_device ON events(device_id, id);
 "#,
+    // Each `[[export]]`'s cursor: the last event it handed to its collector.
+    r#"
+CREATE TABLE export_cursor (name TEXT PRIMARY KEY, last_id INTEGER NOT NULL, at_ms INTEGER NOT NULL) WITHOUT ROWID;
+"#,
 ];

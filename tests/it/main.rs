@@ -12,6 +12,7 @@ mod control;
 mod deb;
 mod delivery;
 mod emulator;
+mod export;
 mod guard;
 mod guard_doors;
 mod hostile;

@@ -320,6 +320,7 @@ async fn listeners(
             .0
             .push(tokio::spawn(crate::web::listen::serve(web, bound)));
     }
+    crate::app::export::spawn(cfg, &pass::local_hostname())?;
     if let Some(w) = &cfg.webhooks {
         let listener = crate::source::control::webhooks::bind(w.listen).await?;
         tasks

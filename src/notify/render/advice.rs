@@ -5,7 +5,7 @@ use crate::model::Event;
 use crate::sanitize;
 
 /// What the administrator should do about an event.
-pub(super) fn action(e: &Event) -> String {
+pub(crate) fn action(e: &Event) -> String {
     let generic = kind_action(e);
     if e.fix.is_empty() {
         generic
@@ -57,6 +57,10 @@ pub(super) fn kind_action(e: &Event) -> String {
             .to_owned(),
         EventKind::GuardMismatch => "The guard applies the root side's decision. If this persists, compare \
              `tailscale-monitor guard status --json` (root's set) with `tailscale status --json`."
+            .to_owned(),
+        EventKind::MonitorExportLagging => "Nothing is lost: the events wait in the log and go out when the \
+             collector takes them again. Check the collector (the error above), and `tailscale-monitor check`'s \
+             export lag."
             .to_owned(),
         EventKind::WebRefused => "Nothing was shown. If this was not you from a device you have not approved, \
              someone on the tailnet (or on this server) is looking for a way in: find the device in the admin \

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::model::{Device, Event, EventKind, Severity, User};
 use crate::sanitize::{self, NAME_MAX, SUBJECT_MAX};
 
-mod advice;
+pub(crate) mod advice;
 pub(crate) mod blocks;
 mod html;
 #[cfg(test)]

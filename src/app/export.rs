@@ -1,0 +1,356 @@
+//! `[[export]]`: each export is a durable consumer of the event log with its own cursor in the
+//! store. It hands every event over once, in order, resumes where it stopped after a crash or an
+//! outage, and never holds up a pass or an alert: `run` drives it on a thread of its own with its
+//! own connection to the store; `check` catches up once at its end.
+//!
+//! A file export is exactly once across a crash: the cursor moves after the lines are synced, and
+//! at (re)open the file's last whole line says where the copy is (a cut last line is removed and
+//! written again). A syslog or journald collector cannot be read back: an event handed over just
+//! before a crash, and not yet under the cursor, goes again (at most one batch).
+
+use std::io::{BufRead as _, Seek as _, Write as _};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::Utc;
+use tracing::{info, warn};
+
+use crate::config::{Config, ExportConfig, ExportSink, FileFormat};
+use crate::export::{ecs, journal, ocsf, syslog, witness, Record};
+use crate::model::route::Route;
+use crate::model::{Event, EventKind};
+use crate::sanitize;
+use crate::store::{Chained, Store, StoreError};
+
+/// Events handed over per batch.
+const BATCH: usize = 500;
+/// How long a collector may take to accept a connection or a write.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often `run`'s export thread looks for new events.
+const POLL: Duration = Duration::from_millis(500);
+
+/// A sink, opened lazily and reopened after an error.
+enum Sink {
+    File {
+        path: PathBuf,
+        format: FileFormat,
+        open: Option<(std::fs::File, u64)>,
+    },
+    Tcp {
+        address: String,
+        pen: u32,
+        stream: Option<std::net::TcpStream>,
+    },
+    Udp {
+        address: String,
+        pen: u32,
+    },
+    Journal {
+        socket: PathBuf,
+    },
+}
+
+impl Sink {
+    fn new(sink: &ExportSink) -> Sink {
+        match sink {
+            ExportSink::File { path, format } => Sink::File {
+                path: path.clone(),
+                format: *format,
+                open: None,
+            },
+            ExportSink::Syslog {
+                address,
+                udp: false,
+                pen,
+            } => Sink::Tcp {
+                address: address.clone(),
+                pen: *pen,
+                stream: None,
+            },
+            ExportSink::Syslog { address, pen, .. } => Sink::Udp {
+                address: address.clone(),
+                pen: *pen,
+            },
+            ExportSink::Journald { socket } => Sink::Journal {
+                socket: socket.clone(),
+            },
+        }
+    }
+
+    /// Hands `batch` over; `Ok` only when the collector has all of it.
+    fn write(&mut self, batch: &[Chained], host: &str) -> std::io::Result<()> {
+        let rec = |c| Record { c, host };
+        match self {
+            Sink::File { path, format, open } => {
+                let (f, _) = open_file(path, open)?;
+                let mut text = String::new();
+                for c in batch {
+                    let v = match format {
+                        FileFormat::Ecs => ecs::ecs(&rec(c)),
+                        FileFormat::Ocsf => ocsf::ocsf(&rec(c)),
+                    };
+                    text += &v.to_string();
+                    text.push('\n');
+                }
+                let r = f.write_all(text.as_bytes()).and_then(|()| f.sync_data());
+                if r.is_err() {
+                    *open = None;
+                }
+                r
+            }
+            Sink::Tcp {
+                address,
+                pen,
+                stream,
+            } => {
+                if stream.is_none() {
+                    let addr = resolve(address)?;
+                    let s = std::net::TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+                    s.set_write_timeout(Some(IO_TIMEOUT))?;
+                    *stream = Some(s);
+                }
+                let s = stream.as_mut().expect("connected");
+                let mut out = String::new();
+                for c in batch {
+                    out += &syslog::framed(&syslog::message(&rec(c), *pen));
+                }
+                let r = s.write_all(out.as_bytes()).and_then(|()| s.flush());
+                if r.is_err() {
+                    *stream = None;
+                }
+                r
+            }
+            Sink::Udp { address, pen } => {
+                let addr = resolve(address)?;
+                let s = std::net::UdpSocket::bind(if addr.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                })?;
+                for c in batch {
+                    s.send_to(syslog::message(&rec(c), *pen).as_bytes(), addr)?;
+                }
+                Ok(())
+            }
+            Sink::Journal { socket } => {
+                let s = std::os::unix::net::UnixDatagram::unbound()?;
+                s.set_write_timeout(Some(IO_TIMEOUT))?;
+                for c in batch {
+                    s.send_to(&journal::entry(&rec(c)), &*socket)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Where the copy is, if the sink can tell (a file's last whole line).
+    fn copied_up_to(&mut self) -> std::io::Result<Option<i64>> {
+        let Sink::File { path, open, .. } = self else {
+            return Ok(None);
+        };
+        let (f, _) = open_file(path, open)?;
+        let len = f.metadata()?.len();
+        // The last line, read from at most the last 1 MiB.
+        let start = len.saturating_sub(1 << 20);
+        f.seek(std::io::SeekFrom::Start(start))?;
+        let mut last_whole = None;
+        let mut end_of_whole = start;
+        let mut pos = start;
+        let mut reader = std::io::BufReader::new(&*f);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = reader.read_line(&mut line)?;
+            if n == 0 {
+                break;
+            }
+            pos += n as u64;
+            if line.ends_with('\n') {
+                end_of_whole = pos;
+                if let Some(w) = witness::read_line(line.trim_end()) {
+                    last_whole = Some(w.seq);
+                }
+            }
+        }
+        if end_of_whole < len {
+            // A line cut by a crash: gone, and written again from the cursor.
+            f.set_len(end_of_whole)?;
+            f.sync_data()?;
+        }
+        Ok(last_whole)
+    }
+}
+
+fn resolve(address: &str) -> std::io::Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    address
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{address}: no address")))
+}
+
+/// The file, opened for appending; reopened when the path is another file now (logrotate moved
+/// it and created a new one), so rotation needs no signal.
+fn open_file<'a>(
+    path: &Path,
+    open: &'a mut Option<(std::fs::File, u64)>,
+) -> std::io::Result<&'a mut (std::fs::File, u64)> {
+    let now = std::fs::metadata(path).ok().map(|m| m.ino());
+    if open.as_ref().is_some_and(|(_, ino)| Some(*ino) != now) {
+        *open = None;
+    }
+    if open.is_none() {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .mode(0o640)
+            .open(path)?;
+        let ino = f.metadata()?.ino();
+        *open = Some((f, ino));
+    }
+    Ok(open.as_mut().expect("opened"))
+}
+
+/// One export's state between rounds.
+struct Exporter {
+    cfg: ExportConfig,
+    sink: Sink,
+    /// The copy's position was read back from the sink (once per open).
+    recovered: bool,
+    /// `monitor.export_lagging` was raised for the current backlog.
+    lagging: bool,
+    /// The last error, said once per streak.
+    failing: Option<String>,
+}
+
+impl Exporter {
+    fn new(cfg: &ExportConfig) -> Exporter {
+        Exporter {
+            sink: Sink::new(&cfg.sink),
+            cfg: cfg.clone(),
+            recovered: false,
+            lagging: false,
+            failing: None,
+        }
+    }
+
+    /// Hands over what is new; returns how many events went.
+    fn round(
+        &mut self,
+        store: &mut Store,
+        routes: &[Route],
+        host: &str,
+    ) -> Result<usize, StoreError> {
+        let name = self.cfg.name.clone();
+        let mut cursor = store.export_cursor(&name)?;
+        if !self.recovered {
+            match self.sink.copied_up_to() {
+                Ok(Some(seq)) if seq > cursor => {
+                    info!(export = %name, from = cursor, to = seq, "export: the copy is ahead of the cursor (a crash between the two); moving the cursor");
+                    store.set_export_cursor(&name, seq)?;
+                    cursor = seq;
+                    self.recovered = true;
+                }
+                Ok(_) => self.recovered = true,
+                Err(e) => return self.failed(store, routes, cursor, &e.to_string()),
+            }
+        }
+        let mut sent = 0;
+        loop {
+            let batch = store.events_after(cursor, BATCH)?;
+            let Some(last) = batch.last().map(|c| c.logged.id) else {
+                break;
+            };
+            if let Err(e) = self.sink.write(&batch, host) {
+                self.recovered = false;
+                self.failed(store, routes, cursor, &e.to_string())?;
+                return Ok(sent);
+            }
+            store.set_export_cursor(&name, last)?;
+            cursor = last;
+            sent += batch.len();
+            if batch.len() < BATCH {
+                break;
+            }
+        }
+        if self.failing.take().is_some() {
+            info!(export = %name, "export: the collector takes events again");
+        }
+        self.lagging = false;
+        Ok(sent)
+    }
+
+    /// The collector refused: said once per streak, and `monitor.export_lagging` once the backlog
+    /// is older than `max_lag`.
+    fn failed(
+        &mut self,
+        store: &mut Store,
+        routes: &[Route],
+        cursor: i64,
+        error: &str,
+    ) -> Result<usize, StoreError> {
+        let error = sanitize::line(error, 300);
+        if self.failing.as_deref() != Some(error.as_str()) {
+            warn!(export = %self.cfg.name, error = %error, "export: the collector does not take the events; retrying");
+            self.failing = Some(error.clone());
+        }
+        let (newest, oldest) = store.backlog(cursor)?;
+        let age = oldest
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| Utc::now() - t.with_timezone(&Utc))
+            .and_then(|d| d.to_std().ok())
+            .unwrap_or_default();
+        if !self.lagging && age >= self.cfg.max_lag {
+            self.lagging = true;
+            let mut e = Event::new(
+                EventKind::MonitorExportLagging,
+                Utc::now(),
+                format!(
+                    "Export {} is {} event(s) behind: its collector has taken nothing for {}",
+                    self.cfg.name,
+                    newest - cursor,
+                    humantime::format_duration(Duration::from_secs(age.as_secs()))
+                ),
+            );
+            e.detail = format!("last error: {error}");
+            // Logged and queued as any event (and exported too, once the collector is back).
+            store.record_event(routes, e)?;
+        }
+        Ok(0)
+    }
+}
+
+/// `check`'s part: each export catches up once (within its collectors' timeouts).
+pub fn catch_up(cfg: &Config, store: &mut Store, host: &str) -> Result<(), StoreError> {
+    let routes = cfg.routes();
+    for x in &cfg.exports {
+        Exporter::new(x).round(store, &routes, host)?;
+    }
+    Ok(())
+}
+
+/// `run`'s part: a thread that hands new events to every export as they are logged.
+pub fn spawn(cfg: &Config, host: &str) -> anyhow::Result<()> {
+    if cfg.exports.is_empty() {
+        return Ok(());
+    }
+    let mut store = Store::open(&cfg.state_dir)?;
+    let routes = cfg.routes();
+    let host = host.to_owned();
+    let mut exporters: Vec<Exporter> = cfg.exports.iter().map(Exporter::new).collect();
+    std::thread::Builder::new()
+        .name("export".into())
+        .spawn(move || loop {
+            for x in &mut exporters {
+                if let Err(e) = x.round(&mut store, &routes, &host) {
+                    warn!(export = %x.cfg.name, error = %e, "export: cannot read the event log");
+                }
+            }
+            std::thread::sleep(POLL);
+        })
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("starting the export thread: {e}"))
+}

@@ -1,0 +1,132 @@
+//! `[[export]]`: `name`, `kind` ("file", "syslog", "journald"), `path` and `format` (file),
+//! `address` and `pen` (syslog), `socket` (journald), `max_lag` (a contract: these names stay).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::ctx::{ConfigError, Ctx};
+use super::raw::RawExport;
+
+/// Where the event log is exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportSink {
+    /// JSON lines appended to a file.
+    File { path: PathBuf, format: FileFormat },
+    /// RFC 5424 to a collector: TCP (octet counting, RFC 6587) or UDP.
+    Syslog {
+        address: String,
+        udp: bool,
+        /// The private enterprise number of the structured data's own element (`tsmon@PEN`).
+        pen: u32,
+    },
+    /// The native protocol of systemd-journald.
+    Journald { socket: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// Elastic Common Schema.
+    Ecs,
+    /// Open Cybersecurity Schema Framework.
+    Ocsf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportConfig {
+    pub name: String,
+    pub sink: ExportSink,
+    /// A backlog older than this raises `monitor.export_lagging` (once per backlog).
+    pub max_lag: Duration,
+}
+
+pub(super) fn parse(cx: &Ctx<'_>, e: &Spanned<RawExport>) -> Result<ExportConfig, ConfigError> {
+    let r = e.get_ref();
+    let kind = r.kind.get_ref().as_str();
+    let need = |v: &Option<Spanned<String>>, key: &str| {
+        v.as_ref().map(|s| s.get_ref().clone()).ok_or_else(|| {
+            cx.at(
+                e,
+                key,
+                format!("an export of kind \"{kind}\" needs `{key}`"),
+            )
+        })
+    };
+    let sink = match kind {
+        "file" => {
+            let path = need(&r.path, "path")?;
+            if !path.starts_with('/') {
+                return Err(cx.at(r.path.as_ref().expect("given"), "path", "must be absolute"));
+            }
+            let format = cx.choice(
+                &r.format,
+                "format",
+                &[("ecs", FileFormat::Ecs), ("ocsf", FileFormat::Ocsf)],
+                FileFormat::Ecs,
+            )?;
+            ExportSink::File {
+                path: path.into(),
+                format,
+            }
+        }
+        "syslog" => {
+            let address = need(&r.address, "address")?;
+            let (udp, rest) = match address.split_once("://") {
+                Some(("tcp", rest)) => (false, rest),
+                Some(("udp", rest)) => (true, rest),
+                _ => {
+                    return Err(cx.at(
+                        r.address.as_ref().expect("given"),
+                        "address",
+                        format!("`{address}`: expected tcp://HOST:PORT or udp://HOST:PORT"),
+                    ))
+                }
+            };
+            if rest
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(cx.at(
+                    r.address.as_ref().expect("given"),
+                    "address",
+                    format!("`{address}`: no port"),
+                ));
+            }
+            let Some(pen) = r.pen.as_ref() else {
+                return Err(cx.at(
+                    e,
+                    "pen",
+                    "a syslog export needs `pen`, your organisation's IANA private enterprise number: the structured data's own element is named tsmon@PEN (RFC 5424 §7.2.2)",
+                ));
+            };
+            ExportSink::Syslog {
+                address: rest.to_owned(),
+                udp,
+                pen: *pen.get_ref(),
+            }
+        }
+        "journald" => ExportSink::Journald {
+            socket: r.socket.as_ref().map_or_else(
+                || "/run/systemd/journal/socket".into(),
+                |s| s.get_ref().into(),
+            ),
+        },
+        other => {
+            return Err(cx.at(
+                &r.kind,
+                "kind",
+                format!("`{other}` is not an export kind: \"file\", \"syslog\" or \"journald\""),
+            ))
+        }
+    };
+    Ok(ExportConfig {
+        name: r
+            .name
+            .as_ref()
+            .map_or_else(|| kind.to_owned(), |n| n.get_ref().clone()),
+        sink,
+        max_lag: cx.duration(&r.max_lag, "max_lag", Duration::from_secs(600))?,
+    })
+}

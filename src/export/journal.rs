@@ -1,0 +1,108 @@
+//! journald's native protocol: one datagram per entry, `FIELD=value\n` for a value without a
+//! newline, `FIELD\n` + its length as 64-bit little endian + the value + `\n` otherwise. Each kind
+//! has a 128-bit `MESSAGE_ID`, which the message catalog the package ships explains
+//! (`journalctl -x`).
+
+use sha2::{Digest as _, Sha256};
+
+use super::{bounded, Record, PRODUCT};
+use crate::model::{EventKind, Severity};
+
+/// The `MESSAGE_ID` of a kind: the first 128 bits of SHA-256 of `tailscale-monitor:KIND`, in hex.
+pub(crate) fn message_id(k: EventKind) -> String {
+    hex::encode(&Sha256::digest(format!("{PRODUCT}:{}", k.as_str()))[..16])
+}
+
+fn field(out: &mut Vec<u8>, key: &str, value: &str) {
+    if value.contains('\n') {
+        out.extend_from_slice(key.as_bytes());
+        out.push(b'\n');
+        out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'\n');
+    } else {
+        out.extend_from_slice(format!("{key}={value}\n").as_bytes());
+    }
+}
+
+/// One entry.
+pub(crate) fn entry(r: &Record<'_>) -> Vec<u8> {
+    let e = r.event();
+    let mut out = Vec::new();
+    field(&mut out, "MESSAGE", &bounded(&e.summary));
+    let priority = match e.severity {
+        Severity::Critical => "2",
+        Severity::Warning => "4",
+        Severity::Info => "6",
+    };
+    field(&mut out, "PRIORITY", priority);
+    field(&mut out, "MESSAGE_ID", &message_id(e.kind));
+    field(&mut out, "SYSLOG_IDENTIFIER", PRODUCT);
+    field(&mut out, "TSMON_KIND", e.kind.as_str());
+    field(&mut out, "TSMON_SEVERITY", e.severity.as_str());
+    if let Some(d) = &e.device {
+        field(&mut out, "TSMON_DEVICE_ID", &bounded(&d.id.0));
+        field(&mut out, "TSMON_DEVICE", &bounded(d.display_name()));
+    }
+    field(&mut out, "TSMON_SEQ", &r.seq().to_string());
+    field(&mut out, "TSMON_HASH", &r.c.hash);
+    field(&mut out, "TSMON_PREV", &r.c.prev_hash);
+    if !e.detail.is_empty() {
+        field(&mut out, "TSMON_DETAIL", &bounded(&e.detail));
+    }
+    out
+}
+
+/// The message catalog (`journalctl -x`), one entry per kind: what it means and what to do.
+#[cfg(test)]
+pub(crate) fn catalog() -> String {
+    let mut out = String::from(
+        "# tailscale-monitor's journal message catalog (generated: `cargo test catalog`).\n\
+         # Installed to /usr/lib/systemd/catalog/; `journalctl --update-catalog` indexes it.\n",
+    );
+    for k in EventKind::ALL {
+        let mut e = crate::model::Event::new(k, chrono::DateTime::UNIX_EPOCH, "");
+        e.severity = k.severity();
+        let advice = crate::notify::render::advice::action(&e);
+        out += &format!(
+            "\n-- {}\nSubject: tailscale-monitor: {}\nDefined-By: tailscale-monitor\nSupport: man:tailscale-monitor(1)\n\n{} ({}).\n\n{}\n",
+            message_id(k),
+            k.as_str(),
+            k.as_str(),
+            k.severity().as_str(),
+            advice.replace('\n', " ")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_with_a_newline_is_length_prefixed() {
+        let mut out = Vec::new();
+        field(&mut out, "MESSAGE", "a\nTSMON_KIND=forged");
+        assert!(out.starts_with(b"MESSAGE\n"));
+        assert_eq!(&out[8..16], &(19u64).to_le_bytes());
+    }
+
+    /// The shipped catalog is the one the code would write (refresh with TM_WRITE_CATALOG=1).
+    #[test]
+    fn catalog_matches_the_shipped_file() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/contrib/tailscale-monitor.catalog"
+        );
+        let want = catalog();
+        if std::env::var_os("TM_WRITE_CATALOG").is_some() {
+            std::fs::write(path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            have == want,
+            "contrib/tailscale-monitor.catalog is stale: TM_WRITE_CATALOG=1 cargo test catalog"
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! What `[[export]]` reads and keeps: the log after a cursor, with each event's chain hashes, and
+//! the cursor itself.
+
+use rusqlite::{params, OptionalExtension as _};
+
+use super::Result;
+use crate::store::{LoggedEvent, Store};
+
+/// An event of the log with its place in the chain.
+#[derive(Debug, Clone)]
+pub struct Chained {
+    pub logged: LoggedEvent,
+    pub hash: String,
+    pub prev_hash: String,
+}
+
+impl Store {
+    /// Up to `limit` events after `after` (an event ID), oldest first, with their hashes.
+    pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Chained>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, pass, data, hash, prev_hash FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(self.err())?;
+        let rows: Vec<(i64, i64, String, String, String)> = st
+            .query_map(params![after, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .map_err(self.err())?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(self.err())?;
+        rows.into_iter()
+            .map(|(id, pass, data, hash, prev_hash)| {
+                Ok(Chained {
+                    logged: LoggedEvent {
+                        id,
+                        pass,
+                        event: self.decode(&data, "event")?,
+                    },
+                    hash,
+                    prev_hash,
+                })
+            })
+            .collect()
+    }
+
+    /// Every event's ID and hash: the chain, for `audit --witness`.
+    pub fn chain(&self) -> Result<std::collections::BTreeMap<i64, String>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, hash FROM events ORDER BY id")
+            .map_err(self.err())?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.err())?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(self.err())?;
+        Ok(rows)
+    }
+
+    /// The last event export `name` handed over (0: none yet).
+    pub fn export_cursor(&self, name: &str) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT last_id FROM export_cursor WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?
+            .unwrap_or(0))
+    }
+
+    /// Export `name` handed over every event up to `id`.
+    pub fn set_export_cursor(&self, name: &str, id: i64) -> Result<()> {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.conn
+            .execute(
+                "INSERT INTO export_cursor (name, last_id, at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET last_id = ?2, at_ms = ?3",
+                params![name, id, now],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The newest event's ID, and the time of the oldest event after `after` (the backlog's age).
+    pub fn backlog(&self, after: i64) -> Result<(i64, Option<String>)> {
+        let newest: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(id) FROM events", [], |r| r.get(0))
+            .map_err(self.err())?;
+        let oldest: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT at FROM events WHERE id > ?1 ORDER BY id LIMIT 1",
+                [after],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        Ok((newest.unwrap_or(0), oldest))
+    }
+}
