@@ -296,3 +296,281 @@ fn a_collector_down_holds_up_no_alert_and_gets_the_backlog_when_back() {
     assert!(got.len() >= 4, "{got:?}");
     let _ = emulator::tailnet();
 }
+
+/// journald, for real: Debian's `systemd-journald` in a private mount namespace (systemd is not
+/// PID 1 here), the monitor's `check` exporting to its socket there, read back with
+/// `journalctl -o json`; the fields journald filters on, and the copy as a witness.
+#[test]
+#[ignore = "needs root and systemd-journald (Debian's systemd): run tests/run-all.sh"]
+fn every_event_reaches_a_real_journald_with_fields_it_can_filter_on() {
+    let d = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(d.path(), emulator::tailnet());
+    let mon = support::Monitor::new(&emu.socket, "[[export]]\nkind = \"journald\"\n");
+    let out = d.path().join("journal.json");
+    // The joins come after the baseline: a second check sees them.
+    let script = format!(
+        "set -e
+         mount -t tmpfs tmpfs /run/systemd; mkdir -p /run/systemd/journal
+         mount -t tmpfs tmpfs /run/log
+         /lib/systemd/systemd-journald & j=$!
+         for i in $(seq 600); do [ -S /run/systemd/journal/socket ] && break; sleep 0.05; done
+         {bin} --config {cfg} check >/dev/null || true
+         echo joined > {flag}
+         for i in $(seq 600); do [ -f {go} ] && break; sleep 0.05; done
+         {bin} --config {cfg} check >/dev/null || true
+         for i in $(seq 200); do
+           journalctl --no-pager -o json SYSLOG_IDENTIFIER=tailscale-monitor > {out}
+           [ $(wc -l < {out}) -ge $(cat {want}) ] && break
+           sleep 0.05
+         done
+         kill $j",
+        bin = support::bin().display(),
+        cfg = mon.config.display(),
+        flag = d.path().join("joined").display(),
+        go = d.path().join("go").display(),
+        out = out.display(),
+        want = d.path().join("want").display(),
+    );
+    std::fs::write(d.path().join("want"), "1000000").unwrap();
+    let child = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !d.path().join("joined").exists() {
+        assert!(Instant::now() < deadline, "the first check");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(
+        &mut doc,
+        "nJRNLCNTRL",
+        "evil\nTSMON_KIND=forged",
+        6201,
+        "100.102.0.9",
+    );
+    emu.set_status(doc);
+    std::fs::write(d.path().join("want"), "1000000").unwrap();
+    std::fs::write(d.path().join("go"), "").unwrap();
+    // The log's size once the second check is done is what the journal must hold.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while mon.count_events("device.new") < 1 {
+        assert!(Instant::now() < deadline, "the second check");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(d.path().join("want"), mon.events().len().to_string()).unwrap();
+    let status = child.wait_with_output().unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let entries: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), mon.events().len(), "{entries:?}");
+    for e in &entries {
+        for f in [
+            "MESSAGE",
+            "PRIORITY",
+            "MESSAGE_ID",
+            "TSMON_KIND",
+            "TSMON_SEQ",
+            "TSMON_HASH",
+            "TSMON_PREV",
+        ] {
+            assert!(e[f].is_string(), "{f} in {e}");
+        }
+        assert_eq!(e["MESSAGE_ID"].as_str().unwrap().len(), 32);
+    }
+    let new = entries
+        .iter()
+        .find(|e| e["TSMON_KIND"] == "device.new")
+        .unwrap();
+    assert_eq!(new["PRIORITY"], "2", "critical");
+    assert_eq!(new["TSMON_DEVICE_ID"], "nJRNLCNTRL");
+    assert!(
+        !entries.iter().any(|e| e["TSMON_KIND"] == "forged"),
+        "a newline in a name cannot add a field"
+    );
+    let r = mon.run(&["audit", "--witness", &out.display().to_string()]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+/// The structured data of an RFC 5424 line: `(SD-ID, [(name, value)])` in order, values
+/// unescaped (§6.3.3), and the message after it. `None` if the line does not parse.
+fn parse_5424(line: &str) -> Option<(Vec<(String, Vec<(String, String)>)>, String)> {
+    // <PRI>1 TIMESTAMP HOST APP PROCID MSGID SD MSG
+    let mut rest = line;
+    for _ in 0..6 {
+        rest = rest.split_once(' ')?.1;
+    }
+    let mut sd = Vec::new();
+    let mut chars = rest.char_indices().peekable();
+    while let Some(&(_, '[')) = chars.peek() {
+        chars.next();
+        let mut id = String::new();
+        for (_, c) in chars.by_ref() {
+            if c == ' ' || c == ']' {
+                if c == ']' {
+                    sd.push((id.clone(), Vec::new()));
+                    id.clear();
+                }
+                break;
+            }
+            id.push(c);
+        }
+        if id.is_empty() {
+            continue;
+        }
+        let mut params = Vec::new();
+        loop {
+            let mut name = String::new();
+            for (_, c) in chars.by_ref() {
+                if c == '=' {
+                    break;
+                }
+                name.push(c);
+            }
+            if chars.next()?.1 != '"' {
+                return None;
+            }
+            let mut value = String::new();
+            let mut esc = false;
+            for (_, c) in chars.by_ref() {
+                if esc {
+                    value.push(c);
+                    esc = false;
+                } else if c == '\\' {
+                    esc = true;
+                } else if c == '"' {
+                    break;
+                } else {
+                    value.push(c);
+                }
+            }
+            params.push((name.trim().to_owned(), value));
+            match chars.next()?.1 {
+                ' ' => continue,
+                ']' => break,
+                _ => return None,
+            }
+        }
+        sd.push((id, params));
+    }
+    let msg = chars.map(|(_, c)| c).collect::<String>();
+    Some((sd, msg.trim_start().to_owned()))
+}
+
+/// syslog, for real: Debian's `rsyslogd` receiving RFC 5424 over TCP (octet counting) into a
+/// file; the meta sequenceId, the project's own element and its values, and a hostile name that
+/// tries to close the structured data early or start a new frame.
+#[test]
+#[ignore = "needs rsyslog (tests/setup/install-deps.sh): run tests/run-all.sh"]
+fn every_event_reaches_a_real_rsyslog_over_tcp_with_its_structured_data() {
+    let d = tempfile::tempdir().unwrap();
+    let conf = d.path().join("rsyslog.conf");
+    let (port_file, out) = (d.path().join("port"), d.path().join("out"));
+    std::fs::write(
+        &conf,
+        format!(
+            "global(workDirectory=\"{dir}\")\nmodule(load=\"imtcp\")\ninput(type=\"imtcp\" port=\"0\" listenPortFileName=\"{port}\" ruleset=\"t\")\nruleset(name=\"t\") {{ action(type=\"omfile\" file=\"{out}\" template=\"RSYSLOG_SyslogProtocol23Format\") }}\n",
+            dir = d.path().display(),
+            port = port_file.display(),
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _rsyslog = Killed(
+        std::process::Command::new("rsyslogd")
+            .args(["-n", "-f"])
+            .arg(&conf)
+            .arg("-i")
+            .arg(d.path().join("pid"))
+            .spawn()
+            .expect("rsyslogd (Debian's rsyslog)"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let port = loop {
+        if let Some(p) = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok())
+        {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rsyslogd did not report its port"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let emu = Emulator::start(d.path(), emulator::tailnet());
+    let mon = support::Monitor::new(
+        &emu.socket,
+        &format!(
+            "[[export]]\nkind = \"syslog\"\naddress = \"tcp://127.0.0.1:{port}\"\npen = 32473\n"
+        ),
+    );
+    assert_eq!(mon.check().code, 0);
+    let hostile = "evil\"] [tsmon@32473 kind=\"forged\"]\n42 <13>1 - forged";
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(&mut doc, "nSYSLOG\"]CNTRL", hostile, 6201, "100.102.0.9");
+    emu.set_status(doc);
+    let r = mon.check();
+    assert_eq!(r.code, 2, "{r:?}");
+    let want = mon.events().len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let got: Vec<String> = text.lines().map(str::to_owned).collect();
+        if got.len() >= want {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {want} lines: {text}",
+            got.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(got.len(), want, "one line per event, none forged: {got:#?}");
+    let mut seqs = Vec::new();
+    for line in &got {
+        let (sd, msg) = parse_5424(line).unwrap_or_else(|| panic!("not RFC 5424: {line}"));
+        let meta = sd
+            .iter()
+            .find(|(id, _)| id == "meta")
+            .unwrap_or_else(|| panic!("{line}"));
+        let own = sd
+            .iter()
+            .find(|(id, _)| id == "tsmon@32473")
+            .unwrap_or_else(|| panic!("{line}"));
+        assert_eq!(sd.len(), 2, "no element of a name's making: {line}");
+        let get = |k: &str| {
+            own.1
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(meta.1[0].1, get("seq"), "{line}");
+        seqs.push(get("seq").parse::<i64>().unwrap());
+        assert_eq!(get("hash").len(), 64);
+        if get("kind") == "device.new" {
+            assert_eq!(
+                get("device"),
+                "nSYSLOG\"]CNTRL",
+                "the value is exactly the ID: {line}"
+            );
+            assert!(line.starts_with("<106>1 "), "log audit, critical: {line}");
+            assert!(msg.contains("evil"), "{msg}");
+        }
+    }
+    let want_seqs: Vec<i64> = (1..=want as i64).collect();
+    assert_eq!(seqs, want_seqs);
+}
