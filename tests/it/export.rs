@@ -395,9 +395,12 @@ fn every_event_reaches_a_real_journald_with_fields_it_can_filter_on() {
     assert_eq!(r.code, 0, "{r:?}");
 }
 
+/// An SD-ELEMENT: its SD-ID and its parameters.
+type Element = (String, Vec<(String, String)>);
+
 /// The structured data of an RFC 5424 line: `(SD-ID, [(name, value)])` in order, values
 /// unescaped (§6.3.3), and the message after it. `None` if the line does not parse.
-fn parse_5424(line: &str) -> Option<(Vec<(String, Vec<(String, String)>)>, String)> {
+fn parse_5424(line: &str) -> Option<(Vec<Element>, String)> {
     // <PRI>1 TIMESTAMP HOST APP PROCID MSGID SD MSG
     let mut rest = line;
     for _ in 0..6 {
