@@ -32,6 +32,8 @@
 //! - [`privileged`]: the root side (`tailscale-monitor privileged`): it reads tailscaled's netmap
 //!   for the monitor, owns the guard's approvals and decision, and applies the nftables table
 //!   (`privileged::nft`); the monitor's client of it.
+//! - [`export`]: the export formats (ECS, OCSF, RFC 5424, journald), pure, and the witness check;
+//!   `app::export` hands the log to the collectors.
 //! - [`web`]: the read-only web view `run` serves (`[web]`): who may look, the pages, one event
 //!   as its alert said it (a third writer of the blocks).
 //! - [`listener`], [`metrics`], [`sanitize`]: the HTTP listeners, `/metrics`, the one sanitizer.
@@ -55,9 +57,10 @@
 //!   like every page), reading the store through the view's connection; an event's content is
 //!   written from `notify::render::blocks` (`web/event.rs`), never walked again. Its test is in
 //!   `tests/it/web.rs`, in a real browser where it shows tailnet names.
-//! - **an export format**: a pure function from a logged event (`store::log`) to its record, beside
-//!   the writers in `notify/render/`, and its sink as a channel room or an `app/` step that reads
-//!   the log from its own checkpoint.
+//! - **an export format**: a pure function from a logged event with its chain (`store::Chained`)
+//!   to its record in `export/`, its sink in `app/export.rs` (`Sink`), its key in
+//!   `config/export.rs`, and a line reader in `export/witness.rs` if `audit --witness` should
+//!   read its copies. The real collector's test is in `tests/it/export.rs`.
 
 /// The version and the git commit it was built from (`build.rs`).
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TM_GIT_COMMIT"), ")");

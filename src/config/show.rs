@@ -149,6 +149,31 @@ impl Config {
                 q(&w.listen.to_string())
             );
         }
+        for x in &self.exports {
+            out += &format!("\n[[export]]\nname = {}\n", q(&x.name));
+            out += &match &x.sink {
+                super::ExportSink::File { path, format } => format!(
+                    "kind = \"file\"\npath = {}\nformat = {}\n",
+                    q(&path.display().to_string()),
+                    q(match format {
+                        super::FileFormat::Ecs => "ecs",
+                        super::FileFormat::Ocsf => "ocsf",
+                    })
+                ),
+                super::ExportSink::Syslog { address, udp, pen } => format!(
+                    "kind = \"syslog\"\naddress = {}\npen = {pen}\n",
+                    q(&format!("{}://{address}", if *udp { "udp" } else { "tcp" }))
+                ),
+                super::ExportSink::Journald { socket } => format!(
+                    "kind = \"journald\"\nsocket = {}\n",
+                    q(&socket.display().to_string())
+                ),
+            };
+            out += &format!(
+                "max_lag = {}\n",
+                q(&humantime::format_duration(x.max_lag).to_string())
+            );
+        }
         if let Some(w) = &self.web {
             out += &match &w.listen {
                 super::WebListen::Unix(p) => format!(

@@ -463,3 +463,44 @@ fn web_section_errors_name_the_key_and_the_line() {
         assert!(!e.contains('\n'), "{e}");
     }
 }
+
+/// `[[export]]`: each mistake a one-line error at its line; the PEN is the owner's to give.
+#[test]
+fn export_tables_errors_name_the_key_and_the_line() {
+    let c = Config::from_toml(
+        "[[export]]\nkind = \"file\"\npath = \"/var/log/tsmon.json\"\nformat = \"ocsf\"\n\n[[export]]\nkind = \"syslog\"\naddress = \"tcp://127.0.0.1:514\"\npen = 12345\n",
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(c.exports.len(), 2);
+    assert_eq!(c.exports[1].name, "syslog");
+    for (text, says) in [
+        (
+            "[[export]]\nkind = \"file\"\n",
+            "t.toml:1: an export of kind \"file\" needs `path`",
+        ),
+        (
+            "[[export]]\nkind = \"file\"\npath = \"x.json\"\n",
+            "t.toml:3: must be absolute",
+        ),
+        (
+            "[[export]]\nkind = \"syslog\"\naddress = \"tcp://127.0.0.1:514\"\n",
+            "t.toml:1: a syslog export needs `pen`",
+        ),
+        (
+            "[[export]]\nkind = \"syslog\"\naddress = \"tls://h:6514\"\npen = 1\n",
+            "t.toml:3: `tls://h:6514`: expected tcp://HOST:PORT",
+        ),
+        (
+            "[[export]]\nkind = \"kafka\"\n",
+            "t.toml:2: `kafka` is not an export kind",
+        ),
+        (
+            "[[export]]\nkind = \"journald\"\n\n[[export]]\nkind = \"journald\"\n",
+            "t.toml:4: two [[export]] tables are named `journald`",
+        ),
+    ] {
+        let e = Config::from_toml(text, "t.toml").unwrap_err().to_string();
+        assert!(e.starts_with(says), "{text:?}: {e}");
+    }
+}

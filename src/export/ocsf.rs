@@ -116,3 +116,22 @@ pub(crate) fn ocsf(r: &Record<'_>) -> Value {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_has_its_class() {
+        assert_eq!(class(EventKind::DeviceNew), (5001, 5, 1));
+        assert_eq!(class(EventKind::MonitorBaseline), (5001, 5, 1));
+        assert_eq!(class(EventKind::GuardBlocked), (4001, 4, 5), "Refuse");
+        assert_eq!(class(EventKind::PostureDegraded).0, 2004);
+        assert_eq!(class(EventKind::DeviceRemoved), (3004, 3, 4));
+        assert_eq!(class(EventKind::GuardApproved), (3004, 3, 1));
+        for k in EventKind::ALL {
+            let (c, cat, _) = class(k);
+            assert_eq!(cat, c / 1000, "{k}");
+        }
+    }
+}
