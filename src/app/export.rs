@@ -11,12 +11,13 @@
 use std::io::{BufRead as _, Seek as _, Write as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use tracing::{info, warn};
 
-use crate::config::{Config, ExportConfig, ExportSink, FileFormat};
+use crate::config::{Config, ExportConfig, ExportSink, FileFormat, Transport};
 use crate::export::{ecs, journal, ocsf, syslog, witness, Record};
 use crate::model::route::Route;
 use crate::model::{Event, EventKind};
@@ -40,7 +41,9 @@ enum Sink {
     Tcp {
         address: String,
         pen: u32,
-        stream: Option<std::net::TcpStream>,
+        /// TLS (`tls://`): the client's configuration, or why it could not be built.
+        tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
+        stream: Option<Box<dyn std::io::Write + Send>>,
     },
     Udp {
         address: String,
@@ -61,16 +64,24 @@ impl Sink {
             },
             ExportSink::Syslog {
                 address,
-                udp: false,
+                transport: Transport::Udp,
+                pen,
+            } => Sink::Udp {
+                address: address.clone(),
+                pen: *pen,
+            },
+            ExportSink::Syslog {
+                address,
+                transport,
                 pen,
             } => Sink::Tcp {
                 address: address.clone(),
                 pen: *pen,
+                tls: match transport {
+                    Transport::Tls { ca_file } => Some(tls_config(ca_file.as_deref())),
+                    _ => None,
+                },
                 stream: None,
-            },
-            ExportSink::Syslog { address, pen, .. } => Sink::Udp {
-                address: address.clone(),
-                pen: *pen,
             },
             ExportSink::Journald { socket } => Sink::Journal {
                 socket: socket.clone(),
@@ -102,13 +113,37 @@ impl Sink {
             Sink::Tcp {
                 address,
                 pen,
+                tls,
                 stream,
             } => {
                 if stream.is_none() {
                     let addr = resolve(address)?;
                     let s = std::net::TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
                     s.set_write_timeout(Some(IO_TIMEOUT))?;
-                    *stream = Some(s);
+                    s.set_read_timeout(Some(IO_TIMEOUT))?;
+                    *stream = Some(match tls {
+                        None => Box::new(s),
+                        Some(Err(e)) => return Err(std::io::Error::other(e.clone())),
+                        Some(Ok(cfg)) => {
+                            let host = address
+                                .rsplit_once(':')
+                                .map_or(address.as_str(), |(h, _)| h);
+                            let name = rustls_pki_types::ServerName::try_from(
+                                host.trim_start_matches('[')
+                                    .trim_end_matches(']')
+                                    .to_owned(),
+                            )
+                            .map_err(|e| std::io::Error::other(format!("{host}: {e}")))?;
+                            let conn = rustls::ClientConnection::new(cfg.clone(), name)
+                                .map_err(std::io::Error::other)?;
+                            let mut t = rustls::StreamOwned::new(conn, s);
+                            // The handshake now, so that a refused certificate is this error.
+                            while t.conn.is_handshaking() {
+                                t.conn.complete_io(&mut t.sock)?;
+                            }
+                            Box::new(t)
+                        }
+                    });
                 }
                 let s = stream.as_mut().expect("connected");
                 let mut out = String::new();
@@ -182,6 +217,33 @@ impl Sink {
     }
 }
 
+/// The TLS client of a `tls://` syslog export: the collector's certificate is checked against
+/// `ca_file` (PEM), or the web PKI's roots without one.
+fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(p) => {
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(p)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("ca_file {}: {e}", p.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!("ca_file {}: no certificate in it", p.display()));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
 fn resolve(address: &str) -> std::io::Result<std::net::SocketAddr> {
     use std::net::ToSocketAddrs as _;
     address
@@ -245,6 +307,9 @@ impl Exporter {
         host: &str,
     ) -> Result<usize, StoreError> {
         let name = self.cfg.name.clone();
+        if !self.recovered {
+            store.init_export_cursor(&name)?;
+        }
         let mut cursor = store.export_cursor(&name)?;
         if !self.recovered {
             match self.sink.copied_up_to() {

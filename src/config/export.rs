@@ -1,5 +1,5 @@
 //! `[[export]]`: `name`, `kind` ("file", "syslog", "journald"), `path` and `format` (file),
-//! `address` and `pen` (syslog), `socket` (journald), `max_lag` (a contract: these names stay).
+//! `address`, `pen` and `ca_file` (syslog), `socket` (journald), `max_lag` (a contract: these names stay).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,15 +14,25 @@ use super::raw::RawExport;
 pub enum ExportSink {
     /// JSON lines appended to a file.
     File { path: PathBuf, format: FileFormat },
-    /// RFC 5424 to a collector: TCP (octet counting, RFC 6587) or UDP.
+    /// RFC 5424 to a collector: TCP (octet counting, RFC 6587), TLS (RFC 5425) or UDP.
     Syslog {
         address: String,
-        udp: bool,
+        transport: Transport,
         /// The private enterprise number of the structured data's own element (`tsmon@PEN`).
         pen: u32,
     },
     /// The native protocol of systemd-journald.
     Journald { socket: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+    /// TLS, the collector's certificate checked against `ca_file` (or the web PKI's roots).
+    Tls {
+        ca_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,17 +82,27 @@ pub(super) fn parse(cx: &Ctx<'_>, e: &Spanned<RawExport>) -> Result<ExportConfig
         }
         "syslog" => {
             let address = need(&r.address, "address")?;
-            let (udp, rest) = match address.split_once("://") {
-                Some(("tcp", rest)) => (false, rest),
-                Some(("udp", rest)) => (true, rest),
-                _ => {
-                    return Err(cx.at(
-                        r.address.as_ref().expect("given"),
-                        "address",
-                        format!("`{address}`: expected tcp://HOST:PORT or udp://HOST:PORT"),
-                    ))
-                }
+            let ca_file = r.ca_file.as_ref().map(|c| PathBuf::from(c.get_ref()));
+            let (transport, rest) = match address.split_once("://") {
+                Some(("tcp", rest)) => (Transport::Tcp, rest),
+                Some(("udp", rest)) => (Transport::Udp, rest),
+                Some(("tls", rest)) => (
+                    Transport::Tls {
+                        ca_file: ca_file.clone(),
+                    },
+                    rest,
+                ),
+                _ => return Err(cx.at(
+                    r.address.as_ref().expect("given"),
+                    "address",
+                    format!(
+                        "`{address}`: expected tcp://HOST:PORT, tls://HOST:PORT or udp://HOST:PORT"
+                    ),
+                )),
             };
+            if let (Some(c), false) = (&r.ca_file, matches!(transport, Transport::Tls { .. })) {
+                return Err(cx.at(c, "ca_file", "only a tls:// address uses ca_file"));
+            }
             if rest
                 .rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok())
@@ -103,7 +123,7 @@ pub(super) fn parse(cx: &Ctx<'_>, e: &Spanned<RawExport>) -> Result<ExportConfig
             };
             ExportSink::Syslog {
                 address: rest.to_owned(),
-                udp,
+                transport,
                 pen: *pen.get_ref(),
             }
         }

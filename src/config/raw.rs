@@ -43,6 +43,7 @@ pub(super) struct RawExport {
     pub(super) format: Option<Spanned<String>>,
     pub(super) address: Option<Spanned<String>>,
     pub(super) pen: Option<Spanned<u32>>,
+    pub(super) ca_file: Option<Spanned<String>>,
     pub(super) socket: Option<Spanned<String>>,
     pub(super) max_lag: Option<Spanned<String>>,
 }

@@ -160,10 +160,25 @@ impl Config {
                         super::FileFormat::Ocsf => "ocsf",
                     })
                 ),
-                super::ExportSink::Syslog { address, udp, pen } => format!(
-                    "kind = \"syslog\"\naddress = {}\npen = {pen}\n",
-                    q(&format!("{}://{address}", if *udp { "udp" } else { "tcp" }))
-                ),
+                super::ExportSink::Syslog {
+                    address,
+                    transport,
+                    pen,
+                } => {
+                    let (scheme, ca) = match transport {
+                        super::Transport::Tcp => ("tcp", None),
+                        super::Transport::Udp => ("udp", None),
+                        super::Transport::Tls { ca_file } => ("tls", ca_file.as_ref()),
+                    };
+                    let mut s = format!(
+                        "kind = \"syslog\"\naddress = {}\npen = {pen}\n",
+                        q(&format!("{scheme}://{address}"))
+                    );
+                    if let Some(c) = ca {
+                        s += &format!("ca_file = {}\n", q(&c.display().to_string()));
+                    }
+                    s
+                }
                 super::ExportSink::Journald { socket } => format!(
                     "kind = \"journald\"\nsocket = {}\n",
                     q(&socket.display().to_string())

@@ -488,8 +488,12 @@ fn export_tables_errors_name_the_key_and_the_line() {
             "t.toml:1: a syslog export needs `pen`",
         ),
         (
-            "[[export]]\nkind = \"syslog\"\naddress = \"tls://h:6514\"\npen = 1\n",
-            "t.toml:3: `tls://h:6514`: expected tcp://HOST:PORT",
+            "[[export]]\nkind = \"syslog\"\naddress = \"syslog://h:514\"\npen = 1\n",
+            "t.toml:3: `syslog://h:514`: expected tcp://HOST:PORT",
+        ),
+        (
+            "[[export]]\nkind = \"syslog\"\naddress = \"tcp://h:514\"\npen = 1\nca_file = \"/x\"\n",
+            "t.toml:5: only a tls:// address uses ca_file",
         ),
         (
             "[[export]]\nkind = \"kafka\"\n",

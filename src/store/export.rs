@@ -73,6 +73,19 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// Gives export `name` a cursor at the start of the log if it has none, so that its lag counts
+    /// from its first round (a collector that never took anything is the whole log behind).
+    pub fn init_export_cursor(&self, name: &str) -> Result<()> {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO export_cursor (name, last_id, at_ms) VALUES (?1, 0, ?2)",
+                params![name, now],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
     /// Export `name` handed over every event up to `id`.
     pub fn set_export_cursor(&self, name: &str, id: i64) -> Result<()> {
         let now = chrono::Utc::now().timestamp_millis();

@@ -470,48 +470,7 @@ fn parse_5424(line: &str) -> Option<(Vec<Element>, String)> {
 #[ignore = "needs rsyslog (tests/setup/install-deps.sh): run tests/run-all.sh"]
 fn every_event_reaches_a_real_rsyslog_over_tcp_with_its_structured_data() {
     let d = tempfile::tempdir().unwrap();
-    let conf = d.path().join("rsyslog.conf");
-    let (port_file, out) = (d.path().join("port"), d.path().join("out"));
-    std::fs::write(
-        &conf,
-        format!(
-            "global(workDirectory=\"{dir}\")\nmodule(load=\"imtcp\")\ninput(type=\"imtcp\" port=\"0\" listenPortFileName=\"{port}\" ruleset=\"t\")\nruleset(name=\"t\") {{ action(type=\"omfile\" file=\"{out}\" template=\"RSYSLOG_SyslogProtocol23Format\") }}\n",
-            dir = d.path().display(),
-            port = port_file.display(),
-            out = out.display()
-        ),
-    )
-    .unwrap();
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _rsyslog = Killed(
-        std::process::Command::new("rsyslogd")
-            .args(["-n", "-f"])
-            .arg(&conf)
-            .arg("-i")
-            .arg(d.path().join("pid"))
-            .spawn()
-            .expect("rsyslogd (Debian's rsyslog)"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let port = loop {
-        if let Some(p) = std::fs::read_to_string(&port_file)
-            .ok()
-            .and_then(|p| p.trim().parse::<u16>().ok())
-        {
-            break p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rsyslogd did not report its port"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (_rsyslog, port, out) = rsyslog(d.path(), None);
     let emu = Emulator::start(d.path(), emulator::tailnet());
     let mon = support::Monitor::new(
         &emu.socket,
@@ -576,4 +535,171 @@ fn every_event_reaches_a_real_rsyslog_over_tcp_with_its_structured_data() {
     }
     let want_seqs: Vec<i64> = (1..=want as i64).collect();
     assert_eq!(seqs, want_seqs);
+}
+
+/// Debian's `rsyslogd` in the foreground, receiving RFC 5424 over TCP (over TLS with `tls`: the
+/// CA, certificate and key files) into a file; it reports the port it bound. Killed when dropped.
+fn rsyslog(dir: &Path, tls: Option<(&Path, &Path, &Path)>) -> (Killed, u16, std::path::PathBuf) {
+    let conf = dir.join("rsyslog.conf");
+    let (port_file, out) = (dir.join("port"), dir.join("out"));
+    let (global, module) = match tls {
+        None => (String::new(), "module(load=\"imtcp\")".to_owned()),
+        Some((ca, cert, key)) => (
+            format!(
+                " defaultNetstreamDriver=\"gtls\" defaultNetstreamDriverCAFile=\"{}\" defaultNetstreamDriverCertFile=\"{}\" defaultNetstreamDriverKeyFile=\"{}\"",
+                ca.display(),
+                cert.display(),
+                key.display()
+            ),
+            "module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"anon\")".to_owned(),
+        ),
+    };
+    std::fs::write(
+        &conf,
+        format!(
+            "global(workDirectory=\"{dir}\"{global})\n{module}\ninput(type=\"imtcp\" port=\"0\" listenPortFileName=\"{port}\" ruleset=\"t\")\nruleset(name=\"t\") {{ action(type=\"omfile\" file=\"{out}\" template=\"RSYSLOG_SyslogProtocol23Format\") }}\n",
+            dir = dir.display(),
+            port = port_file.display(),
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    let child = Killed(
+        std::process::Command::new("rsyslogd")
+            .args(["-n", "-f"])
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("pid"))
+            .spawn()
+            .expect("rsyslogd (Debian's rsyslog)"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let port = loop {
+        if let Some(p) = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok())
+        {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rsyslogd did not report its port"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (child, port, out)
+}
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A CA and a certificate for `localhost` signed by it, with openssl; returns (ca, cert, key).
+fn certificates(
+    dir: &Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |f: &str| dir.join(format!("{name}-{f}"));
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {o:?}");
+    };
+    let s = |p: &std::path::PathBuf| p.display().to_string();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        &s(&p("ca.key")),
+        "-out",
+        &s(&p("ca.pem")),
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        &s(&p("key.pem")),
+        "-out",
+        &s(&p("req.pem")),
+    ]);
+    std::fs::write(p("ext"), "subjectAltName=DNS:localhost\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&p("req.pem")),
+        "-CA",
+        &s(&p("ca.pem")),
+        "-CAkey",
+        &s(&p("ca.key")),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &s(&p("ext")),
+        "-out",
+        &s(&p("cert.pem")),
+    ]);
+    (p("ca.pem"), p("cert.pem"), p("key.pem"))
+}
+
+/// syslog over TLS (RFC 5425) to a real rsyslogd with gtls: delivered when the collector's
+/// certificate is signed by `ca_file`; nothing sent, and the lag said, when it is not.
+#[test]
+#[ignore = "needs rsyslog, rsyslog-gnutls and openssl (tests/setup/install-deps.sh): run tests/run-all.sh"]
+fn syslog_over_tls_reaches_a_collector_whose_certificate_checks_out() {
+    let d = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(d.path(), "good");
+    let (other_ca, _, _) = certificates(d.path(), "other");
+    let (_rsyslog, port, out) = rsyslog(d.path(), Some((&ca, &cert, &key)));
+    let emu = Emulator::start(d.path(), emulator::tailnet());
+    let export = |ca: &Path| {
+        format!(
+            "[[export]]\nkind = \"syslog\"\naddress = \"tls://localhost:{port}\"\npen = 32473\nca_file = \"{}\"\n",
+            ca.display()
+        )
+    };
+    // A CA that did not sign the collector's certificate: refused, nothing sent, the lag shown.
+    let wrong = support::Monitor::new(&emu.socket, &export(&other_ca));
+    let r = wrong.check();
+    assert!(r.stdout.contains("export_lag=1"), "{r:?}");
+    let right = support::Monitor::new(&emu.socket, &export(&ca));
+    let r = right.check();
+    assert!(r.stdout.contains("export_lag=0"), "{r:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.lines().count() >= 1 {
+            assert_eq!(
+                text.lines().count(),
+                1,
+                "one event, from the right monitor only: {text}"
+            );
+            assert!(
+                text.contains("[tsmon@32473 kind=\"monitor.baseline\""),
+                "{text}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing arrived over TLS");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
