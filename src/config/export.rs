@@ -92,13 +92,15 @@ pub(super) fn parse(cx: &Ctx<'_>, e: &Spanned<RawExport>) -> Result<ExportConfig
                     },
                     rest,
                 ),
-                _ => return Err(cx.at(
-                    r.address.as_ref().expect("given"),
-                    "address",
-                    format!(
+                _ => {
+                    return Err(cx.at(
+                        r.address.as_ref().expect("given"),
+                        "address",
+                        format!(
                         "`{address}`: expected tcp://HOST:PORT, tls://HOST:PORT or udp://HOST:PORT"
                     ),
-                )),
+                    ))
+                }
             };
             if let (Some(c), false) = (&r.ca_file, matches!(transport, Transport::Tls { .. })) {
                 return Err(cx.at(c, "ca_file", "only a tls:// address uses ca_file"));

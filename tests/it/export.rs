@@ -149,6 +149,7 @@ fn every_event_reaches_the_file_once_as_ecs_and_the_witness_catches_a_rewrite_an
     let daemon = mon.spawn_run();
     assert_eq!(rx.wait("/hook", 1, 60).len(), 1, "baseline");
     join(&emu, 30);
+    emu.push("{\"PeersChanged\":[{\"ID\":1}]}\n");
     assert!(rx.wait("/hook", 2, 60).len() >= 2);
     let got = wait_exported(&mon, &path, "/event/sequence");
     for l in &got {
@@ -170,6 +171,7 @@ fn every_event_reaches_the_file_once_as_ecs_and_the_witness_catches_a_rewrite_an
 
     // Crash in the middle of a burst: SIGKILL, more events, a new start.
     join(&emu, 80);
+    emu.push("{\"PeersChanged\":[{\"ID\":1}]}\n");
     daemon.signal(libc::SIGKILL);
     let mut daemon = daemon;
     let _ = daemon.0.wait();
@@ -229,6 +231,7 @@ fn ocsf_lines_carry_their_class_and_its_required_attributes() {
     let _daemon = mon.spawn_run();
     assert_eq!(rx.wait("/hook", 1, 60).len(), 1, "baseline");
     join(&emu, 2);
+    emu.push("{\"PeersChanged\":[{\"ID\":1}]}\n");
     let got = wait_exported(&mon, &path, "/metadata/sequence");
     let mut classes = BTreeMap::new();
     for l in &got {
@@ -290,6 +293,7 @@ fn a_collector_down_holds_up_no_alert_and_gets_the_backlog_when_back() {
         "the baseline alert goes out anyway"
     );
     join(&emu, 3);
+    emu.push("{\"PeersChanged\":[{\"ID\":1}]}\n");
     assert!(rx.wait("/hook", 2, 60).len() >= 2, "and the joins");
     std::fs::create_dir_all(&dir).unwrap();
     let got = wait_exported(&mon, &path, "/event/sequence");
@@ -701,5 +705,41 @@ fn syslog_over_tls_reaches_a_collector_whose_certificate_checks_out() {
         }
         assert!(Instant::now() < deadline, "nothing arrived over TLS");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Rotation as logrotate does it by default: the file is renamed away (and a new one may be
+/// created); the next events go to a new file at the path, none lost, none in both.
+#[test]
+fn a_rotated_file_is_followed_by_a_new_one_at_the_path() {
+    let (_d, emu, rx, mon, path) = with_export("ecs");
+    let _daemon = mon.spawn_run();
+    assert_eq!(rx.wait("/hook", 1, 60).len(), 1, "baseline");
+    let before = wait_exported(&mon, &path, "/event/sequence");
+    let rotated = path.with_extension("json.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    join(&emu, 3);
+    emu.push("{\"PeersChanged\":[{\"ID\":1}]}\n");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let after = lines(&path);
+        let total = mon.events().len();
+        if before.len() + after.len() >= total && !after.is_empty() {
+            let seqs: Vec<i64> = lines(&rotated)
+                .iter()
+                .chain(after.iter())
+                .map(|l| l["event"]["sequence"].as_i64().unwrap())
+                .collect();
+            let want: Vec<i64> = (1..=total as i64).collect();
+            assert_eq!(seqs, want, "the old file and the new one: each event once");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} + {} of {total}",
+            before.len(),
+            after.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
