@@ -43,7 +43,7 @@ enum Sink {
         pen: u32,
         /// TLS (`tls://`): the client's configuration, or why it could not be built.
         tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
-        stream: Option<Box<dyn std::io::Write + Send>>,
+        stream: Option<Stream>,
     },
     Udp {
         address: String,
@@ -122,7 +122,7 @@ impl Sink {
                     s.set_write_timeout(Some(IO_TIMEOUT))?;
                     s.set_read_timeout(Some(IO_TIMEOUT))?;
                     *stream = Some(match tls {
-                        None => Box::new(s),
+                        None => Stream::Plain(s),
                         Some(Err(e)) => return Err(std::io::Error::other(e.clone())),
                         Some(Ok(cfg)) => {
                             let host = address
@@ -141,7 +141,7 @@ impl Sink {
                             while t.conn.is_handshaking() {
                                 t.conn.complete_io(&mut t.sock)?;
                             }
-                            Box::new(t)
+                            Stream::Tls(Box::new(t))
                         }
                     });
                 }
@@ -242,6 +242,37 @@ fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Strin
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(Arc::new(cfg))
+}
+
+/// A syslog connection.
+enum Stream {
+    Plain(std::net::TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>),
+}
+
+impl std::io::Write for Stream {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(b),
+            Stream::Tls(s) => s.write(b),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl Drop for Stream {
+    /// A TLS session ends with close_notify, so that the collector sees an orderly end.
+    fn drop(&mut self) {
+        if let Stream::Tls(s) = self {
+            s.conn.send_close_notify();
+            let _ = s.conn.complete_io(&mut s.sock);
+        }
+    }
 }
 
 fn resolve(address: &str) -> std::io::Result<std::net::SocketAddr> {
