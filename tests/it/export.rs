@@ -743,3 +743,81 @@ fn a_rotated_file_is_followed_by_a_new_one_at_the_path() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The UDP port a process bound, as the kernel lists its sockets (rsyslogd's imudp takes port 0
+/// but, unlike imtcp, writes no port file).
+fn bound_udp_port(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.display().to_string();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/udp")).ok()?;
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let inode = f.get(9)?;
+        if !inodes.iter().any(|i| i == inode) {
+            return None;
+        }
+        u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()
+    })
+}
+
+/// syslog over UDP to a real rsyslogd (imudp on a port of its choosing): each event one datagram,
+/// one line.
+#[test]
+#[ignore = "needs rsyslog (tests/setup/install-deps.sh): run tests/run-all.sh"]
+fn syslog_over_udp_reaches_a_real_rsyslog() {
+    let d = tempfile::tempdir().unwrap();
+    let (conf, out) = (d.path().join("rsyslog.conf"), d.path().join("out"));
+    std::fs::write(
+        &conf,
+        format!(
+            "global(workDirectory=\"{dir}\")\nmodule(load=\"imudp\")\ninput(type=\"imudp\" address=\"127.0.0.1\" port=\"0\" ruleset=\"t\")\nruleset(name=\"t\") {{ action(type=\"omfile\" file=\"{out}\" template=\"RSYSLOG_SyslogProtocol23Format\") }}\n",
+            dir = d.path().display(),
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    let rsyslog = Killed(
+        std::process::Command::new("rsyslogd")
+            .args(["-n", "-f"])
+            .arg(&conf)
+            .arg("-i")
+            .arg(d.path().join("pid"))
+            .spawn()
+            .expect("rsyslogd (Debian's rsyslog)"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let port = loop {
+        if let Some(p) = bound_udp_port(rsyslog.0.id()) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "rsyslogd bound no UDP port");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let emu = Emulator::start(d.path(), emulator::tailnet());
+    let mon = support::Monitor::new(
+        &emu.socket,
+        &format!(
+            "[[export]]\nkind = \"syslog\"\naddress = \"udp://127.0.0.1:{port}\"\npen = 32473\n"
+        ),
+    );
+    let r = mon.check();
+    assert!(r.stdout.contains("export_lag=0"), "{r:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.lines().count() >= 1 {
+            assert_eq!(text.lines().count(), 1, "{text}");
+            let (sd, _) = parse_5424(text.lines().next().unwrap()).unwrap();
+            assert!(sd.iter().any(|(id, _)| id == "tsmon@32473"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing arrived over UDP");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
