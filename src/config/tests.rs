@@ -439,14 +439,14 @@ fn guard_keys() {
 #[test]
 fn web_section_errors_name_the_key_and_the_line() {
     let ok = Config::from_toml(
-        "[web]\nlisten = \"unix:/run/tailscale-monitor/web.sock\"\nviewers = [\"nABC123CNTRL\"]\nurl = \"https://srv.example.ts.net/\"\n",
+        "[web]\nlisten = \"unix:/run/tailscale-monitor-web/web.sock\"\nviewers = [\"nABC123CNTRL\"]\nurl = \"https://srv.example.ts.net/\"\n",
         "t.toml",
     )
     .unwrap();
     let w = ok.web.unwrap();
     assert_eq!(
         w.listen,
-        crate::config::WebListen::Unix("/run/tailscale-monitor/web.sock".into())
+        crate::config::WebListen::Unix("/run/tailscale-monitor-web/web.sock".into())
     );
     assert_eq!(w.url.as_deref(), Some("https://srv.example.ts.net"));
     for (text, says) in [

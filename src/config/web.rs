@@ -67,7 +67,7 @@ pub(super) fn parse(cx: &Ctx<'_>, raw: &RawWeb) -> Result<Option<WebConfig>, Con
                 return Err(cx.at(
                     listen,
                     "web.listen",
-                    "a TCP address must be on loopback; use `unix:/run/tailscale-monitor/web.sock` with `tailscale serve`",
+                    "a TCP address must be on loopback; use `unix:/run/tailscale-monitor-web/web.sock` with `tailscale serve`",
                 ));
             }
             let Some(f) = &raw.token_file else {

@@ -48,7 +48,7 @@ pub(crate) fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
     let me = unsafe { libc::geteuid() };
     if std::os::unix::fs::MetadataExt::uid(&meta) != me || meta.permissions().mode() & 0o077 != 0 {
         anyhow::bail!(
-            "[web] listen: {} must be this user's own directory, closed to others (chmod 0700): anyone who may enter it could swap the socket",
+            "[web] listen: {} must be this user's own directory, closed to others (chmod 0700): anyone who may enter it could swap the socket (the shipped unit makes /run/tailscale-monitor-web so)",
             dir.display()
         );
     }

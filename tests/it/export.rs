@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::support;
 use support::emulator::{self, join, Emulator};
-use support::receiver::{with_receiver, Receiver};
+use support::receiver::{hook_kinds, with_receiver, Receiver};
 use support::webhook;
 
 /// Recomputes the whole chain, so that the local log verifies on its own (what root would do).
@@ -69,24 +69,34 @@ fn wait_exported(mon: &support::Monitor, path: &Path, seq: &str) -> Vec<Value> {
     }
 }
 
-fn with_export(
-    format: &str,
-) -> (
-    tempfile::TempDir,
-    Emulator,
-    Receiver,
-    support::Monitor,
-    std::path::PathBuf,
-) {
+/// A monitor exporting to a file in a directory of its own, in `format`, with `extra` keys.
+struct WithExport {
+    _out: tempfile::TempDir,
+    _d: tempfile::TempDir,
+    emu: Emulator,
+    rx: Receiver,
+    mon: support::Monitor,
+    path: std::path::PathBuf,
+}
+
+fn with_export(format: &str, extra: &str) -> WithExport {
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("events.json");
     let p = path.display().to_string();
     let (d, emu, rx, mon) = with_receiver(move |url| {
         webhook("hook", &format!("{url}/hook"))
-            + &format!("\n[[export]]\nkind = \"file\"\npath = \"{p}\"\nformat = \"{format}\"\n")
+            + &format!(
+                "\n[[export]]\nkind = \"file\"\npath = \"{p}\"\nformat = \"{format}\"\n{extra}"
+            )
     });
-    std::mem::forget(out);
-    (d, emu, rx, mon, path)
+    WithExport {
+        _out: out,
+        _d: d,
+        emu,
+        rx,
+        mon,
+        path,
+    }
 }
 
 /// ECS's allowed values for the categorization fields (ECS 8.11 `event.kind`, `event.category`,
@@ -145,7 +155,10 @@ const ECS_TYPE: [&str; 17] = [
 
 #[test]
 fn every_event_reaches_the_file_once_as_ecs_and_the_witness_catches_a_rewrite_and_a_truncation() {
-    let (_d, emu, rx, mon, path) = with_export("ecs");
+    let x = with_export("ecs", "");
+    let WithExport {
+        emu, rx, mon, path, ..
+    } = &x;
     let daemon = mon.spawn_run();
     assert_eq!(rx.wait("/hook", 1, 60).len(), 1, "baseline");
     join(&emu, 30);
@@ -227,7 +240,10 @@ fn every_event_reaches_the_file_once_as_ecs_and_the_witness_catches_a_rewrite_an
 /// OCSF: each kind in its class, with the attributes the class requires.
 #[test]
 fn ocsf_lines_carry_their_class_and_its_required_attributes() {
-    let (_d, emu, rx, mon, path) = with_export("ocsf");
+    let x = with_export("ocsf", "");
+    let WithExport {
+        emu, rx, mon, path, ..
+    } = &x;
     let _daemon = mon.spawn_run();
     assert_eq!(rx.wait("/hook", 1, 60).len(), 1, "baseline");
     join(&emu, 2);
@@ -282,7 +298,10 @@ fn ocsf_lines_carry_their_class_and_its_required_attributes() {
 /// A collector that is down never holds up an alert; what it missed goes when it is back.
 #[test]
 fn a_collector_down_holds_up_no_alert_and_gets_the_backlog_when_back() {
-    let (_d, emu, rx, mon, path) = with_export("ecs");
+    let x = with_export("ecs", "max_lag = \"1s\"\n");
+    let WithExport {
+        emu, rx, mon, path, ..
+    } = &x;
     // The file's directory is not there yet: every write fails.
     let dir = path.parent().unwrap().to_owned();
     std::fs::remove_dir_all(&dir).unwrap();
@@ -295,10 +314,25 @@ fn a_collector_down_holds_up_no_alert_and_gets_the_backlog_when_back() {
     join(&emu, 3);
     emu.push("{\"PeersChanged\":[{\"ID\":1}]}\n");
     assert!(rx.wait("/hook", 2, 60).len() >= 2, "and the joins");
+    // Behind for longer than max_lag: said once, on the alert channels.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !hook_kinds(rx).iter().any(|k| k == "monitor.export_lagging") {
+        assert!(Instant::now() < deadline, "{:?}", hook_kinds(rx));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        mon.count_events("monitor.export_lagging"),
+        1,
+        "once per backlog"
+    );
     std::fs::create_dir_all(&dir).unwrap();
-    let got = wait_exported(&mon, &path, "/event/sequence");
-    assert!(got.len() >= 4, "{got:?}");
-    let _ = emulator::tailnet();
+    let got = wait_exported(mon, path, "/event/sequence");
+    assert!(
+        got.iter()
+            .any(|l| l["event"]["action"] == "monitor.export_lagging"),
+        "the backlog drains, the lag's own event included"
+    );
 }
 
 /// journald, for real: Debian's `systemd-journald` in a private mount namespace (systemd is not
@@ -712,7 +746,10 @@ fn syslog_over_tls_reaches_a_collector_whose_certificate_checks_out() {
 /// created); the next events go to a new file at the path, none lost, none in both.
 #[test]
 fn a_rotated_file_is_followed_by_a_new_one_at_the_path() {
-    let (_d, emu, rx, mon, path) = with_export("ecs");
+    let x = with_export("ecs", "");
+    let WithExport {
+        emu, rx, mon, path, ..
+    } = &x;
     let _daemon = mon.spawn_run();
     assert_eq!(rx.wait("/hook", 1, 60).len(), 1, "baseline");
     let before = wait_exported(&mon, &path, "/event/sequence");
