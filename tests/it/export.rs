@@ -161,10 +161,10 @@ fn every_event_reaches_the_file_once_as_ecs_and_the_witness_catches_a_rewrite_an
     } = &x;
     let daemon = mon.spawn_run();
     assert_eq!(rx.wait("/hook", 1, 60).len(), 1, "baseline");
-    join(&emu, 30);
+    join(emu, 30);
     emu.push("{\"PeersChanged\":[{\"ID\":1}]}\n");
     assert!(rx.wait("/hook", 2, 60).len() >= 2);
-    let got = wait_exported(&mon, &path, "/event/sequence");
+    let got = wait_exported(mon, path, "/event/sequence");
     for l in &got {
         let e = &l["event"];
         assert!(ECS_KIND.contains(&e["kind"].as_str().unwrap()), "{l}");
@@ -183,7 +183,7 @@ fn every_event_reaches_the_file_once_as_ecs_and_the_witness_catches_a_rewrite_an
         .any(|l| l["event"]["action"] == "device.new" && l["device"]["id"] == "nJOIN3CNTRL"));
 
     // Crash in the middle of a burst: SIGKILL, more events, a new start.
-    join(&emu, 80);
+    join(emu, 80);
     emu.push("{\"PeersChanged\":[{\"ID\":1}]}\n");
     daemon.signal(libc::SIGKILL);
     let mut daemon = daemon;
@@ -194,7 +194,7 @@ fn every_event_reaches_the_file_once_as_ecs_and_the_witness_catches_a_rewrite_an
         assert!(Instant::now() < deadline, "the joins are logged");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let got = wait_exported(&mon, &path, "/event/sequence");
+    let got = wait_exported(mon, path, "/event/sequence");
     daemon.terminate();
     let seqs: Vec<i64> = got
         .iter()
@@ -246,9 +246,9 @@ fn ocsf_lines_carry_their_class_and_its_required_attributes() {
     } = &x;
     let _daemon = mon.spawn_run();
     assert_eq!(rx.wait("/hook", 1, 60).len(), 1, "baseline");
-    join(&emu, 2);
+    join(emu, 2);
     emu.push("{\"PeersChanged\":[{\"ID\":1}]}\n");
-    let got = wait_exported(&mon, &path, "/metadata/sequence");
+    let got = wait_exported(mon, path, "/metadata/sequence");
     let mut classes = BTreeMap::new();
     for l in &got {
         for k in [
@@ -311,7 +311,7 @@ fn a_collector_down_holds_up_no_alert_and_gets_the_backlog_when_back() {
         1,
         "the baseline alert goes out anyway"
     );
-    join(&emu, 3);
+    join(emu, 3);
     emu.push("{\"PeersChanged\":[{\"ID\":1}]}\n");
     assert!(rx.wait("/hook", 2, 60).len() >= 2, "and the joins");
     // Behind for longer than max_lag: said once, on the alert channels.
@@ -752,14 +752,14 @@ fn a_rotated_file_is_followed_by_a_new_one_at_the_path() {
     } = &x;
     let _daemon = mon.spawn_run();
     assert_eq!(rx.wait("/hook", 1, 60).len(), 1, "baseline");
-    let before = wait_exported(&mon, &path, "/event/sequence");
+    let before = wait_exported(mon, path, "/event/sequence");
     let rotated = path.with_extension("json.1");
-    std::fs::rename(&path, &rotated).unwrap();
-    join(&emu, 3);
+    std::fs::rename(path, &rotated).unwrap();
+    join(emu, 3);
     emu.push("{\"PeersChanged\":[{\"ID\":1}]}\n");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let after = lines(&path);
+        let after = lines(path);
         let total = mon.events().len();
         if before.len() + after.len() >= total && !after.is_empty() {
             let seqs: Vec<i64> = lines(&rotated)
