@@ -125,20 +125,38 @@ pub(super) async fn audit(
 /// `journalctl -o json` output. True when they agree.
 async fn witness(store: &crate::store::Store, from: &str) -> anyhow::Result<bool> {
     use anyhow::Context as _;
-    let text = if from.starts_with("https://") || from.starts_with("http://") {
-        reqwest::get(from)
+    use std::io::BufRead as _;
+    // The copy is read a chunk at a time and kept as (sequence, hash) pairs: a copy of millions
+    // of events costs their pairs, and a line longer than any record is skipped unread.
+    let mut lines = crate::export::witness::Lines::default();
+    let what = || format!("--witness {}", sanitize::line(from, 200));
+    if from.starts_with("https://") || from.starts_with("http://") {
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(60))
+            .build()?;
+        let mut resp = client
+            .get(from)
+            .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .with_context(|| format!("--witness {}", sanitize::line(from, 200)))?
-            .text()
-            .await?
+            .with_context(what)?;
+        while let Some(chunk) = resp.chunk().await.with_context(what)? {
+            lines.push(&chunk);
+        }
     } else {
-        std::fs::read_to_string(from).with_context(|| format!("--witness {from}"))?
-    };
-    let copy: Vec<_> = text
-        .lines()
-        .filter_map(crate::export::witness::read_line)
-        .collect();
+        let mut f = std::io::BufReader::new(std::fs::File::open(from).with_context(what)?);
+        loop {
+            let buf = f.fill_buf().with_context(what)?;
+            if buf.is_empty() {
+                break;
+            }
+            lines.push(buf);
+            let n = buf.len();
+            f.consume(n);
+        }
+    }
+    let copy = lines.finish();
     if copy.is_empty() {
         anyhow::bail!(
             "--witness {}: no exported event in it (expected ECS or OCSF lines of [[export]], or journalctl -o json output)",

@@ -29,7 +29,13 @@ fn field(out: &mut Vec<u8>, key: &str, value: &str) {
 pub(crate) fn entry(r: &Record<'_>) -> Vec<u8> {
     let e = r.event();
     let mut out = Vec::new();
-    field(&mut out, "MESSAGE", &bounded(&e.summary));
+    // What `journalctl` prints to a terminal is one line without control or bidi characters;
+    // the IDs and hashes stay exact for matching.
+    field(
+        &mut out,
+        "MESSAGE",
+        &crate::sanitize::line(&e.summary, super::MAX_VALUE),
+    );
     let priority = match e.severity {
         Severity::Critical => "2",
         Severity::Warning => "4",
@@ -42,13 +48,21 @@ pub(crate) fn entry(r: &Record<'_>) -> Vec<u8> {
     field(&mut out, "TSMON_SEVERITY", e.severity.as_str());
     if let Some(d) = &e.device {
         field(&mut out, "TSMON_DEVICE_ID", &bounded(&d.id.0));
-        field(&mut out, "TSMON_DEVICE", &bounded(d.display_name()));
+        field(
+            &mut out,
+            "TSMON_DEVICE",
+            &crate::sanitize::line(d.display_name(), super::MAX_VALUE),
+        );
     }
     field(&mut out, "TSMON_SEQ", &r.seq().to_string());
     field(&mut out, "TSMON_HASH", &r.c.hash);
     field(&mut out, "TSMON_PREV", &r.c.prev_hash);
     if !e.detail.is_empty() {
-        field(&mut out, "TSMON_DETAIL", &bounded(&e.detail));
+        field(
+            &mut out,
+            "TSMON_DETAIL",
+            &crate::sanitize::line(&e.detail, super::MAX_VALUE),
+        );
     }
     out
 }

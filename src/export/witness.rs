@@ -33,6 +33,53 @@ pub(crate) fn read_line(line: &str) -> Option<Witnessed> {
     Some(Witnessed { seq, hash })
 }
 
+/// The longest line of a copy that is read (a record is a few KiB at most).
+pub(crate) const MAX_LINE: usize = 1 << 20;
+
+/// A copy read a chunk at a time: its lines parsed as they end, overlong ones skipped.
+#[derive(Default)]
+pub(crate) struct Lines {
+    line: Vec<u8>,
+    overlong: bool,
+    found: Vec<Witnessed>,
+}
+
+impl Lines {
+    pub fn push(&mut self, mut chunk: &[u8]) {
+        while let Some(i) = chunk.iter().position(|&b| b == b'\n') {
+            self.take(&chunk[..i]);
+            self.end();
+            chunk = &chunk[i + 1..];
+        }
+        self.take(chunk);
+    }
+
+    fn take(&mut self, part: &[u8]) {
+        if self.line.len() + part.len() > MAX_LINE {
+            self.overlong = true;
+            self.line.clear();
+        } else if !self.overlong {
+            self.line.extend_from_slice(part);
+        }
+    }
+
+    fn end(&mut self) {
+        if !self.overlong {
+            if let Some(w) = std::str::from_utf8(&self.line).ok().and_then(read_line) {
+                self.found.push(w);
+            }
+        }
+        self.line.clear();
+        self.overlong = false;
+    }
+
+    /// What the copy recorded (a last line without its newline included).
+    pub fn finish(mut self) -> Vec<Witnessed> {
+        self.end();
+        self.found
+    }
+}
+
 /// What differs between the local log and a copy.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Differences {
@@ -111,6 +158,19 @@ mod tests {
         let mut c = copy(1..=5);
         c.remove(1);
         assert_eq!(compare(&local(5), &c).missing_from_copy, vec![2]);
+    }
+
+    #[test]
+    fn lines_split_across_chunks_are_read_and_overlong_ones_skipped() {
+        let mut l = Lines::default();
+        l.push(br#"{"event":{"sequence":1,"hash":"a"}}"#);
+        l.push(b"\n{\"event\":{\"seq");
+        l.push(br#"uence":2,"hash":"b"}}"#);
+        l.push(b"\n");
+        l.push(&vec![b'x'; MAX_LINE + 1]);
+        l.push(b"\n{\"TSMON_SEQ\":\"3\",\"TSMON_HASH\":\"c\"}");
+        let got: Vec<i64> = l.finish().iter().map(|w| w.seq).collect();
+        assert_eq!(got, [1, 2, 3]);
     }
 
     #[test]

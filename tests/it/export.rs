@@ -426,6 +426,10 @@ fn every_event_reaches_a_real_journald_with_fields_it_can_filter_on() {
     assert_eq!(new["PRIORITY"], "2", "critical");
     assert_eq!(new["TSMON_DEVICE_ID"], "nJRNLCNTRL");
     assert!(
+        !new["MESSAGE"].as_str().unwrap().contains('\n'),
+        "one line for the terminal: {new}"
+    );
+    assert!(
         !entries.iter().any(|e| e["TSMON_KIND"] == "forged"),
         "a newline in a name cannot add a field"
     );
