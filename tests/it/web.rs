@@ -398,15 +398,30 @@ fn browse(proxy: &str, urls: &[String]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The whole way on real daemons (tailscaled 1.104, headscale): the server's `tailscale serve`
+/// The whole way on real daemons (each tailscaled release the suite names, headscale): the server's `tailscale serve`
 /// proxies to the view's unix socket; a viewer node of the owner reaches it through its own
 /// tailscaled (SOCKS5, by MagicDNS name) with curl and with Chromium and sees the timeline; a
 /// node of another user gets 403 and `web.refused`; the monitor's own user sending the owner's
 /// identity header straight to the socket is refused.
 #[test]
 #[ignore = "needs real tailscaled, headscale and Chromium (tests/setup/install-deps.sh): run tests/run-all.sh"]
-fn through_tailscale_serve_the_owners_device_sees_and_another_users_is_refused() {
-    let rel = real::cur_release();
+fn through_tailscale_serve_tailscale_1_104() {
+    serve_story(real::cur_release());
+}
+
+#[test]
+#[ignore = "needs real tailscaled, headscale and Chromium (tests/setup/install-deps.sh): run tests/run-all.sh"]
+fn through_tailscale_serve_tailscale_1_102() {
+    serve_story(real::new_release());
+}
+
+#[test]
+#[ignore = "needs real tailscaled, headscale and Chromium (tests/setup/install-deps.sh): run tests/run-all.sh"]
+fn through_tailscale_serve_tailscale_1_96() {
+    serve_story(real::old_release());
+}
+
+fn serve_story(rel: real::Release) {
     let hs = Headscale::start();
     let owner = hs.user("owner");
     let other = hs.user("other");
