@@ -169,8 +169,8 @@ pub(super) async fn check(explicit: Option<&Path>) -> ExitCode {
     let (mut line, code) = status_line(&report, &delivery, &outbox);
     if !cfg.exports.is_empty() {
         let lag = store
-            .metrics()
-            .map(|m| m.export_lag.iter().map(|(_, n)| *n).max().unwrap_or(0))
+            .export_lags()
+            .map(|l| l.iter().map(|(_, n)| *n).max().unwrap_or(0))
             .unwrap_or(0);
         line += &format!(" export_lag={lag}");
     }

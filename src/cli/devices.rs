@@ -15,19 +15,7 @@ pub(super) fn devices(explicit: Option<&Path>, json: bool, all: bool) -> anyhow:
     let users = known.users;
     // The control view, when `[control]` is configured: which devices this node cannot see.
     let control = known.control;
-    let hidden: Vec<&crate::model::control::ControlDevice> = control
-        .as_ref()
-        .map(|c| {
-            c.devices
-                .values()
-                .filter(|d| {
-                    !rows
-                        .iter()
-                        .any(|r| r.known.device.id == d.id && !r.known.removed)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let hidden = crate::store::control_only(control.as_ref(), &rows);
     // Watched devices first ([[watch]]), each with its presence.
     let presence = store.presence()?.unwrap_or_default();
     rows.sort_by(|a, b| {

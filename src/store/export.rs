@@ -14,6 +14,10 @@ pub struct Chained {
     pub prev_hash: String,
 }
 
+/// Each export's lag: the newest event's ID less its cursor.
+pub(super) const EXPORT_LAG_SQL: &str =
+    "SELECT name, COALESCE((SELECT MAX(id) FROM events), 0) - last_id FROM export_cursor ORDER BY name";
+
 impl Store {
     /// Up to `limit` events after `after` (an event ID), oldest first, with their hashes.
     pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Chained>> {
@@ -97,6 +101,17 @@ impl Store {
             )
             .map_err(self.err())?;
         Ok(())
+    }
+
+    /// How many logged events each export has not handed over, by name.
+    pub fn export_lags(&self) -> Result<Vec<(String, i64)>> {
+        let mut st = self.conn.prepare(EXPORT_LAG_SQL).map_err(self.err())?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.err())?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(self.err())?;
+        Ok(rows)
     }
 
     /// The newest event's ID, and the time of the oldest event after `after` (the backlog's age).

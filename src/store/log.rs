@@ -67,6 +67,11 @@ impl Store {
             .map_err(self.err())?
             .collect::<rusqlite::Result<_>>()
             .map_err(self.err())?;
+        self.logged(rows)
+    }
+
+    /// Rows of `(id, pass, data)` as logged events.
+    pub(super) fn logged(&self, rows: Vec<(i64, i64, String)>) -> Result<Vec<LoggedEvent>> {
         rows.into_iter()
             .map(|(id, pass, data)| {
                 Ok(LoggedEvent {

@@ -36,9 +36,7 @@ impl Store {
             failed_attempts: pairs(METRICS_SQL[2])?,
             pending: pairs(METRICS_SQL[3])?,
             health: load_health(&self.conn).map_err(&e)?,
-            export_lag: pairs(
-                "SELECT name, COALESCE((SELECT MAX(id) FROM events), 0) - last_id FROM export_cursor ORDER BY name",
-            )?,
+            export_lag: pairs(super::export::EXPORT_LAG_SQL)?,
             presence: self
                 .presence()?
                 .map(|p| {

@@ -179,6 +179,27 @@ pub struct DeviceRow {
     pub last_seen: DateTime<Utc>,
 }
 
+/// The devices only the control plane lists: none of `rows` that is still present is them. One
+/// pass over each side (a set of the present IDs), whatever the size of the tailnet.
+pub fn control_only<'a>(
+    control: Option<&'a crate::model::control::KnownControl>,
+    rows: &[DeviceRow],
+) -> Vec<&'a crate::model::control::ControlDevice> {
+    let present: std::collections::HashSet<&crate::model::StableNodeId> = rows
+        .iter()
+        .filter(|r| !r.known.removed)
+        .map(|r| &r.known.device.id)
+        .collect();
+    control
+        .map(|c| {
+            c.devices
+                .values()
+                .filter(|d| !present.contains(&d.id))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,

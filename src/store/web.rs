@@ -65,15 +65,7 @@ impl Store {
             .map_err(self.err())?
             .collect::<rusqlite::Result<_>>()
             .map_err(self.err())?;
-        rows.into_iter()
-            .map(|(id, pass, data)| {
-                Ok(LoggedEvent {
-                    id,
-                    pass,
-                    event: self.decode(&data, "event")?,
-                })
-            })
-            .collect()
+        self.logged(rows)
     }
 
     /// The event `id` of the log, if there is one.

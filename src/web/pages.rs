@@ -258,18 +258,7 @@ async fn devices(State(web): State<Arc<Web>>, Extension(viewer): Extension<Viewe
         Err(e) => return failed(e),
     };
     let control = known.control.as_ref();
-    let only_control: Vec<_> = control
-        .map(|c| {
-            c.devices
-                .values()
-                .filter(|d| {
-                    !rows
-                        .iter()
-                        .any(|r| r.known.device.id == d.id && !r.known.removed)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let only_control = crate::store::control_only(control, &rows);
     let login = |d: &crate::model::Device| {
         known
             .users

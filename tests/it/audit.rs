@@ -8,7 +8,6 @@ use support::receiver::with_hook;
 
 #[test]
 fn alerts_carry_a_log_anchor_that_audit_checks_against_a_rewritten_log() {
-    use sha2::Digest;
     let (_dir, emu, rx, mon) = with_hook(|_| String::new());
     assert_eq!(mon.check().code, 0);
     join(&emu, 1);
@@ -33,25 +32,7 @@ fn alerts_carry_a_log_anchor_that_audit_checks_against_a_rewritten_log() {
          UPDATE events SET summary = replace(summary, 'joiner-0', 'printer'), data = replace(data, 'joiner-0', 'printer') WHERE kind = 'device.new';",
     )
     .unwrap();
-    let rows: Vec<(i64, String)> = db
-        .prepare("SELECT id, data FROM events ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let mut prev = String::new();
-    for (id, data) in rows {
-        let mut h = sha2::Sha256::new();
-        h.update(format!("{prev}\n{data}"));
-        let hash: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        db.execute(
-            "UPDATE events SET prev_hash = ?1, hash = ?2 WHERE id = ?3",
-            rusqlite::params![prev, hash, id],
-        )
-        .unwrap();
-        prev = hash;
-    }
+    support::rechain(&db);
     drop(db);
     let r = mon.run(&["audit"]);
     assert_eq!(

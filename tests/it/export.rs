@@ -14,28 +14,6 @@ use support::emulator::{self, join, Emulator};
 use support::receiver::{hook_kinds, with_receiver, Receiver};
 use support::webhook;
 
-/// Recomputes the whole chain, so that the local log verifies on its own (what root would do).
-fn rechain(db: &rusqlite::Connection) {
-    use sha2::Digest as _;
-    let rows: Vec<(i64, String)> = db
-        .prepare("SELECT id, data FROM events ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let mut prev = String::new();
-    for (id, data) in rows {
-        let hash = hex::encode(sha2::Sha256::digest(format!("{prev}\n{data}")));
-        db.execute(
-            "UPDATE events SET prev_hash = ?1, hash = ?2 WHERE id = ?3",
-            rusqlite::params![prev, hash, id],
-        )
-        .unwrap();
-        prev = hash;
-    }
-}
-
 fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -214,7 +192,7 @@ fn every_event_reaches_the_file_once_as_ecs_and_the_witness_catches_a_rewrite_an
          UPDATE events SET summary = replace(summary, 'joiner-', 'printer-'), data = replace(data, 'joiner-', 'printer-') WHERE id = 3;",
     )
     .unwrap();
-    rechain(&db);
+    support::rechain(&db);
     let r = mon.run(&["audit", "--witness", &path.display().to_string()]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(
@@ -227,7 +205,7 @@ fn every_event_reaches_the_file_once_as_ecs_and_the_witness_catches_a_rewrite_an
         .unwrap();
     db.execute("DELETE FROM events WHERE id > ?1", [last - 5])
         .unwrap();
-    rechain(&db);
+    support::rechain(&db);
     let r = mon.run(&["audit", "--witness", &path.display().to_string()]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(

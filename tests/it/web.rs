@@ -313,32 +313,8 @@ fn the_pages_in_a_real_browser_show_hostile_names_as_text() {
         ("/guard", "Approved"),
         ("/health", "Outbox"),
     ];
-    let out = std::process::Command::new(format!(
-        "{}/venv/bin/python",
-        std::env::var("TM_CACHE").unwrap_or_else(|_| format!(
-            "{}/.cache/tailscale-monitor",
-            std::env::var("HOME").unwrap()
-        ))
-    ))
-    .arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/it/support/browser.py"
-    ))
-    .arg(std::env::var("TM_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()))
-    .arg(std::env::var("TM_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into()))
-    .arg("")
-    .args(pages.iter().map(|(p, _)| format!("{base}{p}")))
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let shown: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let urls: Vec<String> = pages.iter().map(|(p, _)| format!("{base}{p}")).collect();
+    let shown = browse("", &urls);
     assert_eq!(shown.len(), pages.len(), "{shown:?}");
     for ((page, shows), s) in pages.iter().zip(&shown) {
         let text = s["text"].as_str().unwrap();

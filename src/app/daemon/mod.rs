@@ -320,7 +320,6 @@ async fn listeners(
             .0
             .push(tokio::spawn(crate::web::listen::serve(web, bound)));
     }
-    crate::app::export::spawn(cfg, &pass::local_hostname())?;
     if let Some(w) = &cfg.webhooks {
         let listener = crate::source::control::webhooks::bind(w.listen).await?;
         tasks
@@ -356,6 +355,8 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
     let mut tasks = Tasks(Vec::new());
     let (hook_tx, mut hook_rx) = mpsc::channel::<()>(16);
     listeners(&cfg, &counters, hook_tx, &mut tasks).await?;
+    // The exports run on a thread of their own: a collector's timeouts never hold up this loop.
+    crate::app::export::spawn(&cfg, &pass::local_hostname())?;
     let (tx, mut rx) = mpsc::channel(256);
     if let SourceKind::LocalApi = cfg.source.kind {
         let api = LocalApi::new(&cfg.source.socket, cfg.source.timeout);

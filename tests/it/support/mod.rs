@@ -572,3 +572,25 @@ pub fn unix_get(socket: &Path, path: &str, headers: &[(&str, &str)]) -> (u16, St
         .unwrap_or(0);
     (status, head.to_ascii_lowercase(), body.to_owned())
 }
+
+/// Recomputes the whole chain, so that the local log verifies on its own (what root would do).
+pub fn rechain(db: &rusqlite::Connection) {
+    use sha2::Digest as _;
+    let rows: Vec<(i64, String)> = db
+        .prepare("SELECT id, data FROM events ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut prev = String::new();
+    for (id, data) in rows {
+        let hash = hex::encode(sha2::Sha256::digest(format!("{prev}\n{data}")));
+        db.execute(
+            "UPDATE events SET prev_hash = ?1, hash = ?2 WHERE id = ?3",
+            rusqlite::params![prev, hash, id],
+        )
+        .unwrap();
+        prev = hash;
+    }
+}
