@@ -311,6 +311,8 @@ fn open_file<'a>(
 struct Exporter {
     cfg: ExportConfig,
     sink: Sink,
+    /// The export has its cursor row (written once, at its first round).
+    started: bool,
     /// The copy's position was read back from the sink (once per open).
     recovered: bool,
     /// `monitor.export_lagging` was raised for the current backlog.
@@ -324,6 +326,7 @@ impl Exporter {
         Exporter {
             sink: Sink::new(&cfg.sink),
             cfg: cfg.clone(),
+            started: false,
             recovered: false,
             lagging: false,
             failing: None,
@@ -338,8 +341,9 @@ impl Exporter {
         host: &str,
     ) -> Result<usize, StoreError> {
         let name = self.cfg.name.clone();
-        if !self.recovered {
+        if !self.started {
             store.init_export_cursor(&name)?;
+            self.started = true;
         }
         let mut cursor = store.export_cursor(&name)?;
         if !self.recovered {
