@@ -27,6 +27,8 @@ pub struct Counters {
     pub passes: std::sync::atomic::AtomicU64,
     /// Bus notifies that carried only presence (online, last seen, endpoints): no pass.
     pub presence_only: std::sync::atomic::AtomicU64,
+    /// Bus changes decided from the bus's node alone, without a pass.
+    pub deltas: std::sync::atomic::AtomicU64,
 }
 
 /// Renders the Prometheus text exposition format.
@@ -146,6 +148,12 @@ pub fn render(m: &Metrics, c: &Counters) -> String {
         "counter",
         "IPN bus notifies that changed only presence and cost no pass.",
         vec![(String::new(), c.presence_only.load(Relaxed) as i64)],
+    );
+    family(
+        "tailscale_monitor_bus_deltas_total",
+        "counter",
+        "IPN bus changes (a join, a new key, …) decided from the bus's node alone, without re-reading the tailnet.",
+        vec![(String::new(), c.deltas.load(Relaxed) as i64)],
     );
     family(
         "tailscale_monitor_source_up",

@@ -7,12 +7,13 @@ use tracing::{debug, error, info, warn};
 
 use crate::app::outage::StoreOutage;
 use crate::config::Config;
+use crate::diff::delta::{Declined, Delta};
 use crate::diff::{connection_candidates, pass_outcome, ControlRead, Policy};
 use crate::model::access::NodeView;
 use crate::model::control::ControlSnapshot;
 use crate::model::posture::ServerFacts;
 use crate::model::route::Route;
-use crate::model::{Event, EventKind, Severity, Snapshot};
+use crate::model::{Device, Event, EventKind, Severity, Snapshot};
 use crate::notify::{self, render, DeliveryReport};
 use crate::source::control::{ControlError, ControlSource};
 use crate::source::localapi::LocalApi;
@@ -165,6 +166,48 @@ pub async fn commit(
         report,
         queued_more,
     })
+}
+
+/// What the bus said changed, and what the last full pass read beside the devices.
+pub struct BusDelta<'a> {
+    pub peers: &'a [Device],
+    pub tailnet: &'a str,
+    pub view: Option<&'a NodeView>,
+    pub tun: Option<bool>,
+}
+
+/// A `PeersChanged` decided without reading the tailnet ([`crate::diff::delta`]): the changed
+/// peers against what is known, committed in one transaction with their events, then the guard's
+/// step. `Ok(Ok(to_send))`: whether something was queued for a channel. `Ok(Err(why))`: declined,
+/// and nothing was written; a full pass decides.
+pub async fn delta(
+    store: &mut Store,
+    cfg: &Config,
+    bus: &BusDelta<'_>,
+) -> Result<Result<bool, Declined>, StoreError> {
+    let now = Utc::now();
+    let mut declined = None;
+    let d = Delta {
+        peers: bus.peers,
+        tailnet: bus.tailnet,
+        view: bus.view,
+    };
+    let committed = store.commit_pass(&cfg.routes(), now, |known, health| {
+        let out =
+            crate::diff::delta::delta(known, health, &d, &cfg.policy, now).unwrap_or_else(|why| {
+                declined = Some(why);
+                Default::default()
+            });
+        (out, health.clone(), false)
+    })?;
+    if let Some(why) = declined {
+        return Ok(Err(why));
+    }
+    for e in &committed.events {
+        info!(kind = %e.kind, severity = %e.severity, summary = %crate::sanitize::line(&e.summary, 200), "event");
+    }
+    let guarded = crate::app::guard::after_delta(store, cfg, bus.tun, now).await?;
+    Ok(Ok(committed.queued > 0 || !guarded.is_empty()))
 }
 
 /// Adds what the core cannot fetch itself to a fresh snapshot: `whois` answers for peers that are

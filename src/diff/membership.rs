@@ -57,98 +57,7 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
         }
     }
 
-    // Built on the first new device: one pass over what is known, not one per new device.
-    let mut lookalikes: Option<Lookalikes> = None;
-    let mut known_devices = Ascending::new(&known.devices);
-    for dev in cur.devices.values() {
-        let owner = cur.users.get(&dev.user_id);
-        match known_devices.get(&dev.id) {
-            // Reported already from the control view, while this node could not see it.
-            None if known
-                .control
-                .as_ref()
-                .is_some_and(|c| c.devices.contains_key(&dev.id)) =>
-            {
-                out.devices.push(KnownDevice {
-                    device: dev.clone(),
-                    removed: false,
-                    expiring_alerted: None,
-                    last_handshake: None,
-                    after_baseline: true,
-                });
-            }
-            None => {
-                let mut e = Event::new(
-                    EventKind::DeviceNew,
-                    now,
-                    format!(
-                        "New device {} ({}) of {} joined the tailnet",
-                        dev.display_name(),
-                        dev.os,
-                        owner
-                            .as_ref()
-                            .map_or("an unknown user", |u| u.login.as_str())
-                    ),
-                );
-                e.detail = lookalikes
-                    .get_or_insert_with(|| Lookalikes::new(known))
-                    .hint(dev);
-                e.device = Some(dev.clone());
-                e.user = owner.cloned();
-                out.events.push(e);
-                let mut k = KnownDevice {
-                    device: dev.clone(),
-                    removed: false,
-                    expiring_alerted: None,
-                    last_handshake: None,
-                    after_baseline: true,
-                };
-                if let Some(e) = key_expiring(&mut k, owner, policy, now) {
-                    out.events.push(e);
-                }
-                out.events
-                    .extend(connected(&mut k, cur, owner, policy, now));
-                out.devices.push(k);
-            }
-            Some(prev) => {
-                // The device is copied only when something about it is to be recorded.
-                let mut expiring_alerted =
-                    prev.expiring_alerted.filter(|&t| Some(t) == dev.key_expiry);
-                let mut last_handshake = prev.last_handshake;
-                let changed = prev.device != *dev;
-                // What is reported is what `run`'s bus filter compares: one definition.
-                if changed && prev.device.membership() != dev.membership() {
-                    out.events
-                        .extend(device_changes(&prev.device, dev, owner, cur, now));
-                }
-                if let Some(e) = key_expiring_of(dev, &mut expiring_alerted, owner, policy, now) {
-                    out.events.push(e);
-                }
-                out.events.extend(connected_of(
-                    dev,
-                    &mut last_handshake,
-                    prev.after_baseline,
-                    cur,
-                    owner,
-                    policy,
-                    now,
-                ));
-                if prev.removed
-                    || changed
-                    || prev.expiring_alerted != expiring_alerted
-                    || prev.last_handshake != last_handshake
-                {
-                    out.devices.push(KnownDevice {
-                        device: dev.clone(),
-                        removed: false,
-                        expiring_alerted,
-                        last_handshake,
-                        after_baseline: prev.after_baseline,
-                    });
-                }
-            }
-        }
-    }
+    devices(known, cur, policy, now, &mut out);
 
     let mut cur_devices = Ascending::new(&cur.devices);
     for (id, k) in &known.devices {
@@ -241,6 +150,110 @@ pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) 
         }
     }
     out
+}
+
+/// The devices `cur` lists, against what is known: new, changed, back, expiring, connected. The
+/// full pass gives it the whole tailnet; the bus's delta ([`super::delta`]) only the peers that
+/// changed, so that both decide a device the same way.
+pub(super) fn devices(
+    known: &Known,
+    cur: &Snapshot,
+    policy: &Policy,
+    now: DateTime<Utc>,
+    out: &mut Outcome,
+) {
+    // Built on the first new device: one pass over what is known, not one per new device.
+    let mut lookalikes: Option<Lookalikes> = None;
+    let mut known_devices = Ascending::new(&known.devices);
+    for dev in cur.devices.values() {
+        let owner = cur.users.get(&dev.user_id);
+        match known_devices.get(&dev.id) {
+            // Reported already from the control view, while this node could not see it.
+            None if known
+                .control
+                .as_ref()
+                .is_some_and(|c| c.devices.contains_key(&dev.id)) =>
+            {
+                out.devices.push(KnownDevice {
+                    device: dev.clone(),
+                    removed: false,
+                    expiring_alerted: None,
+                    last_handshake: None,
+                    after_baseline: true,
+                });
+            }
+            None => {
+                let mut e = Event::new(
+                    EventKind::DeviceNew,
+                    now,
+                    format!(
+                        "New device {} ({}) of {} joined the tailnet",
+                        dev.display_name(),
+                        dev.os,
+                        owner
+                            .as_ref()
+                            .map_or("an unknown user", |u| u.login.as_str())
+                    ),
+                );
+                e.detail = lookalikes
+                    .get_or_insert_with(|| Lookalikes::new(known))
+                    .hint(dev);
+                e.device = Some(dev.clone());
+                e.user = owner.cloned();
+                out.events.push(e);
+                let mut k = KnownDevice {
+                    device: dev.clone(),
+                    removed: false,
+                    expiring_alerted: None,
+                    last_handshake: None,
+                    after_baseline: true,
+                };
+                if let Some(e) = key_expiring(&mut k, owner, policy, now) {
+                    out.events.push(e);
+                }
+                out.events
+                    .extend(connected(&mut k, cur, owner, policy, now));
+                out.devices.push(k);
+            }
+            Some(prev) => {
+                // The device is copied only when something about it is to be recorded.
+                let mut expiring_alerted =
+                    prev.expiring_alerted.filter(|&t| Some(t) == dev.key_expiry);
+                let mut last_handshake = prev.last_handshake;
+                let changed = prev.device != *dev;
+                // What is reported is what `run`'s bus filter compares: one definition.
+                if changed && prev.device.membership() != dev.membership() {
+                    out.events
+                        .extend(device_changes(&prev.device, dev, owner, cur, now));
+                }
+                if let Some(e) = key_expiring_of(dev, &mut expiring_alerted, owner, policy, now) {
+                    out.events.push(e);
+                }
+                out.events.extend(connected_of(
+                    dev,
+                    &mut last_handshake,
+                    prev.after_baseline,
+                    cur,
+                    owner,
+                    policy,
+                    now,
+                ));
+                if prev.removed
+                    || changed
+                    || prev.expiring_alerted != expiring_alerted
+                    || prev.last_handshake != last_handshake
+                {
+                    out.devices.push(KnownDevice {
+                        device: dev.clone(),
+                        removed: false,
+                        expiring_alerted,
+                        last_handshake,
+                        after_baseline: prev.after_baseline,
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// Lookups in a map by keys that come in ascending order (another map of the same keys, walked in

@@ -12,6 +12,7 @@
 
 pub(crate) mod access;
 pub(crate) mod control;
+pub(crate) mod delta;
 pub(crate) mod parts;
 pub(crate) mod presence;
 

@@ -91,6 +91,8 @@ pub enum Signal {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 struct NodeWire {
+    #[serde(rename = "ID")]
+    id: i64,
     #[serde(rename = "StableID")]
     stable_id: String,
     key: String,
@@ -103,6 +105,8 @@ struct NodeWire {
     tags: Option<Vec<String>>,
     key_expiry: Option<String>,
     expired: bool,
+    created: Option<String>,
+    sharer: i64,
     hostinfo: Option<HostinfoWire>,
 }
 
@@ -112,11 +116,14 @@ struct HostinfoWire {
     hostname: Option<String>,
     #[serde(rename = "OS")]
     os: Option<String>,
+    sharee_node: bool,
 }
 
 impl NodeWire {
     /// `None` when a fact is missing: the node cannot be told unchanged, so a pass must look.
-    /// The fields that are not part of a device's membership are left empty.
+    /// Every field is filled as `/status` fills it (tailscaled's `peerStatusFromNode`: the key
+    /// expiry rounded to the second, shared from `Sharer` or `Hostinfo.ShareeNode`), so that a
+    /// device recorded from the bus is the device the next full pass reads.
     fn device(self) -> Option<Device> {
         let hi = self.hostinfo?;
         if self.stable_id.is_empty() || self.key.is_empty() {
@@ -136,7 +143,6 @@ impl NodeWire {
         let tags = crate::model::as_set(self.tags.unwrap_or_default());
         Some(Device {
             id: StableNodeId(self.stable_id),
-            node_id: None,
             node_key: NodeKey(self.key),
             hostname: hi.hostname?,
             dns_name: self.name,
@@ -146,13 +152,21 @@ impl NodeWire {
             tags,
             exit_node: crate::model::has_exit_route(&routes),
             routes,
-            key_expiry: crate::source::wire::parse_time(self.key_expiry.as_deref()),
+            key_expiry: crate::source::wire::parse_time(self.key_expiry.as_deref())
+                .map(round_to_second),
             expired: self.expired,
-            created: None,
+            created: crate::source::wire::parse_time(self.created.as_deref()),
             is_self: false,
-            shared: false,
+            shared: self.sharer != 0 || hi.sharee_node,
+            node_id: (self.id != 0).then_some(self.id),
         })
     }
+}
+
+/// Go's `Time.Round(time.Second)`, as `/status` reports a key expiry: halfway rounds up.
+fn round_to_second(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::{DurationRound as _, TimeDelta};
+    t.duration_round(TimeDelta::seconds(1)).unwrap_or(t)
 }
 
 /// Classifies one line of the stream.

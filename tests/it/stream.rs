@@ -269,9 +269,25 @@ fn presence_notifies_cost_no_pass_and_a_join_in_a_storm_is_found() {
         }
     }
     assert!(mon.wait_for_event("device.new", 60), "the join is found");
-    let p = metric("tailscale_monitor_passes_total");
-    assert!(
-        p <= passes + 3,
-        "a few passes, not one per notify: {passes} → {p}"
+    // Decided from the bus's node: no pass, no `/status` read.
+    assert_eq!(metric("tailscale_monitor_bus_deltas_total"), 1);
+    assert_eq!(
+        metric("tailscale_monitor_passes_total"),
+        passes,
+        "the join cost no pass"
     );
+    let ev = mon
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "device.new")
+        .unwrap();
+    assert_eq!(ev["device"]["hostname"], "storm-joiner");
+    // The reconcile reads the whole tailnet and finds nothing the delta left.
+    mon.check();
+    let kinds: Vec<String> = mon
+        .events()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["device.new", "monitor.baseline"]);
 }

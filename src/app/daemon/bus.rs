@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::sleep;
+use tokio::time::{sleep, Instant};
 use tracing::warn;
 
 use crate::model::{Device, Snapshot, StableNodeId};
@@ -20,11 +20,10 @@ const BUS_BACKOFF_MAX: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub(crate) enum Bus {
     /// Streaming with this mask.
-    Up {
-        mask: u64,
-        version: String,
-    },
-    Signal(Signal),
+    Up { mask: u64, version: String },
+    /// A line of the stream, and when it was read: a full pass whose read started later has
+    /// seen what it says already.
+    Signal(Signal, Instant),
     /// The stream ended or could not be opened; the task retries by itself.
     Down(String),
 }
@@ -53,7 +52,9 @@ pub(crate) async fn bus(api: LocalApi, tx: mpsc::Sender<Bus>) {
                             if s == Signal::Garbage {
                                 warn!(line = %crate::sanitize::line(&String::from_utf8_lossy(&line), 120), "IPN bus: not a Notify; re-reading status");
                             }
-                            if s != Signal::Quiet && tx.send(Bus::Signal(s)).await.is_err() {
+                            if s != Signal::Quiet
+                                && tx.send(Bus::Signal(s, Instant::now())).await.is_err()
+                            {
                                 return;
                             }
                         }
@@ -105,6 +106,14 @@ impl Members {
             .values()
             .map(|d| (d.id.0.clone(), d.membership().fingerprint()))
             .collect();
+    }
+
+    /// After a bus delta committed these peers.
+    pub fn changed(&mut self, peers: &[Device]) {
+        for d in peers {
+            self.known
+                .insert(d.id.0.clone(), d.membership().fingerprint());
+        }
     }
 
     /// After a pass that resolved the `[[watch]]` entries.

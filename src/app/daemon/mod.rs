@@ -83,12 +83,25 @@ struct Daemon {
     members: Members,
     /// Set while the state database cannot be written.
     store_outage: Option<StoreOutage>,
-    /// What the last pass read of who may reach this node, reused by passes that need no netmap.
-    last_view: Option<NodeView>,
-    /// `/status` Self `Online` at the last pass: with watches, re-read with the access check
+    /// What the last pass read beside the devices, for the passes and deltas that do not.
+    last: LastRead,
+}
+
+/// What the last full pass read beside the devices.
+#[derive(Default)]
+struct LastRead {
+    /// Who may reach this node, reused by passes that need no netmap, and checked by a delta.
+    view: Option<NodeView>,
+    /// `/status` Self `Online`: with watches, re-read with the access check
     /// (`status?peers=false`, a few hundred bytes), since tailscaled sends no bus message when it
     /// loses the control plane.
-    last_self_online: Option<bool>,
+    self_online: Option<bool>,
+    /// The tailnet's name, for a delta's events.
+    tailnet: String,
+    /// `/status` `TUN`, for a delta's guard step.
+    tun: Option<bool>,
+    /// When the last full pass started reading: a bus line read before it is in that read.
+    read_at: Option<Instant>,
 }
 
 impl Daemon {
@@ -98,10 +111,11 @@ impl Daemon {
         // A pass for peers that joined or changed reads `/status` only and keeps the last view of
         // who may reach this node: that view changes with a full netmap (SelfChange, NetMap), which
         // asks for it, or silently, which `access_interval` catches. Every other pass reads both.
-        let netmap = self.schedule.pass_started(Instant::now());
+        let started = Instant::now();
+        let netmap = self.schedule.pass_started(started);
         let control_read = self.control.is_some() && self.schedule.control_now();
         let plan = Plan {
-            reuse_view: self.last_view.as_ref().filter(|_| !netmap),
+            reuse_view: self.last.view.as_ref().filter(|_| !netmap),
             control: self.control.as_ref().filter(|_| control_read),
             digest: true,
         };
@@ -110,12 +124,14 @@ impl Daemon {
         match &seen {
             Ok(snap) => {
                 self.schedule.read_ok();
+                self.last.read_at = Some(started);
                 self.members.seen(snap);
                 // Said in the log when it starts (the first pass) and when it changes; the
                 // alert itself is raised once by the core.
                 for u in snap.node.iter().flat_map(|v| &v.unread) {
                     if !self
-                        .last_view
+                        .last
+                        .view
                         .as_ref()
                         .is_some_and(|l| l.unread.contains(u))
                     {
@@ -141,11 +157,13 @@ impl Daemon {
         )
         .await?;
         if let Some(v) = view {
-            self.last_view = v;
+            self.last.view = v;
         }
         let report = passed.report;
         if let Ok(snap) = &report.seen {
-            self.last_self_online = snap.self_online;
+            self.last.self_online = snap.self_online;
+            self.last.tun = snap.tun;
+            self.last.tailnet.clone_from(&snap.tailnet);
             self.members.watching(&report.watched);
         }
         let done = PassDone {
@@ -162,14 +180,49 @@ impl Daemon {
         Ok(())
     }
 
-    /// A `PeersChanged`: a pass only if some peer's membership differs from the last pass, or a
-    /// watched device's presence may have changed.
-    fn peers_changed(&mut self, peers: &[crate::model::Device]) {
-        if self.members.need_pass(peers) {
-            self.schedule.bus_notify(Instant::now());
-        } else {
-            self.counters.presence_only.fetch_add(1, Ordering::Relaxed);
+    /// A `PeersChanged` read from the bus at `at`: nothing if a full pass has read the tailnet
+    /// since, or if only presence changed; otherwise the changed peers are decided as they stand
+    /// ([`pass::delta`], no `/status` read), or, where only the whole tailnet can tell, by a full
+    /// pass. A watched device's presence always costs a pass.
+    async fn peers_changed(&mut self, peers: Vec<crate::model::Device>, at: Instant) {
+        if self.last.read_at.is_some_and(|r| at < r) {
+            debug!("a bus change the last pass has read already");
+            return;
         }
+        if !self.members.need_pass(&peers) {
+            self.counters.presence_only.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.store_outage.is_none() {
+            let bus = pass::BusDelta {
+                peers: &peers,
+                tailnet: &self.last.tailnet,
+                view: self.last.view.as_ref(),
+                tun: self.last.tun,
+            };
+            match pass::delta(&mut self.store, &self.cfg, &bus).await {
+                Ok(Ok(to_send)) => {
+                    self.counters.deltas.fetch_add(1, Ordering::Relaxed);
+                    self.members.changed(&peers);
+                    let done = PassDone {
+                        to_send,
+                        ..PassDone::default()
+                    };
+                    if self.schedule.pass_done(&done, Instant::now()) {
+                        if let Err(e) = self.send_now().await {
+                            self.store_failed(e).await;
+                        }
+                    }
+                    return;
+                }
+                Ok(Err(why)) => debug!(why = why.as_str(), "a full pass decides this change"),
+                Err(e) => {
+                    self.store_failed(e).await;
+                    return;
+                }
+            }
+        }
+        self.schedule.bus_notify(Instant::now());
     }
 
     /// The cheap re-read of who may reach this node, between full passes: tailscaled >= 1.100
@@ -180,9 +233,9 @@ impl Daemon {
         let Some(api) = self.source.local_api().cloned() else {
             return;
         };
-        if !self.cfg.policy.watches.is_empty() && self.last_self_online.is_some() {
+        if !self.cfg.policy.watches.is_empty() && self.last.self_online.is_some() {
             match api.self_online().await {
-                Ok(online) if online != self.last_self_online => {
+                Ok(online) if online != self.last.self_online => {
                     info!(online = ?online, "this server's connection to the control plane changed; re-reading the tailnet");
                     self.schedule.pass_by(Instant::now());
                 }
@@ -195,7 +248,7 @@ impl Daemon {
         }
         // A part that stays unreadable reads the same each time: no pass, no repeated message.
         let v = api.node_view().await;
-        if !self.last_view.as_ref().is_some_and(|l| l.same_access(&v)) {
+        if !self.last.view.as_ref().is_some_and(|l| l.same_access(&v)) {
             info!("who may reach this node changed; re-reading the tailnet");
             self.schedule.access_changed(Instant::now());
         }
@@ -252,7 +305,7 @@ impl Daemon {
     }
 
     /// What a bus report changes.
-    fn on_bus(&mut self, ev: Bus) {
+    async fn on_bus(&mut self, ev: Bus) {
         let now = Instant::now();
         match ev {
             Bus::Up { mask, version } => {
@@ -261,9 +314,9 @@ impl Daemon {
                 self.schedule
                     .bus_up(mask & ipnbus::PEER_WIREGUARD_STATE != 0, now);
             }
-            Bus::Signal(Signal::Peers(peers)) => self.peers_changed(&peers),
-            Bus::Signal(Signal::Connected) => self.schedule.bus_notify(now),
-            Bus::Signal(_) => self.schedule.bus_netmap(now),
+            Bus::Signal(Signal::Peers(peers), at) => self.peers_changed(peers, at).await,
+            Bus::Signal(Signal::Connected, _) => self.schedule.bus_notify(now),
+            Bus::Signal(_, _) => self.schedule.bus_netmap(now),
             Bus::Down(why) => {
                 if std::mem::take(&mut self.streaming) {
                     warn!(error = %why, "IPN bus lost; reconnecting");
@@ -378,8 +431,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
         streaming: false,
         members: Members::default(),
         store_outage: None,
-        last_view: None,
-        last_self_online: None,
+        last: LastRead::default(),
     };
 
     d.guarded_pass().await;
@@ -394,7 +446,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
     loop {
         let (at, wake) = d.schedule.next(d.store_outage.is_some());
         tokio::select! {
-            Some(ev) = rx.recv() => d.on_bus(ev),
+            Some(ev) = rx.recv() => d.on_bus(ev).await,
             _ = sleep_until(at) => {
                 d.schedule.fire(wake, Instant::now());
                 let r = match wake {

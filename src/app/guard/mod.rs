@@ -132,8 +132,22 @@ pub async fn after_pass(
     now: DateTime<Utc>,
 ) -> Result<Vec<Event>, StoreError> {
     let mut out = doors::observe(store, cfg, snap, now).await?;
+    out.extend(after_delta(store, cfg, snap.tun, now).await?);
+    Ok(out)
+}
+
+/// The guard's part of a bus delta (and the tail of a pass): the root side's decision when what
+/// it decides from changed, then the counters. The doors follow the node view, which a delta
+/// does not read. `tun` is `/status` `TUN` as last read.
+pub async fn after_delta(
+    store: &mut Store,
+    cfg: &Config,
+    tun: Option<bool>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Event>, StoreError> {
+    let mut out = Vec::new();
     if sync_due(store, cfg, now)? {
-        out.extend(enforce(store, cfg, snap.tun, now).await?);
+        out.extend(enforce(store, cfg, tun, now).await?);
     }
     out.extend(poll(store, cfg, now).await?);
     Ok(out)

@@ -62,7 +62,12 @@ impl<'a> Resolver<'a> {
         mut self,
         known: &'a BTreeMap<StableNodeId, crate::model::state::KnownDevice>,
     ) -> Self {
-        for k in known.values() {
+        // Only those it no longer lists: a listed device is named by its current addresses, so
+        // that an address it left is unnamed in the pass that sees it move, not one pass later.
+        for k in known
+            .values()
+            .filter(|k| !self.snap.devices.contains_key(&k.device.id))
+        {
             for a in &k.device.addresses {
                 if let Ok(ip) = a.parse::<IpAddr>() {
                     if !self.by_ip.contains_key(&ip) {
