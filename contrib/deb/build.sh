@@ -12,7 +12,8 @@ command -v cargo-deb >/dev/null || {
 cargo build --release --locked
 out=target/deb-assets
 rm -rf "$out" && mkdir -p "$out"
-bin=target/release/tailscale-monitor
+# cargo-deb finds the binary in the target directory too (CARGO_TARGET_DIR honoured).
+bin="${CARGO_TARGET_DIR:-target}/release/tailscale-monitor"
 "$bin" man | gzip -9n > "$out/tailscale-monitor.1.gz"
 "$bin" completions bash > "$out/tailscale-monitor.bash"
 "$bin" completions zsh > "$out/_tailscale-monitor"
