@@ -200,8 +200,10 @@ impl Daemon {
                 view: self.last.view.as_ref(),
                 tun: self.last.tun,
             };
+            let t = Instant::now();
             match pass::delta(&mut self.store, &self.cfg, &bus).await {
                 Ok(Ok(to_send)) => {
+                    debug!(took = ?t.elapsed(), since_read = ?at.elapsed(), "bus change decided from its node");
                     self.counters.deltas.fetch_add(1, Ordering::Relaxed);
                     self.members.changed(&peers);
                     let done = PassDone {

@@ -20,6 +20,12 @@ pub struct Recorded {
     pub path: String,
     pub headers: BTreeMap<String, String>,
     pub body: Vec<u8>,
+    /// When the request's body had arrived (for latencies free of the waiter's polling).
+    #[allow(
+        dead_code,
+        reason = "read by the benchmarks (bench/cost.rs), which share this module"
+    )]
+    pub received: std::time::Instant,
 }
 
 impl Recorded {
@@ -116,6 +122,7 @@ async fn handle(
             path,
             headers,
             body,
+            received: std::time::Instant::now(),
         });
         (s.codes.pop_front().unwrap_or(200), s.location.clone())
     };
