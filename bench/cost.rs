@@ -127,6 +127,23 @@ fn bench_nothing_new_check() {
                 then_rss as f64 / 1024.0
             );
         }
+        if let Some(dir) = std::env::var_os("TM_BENCH_PERF") {
+            // Where the time goes: `perf report -i DIR/check-N.data --no-children`.
+            let data = std::path::Path::new(&dir).join(format!("check-{n}.data"));
+            let ok = Command::new("perf")
+                .args(["record", "-q", "-F", "20000", "-g", "-o"])
+                .arg(&data)
+                .args(["--", "sh", "-c", &check])
+                .status()
+                .expect("perf (Debian package linux-perf)");
+            assert!(ok.success(), "perf record: {ok}");
+            // And the pass's own account of its phases.
+            let out = Command::new("sh")
+                .args(["-c", &check.replacen("LOG=error", "LOG=debug", 1)])
+                .output()
+                .unwrap();
+            eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        }
         let (t, rss, blocks) = best(&check);
         let (ot, orss, oblocks) = best(&old);
         println!(

@@ -36,7 +36,8 @@
 //!   `app::export` hands the log to the collectors.
 //! - [`web`]: the read-only web view `run` serves (`[web]`): who may look, the pages, one event
 //!   as its alert said it (a third writer of the blocks).
-//! - [`listener`], [`metrics`], [`sanitize`]: the HTTP listeners, `/metrics`, the one sanitizer.
+//! - [`listener`], [`metrics`], [`sanitize`]: the HTTP listeners, `/metrics`, the one sanitizer;
+//!   [`memory`]: huge pages by the tailnet's size.
 //!
 //! Adding …
 //! - **a channel**: a file in `notify/channels/` (its keys, their check, its redacted display, its
@@ -73,6 +74,7 @@ pub(crate) mod export;
 #[cfg(test)]
 mod fuzz;
 pub(crate) mod listener;
+pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod notify;

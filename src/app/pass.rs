@@ -94,7 +94,9 @@ pub async fn pass(
     plan: &Plan<'_>,
     outage: &mut Option<StoreOutage>,
 ) -> Result<Passed, StoreError> {
+    let t = std::time::Instant::now();
     let seen = read(source, store, plan.reuse_view).await?;
+    debug!(took = ?t.elapsed(), "pass: read");
     commit(source, store, cfg, seen, plan, outage).await
 }
 
@@ -117,7 +119,9 @@ pub async fn read(
         let api = api.clone();
         reading.spawn(async move { api.snapshot().await });
     }
+    let t = std::time::Instant::now();
     store.preload()?;
+    debug!(took = ?t.elapsed(), "pass: known state loaded");
     Ok(match reading.join_next().await {
         Some(r) => r.unwrap_or_else(|e| Err(SourceError(format!("reading tailscaled: {e}")))),
         None => source.snapshot().await,
@@ -136,13 +140,18 @@ pub async fn commit(
     plan: &Plan<'_>,
     outage: &mut Option<StoreOutage>,
 ) -> Result<Passed, StoreError> {
+    let t = std::time::Instant::now();
     enrich(source, store, &mut seen, &cfg.policy).await?;
     let control = match plan.control {
         Some(c) => read_control(Some(c), Some(crate::source::server::facts(cfg))).await,
         None => None,
     };
+    debug!(took = ?t.elapsed(), "pass: whois and the control plane");
+    let t = std::time::Instant::now();
     let routes = cfg.routes();
     let mut report = record(store, &routes, &cfg.policy, seen, control)?;
+    debug!(took = ?t.elapsed(), "pass: decided and committed");
+    let t = std::time::Instant::now();
     let mut queued_more = false;
     // The guard follows what the pass saw; a source outage changes nothing.
     if let Ok(snap) = &report.seen {
@@ -162,6 +171,7 @@ pub async fn commit(
         queued_more |=
             crate::app::digest::record_if_due(store, &routes, cfg.digest_every, Utc::now())?;
     }
+    debug!(took = ?t.elapsed(), "pass: the guard and the digest");
     Ok(Passed {
         report,
         queued_more,

@@ -138,6 +138,7 @@ pub(super) async fn check(explicit: Option<&Path>) -> ExitCode {
         Ok(s) => s,
         Err(e) => return store_failed(e).await,
     };
+    crate::memory::fit(store.device_count().unwrap_or(0));
     let source = Source::from_config(&cfg.source);
     let control = cfg
         .control

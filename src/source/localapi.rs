@@ -297,10 +297,14 @@ impl LocalApi {
 
     /// One snapshot from `GET /localapi/v0/status` (devices and users only).
     pub async fn status(&self) -> Result<Snapshot, SourceError> {
+        let t = std::time::Instant::now();
         let body = self.get("/localapi/v0/status").await?;
-        Status::parse(&body)
+        let read = t.elapsed();
+        let snap = Status::parse(&body)
             .and_then(|s| s.into_snapshot(Utc::now()))
-            .map_err(|e| self.err(e.to_string()))
+            .map_err(|e| self.err(e.to_string()));
+        tracing::debug!(bytes = body.len(), ?read, parsed = ?t.elapsed() - read, "/status");
+        snap
     }
 
     /// `/status` Self `Online` alone (`?peers=false`: no peer is encoded): whether this node is

@@ -14,6 +14,18 @@ pub(super) const METRICS_SQL: [&str; 4] = [
 ];
 
 impl Store {
+    /// Devices present at the last pass (0 for a new store).
+    pub fn device_count(&self) -> Result<usize> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM devices WHERE removed = 0",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| usize::try_from(n).unwrap_or(0))
+            .map_err(self.err())
+    }
+
     /// Figures for `/metrics`, read in one go.
     pub fn metrics(&self) -> Result<Metrics> {
         let e = self.err();

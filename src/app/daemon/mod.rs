@@ -123,6 +123,7 @@ impl Daemon {
         let mut view = None;
         match &seen {
             Ok(snap) => {
+                crate::memory::fit(snap.devices.len());
                 self.schedule.read_ok();
                 self.last.read_at = Some(started);
                 self.members.seen(snap);
@@ -406,6 +407,7 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
         "tailscale-monitor running"
     );
 
+    crate::memory::fit(store.device_count().unwrap_or(0));
     let counters = Arc::new(Counters::default());
     let mut tasks = Tasks(Vec::new());
     let (hook_tx, mut hook_rx) = mpsc::channel::<()>(16);
