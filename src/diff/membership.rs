@@ -258,17 +258,17 @@ pub(super) fn devices(
 
 /// Lookups in a map by keys that come in ascending order (another map of the same keys, walked in
 /// order): one merge instead of a tree search per key.
-pub(super) struct Ascending<'a, K, V>(
+pub(crate) struct Ascending<'a, K, V>(
     std::iter::Peekable<std::collections::btree_map::Iter<'a, K, V>>,
 );
 
 impl<'a, K: Ord, V> Ascending<'a, K, V> {
-    pub(super) fn new(map: &'a BTreeMap<K, V>) -> Self {
+    pub(crate) fn new(map: &'a BTreeMap<K, V>) -> Self {
         Ascending(map.iter().peekable())
     }
 
     /// The value of `key`; keys asked must not decrease.
-    pub(super) fn get(&mut self, key: &K) -> Option<&'a V> {
+    pub(crate) fn get(&mut self, key: &K) -> Option<&'a V> {
         while let Some((k, _)) = self.0.peek() {
             match (*k).cmp(key) {
                 std::cmp::Ordering::Less => {

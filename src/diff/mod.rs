@@ -21,7 +21,7 @@ mod device_changes;
 pub(crate) mod guard;
 mod health;
 mod lookalikes;
-mod membership;
+pub(crate) mod membership;
 #[cfg(test)]
 mod tests;
 

@@ -14,14 +14,11 @@ pub(super) const METRICS_SQL: [&str; 4] = [
 ];
 
 impl Store {
-    /// Devices present at the last pass (0 for a new store).
+    /// Devices ever recorded (0 for a new store): the tailnet's size, counted on the primary
+    /// key's index (a filter on `removed` would read every row).
     pub fn device_count(&self) -> Result<usize> {
         self.conn
-            .query_row(
-                "SELECT COUNT(*) FROM devices WHERE removed = 0",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
+            .query_row("SELECT COUNT(*) FROM devices", [], |r| r.get::<_, i64>(0))
             .map(|n| usize::try_from(n).unwrap_or(0))
             .map_err(self.err())
     }

@@ -64,9 +64,12 @@ impl<'a> Resolver<'a> {
     ) -> Self {
         // Only those it no longer lists: a listed device is named by its current addresses, so
         // that an address it left is unnamed in the pass that sees it move, not one pass later.
+        // Both maps in key order: one merge walk, not a tree search per known device.
+        let mut listed = crate::diff::membership::Ascending::new(&self.snap.devices);
         for k in known
-            .values()
-            .filter(|k| !self.snap.devices.contains_key(&k.device.id))
+            .iter()
+            .filter(|(id, _)| listed.get(id).is_none())
+            .map(|(_, k)| k)
         {
             for a in &k.device.addresses {
                 if let Ok(ip) = a.parse::<IpAddr>() {
