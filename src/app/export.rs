@@ -5,8 +5,9 @@
 //!
 //! A file export is exactly once across a crash: the cursor moves after the lines are synced, and
 //! at (re)open the file's last whole line says where the copy is (a cut last line is removed and
-//! written again). A syslog or journald collector cannot be read back: an event handed over just
-//! before a crash, and not yet under the cursor, goes again (at most one batch).
+//! written again). A syslog or journald collector cannot be read back: each batch is marked in
+//! flight before it is handed over, and a stop before the cursor moves sends the marked events
+//! again at the next start, each marked `replay` (never twice unmarked, never skipped).
 
 use std::io::{BufRead as _, Seek as _, Write as _};
 use std::os::unix::fs::MetadataExt as _;
@@ -90,8 +91,8 @@ impl Sink {
     }
 
     /// Hands `batch` over; `Ok` only when the collector has all of it.
-    fn write(&mut self, batch: &[Chained], host: &str) -> std::io::Result<()> {
-        let rec = |c| Record { c, host };
+    fn write(&mut self, batch: &[Chained], host: &str, replay: bool) -> std::io::Result<()> {
+        let rec = |c| Record { c, host, replay };
         match self {
             Sink::File { path, format, open } => {
                 let (f, _) = open_file(path, open)?;
@@ -347,9 +348,19 @@ impl Exporter {
         }
         let mut cursor = store.export_cursor(&name)?;
         if !self.recovered {
-            match self.sink.copied_up_to() {
+            let stream = !matches!(self.sink, Sink::File { .. });
+            let recovered = if stream {
+                self.replay(store, host, cursor)?
+            } else {
+                self.sink.copied_up_to()
+            };
+            match recovered {
                 Ok(Some(seq)) if seq > cursor => {
-                    info!(export = %name, from = cursor, to = seq, "export: the copy is ahead of the cursor (a crash between the two); moving the cursor");
+                    if stream {
+                        info!(export = %name, from = cursor + 1, to = seq, "export: a batch the collector may have had before a stop was sent again, marked replay");
+                    } else {
+                        info!(export = %name, from = cursor, to = seq, "export: the copy is ahead of the cursor (a crash between the two); moving the cursor");
+                    }
                     store.set_export_cursor(&name, seq)?;
                     cursor = seq;
                     self.recovered = true;
@@ -364,7 +375,12 @@ impl Exporter {
             let Some(last) = batch.last().map(|c| c.logged.id) else {
                 break;
             };
-            if let Err(e) = self.sink.write(&batch, host) {
+            // A collector that cannot be read back: the batch is marked in flight first, so that
+            // a stop before the cursor moves sends it again marked (`replay`), never unmarked.
+            if !matches!(self.sink, Sink::File { .. }) {
+                store.set_export_inflight(&name, last)?;
+            }
+            if let Err(e) = self.sink.write(&batch, host, false) {
                 self.recovered = false;
                 self.failed(store, routes, cursor, &e.to_string())?;
                 return Ok(sent);
@@ -381,6 +397,36 @@ impl Exporter {
         }
         self.lagging = false;
         Ok(sent)
+    }
+
+    /// A stream export that stopped in the middle of a batch (its in-flight mark is past the
+    /// cursor): the events up to the mark go again, marked `replay`, since the collector may
+    /// have had them. `Ok(Some(mark))` once they are handed over.
+    fn replay(
+        &mut self,
+        store: &mut Store,
+        host: &str,
+        cursor: i64,
+    ) -> Result<std::io::Result<Option<i64>>, StoreError> {
+        let Some(mark) = store
+            .export_inflight(&self.cfg.name)?
+            .filter(|&m| m > cursor)
+        else {
+            return Ok(Ok(None));
+        };
+        let mut from = cursor;
+        while from < mark {
+            let mut batch = store.events_after(from, BATCH)?;
+            batch.retain(|c| c.logged.id <= mark);
+            let Some(last) = batch.last().map(|c| c.logged.id) else {
+                break;
+            };
+            if let Err(e) = self.sink.write(&batch, host, true) {
+                return Ok(Err(e));
+            }
+            from = last;
+        }
+        Ok(Ok(Some(mark)))
     }
 
     /// The collector refused: said once per streak, and `monitor.export_lagging` once the backlog

@@ -57,6 +57,9 @@ pub(crate) fn entry(r: &Record<'_>) -> Vec<u8> {
     field(&mut out, "TSMON_SEQ", &r.seq().to_string());
     field(&mut out, "TSMON_HASH", &r.c.hash);
     field(&mut out, "TSMON_PREV", &r.c.prev_hash);
+    if r.replay {
+        field(&mut out, "TSMON_REPLAY", "1");
+    }
     if !e.detail.is_empty() {
         field(
             &mut out,

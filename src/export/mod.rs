@@ -39,6 +39,9 @@ pub(crate) struct Record<'a> {
     pub c: &'a Chained,
     /// This server's name (the observer).
     pub host: &'a str,
+    /// Sent again after a stop in the middle of its batch: the collector may have it already
+    /// (the same sequence number and hash).
+    pub replay: bool,
 }
 
 impl Record<'_> {

@@ -1,7 +1,7 @@
 //! RFC 5424 messages, for TCP (RFC 6587 octet counting: `LEN SP MSG`) or UDP.
 //!
 //! `<PRI>1 TIMESTAMP HOSTNAME tailscale-monitor - KIND [meta sequenceId="N"][tsmon@PEN kind="…"
-//! severity="…" device="…" seq="N" hash="…" prev="…"] MESSAGE`. Facility 13 (log audit); the
+//! severity="…" device="…" seq="N" hash="…" prev="…"( replay="1")] MESSAGE`. Facility 13 (log audit); the
 //! severity maps critical → 2, warning → 4, info → 6. Each PARAM-VALUE has `"`, `\` and `]`
 //! escaped (§6.3.3) and no control character, and the header fields are printable ASCII without
 //! spaces, so a hostile name cannot end the structured data or the frame early.
@@ -50,7 +50,7 @@ pub(crate) fn message(r: &Record<'_>, pen: u32) -> String {
     let pri = 13 * 8 + severity;
     let device = e.device.as_ref().map_or("", |d| d.id.0.as_str());
     let mut m = format!(
-        "<{pri}>1 {} {} {PRODUCT} - {} [meta sequenceId=\"{}\"][tsmon@{pen} kind=\"{}\" severity=\"{}\" device=\"{}\" seq=\"{}\" hash=\"{}\" prev=\"{}\"] ",
+        "<{pri}>1 {} {} {PRODUCT} - {} [meta sequenceId=\"{}\"][tsmon@{pen} kind=\"{}\" severity=\"{}\" device=\"{}\" seq=\"{}\" hash=\"{}\" prev=\"{}\"{}] ",
         e.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         header(r.host, 255),
         header(e.kind.as_str(), 32),
@@ -62,6 +62,7 @@ pub(crate) fn message(r: &Record<'_>, pen: u32) -> String {
         r.seq(),
         param(&r.c.hash),
         param(&r.c.prev_hash),
+        if r.replay { " replay=\"1\"" } else { "" },
     );
     m += &sanitize::line(&bounded(&e.summary), super::MAX_VALUE + 8);
     if m.len() > MAX_MESSAGE {

@@ -90,17 +90,44 @@ impl Store {
         Ok(())
     }
 
-    /// Export `name` handed over every event up to `id`.
+    /// Export `name` handed over every event up to `id` (and has no batch in flight).
     pub fn set_export_cursor(&self, name: &str, id: i64) -> Result<()> {
         let now = chrono::Utc::now().timestamp_millis();
         self.conn
             .execute(
                 "INSERT INTO export_cursor (name, last_id, at_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(name) DO UPDATE SET last_id = ?2, at_ms = ?3",
+                 ON CONFLICT(name) DO UPDATE SET last_id = ?2, at_ms = ?3, inflight = NULL",
                 params![name, id, now],
             )
             .map_err(self.err())?;
         Ok(())
+    }
+
+    /// Export `name` is about to hand over the events up to `id` to a collector that cannot be
+    /// read back: if it stops before [`Store::set_export_cursor`], those may have gone.
+    pub fn set_export_inflight(&self, name: &str, id: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE export_cursor SET inflight = ?2 WHERE name = ?1",
+                params![name, id],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The last event of the batch export `name` was handing over when it stopped, if it stopped
+    /// in the middle of one.
+    pub fn export_inflight(&self, name: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT inflight FROM export_cursor WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?
+            .flatten())
     }
 
     /// How many logged events each export has not handed over, by name.

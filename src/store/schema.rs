@@ -147,4 +147,9 @@ CREATE INDEX events_device ON events(device_id, id);
     r#"
 CREATE TABLE export_cursor (name TEXT PRIMARY KEY, last_id INTEGER NOT NULL, at_ms INTEGER NOT NULL) WITHOUT ROWID;
 "#,
+    // A stream export's batch in flight: the last event ID of a batch handed to a collector that
+    // cannot be read back, set before the hand-over and cleared with the cursor after it.
+    r#"
+ALTER TABLE export_cursor ADD COLUMN inflight INTEGER;
+"#,
 ];

@@ -555,6 +555,68 @@ fn every_event_reaches_a_real_rsyslog_over_tcp_with_its_structured_data() {
     }
     let want_seqs: Vec<i64> = (1..=want as i64).collect();
     assert_eq!(seqs, want_seqs);
+    assert!(!got.iter().any(|l| l.contains("replay=")), "{got:#?}");
+
+    // A stop in the middle of a batch: the batch was marked in flight (events 2 to the last) and
+    // the cursor had not moved past event 1. Those events go again, each marked as a replay (the
+    // collector may have them), and nothing else is sent twice.
+    let db = rusqlite::Connection::open(mon.dir.path().join("state/state.db")).unwrap();
+    let n = db
+        .execute(
+            "UPDATE export_cursor SET last_id = 1, inflight = ?1",
+            [want as i64],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(db);
+    assert_eq!(mon.check().code, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let again = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let lines: Vec<String> = text.lines().skip(want).map(str::to_owned).collect();
+        if lines.len() >= want - 1 {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let replayed: Vec<i64> = again
+        .iter()
+        .map(|l| {
+            let (sd, _) = parse_5424(l).unwrap_or_else(|| panic!("not RFC 5424: {l}"));
+            let own = &sd.iter().find(|(id, _)| id == "tsmon@32473").unwrap().1;
+            let get = |k: &str| own.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            assert_eq!(get("replay").as_deref(), Some("1"), "{l}");
+            get("seq").unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(replayed, (2..=want as i64).collect::<Vec<_>>());
+    // The cursor is past them: the next event is the next line, unmarked, and nothing else.
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(&mut doc, "nSYSLOG\"]CNTRL", hostile, 6201, "100.102.0.9");
+    emulator::add_peer(
+        &mut doc,
+        "nAFTERCNTRL",
+        "after-replay",
+        6201,
+        "100.102.0.10",
+    );
+    emu.set_status(doc);
+    assert_eq!(mon.check().code, 2);
+    let total = mon.events().len();
+    assert_eq!(total, want + 1, "one new event");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.contains(&format!("seq=\"{total}\"")) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), want + (want - 1) + 1, "{text}");
+    assert!(!lines[lines.len() - 1].contains("replay="), "{text}");
 }
 
 /// Debian's `rsyslogd` in the foreground, receiving RFC 5424 over TCP (over TLS with `tls`: the

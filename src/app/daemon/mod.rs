@@ -204,7 +204,7 @@ impl Daemon {
             let t = Instant::now();
             match pass::delta(&mut self.store, &self.cfg, &bus).await {
                 Ok(Ok(to_send)) => {
-                    debug!(took = ?t.elapsed(), since_read = ?at.elapsed(), "bus change decided from its node");
+                    info!(peers = peers.len(), took = ?t.elapsed(), since_read = ?at.elapsed(), "a change decided from the bus's node");
                     self.counters.deltas.fetch_add(1, Ordering::Relaxed);
                     self.members.changed(&peers);
                     let done = PassDone {
