@@ -92,5 +92,6 @@ pub use config::{Secret, RESTART_ONLY};
 pub use diff::{diff, pass_outcome, Policy};
 pub use model::state::{Known, KnownDevice, KnownUser};
 pub use notify::http::signature;
+pub use source::ipnbus::bus_peers;
 pub use source::status_json::Status;
 pub use store::Store;

@@ -169,6 +169,15 @@ fn round_to_second(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono:
     t.duration_round(TimeDelta::seconds(1)).unwrap_or(t)
 }
 
+/// The peers a `PeersChanged`-only line carries, as `run`'s delta decides them (`None` for any
+/// other line): what the real-daemon tests hold to `/status`, field for field.
+pub fn bus_peers(line: &[u8]) -> Option<Vec<Device>> {
+    match classify(line) {
+        Signal::Peers(p) => Some(p),
+        _ => None,
+    }
+}
+
 /// Classifies one line of the stream.
 pub fn classify(line: &[u8]) -> Signal {
     let n: Notify = match serde_json::from_slice(line) {

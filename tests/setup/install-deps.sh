@@ -157,7 +157,7 @@ command -v systemd-socket-activate >/dev/null 2>&1 || apt_install systemd
 # --- The guard ---------------------------------------------------------------------------------
 # nft (the guard's table, applied by the privileged relay), socat (the unix-socket bridge that
 # lets kernel-mode nodes in network namespaces reach headscale on loopback), iproute2 (ip netns).
-apt_install nftables socat iproute2
+apt_install nftables socat iproute2 curl
 
 # --- Alertmanager -------------------------------------------------------------------------------
 # promtool (package prometheus) checks the /metrics exposition.

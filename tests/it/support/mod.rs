@@ -155,7 +155,10 @@ impl Monitor {
         use std::io::BufRead;
         let mut child = self
             .cmd(&["run"])
-            .env("TAILSCALE_MONITOR_LOG", "info")
+            .env(
+                "TAILSCALE_MONITOR_LOG",
+                std::env::var("TM_TEST_RUN_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .stderr(std::process::Stdio::piped())
             .spawn()
