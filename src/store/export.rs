@@ -65,16 +65,19 @@ impl Store {
 
     /// The last event export `name` handed over (0: none yet).
     pub fn export_cursor(&self, name: &str) -> Result<i64> {
-        Ok(self
-            .conn
+        Ok(self.cursor_row(name)?.map_or(0, |(last, _)| last))
+    }
+
+    /// Export `name`'s row: the cursor and the batch in flight, if it has a row.
+    fn cursor_row(&self, name: &str) -> Result<Option<(i64, Option<i64>)>> {
+        self.conn
             .query_row(
-                "SELECT last_id FROM export_cursor WHERE name = ?1",
+                "SELECT last_id, inflight FROM export_cursor WHERE name = ?1",
                 [name],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
-            .map_err(self.err())?
-            .unwrap_or(0))
+            .map_err(self.err())
     }
 
     /// Gives export `name` a cursor at the start of the log if it has none, so that its lag counts
@@ -118,16 +121,7 @@ impl Store {
     /// The last event of the batch export `name` was handing over when it stopped, if it stopped
     /// in the middle of one.
     pub fn export_inflight(&self, name: &str) -> Result<Option<i64>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT inflight FROM export_cursor WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.err())?
-            .flatten())
+        Ok(self.cursor_row(name)?.and_then(|(_, inflight)| inflight))
     }
 
     /// How many logged events each export has not handed over, by name.
