@@ -284,10 +284,5 @@ fn presence_notifies_cost_no_pass_and_a_join_in_a_storm_is_found() {
     assert_eq!(ev["device"]["hostname"], "storm-joiner");
     // The reconcile reads the whole tailnet and finds nothing the delta left.
     mon.check();
-    let kinds: Vec<String> = mon
-        .events()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(kinds, ["device.new", "monitor.baseline"]);
+    assert_eq!(mon.event_kinds(), ["device.new", "monitor.baseline"]);
 }
