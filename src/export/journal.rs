@@ -105,6 +105,46 @@ mod tests {
         assert_eq!(&out[8..16], &(19u64).to_le_bytes());
     }
 
+    /// A replay says so, in a field of its own; a first hand-over does not.
+    #[test]
+    fn a_replay_is_marked() {
+        let c = crate::store::Chained {
+            logged: crate::store::LoggedEvent {
+                id: 7,
+                pass: 1,
+                event: crate::model::Event::new(
+                    crate::model::EventKind::DeviceNew,
+                    chrono::Utc::now(),
+                    "New device",
+                ),
+            },
+            hash: "h".into(),
+            prev_hash: "p".into(),
+        };
+        let has = |replay| {
+            let e = entry(&Record {
+                c: &c,
+                host: "srv",
+                replay,
+            });
+            String::from_utf8_lossy(&e).contains("\nTSMON_REPLAY=1\n")
+        };
+        assert!(has(true));
+        assert!(!has(false));
+        let m = |replay| {
+            crate::export::syslog::message(
+                &Record {
+                    c: &c,
+                    host: "srv",
+                    replay,
+                },
+                32473,
+            )
+        };
+        assert!(m(true).contains(r#" prev="p" replay="1"] "#), "{}", m(true));
+        assert!(!m(false).contains("replay"), "{}", m(false));
+    }
+
     /// The shipped catalog is the one the code would write (refresh with TM_WRITE_CATALOG=1).
     #[test]
     fn catalog_matches_the_shipped_file() {
