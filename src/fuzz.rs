@@ -17,7 +17,7 @@ pub const DEFAULT_CASES: usize = 1000;
 /// largest generated input (a few MB) takes milliseconds; what this catches is super-linear work.
 const TIME_BOUND: Duration = Duration::from_secs(3);
 
-fn cases() -> usize {
+pub(crate) fn cases() -> usize {
     std::env::var("TM_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())

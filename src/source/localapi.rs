@@ -18,6 +18,7 @@ use tokio::net::UnixStream;
 use tracing::{debug, info};
 
 use super::status_json::Status;
+use super::status_stream::StatusStream;
 use super::{ipnbus, netmap, SourceError};
 use crate::model::access::{NodeTrust, NodeView, Part, Unread};
 use crate::model::Snapshot;
@@ -157,22 +158,26 @@ impl LocalApi {
         path: &str,
         max: usize,
     ) -> Result<Vec<u8>, (Option<u16>, SourceError)> {
+        self.fetch_into(method, path, max, Vec::new()).await
+    }
+
+    /// [`LocalApi::fetch`], handing the body to `sink` piece by piece as it arrives. A non-200
+    /// answer's body is read whole instead, into its error.
+    async fn fetch_into<S: BodySink>(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        max: usize,
+        sink: S,
+    ) -> Result<S, (Option<u16>, SourceError)> {
         let resp = self
             .request(method.clone(), path)
             .await
             .map_err(|e| (None, e))?;
         let status = resp.status();
-        let body = tokio::time::timeout(self.timeout, read_body(resp.into_body(), max))
-            .await
-            .map_err(|_| {
-                self.err(format!(
-                    "{method} {path}: body not complete within {:?}",
-                    self.timeout
-                ))
-            })
-            .and_then(|r| r.map_err(|e| self.err(format!("{method} {path}: reading body: {e}"))))
-            .map_err(|e| (Some(status.as_u16()), e))?;
         if status != StatusCode::OK {
+            let body = self.read_within(&method, path, status, resp.into_body(), max, Vec::new());
+            let body = body.await?;
             return Err((
                 Some(status.as_u16()),
                 self.err(format!(
@@ -181,7 +186,30 @@ impl LocalApi {
                 )),
             ));
         }
-        Ok(body)
+        self.read_within(&method, path, status, resp.into_body(), max, sink)
+            .await
+    }
+
+    /// [`read_body`] within the timeout, its failure as one line naming the request.
+    async fn read_within<S: BodySink>(
+        &self,
+        method: &hyper::Method,
+        path: &str,
+        status: StatusCode,
+        body: Incoming,
+        max: usize,
+        sink: S,
+    ) -> Result<S, (Option<u16>, SourceError)> {
+        tokio::time::timeout(self.timeout, read_body(body, max, sink))
+            .await
+            .map_err(|_| {
+                self.err(format!(
+                    "{method} {path}: body not complete within {:?}",
+                    self.timeout
+                ))
+            })
+            .and_then(|r| r.map_err(|e| self.err(format!("{method} {path}: reading body: {e}"))))
+            .map_err(|e| (Some(status.as_u16()), e))
     }
 
     /// `PATCH /localapi/v0/prefs` turning Tailscale SSH and the web client off (`ipn.MaskedPrefs`):
@@ -198,10 +226,13 @@ impl LocalApi {
             )
             .await?;
         let status = resp.status();
-        let body = tokio::time::timeout(self.timeout, read_body(resp.into_body(), 1 << 20))
-            .await
-            .map_err(|_| self.err("PATCH prefs: no answer in time".to_owned()))?
-            .map_err(|e| self.err(format!("PATCH prefs: reading body: {e}")))?;
+        let body = tokio::time::timeout(
+            self.timeout,
+            read_body(resp.into_body(), 1 << 20, Vec::new()),
+        )
+        .await
+        .map_err(|_| self.err("PATCH prefs: no answer in time".to_owned()))?
+        .map_err(|e| self.err(format!("PATCH prefs: reading body: {e}")))?;
         if status != StatusCode::OK {
             return Err(self.err(format!(
                 "PATCH prefs: HTTP {status}: {}",
@@ -295,15 +326,25 @@ impl LocalApi {
         })
     }
 
-    /// One snapshot from `GET /localapi/v0/status` (devices and users only).
+    /// One snapshot from `GET /localapi/v0/status` (devices and users only), parsed while the
+    /// body arrives ([`StatusStream`]).
     pub async fn status(&self) -> Result<Snapshot, SourceError> {
         let t = std::time::Instant::now();
-        let body = self.get("/localapi/v0/status").await?;
+        let stream = self
+            .fetch_into(
+                hyper::Method::GET,
+                "/localapi/v0/status",
+                MAX_BODY,
+                StatusStream::new(),
+            )
+            .await
+            .map_err(|(_, e)| e)?;
         let read = t.elapsed();
-        let snap = Status::parse(&body)
+        let snap = stream
+            .finish()
             .and_then(|s| s.into_snapshot(Utc::now()))
             .map_err(|e| self.err(e.to_string()));
-        tracing::debug!(bytes = body.len(), ?read, parsed = ?t.elapsed() - read, "/status");
+        tracing::debug!(?read, parsed = ?t.elapsed() - read, "/status (parsed while read)");
         snap
     }
 
@@ -562,26 +603,54 @@ impl LocalApi {
     }
 }
 
+/// Where a response body goes as it arrives: a buffer ([`Vec`]), or a parser that reads it in
+/// pieces ([`StatusStream`]).
+trait BodySink {
+    /// The body's announced length, bounded: a buffer reserves it once.
+    fn announced(&mut self, _len: usize) {}
+    /// The next piece. `false` stops the read: the sink holds why.
+    fn piece(&mut self, piece: &[u8]) -> bool;
+}
+
 /// A whole response body in one buffer, reserved up front when its length is announced: a
-/// multi-megabyte `/status` is copied once, not gathered in pieces and copied again. A body
-/// longer than `max` is an error.
-async fn read_body(mut body: Incoming, max: usize) -> Result<Vec<u8>, String> {
+/// multi-megabyte body is copied once, not gathered in pieces and copied again.
+impl BodySink for Vec<u8> {
+    fn announced(&mut self, len: usize) {
+        self.reserve(len);
+    }
+    fn piece(&mut self, piece: &[u8]) -> bool {
+        self.extend_from_slice(piece);
+        true
+    }
+}
+
+impl BodySink for StatusStream {
+    fn piece(&mut self, piece: &[u8]) -> bool {
+        self.feed(piece)
+    }
+}
+
+/// Reads a response body into `sink`. A body longer than `max` is an error.
+async fn read_body<S: BodySink>(mut body: Incoming, max: usize, mut sink: S) -> Result<S, String> {
     use hyper::body::Body as _;
     // The announced length is trusted only up to a bound: the reservation is not an allocation
     // an answer can make arbitrarily large.
     const MAX_RESERVE: u64 = 512 << 20;
     let hint = body.size_hint();
-    let mut buf =
-        Vec::with_capacity(hint.exact().unwrap_or(hint.lower()).min(MAX_RESERVE) as usize);
+    sink.announced(hint.exact().unwrap_or(hint.lower()).min(MAX_RESERVE) as usize);
+    let mut len = 0usize;
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() {
-            if buf.len().saturating_add(data.len()) > max {
+            len = len.saturating_add(data.len());
+            if len > max {
                 return Err(format!("longer than {max} bytes"));
             }
-            buf.extend_from_slice(&data);
+            if !sink.piece(&data) {
+                break;
+            }
         }
     }
-    Ok(buf)
+    Ok(sink)
 }
 
 /// Why a watch could not be opened.

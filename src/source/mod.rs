@@ -13,6 +13,7 @@ pub(crate) mod netmap;
 pub(crate) mod server;
 pub(crate) mod sim;
 pub mod status_json;
+pub mod status_stream;
 pub(crate) mod wire;
 
 use crate::config::{SourceConfig, SourceKind};
