@@ -17,8 +17,8 @@ use tokio::net::UnixStream;
 
 use tracing::{debug, info};
 
+use super::cut::Cut;
 use super::status_json::Status;
-use super::status_stream::StatusStream;
 use super::{ipnbus, netmap, SourceError};
 use crate::model::access::{NodeTrust, NodeView, Part, Unread};
 use crate::model::Snapshot;
@@ -327,7 +327,7 @@ impl LocalApi {
     }
 
     /// One snapshot from `GET /localapi/v0/status` (devices and users only), parsed while the
-    /// body arrives ([`StatusStream`]).
+    /// body arrives ([`Cut`]).
     pub async fn status(&self) -> Result<Snapshot, SourceError> {
         let t = std::time::Instant::now();
         let stream = self
@@ -335,13 +335,12 @@ impl LocalApi {
                 hyper::Method::GET,
                 "/localapi/v0/status",
                 MAX_BODY,
-                StatusStream::new(),
+                Status::cut(),
             )
             .await
             .map_err(|(_, e)| e)?;
         let read = t.elapsed();
-        let snap = stream
-            .finish()
+        let snap = Status::from_cut(stream)
             .and_then(|s| s.into_snapshot(Utc::now()))
             .map_err(|e| self.err(e.to_string()));
         tracing::debug!(?read, parsed = ?t.elapsed() - read, "/status (parsed while read)");
@@ -591,20 +590,32 @@ impl LocalApi {
     pub async fn netmap_access(&self) -> Result<netmap::NetmapAccess, WatchError> {
         let path = format!("/localapi/v0/watch-ipn-bus?mask={}", ipnbus::INITIAL_NETMAP);
         let mut w = self.watch(ipnbus::INITIAL_NETMAP).await?;
-        let line = tokio::time::timeout(self.timeout, w.next_line())
+        let mut cut = netmap::initial_notify_cut();
+        let lines = async {
+            // A line of whitespace alone is skipped, as a line reader does.
+            while w.line_into(&mut cut).await? {
+                if !cut.is_blank() {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        let whole = tokio::time::timeout(self.timeout, lines)
             .await
             .map_err(|_| self.err(format!("GET {path}: no netmap within {:?}", self.timeout)))
             .and_then(|r| r)
-            .and_then(|l| {
-                l.ok_or_else(|| self.err(format!("GET {path}: stream ended before the netmap")))
-            })
-            .map_err(WatchError::Source)?;
-        netmap::parse_initial_notify(&line).map_err(|e| WatchError::Source(self.err(e)))
+            .and_then(|whole| {
+                whole
+                    .then_some(())
+                    .ok_or_else(|| self.err(format!("GET {path}: stream ended before the netmap")))
+            });
+        whole.map_err(WatchError::Source)?;
+        netmap::parse_initial_notify_cut(cut).map_err(|e| WatchError::Source(self.err(e)))
     }
 }
 
 /// Where a response body goes as it arrives: a buffer ([`Vec`]), or a parser that reads it in
-/// pieces ([`StatusStream`]).
+/// pieces ([`Cut`]).
 trait BodySink {
     /// The body's announced length, bounded: a buffer reserves it once.
     fn announced(&mut self, _len: usize) {}
@@ -624,7 +635,7 @@ impl BodySink for Vec<u8> {
     }
 }
 
-impl BodySink for StatusStream {
+impl<T: serde::de::DeserializeOwned> BodySink for Cut<T> {
     fn piece(&mut self, piece: &[u8]) -> bool {
         self.feed(piece)
     }
@@ -733,6 +744,38 @@ impl Watch {
                     }
                 }
             }
+        }
+    }
+
+    /// The next line handed to `sink` as it arrives, never gathered whole (the first line of a
+    /// large tailnet's netmap is 8 MB at 10,000 peers). `Ok(false)` when the stream ended first
+    /// (the partial line went to `sink`); what follows the line stays for the next read. Lines
+    /// of whitespace alone go to `sink` too: they are whitespace between JSON values.
+    async fn line_into<S: BodySink>(&mut self, sink: &mut S) -> Result<bool, SourceError> {
+        let mut len = 0usize;
+        let mut data = bytes::Bytes::from(std::mem::take(&mut self.buf));
+        self.scanned = 0;
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &data) {
+                sink.piece(&data[..i]);
+                self.buf = data[i + 1..].to_vec();
+                return Ok(true);
+            }
+            len = len.saturating_add(data.len());
+            if len > MAX_LINE {
+                return Err(SourceError(format!(
+                    "IPN bus: a line longer than {MAX_LINE} bytes"
+                )));
+            }
+            if !data.is_empty() && !sink.piece(&data) {
+                // The sink has its answer (malformed): the rest of the line is not read.
+                return Ok(true);
+            }
+            data = match self.body.frame().await {
+                None => return Ok(false),
+                Some(Err(e)) => return Err(SourceError(format!("IPN bus: {e}"))),
+                Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
+            };
         }
     }
 }

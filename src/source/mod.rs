@@ -7,13 +7,13 @@
 
 pub(crate) mod cli;
 pub(crate) mod control;
+pub mod cut;
 pub(crate) mod ipnbus;
 pub(crate) mod localapi;
 pub(crate) mod netmap;
 pub(crate) mod server;
 pub(crate) mod sim;
 pub mod status_json;
-pub mod status_stream;
 pub(crate) mod wire;
 
 use crate::config::{SourceConfig, SourceKind};

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
+use super::cut::Cut;
 use super::wire::{null_default, present};
 use crate::model::access::{
     CapGrant, DstPorts, FilterRule, NetmapPeer, NodeTrust, ServeDoors, SshAction, SshPrincipal,
@@ -59,7 +60,7 @@ struct SelfWire {
 /// The identity fields of a `tailcfg.Node` peer: the same netmap as the filter, so a source
 /// that just became a peer is named even before `/status` lists it.
 #[derive(Deserialize)]
-struct PeerWire {
+pub(crate) struct PeerWire {
     #[serde(rename = "StableID", default)]
     stable_id: String,
     #[serde(rename = "User", default)]
@@ -219,12 +220,34 @@ pub struct FilterOnly {
 }
 
 /// Parses the first line of `watch-ipn-bus?mask=8`. The error says what is wrong, in one line.
+#[cfg(test)]
 pub fn parse_initial_notify(line: &[u8]) -> Result<NetmapAccess, String> {
-    let n: Notify = serde_json::from_slice(line)
-        .map_err(|e| format!("malformed packet filter or SSH policy in the netmap: {e}"))?;
-    let nm = n
+    let mut cut = initial_notify_cut();
+    cut.feed(line);
+    parse_initial_notify_cut(cut)
+}
+
+/// The first IPN bus message, to be fed as it arrives: its netmap's peers are parsed one by one
+/// ([`Cut`]), and the line is never held whole (8 MB at 10,000 peers).
+pub(crate) fn initial_notify_cut() -> Cut<PeerWire> {
+    Cut::new(&["NetMap", "Peers"], false)
+}
+
+/// The line fed to [`initial_notify_cut`], parsed: what [`parse_initial_notify`] gives.
+pub(crate) fn parse_initial_notify_cut(cut: Cut<PeerWire>) -> Result<NetmapAccess, String> {
+    let malformed = |e| format!("malformed packet filter or SSH policy in the netmap: {e}");
+    let (rest, peers) = cut.finish().map_err(malformed)?;
+    let n: Notify = serde_json::from_slice(&rest).map_err(|e| malformed(e.to_string()))?;
+    let mut nm = n
         .net_map
         .ok_or("the first IPN bus message carries no NetMap (is the daemon logged in?)")?;
+    if !peers.is_empty() {
+        if !nm.peers.is_empty() {
+            // A second `Peers` key, spelled with an escape: a duplicate field above.
+            return Err(malformed("a second Peers list".into()));
+        }
+        nm.peers = peers;
+    }
     access_of(nm)
 }
 
@@ -626,6 +649,26 @@ mod tests {
                 let _ = parse_prefs(b, &mut NodeTrust::default());
             },
         );
+    }
+
+    /// The bus line fed in any pieces gives what a whole-line parse gives: peers (with hostile
+    /// names that look like the syntax the cutter follows), filter and SSH policy alike.
+    #[test]
+    fn notify_in_any_pieces_is_notify_whole() {
+        let whole = |b: &[u8]| -> Result<String, String> {
+            let n: Notify = serde_json::from_slice(b).map_err(|e| e.to_string())?;
+            access_of(n.net_map.ok_or("none")?).map(|a| format!("{a:?}"))
+        };
+        let hostile = br#"{"Version":"Peers","NetMap":{"SelfNode":{"StableID":"n1","Peers":[{"StableID":"x"}]},"Other":{"Peers":[1]},"Peers":[{"StableID":"n2","User":3,"Addresses":["100.64.0.2/32"],"Hostinfo":{"Hostname":"b\"]}[{"},"Name":"]\"["},[],{"StableID":"n3","Tags":["tag:]"]}],"UserProfiles":{"3":{"LoginName":"[\"Peers\":["}}},"Peers":[{"StableID":"top"}]}"#;
+        let line = [&br#"{"NetMap":"#[..], NETMAP, b"}"].concat();
+        crate::source::cut::agree::always(&[line, hostile.to_vec()], whole, |b, cuts| {
+            let cut = crate::source::cut::agree::pieces(initial_notify_cut(), b, cuts);
+            parse_initial_notify_cut(cut).map(|a| format!("{a:?}"))
+        });
+        let a = parse_initial_notify(hostile).unwrap();
+        let ids: Vec<&str> = a.peers.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["n2", "n3"]);
+        assert_eq!(a.peers[0].hostname, "b\"]}[{");
     }
 
     #[test]

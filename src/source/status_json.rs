@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::cut::Cut;
 use super::wire::{go_time, map_values, null_default};
 use crate::model::{Device, NodeKey, PeerConn, Snapshot, StableNodeId, User, UserId};
 
@@ -140,6 +141,27 @@ pub enum StatusError {
 impl Status {
     pub fn parse(bytes: &[u8]) -> Result<Status, StatusError> {
         serde_json::from_slice(bytes).map_err(|e| StatusError::Malformed(e.to_string()))
+    }
+
+    /// A `/status` document to be fed as it arrives: its peer map is parsed entry by entry
+    /// ([`Cut`]); [`Status::from_cut`] parses the rest.
+    pub fn cut() -> Cut<PeerStatus> {
+        Cut::new(&["Peer"], true)
+    }
+
+    /// The document fed to [`Status::cut`], parsed: what [`Status::parse`] gives for it whole.
+    pub fn from_cut(cut: Cut<PeerStatus>) -> Result<Status, StatusError> {
+        let (rest, peers) = cut.finish().map_err(StatusError::Malformed)?;
+        let mut status = Status::parse(&rest)?;
+        if !peers.is_empty() {
+            if !status.peer.is_empty() {
+                // A second `Peer` key, spelled with an escape and so not cut out, is a duplicate
+                // field above: never reached.
+                return Err(StatusError::Malformed("a second Peer map".into()));
+            }
+            status.peer = peers;
+        }
+        Ok(status)
     }
 
     /// Converts to the model. Fails unless the daemon is `Running` with a node identity.
