@@ -70,7 +70,7 @@ enum Step {
 enum Key {
     #[default]
     No,
-    Key,
+    Read,
     Colon,
 }
 
@@ -161,14 +161,14 @@ impl<T: DeserializeOwned> Cut<T> {
                         && self.str_at + want.len() + 2 == self.rest.len()
                         && &self.rest[self.str_at + 1..self.rest.len() - 1] == want
                     {
-                        self.key = Key::Key;
+                        self.key = Key::Read;
                     }
                 }
                 continue;
             }
             match b {
                 b' ' | b'\t' | b'\n' | b'\r' => {}
-                b':' if self.key == Key::Key => self.key = Key::Colon,
+                b':' if self.key == Key::Read => self.key = Key::Colon,
                 b'{' | b'['
                     if self.key == Key::Colon
                         && self.inside + 1 == self.path.len()
