@@ -138,7 +138,10 @@ pub(super) async fn check(explicit: Option<&Path>) -> ExitCode {
         Ok(s) => s,
         Err(e) => return store_failed(e).await,
     };
-    crate::memory::fit(store.device_count().unwrap_or(0));
+    crate::memory::fit(
+        store.device_count().unwrap_or(0),
+        crate::memory::LARGE_FOR_CHECK,
+    );
     let source = Source::from_config(&cfg.source);
     let control = cfg
         .control

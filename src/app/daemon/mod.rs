@@ -123,7 +123,7 @@ impl Daemon {
         let mut view = None;
         match &seen {
             Ok(snap) => {
-                crate::memory::fit(snap.devices.len());
+                crate::memory::fit(snap.devices.len(), crate::memory::LARGE_FOR_RUN);
                 self.schedule.read_ok();
                 self.last.read_at = Some(started);
                 self.members.seen(snap);
@@ -407,7 +407,10 @@ pub async fn run(config_path: Option<PathBuf>, cfg: Config, store: Store) -> any
         "tailscale-monitor running"
     );
 
-    crate::memory::fit(store.device_count().unwrap_or(0));
+    crate::memory::fit(
+        store.device_count().unwrap_or(0),
+        crate::memory::LARGE_FOR_RUN,
+    );
     let counters = Arc::new(Counters::default());
     let mut tasks = Tasks(Vec::new());
     let (hook_tx, mut hook_rx) = mpsc::channel::<()>(16);
