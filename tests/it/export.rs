@@ -339,6 +339,14 @@ fn every_event_reaches_a_real_journald_with_fields_it_can_filter_on() {
            [ $(wc -l < {out}) -ge $(cat {want}) ] && break
            sleep 0.05
          done
+         echo read > {read}
+         for i in $(seq 600); do [ -f {go2} ] && break; sleep 0.05; done
+         {bin} --config {cfg} check >/dev/null || true
+         for i in $(seq 200); do
+           journalctl --no-pager -o json SYSLOG_IDENTIFIER=tailscale-monitor > {out2}
+           [ $(wc -l < {out2}) -ge $(cat {want}) ] && break
+           sleep 0.05
+         done
          kill $j",
         bin = support::bin().display(),
         cfg = mon.config.display(),
@@ -346,6 +354,9 @@ fn every_event_reaches_a_real_journald_with_fields_it_can_filter_on() {
         go = d.path().join("go").display(),
         out = out.display(),
         want = d.path().join("want").display(),
+        read = d.path().join("read").display(),
+        go2 = d.path().join("go2").display(),
+        out2 = d.path().join("journal2.json").display(),
     );
     std::fs::write(d.path().join("want"), "1000000").unwrap();
     let child = std::process::Command::new("unshare")
@@ -374,7 +385,27 @@ fn every_event_reaches_a_real_journald_with_fields_it_can_filter_on() {
         assert!(Instant::now() < deadline, "the second check");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::fs::write(d.path().join("want"), mon.events().len().to_string()).unwrap();
+    let total = mon.events().len();
+    std::fs::write(d.path().join("want"), total.to_string()).unwrap();
+    // Then a stop in the middle of a batch, as the syslog test has it: the cursor at event 1, the
+    // batch up to the last event marked in flight. The next check sends events 2 to the last
+    // again, each marked TSMON_REPLAY=1, and nothing else twice.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !d.path().join("read").exists() {
+        assert!(Instant::now() < deadline, "the journal read");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let db = rusqlite::Connection::open(mon.dir.path().join("state/state.db")).unwrap();
+    let n = db
+        .execute(
+            "UPDATE export_cursor SET last_id = 1, inflight = ?1",
+            [total as i64],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(db);
+    std::fs::write(d.path().join("want"), (2 * total - 1).to_string()).unwrap();
+    std::fs::write(d.path().join("go2"), "").unwrap();
     let status = child.wait_with_output().unwrap();
     assert!(status.status.success(), "{status:?}");
     let entries: Vec<Value> = std::fs::read_to_string(&out)
@@ -411,7 +442,32 @@ fn every_event_reaches_a_real_journald_with_fields_it_can_filter_on() {
         !entries.iter().any(|e| e["TSMON_KIND"] == "forged"),
         "a newline in a name cannot add a field"
     );
+    assert!(
+        !entries.iter().any(|e| e.get("TSMON_REPLAY").is_some()),
+        "a first hand-over is not a replay"
+    );
     let r = mon.run(&["audit", "--witness", &out.display().to_string()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let again: Vec<Value> = std::fs::read_to_string(d.path().join("journal2.json"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(again.len(), 2 * total - 1, "{again:?}");
+    let replayed: Vec<i64> = again[total..]
+        .iter()
+        .map(|e| {
+            assert_eq!(e["TSMON_REPLAY"], "1", "{e}");
+            e["TSMON_SEQ"].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(replayed, (2..=total as i64).collect::<Vec<_>>());
+    // Same sequence numbers and hashes as the first hand-over: the witness still agrees.
+    let r = mon.run(&[
+        "audit",
+        "--witness",
+        &d.path().join("journal2.json").display().to_string(),
+    ]);
     assert_eq!(r.code, 0, "{r:?}");
 }
 
