@@ -19,7 +19,7 @@ use chrono::Utc;
 use tracing::{info, warn};
 
 use crate::config::{Config, ExportConfig, ExportSink, FileFormat, Transport};
-use crate::export::{ecs, journal, ocsf, syslog, witness, Record};
+use crate::export::{ecs, journal, ocsf, relp, syslog, witness, Record};
 use crate::model::route::Route;
 use crate::model::{Event, EventKind};
 use crate::sanitize;
@@ -44,6 +44,8 @@ enum Sink {
         pen: u32,
         /// TLS (`tls://`): the client's configuration, or why it could not be built.
         tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
+        /// RELP (`relp://`): the session over `stream`.
+        relp: Option<Relp>,
         stream: Option<Stream>,
     },
     Udp {
@@ -82,6 +84,7 @@ impl Sink {
                     Transport::Tls { ca_file } => Some(tls_config(ca_file.as_deref())),
                     _ => None,
                 },
+                relp: matches!(transport, Transport::Relp).then(Relp::default),
                 stream: None,
             },
             ExportSink::Journald { socket } => Sink::Journal {
@@ -115,11 +118,16 @@ impl Sink {
                 address,
                 pen,
                 tls,
+                relp,
                 stream,
             } => {
                 if stream.is_none() {
                     let addr = resolve(address)?;
                     let s = std::net::TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+                    if let Some(r) = relp.as_mut() {
+                        // A new connection is a new session.
+                        *r = Relp::default();
+                    }
                     s.set_write_timeout(Some(IO_TIMEOUT))?;
                     s.set_read_timeout(Some(IO_TIMEOUT))?;
                     *stream = Some(match tls {
@@ -147,11 +155,19 @@ impl Sink {
                     });
                 }
                 let s = stream.as_mut().expect("connected");
-                let mut out = String::new();
-                for c in batch {
-                    out += &syslog::framed(&syslog::message(&rec(c), *pen));
-                }
-                let r = s.write_all(out.as_bytes()).and_then(|()| s.flush());
+                let r = match relp {
+                    // Acknowledged, message by message.
+                    Some(relp) => {
+                        relp.send(s, batch.iter().map(|c| syslog::message(&rec(c), *pen)))
+                    }
+                    None => {
+                        let mut out = String::new();
+                        for c in batch {
+                            out += &syslog::framed(&syslog::message(&rec(c), *pen));
+                        }
+                        s.write_all(out.as_bytes()).and_then(|()| s.flush())
+                    }
+                };
                 if r.is_err() {
                     *stream = None;
                 }
@@ -249,6 +265,122 @@ fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Strin
 enum Stream {
     Plain(std::net::TcpStream),
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>),
+}
+
+impl std::io::Read for Stream {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(b),
+            Stream::Tls(s) => s.read(b),
+        }
+    }
+}
+
+impl Drop for Sink {
+    /// A RELP session ends with `close`, answered, so that the collector sees an orderly end.
+    fn drop(&mut self) {
+        if let Sink::Tcp {
+            relp: Some(relp),
+            stream: Some(s),
+            ..
+        } = self
+        {
+            if relp.txnr != 0 {
+                relp.close(s);
+            }
+        }
+    }
+}
+
+/// RELP messages sent before their acknowledgements are awaited.
+const RELP_WINDOW: usize = 128;
+
+/// A RELP session ([`relp`]): opened on the first batch of each connection.
+#[derive(Default)]
+struct Relp {
+    /// The next transaction number; 0 before `open`.
+    txnr: u32,
+    /// What the collector sent that is not read yet.
+    unread: Vec<u8>,
+}
+
+impl Relp {
+    /// Sends `messages`, `Ok` only once the collector acknowledged every one.
+    fn send(
+        &mut self,
+        s: &mut Stream,
+        messages: impl Iterator<Item = String>,
+    ) -> std::io::Result<()> {
+        if self.txnr == 0 {
+            self.unread.clear();
+            s.write_all(&relp::frame(1, "open", relp::OFFERS.as_bytes()))?;
+            s.flush()?;
+            self.answer(s)?
+                .acknowledges(1)
+                .map_err(std::io::Error::other)?;
+            self.txnr = 2;
+        }
+        let messages: Vec<String> = messages.collect();
+        for window in messages.chunks(RELP_WINDOW) {
+            let mut out = Vec::new();
+            let mut due = Vec::with_capacity(window.len());
+            for m in window {
+                out.extend(relp::frame(self.txnr, "syslog", m.as_bytes()));
+                due.push(self.txnr);
+                self.txnr = relp::next(self.txnr);
+            }
+            let sent = s.write_all(&out).and_then(|()| s.flush());
+            if let Err(e) = sent {
+                self.txnr = 0;
+                return Err(e);
+            }
+            for t in due {
+                let ok = self
+                    .answer(s)
+                    .and_then(|a| a.acknowledges(t).map_err(std::io::Error::other));
+                if let Err(e) = ok {
+                    // A new connection opens a new session.
+                    self.txnr = 0;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the session: `close`, and its answer awaited a moment (best effort: the events are
+    /// acknowledged already).
+    fn close(&mut self, s: &mut Stream) {
+        if let Stream::Plain(t) = s {
+            let _ = t.set_read_timeout(Some(Duration::from_secs(1)));
+        }
+        let txnr = self.txnr;
+        self.txnr = 0;
+        if s.write_all(&relp::frame(txnr, "close", b""))
+            .and_then(|()| s.flush())
+            .is_ok()
+        {
+            let _ = self.answer(s);
+        }
+    }
+
+    /// The collector's next frame.
+    fn answer(&mut self, s: &mut Stream) -> std::io::Result<relp::Answer> {
+        use std::io::Read as _;
+        loop {
+            if let Some(a) = relp::take(&mut self.unread).map_err(std::io::Error::other)? {
+                return Ok(a);
+            }
+            let mut piece = [0u8; 4096];
+            let n = s.read(&mut piece)?;
+            if n == 0 {
+                return Err(std::io::Error::other(
+                    "the collector closed the connection before it acknowledged",
+                ));
+            }
+            self.unread.extend_from_slice(&piece[..n]);
+        }
+    }
 }
 
 impl std::io::Write for Stream {

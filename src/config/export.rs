@@ -14,7 +14,7 @@ use super::raw::RawExport;
 pub enum ExportSink {
     /// JSON lines appended to a file.
     File { path: PathBuf, format: FileFormat },
-    /// RFC 5424 to a collector: TCP (octet counting, RFC 6587), TLS (RFC 5425) or UDP.
+    /// RFC 5424 to a collector: TCP (octet counting, RFC 6587), TLS (RFC 5425), RELP or UDP.
     Syslog {
         address: String,
         transport: Transport,
@@ -33,6 +33,8 @@ pub enum Transport {
     Tls {
         ca_file: Option<PathBuf>,
     },
+    /// RELP over TCP: every message acknowledged by the collector (rsyslog's `imrelp`).
+    Relp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +88,7 @@ pub(super) fn parse(cx: &Ctx<'_>, e: &Spanned<RawExport>) -> Result<ExportConfig
             let (transport, rest) = match address.split_once("://") {
                 Some(("tcp", rest)) => (Transport::Tcp, rest),
                 Some(("udp", rest)) => (Transport::Udp, rest),
+                Some(("relp", rest)) => (Transport::Relp, rest),
                 Some(("tls", rest)) => (
                     Transport::Tls {
                         ca_file: ca_file.clone(),
@@ -97,7 +100,7 @@ pub(super) fn parse(cx: &Ctx<'_>, e: &Spanned<RawExport>) -> Result<ExportConfig
                         r.address.as_ref().expect("given"),
                         "address",
                         format!(
-                        "`{address}`: expected tcp://HOST:PORT, tls://HOST:PORT or udp://HOST:PORT"
+                        "`{address}`: expected tcp://HOST:PORT, tls://HOST:PORT, relp://HOST:PORT or udp://HOST:PORT"
                     ),
                     ))
                 }

@@ -168,6 +168,7 @@ impl Config {
                     let (scheme, ca) = match transport {
                         super::Transport::Tcp => ("tcp", None),
                         super::Transport::Udp => ("udp", None),
+                        super::Transport::Relp => ("relp", None),
                         super::Transport::Tls { ca_file } => ("tls", ca_file.as_ref()),
                     };
                     let mut s = format!(

@@ -474,6 +474,19 @@ fn export_tables_errors_name_the_key_and_the_line() {
     .unwrap();
     assert_eq!(c.exports.len(), 2);
     assert_eq!(c.exports[1].name, "syslog");
+    let relp = Config::from_toml(
+        "[[export]]\nkind = \"syslog\"\naddress = \"relp://logs.example:2514\"\npen = 12345\n",
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        relp.exports[0].sink,
+        crate::config::ExportSink::Syslog {
+            address: "logs.example:2514".into(),
+            transport: crate::config::Transport::Relp,
+            pen: 12345,
+        }
+    );
     for (text, says) in [
         (
             "[[export]]\nkind = \"file\"\n",
@@ -493,6 +506,10 @@ fn export_tables_errors_name_the_key_and_the_line() {
         ),
         (
             "[[export]]\nkind = \"syslog\"\naddress = \"tcp://h:514\"\npen = 1\nca_file = \"/x\"\n",
+            "t.toml:5: only a tls:// address uses ca_file",
+        ),
+        (
+            "[[export]]\nkind = \"syslog\"\naddress = \"relp://h:2514\"\npen = 1\nca_file = \"/x\"\n",
             "t.toml:5: only a tls:// address uses ca_file",
         ),
         (

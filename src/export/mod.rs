@@ -11,6 +11,7 @@
 pub(crate) mod ecs;
 pub(crate) mod journal;
 pub(crate) mod ocsf;
+pub(crate) mod relp;
 pub(crate) mod syslog;
 pub(crate) mod witness;
 

@@ -702,15 +702,7 @@ fn rsyslog(dir: &Path, tls: Option<(&Path, &Path, &Path)>) -> (Killed, u16, std:
         ),
     )
     .unwrap();
-    let child = Killed(
-        std::process::Command::new("rsyslogd")
-            .args(["-n", "-f"])
-            .arg(&conf)
-            .arg("-i")
-            .arg(dir.join("pid"))
-            .spawn()
-            .expect("rsyslogd (Debian's rsyslog)"),
-    );
+    let child = rsyslogd(dir, &conf);
     let deadline = Instant::now() + Duration::from_secs(60);
     let port = loop {
         if let Some(p) = std::fs::read_to_string(&port_file)
@@ -883,7 +875,7 @@ fn a_rotated_file_is_followed_by_a_new_one_at_the_path() {
 
 /// The UDP port a process bound, as the kernel lists its sockets (rsyslogd's imudp takes port 0
 /// but, unlike imtcp, writes no port file).
-fn bound_udp_port(pid: u32) -> Option<u16> {
+fn bound_port(pid: u32, proto: &str) -> Option<u16> {
     let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .ok()?
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
@@ -892,15 +884,159 @@ fn bound_udp_port(pid: u32) -> Option<u16> {
             Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
         })
         .collect();
-    let table = std::fs::read_to_string(format!("/proc/{pid}/net/udp")).ok()?;
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/{proto}")).ok()?;
     table.lines().skip(1).find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         let inode = f.get(9)?;
-        if !inodes.iter().any(|i| i == inode) {
+        // A TCP socket must be listening (state 0A), not a connection.
+        if !inodes.iter().any(|i| i == inode) || (proto == "tcp" && f.get(3) != Some(&"0A")) {
             return None;
         }
         u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()
     })
+}
+
+/// Debian's `rsyslogd` in the foreground with the config at `conf`. Killed when dropped.
+fn rsyslogd(dir: &Path, conf: &Path) -> Killed {
+    Killed(
+        std::process::Command::new("rsyslogd")
+            .args(["-n", "-f"])
+            .arg(conf)
+            .arg("-i")
+            .arg(dir.join("pid"))
+            .spawn()
+            .expect("rsyslogd (Debian's rsyslog)"),
+    )
+}
+
+/// `rsyslogd` receiving RELP (imrelp, from Debian's rsyslog-relp) on a port of its choosing into
+/// `dir/out`: the daemon, its port and the file.
+fn rsyslog_relp(dir: &Path) -> (Killed, u16, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (conf, out) = (dir.join("rsyslog.conf"), dir.join("out"));
+    std::fs::write(
+        &conf,
+        format!(
+            "global(workDirectory=\"{dir}\")\nmodule(load=\"imrelp\")\ninput(type=\"imrelp\" address=\"127.0.0.1\" port=\"0\" ruleset=\"t\")\nruleset(name=\"t\") {{ action(type=\"omfile\" file=\"{out}\" template=\"RSYSLOG_SyslogProtocol23Format\") }}\n",
+            dir = dir.display(),
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    let rsyslog = rsyslogd(dir, &conf);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let port = loop {
+        if let Some(p) = bound_port(rsyslog.0.id(), "tcp") {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "rsyslogd bound no RELP port");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (rsyslog, port, out)
+}
+
+/// The lines of `out` once there are at least `n` of them.
+fn lines_at_least(out: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(out).unwrap_or_default();
+        if text.lines().count() >= n {
+            return text.lines().map(str::to_owned).collect();
+        }
+        assert!(Instant::now() < deadline, "{n} lines: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `tsmon@32473` parameters of an RFC 5424 line.
+fn own_params(line: &str) -> Vec<(String, String)> {
+    let (sd, _) = parse_5424(line).unwrap_or_else(|| panic!("not RFC 5424: {line}"));
+    sd.into_iter()
+        .find(|(id, _)| id == "tsmon@32473")
+        .unwrap_or_else(|| panic!("no tsmon@32473: {line}"))
+        .1
+}
+
+/// syslog over RELP to a real rsyslogd (imrelp): the cursor moves only past what the collector
+/// acknowledged. A collector that takes the bytes but answers nothing (rsyslogd stopped with
+/// SIGSTOP: the kernel still accepts the connection and the writes, which is all plain TCP can
+/// see) leaves the events unexported and `check` says so; killed there, it loses nothing: the
+/// next collector gets them, marked replay.
+#[test]
+#[ignore = "needs rsyslog-relp (tests/setup/install-deps.sh): run tests/run-all.sh"]
+fn syslog_over_relp_moves_the_cursor_only_past_what_rsyslog_acknowledged() {
+    let d = tempfile::tempdir().unwrap();
+    let (first, port, out) = rsyslog_relp(&d.path().join("a"));
+    let emu = Emulator::start(d.path(), emulator::tailnet());
+    let config = |port: u16| {
+        format!(
+            "[[export]]\nkind = \"syslog\"\naddress = \"relp://127.0.0.1:{port}\"\npen = 32473\n"
+        )
+    };
+    let mon = support::Monitor::new(&emu.socket, &config(port));
+    let r = mon.check();
+    assert!(r.stdout.contains("export_lag=0"), "{r:?}");
+    let baseline = mon.events().len();
+    let got = lines_at_least(&out, baseline);
+    assert_eq!(got.len(), baseline, "{got:#?}");
+    for (i, l) in got.iter().enumerate() {
+        let p = own_params(l);
+        assert!(
+            p.iter()
+                .any(|(k, v)| k == "seq" && *v == (i + 1).to_string()),
+            "{l}"
+        );
+        assert!(!p.iter().any(|(k, _)| k == "replay"), "{l}");
+    }
+
+    // Frozen: connects, takes the bytes, acknowledges nothing.
+    // SAFETY: a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(first.0.id() as i32, libc::SIGSTOP) }, 0);
+    let mut doc = emulator::tailnet();
+    emulator::add_peer(&mut doc, "nRELPCNTRL", "relp-peer", 6201, "100.102.0.9");
+    emu.set_status(doc);
+    let r = mon.check();
+    assert_eq!(r.code, 2, "{r:?}");
+    let total = mon.events().len();
+    assert!(total > baseline);
+    assert!(
+        r.stdout
+            .contains(&format!("export_lag={}", total - baseline)),
+        "nothing counted as exported without an acknowledgement: {r:?}"
+    );
+    drop(first);
+
+    // Another collector: what the frozen one never acknowledged arrives there, marked replay.
+    let (_second, port, out) = rsyslog_relp(&d.path().join("b"));
+    let text = std::fs::read_to_string(&mon.config).unwrap();
+    let old = text
+        .lines()
+        .find(|l| l.starts_with("address = "))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        &mon.config,
+        text.replace(&old, &format!("address = \"relp://127.0.0.1:{port}\"")),
+    )
+    .unwrap();
+    let r = mon.check();
+    assert!(r.stdout.contains("export_lag=0"), "{r:?}");
+    let got = lines_at_least(&out, total - baseline);
+    assert_eq!(got.len(), total - baseline, "{got:#?}");
+    let seqs: Vec<usize> = got
+        .iter()
+        .map(|l| {
+            let p = own_params(l);
+            assert!(p.iter().any(|(k, v)| k == "replay" && v == "1"), "{l}");
+            p.iter()
+                .find(|(k, _)| k == "seq")
+                .unwrap()
+                .1
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (baseline + 1..=total).collect::<Vec<_>>());
 }
 
 /// syslog over UDP to a real rsyslogd (imudp on a port of its choosing): each event one datagram,
@@ -919,18 +1055,10 @@ fn syslog_over_udp_reaches_a_real_rsyslog() {
         ),
     )
     .unwrap();
-    let rsyslog = Killed(
-        std::process::Command::new("rsyslogd")
-            .args(["-n", "-f"])
-            .arg(&conf)
-            .arg("-i")
-            .arg(d.path().join("pid"))
-            .spawn()
-            .expect("rsyslogd (Debian's rsyslog)"),
-    );
+    let rsyslog = rsyslogd(d.path(), &conf);
     let deadline = Instant::now() + Duration::from_secs(60);
     let port = loop {
-        if let Some(p) = bound_udp_port(rsyslog.0.id()) {
+        if let Some(p) = bound_port(rsyslog.0.id(), "udp") {
             break p;
         }
         assert!(Instant::now() < deadline, "rsyslogd bound no UDP port");

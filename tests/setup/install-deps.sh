@@ -14,7 +14,8 @@
 #   cargo-deb                 from crates.io, into $CACHE/cargo-deb (the Debian package test)
 #   nftables, socat, iproute2 from Debian: the guard's kernel-mode tests in network namespaces
 #   chromium, chromium-driver from Debian, selenium (PyPI, in the venv): the web view in a real browser
-#   rsyslog, rsyslog-gnutls   from Debian: the syslog export's real collector, over TLS too (journald comes with systemd)
+#   rsyslog, rsyslog-gnutls,  from Debian: the syslog export's real collector, over TLS and RELP too
+#   rsyslog-relp              (journald comes with systemd)
 set -euo pipefail
 
 CACHE=${TM_CACHE:-$HOME/.cache/tailscale-monitor}
@@ -161,7 +162,7 @@ apt_install nftables socat iproute2 curl
 
 # --- Alertmanager -------------------------------------------------------------------------------
 # promtool (package prometheus) checks the /metrics exposition.
-apt_install chromium chromium-driver rsyslog rsyslog-gnutls openssl
+apt_install chromium chromium-driver rsyslog rsyslog-gnutls rsyslog-relp openssl
 if [ "${TM_WITH_ALERTMANAGER:-1}" = 1 ]; then apt_install prometheus-alertmanager prometheus; fi
 
 # --- Test accounts ------------------------------------------------------------------------------
