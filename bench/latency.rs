@@ -106,7 +106,7 @@ fn bench_detection_latency() {
 /// Benchmark, not a test: run by bench/latency.sh. The time from `headscale policy set` (an edit
 /// that opens one more TCP port of the server to mallory) to the SMTP server accepting the
 /// `access.widened` mail, over TM_BENCH_EDITS edits (default 12), on both tailscaled releases, with
-/// the production timers.
+/// the production timers (and no coalescing of one device's repeated changes: each edit is timed).
 #[test]
 #[ignore = "benchmark: run bench/latency.sh"]
 fn bench_access_latency() {
@@ -127,8 +127,11 @@ fn bench_access_latency() {
         let _mpc = Node::join(&rel, &hs, "mallory-pc", &hs.preauth_key(mallory));
         hs.set_policy(P0);
         let smtp = Smtp::start();
-        // On 1.104 the monitor is unprivileged and reads the filter through the relay.
-        let (mon, _relay) = real::monitor_for(&rel, &web, &email_channel(smtp.port));
+        // On 1.104 the monitor is unprivileged and reads the filter through the relay. Each edit
+        // widens mallory's access again: without `coalesce_window = "0s"` every edit after the
+        // first within 5 minutes would be held and sent as one (by design), not timed alone.
+        let channel = email_channel(smtp.port) + "\n[alerts]\ncoalesce_window = \"0s\"\n";
+        let (mon, _relay) = real::monitor_for(&rel, &web, &channel);
         let _daemon = mon.spawn_run();
         wait_mail(&smtp, "the baseline", 90, |m| {
             m.subject.contains("baseline")

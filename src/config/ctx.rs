@@ -66,6 +66,26 @@ impl Ctx<'_> {
         key: &str,
         default: Duration,
     ) -> Result<Duration, ConfigError> {
+        self.duration_from(s, key, default, false)
+    }
+
+    /// [`Ctx::duration`] where zero means "none" (no hold, at once).
+    pub(super) fn duration_or_zero(
+        &self,
+        s: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        self.duration_from(s, key, default, true)
+    }
+
+    fn duration_from(
+        &self,
+        s: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+        zero: bool,
+    ) -> Result<Duration, ConfigError> {
         match s {
             None => Ok(default),
             Some(v) => match humantime::parse_duration(v.get_ref()) {
@@ -75,7 +95,7 @@ impl Ctx<'_> {
                     key,
                     format!("`{}` is longer than 100 years", v.get_ref()),
                 )),
-                Ok(d) if !d.is_zero() => Ok(d),
+                Ok(d) if zero || !d.is_zero() => Ok(d),
                 Ok(_) => Err(self.at(v, key, "must be greater than zero")),
                 Err(e) => Err(self.at(
                     v,

@@ -294,19 +294,7 @@ impl Config {
             let offline =
                 cx.duration(&r.offline_after, "offline_after", Duration::from_secs(300))?;
             // Zero is allowed here: "back online" at once.
-            let back = match &r.back_after {
-                None => Duration::ZERO,
-                Some(b) => humantime::parse_duration(b.get_ref()).map_err(|e| {
-                    cx.at(
-                        b,
-                        "back_after",
-                        format!(
-                            "`{}` is not a duration like \"0s\" or \"5m\": {e}",
-                            b.get_ref()
-                        ),
-                    )
-                })?,
-            };
+            let back = cx.duration_or_zero(&r.back_after, "back_after", Duration::ZERO)?;
             let severity = cx.choice(
                 &r.severity,
                 "severity",
@@ -386,7 +374,8 @@ impl Config {
             }
             channels.push(ch);
         }
-        let coalesce = cx.duration(
+        // Zero: every change goes out at once.
+        let coalesce = cx.duration_or_zero(
             &raw.alerts.coalesce_window,
             "alerts.coalesce_window",
             Duration::from_secs(300),

@@ -464,6 +464,20 @@ fn web_section_errors_name_the_key_and_the_line() {
     }
 }
 
+/// `[alerts] coalesce_window = "0s"` sends each change at once, as the README has it (it was
+/// refused as "must be greater than zero"); `[[watch]] back_after` keeps its zero too.
+#[test]
+fn a_zero_coalesce_window_is_no_coalescing() {
+    let zero = Config::from_toml("[alerts]\ncoalesce_window = \"0s\"\n", "t.toml").unwrap();
+    assert_eq!(zero.coalesce_window, Duration::ZERO);
+    let e = Config::from_toml("[alerts]\ncoalesce_window = \"soon\"\n", "t.toml").unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("t.toml:2: `soon` is not a duration"),
+        "{e}"
+    );
+}
+
 /// `[[export]]`: each mistake a one-line error at its line; the PEN is the owner's to give.
 #[test]
 fn export_tables_errors_name_the_key_and_the_line() {

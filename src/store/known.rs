@@ -70,12 +70,19 @@ impl Store {
     }
 
     pub fn devices(&self) -> Result<Vec<DeviceRow>> {
-        device_rows(&self.conn, &self.path)
+        let mut out = Vec::new();
+        device_rows(&self.conn, &self.path, |r| out.push(r))?;
+        Ok(out)
     }
 }
 
-/// Every device row, as the core and `devices` see it.
-pub(super) fn device_rows(conn: &Connection, path: &Path) -> Result<Vec<DeviceRow>> {
+/// Every device row, as the core and `devices` see it, handed to `each` as it is read: `check`
+/// keeps each in its map at once, with no list of all of them beside the map.
+pub(super) fn device_rows(
+    conn: &Connection,
+    path: &Path,
+    mut each: impl FnMut(DeviceRow),
+) -> Result<()> {
     let e = sqlite_err(path);
     let baseline_at = get_meta(conn, "baseline_at")
         .map_err(&e)?
@@ -87,7 +94,6 @@ pub(super) fn device_rows(conn: &Connection, path: &Path) -> Result<Vec<DeviceRo
         .prepare("SELECT id, data, removed, expiring_alerted, first_seen, last_seen, last_handshake FROM devices")
         .map_err(&e)?;
     let mut rows = stmt.query([]).map_err(&e)?;
-    let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(&e)? {
         // Read in place (no copy of each row's text): `check` reads every row.
         let text = |i: usize| -> Result<Option<&str>> {
@@ -107,7 +113,7 @@ pub(super) fn device_rows(conn: &Connection, path: &Path) -> Result<Vec<DeviceRo
         })?;
         let removed: bool = r.get(2).map_err(&e)?;
         let stored_last = time(5)?.unwrap_or_default();
-        out.push(DeviceRow {
+        each(DeviceRow {
             last_seen: match last_pass {
                 Some(p) if !removed && p > stored_last => p,
                 _ => stored_last,
@@ -122,7 +128,7 @@ pub(super) fn device_rows(conn: &Connection, path: &Path) -> Result<Vec<DeviceRo
             first_seen,
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 pub(super) fn load_access(conn: &Connection, path: &Path) -> Result<Option<Access>> {
@@ -146,10 +152,10 @@ pub(super) fn load_known(conn: &Connection, path: &Path) -> Result<Known> {
         detail: err.to_string(),
     };
     let baseline_done = get_meta(conn, "baseline_at").map_err(&e)?.is_some();
-    let devices = device_rows(conn, path)?
-        .into_iter()
-        .map(|r| (r.known.device.id.clone(), r.known))
-        .collect();
+    let mut devices = BTreeMap::new();
+    device_rows(conn, path, |r| {
+        devices.insert(r.known.device.id.clone(), r.known);
+    })?;
     let mut users = BTreeMap::new();
     let mut stmt = conn
         .prepare("SELECT id, data, removed FROM users")
