@@ -144,17 +144,26 @@ impl<T: DeserializeOwned> Cut<T> {
         format!("{what} (byte {})", self.read + i)
     }
 
+    /// Byte `b` inside a string, read one at a time: whether it is the closing quote (an escaped
+    /// one is not).
+    fn string_ends(&mut self, b: u8) -> bool {
+        if self.esc {
+            self.esc = false;
+        } else if b == b'\\' {
+            self.esc = true;
+        } else {
+            return b == b'"';
+        }
+        false
+    }
+
     /// Outside the collection: every byte is kept. Returns how many bytes were used: all of
     /// `piece`, or up to the bracket that opens the collection.
     fn doc(&mut self, piece: &[u8]) -> Result<usize, String> {
         for (i, &b) in piece.iter().enumerate() {
             if self.in_str {
                 self.rest.push(b);
-                if self.esc {
-                    self.esc = false;
-                } else if b == b'\\' {
-                    self.esc = true;
-                } else if b == b'"' {
+                if self.string_ends(b) {
                     self.in_str = false;
                     let want = self.path[self.inside].as_bytes();
                     if self.depth == self.inside + 1
@@ -215,11 +224,7 @@ impl<T: DeserializeOwned> Cut<T> {
         for (i, &b) in piece.iter().enumerate() {
             if step == Step::InKey {
                 self.entry.push(b);
-                if self.esc {
-                    self.esc = false;
-                } else if b == b'\\' {
-                    self.esc = true;
-                } else if b == b'"' {
+                if self.string_ends(b) {
                     // Unused, but checked as serde_json checks a key it skips (as a string).
                     serde_json::from_slice::<String>(&self.entry).map_err(|e| {
                         self.error_at(

@@ -326,27 +326,28 @@ fn every_event_reaches_a_real_journald_with_fields_it_can_filter_on() {
     // The joins come after the baseline: a second check sees them.
     let script = format!(
         "set -e
+         wait_for() {{ for i in $(seq 1200); do [ -e \"$1\" ] && return; sleep 0.05; done; }}
+         check() {{ {bin} --config {cfg} check >/dev/null || true; }}
+         journal() {{
+           for i in $(seq 1200); do
+             journalctl --no-pager -o json SYSLOG_IDENTIFIER=tailscale-monitor > \"$1\"
+             [ $(wc -l < \"$1\") -ge $(cat {want}) ] && return
+             sleep 0.05
+           done
+         }}
          mount -t tmpfs tmpfs /run/systemd; mkdir -p /run/systemd/journal
          mount -t tmpfs tmpfs /run/log
          /lib/systemd/systemd-journald & j=$!
-         for i in $(seq 600); do [ -S /run/systemd/journal/socket ] && break; sleep 0.05; done
-         {bin} --config {cfg} check >/dev/null || true
+         wait_for /run/systemd/journal/socket
+         check
          echo joined > {flag}
-         for i in $(seq 600); do [ -f {go} ] && break; sleep 0.05; done
-         {bin} --config {cfg} check >/dev/null || true
-         for i in $(seq 200); do
-           journalctl --no-pager -o json SYSLOG_IDENTIFIER=tailscale-monitor > {out}
-           [ $(wc -l < {out}) -ge $(cat {want}) ] && break
-           sleep 0.05
-         done
+         wait_for {go}
+         check
+         journal {out}
          echo read > {read}
-         for i in $(seq 600); do [ -f {go2} ] && break; sleep 0.05; done
-         {bin} --config {cfg} check >/dev/null || true
-         for i in $(seq 200); do
-           journalctl --no-pager -o json SYSLOG_IDENTIFIER=tailscale-monitor > {out2}
-           [ $(wc -l < {out2}) -ge $(cat {want}) ] && break
-           sleep 0.05
-         done
+         wait_for {go2}
+         check
+         journal {out2}
          kill $j",
         bin = support::bin().display(),
         cfg = mon.config.display(),
