@@ -13,7 +13,7 @@ use std::io::{BufRead as _, Seek as _, Write as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tracing::{info, warn};
@@ -305,19 +305,31 @@ struct Relp {
 }
 
 impl Relp {
-    /// Sends `messages`, `Ok` only once the collector acknowledged every one.
+    /// Sends `messages`, `Ok` only once the collector acknowledged every one. On an error the
+    /// session is over: the next connection opens a new one.
     fn send(
         &mut self,
         s: &mut Stream,
         messages: impl Iterator<Item = String>,
     ) -> std::io::Result<()> {
+        let r = self.exchange(s, messages);
+        if r.is_err() {
+            self.txnr = 0;
+        }
+        r
+    }
+
+    fn exchange(
+        &mut self,
+        s: &mut Stream,
+        messages: impl Iterator<Item = String>,
+    ) -> std::io::Result<()> {
+        let acked = |a: relp::Answer, t| a.acknowledges(t).map_err(std::io::Error::other);
         if self.txnr == 0 {
             self.unread.clear();
             s.write_all(&relp::frame(1, "open", relp::OFFERS.as_bytes()))?;
             s.flush()?;
-            self.answer(s)?
-                .acknowledges(1)
-                .map_err(std::io::Error::other)?;
+            acked(self.answer(s, Instant::now() + IO_TIMEOUT)?, 1)?;
             self.txnr = 2;
         }
         let messages: Vec<String> = messages.collect();
@@ -329,20 +341,13 @@ impl Relp {
                 due.push(self.txnr);
                 self.txnr = relp::next(self.txnr);
             }
-            let sent = s.write_all(&out).and_then(|()| s.flush());
-            if let Err(e) = sent {
-                self.txnr = 0;
-                return Err(e);
-            }
+            s.write_all(&out)?;
+            s.flush()?;
+            // The whole window's answers within one timeout: a collector that answers a byte at a
+            // time cannot hold a round for a timeout per answer.
+            let until = Instant::now() + IO_TIMEOUT;
             for t in due {
-                let ok = self
-                    .answer(s)
-                    .and_then(|a| a.acknowledges(t).map_err(std::io::Error::other));
-                if let Err(e) = ok {
-                    // A new connection opens a new session.
-                    self.txnr = 0;
-                    return Err(e);
-                }
+                acked(self.answer(s, until)?, t)?;
             }
         }
         Ok(())
@@ -351,25 +356,32 @@ impl Relp {
     /// Ends the session: `close`, and its answer awaited a moment (best effort: the events are
     /// acknowledged already).
     fn close(&mut self, s: &mut Stream) {
-        if let Stream::Plain(t) = s {
-            let _ = t.set_read_timeout(Some(Duration::from_secs(1)));
-        }
         let txnr = self.txnr;
         self.txnr = 0;
         if s.write_all(&relp::frame(txnr, "close", b""))
             .and_then(|()| s.flush())
             .is_ok()
         {
-            let _ = self.answer(s);
+            let _ = self.answer(s, Instant::now() + Duration::from_secs(1));
         }
     }
 
-    /// The collector's next frame.
-    fn answer(&mut self, s: &mut Stream) -> std::io::Result<relp::Answer> {
+    /// The collector's next frame, read by `until`.
+    fn answer(&mut self, s: &mut Stream, until: Instant) -> std::io::Result<relp::Answer> {
         use std::io::Read as _;
         loop {
             if let Some(a) = relp::take(&mut self.unread).map_err(std::io::Error::other)? {
                 return Ok(a);
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no acknowledgement within {IO_TIMEOUT:?}"),
+                ));
+            }
+            if let Stream::Plain(t) = s {
+                t.set_read_timeout(Some(left))?;
             }
             let mut piece = [0u8; 4096];
             let n = s.read(&mut piece)?;
