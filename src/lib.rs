@@ -74,7 +74,7 @@ pub(crate) mod export;
 #[cfg(test)]
 mod fuzz;
 pub(crate) mod listener;
-pub(crate) mod memory;
+pub mod memory;
 pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod notify;

@@ -11,8 +11,7 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     // A file-size limit (RLIMIT_FSIZE) must surface as a write error that is reported, not as a
     // SIGXFSZ that kills the process without a word.
     // SAFETY: only sets the process-wide disposition of one signal to SIG_IGN; no handler runs.
@@ -20,6 +19,10 @@ async fn main() -> ExitCode {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let cli = tailscale_monitor::Cli::parse();
+    if matches!(cli.command, tailscale_monitor::Command::Run) {
+        // Before the runtime and the first pass allocate.
+        tailscale_monitor::memory::for_daemon();
+    }
     // `check` runs from cron, which mails whatever reaches stderr: only errors by default (each
     // said once per outage), the rest is in the status line and the log.
     let default = match cli.command {
@@ -35,5 +38,14 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    tailscale_monitor::main(cli).await
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(tailscale_monitor::main(cli)),
+        Err(e) => {
+            eprintln!("tailscale-monitor: cannot start the async runtime: {e}");
+            ExitCode::from(3)
+        }
+    }
 }

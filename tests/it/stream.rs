@@ -286,3 +286,34 @@ fn presence_notifies_cost_no_pass_and_a_join_in_a_storm_is_found() {
     mon.check();
     assert_eq!(mon.event_kinds(), ["device.new", "monitor.baseline"]);
 }
+
+/// `run` gives freed memory back whoever starts it: started without the allocator's settings, it
+/// executes itself again with them, as the same process; an administrator's own value wins.
+#[test]
+fn run_sets_the_allocators_settings_for_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), emulator::tailnet());
+    let mon = Monitor::new(&emu.socket, BUS_ONLY);
+    let environ = |d: &support::Daemon| {
+        let pid = d.0.id();
+        let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        raw.split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .filter(|v| v.starts_with("MIMALLOC_"))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let daemon = mon.spawn_run();
+    assert!(mon.wait_for_event("monitor.baseline", 60), "baseline");
+    let set = environ(&daemon);
+    assert!(set.contains("MIMALLOC_PURGE_DELAY=0"), "{set:?}");
+    assert!(set.contains("MIMALLOC_ARENA_EAGER_COMMIT=0"), "{set:?}");
+    assert!(daemon.terminate().success(), "the same process ends as run");
+
+    let daemon = mon.spawn_run_env(&[("MIMALLOC_PURGE_DELAY", "25")]);
+    emu.change(joined("nENV1CNTRL", "env-joiner"));
+    assert!(mon.wait_for_event("device.new", 60), "device.new");
+    let set = environ(&daemon);
+    assert!(set.contains("MIMALLOC_PURGE_DELAY=25"), "{set:?}");
+    assert!(set.contains("MIMALLOC_ARENA_EAGER_COMMIT=0"), "{set:?}");
+    assert!(daemon.terminate().success());
+}

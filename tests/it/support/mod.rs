@@ -150,6 +150,13 @@ impl Monitor {
         Daemon(self.cmd(&["run"]).spawn().unwrap(), None)
     }
 
+    /// Starts `run` in the background with these environment variables added.
+    pub fn spawn_run_env(&self, vars: &[(&str, &str)]) -> Daemon {
+        let mut cmd = self.cmd(&["run"]);
+        cmd.envs(vars.iter().copied());
+        Daemon(cmd.spawn().unwrap(), None)
+    }
+
     /// Starts `run` with its log (level info) captured, for tests that wait on what it says.
     pub fn spawn_run_logged(&self) -> Daemon {
         use std::io::BufRead;
