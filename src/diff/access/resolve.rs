@@ -1,6 +1,7 @@
 //! Each filter source resolved to the device and user behind it (through the snapshot or a
 //! `whois` label), and protocol numbers named.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -8,31 +9,52 @@ use ipnet::IpNet;
 
 use crate::diff::access::THIS_SERVER;
 use crate::model::access::{NetmapPeer, NodeView, Principal, SshPrincipal};
+use crate::model::state::KnownDevice;
 use crate::model::{Device, Snapshot, StableNodeId};
 
 pub(super) struct Resolver<'a> {
     pub(super) snap: &'a Snapshot,
-    by_ip: BTreeMap<IpAddr, &'a Device>,
+    /// The snapshot's devices by address, built at the first lookup ([`index`]).
+    by_ip: OnceCell<Vec<(IpAddr, &'a Device)>>,
     /// Peers of the netmap that `/status` did not list (the filter can arrive first).
     netmap_peers: BTreeMap<IpAddr, &'a NetmapPeer>,
     /// The netmap's peers by stable ID: their owner when `/status` lacks the user profile yet.
     netmap_by_id: BTreeMap<&'a str, &'a NetmapPeer>,
-    /// Devices the monitor knows that this snapshot no longer lists (they left the peer list):
-    /// a grant to their addresses stays theirs, so that it is not "new" under a bare address.
-    known_by_ip: BTreeMap<IpAddr, &'a Device>,
+    /// Devices the monitor knows ([`Resolver::with_known`]).
+    known: Option<&'a BTreeMap<StableNodeId, KnownDevice>>,
+    /// Those of them that this snapshot no longer lists (they left the peer list), by address,
+    /// built at the first lookup the snapshot cannot answer: a grant to their addresses stays
+    /// theirs, so that it is not "new" under a bare address.
+    known_by_ip: OnceCell<Vec<(IpAddr, &'a Device)>>,
     self_ips: Vec<IpAddr>,
+}
+
+/// An address index, built only when a lookup needs it: most passes name few addresses or none
+/// (a 10,000-device tailnet has 20,000 to parse and sort). Sorted by address; where two entries
+/// share one, the later wins, as a map's insert would (the sort is stable, [`find`] takes the
+/// last).
+fn index<'a>(devices: impl Iterator<Item = &'a Device>) -> Vec<(IpAddr, &'a Device)> {
+    let mut v: Vec<_> = devices
+        .flat_map(|d| {
+            d.addresses
+                .iter()
+                .filter_map(move |a| a.parse::<IpAddr>().ok().map(|ip| (ip, d)))
+        })
+        .collect();
+    v.sort_by_key(|e| e.0);
+    v
+}
+
+fn find<'a>(index: &[(IpAddr, &'a Device)], ip: IpAddr) -> Option<&'a Device> {
+    let i = index.partition_point(|e| e.0 <= ip);
+    i.checked_sub(1)
+        .map(|i| index[i])
+        .filter(|e| e.0 == ip)
+        .map(|e| e.1)
 }
 
 impl<'a> Resolver<'a> {
     pub(super) fn new(snap: &'a Snapshot, view: &'a NodeView) -> Self {
-        let mut by_ip = BTreeMap::new();
-        for d in snap.devices.values() {
-            for a in &d.addresses {
-                if let Ok(ip) = a.parse::<IpAddr>() {
-                    by_ip.insert(ip, d);
-                }
-            }
-        }
         let mut netmap_peers = BTreeMap::new();
         let netmap_by_id = view.peers.iter().map(|p| (p.id.as_str(), p)).collect();
         for p in &view.peers {
@@ -48,38 +70,44 @@ impl<'a> Resolver<'a> {
             .unwrap_or_default();
         Resolver {
             snap,
-            by_ip,
+            by_ip: OnceCell::new(),
             netmap_peers,
             netmap_by_id,
-            known_by_ip: BTreeMap::new(),
+            known: None,
+            known_by_ip: OnceCell::new(),
             self_ips,
         }
     }
 
     /// Also names addresses by the devices the monitor knows (`known`), when the snapshot does
     /// not list them.
-    pub(super) fn with_known(
-        mut self,
-        known: &'a BTreeMap<StableNodeId, crate::model::state::KnownDevice>,
-    ) -> Self {
-        // Only those it no longer lists: a listed device is named by its current addresses, so
-        // that an address it left is unnamed in the pass that sees it move, not one pass later.
-        // Both maps in key order: one merge walk, not a tree search per known device.
-        let mut listed = crate::diff::membership::Ascending::new(&self.snap.devices);
-        for k in known
-            .iter()
-            .filter(|(id, _)| listed.get(id).is_none())
-            .map(|(_, k)| k)
-        {
-            for a in &k.device.addresses {
-                if let Ok(ip) = a.parse::<IpAddr>() {
-                    if !self.by_ip.contains_key(&ip) {
-                        self.known_by_ip.insert(ip, &k.device);
-                    }
-                }
-            }
-        }
+    pub(super) fn with_known(mut self, known: &'a BTreeMap<StableNodeId, KnownDevice>) -> Self {
+        self.known = Some(known);
         self
+    }
+
+    fn by_ip(&self, ip: IpAddr) -> Option<&'a Device> {
+        find(
+            self.by_ip.get_or_init(|| index(self.snap.devices.values())),
+            ip,
+        )
+    }
+
+    fn known_by_ip(&self, ip: IpAddr) -> Option<&'a Device> {
+        let known = self.known?;
+        let index = self.known_by_ip.get_or_init(|| {
+            // Only those it no longer lists: a listed device is named by its current addresses,
+            // so that an address it left is unnamed in the pass that sees it move, not one pass
+            // later. Both maps in key order: one merge walk, not a tree search per known device.
+            let mut listed = crate::diff::membership::Ascending::new(&self.snap.devices);
+            index(
+                known
+                    .iter()
+                    .filter(|(id, _)| listed.get(id).is_none())
+                    .map(|(_, k)| &k.device),
+            )
+        });
+        find(index, ip)
     }
 
     pub(super) fn device(&self, d: &Device) -> Principal {
@@ -109,7 +137,7 @@ impl<'a> Resolver<'a> {
     }
 
     pub(super) fn ip(&self, ip: IpAddr) -> Principal {
-        if let Some(d) = self.by_ip.get(&ip) {
+        if let Some(d) = self.by_ip(ip) {
             return self.device(d);
         }
         if let Some(p) = self.netmap_peers.get(&ip) {
@@ -124,7 +152,7 @@ impl<'a> Resolver<'a> {
             };
         }
         // Named as when it was visible: the same principal, so the same grant.
-        if let Some(d) = self.known_by_ip.get(&ip) {
+        if let Some(d) = self.known_by_ip(ip) {
             return self.device(d);
         }
         let label = match self.snap.ip_whois.get(&ip.to_string()) {
