@@ -131,7 +131,7 @@ impl Store {
                 .map_err(&e)?;
                 let event_id = tx.last_insert_rowid();
                 for r in routes.iter().filter(|r| !ev.record_only && r.accepts(ev)) {
-                    let held = match (&ev.device, r.coalesce.is_zero()) {
+                    let held = match (&ev.device, r.coalesce.is_zero() || !ev.kind.coalesces()) {
                         (Some(d), false) => {
                             outbox::window_of(&tx, r, ev.kind, &d.id.0, now).map_err(&e)?
                         }

@@ -495,3 +495,94 @@ fn approvals_come_with_their_event_and_a_planted_one_is_found() {
     assert_eq!(ids, ["nOK"]);
     assert!(s.unlogged_approvals().unwrap().is_empty());
 }
+
+/// `[alerts] coalesce_window` holds a repeated change of one device, but never a second widening
+/// of who reaches this server: that goes out at once (only `guard.blocked` among the CRITICAL
+/// kinds may be held).
+#[test]
+fn a_second_widening_of_one_device_is_never_held() {
+    use crate::model::{Device, NodeKey, UserId};
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path()).unwrap();
+    let routes = vec![Route {
+        channel: "mail".into(),
+        min_severity: Severity::Info,
+        kinds: None,
+        coalesce: Duration::from_secs(300),
+    }];
+    let device = Device {
+        id: StableNodeId("nWIDECNTRL".into()),
+        node_id: None,
+        node_key: NodeKey("nodekey:wide".into()),
+        hostname: "wide".into(),
+        dns_name: "wide.tail1.ts.net.".into(),
+        os: "linux".into(),
+        user_id: UserId(1),
+        addresses: vec!["100.64.0.9".into()],
+        tags: vec![],
+        routes: vec![],
+        exit_node: false,
+        key_expiry: None,
+        expired: false,
+        created: None,
+        is_self: false,
+        shared: false,
+    };
+    let kinds = [
+        EventKind::AccessWidened,
+        EventKind::AccessSshWidened,
+        EventKind::DeviceRenamed,
+        EventKind::GuardBlocked,
+    ];
+    let start = Utc::now();
+    for minute in 0..2 {
+        let at = start + chrono::Duration::minutes(minute);
+        let events = kinds
+            .iter()
+            .map(|k| {
+                let mut e = Event::new(*k, at, format!("{k} {minute}"));
+                e.device = Some(device.clone());
+                e
+            })
+            .collect();
+        let o = Outcome {
+            events,
+            ..Outcome::default()
+        };
+        s.commit_pass(&routes, at, |_, h| (o, h.clone(), true))
+            .unwrap();
+    }
+    let held = |kind: EventKind| -> Vec<bool> {
+        let mut stmt = s
+            .conn
+            .prepare(
+                "SELECT o.coalesced FROM outbox o JOIN events e ON e.id = o.event_id
+                 WHERE e.kind = ?1 ORDER BY o.id",
+            )
+            .unwrap();
+        let rows = stmt
+            .query_map([kind.as_str()], |r| r.get::<_, bool>(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        rows
+    };
+    assert_eq!(held(EventKind::AccessWidened), [false, false]);
+    assert_eq!(held(EventKind::AccessSshWidened), [false, false]);
+    assert_eq!(
+        held(EventKind::DeviceRenamed),
+        [false, true],
+        "still coalesced"
+    );
+    assert_eq!(
+        held(EventKind::GuardBlocked),
+        [false, true],
+        "still coalesced"
+    );
+    for k in EventKind::ALL {
+        assert_eq!(
+            k.coalesces(),
+            !k.check_critical() || k == EventKind::GuardBlocked
+        );
+    }
+}
