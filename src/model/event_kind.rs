@@ -140,6 +140,17 @@ impl std::fmt::Display for EventKind {
     }
 }
 
+impl EventKind {
+    /// Whether a repeat of this kind for one device may be held by `[alerts] coalesce_window`.
+    /// Not for the kinds that make `check` CRITICAL: a second widening of who reaches this server
+    /// (a harmless port, then SSH two minutes later) is news, not noise, and goes out at once.
+    /// `guard.blocked` is the exception: a refused device knocking again and again is what the
+    /// window is for, and it stays refused.
+    pub fn coalesces(self) -> bool {
+        !self.check_critical() || self == EventKind::GuardBlocked
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,16 +182,5 @@ mod tests {
                 );
             }
         }
-    }
-}
-
-impl EventKind {
-    /// Whether a repeat of this kind for one device may be held by `[alerts] coalesce_window`.
-    /// Not for the kinds that make `check` CRITICAL: a second widening of who reaches this server
-    /// (a harmless port, then SSH two minutes later) is news, not noise, and goes out at once.
-    /// `guard.blocked` is the exception: a refused device knocking again and again is what the
-    /// window is for, and it stays refused.
-    pub fn coalesces(self) -> bool {
-        !self.check_critical() || self == EventKind::GuardBlocked
     }
 }
