@@ -105,15 +105,26 @@ impl<T: DeserializeOwned> Cut<T> {
         self.failed.is_none()
     }
 
-    fn cut(&mut self, mut piece: &[u8]) -> Result<(), String> {
-        while !piece.is_empty() {
+    fn cut(&mut self, whole: &[u8]) -> Result<(), String> {
+        let mut at = 0;
+        // The piece as text from where its first entry starts, up to its last whole character:
+        // checked once, so that each entry is parsed as text. serde_json otherwise checks every
+        // string of every entry on its own, a tenth of a large `check`'s instructions.
+        let mut text: Option<(usize, &str)> = None;
+        while at < whole.len() {
+            let piece = &whole[at..];
             let used = match self.at {
                 At::Doc => self.doc(piece)?,
                 At::Between(step) => self.between(step, piece)?,
-                At::Entry => self.entry(piece)?,
+                At::Entry => {
+                    let (from, t) = *text.get_or_insert_with(|| (at, utf8_prefix(piece)));
+                    // An entry starts at a bracket, so at a character's start; past the checked
+                    // text there is none, and the entry is parsed from its bytes.
+                    self.entry(piece, t.get(at - from..).unwrap_or_default())?
+                }
             };
             self.read += used;
-            piece = &piece[used..];
+            at += used;
         }
         Ok(())
     }
@@ -290,16 +301,22 @@ impl<T: DeserializeOwned> Cut<T> {
     /// At or in an entry. One that lies whole in this piece is parsed where it lies, in one
     /// pass; one that the piece cuts is gathered ([`Cut::gather`]) and parsed once
     /// complete.
-    fn entry(&mut self, piece: &[u8]) -> Result<usize, String> {
+    /// `text` is the piece's start as far as it is known to be UTF-8 (maybe empty): an entry
+    /// within it is parsed as text, one beyond it from its bytes.
+    fn entry(&mut self, piece: &[u8], text: &str) -> Result<usize, String> {
         if !self.entry.is_empty() {
             return self.gather(piece);
         }
-        let mut values = serde_json::Deserializer::from_slice(piece).into_iter::<T>();
-        match values.next() {
+        let (first, offset) = if text.is_empty() {
+            first(serde_json::Deserializer::from_slice(piece).into_iter::<T>())
+        } else {
+            first(serde_json::Deserializer::from_str(text).into_iter::<T>())
+        };
+        match first {
             Some(Ok(p)) => {
                 self.entries.push(p);
                 self.at = At::Between(Step::CommaOrEnd);
-                Ok(values.byte_offset())
+                Ok(offset)
             }
             Some(Err(e)) if !e.is_eof() => Err(self.error_at(
                 0,
@@ -365,6 +382,22 @@ impl<T: DeserializeOwned> Cut<T> {
         }
         self.entry.extend_from_slice(piece);
         Ok(piece.len())
+    }
+}
+
+/// The first value of a stream and the offset of the byte after it.
+fn first<'de, R: serde_json::de::Read<'de>, T: DeserializeOwned>(
+    mut values: serde_json::StreamDeserializer<'de, R, T>,
+) -> (Option<serde_json::Result<T>>, usize) {
+    let v = values.next();
+    (v, values.byte_offset())
+}
+
+/// The longest start of `bytes` that is UTF-8 (a piece can end inside a character).
+fn utf8_prefix(bytes: &[u8]) -> &str {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
     }
 }
 
