@@ -501,6 +501,18 @@ mod tests {
             .map(|p| std::fs::read(p).unwrap())
             .collect();
         docs.push(HOSTILE.as_bytes().to_vec());
+        // Characters of two, three and four bytes, which pieces cut inside; and one entry with
+        // a byte that is no UTF-8 at all, between two that are whole.
+        let wide = r#"{"BackendState":"Running","Self":{"ID":"nS"},"Peer":{
+            "k1":{"ID":"n1","HostName":"é✓😀","OS":"😀"},
+            "k2":{"ID":"n2","HostName":"BAD"},
+            "k3":{"ID":"n3","HostName":"ü"}}}"#;
+        docs.push(wide.as_bytes().to_vec());
+        docs.push(wide.replace("BAD", r"B\u00ffD").into_bytes());
+        let mut invalid = wide.as_bytes().to_vec();
+        let at = wide.find("BAD").unwrap() + 1;
+        invalid[at] = 0xff;
+        docs.push(invalid);
         super::agree::always(
             &docs,
             |d| Status::parse(d).map(|s| format!("{s:?}")),
@@ -510,6 +522,14 @@ mod tests {
         assert_eq!(s.peer.len(), 3);
         assert_eq!(s.peer[0].host_name, "a\"}]{[\\");
         assert_eq!(s.peer[1].host_name, "}\"");
+        for size in [1, 2, 3] {
+            let cuts: Vec<usize> = (size..wide.len()).step_by(size).collect();
+            let s = streamed(wide.as_bytes(), &cuts).unwrap();
+            assert_eq!(s.peer[0].host_name, "é✓😀");
+            assert_eq!(s.peer[2].host_name, "ü");
+        }
+        let e = streamed(docs.last().unwrap(), &[]).unwrap_err();
+        assert!(e.to_string().contains("Peer entry 2"), "{e}");
     }
 
     #[test]
