@@ -116,6 +116,9 @@ impl<T: DeserializeOwned> Cut<T> {
             let used = match self.at {
                 At::Doc => self.doc(piece)?,
                 At::Between(step) => self.between(step, piece)?,
+                // The rest of an entry that an earlier piece cut: its bytes are gathered (the
+                // piece may start inside a character, so the text starts after it).
+                At::Entry if !self.entry.is_empty() => self.gather(piece)?,
                 At::Entry => {
                     let (from, t) = *text.get_or_insert_with(|| (at, utf8_prefix(piece)));
                     // An entry starts at a bracket, so at a character's start; past the checked
@@ -298,15 +301,12 @@ impl<T: DeserializeOwned> Cut<T> {
         Ok(())
     }
 
-    /// At or in an entry. One that lies whole in this piece is parsed where it lies, in one
+    /// At an entry's start. One that lies whole in this piece is parsed where it lies, in one
     /// pass; one that the piece cuts is gathered ([`Cut::gather`]) and parsed once
     /// complete.
     /// `text` is the piece's start as far as it is known to be UTF-8 (maybe empty): an entry
     /// within it is parsed as text, one beyond it from its bytes.
     fn entry(&mut self, piece: &[u8], text: &str) -> Result<usize, String> {
-        if !self.entry.is_empty() {
-            return self.gather(piece);
-        }
         let (first, offset) = if text.is_empty() {
             first(serde_json::Deserializer::from_slice(piece).into_iter::<T>())
         } else {

@@ -501,7 +501,6 @@ fn approvals_come_with_their_event_and_a_planted_one_is_found() {
 /// kinds may be held).
 #[test]
 fn a_second_widening_of_one_device_is_never_held() {
-    use crate::model::{Device, NodeKey, UserId};
     let dir = tempfile::tempdir().unwrap();
     let mut s = Store::open(dir.path()).unwrap();
     let routes = vec![Route {
@@ -510,24 +509,7 @@ fn a_second_widening_of_one_device_is_never_held() {
         kinds: None,
         coalesce: Duration::from_secs(300),
     }];
-    let device = Device {
-        id: StableNodeId("nWIDECNTRL".into()),
-        node_id: None,
-        node_key: NodeKey("nodekey:wide".into()),
-        hostname: "wide".into(),
-        dns_name: "wide.tail1.ts.net.".into(),
-        os: "linux".into(),
-        user_id: UserId(1),
-        addresses: vec!["100.64.0.9".into()],
-        tags: vec![],
-        routes: vec![],
-        exit_node: false,
-        key_expiry: None,
-        expired: false,
-        created: None,
-        is_self: false,
-        shared: false,
-    };
+    let device = crate::model::Device::for_tests("nWIDECNTRL");
     let kinds = [
         EventKind::AccessWidened,
         EventKind::AccessSshWidened,
