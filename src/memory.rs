@@ -60,9 +60,10 @@ pub fn for_daemon() {
     }
 }
 
-/// mimalloc's option numbers (`mi_option_e` in its `mimalloc.h`, version 3, which the crate builds) for the settings
-/// [`for_daemon`] makes, with the environment variable that sets each. The crate exports no
-/// names for them; the unit test reads their defaults back to prove the numbers.
+/// mimalloc's option numbers (`mi_option_e` in its `mimalloc.h`, version 3, which the crate
+/// builds) for the settings [`for_daemon`] makes, with the environment variable that sets each.
+/// The crate exports no names for them; the unit test reads their defaults back to prove the
+/// numbers.
 const DAEMON_OPTIONS: [(libmimalloc_sys::mi_option_t, &str); 2] = [
     (4, "MIMALLOC_ARENA_EAGER_COMMIT"),
     (15, "MIMALLOC_PURGE_DELAY"),
