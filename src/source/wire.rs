@@ -41,7 +41,7 @@ where
 
 /// Parses Go's RFC 3339 times; the zero time (`0001-01-01T00:00:00Z`) and garbage mean "unknown".
 pub fn parse_time(s: Option<&str>) -> Option<DateTime<Utc>> {
-    let t = DateTime::parse_from_rfc3339(s?).ok()?.with_timezone(&Utc);
+    let t = crate::model::time::rfc3339(s?).ok()?;
     (t.timestamp() > 0).then_some(t)
 }
 

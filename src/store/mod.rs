@@ -224,9 +224,7 @@ fn from_ms(v: i64) -> DateTime<Utc> {
 }
 
 fn parse_rfc3339(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default()
+    crate::model::time::rfc3339(s).unwrap_or_default()
 }
 
 impl Store {
