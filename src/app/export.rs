@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tracing::{info, warn};
 
-use crate::config::{Config, ExportConfig, ExportSink, FileFormat, Transport};
+use crate::config::{Config, ExportConfig, ExportSink, FileFormat, TlsClient, Transport};
 use crate::export::{ecs, journal, ocsf, relp, syslog, witness, Record};
 use crate::model::route::Route;
 use crate::model::{Event, EventKind};
@@ -42,9 +42,10 @@ enum Sink {
     Tcp {
         address: String,
         pen: u32,
-        /// TLS (`tls://`): the client's configuration, or why it could not be built.
+        /// TLS (`tls://`, `relp+tls://`): the client's configuration, or why it could not be
+        /// built.
         tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
-        /// RELP (`relp://`): the session over `stream`.
+        /// RELP (`relp://`, `relp+tls://`): the session over `stream`.
         relp: Option<Relp>,
         stream: Option<Stream>,
     },
@@ -80,11 +81,8 @@ impl Sink {
             } => Sink::Tcp {
                 address: address.clone(),
                 pen: *pen,
-                tls: match transport {
-                    Transport::Tls { ca_file } => Some(tls_config(ca_file.as_deref())),
-                    _ => None,
-                },
-                relp: matches!(transport, Transport::Relp).then(Relp::default),
+                tls: transport.tls().map(tls_config),
+                relp: transport.relp().then(Relp::default),
                 stream: None,
             },
             ExportSink::Journald { socket } => Sink::Journal {
@@ -235,11 +233,12 @@ impl Sink {
 }
 
 /// The TLS client of a `tls://` syslog export: the collector's certificate is checked against
-/// `ca_file` (PEM), or the web PKI's roots without one.
-fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+/// `ca_file` (PEM), or the web PKI's roots without one; with `cert_file` and `key_file`, this
+/// monitor shows that certificate to a collector that asks for one.
+fn tls_config(tls: &TlsClient) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls_pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
+    match &tls.ca_file {
         Some(p) => {
             let certs = rustls_pki_types::CertificateDer::pem_file_iter(p)
                 .and_then(|i| i.collect::<Result<Vec<_>, _>>())
@@ -256,8 +255,30 @@ fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Strin
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let cfg = match &tls.identity {
+        None => cfg.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("cert_file {}: {e}", cert.display()))?;
+            if chain.is_empty() {
+                return Err(format!(
+                    "cert_file {}: no certificate in it",
+                    cert.display()
+                ));
+            }
+            let k = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("key_file {}: {e}", key.display()))?;
+            cfg.with_client_auth_cert(chain, k).map_err(|e| {
+                format!(
+                    "cert_file {} and key_file {}: {e}",
+                    cert.display(),
+                    key.display()
+                )
+            })?
+        }
+    };
     Ok(Arc::new(cfg))
 }
 

@@ -1,5 +1,6 @@
 //! `[[export]]`: `name`, `kind` ("file", "syslog", "journald"), `path` and `format` (file),
-//! `address`, `pen` and `ca_file` (syslog), `socket` (journald), `max_lag` (a contract: these names stay).
+//! `address`, `pen`, `ca_file`, `cert_file` and `key_file` (syslog), `socket` (journald), `max_lag`
+//! (a contract: these names stay).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +15,8 @@ use super::raw::RawExport;
 pub enum ExportSink {
     /// JSON lines appended to a file.
     File { path: PathBuf, format: FileFormat },
-    /// RFC 5424 to a collector: TCP (octet counting, RFC 6587), TLS (RFC 5425), RELP or UDP.
+    /// RFC 5424 to a collector: TCP (octet counting, RFC 6587), TLS (RFC 5425), RELP (over TCP
+    /// or TLS) or UDP.
     Syslog {
         address: String,
         transport: Transport,
@@ -29,12 +31,37 @@ pub enum ExportSink {
 pub enum Transport {
     Tcp,
     Udp,
-    /// TLS, the collector's certificate checked against `ca_file` (or the web PKI's roots).
-    Tls {
-        ca_file: Option<PathBuf>,
-    },
+    /// TLS (RFC 5425).
+    Tls(TlsClient),
     /// RELP over TCP: every message acknowledged by the collector (rsyslog's `imrelp`).
     Relp,
+    /// RELP over TLS (`imrelp` with `tls="on"`).
+    RelpTls(TlsClient),
+}
+
+/// The TLS client of a syslog export.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsClient {
+    /// The collector's certificate is checked against this CA (PEM), or the web PKI's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The certificate (`cert_file`, PEM, its chain after it) and key (`key_file`, PEM) this
+    /// monitor shows a collector that asks for one (mutual TLS: librelp's default).
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl Transport {
+    /// How the collector is spoken to over TLS: `tls://` and `relp+tls://`.
+    pub fn tls(&self) -> Option<&TlsClient> {
+        match self {
+            Transport::Tls(t) | Transport::RelpTls(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Every message is acknowledged by the collector: `relp://` and `relp+tls://`.
+    pub fn relp(&self) -> bool {
+        matches!(self, Transport::Relp | Transport::RelpTls { .. })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,29 +111,47 @@ pub(super) fn parse(cx: &Ctx<'_>, e: &Spanned<RawExport>) -> Result<ExportConfig
         }
         "syslog" => {
             let address = need(&r.address, "address")?;
-            let ca_file = r.ca_file.as_ref().map(|c| PathBuf::from(c.get_ref()));
+            let path = |v: &Option<Spanned<String>>| v.as_ref().map(|c| PathBuf::from(c.get_ref()));
+            let identity = match (&r.cert_file, &r.key_file) {
+                (Some(c), Some(k)) => Some((c.get_ref().into(), k.get_ref().into())),
+                (None, None) => None,
+                (Some(c), None) => return Err(cx.at(c, "cert_file", "needs `key_file` beside it")),
+                (None, Some(k)) => return Err(cx.at(k, "key_file", "needs `cert_file` beside it")),
+            };
+            let tls = TlsClient {
+                ca_file: path(&r.ca_file),
+                identity,
+            };
             let (transport, rest) = match address.split_once("://") {
                 Some(("tcp", rest)) => (Transport::Tcp, rest),
                 Some(("udp", rest)) => (Transport::Udp, rest),
                 Some(("relp", rest)) => (Transport::Relp, rest),
-                Some(("tls", rest)) => (
-                    Transport::Tls {
-                        ca_file: ca_file.clone(),
-                    },
-                    rest,
-                ),
+                Some(("relp+tls", rest)) => (Transport::RelpTls(tls), rest),
+                Some(("tls", rest)) => (Transport::Tls(tls), rest),
                 _ => {
                     return Err(cx.at(
                         r.address.as_ref().expect("given"),
                         "address",
                         format!(
-                        "`{address}`: expected tcp://HOST:PORT, tls://HOST:PORT, relp://HOST:PORT or udp://HOST:PORT"
+                        "`{address}`: expected tcp://HOST:PORT, tls://HOST:PORT, relp://HOST:PORT, relp+tls://HOST:PORT or udp://HOST:PORT"
                     ),
                     ))
                 }
             };
-            if let (Some(c), false) = (&r.ca_file, matches!(transport, Transport::Tls { .. })) {
-                return Err(cx.at(c, "ca_file", "only a tls:// address uses ca_file"));
+            if transport.tls().is_none() {
+                for (v, key) in [
+                    (&r.ca_file, "ca_file"),
+                    (&r.cert_file, "cert_file"),
+                    (&r.key_file, "key_file"),
+                ] {
+                    if let Some(v) = v {
+                        return Err(cx.at(
+                            v,
+                            key,
+                            format!("only a tls:// or relp+tls:// address uses {key}"),
+                        ));
+                    }
+                }
             }
             if rest
                 .rsplit_once(':')

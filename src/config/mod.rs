@@ -38,7 +38,7 @@ use crate::config::ctx::Ctx;
 use crate::config::raw::RawConfig;
 use crate::config::secret::{read_secret, writable_only_by_owner};
 
-pub use export::{ExportConfig, ExportSink, FileFormat, Transport};
+pub use export::{ExportConfig, ExportSink, FileFormat, TlsClient, Transport};
 pub use guard::{Doors, GuardConfig, GuardMode};
 pub use web::{WebConfig, WebListen};
 

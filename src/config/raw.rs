@@ -44,6 +44,8 @@ pub(super) struct RawExport {
     pub(super) address: Option<Spanned<String>>,
     pub(super) pen: Option<Spanned<u32>>,
     pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) cert_file: Option<Spanned<String>>,
+    pub(super) key_file: Option<Spanned<String>>,
     pub(super) socket: Option<Spanned<String>>,
     pub(super) max_lag: Option<Spanned<String>>,
 }

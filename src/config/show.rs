@@ -165,18 +165,27 @@ impl Config {
                     transport,
                     pen,
                 } => {
-                    let (scheme, ca) = match transport {
-                        super::Transport::Tcp => ("tcp", None),
-                        super::Transport::Udp => ("udp", None),
-                        super::Transport::Relp => ("relp", None),
-                        super::Transport::Tls { ca_file } => ("tls", ca_file.as_ref()),
+                    let scheme = match transport {
+                        super::Transport::Tcp => "tcp",
+                        super::Transport::Udp => "udp",
+                        super::Transport::Relp => "relp",
+                        super::Transport::Tls(_) => "tls",
+                        super::Transport::RelpTls(_) => "relp+tls",
                     };
+                    let tls = transport.tls();
                     let mut s = format!(
                         "kind = \"syslog\"\naddress = {}\npen = {pen}\n",
                         q(&format!("{scheme}://{address}"))
                     );
-                    if let Some(c) = ca {
-                        s += &format!("ca_file = {}\n", q(&c.display().to_string()));
+                    let file = |key: &str, p: &std::path::Path| {
+                        format!("{key} = {}\n", q(&p.display().to_string()))
+                    };
+                    if let Some(c) = tls.and_then(|t| t.ca_file.as_ref()) {
+                        s += &file("ca_file", c);
+                    }
+                    if let Some((c, k)) = tls.and_then(|t| t.identity.as_ref()) {
+                        s += &file("cert_file", c);
+                        s += &file("key_file", k);
                     }
                     s
                 }

@@ -501,6 +501,37 @@ fn export_tables_errors_name_the_key_and_the_line() {
             pen: 12345,
         }
     );
+    let relp_tls = Config::from_toml(
+        "[[export]]\nkind = \"syslog\"\naddress = \"relp+tls://logs.example:2514\"\npen = 12345\nca_file = \"/etc/ssl/logs-ca.pem\"\ncert_file = \"/etc/tailscale-monitor/client.pem\"\nkey_file = \"/etc/tailscale-monitor/client.key\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    let sink = &relp_tls.exports[0].sink;
+    assert_eq!(
+        sink,
+        &crate::config::ExportSink::Syslog {
+            address: "logs.example:2514".into(),
+            transport: crate::config::Transport::RelpTls(crate::config::TlsClient {
+                ca_file: Some("/etc/ssl/logs-ca.pem".into()),
+                identity: Some((
+                    "/etc/tailscale-monitor/client.pem".into(),
+                    "/etc/tailscale-monitor/client.key".into()
+                )),
+            }),
+            pen: 12345,
+        }
+    );
+    let crate::config::ExportSink::Syslog { transport, .. } = sink else {
+        unreachable!()
+    };
+    assert!(transport.relp());
+    assert!(transport.tls().is_some());
+    // `config show` writes it back as it was given.
+    let shown = relp_tls.render();
+    assert!(
+        shown.contains("address = \"relp+tls://logs.example:2514\"\npen = 12345\nca_file = \"/etc/ssl/logs-ca.pem\"\ncert_file = \"/etc/tailscale-monitor/client.pem\"\nkey_file = \"/etc/tailscale-monitor/client.key\"\n"),
+        "{shown}"
+    );
     for (text, says) in [
         (
             "[[export]]\nkind = \"file\"\n",
@@ -520,11 +551,23 @@ fn export_tables_errors_name_the_key_and_the_line() {
         ),
         (
             "[[export]]\nkind = \"syslog\"\naddress = \"tcp://h:514\"\npen = 1\nca_file = \"/x\"\n",
-            "t.toml:5: only a tls:// address uses ca_file",
+            "t.toml:5: only a tls:// or relp+tls:// address uses ca_file",
         ),
         (
             "[[export]]\nkind = \"syslog\"\naddress = \"relp://h:2514\"\npen = 1\nca_file = \"/x\"\n",
-            "t.toml:5: only a tls:// address uses ca_file",
+            "t.toml:5: only a tls:// or relp+tls:// address uses ca_file",
+        ),
+        (
+            "[[export]]\nkind = \"syslog\"\naddress = \"udp://h:514\"\npen = 1\ncert_file = \"/c\"\nkey_file = \"/k\"\n",
+            "t.toml:5: only a tls:// or relp+tls:// address uses cert_file",
+        ),
+        (
+            "[[export]]\nkind = \"syslog\"\naddress = \"tls://h:6514\"\npen = 1\ncert_file = \"/c\"\n",
+            "t.toml:5: needs `key_file` beside it",
+        ),
+        (
+            "[[export]]\nkind = \"syslog\"\naddress = \"relp+tls://h:2514\"\npen = 1\nkey_file = \"/k\"\n",
+            "t.toml:5: needs `cert_file` beside it",
         ),
         (
             "[[export]]\nkind = \"kafka\"\n",

@@ -913,12 +913,30 @@ fn rsyslogd(dir: &Path, conf: &Path) -> Killed {
 /// `rsyslogd` receiving RELP (imrelp, from Debian's rsyslog-relp) on a port of its choosing into
 /// `dir/out`: the daemon, its port and the file.
 fn rsyslog_relp(dir: &Path) -> (Killed, u16, std::path::PathBuf) {
+    rsyslog_relp_over(dir, None)
+}
+
+/// [`rsyslog_relp`], over TLS with `tls` (the CA, certificate and key files): librelp's own TLS
+/// (`tls="on"`), which asks the client for a certificate signed by the CA and, here, named
+/// `localhost` (`tls.authMode="name"`).
+fn rsyslog_relp_over(
+    dir: &Path,
+    tls: Option<(&Path, &Path, &Path)>,
+) -> (Killed, u16, std::path::PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
     let (conf, out) = (dir.join("rsyslog.conf"), dir.join("out"));
+    let tls = tls.map_or(String::new(), |(ca, cert, key)| {
+        format!(
+            " tls=\"on\" tls.caCert=\"{}\" tls.myCert=\"{}\" tls.myPrivKey=\"{}\" tls.authMode=\"name\" tls.permittedPeer=[\"localhost\"]",
+            ca.display(),
+            cert.display(),
+            key.display()
+        )
+    });
     std::fs::write(
         &conf,
         format!(
-            "global(workDirectory=\"{dir}\")\nmodule(load=\"imrelp\")\ninput(type=\"imrelp\" address=\"127.0.0.1\" port=\"0\" ruleset=\"t\")\nruleset(name=\"t\") {{ action(type=\"omfile\" file=\"{out}\" template=\"RSYSLOG_SyslogProtocol23Format\") }}\n",
+            "global(workDirectory=\"{dir}\")\nmodule(load=\"imrelp\")\ninput(type=\"imrelp\" address=\"127.0.0.1\" port=\"0\" ruleset=\"t\"{tls})\nruleset(name=\"t\") {{ action(type=\"omfile\" file=\"{out}\" template=\"RSYSLOG_SyslogProtocol23Format\") }}\n",
             dir = dir.display(),
             out = out.display()
         ),
@@ -1038,6 +1056,63 @@ fn syslog_over_relp_moves_the_cursor_only_past_what_rsyslog_acknowledged() {
         })
         .collect();
     assert_eq!(seqs, (baseline + 1..=total).collect::<Vec<_>>());
+}
+
+/// syslog over RELP over TLS to a real rsyslogd (imrelp with `tls="on"`, mutual TLS): every event
+/// arrives, acknowledged, when the collector's certificate is signed by `ca_file` and the monitor
+/// shows its own (`cert_file`, `key_file`). With a CA that did not sign the collector's, or
+/// without a certificate of its own, nothing is sent and the lag says so.
+#[test]
+#[ignore = "needs rsyslog-relp and openssl (tests/setup/install-deps.sh): run tests/run-all.sh"]
+fn syslog_over_relp_over_tls_reaches_a_collector_whose_certificate_checks_out() {
+    let d = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(d.path(), "good");
+    let (other_ca, _, _) = certificates(d.path(), "other");
+    let (_rsyslog, port, out) = rsyslog_relp_over(&d.path().join("c"), Some((&ca, &cert, &key)));
+    let emu = Emulator::start(d.path(), emulator::tailnet());
+    let export = |ca: &Path, identity: bool| {
+        let mut s = format!(
+            "[[export]]\nkind = \"syslog\"\naddress = \"relp+tls://localhost:{port}\"\npen = 32473\nca_file = \"{}\"\n",
+            ca.display()
+        );
+        if identity {
+            s += &format!(
+                "cert_file = \"{}\"\nkey_file = \"{}\"\n",
+                cert.display(),
+                key.display()
+            );
+        }
+        s
+    };
+    for (ca, identity) in [(&other_ca, true), (&ca, false)] {
+        let refused = support::Monitor::new(&emu.socket, &export(ca, identity));
+        let r = refused.check();
+        let lag = refused.events().len();
+        assert!(r.stdout.contains(&format!("export_lag={lag}")), "{r:?}");
+        assert!(
+            r.stderr.contains("the collector does not take the events"),
+            "{r:?}"
+        );
+    }
+    let right = support::Monitor::new(&emu.socket, &export(&ca, true));
+    let r = right.check();
+    assert!(r.stdout.contains("export_lag=0"), "{r:?}");
+    let n = right.events().len();
+    let got = lines_at_least(&out, n);
+    assert_eq!(got.len(), n, "from the right monitor only: {got:#?}");
+    for (i, l) in got.iter().enumerate() {
+        let p = own_params(l);
+        assert!(
+            p.iter()
+                .any(|(k, v)| k == "seq" && *v == (i + 1).to_string()),
+            "{l}"
+        );
+    }
+    assert!(
+        got[0].contains("[tsmon@32473 kind=\"monitor.baseline\""),
+        "{}",
+        got[0]
+    );
 }
 
 /// syslog over UDP to a real rsyslogd (imudp on a port of its choosing): each event one datagram,
