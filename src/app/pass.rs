@@ -296,7 +296,8 @@ async fn whois(
         return Ok(());
     }
     let last = store.last_handshakes()?;
-    let last = last.as_ref().map(|l| |id: &_| l.get(id));
+    // The snapshot's connections are walked in ID order.
+    let last = last.as_ref().map(|l| l.ascending());
     for id in connection_candidates(last, snap, policy)
         .into_iter()
         .take(MAX_LOOKUPS)

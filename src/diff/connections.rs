@@ -66,11 +66,11 @@ pub(super) fn is_new_connection(
 ///
 /// `last` gives the last handshake recorded for a device; `None` means there is no baseline yet.
 pub fn connection_candidates(
-    last: Option<impl Fn(&StableNodeId) -> Option<DateTime<Utc>>>,
+    last: Option<impl FnMut(&StableNodeId) -> Option<DateTime<Utc>>>,
     cur: &Snapshot,
     policy: &Policy,
 ) -> Vec<StableNodeId> {
-    let Some(last) = last else {
+    let Some(mut last) = last else {
         return Vec::new();
     };
     cur.conns

@@ -1,7 +1,5 @@
 //! Users and devices: new, changed, removed, back; the baseline of an empty store.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 
 use crate::diff::connections::{
@@ -15,7 +13,7 @@ use crate::model::access::Access;
 use crate::model::event_kind::EventKind;
 use crate::model::state::Outcome;
 use crate::model::state::{Known, KnownDevice, KnownUser};
-use crate::model::{Change, Event, Snapshot};
+use crate::model::{Ascending, Change, Event, Snapshot};
 
 /// Compares the current snapshot with what is known. `now` is the detection time.
 pub fn diff(known: &Known, cur: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Outcome {
@@ -253,32 +251,6 @@ pub(super) fn devices(
                 }
             }
         }
-    }
-}
-
-/// Lookups in a map by keys that come in ascending order (another map of the same keys, walked in
-/// order): one merge instead of a tree search per key.
-pub(crate) struct Ascending<'a, K, V>(
-    std::iter::Peekable<std::collections::btree_map::Iter<'a, K, V>>,
-);
-
-impl<'a, K: Ord, V> Ascending<'a, K, V> {
-    pub(crate) fn new(map: &'a BTreeMap<K, V>) -> Self {
-        Ascending(map.iter().peekable())
-    }
-
-    /// The value of `key`; keys asked must not decrease.
-    pub(crate) fn get(&mut self, key: &K) -> Option<&'a V> {
-        while let Some((k, _)) = self.0.peek() {
-            match (*k).cmp(key) {
-                std::cmp::Ordering::Less => {
-                    self.0.next();
-                }
-                std::cmp::Ordering::Equal => return self.0.next().map(|(_, v)| v),
-                std::cmp::Ordering::Greater => return None,
-            }
-        }
-        None
     }
 }
 

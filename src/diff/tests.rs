@@ -1,6 +1,6 @@
 //! The core against small snapshots: one test per event kind and rule.
 
-use super::membership::Ascending;
+use crate::model::Ascending;
 
 use super::*;
 

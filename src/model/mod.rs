@@ -512,3 +512,30 @@ impl Event {
         }
     }
 }
+
+/// Lookups in a map by keys that come in ascending order (another map of the same keys, walked in
+/// order): one merge instead of a tree search per key.
+pub struct Ascending<'a, K, V>(std::iter::Peekable<std::collections::btree_map::Iter<'a, K, V>>);
+
+impl<'a, K: Ord, V> Ascending<'a, K, V> {
+    pub fn new(map: &'a BTreeMap<K, V>) -> Self {
+        Ascending(map.iter().peekable())
+    }
+
+    /// The value of `key`; keys asked must not decrease.
+    pub fn get<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<&'a V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        while let Some((k, _)) = self.0.peek() {
+            match (*k).borrow().cmp(key) {
+                std::cmp::Ordering::Less => {
+                    self.0.next();
+                }
+                std::cmp::Ordering::Equal => return self.0.next().map(|(_, v)| v),
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+        None
+    }
+}

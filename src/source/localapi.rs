@@ -427,13 +427,21 @@ impl LocalApi {
             );
         }
         // The netmap's peers only name what `/status` cannot: a peer it lists with its owner's
-        // profile is named from there.
-        view.peers.retain(|p| {
-            snap.devices.get(p.id.as_str()).is_none_or(|d| {
+        // profile is named from there. The netmap's read sorts them by ID, so both lists are
+        // walked once side by side (a tree search per peer otherwise).
+        let unnamed = |p: &crate::model::access::NetmapPeer, d: Option<&crate::model::Device>| {
+            d.is_none_or(|d| {
                 (d.tags.is_empty() && !snap.users.contains_key(&d.user_id))
                     || !p.addresses.iter().all(|a| d.addresses.contains(a))
             })
-        });
+        };
+        if view.peers.is_sorted_by(|a, b| a.id <= b.id) {
+            let mut listed = crate::model::Ascending::new(&snap.devices);
+            view.peers.retain(|p| unnamed(p, listed.get(p.id.as_str())));
+        } else {
+            view.peers
+                .retain(|p| unnamed(p, snap.devices.get(p.id.as_str())));
+        }
         snap.node = Some(view);
         Ok(snap)
     }

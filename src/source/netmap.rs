@@ -382,7 +382,7 @@ fn access_of(nm: NetMap) -> Result<NetmapAccess, String> {
         .iter()
         .filter_map(|(id, u)| Some((id.parse().ok()?, u.login_name.as_str())))
         .collect();
-    let peers = nm
+    let mut peers: Vec<NetmapPeer> = nm
         .peers
         .into_iter()
         .filter(|p| !p.stable_id.is_empty())
@@ -406,6 +406,8 @@ fn access_of(nm: NetMap) -> Result<NetmapAccess, String> {
             }
         })
         .collect();
+    // By ID (stable: one ID listed twice keeps its order), for the walk beside `/status`.
+    peers.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(NetmapAccess {
         rules,
         ssh,

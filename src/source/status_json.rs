@@ -258,10 +258,12 @@ pub fn routes_beyond(
     allowed_ips: Vec<String>,
     primary_routes: Vec<String>,
 ) -> Vec<String> {
-    // An address's own route is the address with its full-length prefix.
+    // An address's own route is the address with its full-length prefix (compared in place: no
+    // search for the `/` in every route of every peer).
     let own = |r: &str| {
-        r.rsplit_once('/').is_some_and(|(ip, len)| {
-            len == if ip.contains(':') { "128" } else { "32" } && addresses.iter().any(|a| a == ip)
+        addresses.iter().any(|a| {
+            r.strip_prefix(a.as_str())
+                .is_some_and(|len| len == if a.contains(':') { "/128" } else { "/32" })
         })
     };
     let routes: Vec<String> = allowed_ips

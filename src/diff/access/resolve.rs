@@ -15,7 +15,7 @@ use crate::model::{Device, Snapshot, StableNodeId};
 pub(super) struct Resolver<'a> {
     pub(super) snap: &'a Snapshot,
     /// The snapshot's devices by address, built at the first lookup ([`index`]).
-    by_ip: OnceCell<Vec<(IpAddr, &'a Device)>>,
+    by_ip: OnceCell<Index<'a>>,
     /// Peers of the netmap that `/status` did not list (the filter can arrive first).
     netmap_peers: BTreeMap<IpAddr, &'a NetmapPeer>,
     /// The netmap's peers by stable ID: their owner when `/status` lacks the user profile yet.
@@ -25,32 +25,59 @@ pub(super) struct Resolver<'a> {
     /// Those of them that this snapshot no longer lists (they left the peer list), by address,
     /// built at the first lookup the snapshot cannot answer: a grant to their addresses stays
     /// theirs, so that it is not "new" under a bare address.
-    known_by_ip: OnceCell<Vec<(IpAddr, &'a Device)>>,
+    known_by_ip: OnceCell<Index<'a>>,
     self_ips: Vec<IpAddr>,
 }
 
 /// An address index, built only when a lookup needs it: most passes name few addresses or none
-/// (a 10,000-device tailnet has 20,000 to parse and sort). Sorted by address; where two entries
-/// share one, the later wins, as a map's insert would (the sort is stable, [`find`] takes the
-/// last).
-fn index<'a>(devices: impl Iterator<Item = &'a Device>) -> Vec<(IpAddr, &'a Device)> {
-    let mut v: Vec<_> = devices
-        .flat_map(|d| {
-            d.addresses
-                .iter()
-                .filter_map(move |a| a.parse::<IpAddr>().ok().map(|ip| (ip, d)))
-        })
-        .collect();
-    v.sort_by_key(|e| e.0);
-    v
+/// (a 10,000-device tailnet has 20,000 to parse and sort). Where two entries share an address,
+/// the later wins, as a map's insert would.
+struct Index<'a> {
+    /// The devices' addresses in the order given.
+    entries: Vec<(IpAddr, &'a Device)>,
+    /// Each entry's [`key`] and position, sorted: plain integers to compare.
+    sorted: Vec<(u128, u32)>,
 }
 
-fn find<'a>(index: &[(IpAddr, &'a Device)], ip: IpAddr) -> Option<&'a Device> {
-    let i = index.partition_point(|e| e.0 <= ip);
-    i.checked_sub(1)
-        .map(|i| index[i])
-        .filter(|e| e.0 == ip)
-        .map(|e| e.1)
+/// An address as one integer. An IPv4 address and the IPv6 address of the same value (`::a.b.c.d`)
+/// share a key; [`Index::find`] tells them apart.
+fn key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(a.to_bits()),
+        IpAddr::V6(a) => a.to_bits(),
+    }
+}
+
+impl<'a> Index<'a> {
+    fn new(devices: impl Iterator<Item = &'a Device>) -> Self {
+        let entries: Vec<_> = devices
+            .flat_map(|d| {
+                d.addresses
+                    .iter()
+                    .filter_map(move |a| a.parse::<IpAddr>().ok().map(|ip| (ip, d)))
+            })
+            .collect();
+        let mut sorted: Vec<_> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (ip, _))| (key(*ip), i as u32))
+            .collect();
+        sorted.sort_unstable();
+        Index { entries, sorted }
+    }
+
+    /// The device at `ip`: of those that share it, the last given.
+    fn find(&self, ip: IpAddr) -> Option<&'a Device> {
+        let k = key(ip);
+        let end = self.sorted.partition_point(|e| e.0 <= k);
+        self.sorted[..end]
+            .iter()
+            .rev()
+            .take_while(|e| e.0 == k)
+            .map(|e| self.entries[e.1 as usize])
+            .find(|e| e.0 == ip)
+            .map(|e| e.1)
+    }
 }
 
 impl<'a> Resolver<'a> {
@@ -87,10 +114,9 @@ impl<'a> Resolver<'a> {
     }
 
     fn by_ip(&self, ip: IpAddr) -> Option<&'a Device> {
-        find(
-            self.by_ip.get_or_init(|| index(self.snap.devices.values())),
-            ip,
-        )
+        self.by_ip
+            .get_or_init(|| Index::new(self.snap.devices.values()))
+            .find(ip)
     }
 
     fn known_by_ip(&self, ip: IpAddr) -> Option<&'a Device> {
@@ -99,15 +125,15 @@ impl<'a> Resolver<'a> {
             // Only those it no longer lists: a listed device is named by its current addresses,
             // so that an address it left is unnamed in the pass that sees it move, not one pass
             // later. Both maps in key order: one merge walk, not a tree search per known device.
-            let mut listed = crate::diff::membership::Ascending::new(&self.snap.devices);
-            index(
+            let mut listed = crate::model::Ascending::new(&self.snap.devices);
+            Index::new(
                 known
                     .iter()
-                    .filter(|(id, _)| listed.get(id).is_none())
+                    .filter(|(id, _)| listed.get(*id).is_none())
                     .map(|(_, k)| &k.device),
             )
         });
-        find(index, ip)
+        index.find(ip)
     }
 
     pub(super) fn device(&self, d: &Device) -> Principal {
@@ -269,4 +295,55 @@ pub(super) fn proto_names(protos: &[u8]) -> BTreeSet<String> {
             n => format!("proto {n}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(id: &str, addresses: &[&str]) -> Device {
+        let mut d = Device::for_tests(id);
+        d.addresses = addresses.iter().map(|a| a.to_string()).collect();
+        d
+    }
+
+    /// The index answers as a map built by inserting each address in turn would: the later
+    /// device wins an address given twice, an IPv4 address is not its IPv6 namesake, and an
+    /// address nobody has is nobody's.
+    #[test]
+    fn the_index_answers_as_inserting_into_a_map_would() {
+        let devices = [
+            at("a", &["100.64.0.1", "fd7a:115c:a1e0::1"]),
+            at("b", &["100.64.0.2", "::100.64.0.1"]),
+            at("c", &["100.64.0.2", "not an address"]),
+            at("d", &["::1", "0.0.0.1"]),
+        ];
+        let index = Index::new(devices.iter());
+        let mut map = BTreeMap::new();
+        for d in &devices {
+            for a in &d.addresses {
+                if let Ok(ip) = a.parse::<IpAddr>() {
+                    map.insert(ip, d.id.0.as_str());
+                }
+            }
+        }
+        let asked = [
+            "100.64.0.1",
+            "::100.64.0.1",
+            "100.64.0.2",
+            "fd7a:115c:a1e0::1",
+            "::1",
+            "0.0.0.1",
+            "100.64.0.3",
+            "::",
+        ];
+        for ip in asked.map(|a| a.parse::<IpAddr>().unwrap()) {
+            assert_eq!(
+                index.find(ip).map(|d| d.id.0.as_str()),
+                map.get(&ip).copied(),
+                "{ip}"
+            );
+        }
+        assert_eq!(index.find("100.64.0.2".parse().unwrap()).unwrap().id.0, "c");
+    }
 }
