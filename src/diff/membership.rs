@@ -163,7 +163,10 @@ pub(super) fn devices(
     // Built on the first new device: one pass over what is known, not one per new device.
     let mut lookalikes: Option<Lookalikes> = None;
     let mut known_devices = Ascending::new(&known.devices);
+    // The connections have the devices' keys (less this server's): the same walk.
+    let mut conns = Ascending::new(&cur.conns);
     for dev in cur.devices.values() {
+        let handshake = conns.get(&dev.id).and_then(|c| c.last_handshake);
         let owner = cur.users.get(&dev.user_id);
         match known_devices.get(&dev.id) {
             // Reported already from the control view, while this node could not see it.
@@ -227,15 +230,19 @@ pub(super) fn devices(
                 if let Some(e) = key_expiring_of(dev, &mut expiring_alerted, owner, policy, now) {
                     out.events.push(e);
                 }
-                out.events.extend(connected_of(
-                    dev,
-                    &mut last_handshake,
-                    prev.after_baseline,
-                    cur,
-                    owner,
-                    policy,
-                    now,
-                ));
+                // Only a handshake newer than the last recorded one can be news (looked up
+                // again there: rare).
+                if handshake.is_some_and(|h| last_handshake.is_none_or(|p| h > p)) {
+                    out.events.extend(connected_of(
+                        dev,
+                        &mut last_handshake,
+                        prev.after_baseline,
+                        cur,
+                        owner,
+                        policy,
+                        now,
+                    ));
+                }
                 if prev.removed
                     || changed
                     || prev.expiring_alerted != expiring_alerted

@@ -334,14 +334,18 @@ pub fn parse_filter_only(body: &[u8]) -> Result<FilterOnly, String> {
     let (rules, ssh) = filter_of(nm.rules, nm.matches, nm.ssh)?;
     Ok(FilterOnly {
         self_id: me.stable_id,
-        self_addresses: me.addresses.iter().map(|a| bare_ip(a)).collect(),
+        self_addresses: me.addresses.into_iter().map(bare_ip).collect(),
         rules,
         ssh,
     })
 }
 
-fn bare_ip(a: &str) -> String {
-    a.split('/').next().unwrap_or(a).to_owned()
+/// The address of a prefix (`100.64.0.1/32` → `100.64.0.1`), cut in place.
+fn bare_ip(mut a: String) -> String {
+    if let Some(i) = a.find('/') {
+        a.truncate(i);
+    }
+    a
 }
 
 type Filter = (Option<Vec<FilterRule>>, Option<Vec<SshRule>>);
@@ -402,7 +406,7 @@ fn access_of(nm: NetMap) -> Result<NetmapAccess, String> {
                 } else {
                     p.tags.join(", ")
                 },
-                addresses: p.addresses.iter().map(|a| bare_ip(a)).collect(),
+                addresses: p.addresses.into_iter().map(bare_ip).collect(),
             }
         })
         .collect();
