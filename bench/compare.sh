@@ -14,9 +14,19 @@ command -v /usr/bin/time >/dev/null || { echo "bench/compare.sh: needs GNU time 
 work=$(mktemp -d)
 trap 'git worktree remove --force "$work/tree" 2>/dev/null || true; rm -rf "$work"' EXIT
 git worktree add --detach "$work/tree" "$rev" >/dev/null
-# The earlier build shares this tree's target directory (its dependencies are built once).
-(cd "$work/tree" && CARGO_TARGET_DIR="$OLDPWD/target" cargo build --release --bin tailscale-monitor -q)
-cp target/release/tailscale-monitor "$work/before"
+# The earlier build has a target directory of its own, kept for the next comparison (its
+# dependencies are built once). Not this tree's: cargo gives both trees' crate the same name in
+# it, and the one built last would then be measured as both.
+(cd "$work/tree" && CARGO_TARGET_DIR="$OLDPWD/target/compare-before" cargo build --release --bin tailscale-monitor -q)
+cp target/compare-before/release/tailscale-monitor "$work/before"
+cargo build --release --bin tailscale-monitor -q
+# Different sources that give one binary: the comparison would measure nothing (the same code on
+# both sides, `bench/compare.sh HEAD`, measures the noise and is allowed).
+if cmp -s target/release/tailscale-monitor "$work/before" \
+    && ! { [ "$(git rev-parse "$rev^{tree}")" = "$(git rev-parse 'HEAD^{tree}')" ] && git diff --quiet; }; then
+    echo "bench/compare.sh: $rev and this tree differ, but their binaries do not" >&2
+    exit 1
+fi
 export TM_BENCH_BEFORE="$work/before"
 export TM_BENCH_SIZES="${TM_BENCH_SIZES:-1000,10000}"
 echo "before: $(git rev-parse --short "$rev")   this: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')"
