@@ -426,22 +426,7 @@ impl LocalApi {
                 },
             );
         }
-        // The netmap's peers only name what `/status` cannot: a peer it lists with its owner's
-        // profile is named from there. The netmap's read sorts them by ID, so both lists are
-        // walked once side by side (a tree search per peer otherwise).
-        let unnamed = |p: &crate::model::access::NetmapPeer, d: Option<&crate::model::Device>| {
-            d.is_none_or(|d| {
-                (d.tags.is_empty() && !snap.users.contains_key(&d.user_id))
-                    || !p.addresses.iter().all(|a| d.addresses.contains(a))
-            })
-        };
-        if view.peers.is_sorted_by(|a, b| a.id <= b.id) {
-            let mut listed = crate::model::Ascending::new(&snap.devices);
-            view.peers.retain(|p| unnamed(p, listed.get(p.id.as_str())));
-        } else {
-            view.peers
-                .retain(|p| unnamed(p, snap.devices.get(p.id.as_str())));
-        }
+        keep_unnamed(&mut view.peers, &snap);
         snap.node = Some(view);
         Ok(snap)
     }
@@ -631,6 +616,25 @@ trait BodySink {
     fn piece(&mut self, piece: &[u8]) -> bool;
 }
 
+/// The netmap's peers only name what `/status` cannot: a peer it lists with its owner's profile
+/// and all the peer's addresses is named from there, and dropped here. The netmap's read sorts
+/// the peers by ID, so both lists are walked once side by side; peers in another order, or one ID
+/// listed twice, are looked up one by one.
+fn keep_unnamed(peers: &mut Vec<crate::model::access::NetmapPeer>, snap: &Snapshot) {
+    let unnamed = |p: &crate::model::access::NetmapPeer, d: Option<&crate::model::Device>| {
+        d.is_none_or(|d| {
+            (d.tags.is_empty() && !snap.users.contains_key(&d.user_id))
+                || !p.addresses.iter().all(|a| d.addresses.contains(a))
+        })
+    };
+    if peers.is_sorted_by(|a, b| a.id < b.id) {
+        let mut listed = crate::model::Ascending::new(&snap.devices);
+        peers.retain(|p| unnamed(p, listed.get(p.id.as_str())));
+    } else {
+        peers.retain(|p| unnamed(p, snap.devices.get(p.id.as_str())));
+    }
+}
+
 /// A whole response body in one buffer, reserved up front when its length is announced: a
 /// multi-megabyte body is copied once, not gathered in pieces and copied again.
 impl BodySink for Vec<u8> {
@@ -785,5 +789,93 @@ impl Watch {
                 Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::access::NetmapPeer;
+    use crate::model::{Device, StableNodeId, User, UserId};
+
+    fn peer(id: &str, address: &str) -> NetmapPeer {
+        NetmapPeer {
+            id: id.into(),
+            hostname: format!("host-{id}"),
+            owner: "someone@example.com".into(),
+            addresses: vec![address.into()],
+        }
+    }
+
+    /// The walk beside `/status` keeps the same peers as a lookup of each: in ID order, in
+    /// another order, and with one ID listed twice.
+    #[test]
+    fn the_netmap_peers_kept_are_those_status_cannot_name() {
+        let mut snap = Snapshot::default();
+        for (id, address, user) in [
+            ("a", "100.64.0.1", 1),
+            ("c", "100.64.0.3", 2),
+            ("d", "100.64.0.4", 1),
+        ] {
+            let mut d = Device::for_tests(id);
+            d.addresses = vec![address.into()];
+            d.user_id = UserId(user);
+            snap.devices.insert(StableNodeId(id.into()), d);
+        }
+        snap.users.insert(
+            UserId(1),
+            User {
+                id: UserId(1),
+                login: "one@example.com".into(),
+                display_name: "One".into(),
+            },
+        );
+        let by_lookup = |peers: &[NetmapPeer]| -> Vec<NetmapPeer> {
+            peers
+                .iter()
+                .filter(|p| {
+                    snap.devices.get(p.id.as_str()).is_none_or(|d| {
+                        (d.tags.is_empty() && !snap.users.contains_key(&d.user_id))
+                            || !p.addresses.iter().all(|a| d.addresses.contains(a))
+                    })
+                })
+                .cloned()
+                .collect()
+        };
+        let lists = [
+            // Named by /status (a), unknown there (b), its owner's profile missing (c), an
+            // address /status does not give it (d, second), listed twice (a).
+            vec![
+                peer("a", "100.64.0.1"),
+                peer("b", "100.64.0.2"),
+                peer("c", "100.64.0.3"),
+                peer("d", "100.64.0.9"),
+            ],
+            vec![
+                peer("a", "100.64.0.1"),
+                peer("a", "100.64.0.1"),
+                peer("b", "100.64.0.2"),
+                peer("d", "100.64.0.4"),
+            ],
+            vec![
+                peer("d", "100.64.0.4"),
+                peer("b", "100.64.0.2"),
+                peer("a", "100.64.0.1"),
+                peer("c", "100.64.0.3"),
+            ],
+        ];
+        for list in lists {
+            let mut kept = list.clone();
+            keep_unnamed(&mut kept, &snap);
+            assert_eq!(kept, by_lookup(&list), "{list:?}");
+        }
+        let mut first = vec![
+            peer("a", "100.64.0.1"),
+            peer("b", "100.64.0.2"),
+            peer("c", "100.64.0.3"),
+        ];
+        keep_unnamed(&mut first, &snap);
+        let ids: Vec<&str> = first.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["b", "c"]);
     }
 }
