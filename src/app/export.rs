@@ -237,13 +237,20 @@ impl Sink {
 /// monitor shows that certificate to a collector that asks for one.
 fn tls_config(tls: &TlsClient) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls_pki_types::pem::PemObject as _;
+    // The certificates of a PEM file named by config key `key`: at least one.
+    let certificates = |key: &str, p: &Path| {
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(p)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{key} {}: {e}", p.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{key} {}: no certificate in it", p.display()));
+        }
+        Ok(certs)
+    };
     let mut roots = rustls::RootCertStore::empty();
     match &tls.ca_file {
         Some(p) => {
-            let certs = rustls_pki_types::CertificateDer::pem_file_iter(p)
-                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("ca_file {}: {e}", p.display()))?;
-            let (added, _) = roots.add_parsable_certificates(certs);
+            let (added, _) = roots.add_parsable_certificates(certificates("ca_file", p)?);
             if added == 0 {
                 return Err(format!("ca_file {}: no certificate in it", p.display()));
             }
@@ -259,15 +266,7 @@ fn tls_config(tls: &TlsClient) -> Result<Arc<rustls::ClientConfig>, String> {
     let cfg = match &tls.identity {
         None => cfg.with_no_client_auth(),
         Some((cert, key)) => {
-            let chain = rustls_pki_types::CertificateDer::pem_file_iter(cert)
-                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("cert_file {}: {e}", cert.display()))?;
-            if chain.is_empty() {
-                return Err(format!(
-                    "cert_file {}: no certificate in it",
-                    cert.display()
-                ));
-            }
+            let chain = certificates("cert_file", cert)?;
             let k = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
                 .map_err(|e| format!("key_file {}: {e}", key.display()))?;
             cfg.with_client_auth_cert(chain, k).map_err(|e| {

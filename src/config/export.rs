@@ -111,7 +111,6 @@ pub(super) fn parse(cx: &Ctx<'_>, e: &Spanned<RawExport>) -> Result<ExportConfig
         }
         "syslog" => {
             let address = need(&r.address, "address")?;
-            let path = |v: &Option<Spanned<String>>| v.as_ref().map(|c| PathBuf::from(c.get_ref()));
             let identity = match (&r.cert_file, &r.key_file) {
                 (Some(c), Some(k)) => Some((c.get_ref().into(), k.get_ref().into())),
                 (None, None) => None,
@@ -119,7 +118,7 @@ pub(super) fn parse(cx: &Ctx<'_>, e: &Spanned<RawExport>) -> Result<ExportConfig
                 (None, Some(k)) => return Err(cx.at(k, "key_file", "needs `cert_file` beside it")),
             };
             let tls = TlsClient {
-                ca_file: path(&r.ca_file),
+                ca_file: r.ca_file.as_ref().map(|c| c.get_ref().into()),
                 identity,
             };
             let (transport, rest) = match address.split_once("://") {

@@ -23,24 +23,20 @@ pub enum LastHandshakes<'a> {
 }
 
 impl LastHandshakes<'_> {
-    pub fn get(&self, id: &StableNodeId) -> Option<DateTime<Utc>> {
-        match self {
-            LastHandshakes::Known(k) => k.devices.get(id)?.last_handshake,
-            LastHandshakes::Loaded(m) => m.get(id).copied(),
-        }
-    }
-
-    /// [`LastHandshakes::get`] for IDs asked in ascending order (a walk over a snapshot's map):
-    /// one merge walk instead of a tree search per device.
+    /// The last handshake of each ID asked, the IDs in ascending order (a walk over a snapshot's
+    /// map): one merge walk instead of a tree search per device.
     pub fn ascending(&self) -> impl FnMut(&StableNodeId) -> Option<DateTime<Utc>> + '_ {
-        let (mut known, mut loaded) = match self {
-            LastHandshakes::Known(k) => (Some(Ascending::new(&k.devices)), None),
-            LastHandshakes::Loaded(m) => (None, Some(Ascending::new(m))),
+        enum Walk<'a> {
+            Known(Ascending<'a, StableNodeId, KnownDevice>),
+            Loaded(Ascending<'a, StableNodeId, DateTime<Utc>>),
+        }
+        let mut walk = match self {
+            LastHandshakes::Known(k) => Walk::Known(Ascending::new(&k.devices)),
+            LastHandshakes::Loaded(m) => Walk::Loaded(Ascending::new(m)),
         };
-        move |id| match (&mut known, &mut loaded) {
-            (Some(k), _) => k.get(id)?.last_handshake,
-            (_, Some(m)) => m.get(id).copied(),
-            _ => None,
+        move |id| match &mut walk {
+            Walk::Known(k) => k.get(id)?.last_handshake,
+            Walk::Loaded(m) => m.get(id).copied(),
         }
     }
 }

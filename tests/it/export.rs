@@ -976,6 +976,19 @@ fn own_params(line: &str) -> Vec<(String, String)> {
         .1
 }
 
+/// The `tsmon@32473` parameters of each line, whose `seq` runs from 1 in line order.
+fn own_params_from_one(lines: &[String]) -> Vec<Vec<(String, String)>> {
+    let params: Vec<_> = lines.iter().map(|l| own_params(l)).collect();
+    for (i, (l, p)) in lines.iter().zip(&params).enumerate() {
+        assert!(
+            p.iter()
+                .any(|(k, v)| k == "seq" && *v == (i + 1).to_string()),
+            "{l}"
+        );
+    }
+    params
+}
+
 /// syslog over RELP to a real rsyslogd (imrelp): the cursor moves only past what the collector
 /// acknowledged. A collector that takes the bytes but answers nothing (rsyslogd stopped with
 /// SIGSTOP: the kernel still accepts the connection and the writes, which is all plain TCP can
@@ -998,13 +1011,7 @@ fn syslog_over_relp_moves_the_cursor_only_past_what_rsyslog_acknowledged() {
     let baseline = mon.events().len();
     let got = lines_at_least(&out, baseline);
     assert_eq!(got.len(), baseline, "{got:#?}");
-    for (i, l) in got.iter().enumerate() {
-        let p = own_params(l);
-        assert!(
-            p.iter()
-                .any(|(k, v)| k == "seq" && *v == (i + 1).to_string()),
-            "{l}"
-        );
+    for (l, p) in got.iter().zip(own_params_from_one(&got)) {
         assert!(!p.iter().any(|(k, _)| k == "replay"), "{l}");
     }
 
@@ -1100,14 +1107,7 @@ fn syslog_over_relp_over_tls_reaches_a_collector_whose_certificate_checks_out() 
     let n = right.events().len();
     let got = lines_at_least(&out, n);
     assert_eq!(got.len(), n, "from the right monitor only: {got:#?}");
-    for (i, l) in got.iter().enumerate() {
-        let p = own_params(l);
-        assert!(
-            p.iter()
-                .any(|(k, v)| k == "seq" && *v == (i + 1).to_string()),
-            "{l}"
-        );
-    }
+    own_params_from_one(&got);
     assert!(
         got[0].contains("[tsmon@32473 kind=\"monitor.baseline\""),
         "{}",
